@@ -1,0 +1,29 @@
+# medlabel portal image: `medlabel init` then `medlabel serve` (see docker-compose.yml).
+FROM python:3.11-slim-bookworm
+
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
+    MEDLABEL_DATA_DIR=/data
+# OpenCV (pulled in by rapidocr for burned-in text detection) needs GL and GLib.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends libgl1 libglib2.0-0 \
+ && rm -rf /var/lib/apt/lists/*
+
+WORKDIR /app
+COPY pyproject.toml README.md alembic.ini ./
+COPY medlabel ./medlabel
+COPY db ./db
+COPY services ./services
+COPY portal ./portal
+COPY deid ./deid
+COPY agreement ./agreement
+COPY inference ./inference
+COPY active_learning ./active_learning
+COPY migrations ./migrations
+RUN pip install .
+
+RUN useradd --create-home --uid 10001 medlabel && mkdir -p /data && chown medlabel /data
+USER medlabel
+VOLUME ["/data"]
+EXPOSE 8501
+HEALTHCHECK --interval=30s --timeout=5s CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8501/_stcore/health')"
+CMD ["sh", "-c", "medlabel init && exec medlabel serve --port 8501"]

@@ -1,0 +1,55 @@
+# medlabel developer entry point: `make demo` and `make test` work on a fresh machine with Python 3.11.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PORT ?= 8501
+export MEDLABEL_DATA_DIR ?= $(CURDIR)/medlabel-data
+
+.PHONY: setup system-deps demo test test-fast lint clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]' --config-settings editable_mode=compat
+	@touch $(STAMP)
+
+## setup: install medlabel and its development tools into .venv
+setup: $(STAMP)
+
+## system-deps: Debian packages the tests need (chromium for Playwright; GL/GLib for OpenCV), as root only
+system-deps:
+	@if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null; then \
+	  missing=""; \
+	  [ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
+	  ldconfig -p | grep -q 'libGL.so.1' || missing="$$missing libgl1"; \
+	  ldconfig -p | grep -q 'libglib-2.0.so.0' || missing="$$missing libglib2.0-0"; \
+	  if [ -n "$$missing" ]; then \
+	    echo "installing Debian packages:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  fi; \
+	else \
+	  [ -x /usr/bin/chromium ] || echo "note: /usr/bin/chromium missing; browser tests will skip (apt-get install chromium)"; \
+	fi
+
+## demo: install, create the SQLite database, load demo users/project, serve on http://localhost:8501
+demo: setup
+	$(BIN)/medlabel init
+	$(BIN)/medlabel demo
+	$(BIN)/medlabel serve --port $(PORT)
+
+## test: install everything and run the whole suite (SQLite, PostgreSQL, browser, benchmarks)
+test: setup system-deps
+	$(BIN)/python -m pytest
+
+## test-fast: the suite without browser and slow tests
+test-fast: setup
+	$(BIN)/python -m pytest -m "not browser and not slow and not bench"
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/lint-imports
+
+clean:
+	rm -rf $(VENV) medlabel-data .pytest_cache

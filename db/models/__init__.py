@@ -1,0 +1,52 @@
+"""Every ORM model of the domain (imported here so ``Base.metadata`` is complete)."""
+
+from db.models.accounts import AuditEvent, User
+from db.models.enums import (
+    AnnotationKind,
+    AssignmentStatus,
+    DeidStatus,
+    LabelKind,
+    Role,
+    RoundStatus,
+    TaskType,
+)
+from db.models.labelling import (
+    Annotation,
+    Assignment,
+    Item,
+    Label,
+    Project,
+    ProjectReader,
+    VerificationRound,
+)
+from db.models.modelling import (
+    ActiveLearningRound,
+    ModelVersion,
+    Prediction,
+    PseudonymKey,
+    SecondOpinionRequest,
+)
+
+__all__ = [
+    "ActiveLearningRound",
+    "Annotation",
+    "AnnotationKind",
+    "Assignment",
+    "AssignmentStatus",
+    "AuditEvent",
+    "DeidStatus",
+    "Item",
+    "Label",
+    "LabelKind",
+    "ModelVersion",
+    "Prediction",
+    "Project",
+    "ProjectReader",
+    "PseudonymKey",
+    "Role",
+    "RoundStatus",
+    "SecondOpinionRequest",
+    "TaskType",
+    "User",
+    "VerificationRound",
+]

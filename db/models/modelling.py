@@ -1,0 +1,100 @@
+"""ONNX model versions, their predictions, active-learning rounds, second opinions, re-id keys."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import ForeignKey, Index, LargeBinary, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from db.base import Base, CreatedAt
+
+
+class ModelVersion(CreatedAt, Base):
+    __tablename__ = "model_versions"
+    __table_args__ = (UniqueConstraint("name", "version", name="uq_model_versions_name_version"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(128))
+    version: Mapped[int]
+    variant: Mapped[str] = mapped_column(String(16), default="fp32")
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    size_bytes: Mapped[int]
+    stored_path: Mapped[str] = mapped_column(String(512))
+    opset: Mapped[int | None]
+    labels: Mapped[list[Any]] = mapped_column(default=list)
+    input_spec: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    output_kind: Mapped[str] = mapped_column(String(16), default="softmax")
+    embedding_output: Mapped[str | None] = mapped_column(String(256))
+    meta: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    is_active: Mapped[bool] = mapped_column(default=True)
+
+    def __repr__(self) -> str:
+        return f"ModelVersion(id={self.id!r}, name={self.name!r}, version={self.version!r})"
+
+
+class Prediction(CreatedAt, Base):
+    """One model version's output for one item, with its uncertainty scores."""
+
+    __tablename__ = "predictions"
+    __table_args__ = (
+        UniqueConstraint("item_id", "model_id", name="uq_predictions_item_model"),
+        Index("ix_predictions_uncertainty", "model_id", "uncertainty"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"))
+    model_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id", ondelete="CASCADE"))
+    probabilities: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    entropy: Mapped[float | None]
+    margin: Mapped[float | None]
+    least_confidence: Mapped[float | None]
+    uncertainty: Mapped[float | None]
+    embedding_ref: Mapped[str | None] = mapped_column(String(256))
+
+    def __repr__(self) -> str:
+        return f"Prediction(item_id={self.item_id!r}, model_id={self.model_id!r})"
+
+
+class ActiveLearningRound(CreatedAt, Base):
+    __tablename__ = "active_learning_rounds"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
+    model_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
+    strategy: Mapped[str] = mapped_column(String(32))
+    batch_size: Mapped[int]
+    n_labels: Mapped[int]
+    metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+    def __repr__(self) -> str:
+        return f"ActiveLearningRound(id={self.id!r}, strategy={self.strategy!r})"
+
+
+class SecondOpinionRequest(CreatedAt, Base):
+    __tablename__ = "second_opinion_requests"
+    __table_args__ = (Index("ix_second_opinion_requests_user", "user_id", "created_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    model_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))
+    content_hash: Mapped[str] = mapped_column(String(64))
+    prediction: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    top: Mapped[list[Any]] = mapped_column(default=list)
+    review_item_id: Mapped[int | None] = mapped_column(ForeignKey("items.id"))
+
+    def __repr__(self) -> str:
+        return f"SecondOpinionRequest(id={self.id!r}, user_id={self.user_id!r})"
+
+
+class PseudonymKey(CreatedAt, Base):
+    """Pseudonym -> original PatientID, encrypted at rest; only for projects that allow re-identification."""
+
+    __tablename__ = "pseudonym_keys"
+    __table_args__ = (UniqueConstraint("project_id", "pseudonym", name="uq_pseudonym_keys_project_pseudonym"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    pseudonym: Mapped[str] = mapped_column(String(64))
+    encrypted_original: Mapped[bytes] = mapped_column(LargeBinary)

@@ -1,0 +1,1 @@
+"""Query functions: ``(session, ...) -> rows``. None of them commits."""

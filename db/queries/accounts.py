@@ -1,0 +1,26 @@
+"""User look-ups."""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from db.models import Role, User
+
+
+def user_by_name(session: Session, username: str, *, for_update: bool = False) -> User | None:
+    stmt = select(User).where(User.username == username)
+    if for_update:
+        stmt = stmt.with_for_update()
+    return session.scalars(stmt).one_or_none()
+
+
+def list_users(session: Session) -> list[User]:
+    return list(session.scalars(select(User).order_by(User.username)))
+
+
+def count_users(session: Session, role: Role | None = None) -> int:
+    stmt = select(func.count()).select_from(User)
+    if role is not None:
+        stmt = stmt.where(User.role == role)
+    return int(session.scalar(stmt) or 0)

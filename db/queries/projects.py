@@ -1,0 +1,46 @@
+"""Project look-ups and counts."""
+
+from __future__ import annotations
+
+from sqlalchemy import case, func, select
+from sqlalchemy.orm import Session
+
+from db.models import Annotation, AnnotationKind, DeidStatus, Item, Project
+
+
+def project_by_name(session: Session, name: str) -> Project | None:
+    return session.scalars(select(Project).where(Project.name == name)).one_or_none()
+
+
+def project_counts(session: Session) -> list[tuple[Project, int, int, int, int]]:
+    """Each project with (items, released, quarantined, labelled items), in name order."""
+    item_counts = (
+        select(
+            Item.project_id.label("project_id"),
+            func.count().label("items"),
+            func.sum(case((Item.deid_status == DeidStatus.RELEASED, 1), else_=0)).label("released"),
+            func.sum(case((Item.deid_status == DeidStatus.QUARANTINED, 1), else_=0)).label("quarantined"),
+        )
+        .group_by(Item.project_id)
+        .subquery()
+    )
+    labelled = (
+        select(Item.project_id.label("project_id"), func.count(func.distinct(Annotation.item_id)).label("n"))
+        .join(Annotation, Annotation.item_id == Item.id)
+        .where(Annotation.kind == AnnotationKind.LABEL)
+        .group_by(Item.project_id)
+        .subquery()
+    )
+    stmt = (
+        select(
+            Project,
+            func.coalesce(item_counts.c["items"], 0),
+            func.coalesce(item_counts.c.released, 0),
+            func.coalesce(item_counts.c.quarantined, 0),
+            func.coalesce(labelled.c.n, 0),
+        )
+        .outerjoin(item_counts, item_counts.c.project_id == Project.id)
+        .outerjoin(labelled, labelled.c.project_id == Project.id)
+        .order_by(Project.name)
+    )
+    return [(p, int(a), int(b), int(c), int(d)) for p, a, b, c, d in session.execute(stmt)]

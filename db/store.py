@@ -1,0 +1,80 @@
+"""Content-addressed blob store: bytes stored once under their sha256, written atomically.
+
+Only de-identified bytes are ever given to it. Layout: ``<root>/<aa>/<bb>/<sha256><suffix>``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+from medlabel.errors import ConfigError, NotFoundError
+
+_ALLOWED_SUFFIXES = {"", ".dcm", ".png", ".jpg", ".onnx", ".npy", ".json"}
+
+
+class ContentStore:
+    """A folder of immutable blobs named by their sha256."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def path_for(self, digest: str, suffix: str = "") -> Path:
+        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+            raise ValueError(f"not a sha256 hex digest: {digest!r}")
+        if suffix not in _ALLOWED_SUFFIXES:
+            raise ValueError(f"unsupported suffix {suffix!r}")
+        return self.root / digest[:2] / digest[2:4] / f"{digest}{suffix}"
+
+    def put(self, data: bytes, suffix: str = "") -> tuple[str, str]:
+        """Store ``data``; returns ``(sha256, relative path)``. Identical bytes are stored once."""
+        digest = hashlib.sha256(data).hexdigest()
+        target = self.path_for(digest, suffix)
+        relative = target.relative_to(self.root).as_posix()
+        if target.exists():
+            return digest, relative
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=suffix)
+        except OSError as exc:
+            raise ConfigError(f"{self.root}: content store is not writable ({exc.strerror})") from None
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        _fsync_dir(target.parent)
+        return digest, relative
+
+    def get(self, relative: str) -> bytes:
+        path = self._resolve(relative)
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            raise NotFoundError(f"{relative}: not in the content store") from None
+
+    def exists(self, relative: str) -> bool:
+        return self._resolve(relative).exists()
+
+    def _resolve(self, relative: str) -> Path:
+        path = (self.root / relative).resolve()
+        if self.root.resolve() not in path.parents:
+            raise ValueError(f"path escapes the content store: {relative!r}")
+        return path
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,1 @@
+"""Benchmarks behind ``medlabel bench ...``: each prints or writes one JSON object."""

@@ -1,0 +1,230 @@
+"""The ``medlabel`` command line: one click group, thin commands, one error handler.
+
+Every command builds the settings, calls one service (or pure) function and prints its result.
+A ``MedlabelError`` becomes one line ``error: ...`` on stderr and exit status 1.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+
+from medlabel import __version__
+from medlabel.errors import MedlabelError
+
+logger = logging.getLogger(__name__)
+
+
+def _context():  # type: ignore[no-untyped-def]
+    from medlabel.settings import load_settings
+    from services.context import AppContext
+
+    return AppContext.from_settings(load_settings())
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="medlabel")
+def cli() -> None:
+    """medlabel: de-identify, label, verify and learn from medical images.
+
+    Settings come from MEDLABEL_* environment variables (see docs/configuration.md).
+    """
+
+
+@cli.command()
+def init() -> None:
+    """Create the data folder and secret key, and bring the database schema up to date.
+
+    Safe to run again: it only upgrades what is missing.
+    """
+    from medlabel.settings import load_settings
+    from services.schema import init_installation
+
+    report = init_installation(load_settings())
+    before = report.revision_before or "empty"
+    click.echo(f"database {report.database}: schema {before} -> {report.revision_after}")
+    if report.created_secret:
+        click.echo("created the installation secret key (0600)")
+
+
+@cli.command()
+@click.option("--port", default=8501, show_default=True, type=click.IntRange(1, 65535), help="TCP port.")
+@click.option("--address", default="0.0.0.0", show_default=True, help="Address to listen on.")
+def serve(port: int, address: str) -> None:
+    """Start the portal (Streamlit, headless, usage statistics off)."""
+    import portal
+
+    app = Path(portal.__file__).resolve().parent / "app.py"
+    args = [
+        sys.executable, "-m", "streamlit", "run", str(app),
+        "--server.headless", "true",
+        "--server.port", str(port),
+        "--server.address", address,
+        "--browser.gatherUsageStats", "false",
+        "--server.fileWatcherType", "none",
+        "--server.runOnSave", "false",
+        "--server.maxUploadSize", "200",
+        "--client.toolbarMode", "viewer",
+        "--client.showErrorDetails", "none",
+        "--theme.base", "light",
+    ]
+    click.echo(f"medlabel portal on http://localhost:{port}")
+    raise SystemExit(subprocess.call(args, env=os.environ.copy()))
+
+
+@cli.command()
+def demo() -> None:
+    """Create the demo users and demo project (idempotent)."""
+    from services.demo import DEMO_PASSWORD, load_demo
+
+    ctx = _context()
+    try:
+        report = load_demo(ctx)
+    finally:
+        ctx.close()
+    for user in report.users_created:
+        click.echo(f"created user {user} (password: {DEMO_PASSWORD})")
+    for name in report.projects_created:
+        click.echo(f"created project {name!r}")
+    if not report.users_created and not report.projects_created:
+        click.echo("demo already loaded")
+
+
+# --- users -------------------------------------------------------------------------------------
+
+
+@cli.group()
+def users() -> None:
+    """Manage user accounts (passwords are read from a prompt or stdin, never from arguments)."""
+
+
+def _read_password(from_stdin: bool) -> str:
+    if from_stdin:
+        line = sys.stdin.readline()
+        if not line:
+            raise MedlabelError("no password on standard input")
+        return line.rstrip("\r\n")
+    return click.prompt("Password", hide_input=True, confirmation_prompt=True)
+
+
+@users.command("add")
+@click.argument("username")
+@click.option("--role", required=True, type=click.Choice(["admin", "lead", "reader", "clinician"]))
+@click.option("--name", "display_name", default="", help="Display name.")
+@click.option("--password-stdin", is_flag=True, help="Read the password from the first line of stdin.")
+def users_add(username: str, role: str, display_name: str, password_stdin: bool) -> None:
+    """Add a user with a role."""
+    from services.accounts import add_user
+
+    password = _read_password(password_stdin)
+    ctx = _context()
+    try:
+        user = add_user(ctx, username, password, role, display_name=display_name)
+    finally:
+        ctx.close()
+    click.echo(f"added {user.username} ({user.role})")
+
+
+@users.command("list")
+def users_list() -> None:
+    """List users, their roles and whether they are active."""
+    from services.accounts import list_users
+
+    ctx = _context()
+    try:
+        rows = list_users(ctx)
+    finally:
+        ctx.close()
+    for u in rows:
+        state = "active" if u.is_active else "disabled"
+        click.echo(f"{u.username:<24} {u.role:<10} {state:<9} {u.display_name}")
+
+
+@users.command("disable")
+@click.argument("username")
+@click.option("--enable", is_flag=True, help="Enable the account again instead.")
+def users_disable(username: str, enable: bool) -> None:
+    """Disable (or with --enable, re-enable) a user's account."""
+    from services.accounts import set_active
+
+    ctx = _context()
+    try:
+        user = set_active(ctx, username, enable)
+    finally:
+        ctx.close()
+    click.echo(f"{user.username} is now {'active' if user.is_active else 'disabled'}")
+
+
+@users.command("passwd")
+@click.argument("username")
+@click.option("--password-stdin", is_flag=True, help="Read the password from the first line of stdin.")
+def users_passwd(username: str, password_stdin: bool) -> None:
+    """Set a user's password (also clears the failed-login back-off)."""
+    from services.accounts import set_password
+
+    password = _read_password(password_stdin)
+    ctx = _context()
+    try:
+        set_password(ctx, username, password)
+    finally:
+        ctx.close()
+    click.echo(f"password of {username} changed")
+
+
+# --- benchmarks ---------------------------------------------------------------------------------
+
+
+@cli.group()
+def bench() -> None:
+    """Benchmarks that print JSON (method and figures: docs/benchmarks.md)."""
+
+
+def _register_optional() -> None:
+    """Register the subcommands that live in their own modules."""
+    import importlib
+
+    for module, group in (
+        ("medlabel.commands.deid", cli),
+        ("medlabel.commands.agreement", cli),
+        ("medlabel.benchmarks.deid", bench),
+        ("medlabel.benchmarks.agreement", bench),
+        ("medlabel.benchmarks.al", bench),
+    ):
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+            continue
+        group.add_command(mod.command)
+
+
+_register_optional()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the CLI, turning user errors into one line and exit status 1."""
+    logging.basicConfig(level=os.environ.get("MEDLABEL_LOG_LEVEL", "WARNING"),
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        cli.main(args=argv, prog_name="medlabel", standalone_mode=False)
+    except MedlabelError as exc:
+        click.echo(f"error: {exc}", err=True)
+        raise SystemExit(1) from None
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        raise SystemExit(130) from None
+    except click.ClickException as exc:
+        exc.show()
+        raise SystemExit(exc.exit_code) from None
+    except click.exceptions.Exit as exc:
+        raise SystemExit(exc.exit_code) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""CLI subcommands, one module each; ``medlabel.cli`` registers them explicitly."""

@@ -1,0 +1,122 @@
+"""One settings object, read from the environment once at the composition root.
+
+Every setting is a ``MEDLABEL_*`` environment variable with a default; nothing else is configured
+by editing code. ``docs/configuration.md`` documents each field (a test keeps it honest).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import stat
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from medlabel.errors import ConfigError
+
+SECRET_FILE_NAME = "secret.key"
+SECRET_BYTES = 32
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One environment variable: its name, default and help text."""
+
+    env: str
+    default: str | None
+    help: str
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("MEDLABEL_DATA_DIR", "./medlabel-data",
+            "Folder for the SQLite database, the content store and the secret key."),
+    Setting("MEDLABEL_DATABASE_URL", None,
+            "SQLAlchemy URL of the database; default: SQLite `medlabel.db` in the data folder. "
+            "PostgreSQL: `postgresql+psycopg://user@host/db`."),
+    Setting("MEDLABEL_SECRET_KEY_FILE", None,
+            "File holding the installation secret (pseudonyms, sessions); default `secret.key` "
+            "in the data folder, created by `medlabel init` with 0600 permissions."),
+    Setting("MEDLABEL_CLAIM_MINUTES", "30",
+            "Minutes after which an unfinished claim on an item expires and the item returns to the queue."),
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The frozen settings of one process. Build with :func:`load_settings`."""
+
+    data_dir: Path
+    database_url: str
+    secret_key_file: Path
+    claim_minutes: int = 30
+    _secret_cache: dict[str, bytes] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def store_dir(self) -> Path:
+        """Root of the content-addressed image store."""
+        return self.data_dir / "store"
+
+    def secret_key(self) -> bytes:
+        """The installation secret; raises ``ConfigError`` if ``medlabel init`` has not made it."""
+        if "key" not in self._secret_cache:
+            try:
+                key = self.secret_key_file.read_bytes()
+            except FileNotFoundError:
+                raise ConfigError(
+                    f"{self.secret_key_file}: secret key not found; run `medlabel init` first"
+                ) from None
+            except OSError as exc:
+                raise ConfigError(f"{self.secret_key_file}: cannot read secret key ({exc.strerror})") from None
+            if len(key) < SECRET_BYTES:
+                raise ConfigError(f"{self.secret_key_file}: secret key shorter than {SECRET_BYTES} bytes")
+            self._secret_cache["key"] = key
+        return self._secret_cache["key"]
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Read the settings from ``environ`` (default ``os.environ``)."""
+    env = os.environ if environ is None else environ
+    data_dir = Path(env.get("MEDLABEL_DATA_DIR") or "./medlabel-data").expanduser().absolute()
+    url = env.get("MEDLABEL_DATABASE_URL") or f"sqlite:///{data_dir / 'medlabel.db'}"
+    key_file = Path(env.get("MEDLABEL_SECRET_KEY_FILE") or data_dir / SECRET_FILE_NAME)
+    raw_claim = env.get("MEDLABEL_CLAIM_MINUTES") or "30"
+    try:
+        claim_minutes = int(raw_claim)
+        if claim_minutes <= 0:
+            raise ValueError
+    except ValueError:
+        raise ConfigError(f"MEDLABEL_CLAIM_MINUTES must be a positive integer, got {raw_claim!r}") from None
+    return Settings(data_dir=data_dir, database_url=url, secret_key_file=key_file, claim_minutes=claim_minutes)
+
+
+def ensure_data_dir(settings: Settings) -> None:
+    """Create the data folder and check that it is writable."""
+    try:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        probe = settings.data_dir / ".write-probe"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(f"{settings.data_dir}: data folder is not writable ({exc.strerror})") from None
+
+
+def ensure_secret_key(settings: Settings) -> bool:
+    """Create the secret key file (0600) if missing. Returns True when it was created."""
+    path = settings.secret_key_file
+    if path.exists():
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077:
+            raise ConfigError(f"{path}: secret key is readable by others (mode {mode:o}); chmod 600 it")
+        settings.secret_key()
+        return False
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(secrets.token_bytes(SECRET_BYTES))
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot create secret key ({exc.strerror})") from None
+    return True

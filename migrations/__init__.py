@@ -1,0 +1,1 @@
+"""Alembic migrations (``alembic upgrade head`` from the repo root, or ``medlabel init``)."""

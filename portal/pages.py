@@ -1,0 +1,31 @@
+"""The page registry: which roles may open which page (read top to bottom)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+PAGES_DIR = Path(__file__).resolve().parent / "views"
+
+
+@dataclass(frozen=True)
+class PageDef:
+    file: str
+    title: str
+    icon: str
+    url_path: str
+    roles: tuple[str, ...]
+    section: str
+
+
+ALL_ROLES = ("admin", "lead", "reader", "clinician")
+
+PAGES: tuple[PageDef, ...] = (
+    PageDef("home.py", "Home", ":material/home:", "home", ALL_ROLES, "medlabel"),
+    PageDef("users.py", "Users", ":material/group:", "users", ("admin",), "Administration"),
+    PageDef("audit.py", "Audit log", ":material/policy:", "audit", ("admin",), "Administration"),
+)
+
+
+def pages_for(role: str) -> list[PageDef]:
+    return [p for p in PAGES if role in p.roles]

@@ -1,0 +1,19 @@
+"""Process-wide resources, built once per process and shared by every session (thread-safe)."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from medlabel.settings import load_settings
+from services.context import AppContext
+
+
+@st.cache_resource(show_spinner=False)
+def _context_for(database_url: str, data_dir: str) -> AppContext:
+    return AppContext.from_settings(load_settings())
+
+
+def app_context() -> AppContext:
+    """The engine, sessions and store for the current settings (keyed by URL and data folder)."""
+    settings = load_settings()
+    return _context_for(settings.database_url, str(settings.data_dir))

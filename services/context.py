@@ -1,0 +1,28 @@
+"""The composition root's bundle of shared resources: settings, engine, sessions, store."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from db import ContentStore, make_engine, make_sessionmaker
+from medlabel.settings import Settings
+
+
+@dataclass(frozen=True)
+class AppContext:
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    store: ContentStore
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> AppContext:
+        engine = make_engine(settings.database_url)
+        return cls(settings=settings, engine=engine, sessions=make_sessionmaker(engine),
+                   store=ContentStore(settings.store_dir))
+
+    def close(self) -> None:
+        self.engine.dispose()

@@ -1,0 +1,95 @@
+"""Installation set-up: data folder, secret key, and the database schema (Alembic)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+import migrations
+from db import make_engine
+from medlabel.errors import DatabaseError
+from medlabel.settings import Settings, ensure_data_dir, ensure_secret_key
+from services.dto import InitReport
+
+MIGRATIONS_DIR = Path(migrations.__file__).resolve().parent
+
+
+def alembic_config(url: str | None = None) -> Config:
+    """An Alembic config for the packaged ``migrations`` folder (no alembic.ini needed)."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    if url:
+        cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return cfg
+
+
+def head_revision() -> str:
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert head is not None
+    return head
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The database's revision; raises ``DatabaseError`` when it cannot be reached."""
+    try:
+        with engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+    except (OperationalError, DBAPIError) as exc:
+        raise DatabaseError(f"cannot connect to the database {_safe_url(engine)}: {_first_line(exc)}") from None
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Upgrade the schema on ``engine``, refusing a database newer than this code."""
+    before = current_revision(engine)
+    script = ScriptDirectory.from_config(alembic_config())
+    if before is not None:
+        try:
+            script.get_revision(before)
+        except Exception:  # noqa: BLE001 - alembic raises several kinds for unknown revisions
+            raise DatabaseError(
+                f"the database {_safe_url(engine)} is at schema revision {before!r}, which this medlabel "
+                f"does not know (its newest is {script.get_current_head()!r}): upgrade medlabel"
+            ) from None
+    cfg = alembic_config()
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, revision)
+
+
+def downgrade(engine: Engine, revision: str = "base") -> None:
+    cfg = alembic_config()
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, revision)
+
+
+def init_installation(settings: Settings) -> InitReport:
+    """Create the data folder and secret key, then bring the schema to head. Idempotent."""
+    ensure_data_dir(settings)
+    created = ensure_secret_key(settings)
+    engine = make_engine(settings.database_url)
+    try:
+        before = current_revision(engine)
+        upgrade(engine)
+        after = current_revision(engine)
+    finally:
+        engine.dispose()
+    assert after is not None
+    return InitReport(database=_safe_url(engine), revision_before=before, revision_after=after,
+                      created_secret=created)
+
+
+def _safe_url(engine: Engine) -> str:
+    return engine.url.render_as_string(hide_password=True)
+
+
+def _first_line(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None) or exc
+    text = str(orig).strip().splitlines()
+    return text[0] if text else type(orig).__name__

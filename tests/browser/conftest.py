@@ -1,0 +1,100 @@
+"""Real-browser fixtures: `medlabel serve` on a free port, and Playwright driving Debian's chromium.
+
+Without /usr/bin/chromium these tests skip, except under CI=true where `make test` installs it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from medlabel.settings import Settings
+
+CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--disable-background-networking", "--disable-component-update", "--no-first-run",
+                 "--disable-sync"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_portal(env: dict[str, str], log_path: Path, port: int | None = None) -> tuple[subprocess.Popen[bytes], str]:
+    """Start `medlabel serve` in its own process group and wait for /_stcore/health."""
+    port = port or free_port()
+    with open(log_path, "wb") as log:  # the child keeps its own descriptor
+        proc = subprocess.Popen([sys.executable, "-m", "medlabel.cli", "serve", "--port", str(port),
+                                 "--address", "127.0.0.1"], env=env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if urllib.request.urlopen(url + "/_stcore/health", timeout=1).read() == b"ok":
+                return proc, url
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            stop_portal(proc)
+            raise RuntimeError(f"portal did not start:\n{log_path.read_text()}")
+        time.sleep(0.25)
+
+
+def stop_portal(proc: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=10)
+    except ProcessLookupError:
+        return
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+
+@pytest.fixture
+def portal_server(tmp_path: Path, env_for: Callable[[Settings], dict[str, str]]) -> Iterator[Callable[[Settings], str]]:
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(settings: Settings) -> str:
+        proc, url = start_portal(env_for(settings), tmp_path / f"portal-{len(procs)}.log")
+        procs.append(proc)
+        return url
+
+    yield start
+    for proc in procs:
+        stop_portal(proc)
+
+
+@pytest.fixture
+def browser_context(tmp_path: Path) -> Iterator[Any]:
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true but {CHROMIUM} is missing (make test installs Debian's chromium)")
+        pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        ctx = p.chromium.launch_persistent_context(
+            str(tmp_path / "profile"), executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
+            viewport={"width": 1280, "height": 900})
+        ctx.set_default_timeout(20_000)
+        yield ctx
+        ctx.close()
+
+
+@pytest.fixture
+def page(browser_context: Any) -> Any:
+    return browser_context.pages[0] if browser_context.pages else browser_context.new_page()

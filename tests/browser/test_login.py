@@ -1,0 +1,59 @@
+"""A real browser signs in to the portal started by `medlabel serve`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from medlabel.settings import Settings
+from services.context import AppContext
+from services.demo import DEMO_PASSWORD, load_demo
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture
+def db_url(sqlite_template: Any, tmp_path: Any) -> str:  # browser tests run on SQLite only
+    import shutil
+
+    target = tmp_path / "medlabel.db"
+    shutil.copyfile(sqlite_template, target)
+    return f"sqlite:///{target}"
+
+
+def _sign_in(page: Any, url: str, username: str, password: str) -> None:
+    page.goto(url)
+    page.get_by_role("textbox", name="Username").fill(username)
+    page.get_by_role("textbox", name="Password").fill(password)
+    page.get_by_role("button", name="Sign in").click()
+
+
+def test_demo_reader_signs_in_and_sees_home(ctx: AppContext, settings: Settings,
+                                            portal_server: Callable[[Settings], str], page: Any) -> None:
+    from playwright.sync_api import expect
+
+    load_demo(ctx)
+    url = portal_server(settings)
+    _sign_in(page, url, "reader1", DEMO_PASSWORD)
+    expect(page.get_by_role("heading", name="Welcome, Dr. Reader One")).to_be_visible()
+    expect(page.get_by_text("Pneumonia (chest X-ray)")).to_be_visible()
+    # The reader's menu has no admin pages; the admin page's URL refuses.
+    expect(page.get_by_role("link", name="Users")).to_have_count(0)
+    # Opening an admin page's URL directly: sign-in first, then a refusal instead of the page.
+    _sign_in(page, url + "/users", "reader1", DEMO_PASSWORD)
+    expect(page.get_by_text("Access denied")).to_be_visible()
+    expect(page.get_by_role("heading", name="Users")).to_have_count(0)
+
+
+def test_wrong_password_shows_error_and_no_content(ctx: AppContext, settings: Settings,
+                                                   portal_server: Callable[[Settings], str], page: Any) -> None:
+    from playwright.sync_api import expect
+
+    load_demo(ctx)
+    url = portal_server(settings)
+    _sign_in(page, url, "reader1", "not-the-password")
+    expect(page.get_by_text("Invalid username or password.")).to_be_visible()
+    expect(page.get_by_role("heading", name="Welcome, Dr. Reader One")).to_have_count(0)
+    expect(page.get_by_text("Pneumonia (chest X-ray)")).to_have_count(0)

@@ -1,0 +1,82 @@
+"""docker-compose.yml parses and its portal command sequence works on the host against PostgreSQL.
+
+No Docker engine runs on these machines, so the container's exact command runs here instead, with
+the compose file's database URL pointed at a fresh database on the local server.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import signal
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+from sqlalchemy.engine import make_url
+
+from db import make_engine
+from services.schema import current_revision, head_revision
+from tests.browser.conftest import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _compose() -> dict:  # type: ignore[type-arg]
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def test_compose_file_shape() -> None:
+    compose = _compose()
+    db, portal = compose["services"]["db"], compose["services"]["portal"]
+    assert db["image"] == "postgres:16"
+    assert any(v.split(":")[0] in compose["volumes"] for v in db["volumes"])
+    assert "pg_isready" in " ".join(db["healthcheck"]["test"])
+    assert portal["build"] == "."
+    assert portal["depends_on"]["db"]["condition"] == "service_healthy"
+    url = make_url(portal["environment"]["MEDLABEL_DATABASE_URL"])
+    assert (url.host, url.drivername) == ("db", "postgresql+psycopg")
+    assert portal["command"][-1] == "medlabel init && exec medlabel serve --port 8501"
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    for package in ("medlabel", "db", "services", "portal", "deid", "agreement", "inference",
+                    "active_learning", "migrations"):
+        assert f"COPY {package} ./{package}" in dockerfile
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_portal_command_sequence_on_host(fresh_pg_url: str, tmp_path: Path) -> None:
+    portal = _compose()["services"]["portal"]
+    port = free_port()
+    command = portal["command"][-1].replace("--port 8501", f"--port {port} --address 127.0.0.1")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MEDLABEL_")}
+    env.update(portal["environment"])
+    env["MEDLABEL_DATABASE_URL"] = fresh_pg_url
+    env["MEDLABEL_DATA_DIR"] = str(tmp_path / "data")
+    env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
+    with open(tmp_path / "portal.log", "wb") as log:
+        proc = subprocess.Popen(portal["command"][:-1] + [command], env=env, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 90
+        healthy = False
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                healthy = urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=1).read() == b"ok"
+            except OSError:
+                time.sleep(0.3)
+            if healthy:
+                break
+        assert healthy, (tmp_path / "portal.log").read_text()
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=15)
+    engine = make_engine(fresh_pg_url)
+    try:
+        assert current_revision(engine) == head_revision()
+    finally:
+        engine.dispose()
+    assert (tmp_path / "data" / "secret.key").stat().st_mode & 0o777 == 0o600
