@@ -27,9 +27,10 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             **kwargs,
         )
         event.listen(engine, "connect", _sqlite_pragmas)
-        # pysqlite's own transaction handling defers BEGIN; emit it ourselves so that
-        # BEGIN IMMEDIATE can serialise writers (see db.queries.labelling.claim_next).
-        event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
+        # pysqlite's own transaction handling is off (see _sqlite_pragmas); emit BEGIN ourselves, and
+        # BEGIN IMMEDIATE on engines made by writer_engine(), so read-then-write use cases such as
+        # claiming the next item take the write lock first instead of failing on a stale snapshot.
+        event.listen(engine, "begin", _sqlite_begin)
         return engine
     if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
         parsed = parsed.set(drivername="postgresql+psycopg")
@@ -40,6 +41,19 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         return create_engine(parsed, **kwargs)
     except Exception as exc:  # noqa: BLE001 - a missing driver or bad option is a user error here
         raise DatabaseError(f"cannot create a database engine for {parsed.render_as_string()}: {exc}") from None
+
+
+def _sqlite_begin(conn: Any) -> None:
+    immediate = conn.get_execution_options().get("medlabel_begin_immediate", False)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def writer_engine(engine: Engine) -> Engine:
+    """The same engine (same pool) whose transactions take SQLite's write lock at BEGIN.
+
+    A no-op on PostgreSQL, where row locks (``FOR UPDATE SKIP LOCKED``) do that job.
+    """
+    return engine.execution_options(medlabel_begin_immediate=True)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, connection_record: Any) -> None:

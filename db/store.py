@@ -52,6 +52,32 @@ class ContentStore:
         _fsync_dir(target.parent)
         return digest, relative
 
+    def put_derived(self, name: str, data: bytes) -> None:
+        """Cache bytes derived from stored content (e.g. a display rendition) under a stable name."""
+        target = self._derived_path(name)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+        except OSError as exc:
+            raise ConfigError(f"{self.root}: content store is not writable ({exc.strerror})") from None
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def get_derived(self, name: str) -> bytes | None:
+        try:
+            return self._derived_path(name).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def _derived_path(self, name: str) -> Path:
+        digest = hashlib.sha256(name.encode()).hexdigest()
+        return self.root / "derived" / digest[:2] / digest
+
     def get(self, relative: str) -> bytes:
         path = self._resolve(relative)
         try:

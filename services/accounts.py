@@ -75,7 +75,7 @@ def add_user(ctx: AppContext, username: str, password: str, role: str, *, displa
 
 
 def list_users(ctx: AppContext) -> list[UserDTO]:
-    with ctx.sessions() as session:
+    with ctx.reads() as session:
         return [_dto(u) for u in q.list_users(session)]
 
 
@@ -142,7 +142,7 @@ def authenticate(ctx: AppContext, username: str, password: str, *, now: dt.datet
 
 
 def get_user(ctx: AppContext, user_id: int) -> UserDTO:
-    with ctx.sessions() as session:
+    with ctx.reads() as session:
         user = session.get(User, user_id)
         if user is None:
             raise NotFoundError(f"no user with id {user_id}")

@@ -23,7 +23,7 @@ def record(session: Session, action: str, *, actor_id: int | None, target_type: 
 
 def recent_events(ctx: AppContext, limit: int = 200) -> list[AuditEventDTO]:
     """The newest audit events with the actor's username."""
-    with ctx.sessions() as session:
+    with ctx.reads() as session:
         rows = audit_q.recent(session, limit)
     return [
         AuditEventDTO(at=e.at, actor=username or "-", action=e.action,

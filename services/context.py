@@ -8,6 +8,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from db import ContentStore, make_engine, make_sessionmaker
+from db.session import writer_engine
 from medlabel.settings import Settings
 
 
@@ -16,13 +17,17 @@ class AppContext:
     settings: Settings
     engine: Engine
     sessions: sessionmaker[Session]
+    """For use cases that write: on SQLite their transactions take the write lock at BEGIN
+    (BEGIN IMMEDIATE), so concurrent read-then-write use cases wait instead of failing."""
+    reads: sessionmaker[Session]
+    """For read-only use cases (deferred BEGIN: readers never block each other under WAL)."""
     store: ContentStore
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AppContext:
         engine = make_engine(settings.database_url)
-        return cls(settings=settings, engine=engine, sessions=make_sessionmaker(engine),
-                   store=ContentStore(settings.store_dir))
+        return cls(settings=settings, engine=engine, sessions=make_sessionmaker(writer_engine(engine)),
+                   reads=make_sessionmaker(engine), store=ContentStore(settings.store_dir))
 
     def close(self) -> None:
         self.engine.dispose()

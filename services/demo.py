@@ -42,7 +42,7 @@ class DemoReport:
 def load_demo(ctx: AppContext) -> DemoReport:
     """Create the demo users and project; running it again changes nothing."""
     created_users = []
-    with ctx.sessions() as session:
+    with ctx.reads() as session:
         existing = {u.username for u in accounts_q.list_users(session)}
     for username, role, display in DEMO_USERS:
         if username not in existing:

@@ -49,3 +49,96 @@ class AuditEventDTO:
     action: str
     target: str
     details: str
+
+
+@dataclass(frozen=True)
+class LabelOption:
+    name: str
+    shortcut: str | None
+    colour: str
+    kind: str
+    code: str | None = None
+
+
+@dataclass(frozen=True)
+class ProjectDTO:
+    id: int
+    name: str
+    task_type: str
+    instructions: str
+    description: str
+    ordinal: bool
+    labels_per_item: int
+    show_suggestions: bool
+    allow_reidentification: bool
+    labels: tuple[LabelOption, ...]
+    readers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    label: str
+    probability: float
+
+
+@dataclass(frozen=True)
+class CaseDTO:
+    """One item served to a reader, with what the page needs to show it."""
+
+    assignment_id: int
+    item_id: int
+    project: ProjectDTO
+    kind: str
+    modality: str | None
+    width: int | None
+    height: int | None
+    frames: int
+    remaining: int
+    suggestions: tuple[Suggestion, ...] = ()
+    suggestions_note: str = ""
+    reason: str = ""
+    model: str | None = None
+
+
+@dataclass(frozen=True)
+class HistoryRow:
+    annotation_id: int
+    item_id: int
+    labels: tuple[str, ...]
+    boxes: tuple[dict, ...]  # type: ignore[type-arg]
+    uncertain: bool
+    comment: str
+    retracted: bool
+    amended: bool
+    at: dt.datetime
+
+
+@dataclass(frozen=True)
+class IngestOutcome:
+    """One input file's fate. ``source`` is the operator's own file name: shown, never stored."""
+
+    source: str
+    status: str  # released | quarantined | refused | duplicate
+    item_id: int | None = None
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class IngestReport:
+    project: str
+    outcomes: tuple[IngestOutcome, ...]
+
+    def count(self, status: str) -> int:
+        return sum(1 for o in self.outcomes if o.status == status)
+
+
+@dataclass(frozen=True)
+class ReviewItem:
+    item_id: int
+    project: str
+    modality: str | None
+    width: int | None
+    height: int | None
+    frames: int
+    reason: str
+    boxes: tuple[tuple[int, int, int, int], ...]

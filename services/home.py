@@ -10,7 +10,7 @@ from services.dto import HomeSummary, ProjectSummary
 
 def home_summary(ctx: AppContext, user_id: int) -> HomeSummary:
     user = get_user(ctx, user_id)
-    with ctx.sessions() as session:
+    with ctx.reads() as session:
         rows = q.project_counts(session)
     projects = tuple(
         ProjectSummary(id=p.id, name=p.name, task_type=p.task_type.value, items=items, released=released,

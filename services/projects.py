@@ -5,13 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from db.models import Label, LabelKind, Project, ProjectReader, TaskType, User
 from db.queries import accounts as accounts_q
-from db.queries import projects as q
-from medlabel.errors import ConflictError, InputError
+from db.queries import projects as projects_q
+from medlabel.errors import ConflictError, InputError, NotFoundError
 from services import audit
 from services.context import AppContext
+from services.dto import LabelOption, ProjectDTO
 
 # Streamlit reserves C and R (clear cache, rerun); punctuation is not supported as a shortcut.
 RESERVED_SHORTCUTS = {"c", "r"}
@@ -90,5 +92,33 @@ def create_project(ctx: AppContext, spec: ProjectSpec, *, actor_id: int | None =
 
 
 def project_exists(ctx: AppContext, name: str) -> bool:
-    with ctx.sessions() as session:
-        return q.project_by_name(session, name) is not None
+    with ctx.reads() as session:
+        return projects_q.project_by_name(session, name) is not None
+
+
+def project_dto(session: Session, project: Project) -> ProjectDTO:
+    readers = tuple(u.username for u in projects_q.readers_of(session, project.id))
+    return ProjectDTO(
+        id=project.id, name=project.name, task_type=project.task_type.value, instructions=project.instructions,
+        description=project.description, ordinal=project.ordinal, labels_per_item=project.labels_per_item,
+        show_suggestions=project.show_suggestions, allow_reidentification=project.allow_reidentification,
+        labels=tuple(LabelOption(name=lab.name, shortcut=lab.shortcut, colour=lab.colour, kind=lab.kind.value,
+                                 code=lab.code) for lab in project.labels),
+        readers=readers,
+    )
+
+
+def projects_for(ctx: AppContext, user_id: int, role: str) -> list[ProjectDTO]:
+    """Readers see the projects they are assigned to; leads and admins see every project."""
+    with ctx.reads() as session:
+        rows = projects_q.all_projects(session) if role in ("admin", "lead") else projects_q.projects_of_reader(
+            session, user_id)
+        return [project_dto(session, p) for p in rows]
+
+
+def get_project(ctx: AppContext, name: str) -> ProjectDTO:
+    with ctx.reads() as session:
+        project = projects_q.project_by_name(session, name)
+        if project is None:
+            raise NotFoundError(f"no project named {name!r}")
+        return project_dto(session, project)

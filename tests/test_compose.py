@@ -7,9 +7,9 @@ the compose file's database URL pointed at a fresh database on the local server.
 from __future__ import annotations
 
 import os
-import sys
 import signal
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
-from db.models import Annotation, AnnotationKind, DeidStatus, Item, Project
+from db.models import Annotation, AnnotationKind, DeidStatus, Item, Project, ProjectReader, User
 
 
 def project_by_name(session: Session, name: str) -> Project | None:
@@ -44,3 +44,19 @@ def project_counts(session: Session) -> list[tuple[Project, int, int, int, int]]
         .order_by(Project.name)
     )
     return [(p, int(a), int(b), int(c), int(d)) for p, a, b, c, d in session.execute(stmt)]
+
+
+def all_projects(session: Session) -> list[Project]:
+    return list(session.scalars(select(Project).order_by(Project.name)))
+
+
+def projects_of_reader(session: Session, user_id: int) -> list[Project]:
+    stmt = (select(Project).join(ProjectReader, ProjectReader.project_id == Project.id)
+            .where(ProjectReader.user_id == user_id).order_by(Project.name))
+    return list(session.scalars(stmt))
+
+
+def readers_of(session: Session, project_id: int) -> list[User]:
+    stmt = (select(User).join(ProjectReader, ProjectReader.user_id == User.id)
+            .where(ProjectReader.project_id == project_id).order_by(User.username))
+    return list(session.scalars(stmt))

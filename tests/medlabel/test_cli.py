@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 import click
-from click.testing import CliRunner
 import pytest
+from click.testing import CliRunner
 from sqlalchemy import text
 
 from db import make_engine

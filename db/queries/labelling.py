@@ -1,0 +1,112 @@
+"""The reader queue: atomic claims, and the reads of a reader's history.
+
+``claim_next`` is correct under concurrency: on PostgreSQL the candidate item row is locked with
+``FOR UPDATE SKIP LOCKED`` (a second reader skips it and takes the next one); on SQLite the caller
+runs it in a ``BEGIN IMMEDIATE`` transaction (``db.session.writer_engine``), which serialises writers.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import and_, exists, func, or_, select
+from sqlalchemy.orm import Session
+
+from db.models import Annotation, AnnotationKind, Assignment, AssignmentStatus, DeidStatus, Item
+
+
+def _active(now: dt.datetime) -> Any:
+    return and_(Assignment.status == AssignmentStatus.CLAIMED, Assignment.expires_at > now)
+
+
+def active_claim(session: Session, project_id: int, user_id: int, now: dt.datetime) -> Assignment | None:
+    """The reader's unexpired primary-read claim in this project, if any (resumed before a new claim)."""
+    stmt = (
+        select(Assignment)
+        .join(Item, Item.id == Assignment.item_id)
+        .where(Item.project_id == project_id, Assignment.user_id == user_id,
+               Assignment.kind == AnnotationKind.LABEL, _active(now))
+        .order_by(Assignment.claimed_at)
+        .limit(1)
+    )
+    return session.scalars(stmt).first()
+
+
+def claim_next(session: Session, *, project_id: int, user_id: int, now: dt.datetime,
+               expires_at: dt.datetime, labels_per_item: int, order_by: list[Any] | None = None) -> Assignment | None:
+    """Claim the next released item this reader has not read, while it still needs reads."""
+    mine = exists().where(
+        Assignment.item_id == Item.id, Assignment.user_id == user_id, Assignment.kind == AnnotationKind.LABEL,
+        or_(Assignment.status.in_([AssignmentStatus.DONE, AssignmentStatus.SKIPPED]), _active(now)),
+    )
+    taken = (
+        select(func.count())
+        .where(Assignment.item_id == Item.id, Assignment.kind == AnnotationKind.LABEL,
+               or_(Assignment.status == AssignmentStatus.DONE, _active(now)))
+        .correlate(Item)
+        .scalar_subquery()
+    )
+    stmt = (
+        select(Item.id)
+        .where(Item.project_id == project_id, Item.deid_status == DeidStatus.RELEASED, ~mine,
+               taken < labels_per_item)
+        .order_by(Item.priority.desc(), *(order_by or [Item.random_key, Item.id]))
+        .limit(1)
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        stmt = stmt.with_for_update(of=Item, skip_locked=True)
+    item_id = session.scalar(stmt)
+    if item_id is None:
+        return None
+    claim = Assignment(item_id=item_id, user_id=user_id, kind=AnnotationKind.LABEL,
+                       status=AssignmentStatus.CLAIMED, claimed_at=now, expires_at=expires_at)
+    session.add(claim)
+    session.flush()
+    return claim
+
+
+def remaining_for(session: Session, project_id: int, user_id: int, labels_per_item: int, now: dt.datetime) -> int:
+    """How many released items this reader could still be served."""
+    mine = exists().where(
+        Assignment.item_id == Item.id, Assignment.user_id == user_id, Assignment.kind == AnnotationKind.LABEL,
+        Assignment.status.in_([AssignmentStatus.DONE, AssignmentStatus.SKIPPED]),
+    )
+    done = (
+        select(func.count())
+        .where(Assignment.item_id == Item.id, Assignment.kind == AnnotationKind.LABEL,
+               Assignment.status == AssignmentStatus.DONE)
+        .correlate(Item)
+        .scalar_subquery()
+    )
+    stmt = select(func.count()).select_from(Item).where(
+        Item.project_id == project_id, Item.deid_status == DeidStatus.RELEASED, ~mine, done < labels_per_item)
+    return int(session.scalar(stmt) or 0)
+
+
+def latest_annotations(session: Session, *, user_id: int, project_id: int, kind: AnnotationKind,
+                       limit: int) -> list[tuple[Annotation, Item]]:
+    """The reader's newest annotation per item (amendments and undo included), newest first."""
+    newest = (
+        select(func.max(Annotation.id))
+        .join(Item, Item.id == Annotation.item_id)
+        .where(Annotation.user_id == user_id, Annotation.kind == kind, Item.project_id == project_id)
+        .group_by(Annotation.item_id)
+    )
+    stmt = (
+        select(Annotation, Item).join(Item, Item.id == Annotation.item_id)
+        .where(Annotation.id.in_(newest)).order_by(Annotation.id.desc()).limit(limit)
+    )
+    return [(a, i) for a, i in session.execute(stmt)]
+
+
+def current_annotation(session: Session, item_id: int, user_id: int, kind: AnnotationKind) -> Annotation | None:
+    stmt = (select(Annotation).where(Annotation.item_id == item_id, Annotation.user_id == user_id,
+                                     Annotation.kind == kind).order_by(Annotation.id.desc()).limit(1))
+    return session.scalars(stmt).first()
+
+
+def assignment_for(session: Session, item_id: int, user_id: int, kind: AnnotationKind) -> Assignment | None:
+    stmt = (select(Assignment).where(Assignment.item_id == item_id, Assignment.user_id == user_id,
+                                     Assignment.kind == kind).order_by(Assignment.id.desc()).limit(1))
+    return session.scalars(stmt).first()

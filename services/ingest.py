@@ -1,0 +1,177 @@
+"""Intake: every file goes through de-identification in memory before anything is stored.
+
+Originals never touch the disk or the database. Released items join the labelling queue;
+flagged items are quarantined until a reviewer masks and releases them (or rejects them);
+refused files are reported and nothing of them is kept. Each file is its own transaction, so
+a bad file never undoes or half-writes another.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import io
+import logging
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import pydicom
+from cryptography.fernet import Fernet
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+import deid
+from db.models import DeidStatus, Item, PseudonymKey
+from db.queries import imaging as imaging_q
+from db.queries import projects as projects_q
+from medlabel.errors import InputError, MedlabelError, NotFoundError, PermissionDenied
+from services import audit
+from services.context import AppContext
+from services.dto import IngestOutcome, IngestReport
+
+logger = logging.getLogger(__name__)
+
+
+def _fernet(secret: bytes) -> Fernet:
+    key = hmac.new(secret, b"medlabel/reidentification/v1", hashlib.sha256).digest()
+    return Fernet(base64.urlsafe_b64encode(key))
+
+
+def random_key(seed: int, content_hash: str) -> float:
+    """A seeded, reproducible position in the random queue order."""
+    digest = hashlib.sha256(f"{seed}:{content_hash}".encode()).digest()
+    return int.from_bytes(digest[:6], "big") / float(1 << 48)
+
+
+def iter_files(paths: Iterable[str | Path]) -> Iterator[Path]:
+    """Files under ``paths`` (recursively, sorted); hidden files are skipped."""
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            for child in sorted(path.rglob("*")):
+                if child.is_file() and not any(part.startswith(".") for part in child.relative_to(path).parts):
+                    yield child
+        elif path.is_file():
+            yield path
+        else:
+            raise InputError(path, "no such file or folder")
+
+
+def ingest_paths(ctx: AppContext, project_name: str, paths: Iterable[str | Path], *,
+                 actor_id: int | None = None, options: deid.DeidOptions | None = None) -> IngestReport:
+    files = list(iter_files(paths))
+    return ingest_blobs(ctx, project_name, ((str(p), p.read_bytes) for p in files), actor_id=actor_id,
+                        options=options)
+
+
+def ingest_uploads(ctx: AppContext, project_name: str, uploads: Iterable[tuple[str, bytes]], *,
+                   actor_id: int | None = None, options: deid.DeidOptions | None = None) -> IngestReport:
+    return ingest_blobs(ctx, project_name, ((name, (lambda d=data: d)) for name, data in uploads),
+                        actor_id=actor_id, options=options)
+
+
+def ingest_blobs(ctx: AppContext, project_name: str, blobs: Iterable[tuple[str, object]], *,
+                 actor_id: int | None = None, options: deid.DeidOptions | None = None) -> IngestReport:
+    """De-identify and store each ``(source name, read())`` pair; returns one outcome per file."""
+    key = ctx.settings.secret_key()
+    with ctx.reads() as session:
+        project = projects_q.project_by_name(session, project_name)
+        if project is None:
+            raise NotFoundError(f"no project named {project_name!r}")
+        project_id, seed, reid = project.id, project.queue_seed, project.allow_reidentification
+    outcomes = []
+    for source, read in blobs:
+        try:
+            data = read()  # type: ignore[operator]
+            outcomes.append(_ingest_one(ctx, project_id, seed, reid, source, data, key, actor_id,
+                                        options or deid.DeidOptions()))
+        except MedlabelError as exc:
+            outcomes.append(IngestOutcome(source=source, status="refused", reason=_reason(exc)))
+        except OSError as exc:
+            outcomes.append(IngestOutcome(source=source, status="refused", reason=f"cannot read: {exc.strerror}"))
+    report = IngestReport(project=project_name, outcomes=tuple(outcomes))
+    with ctx.sessions.begin() as session:
+        audit.record(session, "ingest", actor_id=actor_id, target_type="project", target_id=project_id,
+                     released=report.count("released"), quarantined=report.count("quarantined"),
+                     refused=report.count("refused"), duplicate=report.count("duplicate"))
+    return report
+
+
+def _reason(exc: MedlabelError) -> str:
+    return exc.reason if isinstance(exc, InputError) else str(exc)
+
+
+def _ingest_one(ctx: AppContext, project_id: int, seed: int, reid: bool, source: str, data: bytes, key: bytes,
+                actor_id: int | None, options: deid.DeidOptions) -> IngestOutcome:
+    # The engine sees only the file's base name for its messages; the name itself is never stored.
+    result = deid.deidentify_bytes(data, key=key, name=Path(source).name, options=options)
+    if result.status == "refused" or result.output is None:
+        return IngestOutcome(source=source, status="refused", reason=result.reason or "refused by de-identification")
+    digest, relative = ctx.store.put(result.output, result.suffix)
+    status = DeidStatus.RELEASED if result.status == "released" else DeidStatus.QUARANTINED
+    try:
+        with ctx.sessions.begin() as session:
+            item = Item(project_id=project_id, content_hash=digest, stored_path=relative, kind=result.kind,
+                        modality=result.modality, width=result.width, height=result.height,
+                        frame_count=result.frames or 1, patient_pseudonym=result.patient_pseudonym,
+                        study_pseudonym=result.study_pseudonym, series_pseudonym=result.series_pseudonym,
+                        deid_status=status, deid_report=dict(result.report),
+                        attributes=dict(result.characteristics or {}), random_key=random_key(seed, digest))
+            session.add(item)
+            session.flush()
+            if reid and result.kind == "dicom" and result.patient_pseudonym:
+                _remember_patient(session, project_id, result.patient_pseudonym, data, key)
+            audit.record(session, "item.ingest", actor_id=actor_id, target_type="item", target_id=item.id,
+                         status=status.value, sha256=digest)
+            item_id = item.id
+    except IntegrityError:
+        return IngestOutcome(source=source, status="duplicate", reason="already in this project")
+    return IngestOutcome(source=source, status=status.value, item_id=item_id, reason=result.reason or "")
+
+
+def _original_patient_id(data: bytes) -> str | None:
+    try:
+        ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, specific_tags=["PatientID"])
+    except Exception:  # noqa: BLE001 - the engine already accepted the file; no id means nothing to keep
+        return None
+    value = str(ds.get("PatientID", "") or "").strip()
+    return value or None
+
+
+def _remember_patient(session: Session, project_id: int, pseudonym: str, data: bytes, key: bytes) -> None:
+    """Store pseudonym -> original PatientID, encrypted, for projects that allow re-identification."""
+    original = _original_patient_id(data)
+    if original is None:
+        return
+    if imaging_q.pseudonym_key(session, project_id, pseudonym) is None:
+        session.add(PseudonymKey(project_id=project_id, pseudonym=pseudonym,
+                                 encrypted_original=_fernet(key).encrypt(original.encode())))
+
+
+def reidentify(ctx: AppContext, project_name: str, pseudonym: str, *, actor_id: int, actor_role: str) -> str:
+    """Admins only, projects that allow it only, and every look-up (found or not) is audited."""
+    if actor_role != "admin":
+        raise PermissionDenied("only administrators may re-identify")
+    with ctx.sessions.begin() as session:
+        project = projects_q.project_by_name(session, project_name)
+        if project is None:
+            raise NotFoundError(f"no project named {project_name!r}")
+        if not project.allow_reidentification:
+            raise PermissionDenied(f"project {project_name!r} does not allow re-identification")
+        row = imaging_q.pseudonym_key(session, project.id, pseudonym)
+        audit.record(session, "reidentify", actor_id=actor_id, target_type="project", target_id=project.id,
+                     pseudonym=pseudonym, found=row is not None)
+        token = None if row is None else row.encrypted_original
+    if token is None:
+        raise NotFoundError(f"no re-identification key for pseudonym {pseudonym!r}")
+    return _fernet(ctx.settings.secret_key()).decrypt(token).decode()
+
+
+def project_id_of(ctx: AppContext, name: str) -> int:
+    with ctx.reads() as session:
+        project = projects_q.project_by_name(session, name)
+        if project is None:
+            raise NotFoundError(f"no project named {name!r}")
+        return project.id
+

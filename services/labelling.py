@@ -1,0 +1,187 @@
+"""Primary labelling: serve the next case, submit, skip, undo, history and amendments."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from db.base import utcnow
+from db.models import Annotation, AnnotationKind, Assignment, AssignmentStatus, Item, Project, TaskType
+from db.queries import labelling as q
+from db.queries import modelling as models_q
+from medlabel.errors import ConflictError, InputError, NotFoundError, PermissionDenied
+from services import audit
+from services.context import AppContext
+from services.dto import CaseDTO, HistoryRow, Suggestion
+from services.projects import project_dto
+
+
+def next_case(ctx: AppContext, project_id: int, user_id: int, *, now: dt.datetime | None = None) -> CaseDTO | None:
+    """Resume the reader's open claim or claim the next item; ``None`` when the queue is empty."""
+    now = now or utcnow()
+    expires = now + dt.timedelta(minutes=ctx.settings.claim_minutes)
+    with ctx.sessions.begin() as session:
+        project = session.get(Project, project_id)
+        if project is None:
+            raise NotFoundError(f"no project with id {project_id}")
+        claim = q.active_claim(session, project_id, user_id, now)
+        if claim is None:
+            claim = q.claim_next(session, project_id=project_id, user_id=user_id, now=now, expires_at=expires,
+                                 labels_per_item=project.labels_per_item)
+            if claim is None:
+                return None
+            audit.record(session, "queue.claim", actor_id=user_id, target_type="item", target_id=claim.item_id)
+        item = session.get(Item, claim.item_id)
+        assert item is not None
+        remaining = q.remaining_for(session, project_id, user_id, project.labels_per_item, now)
+        suggestions, note, model = _suggestions(session, project, item)
+        return CaseDTO(assignment_id=claim.id, item_id=item.id, project=project_dto(session, project),
+                       kind=item.kind, modality=item.modality, width=item.width, height=item.height,
+                       frames=item.frame_count, remaining=remaining, suggestions=suggestions,
+                       suggestions_note=note, model=model)
+
+
+def _suggestions(session: Session, project: Project, item: Item) -> tuple[tuple[Suggestion, ...], str, str | None]:
+    if not project.show_suggestions:
+        return (), "Model suggestions are turned off for this project.", None
+    found = models_q.latest_prediction(session, item.id)
+    if found is None:
+        return (), "No model suggestions yet: no model has pre-labelled this item.", None
+    prediction, model = found
+    top = sorted(prediction.probabilities.items(), key=lambda kv: -float(kv[1]))[:3]
+    return (tuple(Suggestion(label, float(p)) for label, p in top), "", f"{model.name} v{model.version}")
+
+
+def _validate(project: Project, item: Item, labels: Sequence[str], boxes: Sequence[dict[str, Any]]) -> None:
+    names = {label.name for label in project.labels}
+    unknown = [name for name in labels if name not in names]
+    unknown += [b.get("label") for b in boxes if b.get("label") not in names]
+    if unknown:
+        raise InputError(None, f"unknown label(s) for project {project.name!r}: {', '.join(map(str, unknown))}")
+    if len(set(labels)) != len(labels):
+        raise InputError(None, "a label was given twice")
+    if project.task_type == TaskType.SINGLE_LABEL and len(labels) != 1:
+        raise InputError(None, "this project takes exactly one label per item")
+    if project.task_type == TaskType.MULTI_LABEL and not labels:
+        raise InputError(None, "choose at least one label")
+    if project.task_type == TaskType.BOXES and not labels and not boxes:
+        raise InputError(None, "draw at least one box, or choose a label such as 'indeterminate'")
+    for box in boxes:
+        x0, y0, x1, y1 = (float(box[k]) for k in ("x0", "y0", "x1", "y1"))
+        if not (x0 < x1 and y0 < y1):
+            raise InputError(None, f"box {box} has no area")
+        if item.width and item.height and (x0 < 0 or y0 < 0 or x1 > item.width or y1 > item.height):
+            raise InputError(None, f"box {box} lies outside the {item.width}x{item.height} image")
+
+
+def _own_claim(session: Session, assignment_id: int, user_id: int) -> Assignment:
+    claim = session.get(Assignment, assignment_id, with_for_update=True)
+    if claim is None:
+        raise NotFoundError(f"no assignment {assignment_id}")
+    if claim.user_id != user_id:
+        raise PermissionDenied("this case is assigned to another reader")
+    if claim.status != AssignmentStatus.CLAIMED:
+        raise ConflictError("this case was already submitted or skipped")
+    return claim
+
+
+def submit(ctx: AppContext, assignment_id: int, user_id: int, *, labels: Sequence[str],
+           boxes: Sequence[dict[str, Any]] = (), uncertain: bool = False, comment: str = "",
+           time_spent_ms: int | None = None) -> int:
+    """Record the reader's label(s) for the claimed item; returns the annotation id."""
+    now = utcnow()
+    with ctx.sessions.begin() as session:
+        claim = _own_claim(session, assignment_id, user_id)
+        item = session.get(Item, claim.item_id)
+        assert item is not None
+        project = session.get(Project, item.project_id)
+        assert project is not None
+        clean_boxes = [{k: (float(v) if k in ("x0", "y0", "x1", "y1") else v) for k, v in b.items()} for b in boxes]
+        _validate(project, item, list(labels), clean_boxes)
+        annotation = Annotation(item_id=item.id, user_id=user_id, kind=claim.kind, round_id=claim.round_id,
+                                labels=list(labels), boxes=clean_boxes, uncertain=uncertain, comment=comment.strip(),
+                                time_spent_ms=time_spent_ms)
+        session.add(annotation)
+        claim.status = AssignmentStatus.DONE
+        claim.completed_at = now
+        session.flush()
+        audit.record(session, "annotation.submit", actor_id=user_id, target_type="item", target_id=item.id,
+                     annotation_id=annotation.id, kind=claim.kind.value)
+        return annotation.id
+
+
+def skip(ctx: AppContext, assignment_id: int, user_id: int, reason: str) -> None:
+    if not reason.strip():
+        raise InputError(None, "give a reason for skipping")
+    with ctx.sessions.begin() as session:
+        claim = _own_claim(session, assignment_id, user_id)
+        claim.status = AssignmentStatus.SKIPPED
+        claim.completed_at = utcnow()
+        claim.reason = reason.strip()
+        audit.record(session, "queue.skip", actor_id=user_id, target_type="item", target_id=claim.item_id,
+                     reason=reason.strip())
+
+
+def undo_last(ctx: AppContext, project_id: int, user_id: int) -> int | None:
+    """Retract the reader's last primary label in the project and serve that item again next.
+
+    The history keeps both rows: the label and its retraction. Returns the item id, or None.
+    """
+    now = utcnow()
+    with ctx.sessions.begin() as session:
+        rows = q.latest_annotations(session, user_id=user_id, project_id=project_id, kind=AnnotationKind.LABEL,
+                                    limit=1)
+        if not rows or rows[0][0].retracted:
+            return None
+        last, item = rows[0]
+        session.add(Annotation(item_id=item.id, user_id=user_id, kind=AnnotationKind.LABEL, labels=[], boxes=[],
+                               supersedes_id=last.id, retracted=True, comment="undo"))
+        claim = q.assignment_for(session, item.id, user_id, AnnotationKind.LABEL)
+        if claim is not None:
+            claim.status = AssignmentStatus.CLAIMED
+            claim.claimed_at = now
+            claim.expires_at = now + dt.timedelta(minutes=ctx.settings.claim_minutes)
+            claim.completed_at = None
+        audit.record(session, "annotation.undo", actor_id=user_id, target_type="item", target_id=item.id,
+                     annotation_id=last.id)
+        return item.id
+
+
+def history(ctx: AppContext, project_id: int, user_id: int, limit: int = 50) -> list[HistoryRow]:
+    with ctx.reads() as session:
+        rows = q.latest_annotations(session, user_id=user_id, project_id=project_id, kind=AnnotationKind.LABEL,
+                                    limit=limit)
+        return [HistoryRow(annotation_id=a.id, item_id=i.id, labels=tuple(a.labels), boxes=tuple(a.boxes),
+                           uncertain=a.uncertain, comment=a.comment, retracted=a.retracted,
+                           amended=a.supersedes_id is not None and not a.retracted, at=a.created_at)
+                for a, i in rows]
+
+
+def amend(ctx: AppContext, annotation_id: int, user_id: int, *, labels: Sequence[str],
+          boxes: Sequence[dict[str, Any]] = (), uncertain: bool = False, comment: str = "") -> int:
+    """Record a corrected label as a new row that supersedes ``annotation_id`` (never an overwrite)."""
+    with ctx.sessions.begin() as session:
+        old = session.get(Annotation, annotation_id)
+        if old is None:
+            raise NotFoundError(f"no annotation {annotation_id}")
+        if old.user_id != user_id:
+            raise PermissionDenied("readers amend only their own labels")
+        current = q.current_annotation(session, old.item_id, user_id, old.kind)
+        if current is None or current.id != old.id or old.retracted:
+            raise ConflictError("this label was already changed; amend the newest version")
+        item = session.get(Item, old.item_id)
+        assert item is not None
+        project = session.get(Project, item.project_id)
+        assert project is not None
+        _validate(project, item, list(labels), list(boxes))
+        new = Annotation(item_id=old.item_id, user_id=user_id, kind=old.kind, round_id=old.round_id,
+                         labels=list(labels), boxes=list(boxes), uncertain=uncertain, comment=comment.strip(),
+                         supersedes_id=old.id)
+        session.add(new)
+        session.flush()
+        audit.record(session, "annotation.amend", actor_id=user_id, target_type="item", target_id=item.id,
+                     annotation_id=new.id, supersedes=old.id)
+        return new.id

@@ -1,0 +1,44 @@
+"""Test data builders that write straight to the database (bypassing intake)."""
+
+from __future__ import annotations
+
+import hashlib
+
+from db.models import DeidStatus, Item
+from services import accounts
+from services.context import AppContext
+from services.ingest import random_key
+from services.projects import LabelSpec, ProjectSpec, create_project
+
+PASSWORD = "a-test-password"
+
+
+def make_project(ctx: AppContext, name: str = "Chest", *, task_type: str = "single_label",
+                 labels_per_item: int = 1, readers: tuple[str, ...] = ("rad1", "rad2")) -> int:
+    existing = {u.username for u in accounts.list_users(ctx)}
+    for reader in readers:
+        if reader not in existing:
+            accounts.add_user(ctx, reader, PASSWORD, "reader")
+    return create_project(ctx, ProjectSpec(
+        name=name, task_type=task_type, labels_per_item=labels_per_item, readers=readers,
+        labels=(LabelSpec("normal", "1"), LabelSpec("pneumonia", "2"),
+                LabelSpec("indeterminate", "3", kind="indeterminate"))))
+
+
+def make_items(ctx: AppContext, project_id: int, n: int, *, status: DeidStatus = DeidStatus.RELEASED,
+               start: int = 0, width: int = 64, height: int = 64) -> list[int]:
+    with ctx.sessions.begin() as session:
+        items = []
+        for i in range(start, start + n):
+            digest = hashlib.sha256(f"{project_id}-{i}".encode()).hexdigest()
+            item = Item(project_id=project_id, content_hash=digest, stored_path=f"x/{digest}.png", kind="photo",
+                        modality="OT", width=width, height=height, patient_pseudonym=f"P{i % 7}",
+                        study_pseudonym=f"S{i}", deid_status=status, random_key=random_key(0, digest))
+            session.add(item)
+            items.append(item)
+        session.flush()
+        return [item.id for item in items]
+
+
+def user_id(ctx: AppContext, username: str) -> int:
+    return next(u.id for u in accounts.list_users(ctx) if u.username == username)

@@ -1,0 +1,153 @@
+"""The reader queue and labelling use cases, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+
+import pytest
+from sqlalchemy import select
+
+from db.models import Annotation, AssignmentStatus, DeidStatus
+from db.models import Assignment as AssignmentRow
+from medlabel.errors import ConflictError, InputError, PermissionDenied
+from services import labelling
+from services.context import AppContext
+from tests.services.factories import make_items, make_project, user_id
+
+
+def test_serves_released_items_once_and_resumes_the_open_claim(ctx: AppContext) -> None:
+    pid = make_project(ctx)
+    released = set(make_items(ctx, pid, 3))
+    make_items(ctx, pid, 2, status=DeidStatus.QUARANTINED, start=10)
+    rad1 = user_id(ctx, "rad1")
+    first = labelling.next_case(ctx, pid, rad1)
+    assert first is not None and first.item_id in released
+    assert labelling.next_case(ctx, pid, rad1).assignment_id == first.assignment_id  # resumed, not a new claim
+    assert first.suggestions == () and "No model suggestions" in first.suggestions_note
+    seen = set()
+    case = first
+    while case is not None:
+        seen.add(case.item_id)
+        labelling.submit(ctx, case.assignment_id, rad1, labels=["normal"])
+        case = labelling.next_case(ctx, pid, rad1)
+    assert seen == released  # quarantined items are never served
+
+
+def test_labels_per_item_limits_primary_reads(ctx: AppContext) -> None:
+    pid = make_project(ctx, readers=("rad1", "rad2", "rad3"))
+    make_items(ctx, pid, 1)
+    rad1, rad2, rad3 = (user_id(ctx, u) for u in ("rad1", "rad2", "rad3"))
+    case = labelling.next_case(ctx, pid, rad1)
+    assert case is not None
+    assert labelling.next_case(ctx, pid, rad2) is None  # claimed by rad1, one read per item
+    labelling.submit(ctx, case.assignment_id, rad1, labels=["pneumonia"])
+    assert labelling.next_case(ctx, pid, rad2) is None
+    assert labelling.next_case(ctx, pid, rad3) is None
+
+
+def test_expired_claims_return_to_the_queue(ctx: AppContext) -> None:
+    pid = make_project(ctx)
+    (item,) = make_items(ctx, pid, 1)
+    rad1, rad2 = user_id(ctx, "rad1"), user_id(ctx, "rad2")
+    t0 = dt.datetime(2026, 5, 1, 8, 0, tzinfo=dt.UTC)
+    assert labelling.next_case(ctx, pid, rad1, now=t0).item_id == item
+    assert labelling.next_case(ctx, pid, rad2, now=t0 + dt.timedelta(minutes=29)) is None
+    late = labelling.next_case(ctx, pid, rad2, now=t0 + dt.timedelta(minutes=31))
+    assert late is not None and late.item_id == item
+
+
+def test_two_readers_at_once_never_get_the_same_item(ctx: AppContext) -> None:
+    pid = make_project(ctx, readers=tuple(f"rad{i}" for i in range(1, 5)))
+    make_items(ctx, pid, 40)
+    readers = [user_id(ctx, f"rad{i}") for i in range(1, 5)]
+    claimed: dict[int, list[int]] = {r: [] for r in readers}
+    errors: list[BaseException] = []
+
+    def work(reader: int) -> None:
+        try:
+            for _ in range(10):
+                case = labelling.next_case(ctx, pid, reader)
+                if case is None:
+                    return
+                claimed[reader].append(case.item_id)
+                labelling.submit(ctx, case.assignment_id, reader, labels=["normal"])
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(r,)) for r in readers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    every = [i for items in claimed.values() for i in items]
+    assert len(every) == 40 and len(set(every)) == 40
+
+
+def test_submit_validates_labels_and_ownership(ctx: AppContext) -> None:
+    pid = make_project(ctx)
+    make_items(ctx, pid, 1)
+    rad1, rad2 = user_id(ctx, "rad1"), user_id(ctx, "rad2")
+    case = labelling.next_case(ctx, pid, rad1)
+    assert case is not None
+    with pytest.raises(InputError, match="unknown label"):
+        labelling.submit(ctx, case.assignment_id, rad1, labels=["fracture"])
+    with pytest.raises(InputError, match="exactly one"):
+        labelling.submit(ctx, case.assignment_id, rad1, labels=["normal", "pneumonia"])
+    with pytest.raises(PermissionDenied):
+        labelling.submit(ctx, case.assignment_id, rad2, labels=["normal"])
+    labelling.submit(ctx, case.assignment_id, rad1, labels=["normal"], uncertain=True, comment=" faint ",
+                     time_spent_ms=1234)
+    with pytest.raises(ConflictError):
+        labelling.submit(ctx, case.assignment_id, rad1, labels=["normal"])
+    with ctx.sessions() as session:
+        rows = session.scalars(select(Annotation)).all()
+    assert [(a.labels, a.uncertain, a.comment, a.time_spent_ms) for a in rows] == [(["normal"], True, "faint", 1234)]
+
+
+def test_box_projects_store_boxes_in_image_coordinates(ctx: AppContext) -> None:
+    pid = make_project(ctx, task_type="boxes")
+    make_items(ctx, pid, 1, width=100, height=80)
+    rad1 = user_id(ctx, "rad1")
+    case = labelling.next_case(ctx, pid, rad1)
+    with pytest.raises(InputError, match="outside"):
+        labelling.submit(ctx, case.assignment_id, rad1, labels=[],
+                         boxes=[{"label": "pneumonia", "x0": 10, "y0": 10, "x1": 120, "y1": 20}])
+    labelling.submit(ctx, case.assignment_id, rad1, labels=[],
+                     boxes=[{"label": "pneumonia", "x0": 10, "y0": 12.5, "x1": 60, "y1": 70}])
+    with ctx.sessions() as session:
+        (ann,) = session.scalars(select(Annotation)).all()
+    assert ann.boxes == [{"label": "pneumonia", "x0": 10.0, "y0": 12.5, "x1": 60.0, "y1": 70.0}]
+
+
+def test_skip_undo_history_and_amend_are_append_only(ctx: AppContext) -> None:
+    pid = make_project(ctx)
+    make_items(ctx, pid, 3)
+    rad1 = user_id(ctx, "rad1")
+    first = labelling.next_case(ctx, pid, rad1)
+    with pytest.raises(InputError, match="reason"):
+        labelling.skip(ctx, first.assignment_id, rad1, "  ")
+    labelling.skip(ctx, first.assignment_id, rad1, "motion artefact")
+    second = labelling.next_case(ctx, pid, rad1)
+    assert second.item_id != first.item_id
+    ann = labelling.submit(ctx, second.assignment_id, rad1, labels=["pneumonia"])
+    assert labelling.undo_last(ctx, pid, rad1) == second.item_id
+    again = labelling.next_case(ctx, pid, rad1)
+    assert again.item_id == second.item_id  # the undone case comes back first
+    fixed = labelling.submit(ctx, again.assignment_id, rad1, labels=["normal"])
+    amended = labelling.amend(ctx, fixed, rad1, labels=["indeterminate"], comment="second look")
+    with pytest.raises(ConflictError):
+        labelling.amend(ctx, fixed, rad1, labels=["normal"])
+    rows = labelling.history(ctx, pid, rad1)
+    assert [(r.item_id, r.labels, r.amended) for r in rows] == [(second.item_id, ("indeterminate",), True)]
+    with ctx.sessions() as session:
+        trail = session.scalars(select(Annotation).order_by(Annotation.id)).all()
+        skipped = session.scalars(select(AssignmentRow).where(AssignmentRow.status == AssignmentStatus.SKIPPED)).all()
+    assert [(a.id, a.labels, a.retracted, a.supersedes_id) for a in trail] == [
+        (ann, ["pneumonia"], False, None),
+        (ann + 1, [], True, ann),
+        (fixed, ["normal"], False, None),
+        (amended, ["indeterminate"], False, fixed),
+    ]
+    assert [s.reason for s in skipped] == ["motion artefact"]
