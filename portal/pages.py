@@ -22,6 +22,7 @@ ALL_ROLES = ("admin", "lead", "reader", "clinician")
 
 PAGES: tuple[PageDef, ...] = (
     PageDef("home.py", "Home", ":material/home:", "home", ALL_ROLES, "medlabel"),
+    PageDef("projects.py", "Projects", ":material/folder_managed:", "projects", ("lead", "admin"), "Projects"),
     PageDef("users.py", "Users", ":material/group:", "users", ("admin",), "Administration"),
     PageDef("audit.py", "Audit log", ":material/policy:", "audit", ("admin",), "Administration"),
 )

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from db.models import Label, LabelKind, Project, ProjectReader, TaskType, User
+from db.models import Label, LabelKind, Project, TaskType
 from db.queries import accounts as accounts_q
 from db.queries import projects as projects_q
 from medlabel.errors import ConflictError, InputError, NotFoundError
@@ -79,11 +79,7 @@ def create_project(ctx: AppContext, spec: ProjectSpec, *, actor_id: int | None =
             )
             session.add(project)
             session.flush()
-            for username in spec.readers:
-                user: User | None = accounts_q.user_by_name(session, username)
-                if user is None:
-                    raise InputError(None, f"no user named {username!r} to assign as reader")
-                session.add(ProjectReader(project_id=project.id, user_id=user.id))
+            projects_q.set_readers(session, project.id, _user_ids(session, spec.readers))
             audit.record(session, "project.create", actor_id=actor_id, target_type="project",
                          target_id=project.id, name=project.name, task_type=spec.task_type)
             return project.id
@@ -122,3 +118,64 @@ def get_project(ctx: AppContext, name: str) -> ProjectDTO:
         if project is None:
             raise NotFoundError(f"no project named {name!r}")
         return project_dto(session, project)
+
+
+@dataclass(frozen=True)
+class ProjectChanges:
+    """What a lead may change once labelling has started (label names stay, so history stays valid)."""
+
+    description: str | None = None
+    instructions: str | None = None
+    labels_per_item: int | None = None
+    show_suggestions: bool | None = None
+    ordinal: bool | None = None
+    readers: tuple[str, ...] | None = None
+    new_labels: tuple[LabelSpec, ...] = ()
+    shortcuts: dict[str, str | None] = field(default_factory=dict)
+    colours: dict[str, str] = field(default_factory=dict)
+
+
+def update_project(ctx: AppContext, name: str, changes: ProjectChanges, *, actor_id: int | None = None) -> ProjectDTO:
+    with ctx.sessions.begin() as session:
+        project = projects_q.project_by_name(session, name)
+        if project is None:
+            raise NotFoundError(f"no project named {name!r}")
+        for attr in ("description", "instructions", "labels_per_item", "show_suggestions", "ordinal"):
+            value = getattr(changes, attr)
+            if value is not None:
+                setattr(project, attr, value)
+        by_name = {label.name: label for label in project.labels}
+        for label_name, key in changes.shortcuts.items():
+            by_name[label_name].shortcut = key
+        for label_name, colour in changes.colours.items():
+            by_name[label_name].colour = colour
+        for spec in changes.new_labels:
+            project.labels.append(Label(name=spec.name.strip(), shortcut=spec.shortcut, colour=spec.colour,
+                                        code=spec.code, kind=LabelKind(spec.kind), position=len(project.labels)))
+        validate_spec(ProjectSpec(
+            name=project.name, task_type=project.task_type.value, labels_per_item=project.labels_per_item,
+            labels=tuple(LabelSpec(lab.name, lab.shortcut, lab.colour, lab.code, lab.kind.value)
+                         for lab in project.labels)))
+        if changes.readers is not None:
+            projects_q.set_readers(session, project.id, _user_ids(session, changes.readers))
+        audit.record(session, "project.update", actor_id=actor_id, target_type="project", target_id=project.id,
+                     fields=sorted(k for k, v in vars(changes).items() if v not in (None, (), {})))
+        session.flush()
+        return project_dto(session, project)
+
+
+def _user_ids(session: Session, usernames: tuple[str, ...]) -> list[int]:
+    ids = []
+    for username in usernames:
+        user = accounts_q.user_by_name(session, username)
+        if user is None:
+            raise InputError(None, f"no user named {username!r} to assign as reader")
+        ids.append(user.id)
+    return ids
+
+
+def reader_names(ctx: AppContext) -> list[str]:
+    """Usernames of active readers and leads (who may also read)."""
+    with ctx.reads() as session:
+        return [u.username for u in accounts_q.list_users(session)
+                if u.is_active and u.role.value in ("reader", "lead")]

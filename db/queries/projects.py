@@ -60,3 +60,14 @@ def readers_of(session: Session, project_id: int) -> list[User]:
     stmt = (select(User).join(ProjectReader, ProjectReader.user_id == User.id)
             .where(ProjectReader.project_id == project_id).order_by(User.username))
     return list(session.scalars(stmt))
+
+
+def set_readers(session: Session, project_id: int, user_ids: list[int]) -> None:
+    rows = session.scalars(select(ProjectReader).where(ProjectReader.project_id == project_id))
+    current = {r.user_id: r for r in rows}
+    for uid, row in current.items():
+        if uid not in user_ids:
+            session.delete(row)
+    for uid in user_ids:
+        if uid not in current:
+            session.add(ProjectReader(project_id=project_id, user_id=uid))

@@ -1,0 +1,105 @@
+"""Exports: one row per released item, with pseudonymous ids only, final label and provenance,
+every reader's label, agreement, model predictions, de-identification reference and a patient split."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections import defaultdict
+from typing import Any
+
+from db.models import TaskType
+from db.queries import export as export_q
+from db.queries import projects as projects_q
+from medlabel.errors import InputError, NotFoundError
+from services.consensus import current_reads, final_label, patient_splits
+from services.context import AppContext
+
+FORMATS = ("csv", "jsonl", "coco")
+
+
+def export_rows(ctx: AppContext, project_name: str, *, seed: int = 0) -> list[dict[str, Any]]:
+    with ctx.reads() as session:
+        project = projects_q.project_by_name(session, project_name)
+        if project is None:
+            raise NotFoundError(f"no project named {project_name!r}")
+        items = export_q.released_items(session, project.id)
+        annotations = export_q.annotations_of_project(session, project.id)
+        predictions = export_q.predictions_of_project(session, project.id)
+    reads = current_reads((a.item_id, user, a.kind.value, a.labels, a.retracted, a.boxes) for a, user in annotations)
+    preds: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for p, m in predictions:
+        preds[p.item_id].append({"model": m.name, "version": m.version, "variant": m.variant,
+                                 "probabilities": p.probabilities})
+    finals = {item.id: final_label(reads.get(item.id, [])) for item in items}
+    splits = patient_splits(
+        {item.id: (item.patient_pseudonym, "|".join(finals[item.id].labels or ("unlabelled",))) for item in items},
+        seed=seed)
+    rows = []
+    for item in items:
+        final = finals[item.id]
+        rows.append({
+            "item_id": item.id,
+            "sha256": item.content_hash,
+            "patient_id": item.patient_pseudonym,
+            "study_id": item.study_pseudonym,
+            "series_id": item.series_pseudonym,
+            "modality": item.modality,
+            "width": item.width,
+            "height": item.height,
+            "final_label": "|".join(final.labels) if final.labels is not None else None,
+            "provenance": final.provenance,
+            "reads": final.reads,
+            "agreement": None if final.agreement is None else round(final.agreement, 4),
+            "reader_labels": {r.reader: "|".join(r.labels) for r in reads.get(item.id, []) if r.kind != "adjudication"},
+            "boxes": list(final.boxes),
+            "predictions": preds.get(item.id, []),
+            "deid_report": f"medlabel://items/{item.id}/deid-report",
+            "deid_method": item.deid_report.get("method", item.deid_report.get("profile", "")),
+            "split": splits[item.id],
+        })
+    return rows
+
+
+def export_project(ctx: AppContext, project_name: str, fmt: str, *, seed: int = 0) -> bytes:
+    if fmt not in FORMATS:
+        raise InputError(None, f"unknown export format {fmt!r} (choose {', '.join(FORMATS)})")
+    rows = export_rows(ctx, project_name, seed=seed)
+    if fmt == "jsonl":
+        return "".join(json.dumps(r, sort_keys=True, default=str) + "\n" for r in rows).encode()
+    if fmt == "csv":
+        return _csv(rows)
+    return _coco(ctx, project_name, rows)
+
+
+def _csv(rows: list[dict[str, Any]]) -> bytes:
+    buffer = io.StringIO()
+    fields = list(rows[0]) if rows else ["item_id", "patient_id", "study_id", "final_label", "provenance", "split"]
+    writer = csv.DictWriter(buffer, fieldnames=fields)
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: json.dumps(v, sort_keys=True) if isinstance(v, dict | list) else v for k, v in row.items()})
+    return buffer.getvalue().encode()
+
+
+def _coco(ctx: AppContext, project_name: str, rows: list[dict[str, Any]]) -> bytes:
+    with ctx.reads() as session:
+        project = projects_q.project_by_name(session, project_name)
+        assert project is not None
+        if project.task_type != TaskType.BOXES:
+            raise InputError(None, f"COCO export needs a bounding-box project; {project_name!r} is "
+                                   f"{project.task_type.value.replace('_', '-')}")
+        categories = [{"id": i + 1, "name": label.name} for i, label in enumerate(project.labels)]
+    ids = {c["name"]: c["id"] for c in categories}
+    images, annotations = [], []
+    for row in rows:
+        images.append({"id": row["item_id"], "file_name": f"{row['sha256']}", "width": row["width"],
+                       "height": row["height"], "patient_id": row["patient_id"], "split": row["split"]})
+        for box in row["boxes"]:
+            w, h = box["x1"] - box["x0"], box["y1"] - box["y0"]
+            annotations.append({"id": len(annotations) + 1, "image_id": row["item_id"],
+                                "category_id": ids[box["label"]], "bbox": [box["x0"], box["y0"], w, h],
+                                "area": w * h, "iscrowd": 0, "provenance": row["provenance"]})
+    return json.dumps({"info": {"description": f"medlabel export of {project_name}"}, "images": images,
+                       "annotations": annotations, "categories": categories}, indent=1).encode()
