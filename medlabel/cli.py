@@ -78,21 +78,83 @@ def serve(port: int, address: str) -> None:
 
 
 @cli.command()
-def demo() -> None:
-    """Create the demo users and demo project (idempotent)."""
+@click.option("--images", default=120, show_default=True, type=click.IntRange(1, 1000),
+              help="Images per demo project taken from sample_data/.")
+def demo(images: int) -> None:
+    """Create the demo users and projects and ingest the sample data (idempotent)."""
     from services.demo import DEMO_PASSWORD, load_demo
 
     ctx = _context()
     try:
-        report = load_demo(ctx)
+        report = load_demo(ctx, images=images)
     finally:
         ctx.close()
     for user in report.users_created:
         click.echo(f"created user {user} (password: {DEMO_PASSWORD})")
     for name in report.projects_created:
         click.echo(f"created project {name!r}")
+    for ingest in report.ingested:
+        _echo_ingest(ingest, verbose=False)
     if not report.users_created and not report.projects_created:
         click.echo("demo already loaded")
+
+
+def _echo_ingest(report, verbose: bool = True) -> None:  # type: ignore[no-untyped-def]
+    if verbose:
+        for outcome in report.outcomes:
+            if outcome.status != "released":
+                click.echo(f"  {outcome.status:<11} {outcome.source}: {outcome.reason}")
+    click.echo(f"{report.project}: {report.count('released')} released, {report.count('quarantined')} quarantined "
+               f"for review, {report.count('duplicate')} already present, {report.count('refused')} refused")
+
+
+@cli.command()
+@click.argument("project")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("--dates", type=click.Choice(["shift", "remove"]), default="shift", show_default=True,
+              help="Shift dates per pseudonymous patient (intervals survive) or remove them.")
+@click.option("--keep-patient-characteristics", is_flag=True, help="Keep age, sex, size and weight.")
+def ingest(project: str, paths: tuple[str, ...], dates: str, keep_patient_characteristics: bool) -> None:
+    """De-identify files (DICOM or photos; folders recursively) into a project.
+
+    Originals never touch the disk or the database; flagged files are quarantined for review,
+    and the exit status is 1 when any file was refused.
+    """
+    import deid
+    from services.ingest import ingest_paths
+
+    ctx = _context()
+    try:
+        report = ingest_paths(ctx, project, paths, options=deid.DeidOptions(
+            dates=dates, keep_patient_characteristics=keep_patient_characteristics))  # type: ignore[arg-type]
+    finally:
+        ctx.close()
+    _echo_ingest(report)
+    if report.count("refused"):
+        raise SystemExit(1)
+
+
+@cli.command()
+@click.argument("project")
+@click.option("--format", "fmt", type=click.Choice(["csv", "jsonl", "coco"]), default="csv", show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False, writable=True), help="Output file (default: stdout).")
+@click.option("--seed", default=0, show_default=True, help="Seed of the patient-level train/val/test split.")
+def export(project: str, fmt: str, out: str | None, seed: int) -> None:
+    """Export a project's labels: one row per item, pseudonymous ids only, with a patient-level split."""
+    from services.export import export_project
+
+    ctx = _context()
+    try:
+        data = export_project(ctx, project, fmt, seed=seed)
+    finally:
+        ctx.close()
+    if out:
+        tmp = Path(out).with_name(Path(out).name + ".tmp")
+        tmp.write_bytes(data)
+        tmp.replace(out)
+        click.echo(f"wrote {out}")
+    else:
+        click.echo(data.decode(), nl=False)
 
 
 # --- users -------------------------------------------------------------------------------------
@@ -194,6 +256,7 @@ def _register_optional() -> None:
         ("medlabel.benchmarks.deid", bench),
         ("medlabel.benchmarks.agreement", bench),
         ("medlabel.benchmarks.al", bench),
+        ("medlabel.benchmarks.queue", bench),
     ):
         try:
             mod = importlib.import_module(module)

@@ -22,6 +22,8 @@ ALL_ROLES = ("admin", "lead", "reader", "clinician")
 
 PAGES: tuple[PageDef, ...] = (
     PageDef("home.py", "Home", ":material/home:", "home", ALL_ROLES, "medlabel"),
+    PageDef("label.py", "Label", ":material/label:", "label", ("reader", "lead"), "Reading"),
+    PageDef("history.py", "My labels", ":material/history:", "history", ("reader", "lead"), "Reading"),
     PageDef("projects.py", "Projects", ":material/folder_managed:", "projects", ("lead", "admin"), "Projects"),
     PageDef("users.py", "Users", ":material/group:", "users", ("admin",), "Administration"),
     PageDef("audit.py", "Audit log", ":material/policy:", "audit", ("admin",), "Administration"),

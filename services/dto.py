@@ -93,7 +93,6 @@ class CaseDTO:
     width: int | None
     height: int | None
     frames: int
-    remaining: int
     suggestions: tuple[Suggestion, ...] = ()
     suggestions_note: str = ""
     reason: str = ""
@@ -142,3 +141,44 @@ class ReviewItem:
     frames: int
     reason: str
     boxes: tuple[tuple[int, int, int, int], ...]
+
+
+@dataclass(frozen=True)
+class RoundDTO:
+    id: int
+    project: str
+    name: str
+    seed: int
+    sample_size: int
+    readers_per_item: int
+    stratified: bool
+    adjudicator: str | None
+    status: str
+    reads_done: int
+    reads_total: int
+    per_reader: tuple[tuple[str, int, int], ...]  # (reader, done, total)
+    disagreements: int
+    adjudicated: int
+    created_at: dt.datetime | None = None
+
+
+@dataclass(frozen=True)
+class PriorRead:
+    reader: str
+    labels: tuple[str, ...]
+    uncertain: bool
+    comment: str
+
+
+@dataclass(frozen=True)
+class AdjudicationCase:
+    assignment_id: int
+    item_id: int
+    round_id: int
+    project: ProjectDTO
+    reads: tuple[PriorRead, ...]
+    kind: str
+    modality: str | None
+    width: int | None
+    height: int | None
+    frames: int

@@ -36,12 +36,20 @@ def next_case(ctx: AppContext, project_id: int, user_id: int, *, now: dt.datetim
             audit.record(session, "queue.claim", actor_id=user_id, target_type="item", target_id=claim.item_id)
         item = session.get(Item, claim.item_id)
         assert item is not None
-        remaining = q.remaining_for(session, project_id, user_id, project.labels_per_item, now)
         suggestions, note, model = _suggestions(session, project, item)
         return CaseDTO(assignment_id=claim.id, item_id=item.id, project=project_dto(session, project),
                        kind=item.kind, modality=item.modality, width=item.width, height=item.height,
-                       frames=item.frame_count, remaining=remaining, suggestions=suggestions,
+                       frames=item.frame_count, suggestions=suggestions,
                        suggestions_note=note, model=model)
+
+
+def queue_progress(ctx: AppContext, project_id: int, user_id: int) -> int:
+    """How many released items this reader could still be served (a count over the project: cache it)."""
+    with ctx.reads() as session:
+        project = session.get(Project, project_id)
+        if project is None:
+            raise NotFoundError(f"no project with id {project_id}")
+        return q.remaining_for(session, project_id, user_id, project.labels_per_item, utcnow())
 
 
 def _suggestions(session: Session, project: Project, item: Item) -> tuple[tuple[Suggestion, ...], str, str | None]:

@@ -73,7 +73,7 @@ class Item(CreatedAt, Base):
     __tablename__ = "items"
     __table_args__ = (
         UniqueConstraint("project_id", "content_hash", name="uq_items_project_content_hash"),
-        Index("ix_items_queue", "project_id", "deid_status", "priority"),
+        Index("ix_items_queue", "project_id", "deid_status", "priority", "random_key", "id"),
         Index("ix_items_patient", "project_id", "patient_pseudonym"),
     )
 

@@ -51,7 +51,7 @@ def claim_next(session: Session, *, project_id: int, user_id: int, now: dt.datet
         select(Item.id)
         .where(Item.project_id == project_id, Item.deid_status == DeidStatus.RELEASED, ~mine,
                taken < labels_per_item)
-        .order_by(Item.priority.desc(), *(order_by or [Item.random_key, Item.id]))
+        .order_by(Item.priority.desc(), *(order_by or [Item.random_key.desc(), Item.id.desc()]))
         .limit(1)
     )
     if session.get_bind().dialect.name == "postgresql":

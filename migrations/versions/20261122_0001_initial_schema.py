@@ -132,7 +132,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('items', schema=None) as batch_op:
         batch_op.create_index('ix_items_patient', ['project_id', 'patient_pseudonym'], unique=False)
-        batch_op.create_index('ix_items_queue', ['project_id', 'deid_status', 'priority'], unique=False)
+        batch_op.create_index('ix_items_queue', ['project_id', 'deid_status', 'priority', 'random_key', 'id'], unique=False)
 
     op.create_table('labels',
     sa.Column('id', sa.Integer(), nullable=False),

@@ -1,0 +1,1 @@
+"""Rendering helpers for DTOs, shared by pages."""
