@@ -1,0 +1,49 @@
+"""Verify: the reader's blinded verification reads. No earlier labels, no model suggestions."""
+
+import time
+
+import streamlit as st
+
+from medlabel.errors import MedlabelError
+from portal.auth import require_role
+from portal.components.viewer import show_case_image
+from portal.resources import app_context
+from services import verification
+
+user = require_role("reader", "lead")
+ctx = app_context()
+st.title("Verify (blinded)")
+case = verification.next_verification(ctx, user.id)
+if case is None:
+    st.success("No verification reads waiting for you.")
+    st.stop()
+started = st.session_state.setdefault(f"t0_{case.assignment_id}", time.monotonic())
+
+
+def _submit(labels: list[str]) -> None:
+    try:
+        verification.submit_verification(
+            ctx, case.assignment_id, user.id, labels=labels,
+            uncertain=bool(st.session_state.get(f"v_uncertain_{case.assignment_id}")),
+            comment=st.session_state.get(f"v_comment_{case.assignment_id}", ""),
+            time_spent_ms=int((time.monotonic() - started) * 1000))
+    except MedlabelError as exc:
+        st.session_state["verify_error"] = str(exc)
+
+
+image_col, panel = st.columns([3, 2], gap="large")
+with image_col:
+    show_case_image(ctx, case)
+with panel:
+    st.markdown(f"**{case.project.name}** · blinded read · case #{case.item_id}")
+    st.caption(case.suggestions_note)
+    if "verify_error" in st.session_state:
+        st.error(st.session_state.pop("verify_error"))
+    if case.project.instructions:
+        with st.expander("Instructions"):
+            st.write(case.project.instructions)
+    for lab in case.project.labels:
+        st.button(lab.name, key=f"v_{lab.name}", shortcut=lab.shortcut, on_click=_submit, args=([lab.name],),
+                  width="stretch", type="primary" if lab.kind == "finding" else "secondary")
+    st.checkbox("Uncertain", key=f"v_uncertain_{case.assignment_id}")
+    st.text_input("Comment", key=f"v_comment_{case.assignment_id}")
