@@ -52,9 +52,9 @@ class ContentStore:
         _fsync_dir(target.parent)
         return digest, relative
 
-    def put_derived(self, name: str, data: bytes) -> None:
-        """Cache bytes derived from stored content (e.g. a display rendition) under a stable name."""
-        target = self._derived_path(name)
+    def put_derived(self, source_digest: str, name: str, data: bytes) -> None:
+        """Cache bytes derived from stored content (e.g. a display rendition), filed under its source."""
+        target = self._derived_path(source_digest, name)
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
@@ -68,15 +68,26 @@ class ContentStore:
             Path(tmp).unlink(missing_ok=True)
             raise
 
-    def get_derived(self, name: str) -> bytes | None:
+    def get_derived(self, source_digest: str, name: str) -> bytes | None:
         try:
-            return self._derived_path(name).read_bytes()
+            return self._derived_path(source_digest, name).read_bytes()
         except FileNotFoundError:
             return None
 
-    def _derived_path(self, name: str) -> Path:
-        digest = hashlib.sha256(name.encode()).hexdigest()
-        return self.root / "derived" / digest[:2] / digest
+    def delete(self, relative: str) -> None:
+        """Remove a blob and everything derived from it (used when a reviewer masks or rejects an item)."""
+        path = self._resolve(relative)
+        digest = path.name.split(".")[0]
+        path.unlink(missing_ok=True)
+        derived = self.root / "derived" / digest[:2] / digest
+        if derived.is_dir():
+            for child in derived.iterdir():
+                child.unlink(missing_ok=True)
+            derived.rmdir()
+
+    def _derived_path(self, source_digest: str, name: str) -> Path:
+        self.path_for(source_digest)  # validates the digest
+        return self.root / "derived" / source_digest[:2] / source_digest / hashlib.sha256(name.encode()).hexdigest()
 
     def get(self, relative: str) -> bytes:
         path = self._resolve(relative)

@@ -28,6 +28,9 @@ PAGES: tuple[PageDef, ...] = (
     PageDef("rounds.py", "Verification rounds", ":material/rule:", "rounds", ("lead", "admin"), "Projects"),
     PageDef("adjudicate.py", "Adjudicate", ":material/gavel:", "adjudicate", ("lead", "admin"), "Projects"),
     PageDef("projects.py", "Projects", ":material/folder_managed:", "projects", ("lead", "admin"), "Projects"),
+    PageDef("ingest.py", "Ingest", ":material/upload:", "ingest", ("admin", "lead"), "Intake"),
+    PageDef("review.py", "De-identification review", ":material/visibility_lock:", "review", ("admin", "lead"),
+            "Intake"),
     PageDef("users.py", "Users", ":material/group:", "users", ("admin",), "Administration"),
     PageDef("audit.py", "Audit log", ":material/policy:", "audit", ("admin",), "Administration"),
 )

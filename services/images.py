@@ -40,12 +40,12 @@ def display_image(ctx: AppContext, item_id: int, *, frame: int = 0, window: tupl
         width, height, frames = item.width or 0, item.height or 0, item.frame_count
     frame = max(0, min(frame, frames - 1))
     win = None if window is None else (round(float(window[0]), 2), round(float(window[1]), 2))
-    cache_key = f"display/v1/{content_hash}/{frame}/{win}/{max_size}"
-    png = ctx.store.get_derived(cache_key)
+    cache_key = f"display/v1/{frame}/{win}/{max_size}"
+    png = ctx.store.get_derived(content_hash, cache_key)
     if png is None:
         rendered = inference.render_png(ctx.store.get(stored_path), frame=frame, window=win, max_size=max_size)
         png = rendered.png
-        ctx.store.put_derived(cache_key, png)
+        ctx.store.put_derived(content_hash, cache_key, png)
     with Image.open(io.BytesIO(png)) as img:
         shown_w, shown_h = img.size
     presets = CT_PRESETS if modality == "CT" else ()

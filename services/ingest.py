@@ -116,7 +116,7 @@ def _ingest_one(ctx: AppContext, project_id: int, seed: int, reid: bool, source:
                         modality=result.modality, width=result.width, height=result.height,
                         frame_count=result.frames or 1, patient_pseudonym=result.patient_pseudonym,
                         study_pseudonym=result.study_pseudonym, series_pseudonym=result.series_pseudonym,
-                        deid_status=status, deid_report=dict(result.report),
+                        deid_status=status, deid_report=_report(result),
                         attributes=dict(result.characteristics or {}), random_key=random_key(seed, digest))
             session.add(item)
             session.flush()
@@ -128,6 +128,14 @@ def _ingest_one(ctx: AppContext, project_id: int, seed: int, reid: bool, source:
     except IntegrityError:
         return IngestOutcome(source=source, status="duplicate", reason="already in this project")
     return IngestOutcome(source=source, status=status.value, item_id=item_id, reason=result.reason or "")
+
+
+def _report(result: deid.DeidResult) -> dict:  # type: ignore[type-arg]
+    """The engine's report plus the detected text boxes: coordinates and scores only, never the text."""
+    report = dict(result.report)
+    report["text_boxes"] = [[int(b[0]), *(int(round(v)) for v in b[1:5]), round(float(b[5]), 3)]
+                            for b in result.boxes]
+    return report
 
 
 def _original_patient_id(data: bytes) -> str | None:

@@ -43,3 +43,15 @@ def test_missing_and_escaping_paths(tmp_path: Path) -> None:
         store.get("../../etc/passwd")
     with pytest.raises(ValueError, match="sha256"):
         store.path_for("not-a-digest")
+
+
+def test_derived_renditions_are_filed_under_their_source_and_deleted_with_it(tmp_path: Path) -> None:
+    store = ContentStore(tmp_path / "store")
+    digest, rel = store.put(b"dicom bytes", ".dcm")
+    store.put_derived(digest, "display/0/None/1024", b"png")
+    assert store.get_derived(digest, "display/0/None/1024") == b"png"
+    assert store.get_derived(digest, "other") is None
+    store.delete(rel)
+    assert not store.exists(rel)
+    assert store.get_derived(digest, "display/0/None/1024") is None
+    assert [p for p in (tmp_path / "store").rglob("*") if p.is_file()] == []

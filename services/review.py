@@ -1,0 +1,88 @@
+"""Review of quarantined items: a reviewer masks text regions and releases the item, or rejects it.
+
+Masking re-applies the de-identification engine's pixel mask to the stored bytes and stores the
+result under its new hash; the unmasked bytes and every rendition made from them are deleted.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+
+from PIL import Image, ImageDraw
+
+import deid
+from db.models import DeidStatus, Item
+from db.queries import imaging as imaging_q
+from medlabel.errors import ConflictError, InputError, NotFoundError
+from services import audit
+from services.context import AppContext
+from services.dto import ReviewItem
+from services.images import display_image
+
+Box = tuple[int, int, int, int]
+
+
+def review_queue(ctx: AppContext, project_id: int | None = None) -> list[ReviewItem]:
+    with ctx.reads() as session:
+        rows = imaging_q.quarantined(session, project_id)
+        return [ReviewItem(item_id=i.id, project=p.name, modality=i.modality, width=i.width, height=i.height,
+                           frames=i.frame_count, reason=str(i.deid_report.get("reason", "flagged for review")),
+                           boxes=tuple(tuple(b[1:5]) for b in i.deid_report.get("text_boxes", [])))  # type: ignore[misc]
+                for i, p in rows]
+
+
+def review_image(ctx: AppContext, item_id: int, boxes: Sequence[Box], *, max_size: int = 1024) -> bytes:
+    """The item's display rendition with ``boxes`` (original pixel coordinates) outlined in red."""
+    image = display_image(ctx, item_id, max_size=max_size)
+    sx, sy = image.width / image.original_width, image.height / image.original_height
+    canvas = Image.open(io.BytesIO(image.png)).convert("RGB")
+    draw = ImageDraw.Draw(canvas)
+    for x0, y0, x1, y1 in boxes:
+        draw.rectangle((x0 * sx, y0 * sy, x1 * sx, y1 * sy), outline=(255, 40, 40), width=2)
+    out = io.BytesIO()
+    canvas.save(out, format="PNG")
+    return out.getvalue()
+
+
+def _quarantined(session, item_id: int) -> Item:  # type: ignore[no-untyped-def]
+    item = session.get(Item, item_id, with_for_update=True)
+    if item is None:
+        raise NotFoundError(f"no item {item_id}")
+    if item.deid_status != DeidStatus.QUARANTINED:
+        raise ConflictError(f"item {item_id} is not awaiting review (status {item.deid_status.value})")
+    return item
+
+
+def release(ctx: AppContext, item_id: int, masks: Sequence[Box], *, actor_id: int) -> int:
+    """Mask ``masks`` (original pixel coordinates, every frame) and release the item to the queue."""
+    for x0, y0, x1, y1 in masks:
+        if not (x0 < x1 and y0 < y1):
+            raise InputError(None, f"mask {x0, y0, x1, y1} has no area")
+    with ctx.sessions.begin() as session:
+        item = _quarantined(session, item_id)
+        old_path = item.stored_path
+        if masks:
+            masked = deid.apply_masks(ctx.store.get(old_path), [tuple(int(v) for v in m) for m in masks])
+            digest, relative = ctx.store.put(masked, "." + old_path.rsplit(".", 1)[-1] if "." in old_path else "")
+            item.content_hash, item.stored_path = digest, relative
+        item.deid_status = DeidStatus.RELEASED
+        item.deid_report = {**item.deid_report, "review": {"masks": [list(m) for m in masks], "by": actor_id}}
+        audit.record(session, "review.release", actor_id=actor_id, target_type="item", target_id=item_id,
+                     masks=len(masks))
+    if masks:
+        ctx.store.delete(old_path)
+    return item_id
+
+
+def reject(ctx: AppContext, item_id: int, reason: str, *, actor_id: int) -> None:
+    """Withhold the item for good: it never reaches a queue and its bytes are deleted."""
+    if not reason.strip():
+        raise InputError(None, "give a reason for rejecting")
+    with ctx.sessions.begin() as session:
+        item = _quarantined(session, item_id)
+        old_path = item.stored_path
+        item.deid_status = DeidStatus.REJECTED
+        audit.record(session, "review.reject", actor_id=actor_id, target_type="item", target_id=item_id,
+                     reason=reason.strip())
+    ctx.store.delete(old_path)
