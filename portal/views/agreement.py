@@ -1,0 +1,93 @@
+"""Agreement dashboard (lead): inter-reader agreement with 95% CIs, per category, reader pairs."""
+
+import pandas as pd
+import streamlit as st
+
+from medlabel.errors import MedlabelError
+from portal.auth import require_role
+from portal.resources import app_context
+from services import verification
+from services.agreement_report import agreement_for_project, project_ratings, ratings_table
+from services.projects import projects_for
+
+METRICS = (("percent_agreement", "Percent agreement"), ("fleiss_kappa", "Fleiss' kappa"),
+           ("krippendorff_alpha", "Krippendorff's alpha"), ("gwet_ac1", "Gwet's AC1"), ("cohen_kappa", "Cohen's kappa"),
+           ("weighted_kappa_linear", "Weighted kappa (linear)"),
+           ("weighted_kappa_quadratic", "Weighted kappa (quadratic)"), ("gwet_ac2", "Gwet's AC2"))
+
+user = require_role("lead", "admin")
+ctx = app_context()
+st.title("Agreement")
+projects = projects_for(ctx, user.id, user.role)
+if not projects:
+    st.info("No projects yet.")
+    st.stop()
+project = st.selectbox("Project", [p.name for p in projects])
+rounds = verification.rounds(ctx, project)
+scope = st.selectbox("Reads", ["All reads", *[f"Round {r.id}: {r.name}" for r in rounds]])
+round_id = None if scope == "All reads" else int(scope.split(":")[0].split()[1])
+
+
+@st.cache_data(ttl=60, show_spinner="Computing agreement (1000 bootstrap resamples)...")
+def _report(project: str, round_id: int | None) -> dict:
+    return agreement_for_project(ctx, project, round_id=round_id)
+
+
+def _metric_rows(report: dict) -> list[dict]:
+    rows = []
+    for key, title in METRICS:
+        if key not in report:
+            continue
+        ci = report.get(f"{key}_ci")
+        value = report[key]
+        rows.append({"Statistic": title, "Value": None if value is None else round(value, 3),
+                     "95% CI": f"{ci[0]:.3f} – {ci[1]:.3f}" if ci else "",
+                     "Note": report.get(f"{key}_reason") or ""})
+    return rows
+
+
+try:
+    report = _report(project, round_id)
+except MedlabelError as exc:
+    st.info(str(exc))
+    st.stop()
+
+if "per_label" in report:
+    st.caption("Multi-label project: binary agreement per label (present / absent).")
+    rows = []
+    for label, sub in report["per_label"].items():
+        for row in _metric_rows(sub):
+            rows.append({"Label": label, **row})
+    table = pd.DataFrame(rows)
+    st.dataframe(table, hide_index=True, width="stretch")
+    st.download_button("Download CSV", table.to_csv(index=False), "agreement-per-label.csv")
+    st.stop()
+
+st.write(f"{report['n_items']} items · {report['n_readers']} readers")
+table = pd.DataFrame(_metric_rows(report))
+st.dataframe(table, hide_index=True, width="stretch")
+st.download_button("Download CSV", table.to_csv(index=False), "agreement.csv", key="dl_metrics")
+
+left, right = st.columns(2)
+with left:
+    st.subheader("Per category (Fleiss)")
+    per_cat = pd.DataFrame([{"Category": c, "kappa": v if not isinstance(v, dict) else v.get("value")}
+                            for c, v in report.get("per_category", {}).items()])
+    st.dataframe(per_cat, hide_index=True)
+with right:
+    st.subheader("Reader pairs (Cohen's kappa)")
+    pairs = pd.DataFrame(report.get("pairwise", []))
+    if not pairs.empty:
+        matrix = pairs.pivot(index="reader_a", columns="reader_b", values="cohen_kappa")
+        st.dataframe(matrix)
+        st.download_button("Download CSV", pairs.to_csv(index=False), "reader-pairs.csv", key="dl_pairs")
+
+st.subheader("Disagreements")
+records, _ = project_ratings(ctx, project, round_id)
+disputed = [{"Case": item, **readers} for item, readers in ratings_table(records).items()
+            if len(set(readers.values())) > 1]
+st.write(f"{len(disputed)} item(s) where readers disagree.")
+if disputed:
+    frame = pd.DataFrame(disputed)
+    st.dataframe(frame, hide_index=True, width="stretch")
+    st.download_button("Download CSV", frame.to_csv(index=False), "disagreements.csv", key="dl_disputed")

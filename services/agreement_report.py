@@ -1,0 +1,65 @@
+"""Agreement statistics for a project or a verification round, from the database."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import agreement
+from db.models import AnnotationKind, TaskType
+from db.queries import export as export_q
+from db.queries import projects as projects_q
+from db.queries import verification as verification_q
+from medlabel.errors import InputError, NotFoundError
+from services.consensus import current_reads
+from services.context import AppContext
+
+
+def project_ratings(ctx: AppContext, project_name: str, round_id: int | None = None,
+                    ) -> tuple[list[tuple[str, str, str]], dict[str, Any]]:
+    """Long-format ratings ``(item, reader, label)`` and the project's scale facts.
+
+    With ``round_id`` the round's blinded verification reads; otherwise every reader's current
+    primary and verification label per item (adjudications are the reference, not a rating).
+    """
+    with ctx.reads() as session:
+        project = projects_q.project_by_name(session, project_name)
+        if project is None:
+            raise NotFoundError(f"no project named {project_name!r}")
+        if round_id is not None:
+            if round_id not in {r.id for r in verification_q.rounds_of(session, project.id)}:
+                raise NotFoundError(f"project {project_name!r} has no round {round_id}")
+            rows = [(a, u) for a, u in verification_q.round_annotations(session, round_id)
+                    if a.kind == AnnotationKind.VERIFICATION]
+        else:
+            rows = [(a, u) for a, u in export_q.annotations_of_project(session, project.id)
+                    if a.kind != AnnotationKind.ADJUDICATION]
+        facts = {"task_type": project.task_type.value, "ordinal": project.ordinal,
+                 "categories": [lab.name for lab in project.labels]}
+    reads = current_reads((a.item_id, u, "rating", a.labels, a.retracted, a.boxes) for a, u in rows)
+    records = [(str(item), r.reader, "|".join(r.labels)) for item, rs in sorted(reads.items()) for r in rs]
+    return records, facts
+
+
+def agreement_for_project(ctx: AppContext, project_name: str, *, round_id: int | None = None, n_boot: int = 1000,
+                          seed: int = 0) -> dict[str, Any]:
+    """The full agreement report (the same dict the CLI prints). Multi-label projects get one
+    binary report per label under ``per_label``."""
+    records, facts = project_ratings(ctx, project_name, round_id)
+    if not records:
+        raise InputError(None, f"project {project_name!r} has no ratings yet")
+    if facts["task_type"] == TaskType.MULTI_LABEL.value:
+        multi = [(item, reader, frozenset(label.split("|")) - {""}) for item, reader, label in records]
+        return {"n_ratings": len(records), "per_label": agreement.per_label_binary(
+            multi, facts["categories"], n_boot=n_boot, seed=seed)}
+    level = "ordinal" if facts["ordinal"] else "nominal"
+    categories = facts["categories"] if facts["ordinal"] else None
+    return agreement.compute_report(records, level=level, categories=categories, n_boot=n_boot, seed=seed)
+
+
+def ratings_table(records: list[tuple[str, str, str]]) -> dict[str, dict[str, str]]:
+    """item -> reader -> label, for the disagreement list."""
+    table: dict[str, dict[str, str]] = defaultdict(dict)
+    for item, reader, label in records:
+        table[item][reader] = label
+    return dict(table)
