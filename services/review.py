@@ -61,18 +61,25 @@ def release(ctx: AppContext, item_id: int, masks: Sequence[Box], *, actor_id: in
             raise InputError(None, f"mask {x0, y0, x1, y1} has no area")
     with ctx.sessions.begin() as session:
         item = _quarantined(session, item_id)
-        old_path = item.stored_path
+        old_path = new_path = item.stored_path
         if masks:
             masked = deid.apply_masks(ctx.store.get(old_path), [tuple(int(v) for v in m) for m in masks])
-            digest, relative = ctx.store.put(masked, "." + old_path.rsplit(".", 1)[-1] if "." in old_path else "")
-            item.content_hash, item.stored_path = digest, relative
+            digest, new_path = ctx.store.put(masked, "." + old_path.rsplit(".", 1)[-1] if "." in old_path else "")
+            item.content_hash, item.stored_path = digest, new_path
         item.deid_status = DeidStatus.RELEASED
         item.deid_report = {**item.deid_report, "review": {"masks": [list(m) for m in masks], "by": actor_id}}
         audit.record(session, "review.release", actor_id=actor_id, target_type="item", target_id=item_id,
                      masks=len(masks))
-    if masks:
-        ctx.store.delete(old_path)
+    if new_path != old_path:
+        _delete_if_unused(ctx, old_path)
     return item_id
+
+
+def _delete_if_unused(ctx: AppContext, stored_path: str) -> None:
+    with ctx.reads() as session:
+        in_use = imaging_q.path_in_use(session, stored_path)
+    if not in_use:
+        ctx.store.delete(stored_path)
 
 
 def reject(ctx: AppContext, item_id: int, reason: str, *, actor_id: int) -> None:
@@ -83,6 +90,7 @@ def reject(ctx: AppContext, item_id: int, reason: str, *, actor_id: int) -> None
         item = _quarantined(session, item_id)
         old_path = item.stored_path
         item.deid_status = DeidStatus.REJECTED
+        item.stored_path = ""
         audit.record(session, "review.reject", actor_id=actor_id, target_type="item", target_id=item_id,
                      reason=reason.strip())
-    ctx.store.delete(old_path)
+    _delete_if_unused(ctx, old_path)

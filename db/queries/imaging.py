@@ -19,3 +19,8 @@ def quarantined(session: Session, project_id: int | None = None) -> list[tuple[I
     if project_id is not None:
         stmt = stmt.where(Item.project_id == project_id)
     return [(i, p) for i, p in session.execute(stmt)]
+
+
+def path_in_use(session: Session, stored_path: str) -> bool:
+    """Whether any item still points at this blob (identical bytes are stored once, shared)."""
+    return session.scalar(select(Item.id).where(Item.stored_path == stored_path).limit(1)) is not None

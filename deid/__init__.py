@@ -1,0 +1,12 @@
+"""De-identification: DICOM PS3.15 basic profile, keyed pseudonyms, burned-in text masking, photos.
+
+A pure library: bytes in, bytes and a report out. Only ``deid.io`` touches the filesystem.
+"""
+
+from deid.engine import apply_masks, deidentify_bytes
+from deid.pixels import Detector, TextBox
+from deid.pseudonyms import patient_pseudonym, remap_uid
+from deid.types import DeidOptions, DeidResult
+
+__all__ = ["DeidOptions", "DeidResult", "Detector", "TextBox", "apply_masks", "deidentify_bytes",
+           "patient_pseudonym", "remap_uid"]

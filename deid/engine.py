@@ -1,0 +1,295 @@
+"""The de-identification engine: bytes in, de-identified bytes and a report out, all in memory.
+
+Originals never touch the disk. DICOM goes through the PS3.15 profile (deid.tags), pixel masking
+(deid.pixels) and the leak scan (deid.leaks); photos are re-encoded from pixels only. Unusable input
+raises ``InputError`` naming the file; input that cannot be made safe is *refused* (no output).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+from typing import Any
+
+import numpy as np
+import pydicom
+from PIL import Image, ImageOps
+from pydicom.config import disable_value_validation
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import ExplicitVRLittleEndian
+
+from deid import pixels as px
+from deid.leaks import find_leaks
+from deid.profile import SAFE_TEXT
+from deid.pseudonyms import content_pseudonym, date_shift_days, patient_pseudonym, remap_uid
+from deid.tags import DUMMY_BY_VR, TagContext, clean_descriptors, process_dataset
+from deid.types import DeidOptions, DeidResult
+from medlabel.errors import DicomReadError, InputError
+
+METHOD = "medlabel deid 1: DICOM PS3.15 E.1 basic profile"
+CID7050 = {  # DICOM CID 7050 De-identification Method
+    "basic": ("113100", "Basic Application Confidentiality Profile"),
+    "pixels": ("113101", "Clean Pixel Data Option"),
+    "desc": ("113105", "Clean Descriptors Option"),
+    "dates": ("113107", "Retain Longitudinal Temporal Information Modified Dates Option"),
+    "chars": ("113108", "Retain Patient Characteristics Option"),
+}
+META_KEEP = {"FileMetaInformationGroupLength", "FileMetaInformationVersion", "MediaStorageSOPClassUID",
+             "MediaStorageSOPInstanceUID", "TransferSyntaxUID", "ImplementationClassUID", "ImplementationVersionName"}
+
+
+def _is_dicom(data: bytes) -> bool:
+    return len(data) >= 132 and data[128:132] == b"DICM"
+
+
+def _read(data: bytes, name: str) -> Dataset | None:
+    """A DICOM dataset, or None when the bytes are not DICOM at all."""
+    if len(data) == 0:
+        raise InputError(name, "empty file")
+    if _is_dicom(data):
+        try:
+            return pydicom.dcmread(io.BytesIO(data))
+        except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError, OSError) as exc:
+            raise DicomReadError(name, f"truncated or corrupt DICOM ({exc.__class__.__name__}: {exc})") from None
+    try:  # DICOM without the preamble (no .dcm suffix needed either)
+        ds = pydicom.dcmread(io.BytesIO(data), force=True)
+        if "SOPClassUID" in ds or "PixelData" in ds:
+            return ds
+    except Exception:  # noqa: BLE001 - not DICOM; the photo path decides
+        pass
+    return None
+
+
+def deidentify_bytes(data: bytes, *, key: bytes, name: str, options: DeidOptions | None = None,
+                     ocr: px.Detector | None = None) -> DeidResult:
+    """De-identify one file's bytes. ``name`` is used only in error messages."""
+    if len(key) < 32:
+        raise ValueError("the de-identification key must be at least 32 bytes")
+    options = options or DeidOptions()
+    # Real files often break value limits (an LO over 64 characters); the engine rewrites or removes
+    # such values itself, so pydicom's per-assignment validation warnings are noise here.
+    with disable_value_validation():
+        ds = _read(data, name)
+        if ds is None:
+            return _photo(data, key=key, name=name, options=options, ocr=ocr)
+        return _dicom(ds, key=key, name=name, options=options, ocr=ocr)
+
+
+def _characteristics(ds: Dataset) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for keyword, field in (("PatientAge", "age"), ("PatientSex", "sex"), ("PatientSize", "size"),
+                           ("PatientWeight", "weight"), ("ViewPosition", "view_position")):
+        value = ds.get(keyword)
+        if value not in (None, ""):
+            out[field] = float(value) if keyword in ("PatientSize", "PatientWeight") else str(value)
+    return out
+
+
+def _safe_words(ds: Dataset) -> set[str]:
+    """Words of technical attributes that legitimately stay (so the leak scan does not flag them)."""
+    words: set[str] = set(DUMMY_BY_VR.values())
+    for elem in ds.iterall():
+        if elem.keyword in SAFE_TEXT or elem.VR == "CS":
+            for v in (elem.value if elem.VM > 1 else [elem.value]):
+                words.update(w.lower() for w in re.split(r"[\s^\\/,]+", str(v or "")) if w)
+    return {w.lower() for w in words}
+
+
+def _dicom(ds: Dataset, *, key: bytes, name: str, options: DeidOptions, ocr: px.Detector | None) -> DeidResult:
+    original_id = str(ds.get("PatientID", "") or "").strip() or f"study:{ds.get('StudyInstanceUID', '')}"
+    pseudo = patient_pseudonym(key, original_id)
+    characteristics = _characteristics(ds) if options.keep_patient_characteristics else {}
+    if not options.keep_patient_characteristics and "ViewPosition" in ds:
+        characteristics = {"view_position": str(ds.ViewPosition)}
+    modality, burned_in = ds.get("Modality"), ds.get("BurnedInAnnotation")
+    safe = _safe_words(ds)
+    ctx = TagContext(key=key, dates=options.dates, keep_characteristics=options.keep_patient_characteristics,
+                     clean_descriptors=options.clean_descriptors, shift_days=date_shift_days(key, pseudo))
+    ctx.phi.add(original_id)
+    ctx.names.add(original_id)
+
+    arr, decompressed = _pixels(ds, name)
+    process_dataset(ds, ctx)
+    _meta(ds, ctx)
+    clean_descriptors(ctx)
+
+    boxes: list[px.TextBox] = []
+    reason = ""
+    scanned = False
+    if arr is not None and options.scan_pixels and px.needs_scan(modality, burned_in):
+        frames = arr if _frames(ds) > 1 else arr[None, ...]
+        boxes = px.detect(frames, px.frames_to_scan(modality, burned_in, frames.shape[0]), ocr or px.default_detector())
+        scanned = True
+        reason = px.is_uncertain(boxes, frames.shape[2], frames.shape[1], burned_in) or ""
+        if boxes:
+            masked = px.mask(frames, [(b.x0, b.y0, b.x1, b.y1) for b in boxes])
+            arr = masked if _frames(ds) > 1 else masked[0]
+    if arr is not None and (decompressed or boxes):
+        _write_pixels(ds, arr)
+
+    ds.PatientID = pseudo
+    ds.PatientName = pseudo
+    ds.PatientIdentityRemoved = "YES"
+    if options.dates == "shift":
+        ds.LongitudinalTemporalInformationModified = "MODIFIED"
+    if scanned:
+        ds.BurnedInAnnotation = "NO" if not reason else "YES"
+    used = ["basic", *(["pixels"] if scanned else []), *(["desc"] if options.clean_descriptors else []),
+            *(["dates"] if options.dates == "shift" else []),
+            *(["chars"] if options.keep_patient_characteristics else [])]
+    ds.DeidentificationMethod = METHOD
+    codes = []
+    for option in used:
+        item = Dataset()
+        item.CodeValue, item.CodeMeaning = CID7050[option]
+        item.CodingSchemeDesignator = "DCM"
+        codes.append(item)
+    ds.DeidentificationMethodCodeSequence = codes
+
+    output = _serialise(ds)
+    header = _serialise(_without_pixels(ds))
+    # A value that also appears in a kept technical attribute (a manufacturer named in the
+    # institution's name, say) is not a leak -- unless it is part of a person's name or the patient id.
+    leaks = [v for v in find_leaks(header, ctx.phi) if v in ctx.names or v.lower() not in safe]
+    report = {"method": METHOD, "options": {"dates": options.dates, "keep_patient_characteristics":
+                                           options.keep_patient_characteristics,
+                                           "clean_descriptors": options.clean_descriptors,
+                                           "scan_pixels": options.scan_pixels},
+              "actions": dict(sorted(ctx.counts.items())), "pixels_scanned": scanned, "text_regions": len(boxes),
+              "decompressed": decompressed, "leak_scan": {"values_checked": len(ctx.phi), "hits": len(leaks)},
+              "codes": [CID7050[o][0] for o in used]}
+    common = dict(kind="dicom", suffix=".dcm", patient_pseudonym=pseudo,
+                  study_pseudonym=str(ds.get("StudyInstanceUID", "")) or None,
+                  series_pseudonym=str(ds.get("SeriesInstanceUID", "")) or None, modality=modality,
+                  width=int(ds.get("Columns", 0) or 0) or None, height=int(ds.get("Rows", 0) or 0) or None,
+                  frames=_frames(ds), characteristics=characteristics,
+                  boxes=tuple((b.frame, b.x0, b.y0, b.x1, b.y1, b.score) for b in boxes), report=report)
+    if leaks:
+        return DeidResult(status="refused", output=None, reason=f"withheld: {len(leaks)} original identifying "
+                          "value(s) still present after de-identification", **common)  # type: ignore[arg-type]
+    status = "flagged" if reason else "released"
+    report["reason"] = reason
+    return DeidResult(status=status, output=output, reason=reason, **common)  # type: ignore[arg-type]
+
+
+def _frames(ds: Dataset) -> int:
+    return int(ds.get("NumberOfFrames", 1) or 1)
+
+
+def _pixels(ds: Dataset, name: str) -> tuple[np.ndarray | None, bool]:
+    """Decoded pixels (decompressing the dataset in place when needed)."""
+    if "PixelData" not in ds:
+        return None, False
+    compressed = ds.file_meta.TransferSyntaxUID.is_compressed if "TransferSyntaxUID" in ds.file_meta else False
+    try:
+        if compressed:
+            ds.decompress()
+        arr = ds.pixel_array
+    except Exception as exc:  # noqa: BLE001 - codecs raise many types
+        raise DicomReadError(name, f"cannot decode pixel data ({ds.file_meta.get('TransferSyntaxUID', '?')}: "
+                                   f"{str(exc).splitlines()[0][:160]})") from None
+    return arr, compressed
+
+
+def _write_pixels(ds: Dataset, arr: np.ndarray) -> None:
+    ds.PixelData = np.ascontiguousarray(arr).tobytes()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    if arr.ndim == (4 if _frames(ds) > 1 else 3):
+        ds.PlanarConfiguration = 0
+
+
+def _meta(ds: Dataset, ctx: TagContext) -> None:
+    meta = ds.file_meta
+    for elem in list(meta):
+        if elem.keyword not in META_KEEP:
+            del meta[elem.tag]
+    if "MediaStorageSOPInstanceUID" in meta:
+        original = str(meta.MediaStorageSOPInstanceUID)
+        ctx.phi.add(original)
+        meta.MediaStorageSOPInstanceUID = remap_uid(ctx.key, original)
+    if "SOPInstanceUID" in ds and "MediaStorageSOPInstanceUID" in meta:
+        meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+
+
+def _without_pixels(ds: Dataset) -> Dataset:
+    copy = Dataset()
+    copy.file_meta = ds.file_meta
+    for elem in ds:
+        if elem.keyword != "PixelData":
+            copy.add(elem)
+    copy.preamble = b"\0" * 128
+    return copy
+
+
+def _serialise(ds: Dataset) -> bytes:
+    out = io.BytesIO()
+    if ds.file_meta.get("TransferSyntaxUID") is None:
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    if not ds.file_meta.TransferSyntaxUID.is_compressed:
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds.save_as(out, enforce_file_format=True, implicit_vr=False, little_endian=True)
+    else:
+        ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
+# --- photos -------------------------------------------------------------------------------------
+
+
+def _photo(data: bytes, *, key: bytes, name: str, options: DeidOptions, ocr: px.Detector | None) -> DeidResult:
+    try:
+        img = Image.open(io.BytesIO(data))
+        img.load()
+    except Exception as exc:  # noqa: BLE001 - Pillow raises many types for corrupt input
+        raise InputError(name, f"neither DICOM nor a readable image ({exc.__class__.__name__})") from None
+    phi = {str(v).strip() for v in list(img.getexif().values()) + list(getattr(img, "text", {}).values())
+           if isinstance(v, str | bytes) and len(str(v).strip()) >= 3}
+    img = ImageOps.exif_transpose(img)
+    if img.mode not in ("L", "RGB"):
+        img = img.convert("RGB")
+    arr = np.asarray(img)
+    boxes: list[px.TextBox] = []
+    reason = ""
+    if options.scan_pixels:
+        boxes = px.detect(arr[None, ...], [0], ocr or px.default_detector())
+        reason = px.is_uncertain(boxes, arr.shape[1], arr.shape[0], None) or ""
+        if boxes:
+            arr = px.mask(arr[None, ...], [(b.x0, b.y0, b.x1, b.y1) for b in boxes])[0]
+    out = io.BytesIO()
+    Image.fromarray(arr).save(out, format="PNG", optimize=False)  # a fresh image: no EXIF, XMP, IPTC, text
+    output = out.getvalue()
+    leaks = find_leaks(output, phi)
+    digest = hashlib.sha256(arr.tobytes()).hexdigest()
+    pseudo = content_pseudonym(digest)
+    report = {"method": "medlabel deid 1: photo re-encoded from pixels, metadata dropped",
+              "pixels_scanned": options.scan_pixels, "text_regions": len(boxes),
+              "metadata_fields_dropped": len(phi), "leak_scan": {"values_checked": len(phi), "hits": len(leaks)},
+              "reason": reason}
+    common = dict(kind="photo", suffix=".png", patient_pseudonym=pseudo, study_pseudonym=pseudo,
+                  series_pseudonym=pseudo, modality="XC", width=arr.shape[1], height=arr.shape[0], frames=1,
+                  boxes=tuple((b.frame, b.x0, b.y0, b.x1, b.y1, b.score) for b in boxes), report=report)
+    if leaks:
+        return DeidResult(status="refused", output=None, reason="withheld: metadata survived re-encoding",
+                          **common)  # type: ignore[arg-type]
+    return DeidResult(status="flagged" if reason else "released", output=output, reason=reason,
+                      **common)  # type: ignore[arg-type]
+
+
+def apply_masks(data: bytes, rects: list[tuple[int, int, int, int]]) -> bytes:
+    """Fill ``rects`` (original pixel x0, y0, x1, y1) in every frame of de-identified bytes."""
+    if _is_dicom(data):
+        ds = pydicom.dcmread(io.BytesIO(data))
+        arr, _ = _pixels(ds, "<stored item>")
+        if arr is None:
+            return data
+        many = _frames(ds) > 1
+        masked = px.mask(arr if many else arr[None, ...], rects)
+        _write_pixels(ds, masked if many else masked[0])
+        return _serialise(ds)
+    img = Image.open(io.BytesIO(data))
+    arr = px.mask(np.asarray(img)[None, ...], rects)[0]
+    out = io.BytesIO()
+    Image.fromarray(arr).save(out, format="PNG")
+    return out.getvalue()

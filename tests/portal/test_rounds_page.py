@@ -1,0 +1,31 @@
+"""The Verification rounds page: a lead creates a seeded round and sees its progress."""
+
+from __future__ import annotations
+
+from medlabel.settings import Settings
+from services import accounts, labelling, verification
+from services.context import AppContext
+from tests.portal.conftest import PASSWORD, signed_in
+from tests.services.factories import make_items, make_project, user_id
+
+
+def test_lead_creates_a_round(ctx: AppContext, portal_env: Settings) -> None:
+    pid = make_project(ctx, readers=("rad1", "rad2", "rad3"))
+    make_items(ctx, pid, 6)
+    rad1 = user_id(ctx, "rad1")
+    while (case := labelling.next_case(ctx, pid, rad1)) is not None:
+        labelling.submit(ctx, case.assignment_id, rad1, labels=["normal"])
+    accounts.add_user(ctx, "lead1", PASSWORD, "lead")
+    at = signed_in("lead1")
+    at.switch_page("views/rounds.py").run()
+    assert not at.exception and at.title[0].value == "Verification rounds"
+    at.text_input[0].input("Pilot")
+    at.number_input[0].set_value(3)
+    at.number_input[1].set_value(42)
+    at.multiselect[0].select("rad2").select("rad3")
+    next(b for b in at.button if b.label == "Create round").click()
+    at.run()
+    assert any("Created Pilot: 3 items, 6 blinded reads" in s.value for s in at.success), [e.value for e in at.error]
+    (rnd,) = verification.rounds(ctx, "Chest")
+    assert (rnd.seed, rnd.sample_size, rnd.adjudicator) == (42, 3, "lead1")
+    assert any(m.label == "Disagreements" for m in at.metric)
