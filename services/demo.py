@@ -95,7 +95,8 @@ def _nih(data_dir: Path, count: int) -> list[Path]:
     return [root / r["path"] for r in rows[:count]]
 
 
-def load_demo(ctx: AppContext, *, data_dir: Path | None = None, images: int = 120) -> DemoReport:
+def load_demo(ctx: AppContext, *, data_dir: Path | None = None, images: int = 120,
+              with_data: bool = True) -> DemoReport:
     """Create the demo users and projects and ingest the sample data through de-identification.
 
     Running it again changes nothing (users and projects exist; images are already stored).
@@ -114,11 +115,13 @@ def load_demo(ctx: AppContext, *, data_dir: Path | None = None, images: int = 12
             create_project(ctx, spec)
             created_projects.append(spec.name)
     reports: list[IngestReport] = []
+    if not with_data:
+        return DemoReport(tuple(created_users), tuple(created_projects))
     if DEMO_PROJECT.name in created_projects and data_dir.exists():
         reports.append(ingest_blobs(ctx, DEMO_PROJECT.name, _pneumoniamnist(data_dir, images)))
-        reports.append(ingest_paths(ctx, DEMO_PROJECT.name, [data_dir / "kermany-cxr-samples"]))
+        reports.append(ingest_paths(ctx, DEMO_PROJECT.name, sorted((data_dir / "kermany-cxr-samples").glob("*/*.jpeg"))))
     if NIH_PROJECT.name in created_projects and data_dir.exists():
         reports.append(ingest_paths(ctx, NIH_PROJECT.name, _nih(data_dir, images)))
     if DICOM_PROJECT.name in created_projects and data_dir.exists():
-        reports.append(ingest_paths(ctx, DICOM_PROJECT.name, [data_dir / "dicom-samples"]))
+        reports.append(ingest_paths(ctx, DICOM_PROJECT.name, sorted((data_dir / "dicom-samples").rglob("*.dcm"))))
     return DemoReport(tuple(created_users), tuple(created_projects), tuple(reports))

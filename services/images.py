@@ -40,17 +40,33 @@ def display_image(ctx: AppContext, item_id: int, *, frame: int = 0, window: tupl
         width, height, frames = item.width or 0, item.height or 0, item.frame_count
     frame = max(0, min(frame, frames - 1))
     win = None if window is None else (round(float(window[0]), 2), round(float(window[1]), 2))
-    cache_key = f"display/v1/{frame}/{win}/{max_size}"
+    cache_key = f"display/v2/{frame}/{win}/{max_size}"
     png = ctx.store.get_derived(content_hash, cache_key)
     if png is None:
         rendered = inference.render_png(ctx.store.get(stored_path), frame=frame, window=win, max_size=max_size)
-        png = rendered.png
+        png = _upscale_small(rendered.png)
         ctx.store.put_derived(content_hash, cache_key, png)
     with Image.open(io.BytesIO(png)) as img:
         shown_w, shown_h = img.size
     presets = CT_PRESETS if modality == "CT" else ()
     return DisplayImage(png=png, width=shown_w, height=shown_h, original_width=width or shown_w,
                         original_height=height or shown_h, frames=frames, presets=presets)
+
+
+MIN_DISPLAY = 512
+
+
+def _upscale_small(png: bytes) -> bytes:
+    """Thumbnails such as 28x28 MedMNIST images are enlarged (nearest neighbour: pixels stay pixels)."""
+    with Image.open(io.BytesIO(png)) as img:
+        longest = max(img.size)
+        if longest >= MIN_DISPLAY:
+            return png
+        factor = -(-MIN_DISPLAY // longest)
+        big = img.resize((img.width * factor, img.height * factor), Image.Resampling.NEAREST)
+    out = io.BytesIO()
+    big.save(out, format="PNG", compress_level=1)
+    return out.getvalue()
 
 
 def to_original_boxes(boxes: Sequence[dict[str, Any]], image: DisplayImage) -> list[dict[str, Any]]:

@@ -46,7 +46,7 @@ def show_case_image(ctx: AppContext, case: CaseDTO, *, boxes: bool = False) -> l
 
     labels = [lab.name for lab in case.project.labels if lab.kind == "finding"]
     box_label = st.radio("Box label", labels, horizontal=True, key=f"box_label_{case.item_id}")
-    scale = min(1.0, 768 / image.width)
+    scale = min(460 / image.width, 640 / image.height)
     result = st_canvas(background_image=Image.open(io.BytesIO(image.png)), drawing_mode="labeled_rect",
                        label=box_label, width=int(image.width * scale), height=int(image.height * scale),
                        stroke_width=2, stroke_color="#ff4b4b", fill_color="rgba(255,75,75,0.15)",

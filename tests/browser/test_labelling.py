@@ -50,10 +50,14 @@ def _setup(ctx: AppContext, task_type: str, n: int) -> None:
 
 
 def _sign_in(page: Any, url: str, username: str) -> None:
-    page.goto(url + "/label")
+    from playwright.sync_api import expect
+
+    page.goto(url)
     page.get_by_role("textbox", name="Username").fill(username)
     page.get_by_role("textbox", name="Password").fill(PASSWORD)
     page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("link", name="Label", exact=True).click()
+    expect(page.get_by_text("case #")).to_be_visible()
 
 
 def _case_number(page: Any) -> int:
