@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PORT ?= 8501
 export MEDLABEL_DATA_DIR ?= $(CURDIR)/medlabel-data
 
-.PHONY: setup system-deps demo test test-fast lint clean
+.PHONY: setup system-deps demo test test-fast lint clean bench-peers
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -53,3 +53,9 @@ lint: setup
 
 clean:
 	rm -rf $(VENV) medlabel-data .pytest_cache
+
+## bench-peers: a separate virtualenv with dicognito and pydicom's deid for `medlabel bench deid`
+## (pydicom's package is also called `deid`, so it cannot share .venv with medlabel)
+bench-peers:
+	@test -x .venv-bench/bin/python || $(PYTHON) -m venv .venv-bench
+	.venv-bench/bin/python -m pip install --quiet dicognito deid

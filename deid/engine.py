@@ -149,7 +149,7 @@ def _dicom(ds: Dataset, *, key: bytes, name: str, options: DeidOptions, ocr: px.
     ds.DeidentificationMethodCodeSequence = codes
 
     output = _serialise(ds)
-    header = _serialise(_without_pixels(ds))
+    header = _header_bytes(output)
     # A value that also appears in a kept technical attribute (a manufacturer named in the
     # institution's name, say) is not a leak -- unless it is part of a person's name or the patient id.
     leaks = [v for v in find_leaks(header, ctx.phi) if v in ctx.names or v.lower() not in safe]
@@ -213,14 +213,14 @@ def _meta(ds: Dataset, ctx: TagContext) -> None:
         meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
 
 
-def _without_pixels(ds: Dataset) -> Dataset:
-    copy = Dataset()
-    copy.file_meta = ds.file_meta
-    for elem in ds:
-        if elem.keyword != "PixelData":
-            copy.add(elem)
-    copy.preamble = b"\0" * 128
-    return copy
+def _header_bytes(output: bytes) -> bytes:
+    """Everything but the pixel data: meta header, every attribute and nested sequence.
+
+    (Pixel bytes are not text, and short names would match them by chance; burned-in text is the
+    pixel scan's job.) Pixel Data is the last element once the profile has run.
+    """
+    cut = output.rfind(b"\xe0\x7f\x10\x00")
+    return output[:cut] if cut > 0 else output
 
 
 def _serialise(ds: Dataset) -> bytes:

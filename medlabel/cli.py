@@ -257,6 +257,7 @@ def _register_optional() -> None:
         ("medlabel.benchmarks.agreement", bench),
         ("medlabel.benchmarks.al", bench),
         ("medlabel.benchmarks.queue", bench),
+        ("medlabel.benchmarks.ui", bench),
     ):
         try:
             mod = importlib.import_module(module)

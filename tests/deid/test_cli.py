@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from deid.leaks import find_leaks
-from tests.deid.corpus import plant, real, study_pair
+from medlabel.benchmarks.deid_corpus import plant, real, study_pair
 
 
 def _tree(root: Path) -> dict[str, bytes]:

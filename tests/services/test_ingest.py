@@ -18,7 +18,7 @@ from services import labelling, review
 from services.context import AppContext
 from services.ingest import ingest_paths, ingest_uploads, reidentify
 from services.projects import LabelSpec, ProjectSpec, create_project
-from tests.deid.corpus import PATIENT_ID, dicom_from_array, plant, real, study_pair, text_image
+from medlabel.benchmarks.deid_corpus import PATIENT_ID, dicom_from_array, plant, real, study_pair, text_image
 from tests.services.factories import make_project, user_id
 
 

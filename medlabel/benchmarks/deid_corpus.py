@@ -1,4 +1,4 @@
-"""A planted-PHI corpus built from pydicom's bundled real DICOM files.
+"""A planted-PHI corpus built from pydicom's bundled real DICOM files (tests and `medlabel bench deid`).
 
 Every planted value is unique and searchable, so a test can look for each one in the output bytes.
 """
