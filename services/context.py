@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from db import ContentStore, make_engine, make_sessionmaker
 from db.session import writer_engine
-from medlabel.settings import Settings
+from medlabel.settings import Settings, load_settings
 
 
 @dataclass(frozen=True)
@@ -31,3 +31,8 @@ class AppContext:
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+def context_from_environment() -> AppContext:
+    """The shells' one-liner: settings from ``MEDLABEL_*`` variables, then the context."""
+    return AppContext.from_settings(load_settings())

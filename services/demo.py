@@ -119,7 +119,8 @@ def load_demo(ctx: AppContext, *, data_dir: Path | None = None, images: int = 12
         return DemoReport(tuple(created_users), tuple(created_projects))
     if DEMO_PROJECT.name in created_projects and data_dir.exists():
         reports.append(ingest_blobs(ctx, DEMO_PROJECT.name, _pneumoniamnist(data_dir, images)))
-        reports.append(ingest_paths(ctx, DEMO_PROJECT.name, sorted((data_dir / "kermany-cxr-samples").glob("*/*.jpeg"))))
+        photos = sorted((data_dir / "kermany-cxr-samples").glob("*/*.jpeg"))
+        reports.append(ingest_paths(ctx, DEMO_PROJECT.name, photos))
     if NIH_PROJECT.name in created_projects and data_dir.exists():
         reports.append(ingest_paths(ctx, NIH_PROJECT.name, _nih(data_dir, images)))
     if DICOM_PROJECT.name in created_projects and data_dir.exists():

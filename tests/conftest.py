@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
+from db.admin import create_database, drop_database
 from db.base import Base
 from medlabel.settings import Settings, ensure_secret_key
 from services.context import AppContext
@@ -50,21 +49,11 @@ def pg_server() -> str:
 
 
 def create_pg_database(admin_url: str) -> str:
-    """Create a uniquely named empty database and return its URL."""
-    name = f"medlabel_t_{uuid.uuid4().hex[:12]}"
-    engine = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    engine.dispose()
-    return make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    return create_database(admin_url)
 
 
 def drop_pg_database(admin_url: str, url: str) -> None:
-    name = make_url(url).database
-    engine = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    engine.dispose()
+    drop_database(admin_url, url)
 
 
 @pytest.fixture

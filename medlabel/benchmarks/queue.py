@@ -13,7 +13,6 @@ import os
 import statistics
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -26,23 +25,17 @@ PG_ADMIN_URL = os.environ.get("MEDLABEL_BENCH_PG_URL", "postgresql+psycopg://pos
 def _bulk_items(ctx: Any, project_id: int, n: int) -> None:
     import hashlib
 
-    from sqlalchemy import insert, text
-
-    from db.models import Item
+    from db.admin import bulk_insert_items
     from services.ingest import random_key
 
-    chunk = 20_000
-    with ctx.engine.begin() as conn:
-        for start in range(0, n, chunk):
-            rows = []
-            for i in range(start, min(n, start + chunk)):
-                digest = hashlib.sha256(f"bench-{i}".encode()).hexdigest()
-                rows.append({"project_id": project_id, "content_hash": digest, "stored_path": f"bench/{digest}",
-                             "kind": "photo", "modality": "OT", "width": 64, "height": 64, "frame_count": 1,
-                             "patient_pseudonym": f"P{i // 3}", "deid_status": "released", "deid_report": {},
-                             "attributes": {}, "priority": 0, "random_key": random_key(0, digest)})
-            conn.execute(insert(Item), rows)
-        conn.execute(text("ANALYZE"))
+    rows = []
+    for i in range(n):
+        digest = hashlib.sha256(f"bench-{i}".encode()).hexdigest()
+        rows.append({"project_id": project_id, "content_hash": digest, "stored_path": f"bench/{digest}",
+                     "kind": "photo", "modality": "OT", "width": 64, "height": 64, "frame_count": 1,
+                     "patient_pseudonym": f"P{i // 3}", "deid_status": "released", "deid_report": {},
+                     "attributes": {}, "priority": 0, "random_key": random_key(0, digest)})
+    bulk_insert_items(ctx.engine, rows)
 
 
 def measure(url: str, n: int, claims: int, data_dir: Path) -> dict[str, float]:
@@ -79,8 +72,7 @@ def measure(url: str, n: int, claims: int, data_dir: Path) -> dict[str, float]:
 
 def run(sizes: tuple[int, ...] = DEFAULT_SIZES, claims: int = 200, backends: tuple[str, ...] = ("sqlite", "postgresql"),
         pg_admin_url: str = PG_ADMIN_URL) -> dict[str, Any]:
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
+    from db.admin import create_database, drop_database
 
     result: dict[str, Any] = {}
     for backend in backends:
@@ -91,17 +83,11 @@ def run(sizes: tuple[int, ...] = DEFAULT_SIZES, claims: int = 200, backends: tup
                     url = f"sqlite:///{Path(tmp) / 'bench.db'}"
                     result[backend][str(n)] = measure(url, n, claims, Path(tmp) / "data")
                     continue
-                name = f"medlabel_bench_{uuid.uuid4().hex[:10]}"
-                admin = create_engine(pg_admin_url, isolation_level="AUTOCOMMIT")
-                with admin.connect() as conn:
-                    conn.execute(text(f'CREATE DATABASE "{name}"'))
+                url = create_database(pg_admin_url, prefix="medlabel_bench")
                 try:
-                    url = make_url(pg_admin_url).set(database=name).render_as_string(hide_password=False)
                     result[backend][str(n)] = measure(url, n, claims, Path(tmp) / "data")
                 finally:
-                    with admin.connect() as conn:
-                        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-                    admin.dispose()
+                    drop_database(pg_admin_url, url)
     return result
 
 

@@ -20,7 +20,6 @@ from typing import Any
 
 import click
 
-
 # True once another case number is shown and every image on the page has loaded (polled per frame).
 NEXT_CASE_VISIBLE = """(prev) => {
   for (const el of document.querySelectorAll('[data-testid="stMarkdownContainer"]')) {

@@ -15,8 +15,8 @@ from PIL import Image, PngImagePlugin
 import deid
 from deid.leaks import find_leaks
 from deid.profile import rules
-from medlabel.errors import DicomReadError, InputError
 from medlabel.benchmarks.deid_corpus import PATIENT_ID, dicom_from_array, plant, real, study_pair, text_image
+from medlabel.errors import DicomReadError, InputError
 
 KEY = bytes(range(32))
 OTHER_KEY = bytes(range(1, 33))

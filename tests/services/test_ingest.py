@@ -13,12 +13,12 @@ from sqlalchemy import select
 from db.base import Base
 from db.models import AuditEvent, DeidStatus, Item, PseudonymKey
 from deid.leaks import find_leaks
+from medlabel.benchmarks.deid_corpus import PATIENT_ID, dicom_from_array, plant, real, study_pair, text_image
 from medlabel.errors import NotFoundError, PermissionDenied
 from services import labelling, review
 from services.context import AppContext
 from services.ingest import ingest_paths, ingest_uploads, reidentify
 from services.projects import LabelSpec, ProjectSpec, create_project
-from medlabel.benchmarks.deid_corpus import PATIENT_ID, dicom_from_array, plant, real, study_pair, text_image
 from tests.services.factories import make_project, user_id
 
 
