@@ -21,10 +21,9 @@ logger = logging.getLogger(__name__)
 
 
 def _context():  # type: ignore[no-untyped-def]
-    from medlabel.settings import load_settings
-    from services.context import AppContext
+    from services.context import context_from_environment
 
-    return AppContext.from_settings(load_settings())
+    return context_from_environment()
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -57,9 +56,11 @@ def init() -> None:
 @click.option("--address", default="0.0.0.0", show_default=True, help="Address to listen on.")
 def serve(port: int, address: str) -> None:
     """Start the portal (Streamlit, headless, usage statistics off)."""
-    import portal
+    import importlib.util
 
-    app = Path(portal.__file__).resolve().parent / "app.py"
+    spec = importlib.util.find_spec("portal")  # located, not imported: the CLI never loads Streamlit
+    assert spec is not None and spec.origin is not None
+    app = Path(spec.origin).resolve().parent / "app.py"
     args = [
         sys.executable, "-m", "streamlit", "run", str(app),
         "--server.headless", "true",
@@ -246,29 +247,21 @@ def bench() -> None:
     """Benchmarks that print JSON (method and figures: docs/benchmarks.md)."""
 
 
-def _register_optional() -> None:
-    """Register the subcommands that live in their own modules."""
-    import importlib
+def _register() -> None:
+    """Subcommands that live in their own modules (each imports its heavy dependencies lazily)."""
+    from medlabel.benchmarks import agreement as bench_agreement
+    from medlabel.benchmarks import deid as bench_deid
+    from medlabel.benchmarks import queue as bench_queue
+    from medlabel.benchmarks import ui as bench_ui
+    from medlabel.commands import agreement, deid
 
-    for module, group in (
-        ("medlabel.commands.deid", cli),
-        ("medlabel.commands.agreement", cli),
-        ("medlabel.benchmarks.deid", bench),
-        ("medlabel.benchmarks.agreement", bench),
-        ("medlabel.benchmarks.al", bench),
-        ("medlabel.benchmarks.queue", bench),
-        ("medlabel.benchmarks.ui", bench),
-    ):
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
-            continue
-        group.add_command(mod.command)
+    for command in (deid.command, agreement.command):
+        cli.add_command(command)
+    for command in (bench_deid.command, bench_agreement.command, bench_queue.command, bench_ui.command):
+        bench.add_command(command)
 
 
-_register_optional()
+_register()
 
 
 def main(argv: list[str] | None = None) -> None:

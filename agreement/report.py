@@ -1,0 +1,177 @@
+"""The full agreement report (the dict ``medlabel agreement --json`` prints) and per-label reports.
+
+Point estimates and analytic intervals come from ``agreement.registry``'s modules. Bootstrap
+intervals (Krippendorff's alpha always; every statistic with ``ci="bootstrap"``) resample items:
+each statistic is a function of sums of per-item terms, so ``n_boot`` resamples cost one matrix
+product of item multiplicities with the stacked item terms (see ``agreement.intervals``).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+from agreement import gwet, kappa, krippendorff, percent
+from agreement.intervals import multiplicities, percentile_interval
+from agreement.ratings import RatingTable
+from agreement.registry import REGISTRY, scale_values
+from agreement.types import Estimate
+from agreement.weights import agreement_weights
+from medlabel.errors import InputError
+
+LEVELS = ("nominal", "ordinal", "interval")
+CI_MODES = ("auto", "bootstrap")
+DIGITS = 6
+ONE_READER = "needs at least two readers"
+
+SumsFn = Callable[[np.ndarray], np.ndarray]
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(float(value), DIGITS)
+
+
+def _metrics(n_readers: int, level: str) -> list[str]:
+    names = ["percent_agreement"]
+    if n_readers == 2:
+        names.append("cohen_kappa")
+        if level != "nominal":
+            names += ["weighted_kappa_linear", "weighted_kappa_quadratic"]
+    names += ["fleiss_kappa", "krippendorff_alpha", "gwet_ac1"]
+    if level != "nominal":
+        names.append("gwet_ac2")
+    return names
+
+
+def _bootstrap_plan(table: RatingTable, counts: np.ndarray, level: str,
+                    names: Iterable[str]) -> tuple[dict[str, np.ndarray], dict[str, tuple[str, SumsFn]]]:
+    """Per-item term blocks and, for each statistic, (block, function of the block's sums)."""
+    q, values = table.q, scale_values(table, level)
+    identity = np.eye(q)
+    quadratic = agreement_weights(q, "quadratic", values)
+    linear = agreement_weights(q, "linear", values)
+    weight_list = [identity, linear, quadratic]
+    blocks: dict[str, np.ndarray] = {}
+    plan: dict[str, tuple[str, SumsFn]] = {}
+    for name in names:
+        if name in ("percent_agreement", "fleiss_kappa", "gwet_ac1"):
+            blocks.setdefault("chance", percent.item_terms(counts, identity))
+            fn: SumsFn = {"percent_agreement": percent.pa_from_sums,
+                          "fleiss_kappa": lambda s: kappa.fleiss_from_sums(s, identity),
+                          "gwet_ac1": lambda s: gwet.ac_from_sums(s, identity)}[name]
+            plan[name] = ("chance", fn)
+        elif name == "gwet_ac2":
+            blocks.setdefault("chance_quadratic", percent.item_terms(counts, quadratic))
+            plan[name] = ("chance_quadratic", lambda s: gwet.ac_from_sums(s, quadratic))
+        elif name == "krippendorff_alpha":
+            blocks.setdefault("coincidence", krippendorff.unit_terms(counts))
+            plan[name] = ("coincidence", lambda s: krippendorff.alpha_from_sums(s, q, level, values))
+        else:  # the two-reader kappas
+            blocks.setdefault("pair", kappa.pair_terms(table.codes[:, 0], table.codes[:, 1], q, weight_list))
+            column = {"cohen_kappa": 0, "weighted_kappa_linear": 1, "weighted_kappa_quadratic": 2}[name]
+            plan[name] = ("pair", lambda s, c=column: kappa.cohen_from_sums(s, q, weight_list[c], c))
+    return blocks, plan
+
+
+def bootstrap_intervals(table: RatingTable, counts: np.ndarray, level: str, names: Sequence[str], *,
+                        n_boot: int, rng: np.random.Generator) -> dict[str, tuple[float, float] | None]:
+    """Percentile intervals of ``names`` from ``n_boot`` item resamples drawn with ``rng``."""
+    if not names or n_boot < 1 or len(counts) < 2:
+        return {name: None for name in names}
+    blocks, plan = _bootstrap_plan(table, counts, level, names)
+    offsets, start = {}, 0
+    for key, terms in blocks.items():
+        offsets[key] = (start, start + terms.shape[1])
+        start += terms.shape[1]
+    stacked = np.hstack(list(blocks.values())).astype(np.float32)
+    samples: dict[str, list[np.ndarray]] = {name: [] for name in names}
+    for weights in multiplicities(len(counts), n_boot, rng):
+        sums = (weights @ stacked).astype(np.float64)
+        for name, (key, fn) in plan.items():
+            lo, hi = offsets[key]
+            samples[name].append(fn(sums[:, lo:hi]))
+    return {name: percentile_interval(np.concatenate(parts)) for name, parts in samples.items()}
+
+
+def compute_report(records: Iterable[tuple[str, str, str]], *, level: str = "nominal",
+                   categories: Sequence[str] | None = None, n_boot: int = 1000, seed: int = 0,
+                   ci: str = "auto") -> dict[str, Any]:
+    """Every statistic of docs/agreement.md for long-format ``(item, reader, label)`` records.
+
+    ``ci="auto"``: analytic intervals where published, bootstrap otherwise; ``"bootstrap"``: bootstrap
+    for every statistic. An undefined statistic is ``None`` with ``<name>_reason``.
+    """
+    if level not in LEVELS:
+        raise ValueError(f"level must be one of {LEVELS}")
+    if ci not in CI_MODES:
+        raise ValueError(f"ci must be one of {CI_MODES}")
+    table = RatingTable.from_records(records, categories)
+    return report_from_table(table, level=level, n_boot=n_boot, seed=seed, ci=ci)
+
+
+def report_from_table(table: RatingTable, *, level: str = "nominal", n_boot: int = 1000, seed: int = 0,
+                      ci: str = "auto") -> dict[str, Any]:
+    if table.n_items == 0:
+        raise InputError(None, "no ratings")
+    if level == "interval" and table.numeric_values() is None:
+        raise InputError(None, "interval level needs numeric labels (categories: "
+                               f"{', '.join(table.categories[:5])}{', ...' if table.q > 5 else ''})")
+    counts = table.counts()
+    n_readers = len(table.readers)
+    names = _metrics(n_readers, level)
+    estimates: dict[str, Estimate] = {}
+    for name in names:
+        estimates[name] = Estimate(None, ONE_READER) if n_readers < 2 else REGISTRY[name](table, level)
+    if ci == "bootstrap":
+        estimates = {k: Estimate(e.value, e.reason, n=e.n) if e.value is not None else e
+                     for k, e in estimates.items()}
+    wanted = [k for k, e in estimates.items() if e.value is not None and e.ci is None]
+    boot = bootstrap_intervals(table, counts, level, wanted, n_boot=n_boot, rng=np.random.default_rng(seed))
+
+    report: dict[str, Any] = {"n_items": table.n_items, "n_readers": n_readers,
+                              "n_ratings": int(counts.sum()), "level": level,
+                              "categories": list(table.categories)}
+    methods: dict[str, str] = {}
+    for name, est in estimates.items():
+        report[name] = _round(est.value)
+        interval = est.ci if est.ci is not None else boot.get(name)
+        report[f"{name}_ci"] = None if interval is None else [_round(interval[0]), _round(interval[1])]
+        if est.value is None:
+            report[f"{name}_reason"] = est.reason
+        elif interval is not None:
+            methods[name] = est.ci_method if est.ci is not None else f"bootstrap over items ({n_boot}, seed {seed})"
+    report["ci_methods"] = methods
+    report["pairwise"] = _pairwise(table)
+    per_category = kappa.fleiss_per_category(counts, table.categories) if n_readers >= 2 else {}
+    report["per_category"] = {c: _round(e.value) for c, e in per_category.items()}
+    reasons = {c: e.reason for c, e in per_category.items() if e.value is None}
+    if reasons:
+        report["per_category_reasons"] = reasons
+    report["n_boot"], report["seed"] = n_boot, seed
+    return report
+
+
+def _pairwise(table: RatingTable) -> list[dict[str, Any]]:
+    out = []
+    for a, b in itertools.combinations(range(len(table.readers)), 2):
+        table_ab = kappa.confusion(table.codes[:, a], table.codes[:, b], table.q)
+        est = kappa.kappa_from_table(table_ab)
+        row: dict[str, Any] = {"reader_a": table.readers[a], "reader_b": table.readers[b],
+                               "n": int(table_ab.sum()), "cohen_kappa": _round(est.value)}
+        if est.value is None:
+            row["cohen_kappa_reason"] = est.reason
+        out.append(row)
+    return out
+
+
+def per_label_binary(records: Iterable[tuple[str, str, frozenset[str]]], labels: Sequence[str], *,
+                     n_boot: int = 1000, seed: int = 0, ci: str = "auto") -> dict[str, dict[str, Any]]:
+    """Multi-label ratings ``(item, reader, set of labels)``: one binary report per label, where every
+    reader who rated an item counts as saying "present" or "absent" for each label."""
+    rows = list(records)
+    return {label: compute_report([(i, r, "present" if label in chosen else "absent") for i, r, chosen in rows],
+                                  categories=["absent", "present"], n_boot=n_boot, seed=seed, ci=ci)
+            for label in labels}
