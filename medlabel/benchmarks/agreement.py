@@ -4,7 +4,7 @@ Method: ``items`` items x ``readers`` readers, 5 ordinal categories; each item h
 category and each reader reports it (70%) or a neighbouring one, and skips 10% of items. The timed
 part is ``agreement.compute_report`` on the long-format records (table building included) at
 ordinal level, with every statistic bootstrapped (``ci="bootstrap"``, ``n_boot`` resamples);
-data generation is not timed. Figures: docs/benchmarks-agreement.md.
+data generation is not timed. Figures: docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def run(items: int = 100_000, readers: int = 5, n_boot: int = 1000, seed: int = 
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of data and bootstrap.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def command(items: int, readers: int, n_boot: int, seed: int, as_json: bool) -> None:
-    """Time the full agreement report with bootstrap intervals (docs/benchmarks-agreement.md)."""
+    """Time the full agreement report with bootstrap intervals (docs/benchmarks.md)."""
     result = run(items=items, readers=readers, n_boot=n_boot, seed=seed)
     if as_json:
         click.echo(json.dumps(result))

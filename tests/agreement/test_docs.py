@@ -19,5 +19,5 @@ def test_every_statistic_has_a_section_with_a_reference() -> None:
 
 
 def test_benchmark_page_has_figure_method_and_command() -> None:
-    text = (DOCS / "benchmarks-agreement.md").read_text()
+    text = (DOCS / "benchmarks.md").read_text()
     assert "medlabel bench agreement --json" in text and "Method" in text and " s" in text
