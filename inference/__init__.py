@@ -1,25 +1,88 @@
-"""Images to pixels and tensors, and the embedded ONNX models (CPU onnxruntime)."""
+"""Images to pixels and tensors, and the embedded ONNX models (CPU onnxruntime).
 
-from inference.display import (
-    CT_WINDOW_PRESETS,
+Pure apart from ``inference.runtime`` (the only module importing onnxruntime) and
+``inference.registry`` (reads and validates .onnx files). See docs/inference.md.
+"""
+
+from inference.display import CT_WINDOW_PRESETS, read_meta, render_png, window_presets
+from inference.heatmap import occlusion_map, overlay_png
+from inference.imaging import decode, is_dicom, read_dicom, read_image_meta, window_array
+from inference.models_builtin import build_densenet121_shaped, build_tabular_model, build_tiny_cnn
+from inference.postprocess import sigmoid, softmax, to_probabilities, top_k, uncertainty
+from inference.preprocess import model_rendition, preprocess, preprocess_array, preprocess_batch, tabular_vector
+from inference.registry import (
+    EMBEDDING_OUTPUT,
+    find_embedding_tensor,
+    inspect_model,
+    spec_from_dict,
+    spec_to_dict,
+    with_embedding_output,
+)
+from inference.runtime import SessionCache, available_cores, default_cache, run
+from inference.types import (
+    Activation,
+    Decoded,
+    ImageKind,
     ImageMeta,
+    InputSpec,
+    Layout,
+    ModelSpec,
     RenderedImage,
-    dicom_to_unit,
-    is_dicom,
-    read_dicom,
-    read_meta,
-    render_png,
-    window_array,
+    RunOutput,
+    Scaling,
+    TabularFeature,
+    TabularSpec,
+    Uncertainty,
+    WindowPreset,
 )
 
 __all__ = [
     "CT_WINDOW_PRESETS",
+    "EMBEDDING_OUTPUT",
+    "Activation",
+    "Decoded",
+    "ImageKind",
     "ImageMeta",
+    "InputSpec",
+    "Layout",
+    "ModelSpec",
     "RenderedImage",
-    "dicom_to_unit",
+    "RunOutput",
+    "Scaling",
+    "SessionCache",
+    "TabularFeature",
+    "TabularSpec",
+    "Uncertainty",
+    "WindowPreset",
+    "available_cores",
+    "build_densenet121_shaped",
+    "build_tabular_model",
+    "build_tiny_cnn",
+    "decode",
+    "default_cache",
+    "find_embedding_tensor",
+    "inspect_model",
     "is_dicom",
+    "model_rendition",
+    "occlusion_map",
+    "overlay_png",
+    "preprocess",
+    "preprocess_array",
+    "preprocess_batch",
     "read_dicom",
+    "read_image_meta",
     "read_meta",
     "render_png",
+    "run",
+    "sigmoid",
+    "softmax",
+    "spec_from_dict",
+    "spec_to_dict",
+    "tabular_vector",
+    "to_probabilities",
+    "top_k",
+    "uncertainty",
     "window_array",
+    "window_presets",
+    "with_embedding_output",
 ]

@@ -1,0 +1,115 @@
+"""Model inputs: stored bytes (or an 8-bit rendition of them) to the tensor an ``InputSpec`` asks for.
+
+One path for the batch and the interactive runs:
+
+    bytes --decode at model size (Modality LUT, VOI, MONOCHROME1; photos upright)--> 0..1
+          --quantise to 8 bits--> ``model_rendition`` (uint8 HxW or HxWx3, what ingest may keep)
+          --``preprocess_array``--> channels, scaling, mean/std, layout, batch axis -> float32 tensor
+
+The image is stretched to the model's height x width (no crop or padding), resized *before* the VOI
+transform like the display path. Quantising to 8 bits makes ``preprocess(data, spec)`` equal to
+``preprocess_array(model_rendition(data, spec), spec)``, so a rendition stored at ingest gives the very
+same tensor as decoding the original again; models trained on 8-bit PNG/JPEG exports see what they
+were trained on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from inference.imaging import decode, to_uint8
+from inference.types import InputSpec, Layout, Scaling, TabularSpec
+from medlabel.errors import InputError
+
+# ITU-R BT.601 luma, as Pillow's convert("L").
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+def model_rendition(data: bytes, spec: InputSpec, *, frame: int = 0, window: tuple[float, float] | None = None,
+                    name: str = "<bytes>") -> np.ndarray:
+    """The 8-bit image a model sees: ``spec.height`` x ``spec.width``, grayscale HxW or RGB HxWx3."""
+    decoded = decode(data, frame=frame, window=window, size=(spec.height, spec.width), name=name)
+    return to_uint8(decoded.unit)
+
+
+def preprocess_array(image: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """An 8-bit rendition (HxW, HxWx1 or HxWx3 uint8, already at the model size) to a 1-item batch."""
+    arr = np.asarray(image)
+    if arr.dtype != np.uint8:
+        raise ValueError(f"expected a uint8 rendition, got {arr.dtype}")
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[..., 0]
+    if arr.shape[:2] != (spec.height, spec.width):
+        raise ValueError(f"rendition is {arr.shape[:2]}, the model wants {(spec.height, spec.width)}")
+    unit = arr.astype(np.float32) / np.float32(255.0)
+    if unit.ndim == 2:
+        unit = unit[..., None]
+    if unit.shape[2] == 4:  # RGBA rendition: drop alpha
+        unit = unit[..., :3]
+    if spec.channels == 3 and unit.shape[2] == 1:
+        unit = np.repeat(unit, 3, axis=2)
+    elif spec.channels == 1 and unit.shape[2] == 3:
+        unit = (unit @ _LUMA)[..., None]
+    if spec.scaling is Scaling.BYTE:
+        unit = unit * np.float32(255.0)
+    mean = np.asarray(spec.mean, dtype=np.float32)
+    std = np.asarray(spec.std, dtype=np.float32)
+    unit = (unit - mean) / std  # broadcast over the channel axis (1 or C values)
+    if spec.layout is Layout.NCHW:
+        unit = unit.transpose(2, 0, 1)
+    return np.ascontiguousarray(unit[None], dtype=np.float32)
+
+
+def preprocess(data: bytes, spec: InputSpec, *, frame: int = 0, window: tuple[float, float] | None = None,
+               name: str = "<bytes>") -> np.ndarray:
+    """Stored item bytes (DICOM or photo) to a float32 batch of one, shaped ``spec.shape(1)``."""
+    return preprocess_array(model_rendition(data, spec, frame=frame, window=window, name=name), spec)
+
+
+def preprocess_batch(items: Sequence[bytes], spec: InputSpec, *, names: Sequence[str] | None = None) -> np.ndarray:
+    """Several items stacked into one batch (N first)."""
+    names = names or [f"<item {i}>" for i in range(len(items))]
+    if not items:
+        return np.zeros(spec.shape(0), dtype=np.float32)
+    return np.concatenate([preprocess(d, spec, name=n) for d, n in zip(items, names, strict=True)])
+
+
+def _number(value: Any, key: str) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise InputError(None, f"metadata {key!r} is {value!r}, not a number") from None
+
+
+def tabular_vector(spec: TabularSpec, metadata: Mapping[str, Any]) -> np.ndarray:
+    """The tabular second input for one item, 1 x width float32, from its metadata.
+
+    Per feature: ``one_hot`` (1 in the listed category's column, all 0 when unlisted), ``map`` (a
+    lookup), else ``value * scale + offset``. A missing (None or absent) value takes ``default``; with
+    no default it is an ``InputError``. Unmapped categorical values are errors too.
+    """
+    row: list[float] = []
+    for feature in spec.features:
+        value = metadata.get(feature.key)
+        if value is None or value == "":
+            if feature.default is None:
+                raise InputError(None, f"metadata {feature.key!r} is missing and the model has no default for it")
+            row.extend([float(feature.default)] * feature.width)
+            continue
+        if feature.one_hot:
+            row.extend(1.0 if str(value) == category else 0.0 for category in feature.one_hot)
+        elif feature.map is not None:
+            mapping = dict(feature.map)
+            if str(value) not in mapping:
+                if feature.default is None:
+                    raise InputError(None, f"metadata {feature.key!r} is {value!r}, expected one of "
+                                           f"{sorted(mapping)}")
+                row.append(float(feature.default))
+            else:
+                row.append(float(mapping[str(value)]))
+        else:
+            row.append(_number(value, feature.key) * feature.scale + feature.offset)
+    return np.asarray([row], dtype=np.float32)
