@@ -11,7 +11,7 @@ from medlabel.cli import cli
 
 
 def _walk(command: click.Command, path: list[str]) -> list[str]:
-    ctx = click.Context(command, info_name=" ".join(path))
+    ctx = click.Context(command, info_name=" ".join(path), terminal_width=100, max_content_width=100)
     out = [f"## `{' '.join(path)}`", "", "```text", command.get_help(ctx).rstrip(), "```", ""]
     if isinstance(command, click.Group):
         for name in sorted(command.commands):
