@@ -63,3 +63,37 @@ def ratings_table(records: list[tuple[str, str, str]]) -> dict[str, dict[str, st
     for item, reader, label in records:
         table[item][reader] = label
     return dict(table)
+
+
+def readers_vs_reference(ctx: AppContext, project_name: str, round_id: int | None = None) -> list[dict[str, Any]]:
+    """Each reader against the reference standard (adjudicated label, else unanimous consensus of at
+    least two reads): sensitivity and specificity per class with Wilson 95% intervals."""
+    from services.export import export_rows
+
+    reference = {str(r["item_id"]): r["final_label"] for r in export_rows(ctx, project_name)
+                 if r["provenance"] in ("adjudicated", "consensus") and r["final_label"]}
+    records, facts = project_ratings(ctx, project_name, round_id)
+    by_reader: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    for item, reader, label in records:
+        if item in reference:
+            by_reader[reader].append((label, reference[item]))
+    rows = []
+    for reader, pairs in sorted(by_reader.items()):
+        stats = agreement.sensitivity_specificity([p[0] for p in pairs], [p[1] for p in pairs], facts["categories"])
+        for cls, s in stats.items():
+            if s.get("tp", 0) + s.get("fn", 0) == 0 and s.get("tn", 0) + s.get("fp", 0) == 0:
+                continue
+            rows.append({"reader": reader, "class": cls, "n": len(pairs),
+                         "sensitivity": s["sensitivity"], "sensitivity_ci": s.get("sensitivity_ci"),
+                         "specificity": s["specificity"], "specificity_ci": s.get("specificity_ci")})
+    return rows
+
+
+def reader_confusion(records: list[tuple[str, str, str]], reader_a: str, reader_b: str) -> dict[str, dict[str, int]]:
+    """Counts of (reader_a's label -> reader_b's label) on the items both read."""
+    table = ratings_table(records)
+    out: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for readers in table.values():
+        if reader_a in readers and reader_b in readers:
+            out[readers[reader_a]][readers[reader_b]] += 1
+    return {a: dict(b) for a, b in out.items()}

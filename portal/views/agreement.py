@@ -7,7 +7,13 @@ from medlabel.errors import MedlabelError
 from portal.auth import require_role
 from portal.resources import app_context
 from services import verification
-from services.agreement_report import agreement_for_project, project_ratings, ratings_table
+from services.agreement_report import (
+    agreement_for_project,
+    project_ratings,
+    ratings_table,
+    reader_confusion,
+    readers_vs_reference,
+)
 from services.projects import projects_for
 
 METRICS = (("percent_agreement", "Percent agreement"), ("fleiss_kappa", "Fleiss' kappa"),
@@ -82,8 +88,33 @@ with right:
         st.dataframe(matrix)
         st.download_button("Download CSV", pairs.to_csv(index=False), "reader-pairs.csv", key="dl_pairs")
 
-st.subheader("Disagreements")
 records, _ = project_ratings(ctx, project, round_id)
+st.subheader("Readers against the reference standard")
+st.caption("Reference: the adjudicated label, else a unanimous consensus of at least two reads. "
+           "Sensitivity and specificity per class with Wilson 95% intervals.")
+reference_rows = readers_vs_reference(ctx, project, round_id)
+if reference_rows:
+    def _with_ci(value: float | None, ci: list[float] | None) -> str:
+        return "—" if value is None else f"{value:.2f}" + (f" ({ci[0]:.2f}–{ci[1]:.2f})" if ci else "")
+
+    frame = pd.DataFrame([{"Reader": r["reader"], "Class": r["class"], "Items": r["n"],
+                           "Sensitivity": _with_ci(r["sensitivity"], r["sensitivity_ci"]),
+                           "Specificity": _with_ci(r["specificity"], r["specificity_ci"])} for r in reference_rows])
+    st.dataframe(frame, hide_index=True, width="stretch")
+    st.download_button("Download CSV", frame.to_csv(index=False), "readers-vs-reference.csv", key="dl_reference")
+else:
+    st.caption("No adjudicated or consensus labels yet.")
+
+readers = sorted({r for _, r, _ in records})
+if len(readers) >= 2:
+    st.subheader("Confusion between two readers")
+    left, right = st.columns(2)
+    a = left.selectbox("Reader A", readers, key="conf_a")
+    b = right.selectbox("Reader B", [r for r in readers if r != a], key="conf_b")
+    confusion = pd.DataFrame(reader_confusion(records, a, b)).T.fillna(0).astype(int)
+    st.dataframe(confusion.rename_axis(f"{a} \\ {b}"))
+
+st.subheader("Disagreements")
 disputed = [{"Case": item, **readers} for item, readers in ratings_table(records).items()
             if len(set(readers.values())) > 1]
 st.write(f"{len(disputed)} item(s) where readers disagree.")

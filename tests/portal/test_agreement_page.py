@@ -33,3 +33,30 @@ def test_lead_reads_round_agreement(ctx: AppContext, portal_env: Settings) -> No
     assert stats["Percent agreement"] == 0.875 and "Cohen's kappa" in stats
     assert all("–" in ci for ci in table["95% CI"] if ci)
     assert any("1 item(s) where readers disagree" in m.value for m in at.markdown)
+
+
+def test_readers_against_reference(ctx: AppContext) -> None:
+    from services.agreement_report import reader_confusion, readers_vs_reference
+
+    pid = make_project(ctx, readers=("rad1", "rad2"))
+    make_items(ctx, pid, 4)
+    from services.projects import ProjectChanges, update_project
+
+    update_project(ctx, "Chest", ProjectChanges(labels_per_item=2))
+    answers = {"rad1": ["pneumonia", "normal", "normal", "pneumonia"], "rad2": ["pneumonia", "normal", "normal", "normal"]}
+    for reader, labels in answers.items():
+        uid = user_id(ctx, reader)
+        served = 0  # both readers are served the items in the same (seeded) queue order
+        while (case := labelling.next_case(ctx, pid, uid)) is not None:
+            labelling.submit(ctx, case.assignment_id, uid, labels=[labels[served]])
+            served += 1
+    rows = readers_vs_reference(ctx, "Chest")
+    # Three items are consensus (reference); the fourth is disputed and not used.
+    assert {r["reader"] for r in rows} == {"rad1", "rad2"} and all(r["n"] == 3 for r in rows)
+    pneumonia = {r["reader"]: r for r in rows if r["class"] == "pneumonia"}
+    assert pneumonia["rad1"]["sensitivity"] == 1.0 and pneumonia["rad1"]["sensitivity_ci"][1] == 1.0
+    from services.agreement_report import project_ratings
+
+    records, _ = project_ratings(ctx, "Chest")
+    confusion = reader_confusion(records, "rad1", "rad2")
+    assert sum(sum(v.values()) for v in confusion.values()) == 4 and confusion["pneumonia"]["normal"] == 1
