@@ -104,6 +104,7 @@ def _dicom(ds: Dataset, *, key: bytes, name: str, options: DeidOptions, ocr: px.
     if not options.keep_patient_characteristics and "ViewPosition" in ds:
         characteristics = {"view_position": str(ds.ViewPosition)}
     modality, burned_in = ds.get("Modality"), ds.get("BurnedInAnnotation")
+    changes = px.geometry_changes(ds)
     safe = _safe_words(ds)
     ctx = TagContext(key=key, dates=options.dates, keep_characteristics=options.keep_patient_characteristics,
                      clean_descriptors=options.clean_descriptors, shift_days=date_shift_days(key, pseudo))
@@ -118,9 +119,11 @@ def _dicom(ds: Dataset, *, key: bytes, name: str, options: DeidOptions, ocr: px.
     boxes: list[px.TextBox] = []
     reason = ""
     scanned = False
+    indices: list[int] = []
     if arr is not None and options.scan_pixels and px.needs_scan(modality, burned_in):
         frames = arr if _frames(ds) > 1 else arr[None, ...]
-        boxes = px.detect(frames, px.frames_to_scan(modality, burned_in, frames.shape[0]), ocr or px.default_detector())
+        indices = px.frames_to_scan(modality, burned_in, frames.shape[0], changes)
+        boxes = px.detect(frames, indices, ocr or px.default_detector())
         scanned = True
         reason = px.is_uncertain(boxes, frames.shape[2], frames.shape[1], burned_in) or ""
         if boxes:
@@ -158,6 +161,7 @@ def _dicom(ds: Dataset, *, key: bytes, name: str, options: DeidOptions, ocr: px.
                                            "clean_descriptors": options.clean_descriptors,
                                            "scan_pixels": options.scan_pixels},
               "actions": dict(sorted(ctx.counts.items())), "pixels_scanned": scanned, "text_regions": len(boxes),
+              "frames_scanned": indices if scanned else [],
               "decompressed": decompressed, "leak_scan": {"values_checked": len(ctx.phi), "hits": len(leaks)},
               "codes": [CID7050[o][0] for o in used]}
     common = dict(kind="dicom", suffix=".dcm", patient_pseudonym=pseudo,

@@ -61,12 +61,33 @@ def default_detector() -> Detector:
     return _default_detector
 
 
-def frames_to_scan(modality: str | None, burned_in: str | None, frames: int) -> list[int]:
-    """Which frames to scan: all-risk modalities and 'YES'/absent BurnedInAnnotation get the first,
-    middle and last frame of a multi-frame object (every frame for short ones)."""
+def frames_to_scan(modality: str | None, burned_in: str | None, frames: int,
+                   geometry_changes: list[int] | None = None) -> list[int]:
+    """Which frames to scan: the first, middle and last frame of a multi-frame object (every frame
+    for short ones), plus every frame whose geometry differs from the frame before it."""
     if frames <= 3:
         return list(range(frames))
-    return sorted({0, frames // 2, frames - 1})
+    return sorted({0, frames // 2, frames - 1, *(geometry_changes or [])})
+
+
+def geometry_changes(ds: Any) -> list[int]:
+    """Frames of an enhanced multi-frame object whose pixel spacing or orientation differs from the
+    previous frame's (from the Per-frame Functional Groups)."""
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+    if not per_frame:
+        return []
+
+    def geometry(item: Any) -> tuple[Any, ...]:
+        spacing = orientation = None
+        if item.get("PixelMeasuresSequence"):
+            spacing = tuple(float(v) for v in item.PixelMeasuresSequence[0].get("PixelSpacing", []) or [])
+        if item.get("PlaneOrientationSequence"):
+            orientation = tuple(round(float(v), 4)
+                                for v in item.PlaneOrientationSequence[0].get("ImageOrientationPatient", []) or [])
+        return spacing, orientation
+
+    shapes = [geometry(item) for item in per_frame]
+    return [i for i in range(1, len(shapes)) if shapes[i] != shapes[i - 1]]
 
 
 def needs_scan(modality: str | None, burned_in: str | None) -> bool:

@@ -227,3 +227,39 @@ def test_property_no_generated_identifier_survives(values: dict[str, str], patie
     buffer = io.BytesIO()
     header.save_as(buffer)
     assert find_leaks(buffer.getvalue(), [*values.values(), patient_id]) == []
+
+
+def test_multiframe_scans_first_middle_last_and_geometry_changes() -> None:
+    from pathlib import Path
+
+    from deid.pixels import frames_to_scan
+
+    assert frames_to_scan("MR", None, 10) == [0, 5, 9]
+    assert frames_to_scan("MR", None, 10, [3]) == [0, 3, 5, 9]
+    assert frames_to_scan("US", None, 2) == [0, 1]
+    ds = pydicom.dcmread(Path(__file__).resolve().parents[2] / "sample_data" / "dicom-samples" / "pydicom-data"
+                         / "emri_small.dcm")
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    frames = []
+    for i in range(10):
+        measures = Dataset()
+        measures.PixelSpacing = [0.5, 0.5] if i == 4 else [1.0, 1.0]
+        group = Dataset()
+        group.PixelMeasuresSequence = Sequence([measures])
+        frames.append(group)
+    ds.PerFrameFunctionalGroupsSequence = Sequence(frames)
+    if "BurnedInAnnotation" in ds:
+        del ds.BurnedInAnnotation  # absent: an MR must then be scanned
+    out = io.BytesIO()
+    ds.save_as(out)
+    seen: list[tuple[int, int]] = []
+
+    def spy(image: np.ndarray) -> list:
+        seen.append(image.shape[:2])
+        return []
+
+    result = deid.deidentify_bytes(out.getvalue(), key=KEY, name="emri.dcm", ocr=spy)
+    assert result.report["frames_scanned"] == [0, 4, 5, 9]  # frame 4 changes spacing, frame 5 changes it back
+    assert len(seen) == 4
