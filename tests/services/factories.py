@@ -30,14 +30,29 @@ def make_items(ctx: AppContext, project_id: int, n: int, *, status: DeidStatus =
     with ctx.sessions.begin() as session:
         items = []
         for i in range(start, start + n):
-            digest = hashlib.sha256(f"{project_id}-{i}".encode()).hexdigest()
-            item = Item(project_id=project_id, content_hash=digest, stored_path=f"x/{digest}.png", kind="photo",
+            digest, path = ctx.store.put(_png(project_id, i, width, height), ".png")
+            item = Item(project_id=project_id, content_hash=digest, stored_path=path, kind="photo",
                         modality="OT", width=width, height=height, patient_pseudonym=f"P{i % 7}",
                         study_pseudonym=f"S{i}", deid_status=status, random_key=random_key(0, digest))
             session.add(item)
             items.append(item)
         session.flush()
         return [item.id for item in items]
+
+
+def _png(project_id: int, i: int, width: int, height: int) -> bytes:
+    """A small grey image, different for every (project, i)."""
+    import io
+
+    from PIL import Image
+
+    img = Image.new("L", (width, height), color=(project_id * 37 + i) % 256)
+    img.putpixel((0, 0), (i // 256) % 256)
+    img.putpixel((1, 0), i % 256)
+    buffer = io.BytesIO()
+    img.save(buffer, format="PNG", pnginfo=None)
+    buffer.write(hashlib.sha256(f"{project_id}-{i}".encode()).digest())  # trailing bytes keep every file unique
+    return buffer.getvalue()
 
 
 def user_id(ctx: AppContext, username: str) -> int:
