@@ -96,6 +96,8 @@ def demo(images: int) -> None:
         click.echo(f"created project {name!r}")
     for ingest in report.ingested:
         _echo_ingest(ingest, verbose=False)
+    if report.model:
+        click.echo(report.model)
     if not report.users_created and not report.projects_created:
         click.echo("demo already loaded")
 
@@ -253,9 +255,9 @@ def _register() -> None:
     from medlabel.benchmarks import deid as bench_deid
     from medlabel.benchmarks import queue as bench_queue
     from medlabel.benchmarks import ui as bench_ui
-    from medlabel.commands import agreement, deid
+    from medlabel.commands import agreement, deid, models
 
-    for command in (deid.command, agreement.command):
+    for command in (deid.command, agreement.command, models.command, models.prelabel_command):
         cli.add_command(command)
     for command in (bench_deid.command, bench_agreement.command, bench_queue.command, bench_ui.command):
         bench.add_command(command)

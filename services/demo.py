@@ -73,6 +73,7 @@ class DemoReport:
     users_created: tuple[str, ...]
     projects_created: tuple[str, ...]
     ingested: tuple[IngestReport, ...] = ()
+    model: str = ""
 
 
 def _png(array: np.ndarray) -> bytes:
@@ -125,4 +126,21 @@ def load_demo(ctx: AppContext, *, data_dir: Path | None = None, images: int = 12
         reports.append(ingest_paths(ctx, NIH_PROJECT.name, _nih(data_dir, images)))
     if DICOM_PROJECT.name in created_projects and data_dir.exists():
         reports.append(ingest_paths(ctx, DICOM_PROJECT.name, sorted((data_dir / "dicom-samples").rglob("*.dcm"))))
-    return DemoReport(tuple(created_users), tuple(created_projects), tuple(reports))
+    model_line = ""
+    if DEMO_PROJECT.name in created_projects and data_dir.exists():
+        model_line = _demo_model(ctx, data_dir)
+    return DemoReport(tuple(created_users), tuple(created_projects), tuple(reports), model_line)
+
+
+def _demo_model(ctx: AppContext, data_dir: Path) -> str:
+    """Train, register and run the demo model so Label shows suggestions at once."""
+    from services.demo_model import LABELS, train
+    from services.models import prelabel, register_model
+
+    trained = train(data_dir / "pneumoniamnist" / "pneumoniamnist.npz")
+    model = register_model(ctx, trained.onnx_bytes, name="pneumonia-logreg", labels=list(LABELS),
+                           meta={"description": "logistic regression on PneumoniaMNIST train split (28x28)"})
+    report = prelabel(ctx, DEMO_PROJECT.name, f"{model.name}:{model.version}")
+    return (f"model {model.name} v{model.version}: test AUROC {trained.test_auroc:.3f}, accuracy "
+            f"{trained.test_accuracy:.3f} on {trained.test_size} held-out images; "
+            f"pre-labelled {report.predicted} items")
