@@ -10,12 +10,14 @@ import click
 from medlabel.cli import cli
 
 
-def _walk(command: click.Command, path: list[str]) -> list[str]:
-    ctx = click.Context(command, info_name=" ".join(path), terminal_width=100, max_content_width=100)
+def _walk(command: click.Command, path: list[str], parent: click.Context | None = None) -> list[str]:
+    # A parent context passes the group's settings (e.g. -h as a help option) down, as on the command line.
+    ctx = click.Context(command, info_name=path[-1], parent=parent, terminal_width=100, max_content_width=100,
+                        **(command.context_settings if parent is None else {}))
     out = [f"## `{' '.join(path)}`", "", "```text", command.get_help(ctx).rstrip(), "```", ""]
     if isinstance(command, click.Group):
         for name in sorted(command.commands):
-            out += _walk(command.commands[name], [*path, name])
+            out += _walk(command.commands[name], [*path, name], ctx)
     return out
 
 
