@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import and_, exists, func, or_, select
+from sqlalchemy import and_, exists, func, or_, select, true
 from sqlalchemy.orm import Session
 
 from db.models import Annotation, AnnotationKind, Assignment, AssignmentStatus, DeidStatus, Item
@@ -33,9 +33,8 @@ def active_claim(session: Session, project_id: int, user_id: int, now: dt.dateti
     return session.scalars(stmt).first()
 
 
-def claim_next(session: Session, *, project_id: int, user_id: int, now: dt.datetime,
-               expires_at: dt.datetime, labels_per_item: int, order_by: list[Any] | None = None) -> Assignment | None:
-    """Claim the next released item this reader has not read, while it still needs reads."""
+def _available(now: dt.datetime, user_id: int, labels_per_item: int) -> list[Any]:
+    """Conditions for an item this reader may claim for a primary read (correlated on ``Item``)."""
     mine = exists().where(
         Assignment.item_id == Item.id, Assignment.user_id == user_id, Assignment.kind == AnnotationKind.LABEL,
         or_(Assignment.status.in_([AssignmentStatus.DONE, AssignmentStatus.SKIPPED]), _active(now)),
@@ -47,23 +46,46 @@ def claim_next(session: Session, *, project_id: int, user_id: int, now: dt.datet
         .correlate(Item)
         .scalar_subquery()
     )
-    stmt = (
-        select(Item.id)
-        .where(Item.project_id == project_id, Item.deid_status == DeidStatus.RELEASED, ~mine,
-               taken < labels_per_item)
-        .order_by(Item.priority.desc(), *(order_by or [Item.random_key.desc(), Item.id.desc()]))
-        .limit(1)
-    )
-    if session.get_bind().dialect.name == "postgresql":
-        stmt = stmt.with_for_update(of=Item, skip_locked=True)
-    item_id = session.scalar(stmt)
-    if item_id is None:
-        return None
-    claim = Assignment(item_id=item_id, user_id=user_id, kind=AnnotationKind.LABEL,
-                       status=AssignmentStatus.CLAIMED, claimed_at=now, expires_at=expires_at)
-    session.add(claim)
-    session.flush()
-    return claim
+    return [Item.deid_status == DeidStatus.RELEASED, ~mine, taken < labels_per_item]
+
+
+MAX_CLAIM_ATTEMPTS = 50
+
+
+def claim_next(session: Session, *, project_id: int, user_id: int, now: dt.datetime,
+               expires_at: dt.datetime, labels_per_item: int, order_by: list[Any] | None = None) -> Assignment | None:
+    """Claim the next released item this reader has not read, while it still needs reads.
+
+    PostgreSQL: the candidate row is locked (``FOR UPDATE SKIP LOCKED``), then the conditions are
+    checked again in a new statement. Under READ COMMITTED that statement sees claims committed
+    after the first one's snapshot, and holding the row lock means no other claim on that item can
+    commit meanwhile; an item that no longer qualifies is skipped. SQLite: the caller's BEGIN
+    IMMEDIATE transaction already serialises writers.
+    """
+    postgres = session.get_bind().dialect.name == "postgresql"
+    conditions = _available(now, user_id, labels_per_item)
+    excluded: list[int] = []
+    for _ in range(MAX_CLAIM_ATTEMPTS):
+        stmt = (
+            select(Item.id)
+            .where(Item.project_id == project_id, *conditions, Item.id.not_in(excluded) if excluded else true())
+            .order_by(Item.priority.desc(), *(order_by or [Item.random_key.desc(), Item.id.desc()]))
+            .limit(1)
+        )
+        if postgres:
+            stmt = stmt.with_for_update(of=Item, skip_locked=True)
+        item_id = session.scalar(stmt)
+        if item_id is None:
+            return None
+        if postgres and session.scalar(select(Item.id).where(Item.id == item_id, *conditions)) is None:
+            excluded.append(item_id)  # claimed by someone else between our snapshot and our lock
+            continue
+        claim = Assignment(item_id=item_id, user_id=user_id, kind=AnnotationKind.LABEL,
+                           status=AssignmentStatus.CLAIMED, claimed_at=now, expires_at=expires_at)
+        session.add(claim)
+        session.flush()
+        return claim
+    return None
 
 
 def remaining_for(session: Session, project_id: int, user_id: int, labels_per_item: int, now: dt.datetime) -> int:
