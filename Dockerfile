@@ -17,6 +17,7 @@ COPY portal ./portal
 COPY deid ./deid
 COPY agreement ./agreement
 COPY inference ./inference
+COPY active_learning ./active_learning
 COPY migrations ./migrations
 RUN pip install .
 

@@ -252,6 +252,7 @@ def bench() -> None:
 def _register() -> None:
     """Subcommands that live in their own modules (each imports its heavy dependencies lazily)."""
     from medlabel.benchmarks import agreement as bench_agreement
+    from medlabel.benchmarks import al as bench_al
     from medlabel.benchmarks import deid as bench_deid
     from medlabel.benchmarks import queue as bench_queue
     from medlabel.benchmarks import ui as bench_ui
@@ -259,7 +260,8 @@ def _register() -> None:
 
     for command in (deid.command, agreement.command, models.command, models.prelabel_command):
         cli.add_command(command)
-    for command in (bench_deid.command, bench_agreement.command, bench_queue.command, bench_ui.command):
+    for command in (bench_deid.command, bench_agreement.command, bench_al.command, bench_queue.command,
+                    bench_ui.command):
         bench.add_command(command)
 
 

@@ -1,0 +1,61 @@
+"""Active learning: which unlabelled items to show first, and the head retrained on labelled embeddings.
+
+Pure package (numpy, scikit-learn, onnx, stdlib, ``medlabel.errors``); it never touches the database, the
+portal or the inference runtime. Overview and the choice of the default strategy: docs/active-learning.md.
+"""
+
+from active_learning.diversity import k_center_greedy, kmeanspp_seeding, weighted_kmeans_representatives
+from active_learning.head import PROVENANCE_WEIGHTS, fit_head, label_kind, macro_auroc, provenance_weights
+from active_learning.onnx_export import compose_backbone_head, head_to_onnx
+from active_learning.scores import entropy, least_confidence, margin, rarity, tta_disagreement
+from active_learning.simulation import labels_to_target, learning_curves, simulate, summarise
+from active_learning.strategies import (
+    DEFAULT_STRATEGY,
+    STRATEGY_NAMES,
+    ClassBalancedUncertainty,
+    HybridUncertaintyDiversity,
+    KCenterGreedy,
+    KMeansPPSampling,
+    RandomSampling,
+    Strategy,
+    TTADisagreement,
+    UncertaintySampling,
+    make_strategy,
+)
+from active_learning.types import CurveSummary, HeadMetrics, LearningCurve
+
+__all__ = [
+    "DEFAULT_STRATEGY",
+    "PROVENANCE_WEIGHTS",
+    "STRATEGY_NAMES",
+    "ClassBalancedUncertainty",
+    "CurveSummary",
+    "HeadMetrics",
+    "HybridUncertaintyDiversity",
+    "KCenterGreedy",
+    "KMeansPPSampling",
+    "LearningCurve",
+    "RandomSampling",
+    "Strategy",
+    "TTADisagreement",
+    "UncertaintySampling",
+    "compose_backbone_head",
+    "entropy",
+    "fit_head",
+    "head_to_onnx",
+    "k_center_greedy",
+    "kmeanspp_seeding",
+    "label_kind",
+    "labels_to_target",
+    "learning_curves",
+    "least_confidence",
+    "macro_auroc",
+    "make_strategy",
+    "margin",
+    "provenance_weights",
+    "rarity",
+    "simulate",
+    "summarise",
+    "tta_disagreement",
+    "weighted_kmeans_representatives",
+]

@@ -1,0 +1,309 @@
+"""`medlabel bench al`: simulated labelling with every active-learning strategy, and the retrain time.
+
+Method (fixed before any run; figures and discussion in docs/benchmarks-al.md):
+
+* Data: a MedMNIST-layout ``.npz`` (``train_images``, ``train_labels``, ``test_*``; ``val_*`` unused).
+  Labels (N, 1) are multi-class, (N, C>1) 0/1 multi-label. Default: the demo's PneumoniaMNIST.
+* Pool: ``pool`` train items drawn at random (seed 0; 0 = the whole train split); test: the test split,
+  at most ``max_test`` items drawn at random.
+* Features: PCA (``n_components``) fitted on the pool images alone, pixels / 255 -- unsupervised, so no
+  label (pool or test) shapes the features. Test-time augmentation: 4 shifted copies (+-7% of the side
+  along each axis) projected with the same PCA.
+* Simulation: per seed a random seed set of ``seed_size`` labels (one per class / finding first), then
+  ``batch`` labels per step until ``budget`` (default: the whole pool); after every step an L2 logistic
+  regression (C = 1) is refitted on the labelled items and its test AUROC recorded (macro one-vs-rest over
+  classes when more than two). All strategies share the seed set of a seed.
+* Target: test AUROC of the same classifier trained on every pool label, minus 0.01. ``labels_to_target``
+  reads the mean curve over seeds (see ``active_learning.labels_to_target``).
+* Timing: ``fit_head`` (calibrated logistic head, held-out metrics and refit) on 10,000 synthetic
+  ``embed_dim``-d embeddings plus margin scores of 10,000 items, best of ``repeats``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from medlabel.errors import InputError
+
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "sample_data" / "pneumoniamnist" / "pneumoniamnist.npz"
+DEFAULT_PLOT = Path(__file__).resolve().parents[2] / "docs" / "img" / "al-learning-curve.png"
+REQUIRED = ("train_images", "train_labels", "test_images", "test_labels")
+
+
+def load_npz(path: Path) -> dict[str, Any]:
+    """The arrays of a MedMNIST-layout file, validated; ``InputError`` names the file and the problem."""
+    import numpy as np
+
+    if not path.is_file():
+        raise InputError(path, "no such file")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            missing = [k for k in REQUIRED if k not in data.files]
+            if missing:
+                raise InputError(path, f"missing arrays {missing} (expected MedMNIST layout: {', '.join(REQUIRED)})")
+            arrays = {k: data[k] for k in REQUIRED}
+    except (OSError, ValueError) as exc:
+        raise InputError(path, f"not a readable .npz file ({exc})") from exc
+    for split in ("train", "test"):
+        x, y = arrays[f"{split}_images"], arrays[f"{split}_labels"]
+        if x.shape[0] != y.shape[0] or x.ndim < 2:
+            raise InputError(path, f"{split}_images {x.shape} and {split}_labels {y.shape} do not match")
+    if arrays["train_labels"].reshape(arrays["train_labels"].shape[0], -1).shape[1] != \
+            arrays["test_labels"].reshape(arrays["test_labels"].shape[0], -1).shape[1]:
+        raise InputError(path, "train and test labels have different widths")
+    return arrays
+
+
+def _labels(y_train: Any, y_test: Any) -> tuple[Any, Any, int, bool]:
+    """(train, test, number of classes or findings, multilabel) with class ids mapped to 0..C-1."""
+    import numpy as np
+
+    yt, ys = y_train.reshape(y_train.shape[0], -1), y_test.reshape(y_test.shape[0], -1)
+    if yt.shape[1] > 1:
+        return yt.astype(np.int64), ys.astype(np.int64), yt.shape[1], True
+    classes = np.unique(np.concatenate([yt[:, 0], ys[:, 0]]))
+    return np.searchsorted(classes, yt[:, 0]), np.searchsorted(classes, ys[:, 0]), classes.shape[0], False
+
+
+def _shift(images: Any, dy: int, dx: int) -> Any:
+    """Shift along the first two image axes, filling with edge values."""
+    import numpy as np
+
+    out = np.roll(images, (dy, dx), axis=(1, 2))
+    if dy > 0:
+        out[:, :dy] = out[:, dy:dy + 1]
+    elif dy < 0:
+        out[:, dy:] = out[:, dy - 1:dy]
+    if dx > 0:
+        out[:, :, :dx] = out[:, :, dx:dx + 1]
+    elif dx < 0:
+        out[:, :, dx:] = out[:, :, dx - 1:dx]
+    return out
+
+
+def features(pool_images: Any, test_images: Any, n_components: int) -> tuple[Any, Any, Any]:
+    """PCA fitted on the pool images only: (pool features, test features, (4, N, D) shifted pool features)."""
+    import numpy as np
+    from sklearn.decomposition import PCA
+
+    def flat(a: Any) -> Any:
+        return a.reshape(a.shape[0], -1).astype(np.float64) / 255.0
+
+    n_comp = max(1, min(n_components, pool_images.shape[0] - 1, flat(pool_images[:1]).shape[1]))
+    pca = PCA(n_components=n_comp, random_state=0).fit(flat(pool_images))
+    s = max(1, round(0.07 * pool_images.shape[1]))
+    tta = np.stack([pca.transform(flat(_shift(pool_images, dy, dx))) for dy, dx in ((s, 0), (-s, 0), (0, s), (0, -s))])
+    return pca.transform(flat(pool_images)), pca.transform(flat(test_images)), tta
+
+
+def time_retrain_rescore(n: int = 10_000, dim: int = 256, repeats: int = 3, seed: int = 0) -> float:
+    """Seconds (best of ``repeats``) to fit the calibrated head on n embeddings and margin-score n items."""
+    import numpy as np
+
+    from active_learning import fit_head, margin
+
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, dim)).astype(np.float32)
+    w = rng.normal(size=dim) / np.sqrt(dim)
+    y = (x @ w + 0.5 * rng.normal(size=n) > 0.5).astype(np.int64)
+    pool = rng.normal(size=(n, dim)).astype(np.float32)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        head, _ = fit_head(x, y, seed=seed)
+        margin(head.predict_proba(pool))
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def run(data: Path | None = None, seeds: int = 5, pool: int = 1000, batch: int = 20, budget: int | None = None,
+        seed_size: int = 20, max_test: int = 2000, n_components: int = 50, strategies: tuple[str, ...] | None = None,
+        embed_dim: int = 256, timing_items: int = 10_000, curves: bool = False,
+        plot: Path | None = None) -> dict[str, Any]:
+    """The benchmark as one dict (see the module docstring for the method)."""
+    import scipy.optimize  # noqa: F401  (loaded first: threadpoolctl limits only libraries already loaded)
+    import sklearn.linear_model  # noqa: F401
+    from threadpoolctl import threadpool_limits  # a scikit-learn dependency
+
+    start = time.perf_counter()
+    with threadpool_limits(limits=1):  # small matrices: one BLAS thread is several times faster than two
+        return _run(data, seeds, pool, batch, budget, seed_size, max_test, n_components, strategies, embed_dim,
+                    timing_items, curves, plot, start)
+
+
+def _run(data: Path | None, seeds: int, pool: int, batch: int, budget: int | None, seed_size: int, max_test: int,
+         n_components: int, strategies: tuple[str, ...] | None, embed_dim: int, timing_items: int, curves: bool,
+         plot: Path | None, start: float) -> dict[str, Any]:
+    import numpy as np
+
+    from active_learning import (
+        DEFAULT_STRATEGY,
+        STRATEGY_NAMES,
+        labels_to_target,
+        learning_curves,
+        macro_auroc,
+        summarise,
+    )
+    from active_learning.simulation import fit_predict
+
+    path = Path(data) if data is not None else DEFAULT_DATA
+    arrays = load_npz(path)
+    y_train, y_test, n_classes, multilabel = _labels(arrays["train_labels"], arrays["test_labels"])
+    rng = np.random.default_rng(0)
+    n_train = y_train.shape[0]
+    pool_idx = np.sort(rng.choice(n_train, size=min(pool, n_train), replace=False)) if pool else np.arange(n_train)
+    n_test = y_test.shape[0]
+    test_idx = np.sort(rng.choice(n_test, size=min(max_test, n_test), replace=False))
+    x_pool, x_test, tta_pool = features(arrays["train_images"][pool_idx], arrays["test_images"][test_idx],
+                                        n_components)
+    y_pool, y_te = y_train[pool_idx], y_test[test_idx]
+    names = tuple(strategies) if strategies else STRATEGY_NAMES
+    if "random" not in names or DEFAULT_STRATEGY not in names:
+        names = tuple(dict.fromkeys(("random", DEFAULT_STRATEGY, *names)))
+    n_pool = x_pool.shape[0]
+    budget_n = n_pool if budget is None else min(budget, n_pool)
+    if not 1 <= seed_size < budget_n:
+        raise InputError(None, f"the seed set ({seed_size}) must be smaller than the budget ({budget_n})")
+
+    full = fit_predict(x_pool, y_pool, [x_test], n_classes, multilabel=multilabel)[0]
+    ceiling = macro_auroc(y_te, full, multilabel=multilabel)
+    target = ceiling - 0.01
+    result_curves = learning_curves(names, x_pool, y_pool, x_test, y_te, seeds=seeds, seed_size=seed_size,
+                                    batch=batch, budget=budget_n, n_classes=n_classes, multilabel=multilabel,
+                                    tta_pool=tta_pool)
+    simulation_s = time.perf_counter() - start
+    summaries = {name: summarise(c, target, n_pool) for name, c in result_curves.items()}
+    report: dict[str, Any] = {
+        "dataset": path.stem,
+        "metric": "auroc",
+        "task": "multilabel" if multilabel else ("binary" if n_classes == 2 else "multiclass"),
+        "classes": n_classes,
+        "pool": n_pool, "test": int(y_te.shape[0]), "seeds": seeds, "seed_size": seed_size, "batch": batch,
+        "budget": budget_n, "features": f"PCA-{x_pool.shape[1]} fitted on the unlabelled pool images",
+        "ceiling": round(float(ceiling), 4),
+        "target": round(float(target), 4),
+        "strategies": {
+            name: {"labels_to_target": s.labels_to_target, "reached": s.reached,
+                   "auc_learning_curve": round(s.auc_learning_curve, 4),
+                   "labels_to_target_per_seed": [labels_to_target(result_curves[name].n_labels, v, target, n_pool)[0]
+                                                 for v in result_curves[name].values]}
+            for name, s in summaries.items()},
+        "default_strategy": DEFAULT_STRATEGY,
+        "label_savings_vs_random": round(
+            1.0 - summaries[DEFAULT_STRATEGY].labels_to_target / summaries["random"].labels_to_target, 4),
+        "simulation_s": round(simulation_s, 1),
+    }
+    report["retrain_rescore_10k_s"] = round(time_retrain_rescore(n=timing_items, dim=embed_dim), 3)
+    report["retrain_rescore_embed_dim"] = embed_dim
+    if curves:
+        report["curves"] = {name: {"n_labels": list(c.n_labels), "mean_auroc": [round(v, 4) for v in c.mean]}
+                            for name, c in result_curves.items()}
+    if plot is not None:
+        plot_curves(result_curves, target, DEFAULT_STRATEGY, Path(plot), title=f"{path.stem}: test AUROC, "
+                    f"mean of {seeds} seeds (pool {n_pool}, batch {batch})")
+    return report
+
+
+_COLOURS = ("#7f7f7f", "#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf",
+            "#ff7f0e")
+
+
+def _nice_ticks(lo: float, hi: float, n: int = 8) -> list[float]:
+    """Round tick values (1, 2 or 5 times a power of ten apart) within [lo, hi]."""
+    import math
+
+    raw = (hi - lo) / max(n - 1, 1) or 1.0
+    mag = 10 ** math.floor(math.log10(raw))
+    step = next(m * mag for m in (1, 2, 5, 10) if m * mag >= raw)
+    first = math.ceil(lo / step - 1e-9) * step
+    return [first + i * step for i in range(int((hi - first) / step + 1e-9) + 1)]
+
+
+def plot_curves(curves: dict[str, Any], target: float, default: str, path: Path, title: str = "") -> None:
+    """Mean learning curves as a PNG drawn with Pillow (no plotting library needed)."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    w, h, left, right, top, bottom = 1000, 620, 80, 200, 50, 60
+    img = Image.new("RGB", (w, h), "white")
+    draw = ImageDraw.Draw(img)
+    font = ImageFont.load_default(size=14)
+    xs = [n for c in curves.values() for n in c.n_labels]
+    ys = [v for c in curves.values() for v in c.mean] + [target]
+    x0, x1 = min(xs), max(xs)
+    y1 = min(1.0, max(ys) + 0.01)
+    y0 = max(0.0, min(target - 0.08, sorted(ys)[len(ys) // 20]))
+
+    def px(n: float, v: float) -> tuple[float, float]:
+        fx = (n - x0) / max(x1 - x0, 1)
+        fy = (min(max(v, y0), y1) - y0) / max(y1 - y0, 1e-9)
+        return left + fx * (w - left - right), h - bottom - fy * (h - top - bottom)
+
+    draw.rectangle([left, top, w - right, h - bottom], outline="black")
+    for v in _nice_ticks(y0, y1):
+        _, yy = px(x0, v)
+        draw.line([left - 5, yy, left, yy], fill="black")
+        draw.text((left - 48, yy - 8), f"{v:.2f}", fill="black", font=font)
+    for n in _nice_ticks(x0, x1):
+        xx, _ = px(n, y0)
+        draw.line([xx, h - bottom, xx, h - bottom + 5], fill="black")
+        draw.text((xx - 14, h - bottom + 8), f"{round(n)}", fill="black", font=font)
+    draw.text(((w - right + left) / 2 - 40, h - 28), "labels", fill="black", font=font)
+    draw.text((left, 15), title, fill="black", font=font)
+    _, ty = px(x0, target)
+    for xx in range(left, w - right, 12):
+        draw.line([xx, ty, xx + 6, ty], fill="black")
+    draw.text((left + 8, ty - 18), f"target {target:.3f}", fill="black", font=font)
+    colours = {name: _COLOURS[i % len(_COLOURS)] for i, name in enumerate(curves)}
+    for name in sorted(curves, key=lambda n: n == default):  # the default on top
+        pts = [px(n, v) for n, v in zip(curves[name].n_labels, curves[name].mean, strict=True)]
+        draw.line(pts, fill=colours[name], width=4 if name == default else 2)
+    for i, name in enumerate(curves):
+        colour = colours[name]
+        ly = top + 10 + 22 * i
+        draw.line([w - right + 10, ly + 8, w - right + 40, ly + 8], fill=colour, width=4 if name == default else 2)
+        label = f"{name} (default)" if name == default else name
+        draw.text((w - right + 46, ly), label, fill="black", font=font)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path, optimize=True)
+
+
+@click.command("al")
+@click.option("--data", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="MedMNIST-layout .npz (default: the demo's PneumoniaMNIST).")
+@click.option("--seeds", default=5, show_default=True, type=click.IntRange(1), help="Simulation seeds.")
+@click.option("--pool", default=1000, show_default=True, type=click.IntRange(0),
+              help="Train items in the pool (0 = the whole train split).")
+@click.option("--batch", default=20, show_default=True, type=click.IntRange(1), help="Labels per step.")
+@click.option("--budget", default=None, type=click.IntRange(2), help="Stop at this many labels [default: pool].")
+@click.option("--seed-size", default=20, show_default=True, type=click.IntRange(1), help="Initial labels.")
+@click.option("--max-test", default=2000, show_default=True, type=click.IntRange(10), help="Test items at most.")
+@click.option("--embed-dim", default=256, show_default=True, type=click.IntRange(1),
+              help="Embedding size of the retrain timing.")
+@click.option("--timing-items", default=10_000, show_default=True, type=click.IntRange(10),
+              help="Items of the retrain + rescore timing.")
+@click.option("--curves", is_flag=True, help="Include the mean learning curves in the output.")
+@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the learning-curve PNG here (docs use docs/img/al-learning-curve.png).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def command(data: Path | None, seeds: int, pool: int, batch: int, budget: int | None, seed_size: int,
+            max_test: int, embed_dim: int, timing_items: int, curves: bool, plot: Path | None, as_json: bool) -> None:
+    """Simulate labelling with every active-learning strategy; labels to reach the target AUROC
+    (docs/benchmarks-al.md)."""
+    result = run(data=data, seeds=seeds, pool=pool, batch=batch, budget=budget, seed_size=seed_size,
+                 max_test=max_test, embed_dim=embed_dim, timing_items=timing_items, curves=curves, plot=plot)
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    click.echo(f"{result['dataset']}: target AUROC {result['target']} (ceiling {result['ceiling']}, "
+               f"pool {result['pool']})")
+    for name, s in result["strategies"].items():
+        flag = "" if s["reached"] else " (not reached)"
+        click.echo(f"  {name:17s} labels to target {s['labels_to_target']:6d}{flag}  "
+                   f"curve AUC {s['auc_learning_curve']:.4f}")
+    click.echo(f"default {result['default_strategy']}: label savings vs random "
+               f"{result['label_savings_vs_random']:.2f}; retrain + rescore 10k: {result['retrain_rescore_10k_s']} s")

@@ -1,0 +1,120 @@
+"""`medlabel bench al` end to end on tiny synthetic MedMNIST-layout files, and the simulation helpers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from active_learning.simulation import area_under_curve, initial_set, labels_to_target
+from medlabel.benchmarks import al as bench
+from medlabel.errors import InputError
+
+
+def write_npz(path: Path, *, task: str, n_train: int = 160, n_test: int = 80, side: int = 12, seed: int = 0) -> Path:
+    """Blobs whose brightness in one quadrant per class/finding carries the label."""
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for split, n in (("train", n_train), ("val", 20), ("test", n_test)):
+        images = rng.integers(0, 120, size=(n, side, side)).astype(np.uint8)
+        if task == "multilabel":
+            labels = (rng.random((n, 3)) < [0.4, 0.3, 0.15]).astype(np.uint8)
+            active = labels
+        else:
+            k = 2 if task == "binary" else 4
+            labels = rng.integers(0, k, size=(n, 1)).astype(np.uint8)
+            active = np.eye(k, dtype=np.uint8)[labels[:, 0]]
+        h = side // 2
+        quads = [(slice(0, h), slice(0, h)), (slice(0, h), slice(h, None)), (slice(h, None), slice(0, h)),
+                 (slice(h, None), slice(h, None))]
+        for c in range(active.shape[1]):
+            rows = active[:, c] == 1
+            sub = images[rows]
+            sub[:, quads[c][0], quads[c][1]] += rng.integers(40, 130, size=(int(rows.sum()), 1, 1)).astype(np.uint8)
+            images[rows] = sub
+        arrays[f"{split}_images"], arrays[f"{split}_labels"] = images, labels
+    np.savez_compressed(path, **arrays)
+    return path
+
+
+@pytest.mark.bench
+@pytest.mark.parametrize("task", ["binary", "multiclass", "multilabel"])
+def test_bench_runs_end_to_end(tmp_path: Path, task: str) -> None:
+    data = write_npz(tmp_path / f"tiny-{task}.npz", task=task)
+    plot = tmp_path / "curve.png"
+    result = CliRunner().invoke(bench.command, ["--json", "--data", str(data), "--seeds", "2", "--pool", "0",
+                                                "--batch", "20", "--seed-size", "10", "--embed-dim", "8", "--timing-items", "500",
+                                                "--plot", str(plot), "--curves"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.output)
+    assert out["dataset"] == f"tiny-{task}" and out["metric"] == "auroc" and out["pool"] == 160
+    assert out["task"] == task
+    assert set(out["strategies"]) == {"random", "least_confidence", "margin", "entropy", "tta_disagreement",
+                                      "kcenter", "kmeanspp", "hybrid", "balanced"}
+    assert out["default_strategy"] == "margin"
+    for s in out["strategies"].values():
+        assert 10 <= s["labels_to_target"] <= 160 and isinstance(s["reached"], bool)
+        assert 0.0 <= s["auc_learning_curve"] <= 1.0
+        assert len(s["labels_to_target_per_seed"]) == 2
+    ltt = {k: v["labels_to_target"] for k, v in out["strategies"].items()}
+    assert out["label_savings_vs_random"] == pytest.approx(1 - ltt["margin"] / ltt["random"], abs=1e-4)
+    assert out["target"] == pytest.approx(out["ceiling"] - 0.01, abs=2e-4)
+    assert out["retrain_rescore_10k_s"] > 0
+    assert out["curves"]["margin"]["n_labels"][0] == 10 and out["curves"]["margin"]["n_labels"][-1] == 160
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.bench
+def test_bench_run_function_with_budget_and_subsets(tmp_path: Path) -> None:
+    data = write_npz(tmp_path / "tiny.npz", task="binary", n_train=120)
+    out = bench.run(data, seeds=1, pool=60, batch=7, budget=40, seed_size=5, max_test=30, n_components=5,
+                    strategies=("kcenter",), embed_dim=4, timing_items=200)
+    assert out["pool"] == 60 and out["test"] == 30 and out["budget"] == 40
+    assert set(out["strategies"]) == {"random", "margin", "kcenter"}  # random and the default always run
+
+
+def test_bench_input_errors(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="no such file"):
+        bench.load_npz(tmp_path / "missing.npz")
+    np.savez(tmp_path / "bad.npz", train_images=np.zeros((3, 4, 4)))
+    with pytest.raises(InputError, match="missing arrays"):
+        bench.load_npz(tmp_path / "bad.npz")
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    with pytest.raises(InputError, match="not a readable"):
+        bench.load_npz(tmp_path / "junk.npz")
+    np.savez(tmp_path / "mismatch.npz", train_images=np.zeros((3, 4, 4)), train_labels=np.zeros((2, 1)),
+             test_images=np.zeros((3, 4, 4)), test_labels=np.zeros((3, 1)))
+    with pytest.raises(InputError, match="do not match"):
+        bench.load_npz(tmp_path / "mismatch.npz")
+
+
+def test_default_data_path_is_in_the_repository() -> None:
+    assert bench.DEFAULT_DATA == Path(__file__).resolve().parents[2] / "sample_data" / "pneumoniamnist" / \
+        "pneumoniamnist.npz"
+
+
+def test_labels_to_target_reads_where_the_curve_stays_above() -> None:
+    n = [10, 20, 30, 40, 50]
+    assert labels_to_target(n, [0.5, 0.9, 0.7, 0.9, 0.95], 0.85, 100) == (40, True)  # dips back below at 30
+    assert labels_to_target(n, [0.9, 0.9, 0.9, 0.9, 0.95], 0.85, 100) == (10, True)
+    assert labels_to_target(n, [0.9, 0.9, 0.9, 0.9, 0.8], 0.85, 100) == (100, False)
+    assert area_under_curve([0, 10], [0.5, 1.0]) == pytest.approx(0.75)
+
+
+def test_initial_set_has_every_class() -> None:
+    y = np.r_[np.zeros(95, int), np.ones(3, int), np.full(2, 2)]
+    for seed in range(5):
+        idx = initial_set(y, 6, np.random.default_rng(seed), multilabel=False)
+        assert len(set(idx.tolist())) == 6 and set(y[idx].tolist()) == {0, 1, 2}
+    ml = np.zeros((50, 3), int)
+    ml[7, 2] = 1
+    idx = initial_set(ml, 4, np.random.default_rng(0), multilabel=True)
+    assert 7 in idx.tolist() and len(set(idx.tolist())) == 4
+
+
+def test_nice_ticks() -> None:
+    assert bench._nice_ticks(0.0, 1.0, n=6) == pytest.approx([0.0, 0.2, 0.4, 0.6, 0.8, 1.0])
+    assert bench._nice_ticks(20, 1000, n=6)[0] == 200
