@@ -5,8 +5,10 @@ from db.models.enums import (
     AnnotationKind,
     AssignmentStatus,
     DeidStatus,
+    JobState,
     LabelKind,
     Role,
+    RoundKind,
     RoundStatus,
     TaskType,
 )
@@ -21,6 +23,7 @@ from db.models.labelling import (
 )
 from db.models.modelling import (
     ActiveLearningRound,
+    Job,
     ModelVersion,
     Prediction,
     PseudonymKey,
@@ -36,6 +39,8 @@ __all__ = [
     "AuditEvent",
     "DeidStatus",
     "Item",
+    "Job",
+    "JobState",
     "Label",
     "LabelKind",
     "ModelVersion",
@@ -44,6 +49,7 @@ __all__ = [
     "ProjectReader",
     "PseudonymKey",
     "Role",
+    "RoundKind",
     "RoundStatus",
     "SecondOpinionRequest",
     "TaskType",

@@ -62,3 +62,22 @@ class RoundStatus(enum.StrEnum):
     OPEN = "open"
     ADJUDICATING = "adjudicating"
     CLOSED = "closed"
+
+
+class RoundKind(enum.StrEnum):
+    """What a verification round measures: agreement between readers, a reader against themself
+    (re-reads after a washout), or automation bias (readers randomised to see suggestions or not)."""
+
+    INTER_READER = "inter_reader"
+    INTRA_READER = "intra_reader"
+    AUTOMATION_BIAS = "automation_bias"
+
+
+class JobState(enum.StrEnum):
+    """Life cycle of a background job."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"

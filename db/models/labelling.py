@@ -9,7 +9,15 @@ from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint, event
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from db.base import Base, CreatedAt, str_enum
-from db.models.enums import AnnotationKind, AssignmentStatus, DeidStatus, LabelKind, RoundStatus, TaskType
+from db.models.enums import (
+    AnnotationKind,
+    AssignmentStatus,
+    DeidStatus,
+    LabelKind,
+    RoundKind,
+    RoundStatus,
+    TaskType,
+)
 
 
 class Project(CreatedAt, Base):
@@ -26,6 +34,7 @@ class Project(CreatedAt, Base):
     allow_reidentification: Mapped[bool] = mapped_column(default=False)
     queue_strategy: Mapped[str] = mapped_column(String(32), default="random")
     queue_seed: Mapped[int] = mapped_column(default=0)
+    settings: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
 
     labels: Mapped[list[Label]] = relationship(
@@ -75,6 +84,7 @@ class Item(CreatedAt, Base):
         UniqueConstraint("project_id", "content_hash", name="uq_items_project_content_hash"),
         Index("ix_items_queue", "project_id", "deid_status", "priority", "random_key", "id"),
         Index("ix_items_patient", "project_id", "patient_pseudonym"),
+        Index("ix_items_al_queue", "project_id", "deid_status", "priority", "al_score"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -94,6 +104,8 @@ class Item(CreatedAt, Base):
     attributes: Mapped[dict[str, Any]] = mapped_column(default=dict)
     priority: Mapped[int] = mapped_column(default=0)
     random_key: Mapped[float] = mapped_column(default=0.0)
+    # active-learning acquisition score of the project's strategy (higher = label sooner); NULL = unscored
+    al_score: Mapped[float | None]
 
     def __repr__(self) -> str:
         return f"Item(id={self.id!r}, project_id={self.project_id!r}, status={self.deid_status!r})"
@@ -105,6 +117,7 @@ class VerificationRound(CreatedAt, Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
     name: Mapped[str] = mapped_column(String(128))
+    kind: Mapped[RoundKind] = mapped_column(str_enum(RoundKind), default=RoundKind.INTER_READER)
     seed: Mapped[int]
     sample_size: Mapped[int]
     readers_per_item: Mapped[int] = mapped_column(default=2)
@@ -135,6 +148,10 @@ class Assignment(Base):
     status: Mapped[AssignmentStatus] = mapped_column(str_enum(AssignmentStatus),
                                                      default=AssignmentStatus.CLAIMED)
     claimed_at: Mapped[dt.datetime | None]
+    # not served before this time (washout period of intra-reader re-reads)
+    available_at: Mapped[dt.datetime | None]
+    # automation-bias rounds: "suggestions" or "blinded"
+    arm: Mapped[str | None] = mapped_column(String(16))
     expires_at: Mapped[dt.datetime | None]
     completed_at: Mapped[dt.datetime | None]
     reason: Mapped[str | None] = mapped_column(Text)

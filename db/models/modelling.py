@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, LargeBinary, String, UniqueConstraint
+from sqlalchemy import ForeignKey, Index, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from db.base import Base, CreatedAt
+from db.base import Base, CreatedAt, str_enum
+from db.models.enums import JobState
 
 
 class ModelVersion(CreatedAt, Base):
@@ -52,6 +54,8 @@ class Prediction(CreatedAt, Base):
     least_confidence: Mapped[float | None]
     uncertainty: Mapped[float | None]
     embedding_ref: Mapped[str | None] = mapped_column(String(256))
+    # penultimate features as little-endian float32 bytes (nearest neighbours, active learning)
+    embedding: Mapped[bytes | None] = mapped_column(LargeBinary)
 
     def __repr__(self) -> str:
         return f"Prediction(item_id={self.item_id!r}, model_id={self.model_id!r})"
@@ -83,6 +87,11 @@ class SecondOpinionRequest(CreatedAt, Base):
     prediction: Mapped[dict[str, Any]] = mapped_column(default=dict)
     top: Mapped[list[Any]] = mapped_column(default=list)
     review_item_id: Mapped[int | None] = mapped_column(ForeignKey("items.id"))
+    model_name: Mapped[str | None] = mapped_column(String(128))
+    model_version: Mapped[int | None]
+    source_kind: Mapped[str | None] = mapped_column(String(16))
+    stored_path: Mapped[str | None] = mapped_column(String(512))
+    deid_report: Mapped[dict[str, Any]] = mapped_column(default=dict)
 
     def __repr__(self) -> str:
         return f"SecondOpinionRequest(id={self.id!r}, user_id={self.user_id!r})"
@@ -98,3 +107,36 @@ class PseudonymKey(CreatedAt, Base):
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
     pseudonym: Mapped[str] = mapped_column(String(64))
     encrypted_original: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class Job(CreatedAt, Base):
+    """A long-running task (ingest, pre-labelling, retraining, quantization, export) run by Dask.
+
+    Progress and state are written by the worker; ``cancel_requested`` is polled by the worker
+    between chunks. A retry starts a new attempt with the same parameters; the work is idempotent
+    per item, so it resumes where the failed attempt stopped.
+    """
+
+    __tablename__ = "jobs"
+    __table_args__ = (Index("ix_jobs_state", "state", "created_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    params: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    state: Mapped[JobState] = mapped_column(str_enum(JobState), default=JobState.QUEUED)
+    progress_done: Mapped[int] = mapped_column(default=0)
+    progress_total: Mapped[int | None]
+    message: Mapped[str] = mapped_column(Text, default="")
+    error: Mapped[str | None] = mapped_column(Text)
+    result: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    attempts: Mapped[int] = mapped_column(default=0)
+    cancel_requested: Mapped[bool] = mapped_column(default=False)
+    project_id: Mapped[int | None] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    started_at: Mapped[dt.datetime | None]
+    finished_at: Mapped[dt.datetime | None]
+    heartbeat_at: Mapped[dt.datetime | None]
+    worker: Mapped[str | None] = mapped_column(String(128))
+
+    def __repr__(self) -> str:
+        return f"Job(id={self.id!r}, kind={self.kind!r}, state={self.state!r})"

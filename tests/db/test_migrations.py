@@ -83,3 +83,28 @@ def test_alembic_ini_from_repo_root(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         assert current_revision(engine) == head_revision()
     finally:
         engine.dispose()
+
+
+def test_0002_keeps_existing_rows(empty_url: str) -> None:
+    """Upgrading a 0001 database that already holds a project and a round fills the new columns."""
+    from sqlalchemy import text
+
+    engine = make_engine(empty_url)
+    try:
+        upgrade(engine, "0001")
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO projects (name, description, instructions, task_type, ordinal, "
+                              "labels_per_item, show_suggestions, allow_reidentification, queue_strategy, "
+                              "queue_seed) VALUES ('p', '', '', 'single_label', false, 1, true, false, "
+                              "'random', 0)"))
+            pid = conn.execute(text("SELECT id FROM projects")).scalar_one()
+            conn.execute(text("INSERT INTO verification_rounds (project_id, name, seed, sample_size, "
+                              "readers_per_item, stratified, settings, status) "
+                              f"VALUES ({pid}, 'r', 1, 1, 2, false, '{{}}', 'open')"))
+        upgrade(engine)
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT kind FROM verification_rounds")).scalar_one() == "inter_reader"
+            settings = conn.execute(text("SELECT settings FROM projects")).scalar_one()
+            assert settings in ({}, "{}")
+    finally:
+        engine.dispose()
