@@ -6,12 +6,14 @@ by editing code. ``docs/configuration.md`` documents each field (a test keeps it
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from medlabel.errors import ConfigError
 
@@ -39,6 +41,17 @@ SETTINGS: tuple[Setting, ...] = (
             "in the data folder, created by `medlabel init` with 0600 permissions."),
     Setting("MEDLABEL_CLAIM_MINUTES", "30",
             "Minutes after which an unfinished claim on an item expires and the item returns to the queue."),
+    Setting("MEDLABEL_STORE_URL", None,
+            "Where images and models are stored: a local folder (default `store` in the data folder) or "
+            "any fsspec URL, e.g. `s3://bucket/prefix` (MinIO or S3)."),
+    Setting("MEDLABEL_STORE_OPTIONS", None,
+            "JSON object of fsspec options for `MEDLABEL_STORE_URL`, e.g. "
+            "`{\"endpoint_url\": \"http://minio:9000\"}`; credentials may also come from the usual AWS variables."),
+    Setting("MEDLABEL_DASK_SCHEDULER", None,
+            "Address of an existing Dask scheduler (`tcp://host:8786`) that runs background jobs; default: an "
+            "in-process local cluster started with the portal or the CLI."),
+    Setting("MEDLABEL_DASK_WORKERS", "1",
+            "Worker processes of the in-process local cluster (ignored with `MEDLABEL_DASK_SCHEDULER`)."),
 )
 
 
@@ -50,6 +63,10 @@ class Settings:
     database_url: str
     secret_key_file: Path
     claim_minutes: int = 30
+    store_url: str | None = None
+    store_options: dict[str, Any] = field(default_factory=dict)
+    dask_scheduler: str | None = None
+    dask_workers: int = 1
     _secret_cache: dict[str, bytes] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -87,7 +104,23 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             raise ValueError
     except ValueError:
         raise ConfigError(f"MEDLABEL_CLAIM_MINUTES must be a positive integer, got {raw_claim!r}") from None
-    return Settings(data_dir=data_dir, database_url=url, secret_key_file=key_file, claim_minutes=claim_minutes)
+    raw_options = env.get("MEDLABEL_STORE_OPTIONS") or "{}"
+    try:
+        store_options = json.loads(raw_options)
+        if not isinstance(store_options, dict):
+            raise ValueError
+    except ValueError:
+        raise ConfigError(f"MEDLABEL_STORE_OPTIONS must be a JSON object, got {raw_options!r}") from None
+    raw_workers = env.get("MEDLABEL_DASK_WORKERS") or "1"
+    try:
+        dask_workers = int(raw_workers)
+        if dask_workers <= 0:
+            raise ValueError
+    except ValueError:
+        raise ConfigError(f"MEDLABEL_DASK_WORKERS must be a positive integer, got {raw_workers!r}") from None
+    return Settings(data_dir=data_dir, database_url=url, secret_key_file=key_file, claim_minutes=claim_minutes,
+                    store_url=env.get("MEDLABEL_STORE_URL") or None, store_options=store_options,
+                    dask_scheduler=env.get("MEDLABEL_DASK_SCHEDULER") or None, dask_workers=dask_workers)
 
 
 def ensure_data_dir(settings: Settings) -> None:

@@ -71,3 +71,17 @@ def test_every_setting_is_documented() -> None:
     docs = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
     for setting in SETTINGS:
         assert f"`{setting.env}`" in docs, setting.env
+
+
+def test_store_and_dask_settings() -> None:
+    s = load_settings({"MEDLABEL_STORE_URL": "s3://bucket/x", "MEDLABEL_STORE_OPTIONS": '{"endpoint_url": "http://h:9"}',
+                       "MEDLABEL_DASK_SCHEDULER": "tcp://h:8786", "MEDLABEL_DASK_WORKERS": "2"})
+    assert (s.store_url, s.store_options, s.dask_scheduler, s.dask_workers) == (
+        "s3://bucket/x", {"endpoint_url": "http://h:9"}, "tcp://h:8786", 2)
+    defaults = load_settings({})
+    assert (defaults.store_url, defaults.store_options, defaults.dask_scheduler, defaults.dask_workers) == (
+        None, {}, None, 1)
+    with pytest.raises(ConfigError, match="MEDLABEL_STORE_OPTIONS"):
+        load_settings({"MEDLABEL_STORE_OPTIONS": "[1]"})
+    with pytest.raises(ConfigError, match="MEDLABEL_DASK_WORKERS"):
+        load_settings({"MEDLABEL_DASK_WORKERS": "0"})
