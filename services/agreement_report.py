@@ -20,7 +20,8 @@ def project_ratings(ctx: AppContext, project_name: str, round_id: int | None = N
     """Long-format ratings ``(item, reader, label)`` and the project's scale facts.
 
     With ``round_id`` the round's blinded verification reads; otherwise every reader's current
-    primary and verification label per item (adjudications are the reference, not a rating).
+    primary and verification label per item (adjudications are the reference, not a rating; a
+    reader's intra-reader re-reads are not a second reader's rating).
     """
     with ctx.reads() as session:
         project = projects_q.project_by_name(session, project_name)
@@ -33,7 +34,7 @@ def project_ratings(ctx: AppContext, project_name: str, round_id: int | None = N
                     if a.kind == AnnotationKind.VERIFICATION]
         else:
             rows = [(a, u) for a, u in export_q.annotations_of_project(session, project.id)
-                    if a.kind != AnnotationKind.ADJUDICATION]
+                    if a.kind in (AnnotationKind.LABEL, AnnotationKind.VERIFICATION)]
         facts = {"task_type": project.task_type.value, "ordinal": project.ordinal,
                  "categories": [lab.name for lab in project.labels]}
     reads = current_reads((a.item_id, u, "rating", a.labels, a.retracted, a.boxes) for a, u in rows)

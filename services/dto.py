@@ -160,6 +160,9 @@ class RoundDTO:
     disagreements: int
     adjudicated: int
     created_at: dt.datetime | None = None
+    kind: str = "inter_reader"
+    arms: tuple[tuple[str, str], ...] = ()  # automation-bias rounds: (reader, arm)
+    washout_until: dt.datetime | None = None  # intra-reader rounds: first re-read served after this
 
 
 @dataclass(frozen=True)

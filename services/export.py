@@ -52,7 +52,8 @@ def export_rows(ctx: AppContext, project_name: str, *, seed: int = 0) -> list[di
             "provenance": final.provenance,
             "reads": final.reads,
             "agreement": None if final.agreement is None else round(final.agreement, 4),
-            "reader_labels": {r.reader: "|".join(r.labels) for r in reads.get(item.id, []) if r.kind != "adjudication"},
+            "reader_labels": {r.reader: "|".join(r.labels) for r in reads.get(item.id, [])
+                              if r.kind in ("label", "verification")},
             "boxes": list(final.boxes),
             "predictions": preds.get(item.id, []),
             "deid_report": f"medlabel://items/{item.id}/deid-report",

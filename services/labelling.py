@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Sequence
 from typing import Any
@@ -9,7 +10,16 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from db.base import utcnow
-from db.models import Annotation, AnnotationKind, Assignment, AssignmentStatus, Item, Project, TaskType
+from db.models import (
+    Annotation,
+    AnnotationKind,
+    Assignment,
+    AssignmentStatus,
+    Item,
+    Project,
+    TaskType,
+    VerificationRound,
+)
 from db.queries import labelling as q
 from db.queries import modelling as models_q
 from medlabel.errors import ConflictError, InputError, NotFoundError, PermissionDenied
@@ -18,9 +28,18 @@ from services.context import AppContext
 from services.dto import CaseDTO, HistoryRow, Suggestion
 from services.projects import project_dto
 
+REREAD_SPACING = 3
+"""Default number of new cases served between two due re-reads (intra-reader rounds may override)."""
+
 
 def next_case(ctx: AppContext, project_id: int, user_id: int, *, now: dt.datetime | None = None) -> CaseDTO | None:
-    """Resume the reader's open claim or claim the next item; ``None`` when the queue is empty."""
+    """Resume the reader's open claim or claim the next item; ``None`` when the queue is empty.
+
+    Intra-reader re-reads whose washout has ended are mixed into the queue: one after every
+    ``spacing`` new labels (and whenever no new item is left). They look like any other case: no
+    suggestion, no earlier label, nothing saying it is a re-read. Projects whose queue strategy is
+    not ``random`` serve items by their stored active-learning score, and say why an item was chosen.
+    """
     now = now or utcnow()
     expires = now + dt.timedelta(minutes=ctx.settings.claim_minutes)
     with ctx.sessions.begin() as session:
@@ -29,18 +48,48 @@ def next_case(ctx: AppContext, project_id: int, user_id: int, *, now: dt.datetim
             raise NotFoundError(f"no project with id {project_id}")
         claim = q.active_claim(session, project_id, user_id, now)
         if claim is None:
-            claim = q.claim_next(session, project_id=project_id, user_id=user_id, now=now, expires_at=expires,
-                                 labels_per_item=project.labels_per_item)
-            if claim is None:
-                return None
-            audit.record(session, "queue.claim", actor_id=user_id, target_type="item", target_id=claim.item_id)
+            reread = q.due_reread(session, project_id, user_id, now)
+            if reread is not None and q.labels_since_last_reread(session, project_id, user_id) >= _spacing(
+                    session, reread):
+                claim = reread
+            else:
+                claim = q.claim_next(session, project_id=project_id, user_id=user_id, now=now, expires_at=expires,
+                                     labels_per_item=project.labels_per_item,
+                                     by_score=project.queue_strategy != "random")
+                if claim is None:
+                    claim = reread
+                if claim is None:
+                    return None
+                if claim is not reread:
+                    audit.record(session, "queue.claim", actor_id=user_id, target_type="item",
+                                 target_id=claim.item_id)
         item = session.get(Item, claim.item_id)
         assert item is not None
-        suggestions, note, model = _suggestions(session, project, item)
-        return CaseDTO(assignment_id=claim.id, item_id=item.id, project=project_dto(session, project),
+        rereading = claim.kind == AnnotationKind.REREAD
+        if rereading:
+            suggestions: tuple[Suggestion, ...] = ()
+            note, model = "No model suggestion for this case.", None
+        else:
+            suggestions, note, model = _suggestions(session, project, item)
+        case = CaseDTO(assignment_id=claim.id, item_id=item.id, project=project_dto(session, project),
                        kind=item.kind, modality=item.modality, width=item.width, height=item.height,
-                       frames=item.frame_count, suggestions=suggestions,
-                       suggestions_note=note, model=model)
+                       frames=item.frame_count, suggestions=suggestions, suggestions_note=note, model=model)
+        strategy = project.queue_strategy
+    if rereading or strategy == "random":
+        return case
+    return dataclasses.replace(case, reason=_queue_reason(ctx, case.item_id))
+
+
+def _spacing(session: Session, reread: Assignment) -> int:
+    rnd = session.get(VerificationRound, reread.round_id) if reread.round_id else None
+    return int((rnd.settings or {}).get("spacing", REREAD_SPACING)) if rnd is not None else REREAD_SPACING
+
+
+def _queue_reason(ctx: AppContext, item_id: int) -> str:
+    """Why the project's active-learning strategy chose this item."""
+    from services import active_learning  # imported late: active learning pulls in scikit-learn
+
+    return active_learning.queue_reason(ctx, item_id) or ""
 
 
 def queue_progress(ctx: AppContext, project_id: int, user_id: int) -> int:
@@ -55,6 +104,11 @@ def queue_progress(ctx: AppContext, project_id: int, user_id: int) -> int:
 def _suggestions(session: Session, project: Project, item: Item) -> tuple[tuple[Suggestion, ...], str, str | None]:
     if not project.show_suggestions:
         return (), "Model suggestions are turned off for this project.", None
+    return model_suggestions(session, item)
+
+
+def model_suggestions(session: Session, item: Item) -> tuple[tuple[Suggestion, ...], str, str | None]:
+    """The latest prediction's top three labels, a note when there is none, and the model's name."""
     found = models_q.latest_prediction(session, item.id)
     if found is None:
         return (), "No model suggestions yet: no model has pre-labelled this item.", None

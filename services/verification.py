@@ -6,10 +6,13 @@ on that path returns another reader's label or the model's prediction for that i
 
 from __future__ import annotations
 
+import datetime as dt
 from collections import Counter, defaultdict
+from typing import Any
 
 import numpy as np
 
+import agreement
 from db.base import utcnow
 from db.models import (
     AnnotationKind,
@@ -17,19 +20,21 @@ from db.models import (
     AssignmentStatus,
     Item,
     Project,
+    RoundKind,
     RoundStatus,
     User,
     VerificationRound,
 )
 from db.queries import accounts as accounts_q
 from db.queries import export as export_q
+from db.queries import modelling as models_q
 from db.queries import projects as projects_q
 from db.queries import verification as q
 from medlabel.errors import ConflictError, InputError, NotFoundError
 from services import audit, labelling
 from services.consensus import current_reads, final_label
 from services.context import AppContext
-from services.dto import AdjudicationCase, CaseDTO, PriorRead, RoundDTO
+from services.dto import AdjudicationCase, CaseDTO, PriorRead, RoundDTO, Suggestion
 from services.projects import project_dto
 
 
@@ -54,13 +59,36 @@ def draw_sample(strata: dict[int, str], *, n: int, seed: int, stratified: bool) 
     return sorted(chosen)
 
 
+ARMS = ("suggestions", "blinded")
+"""Automation-bias rounds: readers in the first arm see the model's suggestion, the others do not."""
+
+
+def assign_arms(readers: list[str], seed: int) -> dict[str, str]:
+    """Seeded randomisation of readers into the two arms, as balanced as the count allows."""
+    order = np.random.default_rng([seed, 7]).permutation(len(readers))
+    shuffled = [sorted(readers)[int(i)] for i in order]
+    return {reader: ARMS[i % 2] for i, reader in enumerate(shuffled)}
+
+
 def create_round(ctx: AppContext, project_name: str, *, name: str, readers: list[str], readers_per_item: int = 2,
                  n: int | None = None, fraction: float | None = None, stratified: bool = False, seed: int = 0,
-                 adjudicator: str | None = None, actor_id: int | None = None) -> RoundDTO:
-    if (n is None) == (fraction is None):
+                 adjudicator: str | None = None, actor_id: int | None = None, item_ids: list[int] | None = None,
+                 kind: str = RoundKind.INTER_READER.value) -> RoundDTO:
+    """A blinded verification round over a seeded random sample (``n`` items or ``fraction`` percent of
+    the labelled items, optionally stratified by current label) or over exactly ``item_ids``.
+
+    ``kind="automation_bias"`` randomises the readers (seeded) into two arms: one sees the model's
+    suggestion during its read, the other reads blind; each item is read by both arms where possible.
+    """
+    round_kind = RoundKind(kind)
+    if round_kind == RoundKind.INTRA_READER:
+        raise InputError(None, "intra-reader rounds are created with create_reread_round")
+    if item_ids is None and (n is None) == (fraction is None):
         raise InputError(None, "give either a number of items or a percentage")
     if readers_per_item < 2:
         raise InputError(None, "a verification round needs at least 2 readers per item")
+    if round_kind == RoundKind.AUTOMATION_BIAS and len(readers) < 2:
+        raise InputError(None, "an automation-bias round needs readers in both arms (at least 2)")
     with ctx.sessions.begin() as session:
         project = projects_q.project_by_name(session, project_name)
         if project is None:
@@ -69,8 +97,17 @@ def create_round(ctx: AppContext, project_name: str, *, name: str, readers: list
                               for a, u in export_q.annotations_of_project(session, project.id)
                               if a.kind == AnnotationKind.LABEL)
         strata = {item: "|".join(final_label(rs).labels or ("disputed",)) for item, rs in reads.items() if rs}
-        size = n if n is not None else max(1, round(len(strata) * float(fraction) / 100))  # type: ignore[arg-type]
-        sample = draw_sample(strata, n=size, seed=seed, stratified=stratified)
+        if item_ids is not None:
+            missing = sorted(set(item_ids) - set(strata))
+            if missing:
+                raise InputError(None, f"item(s) {', '.join(map(str, missing[:10]))} are not labelled items of "
+                                       f"project {project_name!r}")
+            if not item_ids:
+                raise InputError(None, "no items given for the round")
+            sample = sorted(set(item_ids))
+        else:
+            size = n if n is not None else max(1, round(len(strata) * float(fraction) / 100))  # type: ignore[arg-type]
+            sample = draw_sample(strata, n=size, seed=seed, stratified=stratified)
         pool = {}
         for username in readers:
             user = accounts_q.user_by_name(session, username)
@@ -80,10 +117,16 @@ def create_round(ctx: AppContext, project_name: str, *, name: str, readers: list
         adjudicator_user = accounts_q.user_by_name(session, adjudicator) if adjudicator else None
         if adjudicator and adjudicator_user is None:
             raise InputError(None, f"no user named {adjudicator!r} to adjudicate")
+        arms = assign_arms(sorted(pool), seed) if round_kind == RoundKind.AUTOMATION_BIAS else {}
+        settings: dict[str, Any] = {"fraction": fraction, "readers": sorted(pool)}
+        if arms:
+            settings["arms"] = arms
+        if item_ids is not None:
+            settings["explicit_items"] = True
         rnd = VerificationRound(project_id=project.id, name=name.strip() or f"Round {seed}", seed=seed,
-                                sample_size=len(sample), readers_per_item=readers_per_item, stratified=stratified,
-                                adjudicator_id=adjudicator_user.id if adjudicator_user else None,
-                                created_by_id=actor_id, settings={"fraction": fraction, "readers": sorted(pool)})
+                                kind=round_kind, sample_size=len(sample), readers_per_item=readers_per_item,
+                                stratified=stratified, adjudicator_id=adjudicator_user.id if adjudicator_user else None,
+                                created_by_id=actor_id, settings=settings)
         session.add(rnd)
         session.flush()
         load: Counter[str] = Counter({u: 0 for u in pool})
@@ -97,13 +140,74 @@ def create_round(ctx: AppContext, project_name: str, *, name: str, readers: list
                 raise InputError(None, f"item {item_id} needs {readers_per_item} readers other than its labeller(s) "
                                        f"({', '.join(sorted(original))}); add readers to the round")
             jitter = rng.random(len(eligible))
-            picked = sorted(eligible, key=lambda u: (load[u], jitter[eligible.index(u)]))[:readers_per_item]
+            ranked = sorted(eligible, key=lambda u: (load[u], jitter[eligible.index(u)]))
+            picked = _balanced_by_arm(ranked, arms, readers_per_item) if arms else ranked[:readers_per_item]
             for username in picked:
                 load[username] += 1
                 session.add(Assignment(item_id=item_id, user_id=pool[username], kind=AnnotationKind.VERIFICATION,
-                                       round_id=rnd.id, status=AssignmentStatus.CLAIMED, claimed_at=utcnow()))
+                                       round_id=rnd.id, status=AssignmentStatus.CLAIMED, claimed_at=utcnow(),
+                                       arm=arms.get(username)))
         audit.record(session, "round.create", actor_id=actor_id, target_type="round", target_id=rnd.id,
-                     project=project.name, sample=len(sample), seed=seed, readers_per_item=readers_per_item)
+                     project=project.name, sample=len(sample), seed=seed, readers_per_item=readers_per_item,
+                     kind=round_kind.value)
+        round_id = rnd.id
+    return round_summary(ctx, round_id)
+
+
+def _balanced_by_arm(ranked: list[str], arms: dict[str, str], k: int) -> list[str]:
+    """The ``k`` least-loaded readers, alternating arms so each item is read with and without suggestions."""
+    queues = {arm: [u for u in ranked if arms[u] == arm] for arm in ARMS}
+    picked: list[str] = []
+    turn = 0
+    while len(picked) < k and any(queues.values()):
+        arm = ARMS[turn % 2]
+        if queues[arm]:
+            picked.append(queues[arm].pop(0))
+        turn += 1
+    return picked
+
+
+def create_reread_round(ctx: AppContext, project_name: str, *, reader: str, n: int, washout_days: float,
+                        seed: int = 0, spacing: int = 3, name: str = "", actor_id: int | None = None,
+                        now: dt.datetime | None = None) -> RoundDTO:
+    """Intra-reader reliability: re-show a seeded sample of ``n`` of the reader's own labelled cases
+    after a washout of ``washout_days``. The re-reads are mixed into the reader's labelling queue (one
+    after every ``spacing`` new cases), blinded: no suggestion, no earlier label, no sign that it is a
+    re-read. The report compares each re-read with the reader's first read (Cohen's kappa)."""
+    if n < 2:
+        raise InputError(None, "re-read at least 2 cases")
+    if washout_days < 0:
+        raise InputError(None, "the washout period cannot be negative")
+    if spacing < 0:
+        raise InputError(None, "the spacing between re-reads cannot be negative")
+    now = now or utcnow()
+    with ctx.sessions.begin() as session:
+        project = projects_q.project_by_name(session, project_name)
+        if project is None:
+            raise NotFoundError(f"no project named {project_name!r}")
+        user = accounts_q.user_by_name(session, reader)
+        if user is None:
+            raise InputError(None, f"no user named {reader!r}")
+        own = sorted({a.item_id for a, u in export_q.annotations_of_project(session, project.id)
+                      if a.kind == AnnotationKind.LABEL and u == reader and not a.retracted})
+        if n > len(own):
+            raise InputError(None, f"{reader} has labelled only {len(own)} item(s) of {project_name!r}; "
+                                   f"cannot re-read {n}")
+        sample = sorted(int(i) for i in np.random.default_rng(seed).choice(own, size=n, replace=False))
+        until = now + dt.timedelta(days=washout_days)
+        rnd = VerificationRound(project_id=project.id, name=name.strip() or f"Re-read {reader} ({seed})", seed=seed,
+                                kind=RoundKind.INTRA_READER, sample_size=n, readers_per_item=1, stratified=False,
+                                created_by_id=actor_id,
+                                settings={"reader": reader, "washout_days": washout_days, "spacing": spacing,
+                                          "washout_until": until.isoformat()})
+        session.add(rnd)
+        session.flush()
+        for item_id in sample:
+            session.add(Assignment(item_id=item_id, user_id=user.id, kind=AnnotationKind.REREAD, round_id=rnd.id,
+                                   status=AssignmentStatus.CLAIMED, available_at=until))
+        audit.record(session, "round.create", actor_id=actor_id, target_type="round", target_id=rnd.id,
+                     project=project.name, sample=n, seed=seed, kind=RoundKind.INTRA_READER.value, reader=reader,
+                     washout_days=washout_days)
         round_id = rnd.id
     return round_summary(ctx, round_id)
 
@@ -118,9 +222,14 @@ def next_verification(ctx: AppContext, user_id: int, project_id: int | None = No
         assert item is not None
         project = session.get(Project, item.project_id)
         assert project is not None
+        suggestions: tuple[Suggestion, ...] = ()
+        note, model = "Blinded read: no suggestions or earlier labels are shown.", None
+        if claim.arm == ARMS[0]:
+            suggestions, note, model = labelling.model_suggestions(session, item)
+            note = note or "This round shows the model's suggestion; earlier labels stay hidden."
         return CaseDTO(assignment_id=claim.id, item_id=item.id, project=project_dto(session, project), kind=item.kind,
                        modality=item.modality, width=item.width, height=item.height, frames=item.frame_count,
-                       suggestions=(), suggestions_note="Blinded read: no suggestions or earlier labels are shown.")
+                       suggestions=suggestions, suggestions_note=note, model=model)
 
 
 def submit_verification(ctx: AppContext, assignment_id: int, user_id: int, **kwargs) -> int:  # type: ignore[no-untyped-def]
@@ -178,7 +287,7 @@ def round_summary(ctx: AppContext, round_id: int) -> RoundDTO:
         adjudicator = session.get(User, rnd.adjudicator_id) if rnd.adjudicator_id else None
         assignments = q.round_assignments(session, rnd.id)
         annotations = q.round_annotations(session, rnd.id)
-    verification = [(a, u) for a, u in assignments if a.kind == AnnotationKind.VERIFICATION]
+    verification = [(a, u) for a, u in assignments if a.kind in (AnnotationKind.VERIFICATION, AnnotationKind.REREAD)]
     per_reader: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     for a, u in verification:
         per_reader[u][1] += 1
@@ -195,7 +304,13 @@ def round_summary(ctx: AppContext, round_id: int) -> RoundDTO:
                     reads_done=done, reads_total=len(verification),
                     per_reader=tuple((u, d, t) for u, (d, t) in sorted(per_reader.items())),
                     disagreements=sum(1 for s in by_item.values() if len(s) > 1), adjudicated=len(adjudicated),
-                    created_at=rnd.created_at)
+                    created_at=rnd.created_at, kind=rnd.kind.value,
+                    arms=tuple(sorted((rnd.settings or {}).get("arms", {}).items())),
+                    washout_until=_parse_time((rnd.settings or {}).get("washout_until")))
+
+
+def _parse_time(value: str | None) -> dt.datetime | None:
+    return dt.datetime.fromisoformat(value) if value else None
 
 
 def rounds(ctx: AppContext, project_name: str) -> list[RoundDTO]:
@@ -225,3 +340,100 @@ def close_round(ctx: AppContext, round_id: int, actor_id: int) -> None:
             raise ConflictError("this round is already closed")
         rnd.status = RoundStatus.CLOSED
         audit.record(session, "round.close", actor_id=actor_id, target_type="round", target_id=round_id)
+
+
+def intra_reader_report(ctx: AppContext, round_id: int) -> dict[str, Any]:
+    """A reader against themself: each re-read against the reader's first read of the same item.
+
+    Cohen's kappa with its interval, percent agreement, and the pairs (items whose first read was
+    later amended use the amended label as the first read; retracted first reads drop out)."""
+    with ctx.reads() as session:
+        rnd = session.get(VerificationRound, round_id)
+        if rnd is None or rnd.kind != RoundKind.INTRA_READER:
+            raise NotFoundError(f"no intra-reader round {round_id}")
+        project = session.get(Project, rnd.project_id)
+        assert project is not None
+        reader = str((rnd.settings or {}).get("reader"))
+        rows = export_q.annotations_of_project(session, project.id)
+        categories = [lab.name for lab in project.labels]
+    first = current_reads((a.item_id, u, a.kind.value, a.labels, a.retracted, a.boxes) for a, u in rows
+                          if u == reader and a.kind == AnnotationKind.LABEL)
+    again = current_reads((a.item_id, u, a.kind.value, a.labels, a.retracted, a.boxes) for a, u in rows
+                          if u == reader and a.kind == AnnotationKind.REREAD and a.round_id == round_id)
+    pairs = [(item, "|".join(first[item][0].labels), "|".join(again[item][0].labels))
+             for item in sorted(again) if first.get(item) and again.get(item)]
+    report: dict[str, Any] = {"round_id": round_id, "reader": reader, "n_pairs": len(pairs),
+                              "pairs": [{"item_id": i, "first": a, "reread": b, "agree": a == b} for i, a, b in pairs]}
+    if len(pairs) < 2:
+        report.update(kappa=None, kappa_ci=None, kappa_ci_method=None, percent_agreement=None,
+                      reason="fewer than two re-reads are complete")
+        return report
+    firsts, rereads = [a for _, a, _ in pairs], [b for _, _, b in pairs]
+    kappa = agreement.cohen_kappa(firsts, rereads)
+    report.update(kappa=kappa.value, kappa_ci=kappa.ci, kappa_ci_method=kappa.ci_method, reason=kappa.reason,
+                  percent_agreement=sum(a == b for a, b in zip(firsts, rereads, strict=True)) / len(pairs))
+    if project.ordinal:
+        weighted = agreement.cohen_kappa(firsts, rereads, weights="quadratic", categories=categories)
+        report.update(weighted_kappa_quadratic=weighted.value, weighted_kappa_quadratic_ci=weighted.ci)
+    return report
+
+
+def automation_bias_report(ctx: AppContext, round_id: int) -> dict[str, Any]:
+    """Each arm's agreement with the model's suggestion and with the reference standard.
+
+    Reference: the item's adjudicated label if any round adjudicated it, else the final label of the
+    primary reads (consensus or single read). Model: the top label of the item's latest prediction
+    (labels with probability >= 0.5 for multi-label projects). If suggestions sway readers, the arm
+    that saw them agrees more with the model than the blinded arm, at equal or lower reference agreement.
+    """
+    with ctx.reads() as session:
+        rnd = session.get(VerificationRound, round_id)
+        if rnd is None or rnd.kind != RoundKind.AUTOMATION_BIAS:
+            raise NotFoundError(f"no automation-bias round {round_id}")
+        project = session.get(Project, rnd.project_id)
+        assert project is not None
+        multi = project.task_type.value == "multi_label"
+        arms = dict((rnd.settings or {}).get("arms", {}))
+        round_rows = [(a, u) for a, u in q.round_annotations(session, round_id)
+                      if a.kind == AnnotationKind.VERIFICATION]
+        all_rows = export_q.annotations_of_project(session, project.id)
+        item_ids = sorted({a.item_id for a, _ in round_rows})
+        model_top: dict[int, str] = {}
+        for item_id in item_ids:
+            found = models_q.latest_prediction(session, item_id)
+            if found is None:
+                continue
+            probs = {k: float(v) for k, v in found[0].probabilities.items()}
+            chosen = sorted(k for k, v in probs.items() if v >= 0.5) if multi else [max(probs, key=probs.__getitem__)]
+            model_top[item_id] = "|".join(chosen)
+    reads = current_reads((a.item_id, u, a.kind.value, a.labels, a.retracted, a.boxes) for a, u in round_rows)
+    primary = current_reads((a.item_id, u, a.kind.value, a.labels, a.retracted, a.boxes) for a, u in all_rows
+                            if a.kind in (AnnotationKind.LABEL, AnnotationKind.ADJUDICATION))
+    reference = {}
+    for item, rs in primary.items():
+        final = final_label(rs)
+        if final.labels is not None and final.provenance in ("adjudicated", "consensus", "single read"):
+            reference[item] = ("|".join(final.labels), final.provenance)
+    out: dict[str, Any] = {"round_id": round_id, "arms": {}, "reference": "adjudicated, else primary consensus or "
+                           "single read", "model_items": len(model_top)}
+    for arm in ARMS:
+        members = sorted(r for r, a in arms.items() if a == arm)
+        mine = [(item, "|".join(r.labels)) for item, rs in reads.items() for r in rs if r.reader in members]
+        vs_model = [(label, model_top[item]) for item, label in mine if item in model_top]
+        vs_ref = [(label, reference[item][0]) for item, label in mine if item in reference]
+        out["arms"][arm] = {"readers": members, "reads": len(mine),
+                            "model": _agreement_pair(vs_model), "reference": _agreement_pair(vs_ref)}
+    with_s, blind = out["arms"][ARMS[0]]["model"]["percent"], out["arms"][ARMS[1]]["model"]["percent"]
+    out["model_agreement_difference"] = (with_s - blind) if with_s is not None and blind is not None else None
+    return out
+
+
+def _agreement_pair(pairs: list[tuple[str, str]]) -> dict[str, Any]:
+    """Percent agreement (Wilson interval) and Cohen's kappa of reads against a reference labelling."""
+    if not pairs:
+        return {"n": 0, "percent": None, "percent_ci": None, "kappa": None, "reason": "no reads to compare"}
+    hits = sum(a == b for a, b in pairs)
+    kappa = agreement.cohen_kappa([a for a, _ in pairs], [b for _, b in pairs])
+    return {"n": len(pairs), "percent": hits / len(pairs),
+            "percent_ci": agreement.wilson_interval(hits, len(pairs)),
+            "kappa": kappa.value, "reason": kappa.reason}

@@ -45,6 +45,7 @@ class AnnotationKind(enum.StrEnum):
     LABEL = "label"
     VERIFICATION = "verification"
     ADJUDICATION = "adjudication"
+    REREAD = "reread"  # the same reader's blinded second read after a washout (intra-reader reliability)
 
 
 class AssignmentStatus(enum.StrEnum):

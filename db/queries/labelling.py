@@ -53,7 +53,7 @@ MAX_CLAIM_ATTEMPTS = 50
 
 
 def claim_next(session: Session, *, project_id: int, user_id: int, now: dt.datetime,
-               expires_at: dt.datetime, labels_per_item: int, order_by: list[Any] | None = None) -> Assignment | None:
+               expires_at: dt.datetime, labels_per_item: int, by_score: bool = False) -> Assignment | None:
     """Claim the next released item this reader has not read, while it still needs reads.
 
     PostgreSQL: the candidate row is locked (``FOR UPDATE SKIP LOCKED``), then the conditions are
@@ -61,7 +61,13 @@ def claim_next(session: Session, *, project_id: int, user_id: int, now: dt.datet
     after the first one's snapshot, and holding the row lock means no other claim on that item can
     commit meanwhile; an item that no longer qualifies is skipped. SQLite: the caller's BEGIN
     IMMEDIATE transaction already serialises writers.
+
+    Order: priority first (expert-review requests), then, with ``by_score``, the active-learning
+    score (highest first, unscored items last), then the seeded random key.
     """
+    order = [Item.random_key.desc(), Item.id.desc()]
+    if by_score:
+        order = [Item.al_score.desc().nulls_last(), *order]
     postgres = session.get_bind().dialect.name == "postgresql"
     conditions = _available(now, user_id, labels_per_item)
     excluded: list[int] = []
@@ -69,7 +75,7 @@ def claim_next(session: Session, *, project_id: int, user_id: int, now: dt.datet
         stmt = (
             select(Item.id)
             .where(Item.project_id == project_id, *conditions, Item.id.not_in(excluded) if excluded else true())
-            .order_by(Item.priority.desc(), *(order_by or [Item.random_key.desc(), Item.id.desc()]))
+            .order_by(Item.priority.desc(), *order)
             .limit(1)
         )
         if postgres:
@@ -132,3 +138,27 @@ def assignment_for(session: Session, item_id: int, user_id: int, kind: Annotatio
     stmt = (select(Assignment).where(Assignment.item_id == item_id, Assignment.user_id == user_id,
                                      Assignment.kind == kind).order_by(Assignment.id.desc()).limit(1))
     return session.scalars(stmt).first()
+
+
+def due_reread(session: Session, project_id: int, user_id: int, now: dt.datetime) -> Assignment | None:
+    """The reader's oldest intra-reader re-read in this project whose washout has ended."""
+    stmt = (
+        select(Assignment).join(Item, Item.id == Assignment.item_id)
+        .where(Item.project_id == project_id, Item.deid_status == DeidStatus.RELEASED,
+               Assignment.user_id == user_id, Assignment.kind == AnnotationKind.REREAD,
+               Assignment.status == AssignmentStatus.CLAIMED,
+               or_(Assignment.available_at.is_(None), Assignment.available_at <= now))
+        .order_by(Assignment.available_at, Assignment.id).limit(1)
+    )
+    return session.scalars(stmt).first()
+
+
+def labels_since_last_reread(session: Session, project_id: int, user_id: int) -> int:
+    """Primary labels the reader submitted in this project since their last re-read (all, if none)."""
+    last = (select(func.max(Annotation.id)).join(Item, Item.id == Annotation.item_id)
+            .where(Annotation.user_id == user_id, Annotation.kind == AnnotationKind.REREAD,
+                   Item.project_id == project_id).scalar_subquery())
+    stmt = (select(func.count()).select_from(Annotation).join(Item, Item.id == Annotation.item_id)
+            .where(Annotation.user_id == user_id, Annotation.kind == AnnotationKind.LABEL,
+                   Item.project_id == project_id, Annotation.id > func.coalesce(last, 0)))
+    return int(session.scalar(stmt) or 0)
