@@ -98,3 +98,41 @@ def reader_confusion(records: list[tuple[str, str, str]], reader_a: str, reader_
         if reader_a in readers and reader_b in readers:
             out[readers[reader_a]][readers[reader_b]] += 1
     return {a: dict(b) for a, b in out.items()}
+
+
+def agreement_over_rounds(ctx: AppContext, project_name: str, *, n_boot: int = 200,
+                          seed: int = 0) -> list[dict[str, Any]]:
+    """Agreement of each inter-reader or automation-bias round, oldest first (agreement over time).
+
+    Rounds with fewer than two reads on any item are listed with ``None`` values and the reason.
+    """
+    from services import verification
+
+    rows = []
+    for rnd in verification.rounds(ctx, project_name):
+        if rnd.kind == "intra_reader":
+            continue
+        row: dict[str, Any] = {"round_id": rnd.id, "round": rnd.name, "kind": rnd.kind, "created_at": rnd.created_at,
+                               "reads_done": rnd.reads_done, "n_items": 0, "percent_agreement": None,
+                               "fleiss_kappa": None, "fleiss_kappa_ci": None, "reason": None}
+        try:
+            report = agreement_for_project(ctx, project_name, round_id=rnd.id, n_boot=n_boot, seed=seed)
+        except InputError as exc:
+            row["reason"] = exc.reason
+            rows.append(row)
+            continue
+        if "per_label" in report:
+            row["reason"] = "multi-label project: see the per-label tables"
+        else:
+            row.update(n_items=report["n_items"], percent_agreement=report.get("percent_agreement"),
+                       fleiss_kappa=report.get("fleiss_kappa"), fleiss_kappa_ci=report.get("fleiss_kappa_ci"),
+                       reason=report.get("fleiss_kappa_reason"))
+        rows.append(row)
+    return rows
+
+
+def disagreements(records: list[tuple[str, str, str]]) -> list[dict[str, Any]]:
+    """Items whose readers disagree: ``{"item_id": int, "reads": {reader: label}}``, by item id."""
+    return [{"item_id": int(item), "reads": reads} for item, reads in sorted(ratings_table(records).items(),
+                                                                           key=lambda kv: int(kv[0]))
+            if len(set(reads.values())) > 1]

@@ -47,3 +47,10 @@ def count_open(session: Session, round_id: int, kind: AnnotationKind, item_id: i
     stmt = select(func.count()).where(Assignment.round_id == round_id, Assignment.kind == kind,
                                       Assignment.item_id == item_id, Assignment.status == AssignmentStatus.CLAIMED)
     return int(session.scalar(stmt) or 0)
+
+
+def item_annotations(session: Session, item_id: int) -> list[tuple[Annotation, str]]:
+    """Every annotation of the item (all kinds, amendments and retractions) with its reader, oldest first."""
+    stmt = (select(Annotation, User.username).join(User, User.id == Annotation.user_id)
+            .where(Annotation.item_id == item_id).order_by(Annotation.id))
+    return [(a, u) for a, u in session.execute(stmt)]

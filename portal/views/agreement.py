@@ -1,5 +1,6 @@
 """Agreement dashboard (lead): inter-reader agreement with 95% CIs, per category, reader pairs."""
 
+import altair as alt
 import pandas as pd
 import streamlit as st
 
@@ -9,8 +10,9 @@ from portal.resources import app_context
 from services import verification
 from services.agreement_report import (
     agreement_for_project,
+    agreement_over_rounds,
+    disagreements,
     project_ratings,
-    ratings_table,
     reader_confusion,
     readers_vs_reference,
 )
@@ -84,8 +86,14 @@ with right:
     st.subheader("Reader pairs (Cohen's kappa)")
     pairs = pd.DataFrame(report.get("pairwise", []))
     if not pairs.empty:
-        matrix = pairs.pivot(index="reader_a", columns="reader_b", values="cohen_kappa")
-        st.dataframe(matrix)
+        both = pd.concat([pairs, pairs.rename(columns={"reader_a": "reader_b", "reader_b": "reader_a"})])
+        heat = alt.Chart(both).mark_rect().encode(
+            x=alt.X("reader_b:N", title=None), y=alt.Y("reader_a:N", title=None),
+            color=alt.Color("cohen_kappa:Q", title="kappa", scale=alt.Scale(domain=[-0.2, 1], scheme="viridis")),
+            tooltip=["reader_a", "reader_b", "n", alt.Tooltip("cohen_kappa:Q", format=".3f")])
+        labels = alt.Chart(both).mark_text(color="white").encode(
+            x="reader_b:N", y="reader_a:N", text=alt.Text("cohen_kappa:Q", format=".2f"))
+        st.altair_chart(heat + labels, width="stretch")
         st.download_button("Download CSV", pairs.to_csv(index=False), "reader-pairs.csv", key="dl_pairs")
 
 records, _ = project_ratings(ctx, project, round_id)
@@ -115,10 +123,39 @@ if len(readers) >= 2:
     st.dataframe(confusion.rename_axis(f"{a} \\ {b}"))
 
 st.subheader("Disagreements")
-disputed = [{"Case": item, **readers} for item, readers in ratings_table(records).items()
-            if len(set(readers.values())) > 1]
+disputed = disagreements(records)
 st.write(f"{len(disputed)} item(s) where readers disagree.")
 if disputed:
-    frame = pd.DataFrame(disputed)
+    frame = pd.DataFrame([{"Case": f"case?item={d['item_id']}", "Item": d["item_id"], **d["reads"]}
+                          for d in disputed])
+    st.dataframe(frame, hide_index=True, width="stretch",
+                 column_config={"Case": st.column_config.LinkColumn("Case", display_text=r"item=(\d+)")})
+    st.download_button("Download CSV", frame.drop(columns=["Case"]).to_csv(index=False), "disagreements.csv",
+                       key="dl_disputed")
+
+st.subheader("Agreement over time (per round)")
+
+
+@st.cache_data(ttl=60, show_spinner="Computing agreement per round...")
+def _over_rounds(project: str) -> list[dict]:
+    return agreement_over_rounds(ctx, project)
+
+
+over = _over_rounds(project)
+if not over:
+    st.caption("No verification rounds yet.")
+else:
+    frame = pd.DataFrame([{"Round": f"{r['round_id']}: {r['round']}", "Created": r["created_at"], "Kind": r["kind"],
+                           "Items": r["n_items"], "Percent agreement": r["percent_agreement"],
+                           "Fleiss' kappa": r["fleiss_kappa"],
+                           "CI low": (r["fleiss_kappa_ci"] or [None, None])[0],
+                           "CI high": (r["fleiss_kappa_ci"] or [None, None])[1], "Note": r["reason"] or ""}
+                          for r in over])
+    points = frame.dropna(subset=["Fleiss' kappa"])
+    if not points.empty:
+        base = alt.Chart(points).encode(x=alt.X("Created:T", title="round created"))
+        chart = (base.mark_errorbar().encode(y=alt.Y("CI low:Q", title="Fleiss' kappa (95% CI)"), y2="CI high:Q")
+                 + base.mark_point(filled=True, size=60).encode(y="Fleiss' kappa:Q", tooltip=["Round", "Items"]))
+        st.altair_chart(chart, width="stretch")
     st.dataframe(frame, hide_index=True, width="stretch")
-    st.download_button("Download CSV", frame.to_csv(index=False), "disagreements.csv", key="dl_disputed")
+    st.download_button("Download CSV", frame.to_csv(index=False), "agreement-over-rounds.csv", key="dl_over")

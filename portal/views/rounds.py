@@ -1,5 +1,7 @@
-"""Verification rounds (lead): draw a seeded random sample and send it blinded to several readers."""
+"""Verification rounds (lead): blinded inter-reader rounds, intra-reader re-reads after a washout, and
+automation-bias rounds with two randomised arms; progress per round and per reader, and the study reports."""
 
+import pandas as pd
 import streamlit as st
 
 from medlabel.errors import MedlabelError
@@ -7,6 +9,9 @@ from portal.auth import require_role
 from portal.resources import app_context
 from services import verification
 from services.projects import projects_for, reader_names
+
+KINDS = {"Inter-reader agreement": "inter_reader", "Automation bias (two arms)": "automation_bias",
+         "Intra-reader re-reads": "intra_reader"}
 
 user = require_role("lead", "admin")
 ctx = app_context()
@@ -17,34 +22,104 @@ if not projects:
     st.stop()
 project = st.selectbox("Project", [p.name for p in projects])
 
-with st.expander("New round", expanded=False), st.form("new_round"):
-    name = st.text_input("Name", value="Round")
-    how = st.radio("Sample", ["Number of items", "Percentage of labelled items"], horizontal=True)
-    amount = st.number_input("How many (items or %)", min_value=1, value=20)
-    stratified = st.checkbox("Stratify by current label")
-    seed = st.number_input("Seed (recorded, so the sample can be reproduced)", min_value=0, value=1)
-    readers = st.multiselect("Readers", reader_names(ctx))
-    per_item = st.number_input("Readers per item", min_value=2, max_value=10, value=2)
-    adjudicator = st.selectbox("Adjudicator", [user.username, *[r for r in reader_names(ctx) if r != user.username]])
-    if st.form_submit_button("Create round", type="primary"):
-        try:
-            created = verification.create_round(
-                ctx, project, name=name, readers=readers, readers_per_item=int(per_item),
-                n=int(amount) if how == "Number of items" else None,
-                fraction=float(amount) if how != "Number of items" else None,
-                stratified=stratified, seed=int(seed), adjudicator=adjudicator, actor_id=user.id)
-        except MedlabelError as exc:
-            st.error(str(exc))
+with st.expander("New round", expanded=False):
+    kind_title = st.radio("Study", list(KINDS), horizontal=True)
+    kind = KINDS[kind_title]
+    with st.form("new_round"):
+        name = st.text_input("Name", value="Round")
+        seed = st.number_input("Seed (recorded, so the sample can be reproduced)", min_value=0, value=1)
+        if kind == "intra_reader":
+            st.caption("A seeded sample of the reader's own labelled cases is shown to them again after the washout, "
+                       "mixed into their labelling queue without any sign that it is a re-read.")
+            reader = st.selectbox("Reader", reader_names(ctx))
+            amount = st.number_input("Cases to re-read", min_value=2, value=10)
+            washout = st.number_input("Washout (days)", min_value=0.0, value=14.0, step=1.0)
+            spacing = st.number_input("New cases between two re-reads", min_value=0, value=3)
         else:
-            st.success(f"Created {created.name}: {created.sample_size} items, {created.reads_total} blinded reads.")
+            if kind == "automation_bias":
+                st.caption("Readers are randomised (seeded) into two arms: one sees the model's suggestion, "
+                           "the other reads blind. Each item is read in both arms where possible.")
+            how = st.radio("Sample", ["Number of items", "Percentage of labelled items"], horizontal=True)
+            amount = st.number_input("How many (items or %)", min_value=1, value=20)
+            stratified = st.checkbox("Stratify by current label")
+            readers = st.multiselect("Readers", reader_names(ctx))
+            per_item = st.number_input("Readers per item", min_value=2, max_value=10, value=2)
+            adjudicator = st.selectbox("Adjudicator",
+                                       [user.username, *[r for r in reader_names(ctx) if r != user.username]])
+        if st.form_submit_button("Create round", type="primary"):
+            try:
+                if kind == "intra_reader":
+                    created = verification.create_reread_round(
+                        ctx, project, reader=reader, n=int(amount), washout_days=float(washout), seed=int(seed),
+                        spacing=int(spacing), name=name, actor_id=user.id)
+                else:
+                    created = verification.create_round(
+                        ctx, project, name=name, readers=readers, readers_per_item=int(per_item),
+                        n=int(amount) if how == "Number of items" else None,
+                        fraction=float(amount) if how != "Number of items" else None,
+                        stratified=stratified, seed=int(seed), adjudicator=adjudicator, actor_id=user.id, kind=kind)
+            except MedlabelError as exc:
+                st.error(str(exc))
+            else:
+                st.success(f"Created {created.name}: {created.sample_size} items, {created.reads_total} blinded reads.")
+
+
+def _pct(value: float | None) -> str:
+    return "—" if value is None else f"{value:.0%}"
+
+
+def _arm_rows(report: dict) -> list[dict]:
+    rows = []
+    for arm, data in report["arms"].items():
+        for against in ("model", "reference"):
+            stats = data[against]
+            ci = stats.get("percent_ci")
+            rows.append({"Arm": arm, "Against": against, "Reads": stats["n"],
+                         "Agreement": _pct(stats["percent"]),
+                         "95% CI": f"{ci[0]:.0%} – {ci[1]:.0%}" if ci else "",
+                         "Cohen's kappa": None if stats["kappa"] is None else round(stats["kappa"], 3),
+                         "Note": stats.get("reason") or ""})
+    return rows
+
 
 for rnd in reversed(verification.rounds(ctx, project)):
     with st.container(border=True):
-        st.markdown(f"**{rnd.name}** · seed {rnd.seed} · {rnd.sample_size} items × {rnd.readers_per_item} readers"
-                    f" · adjudicator {rnd.adjudicator or '—'} · {rnd.status}")
+        title = {"inter_reader": "", "automation_bias": " · automation bias",
+                 "intra_reader": " · intra-reader"}[rnd.kind]
+        st.markdown(f"**{rnd.name}**{title} · seed {rnd.seed} · {rnd.sample_size} items × {rnd.readers_per_item} "
+                    f"reader(s) · adjudicator {rnd.adjudicator or '—'} · {rnd.status}")
         st.progress(rnd.reads_done / max(1, rnd.reads_total), text=f"{rnd.reads_done}/{rnd.reads_total} reads")
+        if rnd.kind == "intra_reader":
+            if rnd.washout_until is not None:
+                st.caption(f"Re-reads are served from {rnd.washout_until:%Y-%m-%d %H:%M} UTC.")
+            report = verification.intra_reader_report(ctx, rnd.id)
+            cols = st.columns(3)
+            cols[0].metric("Pairs", report["n_pairs"])
+            cols[1].metric("Agreement with own first read", _pct(report["percent_agreement"]))
+            ci = report.get("kappa_ci")
+            cols[2].metric("Cohen's kappa", "—" if report["kappa"] is None else f"{report['kappa']:.3f}",
+                           help=f"95% CI {ci[0]:.3f} – {ci[1]:.3f}" if ci else report.get("reason"))
+            if report["pairs"]:
+                pairs = pd.DataFrame(report["pairs"])
+                st.dataframe(pairs, hide_index=True, width="stretch")
+                st.download_button("Download CSV", pairs.to_csv(index=False), f"round-{rnd.id}-rereads.csv",
+                                   key=f"dl_rr_{rnd.id}")
+            continue
         cols = st.columns(3)
         cols[0].metric("Disagreements", rnd.disagreements)
         cols[1].metric("Adjudicated", rnd.adjudicated)
         cols[2].metric("Readers", len(rnd.per_reader))
-        st.dataframe([{"Reader": r, "Done": d, "Assigned": t} for r, d, t in rnd.per_reader], hide_index=True)
+        st.dataframe([{"Reader": r, "Done": d, "Assigned": t, **({"Arm": dict(rnd.arms).get(r)} if rnd.arms else {})}
+                      for r, d, t in rnd.per_reader], hide_index=True)
+        if rnd.kind == "automation_bias":
+            report = verification.automation_bias_report(ctx, rnd.id)
+            st.caption("Does seeing the model's suggestion sway readers? Each arm's agreement with the model's top "
+                       "label and with the reference (adjudicated, else the primary consensus or single read).")
+            frame = pd.DataFrame(_arm_rows(report))
+            st.dataframe(frame, hide_index=True, width="stretch")
+            diff = report["model_agreement_difference"]
+            if diff is not None:
+                st.write(f"Readers who saw suggestions agreed with the model {diff:+.0%} more often than blinded "
+                         "readers.")
+            st.download_button("Download CSV", frame.to_csv(index=False), f"round-{rnd.id}-arms.csv",
+                               key=f"dl_ab_{rnd.id}")
