@@ -37,7 +37,7 @@ round_id = None if scope == "All reads" else int(scope.split(":")[0].split()[1])
 
 
 @st.cache_data(ttl=60, show_spinner="Computing agreement (1000 bootstrap resamples)...")
-def _report(project: str, round_id: int | None) -> dict:
+def _report(database: str, project: str, round_id: int | None) -> dict:
     return agreement_for_project(ctx, project, round_id=round_id)
 
 
@@ -55,7 +55,7 @@ def _metric_rows(report: dict) -> list[dict]:
 
 
 try:
-    report = _report(project, round_id)
+    report = _report(ctx.settings.database_url, project, round_id)
 except MedlabelError as exc:
     st.info(str(exc))
     st.stop()
@@ -137,11 +137,11 @@ st.subheader("Agreement over time (per round)")
 
 
 @st.cache_data(ttl=60, show_spinner="Computing agreement per round...")
-def _over_rounds(project: str) -> list[dict]:
+def _over_rounds(database: str, project: str) -> list[dict]:
     return agreement_over_rounds(ctx, project)
 
 
-over = _over_rounds(project)
+over = _over_rounds(ctx.settings.database_url, project)
 if not over:
     st.caption("No verification rounds yet.")
 else:

@@ -13,6 +13,14 @@ APP = str(Path(__file__).resolve().parents[2] / "portal" / "app.py")
 PASSWORD = "portal-test-pw"
 
 
+@pytest.fixture(autouse=True)
+def _fresh_streamlit_caches() -> None:
+    """st.cache_data lives in the test process: a result cached for another test's database must not leak."""
+    import streamlit as st
+
+    st.cache_data.clear()
+
+
 @pytest.fixture
 def portal_env(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
     monkeypatch.setenv("MEDLABEL_DATA_DIR", str(settings.data_dir))
