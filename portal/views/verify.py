@@ -1,4 +1,5 @@
-"""Verify: the reader's blinded verification reads. No earlier labels, no model suggestions."""
+"""Verify: the reader's blinded verification reads. No earlier labels; no model suggestions, except for
+readers randomised to the suggestion arm of an automation-bias round."""
 
 import time
 
@@ -37,6 +38,9 @@ with image_col:
 with panel:
     st.markdown(f"**{case.project.name}** · blinded read · case #{case.item_id}")
     st.caption(case.suggestions_note)
+    if case.suggestions:
+        st.markdown(f"Model suggestion ({case.model}): " + ", ".join(f"{s.label} {s.probability:.0%}"
+                                                                     for s in case.suggestions))
     if "verify_error" in st.session_state:
         st.error(st.session_state.pop("verify_error"))
     if case.project.instructions:
