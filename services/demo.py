@@ -28,6 +28,7 @@ DEMO_USERS = (
     ("lead", "lead", "Demo Lead"),
     ("reader1", "reader", "Dr. Reader One"),
     ("reader2", "reader", "Dr. Reader Two"),
+    ("reader3", "reader", "Dr. Reader Three"),
     ("clinician", "clinician", "Demo Clinician"),
 )
 DEMO_PROJECT = ProjectSpec(
@@ -42,7 +43,7 @@ DEMO_PROJECT = ProjectSpec(
         LabelSpec("indeterminate", shortcut="3", colour="#7f7f7f", kind="indeterminate"),
         LabelSpec("insufficient quality", shortcut="4", colour="#bcbd22", kind="insufficient_quality"),
     ),
-    readers=("reader1", "reader2"),
+    readers=("reader1", "reader2", "reader3"),
 )
 
 
@@ -129,7 +130,73 @@ def load_demo(ctx: AppContext, *, data_dir: Path | None = None, images: int = 12
     model_line = ""
     if DEMO_PROJECT.name in created_projects and data_dir.exists():
         model_line = _demo_model(ctx, data_dir)
+        truth = _truth(data_dir, [r for r in reports if r.project == DEMO_PROJECT.name])
+        model_line += "; " + demo_reads(ctx, truth)
     return DemoReport(tuple(created_users), tuple(created_projects), tuple(reports), model_line)
+
+
+def _truth(data_dir: Path, reports: list[IngestReport]) -> dict[int, str]:
+    """Item id -> the source data set's label, to simulate readers in the demo (never stored as a label)."""
+    test_labels = np.load(data_dir / "pneumoniamnist" / "pneumoniamnist.npz")["test_labels"].ravel()
+    truth = {}
+    for report in reports:
+        for outcome in report.outcomes:
+            if outcome.item_id is None or outcome.status != "released":
+                continue
+            name = Path(outcome.source)
+            if name.name.startswith("pneumoniamnist-test-"):
+                truth[outcome.item_id] = "pneumonia" if test_labels[int(name.stem.rsplit("-", 1)[1])] else "normal"
+            elif name.parent.name.lower() in ("normal", "pneumonia"):
+                truth[outcome.item_id] = name.parent.name.lower()
+    return truth
+
+
+def demo_reads(ctx: AppContext, truth: dict[int, str], *, primary: int = 60, sample: int = 24, seed: int = 7) -> str:
+    """Simulated reading so the dashboards have data: reader1 labels ``primary`` cases, a finished blinded
+    verification round (reader2 and reader3, adjudicated by the lead) over ``sample`` of them, and a
+    pending intra-reader re-read round for reader1. Simulated readers err at a fixed, seeded rate."""
+    from services import labelling, verification
+    from services.projects import projects_for
+
+    users = _user_ids(ctx)
+    project = next(p for p in projects_for(ctx, users["lead"], "lead") if p.name == DEMO_PROJECT.name)
+    rng = np.random.default_rng(seed)
+    flip = {"normal": "pneumonia", "pneumonia": "normal"}
+
+    def read(item_id: int, error_rate: float) -> str:
+        label = truth.get(item_id, "indeterminate")
+        return flip.get(label, label) if rng.random() < error_rate else label
+
+    labelled = 0
+    while labelled < primary and (case := labelling.next_case(ctx, project.id, users["reader1"])) is not None:
+        labelling.submit(ctx, case.assignment_id, users["reader1"], labels=[read(case.item_id, 0.08)],
+                         time_spent_ms=int(rng.integers(2500, 9000)))
+        labelled += 1
+    rnd = verification.create_round(ctx, DEMO_PROJECT.name, name="Demo round 1", readers=["reader2", "reader3"],
+                                    n=min(sample, labelled), seed=seed, stratified=True, adjudicator="lead",
+                                    actor_id=users["lead"])
+    for reader, error_rate in (("reader2", 0.10), ("reader3", 0.15)):
+        while (case := verification.next_verification(ctx, users[reader])) is not None:
+            verification.submit_verification(ctx, case.assignment_id, users[reader],
+                                             labels=[read(case.item_id, error_rate)])
+    adjudicated = 0
+    while (disputed := verification.next_adjudication(ctx, users["lead"])) is not None:
+        verification.adjudicate(ctx, disputed.assignment_id, users["lead"],
+                                labels=[truth.get(disputed.item_id, "indeterminate")],
+                                note="demo adjudication: reviewed against the source data set's label")
+        adjudicated += 1
+    verification.close_round(ctx, rnd.id, users["lead"])
+    verification.create_reread_round(ctx, DEMO_PROJECT.name, reader="reader1", n=min(10, labelled),
+                                     washout_days=14, seed=seed, name="reader1 re-read after 2 weeks",
+                                     actor_id=users["lead"])
+    return (f"reader1 labelled {labelled} cases; verification round '{rnd.name}' read blind by reader2 and "
+            f"reader3 ({rnd.sample_size} items), {adjudicated} disagreement(s) adjudicated; a re-read round "
+            "for reader1 opens in 14 days")
+
+
+def _user_ids(ctx: AppContext) -> dict[str, int]:
+    with ctx.reads() as session:
+        return {u.username: u.id for u in accounts_q.list_users(session)}
 
 
 def _demo_model(ctx: AppContext, data_dir: Path) -> str:
