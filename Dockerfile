@@ -1,4 +1,8 @@
-# medlabel portal image: `medlabel init` then `medlabel serve` (see docker-compose.yml).
+# The one medlabel image (docker-compose.yml, docs/deploy.md): the portal (`medlabel init` then
+# `medlabel serve`, the default command), the schema migration (`medlabel init`), and the Dask
+# scheduler and workers (`dask scheduler`, `dask worker tcp://scheduler:8786`), which must run the
+# same code and library versions as the portal that submits the jobs. The health check is the
+# portal's; docker-compose.yml gives the scheduler its own and turns it off for workers.
 FROM python:3.11-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \

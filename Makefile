@@ -18,13 +18,15 @@ $(STAMP): pyproject.toml
 ## setup: install medlabel and its development tools into .venv
 setup: $(STAMP)
 
-## system-deps: Debian packages the tests need (chromium for Playwright; GL/GLib for OpenCV), as root only
+## system-deps: Debian packages the tests need (chromium for Playwright; GL/GLib for OpenCV; nginx for the
+## sticky-proxy test of docs/deploy.md), as root only
 system-deps:
 	@if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null; then \
 	  missing=""; \
 	  [ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
 	  ldconfig -p | grep -q 'libGL.so.1' || missing="$$missing libgl1"; \
 	  ldconfig -p | grep -q 'libglib-2.0.so.0' || missing="$$missing libglib2.0-0"; \
+	  command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing="$$missing nginx-light"; \
 	  if [ -n "$$missing" ]; then \
 	    echo "installing Debian packages:$$missing"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from db import ContentStore, make_engine, make_sessionmaker
+from db import make_engine, make_sessionmaker
 from db.session import writer_engine
+from db.store import BlobStore, open_store
 from medlabel.settings import Settings, load_settings
 
 
@@ -21,13 +22,15 @@ class AppContext:
     (BEGIN IMMEDIATE), so concurrent read-then-write use cases wait instead of failing."""
     reads: sessionmaker[Session]
     """For read-only use cases (deferred BEGIN: readers never block each other under WAL)."""
-    store: ContentStore
+    store: BlobStore
+    """The content store: the local folder, or the fsspec URL ``settings.store_url`` (S3, MinIO)."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AppContext:
+        store = open_store(settings.store_url, settings.store_options, settings.store_dir)  # ConfigError first
         engine = make_engine(settings.database_url)
         return cls(settings=settings, engine=engine, sessions=make_sessionmaker(writer_engine(engine)),
-                   reads=make_sessionmaker(engine), store=ContentStore(settings.store_dir))
+                   reads=make_sessionmaker(engine), store=store)
 
     def close(self) -> None:
         self.engine.dispose()

@@ -54,6 +54,7 @@ def test_portal_command_sequence_on_host(fresh_pg_url: str, tmp_path: Path) -> N
     command = portal["command"][-1].replace("--port 8501", f"--port {port} --address 127.0.0.1")
     env = {k: v for k, v in os.environ.items() if not k.startswith("MEDLABEL_")}
     env.update(portal["environment"])
+    env["MEDLABEL_SECRET_KEY_FILE"] = str(tmp_path / "data" / "secret.key")  # compose mounts it from a secret
     env["MEDLABEL_DATABASE_URL"] = fresh_pg_url
     env["MEDLABEL_DATA_DIR"] = str(tmp_path / "data")
     env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"

@@ -1,0 +1,12 @@
+#!/bin/sh
+# One-shot (service minio-init): the `medlabel` bucket, versioned, with deleted blobs kept 30 days,
+# and the portal's access key, which may use that bucket only. Safe to run again.
+set -eu
+mc alias set local http://minio:9000 "$MINIO_ROOT_USER" "$MINIO_ROOT_PASSWORD"
+mc mb --ignore-existing local/medlabel
+mc version enable local/medlabel
+mc ilm import local/medlabel < /deploy/minio/lifecycle.json
+mc admin policy create local medlabel-store /deploy/minio/policy.json
+mc admin user add local "$MEDLABEL_S3_ACCESS_KEY" "$MEDLABEL_S3_SECRET_KEY"
+mc admin policy attach local medlabel-store --user "$MEDLABEL_S3_ACCESS_KEY" || true  # already attached
+echo "bucket medlabel ready"
