@@ -132,6 +132,9 @@ def load_demo(ctx: AppContext, *, data_dir: Path | None = None, images: int = 12
         model_line = _demo_model(ctx, data_dir)
         truth = _truth(data_dir, [r for r in reports if r.project == DEMO_PROJECT.name])
         model_line += "; " + demo_reads(ctx, truth)
+        from services.active_learning import setup_active_learning_demo
+
+        model_line += "; " + setup_active_learning_demo(ctx, DEMO_PROJECT.name)
     return DemoReport(tuple(created_users), tuple(created_projects), tuple(reports), model_line)
 
 

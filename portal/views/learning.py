@@ -1,0 +1,111 @@
+"""Active learning (lead): the queue's strategy, retraining, the learning curve, predictions beside the
+labels, and suspected label errors sent to verification in one click."""
+
+import pandas as pd
+import streamlit as st
+
+from medlabel.errors import MedlabelError
+from portal.auth import require_role
+from portal.resources import app_context
+from services import active_learning as al
+from services.projects import projects_for, reader_names
+
+FILTER_NAMES = {"All": "all", "False positives": "false_positive", "False negatives": "false_negative",
+                "Most uncertain": "uncertain"}
+
+user = require_role("lead", "admin")
+ctx = app_context()
+st.title("Active learning")
+projects = projects_for(ctx, user.id, user.role)
+if not projects:
+    st.info("No projects yet.")
+    st.stop()
+project = st.selectbox("Project", [p.name for p in projects])
+status = al.status(ctx, project)
+
+
+def _retrain(project: str) -> str:
+    """Retrain now (the one line to switch to a background job)."""
+    report = al.retrain(ctx, project, actor_id=user.id)
+    return f"{report.model}: {report.n_labels} labels, {report.scored} items re-scored."
+
+
+with st.form("al_settings"):
+    names = list(al.STRATEGY_CHOICES)
+    strategy = st.selectbox("Queue strategy", names, index=names.index(status.strategy)
+                            if status.strategy in names else 0, format_func=lambda s: al.STRATEGY_CHOICES[s])
+    left, right = st.columns(2)
+    batch = left.number_input("Batch size (diversity strategies pick this many together)", min_value=1,
+                              value=status.batch_size)
+    every = right.number_input("Retrain every N new labels (0 = only on demand)", min_value=0,
+                               value=status.retrain_every)
+    if st.form_submit_button("Save"):
+        try:
+            status = al.configure(ctx, project, strategy, int(batch), int(every), actor_id=user.id)
+        except MedlabelError as exc:
+            st.error(str(exc))
+        else:
+            st.success(f"Queue strategy: {status.strategy}.")
+
+cols = st.columns(4)
+cols[0].metric("Model", status.model or "none")
+cols[1].metric("Labelled items", status.labelled)
+cols[2].metric("New since last round", status.new_labels)
+cols[3].metric("Rounds", status.rounds)
+if status.retrain_due:
+    st.info(f"{status.new_labels} new labels since the last round: a retrain is due.")
+if st.button("Retrain now", type="primary", disabled=status.model is None):
+    try:
+        with st.spinner("Retraining: fitting the head, exporting, pre-labelling and re-scoring..."):
+            message = _retrain(project)
+    except MedlabelError as exc:
+        st.error(str(exc))
+    else:
+        st.success(message)
+        status = al.status(ctx, project)
+
+st.subheader("Learning curve")
+curve = al.learning_curve(ctx, project)
+if not curve:
+    st.caption("No rounds yet: retrain once labels have come in.")
+else:
+    table = pd.DataFrame([{"Round": r.id, "Labels": r.n_labels, "AUROC": r.auroc, "Accuracy": r.accuracy,
+                           "Held out": f"{r.n_holdout} ({r.holdout})", "Strategy": r.strategy, "Model": r.model}
+                          for r in curve])
+    if table["AUROC"].notna().any():
+        st.line_chart(table, x="Labels", y=["AUROC", "Accuracy"])
+    st.dataframe(table, hide_index=True, width="stretch")
+
+if status.model is None:
+    st.stop()
+
+st.subheader("Predictions beside the labels")
+shown = st.radio("Show", list(FILTER_NAMES), horizontal=True)
+rows = al.predictions_vs_truth(ctx, project, FILTER_NAMES[shown])
+if rows:
+    st.dataframe(pd.DataFrame([{"Item": r.item_id, "Label": ", ".join(r.truth), "Provenance": r.provenance,
+                                "Model": ", ".join(r.predicted) or "nothing", "Confidence": round(r.probability, 3),
+                                "Uncertainty": round(r.uncertainty, 3), "Outcome": r.outcome} for r in rows]),
+                 hide_index=True, width="stretch")
+else:
+    st.caption("No labelled items with a prediction match this filter.")
+
+st.subheader("Suspected label errors")
+suspects = al.suspected_label_errors(ctx, project)
+if not suspects:
+    st.caption("None found: the model does not confidently disagree with any label.")
+    st.stop()
+st.dataframe(pd.DataFrame([{"Item": s.item_id, "Label": ", ".join(s.given), "Model says": s.suggested,
+                            "Confidence": round(s.confidence, 3), "Margin": round(s.margin, 3),
+                            "Provenance": s.provenance} for s in suspects]), hide_index=True, width="stretch")
+st.caption(f"Found by confident learning on {suspects[0].source} probabilities.")
+with st.form("send_suspects"):
+    chosen = st.multiselect("Items", [s.item_id for s in suspects], default=[s.item_id for s in suspects])
+    readers = st.multiselect("Readers (not the items' original labellers)", reader_names(ctx))
+    if st.form_submit_button("Send to verification"):
+        try:
+            rnd = al.send_to_verification(ctx, project, chosen, readers, user.id, adjudicator=user.username)
+        except MedlabelError as exc:
+            st.error(str(exc))
+        else:
+            st.success(f"Created {rnd.name}: {rnd.sample_size} items, {rnd.reads_total} blinded reads.")

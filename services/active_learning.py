@@ -1,0 +1,961 @@
+"""Active learning in the product: pool scores for the queue, retraining, and the learning dashboard.
+
+* ``score_pool`` writes ``Item.al_score`` (higher = serve sooner) from the stored predictions of the
+  project's model and the project's strategy (``Project.queue_strategy``; "random" clears the scores).
+* ``retrain`` fits the calibrated head on the embeddings of labelled items (final labels, weighted by
+  provenance), composes it with the model's backbone into a new model version, pre-labels the pool
+  with it, re-scores, and records an ``ActiveLearningRound``. It is all-or-nothing for the project: the
+  new version is registered only once its ONNX is complete and validated, and the project switches to
+  it (``Project.settings["model"]``) in the last transaction, together with the new scores and the
+  round; any failure or cancel before that withdraws the new version (inactive, its predictions gone).
+* ``learning_curve``, ``predictions_vs_truth``, ``suspected_label_errors`` (confident learning) and
+  ``send_to_verification`` feed the Active learning page.
+
+Project settings: ``settings["model"]`` = "NAME:VERSION" of the project's model; ``settings["active_learning"]``
+= ``{"batch_size", "retrain_every", "model_name", "label_counts"}``. See docs/active-learning.md.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import active_learning as al
+import inference
+from active_learning.backbone import build_demo_model, extract_backbone
+from active_learning.label_errors import find_label_issues, find_label_issues_multilabel, out_of_fold_probs
+from db.models import ModelVersion, Project
+from db.queries import active_learning as q
+from db.queries import modelling_write as models_q
+from db.queries import projects as projects_q
+from inference.registry import spec_from_dict
+from medlabel.errors import ConflictError, InputError, NotFoundError
+from services import audit, verification
+from services.consensus import current_reads, final_label
+from services.context import AppContext
+from services.dto import RoundDTO
+from services.job_protocol import JobReporter, JobResult, NullReporter, check_stop
+from services.models import ModelDTO, prelabel, register_model
+
+log = logging.getLogger(__name__)
+
+#: Strategies a project's queue can follow (TTA disagreement needs augmented passes the pre-labelling
+#: does not store), with a line for the page.
+STRATEGY_CHOICES: dict[str, str] = {
+    "random": "Random order (no active learning)",
+    "margin": "Margin: the model's top two classes are closest (default)",
+    "least_confidence": "Least confidence: the model's top class is least probable",
+    "entropy": "Entropy: the model's probabilities are most spread out",
+    "balanced": "Class-balanced: uncertain, tilted towards classes with few labels",
+    "hybrid": "Hybrid: uncertain and diverse batches",
+    "kcenter": "Diversity (k-center): far from every labelled case",
+    "kmeanspp": "Diversity (k-means++): spread over the pool",
+}
+BATCH_STRATEGIES = ("hybrid", "kcenter", "kmeanspp")
+DEFAULT_BATCH_SIZE = 20
+DEFAULT_RETRAIN_EVERY = 0  # 0: retrain on demand only
+HOLDOUT_PROVENANCE = ("adjudicated", "verified")
+MIN_VERIFIED_HOLDOUT = 4
+VALIDATION_ITEMS = 8
+FILTERS = ("all", "false_positive", "false_negative", "uncertain")
+_RETRAIN_STEPS = 6
+
+
+# ---------------------------------------------------------------------------------------------------- DTOs
+
+
+@dataclass(frozen=True)
+class ALStatus:
+    project: str
+    strategy: str
+    batch_size: int
+    retrain_every: int
+    model: str | None  # "NAME vVERSION"
+    model_ref: str | None  # "NAME:VERSION"
+    labelled: int
+    labelled_at_last_round: int | None
+    rounds: int
+
+    @property
+    def new_labels(self) -> int:
+        return self.labelled - (self.labelled_at_last_round or 0)
+
+    @property
+    def retrain_due(self) -> bool:
+        return self.retrain_every > 0 and self.model_ref is not None and self.new_labels >= self.retrain_every
+
+
+@dataclass(frozen=True)
+class ScoreReport:
+    model: str | None
+    strategy: str
+    scored: int
+
+
+@dataclass(frozen=True)
+class LearningRound:
+    id: int
+    at: dt.datetime | None
+    model: str | None
+    strategy: str
+    batch_size: int
+    n_labels: int
+    auroc: float | None
+    accuracy: float | None
+    holdout: str  # verified | random | none
+    n_holdout: int
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RetrainReport:
+    project: str
+    model: str
+    model_ref: str
+    previous_model: str | None
+    round_id: int
+    n_labels: int
+    strategy: str
+    batch_size: int
+    metrics: dict[str, Any]
+    predicted: int
+    scored: int
+
+
+@dataclass(frozen=True)
+class PredictionRow:
+    item_id: int
+    truth: tuple[str, ...]
+    provenance: str
+    predicted: tuple[str, ...]
+    probability: float  # of the top class (multi-label: of the finding furthest from its truth)
+    uncertainty: float  # margin score, 0..1 (1 = a coin flip)
+    outcome: str  # correct | false positive | false negative | wrong class
+    probabilities: dict[str, float]
+
+
+@dataclass(frozen=True)
+class SuspectedError:
+    item_id: int
+    given: tuple[str, ...]
+    suggested: str  # "pneumonia", or multi-label "effusion present" / "effusion absent"
+    confidence: float
+    margin: float
+    provenance: str
+    source: str  # "cross-validated" (out-of-fold head on the embeddings) or "model" (stored predictions)
+
+
+# ---------------------------------------------------------------------------------------------------- helpers
+
+
+@dataclass(frozen=True)
+class _Model:
+    id: int
+    name: str
+    version: int
+    labels: tuple[str, ...]
+    multilabel: bool
+    embedding_output: str | None
+    stored_path: str
+    input_spec: dict[str, Any]
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}:{self.version}"
+
+    @property
+    def title(self) -> str:
+        return f"{self.name} v{self.version}"
+
+    @classmethod
+    def of(cls, row: ModelVersion) -> _Model:
+        return cls(id=row.id, name=row.name, version=row.version, labels=tuple(row.labels),
+                   multilabel=row.output_kind == "sigmoid", embedding_output=row.embedding_output,
+                   stored_path=row.stored_path, input_spec=dict(row.input_spec))
+
+
+@dataclass(frozen=True)
+class _Labelled:
+    """Final labels of the project's items: item -> (labels, provenance), labelled items only."""
+
+    final: dict[int, tuple[tuple[str, ...], str]]
+
+    @classmethod
+    def read(cls, rows: Sequence[tuple[int, str, str, Sequence[str], bool, Sequence[dict]]]) -> _Labelled:  # type: ignore[type-arg]
+        out = {}
+        for item, reads in current_reads(rows).items():
+            result = final_label(reads)
+            if result.labels is None:
+                continue
+            provenance = result.provenance
+            if provenance == "consensus" and any(r.kind == "verification" for r in reads):
+                provenance = "verified"
+            out[item] = (result.labels, provenance)
+        return cls(out)
+
+
+def _project(session: Any, name: str) -> Project:
+    project = projects_q.project_by_name(session, name)
+    if project is None:
+        raise NotFoundError(f"no project named {name!r}")
+    return project
+
+
+def _al_settings(project: Project) -> dict[str, Any]:
+    return dict((project.settings or {}).get("active_learning") or {})
+
+
+def _project_model(session: Any, project: Project) -> ModelVersion | None:
+    """``settings["model"]`` ("NAME:VERSION"), else the newest active model that predicted the project."""
+    ref = (project.settings or {}).get("model")
+    if ref:
+        name, _, version = str(ref).partition(":")
+        for row in models_q.model_versions(session, name):
+            if str(row.version) == version:
+                return row
+        return None
+    return q.newest_model_with_predictions(session, project.id)
+
+
+def _model_name(project: Project) -> str:
+    """Retrained versions are registered under a project-specific name, so no other project's model changes."""
+    named = _al_settings(project).get("model_name")
+    if named:
+        return str(named)
+    slug = re.sub(r"[^a-z0-9]+", "-", project.name.lower()).strip("-")[:100] or f"project-{project.id}"
+    return f"{slug}-al"
+
+
+def _check_strategy(strategy: str) -> None:
+    if strategy not in STRATEGY_CHOICES:
+        raise InputError(None, f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGY_CHOICES)}")
+
+
+def _targets(labelled: _Labelled, model: _Model, kinds: dict[str, str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(item ids, targets, provenance) of the labelled items the model's classes can learn from.
+
+    Single-label: the class index (items labelled e.g. 'indeterminate' are left out). Multi-label: a 0/1
+    row over the model's labels (items carrying an indeterminate or insufficient-quality answer are left out).
+    """
+    index = {label: i for i, label in enumerate(model.labels)}
+    ids, ys, prov = [], [], []
+    for item, (labels, provenance) in sorted(labelled.final.items()):
+        if model.multilabel:
+            if any(kinds.get(label, "finding") != "finding" for label in labels):
+                continue
+            row = np.zeros(len(model.labels), dtype=np.int64)
+            for label in labels:
+                if label in index:
+                    row[index[label]] = 1
+            ys.append(row)
+        else:
+            if len(labels) != 1 or labels[0] not in index:
+                continue
+            ys.append(index[labels[0]])
+        ids.append(item)
+        prov.append(provenance)
+    y = np.asarray(ys, dtype=np.int64).reshape(len(ids), len(model.labels)) if model.multilabel else \
+        np.asarray(ys, dtype=np.int64)
+    return np.asarray(ids, dtype=np.int64), y, np.asarray(prov, dtype=object)
+
+
+def _probs(rows: Sequence[tuple[int, dict[str, Any], bytes | None]], labels: Sequence[str]) -> np.ndarray:
+    return np.array([[float(p.get(label, 0.0)) for label in labels] for _, p, _ in rows], dtype=np.float64
+                    ).reshape(len(rows), len(labels))
+
+
+def _compute_embeddings(ctx: AppContext, model: _Model, item_ids: Sequence[int]) -> dict[int, np.ndarray]:
+    """Run the model over these items for its embedding tensor (items whose stored prediction has none)."""
+    spec = spec_from_dict(model.input_spec)
+    if not spec.embedding_tensor:
+        raise InputError(None, f"model {model.title} has no embedding tensor to retrain a head on; register it "
+                               "with meta 'embedding_output'")
+    model_bytes = ctx.store.get(model.stored_path)
+    with ctx.reads() as session:
+        paths = q.stored_paths(session, item_ids)
+    out: dict[int, np.ndarray] = {}
+    for start in range(0, len(paths), 32):
+        tensors, ids = [], []
+        for item_id, path in paths[start:start + 32]:
+            try:
+                tensors.append(inference.preprocess(ctx.store.get(path), spec.input, name=f"item {item_id}"))
+                ids.append(item_id)
+            except InputError as exc:
+                log.warning("no embedding for item %s: %s", item_id, exc.reason)
+        if ids:
+            result = inference.run(spec, np.concatenate(tensors), model_bytes=model_bytes, embeddings=True)
+            assert result.embeddings is not None
+            out.update({i: result.embeddings[row].astype(np.float32) for row, i in enumerate(ids)})
+    return out
+
+
+def _embeddings(ctx: AppContext, model: _Model, rows: Sequence[tuple[int, dict[str, Any], bytes | None]],
+                wanted: Sequence[int] | None = None) -> dict[int, np.ndarray]:
+    """Embeddings of ``wanted`` items (default: every row) from the stored predictions; missing ones
+    (predictions made before embeddings were stored, or not made yet) are computed and stored."""
+    stored = {i: np.frombuffer(e, dtype="<f4") for i, _, e in rows if e is not None}
+    wanted = [int(i) for i in (wanted if wanted is not None else [i for i, _, _ in rows])]
+    missing = [i for i in wanted if i not in stored]
+    if missing:
+        computed = _compute_embeddings(ctx, model, missing)
+        predicted = {i for i, _, _ in rows}
+        with ctx.sessions.begin() as session:
+            q.set_embeddings(session, model.id, {i: v.astype("<f4").tobytes() for i, v in computed.items()
+                                                 if i in predicted})
+        stored.update(computed)
+    return {i: stored[i] for i in wanted if i in stored}
+
+
+def _distance_to_labelled(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Distance of every row to its nearest labelled row, scaled to 0..1 (all 1 without labelled rows)."""
+    if not mask.any():
+        return np.ones(x.shape[0])
+    nearest = np.full(x.shape[0], np.inf)
+    centres = x[mask]
+    x_sq = np.einsum("ij,ij->i", x, x)
+    for start in range(0, centres.shape[0], 1024):
+        c = centres[start:start + 1024]
+        d = x_sq[:, None] - 2.0 * (x @ c.T) + np.einsum("ij,ij->i", c, c)[None, :]
+        np.minimum(nearest, np.maximum(d.min(axis=1), 0.0), out=nearest)
+    dist = np.sqrt(nearest)
+    top = dist.max()
+    return dist / top if top > 0 else dist
+
+
+def _scores(strategy: str, probs: np.ndarray, embeddings: np.ndarray | None, mask: np.ndarray,
+            labels: np.ndarray, *, multilabel: bool, batch_size: int, rng: np.random.Generator) -> np.ndarray:
+    """One score per item, higher = serve sooner. Per-item strategies store their score (0..1); batch
+    strategies put their chosen batch, in selection order, above everything else (1..2) and give the
+    rest of the pool their per-item part (hybrid: uncertainty; diversity: distance to the labelled set)."""
+    strat = al.make_strategy(strategy, multilabel=multilabel)
+    if strategy not in BATCH_STRATEGIES:
+        return np.asarray(strat.score(probs, labeled_mask=mask, labels=labels), dtype=np.float64)
+    if embeddings is None:
+        raise InputError(None, f"strategy {strategy!r} needs embeddings of every item")
+    base = strat.score(probs) if strategy == "hybrid" else _distance_to_labelled(embeddings, mask)
+    out = np.clip(np.asarray(base, dtype=np.float64), 0.0, 1.0)
+    k = int(min(batch_size, int((~mask).sum())))
+    picks = strat.select(probs, embeddings, mask, k, rng, labels=labels)
+    out[picks] = 1.0 + (k - np.arange(k)) / max(k, 1)
+    return out
+
+
+@dataclass(frozen=True)
+class _Pool:
+    ids: np.ndarray
+    probs: np.ndarray
+    embeddings: np.ndarray | None
+    mask: np.ndarray
+    labels: np.ndarray  # class ids (N,) or 0/1 (N, C); rows of unlabelled items are 0
+
+
+def _pool(ctx: AppContext, model: _Model, rows: Sequence[tuple[int, dict[str, Any], bytes | None]],
+          labelled: _Labelled, kinds: dict[str, str], strategy: str) -> _Pool:
+    """The scored items: probabilities, embeddings (batch strategies), which are labelled and with what.
+
+    Items labelled with an answer the model cannot learn (e.g. 'indeterminate') count as labelled, so a
+    diversity batch does not pick them, except for ``balanced``, whose class counts read the labels."""
+    ids = np.array([i for i, _, _ in rows], dtype=np.int64)
+    probs = _probs(rows, model.labels)
+    t_ids, t_y, _ = _targets(labelled, model, kinds)
+    position = {int(i): n for n, i in enumerate(ids)}
+    mask = np.zeros(ids.shape[0], dtype=bool)
+    labels = np.zeros((ids.shape[0], len(model.labels)) if model.multilabel else ids.shape[0], dtype=np.int64)
+    for item, y in zip(t_ids, t_y, strict=True):
+        if int(item) in position:
+            mask[position[int(item)]] = True
+            labels[position[int(item)]] = y
+    if strategy != "balanced":
+        for item in labelled.final:
+            if item in position:
+                mask[position[item]] = True
+    embeddings = None
+    if strategy in BATCH_STRATEGIES and ids.size:
+        found = _embeddings(ctx, model, rows)
+        keep = np.array([int(i) in found for i in ids])
+        ids, probs, mask, labels = ids[keep], probs[keep], mask[keep], labels[keep]
+        embeddings = np.stack([found[int(i)] for i in ids]).astype(np.float64) if ids.size else None
+    return _Pool(ids, probs, embeddings, mask, labels)
+
+
+def _label_counts(labelled: _Labelled, model: _Model, kinds: dict[str, str]) -> dict[str, int]:
+    _, y, _ = _targets(labelled, model, kinds)
+    if model.multilabel:
+        totals = y.sum(axis=0) if y.size else np.zeros(len(model.labels), dtype=np.int64)
+        return {label: int(n) for label, n in zip(model.labels, totals, strict=True)}
+    counts = Counter(int(v) for v in y)
+    return {label: counts.get(i, 0) for i, label in enumerate(model.labels)}
+
+
+def _compute_pool_scores(ctx: AppContext, model: _Model, rows: Sequence[tuple[int, dict[str, Any], bytes | None]],
+                         labelled: _Labelled, kinds: dict[str, str], strategy: str, batch_size: int,
+                         seed: Sequence[int]) -> dict[int, float]:
+    if strategy == "random" or not rows:
+        return {}
+    pool = _pool(ctx, model, rows, labelled, kinds, strategy)
+    if pool.ids.size == 0:
+        return {}
+    scores = _scores(strategy, pool.probs, pool.embeddings, pool.mask, pool.labels, multilabel=model.multilabel,
+                     batch_size=batch_size, rng=np.random.default_rng(list(seed)))
+    return {int(i): float(s) for i, s in zip(pool.ids, scores, strict=True)}
+
+
+# ---------------------------------------------------------------------------------------------------- settings
+
+
+def status(ctx: AppContext, project_name: str) -> ALStatus:
+    """The project's strategy, batch size, retrain interval, model and label counts."""
+    with ctx.reads() as session:
+        project = _project(session, project_name)
+        model = _project_model(session, project)
+        labelled = _Labelled.read(q.read_rows(session, project.id))
+        last = q.last_round(session, project.id)
+        rounds = q.round_count(session, project.id)
+        cfg = _al_settings(project)
+        return ALStatus(project=project.name, strategy=project.queue_strategy,
+                        batch_size=int(cfg.get("batch_size", DEFAULT_BATCH_SIZE)),
+                        retrain_every=int(cfg.get("retrain_every", DEFAULT_RETRAIN_EVERY)),
+                        model=None if model is None else f"{model.name} v{model.version}",
+                        model_ref=None if model is None else f"{model.name}:{model.version}",
+                        labelled=len(labelled.final), labelled_at_last_round=None if last is None else last.n_labels,
+                        rounds=rounds)
+
+
+def configure(ctx: AppContext, project_name: str, strategy: str, batch_size: int, retrain_every: int, *,
+              actor_id: int | None = None) -> ALStatus:
+    """Set the queue strategy, the batch size and the automatic retrain interval (0 = on demand only),
+    then re-score the pool for the new strategy when the project has a model."""
+    _check_strategy(strategy)
+    if isinstance(batch_size, bool) or int(batch_size) < 1:
+        raise InputError(None, "the batch size must be at least 1")
+    if isinstance(retrain_every, bool) or int(retrain_every) < 0:
+        raise InputError(None, "retrain every N labels: N must be 0 (on demand only) or more")
+    with ctx.sessions.begin() as session:
+        project = _project(session, project_name)
+        cfg = {**_al_settings(project), "batch_size": int(batch_size), "retrain_every": int(retrain_every)}
+        project.settings = {**(project.settings or {}), "active_learning": cfg}
+        project.queue_strategy = strategy
+        has_model = _project_model(session, project) is not None
+        audit.record(session, "al.configure", actor_id=actor_id, target_type="project", target_id=project.id,
+                     strategy=strategy, batch_size=int(batch_size), retrain_every=int(retrain_every))
+    if has_model or strategy == "random":
+        score_pool(ctx, project_name)
+    return status(ctx, project_name)
+
+
+def maybe_retrain(ctx: AppContext, project_name: str) -> bool:
+    """Whether ``retrain_every`` new labels arrived since the last round (never when it is 0)."""
+    return status(ctx, project_name).retrain_due
+
+
+# ---------------------------------------------------------------------------------------------------- scores
+
+
+def score_pool(ctx: AppContext, project_name: str, model_ref: str | None = None) -> ScoreReport:
+    """Write ``Item.al_score`` for the project's released items from the stored predictions of its model
+    (or ``model_ref``, "NAME:VERSION") and its strategy; "random" clears them. Returns how many were scored."""
+    with ctx.reads() as session:
+        project = _project(session, project_name)
+        strategy = project.queue_strategy
+        row = _project_model(session, project)
+        if model_ref is not None:
+            name, _, version = model_ref.partition(":")
+            row = next((m for m in models_q.model_versions(session, name) if str(m.version) == version), None)
+            if row is None:
+                raise NotFoundError(f"no model {model_ref!r}")
+        model = None if row is None else _Model.of(row)
+        if model is None and strategy != "random":
+            raise NotFoundError(f"project {project_name!r} has no model to score with: pre-label it first")
+        rows = q.predictions(session, project.id, model.id) if model is not None and strategy != "random" else []
+        labelled = _Labelled.read(q.read_rows(session, project.id))
+        kinds = q.label_kinds(session, project.id)
+        cfg = _al_settings(project)
+        seed = (project.queue_seed, q.round_count(session, project.id))
+        project_id = project.id
+    scores = {} if model is None else _compute_pool_scores(
+        ctx, model, rows, labelled, kinds, strategy, int(cfg.get("batch_size", DEFAULT_BATCH_SIZE)), seed)
+    with ctx.sessions.begin() as session:
+        project = q.project_for_update(session, project_id)
+        if project is None:
+            raise NotFoundError(f"project {project_name!r} was deleted")
+        current = _project_model(session, project)
+        if model_ref is None and model is not None and (current is None or current.id != model.id):
+            raise ConflictError(f"the model of project {project_name!r} changed while scoring; score again")
+        q.write_scores(session, project_id, scores)
+        if model is not None:
+            cfg = {**_al_settings(project), "label_counts": _label_counts(labelled, model, kinds)}
+            project.settings = {**(project.settings or {}), "active_learning": cfg}
+    return ScoreReport(model=None if model is None else model.title, strategy=strategy, scored=len(scores))
+
+
+def _percent(p: float) -> str:
+    return f"{round(100 * p)}%"
+
+
+def _unsure(probs: dict[str, Any], labels: Sequence[str], multilabel: bool) -> str:
+    values = [(label, float(probs.get(label, 0.0))) for label in labels]
+    if multilabel:
+        closest = sorted(values, key=lambda kv: (abs(kv[1] - 0.5), kv[0]))[:2]
+        return "model unsure: " + ", ".join(f"{label} {_percent(p)}" for label, p in closest)
+    top = sorted(values, key=lambda kv: (-kv[1], kv[0]))[:2]
+    return "model unsure: " + ", ".join(f"{label} {_percent(p)}" for label, p in top)
+
+
+def queue_reason(ctx: AppContext, item_id: int) -> str | None:
+    """Why the project's strategy chose this item, e.g. "model unsure: pneumonia 51%, normal 49%" or
+    "far from labelled cases"; ``None`` for random order or an unscored item. Never call it for a
+    blinded verification read."""
+    with ctx.reads() as session:
+        item = q.item(session, item_id)
+        if item is None:
+            return None
+        project = session.get(Project, item.project_id)
+        assert project is not None
+        strategy = project.queue_strategy
+        if strategy == "random" or item.al_score is None:
+            return None
+        if strategy in ("kcenter", "kmeanspp"):
+            return "far from labelled cases"
+        row = _project_model(session, project)
+        prediction = None if row is None else q.prediction(session, item_id, row.id)
+        if row is None or prediction is None:
+            return None
+        model = _Model.of(row)
+        text = _unsure(prediction.probabilities, model.labels, model.multilabel)
+        if strategy == "hybrid" and item.al_score > 1.0:
+            return f"{text}; unlike the other cases picked"
+        if strategy == "balanced":
+            counts = _al_settings(project).get("label_counts") or {}
+            values = {label: float(prediction.probabilities.get(label, 0.0)) for label in model.labels}
+            likely = max(values, key=lambda label: values[label])
+            if counts and counts.get(likely, 0) == min(counts.values()):
+                return f"{text}; few labelled {likely} cases so far"
+        return text
+
+
+# ---------------------------------------------------------------------------------------------------- retrain
+
+
+def _metric_dict(y: np.ndarray, p: np.ndarray, multilabel: bool) -> dict[str, float | None]:
+    try:
+        auroc: float | None = al.macro_auroc(y, p, multilabel=multilabel)
+    except ValueError:
+        auroc = None
+    accuracy = float(np.mean((p >= 0.5) == (y == 1))) if multilabel else float(np.mean(p.argmax(axis=1) == y))
+    return {"auroc": auroc, "accuracy": accuracy}
+
+
+def _fit(x: np.ndarray, y: np.ndarray, provenance: np.ndarray, model: _Model, seed: int) -> tuple[Any, dict[str, Any]]:
+    """The head on every labelled item, and held-out metrics: on the verified and adjudicated items (a head
+    fitted without them) when there are enough, else on a random 20 % (``fit_head``)."""
+    n_classes = len(model.labels)
+    if not model.multilabel:
+        missing = [model.labels[c] for c in range(n_classes) if not (y == c).any()]
+        if missing:
+            raise InputError(None, f"retraining needs labelled items of every class the model predicts; none yet "
+                                   f"for: {', '.join(missing)}")
+    holdout = np.isin(provenance, HOLDOUT_PROVENANCE)
+    metrics: dict[str, Any] | None = None
+    if holdout.sum() >= MIN_VERIFIED_HOLDOUT and (~holdout).sum() >= 2:
+        try:
+            partial, _ = al.fit_head(x[~holdout], y[~holdout], provenance=provenance[~holdout], seed=seed,
+                                     holdout=0.0)
+        except InputError:
+            partial = None
+        if partial is not None and (model.multilabel or len(partial.classes_) == n_classes):
+            metrics = {**_metric_dict(y[holdout], partial.predict_proba(x[holdout]), model.multilabel),
+                       "holdout": "verified", "n_holdout": int(holdout.sum()), "n_train": int((~holdout).sum())}
+    head, hm = al.fit_head(x, y, provenance=provenance, seed=seed, holdout=0.0 if metrics else 0.2)
+    if metrics is None:
+        metrics = {"auroc": hm.auroc, "accuracy": hm.accuracy, "holdout": "random" if hm.n_holdout else "none",
+                   "n_holdout": hm.n_holdout, "n_train": hm.n_train}
+    metrics["calibrated"] = hm.calibrated
+    metrics["provenance"] = dict(Counter(str(p) for p in provenance))
+    return head, metrics
+
+
+def _validate(ctx: AppContext, data: bytes, model: _Model, meta: dict[str, Any], head: Any,
+              samples: Sequence[tuple[int, np.ndarray]]) -> None:
+    """The composed model is a valid registry model and reproduces the head on stored embeddings."""
+    spec = inference.inspect_model(data, list(model.labels), meta)
+    with ctx.reads() as session:
+        paths = dict(q.stored_paths(session, [i for i, _ in samples]))
+    tensors, embs = [], []
+    for item_id, emb in samples:
+        try:
+            tensors.append(inference.preprocess(ctx.store.get(paths[item_id]), spec.input, name=f"item {item_id}"))
+            embs.append(emb)
+        except InputError:
+            continue
+    if not tensors:
+        return
+    out = inference.run(spec, np.concatenate(tensors), model_bytes=data, embeddings=True)
+    expected = head.predict_proba(np.stack(embs).astype(np.float64))
+    gap = float(np.max(np.abs(out.probabilities - expected)))
+    if out.embeddings is not None:
+        gap = max(gap, float(np.max(np.abs(out.embeddings - np.stack(embs)))) / (1.0 + float(np.abs(embs).max())))
+    if gap > 1e-4:
+        raise RuntimeError(f"the composed model does not reproduce the head (largest difference {gap:.2e})")
+
+
+def _withdraw(ctx: AppContext, model: ModelDTO, actor_id: int | None, why: str) -> None:
+    """Take a version that never became the project's model out of use (inactive, predictions deleted)."""
+    try:
+        with ctx.sessions.begin() as session:
+            deleted = q.withdraw_version(session, model.id)
+            audit.record(session, "al.withdraw", actor_id=actor_id, target_type="model", target_id=model.id,
+                         name=model.name, version=model.version, predictions=deleted, reason=why[:200])
+    except Exception:  # noqa: BLE001 - the original failure matters more; this one is logged
+        log.exception("could not withdraw model %s v%s", model.name, model.version)
+
+
+def _prelabel(ctx: AppContext, project_name: str, ref: str, reporter: JobReporter, step: int) -> int:
+    done = 0
+
+    def progress(n: int) -> None:
+        nonlocal done
+        done += n
+        reporter.progress(step, _RETRAIN_STEPS, f"pre-labelling with the new model: {done} items")
+        check_stop(reporter)
+
+    return prelabel(ctx, project_name, ref, progress=progress, should_stop=reporter.should_stop).predicted
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    """What a retrain (or the demo set-up) installs once the new version is registered."""
+
+    project_id: int
+    project_name: str
+    previous_ref: str | None
+    model_name: str
+    strategy: str
+    batch_size: int
+    n_labels: int
+    metrics: dict[str, Any]
+    labelled: _Labelled
+    kinds: dict[str, str]
+    seed: tuple[int, int]
+
+
+def _install(ctx: AppContext, new: ModelDTO, c: _Candidate, reporter: JobReporter, actor_id: int | None,
+             event: str) -> tuple[int, int, int]:
+    """Pre-label with ``new``, score the pool, then in one transaction point the project at ``new``, write
+    the scores and record the round. Any failure (or cancel) withdraws ``new``. Returns (round, predicted,
+    scored)."""
+    try:
+        check_stop(reporter)
+        predicted = _prelabel(ctx, c.project_name, f"{new.name}:{new.version}", reporter, 4)
+        check_stop(reporter)
+        reporter.progress(5, _RETRAIN_STEPS, "scoring the pool")
+        with ctx.reads() as session:
+            model = _Model.of(q.model_version(session, new.id))  # type: ignore[arg-type]
+            rows = q.predictions(session, c.project_id, new.id)
+        scores = _compute_pool_scores(ctx, model, rows, c.labelled, c.kinds, c.strategy, c.batch_size, c.seed)
+        check_stop(reporter)
+        with ctx.sessions.begin() as session:
+            project = q.project_for_update(session, c.project_id)
+            if project is None:
+                raise NotFoundError(f"project {c.project_name!r} was deleted")
+            if (project.settings or {}).get("model") != c.previous_ref:
+                raise ConflictError(f"the model of project {c.project_name!r} changed while retraining; try again")
+            cfg = {**_al_settings(project), "model_name": c.model_name,
+                   "label_counts": _label_counts(c.labelled, model, c.kinds)}
+            project.settings = {**(project.settings or {}), "model": model.ref, "active_learning": cfg}
+            project.queue_strategy = c.strategy
+            q.write_scores(session, c.project_id, scores)
+            rnd = q.add_round(session, project_id=c.project_id, model_id=new.id, strategy=c.strategy,
+                              batch_size=c.batch_size, n_labels=c.n_labels, metrics=c.metrics)
+            audit.record(session, event, actor_id=actor_id, target_type="project", target_id=c.project_id,
+                         model=model.ref, previous=c.previous_ref, round_id=rnd.id, n_labels=c.n_labels,
+                         auroc=c.metrics.get("auroc"))
+            round_id = rnd.id
+    except BaseException as exc:
+        _withdraw(ctx, new, actor_id, f"{type(exc).__name__}: {exc}")
+        raise
+    reporter.progress(_RETRAIN_STEPS, _RETRAIN_STEPS, f"done: {model.title}")
+    return round_id, predicted, len(scores)
+
+
+def retrain(ctx: AppContext, project_name: str, *, strategy: str | None = None, batch_size: int | None = None,
+            actor_id: int | None = None, reporter: JobReporter | None = None) -> RetrainReport:
+    """Retrain the project's head on its labelled items and switch the project to the new version.
+
+    Steps: read final labels and embeddings; fit the calibrated head (provenance weights, held-out
+    metrics); export and compose it with the current model's backbone; validate; register; pre-label the
+    pool; score it; switch the project, write the scores and record the round in one transaction.
+    Interrupted anywhere (an exception, or ``reporter.should_stop()``), the project keeps its previous
+    model and scores, and a version registered meanwhile is withdrawn.
+    """
+    reporter = reporter or NullReporter()
+    if strategy is not None:
+        _check_strategy(strategy)
+    if batch_size is not None and (isinstance(batch_size, bool) or int(batch_size) < 1):
+        raise InputError(None, "the batch size must be at least 1")
+    reporter.progress(0, _RETRAIN_STEPS, "reading labels and embeddings")
+    with ctx.reads() as session:
+        project = _project(session, project_name)
+        row = _project_model(session, project)
+        if row is None:
+            raise NotFoundError(f"project {project_name!r} has no model to retrain: register a model and pre-label "
+                                "the project first")
+        model = _Model.of(row)
+        labelled = _Labelled.read(q.read_rows(session, project.id))
+        kinds = q.label_kinds(session, project.id)
+        cfg = _al_settings(project)
+        candidate = _Candidate(project_id=project.id, project_name=project.name,
+                               previous_ref=(project.settings or {}).get("model"), model_name=_model_name(project),
+                               strategy=strategy or project.queue_strategy,
+                               batch_size=int(batch_size or cfg.get("batch_size", DEFAULT_BATCH_SIZE)),
+                               n_labels=0, metrics={}, labelled=labelled, kinds=kinds,
+                               seed=(project.queue_seed, q.round_count(session, project.id) + 1))
+    if not model.embedding_output:
+        raise InputError(None, f"model {model.title} has no embedding tensor to retrain a head on")
+    ids, y, provenance = _targets(labelled, model, kinds)
+    if ids.size < 2:
+        raise InputError(None, "retraining needs labelled items of at least two classes")
+    with ctx.reads() as session:
+        rows = q.predictions(session, candidate.project_id, model.id)
+    found = _embeddings(ctx, model, rows, wanted=[int(i) for i in ids])
+    keep = np.array([int(i) in found for i in ids])
+    ids, y, provenance = ids[keep], y[keep], provenance[keep]
+    x = np.stack([found[int(i)] for i in ids]).astype(np.float64) if ids.size else np.zeros((0, 1))
+    check_stop(reporter)
+
+    reporter.progress(1, _RETRAIN_STEPS, f"fitting the head on {ids.size} labelled items")
+    head, metrics = _fit(x, y, provenance, model, seed=candidate.seed[1])
+    metrics["label_counts"] = _label_counts(labelled, model, kinds)
+    check_stop(reporter)
+
+    reporter.progress(2, _RETRAIN_STEPS, "exporting and validating the new model")
+    backbone, embedding = extract_backbone(ctx.store.get(model.stored_path), model.embedding_output)
+    composed = al.compose_backbone_head(backbone, embedding, al.head_to_onnx(head, x.shape[1], "features"))
+    data = composed.SerializeToString()
+    meta = {"output_name": "probabilities", "output": "sigmoid" if model.multilabel else "softmax",
+            "embedding_output": embedding,
+            "description": f"active-learning head on {ids.size} labels of {project_name!r}, backbone of "
+                           f"{model.title}"}
+    _validate(ctx, data, model, meta, head, [(int(i), x[n].astype(np.float32)) for n, i in
+                                              enumerate(ids[:VALIDATION_ITEMS])])
+    check_stop(reporter)
+
+    reporter.progress(3, _RETRAIN_STEPS, "registering the new version")
+    new = register_model(ctx, data, name=candidate.model_name, labels=list(model.labels), meta=meta,
+                         actor_id=actor_id)
+    candidate = replace(candidate, n_labels=int(ids.size), metrics=metrics)
+    round_id, predicted, scored = _install(ctx, new, candidate, reporter, actor_id, "al.retrain")
+    return RetrainReport(project=project_name, model=f"{new.name} v{new.version}",
+                         model_ref=f"{new.name}:{new.version}", previous_model=candidate.previous_ref or model.ref,
+                         round_id=round_id, n_labels=int(ids.size),
+                         strategy=candidate.strategy, batch_size=candidate.batch_size, metrics=metrics,
+                         predicted=predicted, scored=scored)
+
+
+def retrain_job(ctx: AppContext, params: dict[str, Any], reporter: JobReporter) -> JobResult:
+    """Job entry point (services.job_protocol): params ``project`` and optionally ``strategy``,
+    ``batch_size``, ``actor_id``."""
+    if not params.get("project"):
+        raise InputError(None, "a retrain job needs a 'project'")
+    report = retrain(ctx, str(params["project"]), strategy=params.get("strategy"),
+                     batch_size=params.get("batch_size"), actor_id=params.get("actor_id"), reporter=reporter)
+    return asdict(report)
+
+
+# ---------------------------------------------------------------------------------------------------- dashboard
+
+
+def learning_curve(ctx: AppContext, project_name: str) -> list[LearningRound]:
+    """Every round of the project, oldest first: held-out metric against the number of labels."""
+    with ctx.reads() as session:
+        project = _project(session, project_name)
+        rows = q.rounds(session, project.id)
+        return [LearningRound(id=r.id, at=r.created_at, model=None if m is None else f"{m.name} v{m.version}",
+                              strategy=r.strategy, batch_size=r.batch_size, n_labels=r.n_labels,
+                              auroc=(r.metrics or {}).get("auroc"), accuracy=(r.metrics or {}).get("accuracy"),
+                              holdout=str((r.metrics or {}).get("holdout", "none")),
+                              n_holdout=int((r.metrics or {}).get("n_holdout") or 0), metrics=dict(r.metrics or {}))
+                for r, m in rows]
+
+
+def _labelled_predictions(ctx: AppContext, project_name: str) -> tuple[_Model, list[tuple[int, dict[str, Any],
+                                                                                          bytes | None]],
+                                                                         _Labelled, dict[str, str]]:
+    with ctx.reads() as session:
+        project = _project(session, project_name)
+        row = _project_model(session, project)
+        if row is None:
+            raise NotFoundError(f"project {project_name!r} has no model yet")
+        labelled = _Labelled.read(q.read_rows(session, project.id))
+        rows = q.predictions(session, project.id, row.id, item_ids=sorted(labelled.final))
+        return _Model.of(row), rows, labelled, q.label_kinds(session, project.id)
+
+
+def predictions_vs_truth(ctx: AppContext, project_name: str, filter: str = "all",  # noqa: A002
+                         limit: int = 200) -> list[PredictionRow]:
+    """Labelled items with the model's prediction beside the final label and its provenance (items whose
+    label is not one of the model's classes, e.g. 'indeterminate', are left out).
+
+    ``false_positive``: single-label, the truth is the model's first class (e.g. normal) and the model
+    predicts another; multi-label, a finding predicted (p >= 0.5) that the label lacks. ``false_negative``:
+    the reverse. Both sorted by the model's confidence in the wrong answer. ``uncertain``: the labelled
+    items the model is least sure about first. ``all``: item order.
+    """
+    if filter not in FILTERS:
+        raise InputError(None, f"unknown filter {filter!r}; choose from {', '.join(FILTERS)}")
+    model, rows, labelled, kinds = _labelled_predictions(ctx, project_name)
+    learnable = {int(i) for i in _targets(labelled, model, kinds)[0]}
+    rows = [r for r in rows if r[0] in learnable]
+    if not rows:
+        return []
+    probs = _probs(rows, model.labels)
+    uncertainty = al.margin(probs, multilabel=model.multilabel)
+    out = []
+    for n, (item, p, _) in enumerate(rows):
+        truth, provenance = labelled.final[item]
+        row = probs[n]
+        if model.multilabel:
+            predicted = tuple(label for label, v in zip(model.labels, row, strict=True) if v >= 0.5)
+            fp = [v for label, v in zip(model.labels, row, strict=True) if v >= 0.5 and label not in truth]
+            fn = [1 - v for label, v in zip(model.labels, row, strict=True) if v < 0.5 and label in truth]
+            outcome = "false positive" if fp else "false negative" if fn else "correct"
+            if fp and fn:
+                outcome = "false positive"
+            probability = float(max(fp + fn)) if fp or fn else float(max(row.max(), 1 - row.min()))
+        else:
+            top = int(row.argmax())
+            predicted = (model.labels[top],)
+            probability = float(row[top])
+            negative = model.labels[0]
+            if predicted == truth:
+                outcome = "correct"
+            elif truth == (negative,):
+                outcome = "false positive"
+            elif predicted == (negative,):
+                outcome = "false negative"
+            else:
+                outcome = "wrong class"
+        out.append(PredictionRow(item_id=item, truth=truth, provenance=provenance, predicted=predicted,
+                                 probability=probability, uncertainty=float(uncertainty[n]), outcome=outcome,
+                                 probabilities={k: float(v) for k, v in p.items()}))
+    if filter == "false_positive":
+        out = sorted((r for r in out if r.outcome == "false positive"), key=lambda r: (-r.probability, r.item_id))
+    elif filter == "false_negative":
+        out = sorted((r for r in out if r.outcome == "false negative"), key=lambda r: (-r.probability, r.item_id))
+    elif filter == "uncertain":
+        out = sorted(out, key=lambda r: (-r.uncertainty, r.item_id))
+    return out[:limit]
+
+
+def suspected_label_errors(ctx: AppContext, project_name: str, k: int = 20) -> list[SuspectedError]:
+    """Labelled items whose label a confident model disagrees with (confident learning), most suspicious
+    first. Probabilities are out-of-fold (a logistic head on the embeddings, 5-fold) when every class has
+    at least 2 labelled items with embeddings, else the stored predictions of the project's model."""
+    model, rows, labelled, kinds = _labelled_predictions(ctx, project_name)
+    ids, y, provenance = _targets(labelled, model, kinds)
+    by_item = {i: (p, e) for i, p, e in rows}
+    have = np.array([int(i) in by_item for i in ids], dtype=bool)
+    ids, y, provenance = ids[have], y[have], provenance[have]
+    if ids.size < 2:
+        return []
+    probs, source = None, "model"
+    found = _embeddings(ctx, model, rows, wanted=[int(i) for i in ids])
+    if all(int(i) in found for i in ids):
+        x = np.stack([found[int(i)] for i in ids]).astype(np.float64)
+        try:
+            if model.multilabel:
+                probs = np.stack([out_of_fold_probs(x, y[:, c], 2)[:, 1] for c in range(y.shape[1])], axis=1)
+            else:
+                probs = out_of_fold_probs(x, y, len(model.labels))
+            source = "cross-validated"
+        except ValueError:
+            probs = None
+    if probs is None:
+        probs = np.array([[float(by_item[int(i)][0].get(label, 0.0)) for label in model.labels] for i in ids])
+    if model.multilabel:
+        issues = find_label_issues_multilabel(y, probs)
+    else:
+        issues = find_label_issues(y, probs)
+    out = []
+    for issue in issues[:k]:
+        item = int(ids[issue.index])
+        if issue.finding is None:
+            suggested = model.labels[issue.suggested]
+        else:
+            suggested = f"{model.labels[issue.finding]} {'present' if issue.suggested else 'absent'}"
+        out.append(SuspectedError(item_id=item, given=labelled.final[item][0], suggested=suggested,
+                                  confidence=issue.confidence, margin=issue.margin,
+                                  provenance=str(provenance[issue.index]), source=source))
+    return out
+
+
+def send_to_verification(ctx: AppContext, project_name: str, item_ids: Sequence[int], readers: Sequence[str],
+                         actor_id: int | None, *, adjudicator: str | None = None, name: str | None = None,
+                         readers_per_item: int = 2) -> RoundDTO:
+    """A verification round over exactly these items (e.g. the suspected label errors), read blind."""
+    ids = sorted({int(i) for i in item_ids})
+    if not ids:
+        raise InputError(None, "choose at least one item to send to verification")
+    title = name or f"Suspected label errors ({len(ids)} items)"
+    return verification.create_round(ctx, project_name, name=title, readers=list(readers),
+                                     readers_per_item=readers_per_item, item_ids=ids, adjudicator=adjudicator,
+                                     actor_id=actor_id)
+
+
+# ---------------------------------------------------------------------------------------------------- demo
+
+
+DEMO_NPZ = Path(__file__).resolve().parents[1] / "sample_data" / "pneumoniamnist" / "pneumoniamnist.npz"
+
+
+def setup_active_learning_demo(ctx: AppContext, project_name: str, *, npz: Path | None = None,
+                               labels: Sequence[str] = ("normal", "pneumonia"), seed_size: int = 20,
+                               actor_id: int | None = None, reporter: JobReporter | None = None) -> str:
+    """Give the demo project an honest active-learning model and queue.
+
+    The model is a PCA backbone fitted without labels on PneumoniaMNIST's train images, composed with a
+    head fitted on ``seed_size`` train labels (the project's own items are the test split, never seen).
+    Registers it, pre-labels the project, scores the pool with the default strategy and records round 0.
+    Does nothing when the project already has a model in its settings. Returns one line for the demo report.
+    """
+    reporter = reporter or NullReporter()
+    with ctx.reads() as session:
+        project = _project(session, project_name)
+        if (project.settings or {}).get("model"):
+            return f"active learning: already set up ({project.settings['model']})"
+        strategy = project.queue_strategy if project.queue_strategy != "random" else al.DEFAULT_STRATEGY
+        cfg = _al_settings(project)
+        candidate = _Candidate(project_id=project.id, project_name=project.name, previous_ref=None,
+                               model_name=_model_name(project), strategy=strategy,
+                               batch_size=int(cfg.get("batch_size", DEFAULT_BATCH_SIZE)), n_labels=0, metrics={},
+                               labelled=_Labelled.read(q.read_rows(session, project.id)),
+                               kinds=q.label_kinds(session, project.id), seed=(project.queue_seed, 0))
+    reporter.progress(1, _RETRAIN_STEPS, "fitting the PCA backbone and the seed head")
+    built = build_demo_model(npz or DEMO_NPZ, seed_size=seed_size)
+    meta = {"output_name": "probabilities", "output": "softmax", "embedding_output": built.embedding_output,
+            "description": f"PCA backbone ({built.n_components} components, fitted without labels) + head on "
+                           f"{built.seed_labels} PneumoniaMNIST train labels"}
+    metrics: dict[str, Any] = {"auroc": None, "accuracy": None, "holdout": "none", "n_holdout": 0,
+                               "seed_labels": built.seed_labels,
+                               f"reference_{built.reference_split}_auroc": built.reference_auroc}
+    new = register_model(ctx, built.onnx_bytes, name=candidate.model_name, labels=list(labels), meta=meta,
+                         actor_id=actor_id)
+    candidate = replace(candidate, n_labels=0, metrics=metrics)  # round 0: no project label learnt yet
+    _, predicted, scored = _install(ctx, new, candidate, reporter, actor_id, "al.setup")
+    reference = "" if built.reference_auroc is None else \
+        f", {built.reference_split} AUROC {built.reference_auroc:.3f}"
+    return (f"active learning: {new.name} v{new.version} (PCA backbone + head on {built.seed_labels} seed labels"
+            f"{reference}); strategy {strategy}; pre-labelled {predicted}, scored {scored} items")
+
+
+__all__ = ["ALStatus", "BATCH_STRATEGIES", "FILTERS", "STRATEGY_CHOICES", "LearningRound", "PredictionRow",
+           "RetrainReport", "ScoreReport", "SuspectedError", "configure", "learning_curve", "maybe_retrain",
+           "predictions_vs_truth", "queue_reason", "retrain", "retrain_job", "score_pool", "send_to_verification",
+           "setup_active_learning_demo", "status", "suspected_label_errors"]
