@@ -29,6 +29,7 @@ from deid.types import DeidOptions, DeidResult
 from medlabel.errors import DicomReadError, InputError
 
 METHOD = "medlabel deid 1: DICOM PS3.15 E.1 basic profile"
+PNG_COMPRESS_LEVEL = 1
 CID7050 = {  # DICOM CID 7050 De-identification Method
     "basic": ("113100", "Basic Application Confidentiality Profile"),
     "pixels": ("113101", "Clean Pixel Data Option"),
@@ -262,7 +263,9 @@ def _photo(data: bytes, *, key: bytes, name: str, options: DeidOptions, ocr: px.
         if boxes:
             arr = px.mask(arr[None, ...], [(b.x0, b.y0, b.x1, b.y1) for b in boxes])[0]
     out = io.BytesIO()
-    Image.fromarray(arr).save(out, format="PNG", optimize=False)  # a fresh image: no EXIF, XMP, IPTC, text
+    # A fresh image: no EXIF, XMP, IPTC, text. zlib level 1: about 4x faster than the default level 6 on a
+    # 1024 px photo for a slightly larger file; the interactive second-opinion path waits on this.
+    Image.fromarray(arr).save(out, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
     output = out.getvalue()
     leaks = find_leaks(output, phi)
     digest = hashlib.sha256(arr.tobytes()).hexdigest()
@@ -295,5 +298,5 @@ def apply_masks(data: bytes, rects: list[tuple[int, int, int, int]]) -> bytes:
     img = Image.open(io.BytesIO(data))
     arr = px.mask(np.asarray(img)[None, ...], rects)[0]
     out = io.BytesIO()
-    Image.fromarray(arr).save(out, format="PNG")
+    Image.fromarray(arr).save(out, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
     return out.getvalue()

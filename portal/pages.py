@@ -31,6 +31,8 @@ PAGES: tuple[PageDef, ...] = (
     PageDef("learning.py", "Active learning", ":material/model_training:", "learning", ("lead", "admin"), "Projects"),
     PageDef("case.py", "Case", ":material/pageview:", "case", ("lead", "admin"), "Projects"),
     PageDef("projects.py", "Projects", ":material/folder_managed:", "projects", ("lead", "admin"), "Projects"),
+    PageDef("second_opinion.py", "Second opinion", ":material/stethoscope:", "second-opinion", ("clinician", "admin"),
+            "Clinic"),
     PageDef("ingest.py", "Ingest", ":material/upload:", "ingest", ("admin", "lead"), "Intake"),
     PageDef("review.py", "De-identification review", ":material/visibility_lock:", "review", ("admin", "lead"),
             "Intake"),

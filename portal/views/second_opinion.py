@@ -1,0 +1,124 @@
+"""Second opinion (clinician): upload or photograph an image; see the model's top 3, a heat map and
+similar verified cases; send the image for expert review. Every request is de-identified, stored and
+audited by the service."""
+
+import streamlit as st
+
+from medlabel.errors import MedlabelError
+from portal.auth import require_role
+from portal.resources import app_context
+from services import second_opinion as so
+
+CURRENT = "so_request"
+
+user = require_role("clinician", "admin")
+ctx = app_context()
+st.title("Second opinion")
+st.caption("Decision support only, not a diagnosis. Uploads are de-identified before anything is stored "
+           "(DICOM tags, photo metadata and GPS, burned-in text); each request is recorded and audited.")
+
+models = so.available_models(ctx)
+if not models:
+    st.info("No model is registered yet: an administrator adds one with `medlabel models add`.")
+    st.stop()
+titles = [m.title for m in models]
+model = models[titles.index(st.selectbox("Model", titles, key="so_model"))]
+source_kind = st.radio("Image", ["Upload a file", "Take a photo"], horizontal=True, key="so_source",
+                       label_visibility="collapsed")
+if source_kind == "Upload a file":
+    source = st.file_uploader("DICOM, PNG or JPEG image", key="so_upload")
+else:
+    source = st.camera_input("Photograph the image", key="so_camera")
+if st.button("Ask for a second opinion", type="primary", disabled=source is None, key="so_ask"):
+    with st.spinner("De-identifying the image and running the model..."):
+        try:
+            st.session_state[CURRENT] = so.ask(ctx, user.id, source.name, source.getvalue(), model.ref).id
+        except MedlabelError as exc:
+            st.error(str(exc))
+
+
+def _review(opinion: so.OpinionDTO) -> None:
+    if opinion.review_item_id is not None:
+        st.success(f"Sent for expert review: case #{opinion.review_item_id} in {opinion.review_project}.")
+        return
+    projects = so.review_projects(ctx)
+    if not projects:
+        return
+    with st.form(f"review_{opinion.id}", border=False):
+        project = st.selectbox("Project for expert review", projects, key=f"so_review_project_{opinion.id}")
+        if st.form_submit_button("Request expert review", icon=":material/forward_to_inbox:"):
+            try:
+                review = so.request_review(ctx, opinion.id, project, user.id)
+            except MedlabelError as exc:
+                st.error(str(exc))
+            else:
+                where = "at the front of the queue" if review.status == "released" else \
+                    "after a de-identification review"
+                st.success(f"Sent for expert review: case #{review.item_id} in {review.project}, {where}.")
+
+
+def _similar(opinion: so.OpinionDTO) -> None:
+    st.subheader("Similar verified cases")
+    similar = so.neighbours(ctx, opinion.id, k=5, actor_id=user.id)
+    if similar.cases:
+        for column, case in zip(st.columns(5), similar.cases, strict=False):
+            column.image(case.thumbnail, width="stretch")
+            column.caption(f"**{', '.join(case.labels)}** ({case.provenance}) · similarity {case.similarity:.2f} · "
+                           f"{case.project} #{case.item_id}")
+    if similar.note:
+        st.caption(similar.note)
+
+
+def _show(request_id: int) -> None:
+    """Laid out image | results, similar cases below; run in order of cost: the top 3 first, then the
+    similar cases, the heat map (seconds for a large model, then cached) last."""
+    opinion = so.get(ctx, request_id, actor_id=user.id)
+    image_col, result_col = st.columns([3, 2], gap="large")
+    below = st.container()
+    with result_col:
+        st.subheader(f"Request #{opinion.id}")
+        st.caption(f"{opinion.model} v{opinion.version} · {opinion.time:%Y-%m-%d %H:%M} UTC")
+        for suggestion in opinion.top:
+            st.progress(min(max(suggestion.probability, 0.0), 1.0),
+                        text=f"{suggestion.label}: {suggestion.probability:.1%}")
+        if opinion.deid_status != "released":
+            st.warning("Text the de-identification engine was unsure about was masked: a reviewer checks the "
+                       f"image before it is labelled ({opinion.deid_reason}).")
+        _review(opinion)
+    with below:
+        _similar(opinion)
+    with image_col:
+        ranked = sorted(opinion.prediction, key=lambda label: -opinion.prediction[label])
+        target = st.selectbox("Heat map for", ranked, key=f"so_heat_{opinion.id}")
+        with st.spinner("Computing the occlusion heat map..."):
+            st.image(so.heatmap(ctx, opinion.id, target, actor_id=user.id),
+                     caption=f"Where occluding the image lowers '{target}' most (occlusion sensitivity), "
+                             "over the de-identified image")
+        with st.expander("The de-identified image without the heat map"):
+            st.image(so.display_png(ctx, opinion.id, actor_id=user.id))
+
+
+if st.session_state.get(CURRENT) is not None:
+    try:
+        _show(st.session_state[CURRENT])
+    except MedlabelError as exc:
+        st.error(str(exc))
+
+st.subheader("My past requests")
+past = so.history(ctx, user.id)
+if not past:
+    st.caption("No requests yet.")
+else:
+    st.dataframe([{"Request": o.id, "When (UTC)": o.time, "Model": f"{o.model} v{o.version}",
+                   "Top label": o.top[0].label if o.top else "", "Probability": o.top[0].probability if o.top else None,
+                   "Expert review": f"{o.review_project} #{o.review_item_id}" if o.review_item_id else ""}
+                  for o in past], hide_index=True, width="stretch",
+                 column_config={"Probability": st.column_config.ProgressColumn(format="percent", min_value=0,
+                                                                               max_value=1)})
+    titles = {o.id: f"#{o.id}: {o.model} v{o.version}, {o.top[0].label if o.top else ''}" for o in past}
+
+    def _open() -> None:
+        st.session_state[CURRENT] = st.session_state["so_open"]
+
+    st.selectbox("Open a past request", list(titles), index=None, key="so_open", format_func=titles.__getitem__,
+                 on_change=_open)

@@ -1,0 +1,485 @@
+"""Second opinions for clinicians: one uploaded image, de-identified, stored and run through a model.
+
+``ask`` is the whole request: the upload (DICOM, PNG or JPEG) is de-identified in memory by the
+same engine and options as intake (DICOM PS3.15 basic profile, photo metadata including EXIF GPS
+dropped by re-encoding, burned-in text masked); the model's input tensor is made from the
+*de-identified* bytes with ``inference.preprocess`` (the batch path's function) and run on the
+process-wide session cache; the de-identified bytes are stored content-addressed, and the request
+(user, model, version, prediction, top 3) is recorded with its audit event in one transaction.
+Nothing of an upload is stored before it has passed de-identification and the model, so a bad
+upload leaves nothing behind; the original file name is shown in errors but never stored.
+
+Separately, on request: ``heatmap`` (occlusion sensitivity over the de-identified image, cached in
+the store), ``neighbours`` (nearest already-labelled items by cosine similarity of the model's
+embeddings, with final labels and their provenance), ``request_review`` (the image enters a
+project's labelling queue at the front), ``history`` (a clinician's own requests).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+import deid
+import inference
+from db.models import DeidStatus, Item, ModelVersion, Project, SecondOpinionRequest, User
+from db.queries import projects as projects_q
+from db.queries import second_opinion as q
+from medlabel.errors import ConflictError, InputError, NotFoundError, PermissionDenied
+from services import audit
+from services.consensus import current_reads, final_label
+from services.context import AppContext
+from services.dto import Suggestion
+from services.ingest import random_key
+
+logger = logging.getLogger(__name__)
+
+ASK_ROLES = ("clinician", "admin")
+TOP_K = 3
+REVIEW_PRIORITY = 1_000_000  # expert-review requests go before everything else in a project's queue
+DISPLAY_SIZE = 1024
+THUMBNAIL_SIZE = 160
+HEATMAP_BATCH = 8  # batch 8 is as fast as larger ones on a CPU and keeps the session arena small
+_PNG = b"\x89PNG\r\n\x1a\n"
+_JPEG = b"\xff\xd8\xff"
+
+
+# --- results ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OpinionDTO:
+    """One stored second-opinion request; ``as_record()`` is what an API would return."""
+
+    id: int
+    user: str
+    model: str
+    version: int
+    prediction: dict[str, float] = field(hash=False)
+    top: tuple[Suggestion, ...]
+    time: dt.datetime
+    source_kind: str  # dicom | photo
+    content_hash: str
+    deid_status: str  # released | flagged (masked text a reviewer should check before labelling)
+    deid_reason: str = ""
+    review_item_id: int | None = None
+    review_project: str | None = None
+
+    def as_record(self) -> dict[str, Any]:
+        return {"user": self.user, "model": self.model, "version": self.version,
+                "prediction": dict(self.prediction),
+                "top": [{"label": s.label, "probability": s.probability} for s in self.top],
+                "time": self.time.isoformat()}
+
+
+@dataclass(frozen=True)
+class NeighbourDTO:
+    item_id: int
+    project: str
+    similarity: float  # cosine similarity of the embeddings, -1..1
+    labels: tuple[str, ...]
+    provenance: str  # adjudicated | consensus | single read
+    reads: int
+    thumbnail: bytes = field(repr=False)
+
+
+@dataclass(frozen=True)
+class NeighboursDTO:
+    cases: tuple[NeighbourDTO, ...]
+    note: str = ""  # why there are none (or fewer than asked)
+
+
+@dataclass(frozen=True)
+class ReviewDTO:
+    item_id: int
+    project: str
+    created: bool  # False when the request had already been sent there, or the image was already in it
+    status: str  # released (in the queue now) | quarantined (waits for de-identification review)
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    ref: str  # NAME:VERSION, what ``ask`` takes
+    title: str
+    labels: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class _Model:
+    id: int
+    name: str
+    version: int
+    stored_path: str
+    spec: inference.ModelSpec
+
+
+# --- access -------------------------------------------------------------------------------------
+
+
+def _asker(session: Session, user_id: int) -> User:
+    user = session.get(User, user_id)
+    if user is None or not user.is_active:
+        raise PermissionDenied("unknown or disabled account")
+    if user.role.value not in ASK_ROLES:
+        raise PermissionDenied("only clinicians and administrators may ask for a second opinion")
+    return user
+
+
+def _request(session: Session, request_id: int, actor_id: int | None, *,
+             for_update: bool = False) -> tuple[SecondOpinionRequest, User]:
+    """The request and its owner; with ``actor_id``, only the owner (or an administrator) may see it."""
+    row = q.request_with_user(session, request_id, for_update=for_update)
+    if row is None:
+        raise NotFoundError(f"no second-opinion request {request_id}")
+    if actor_id is not None and actor_id != row[1].id:
+        actor = session.get(User, actor_id)
+        if actor is None or not actor.is_active or actor.role.value != "admin":
+            raise PermissionDenied("this second opinion belongs to another user")
+    return row
+
+
+def _model(session: Session, ref: str) -> _Model:
+    name, _, version = ref.strip().partition(":")
+    if version and not version.isdigit():
+        raise InputError(None, f"model {ref!r}: the version after ':' must be a number")
+    row = q.model_by_ref(session, name, int(version) if version else None)
+    if row is None:
+        raise NotFoundError(f"no model {ref!r} (see `medlabel models list`)")
+    if not row.is_active:
+        raise NotFoundError(f"model {row.name} v{row.version} has been removed from use")
+    return _model_of(row)
+
+
+def _model_of(row: ModelVersion) -> _Model:
+    # The bytes come from the store, never from the file the model was once registered from.
+    spec = dataclasses.replace(inference.spec_from_dict(row.input_spec), source=None)
+    return _Model(row.id, row.name, row.version, row.stored_path, spec)
+
+
+def available_models(ctx: AppContext) -> list[ModelChoice]:
+    """The model versions a second opinion may use (active ones), for a picker."""
+    with ctx.reads() as session:
+        return [ModelChoice(f"{m.name}:{m.version}", f"{m.name} v{m.version}"
+                            + (f" ({m.variant})" if m.variant and m.variant != "fp32" else ""), tuple(m.labels))
+                for m in q.active_models(session)]
+
+
+def review_projects(ctx: AppContext) -> list[str]:
+    """Projects an image may be sent to for expert review."""
+    with ctx.reads() as session:
+        return [p.name for p in projects_q.all_projects(session)]
+
+
+# --- running the model --------------------------------------------------------------------------
+
+
+def _run(ctx: AppContext, model: _Model, batch: np.ndarray, tabular: np.ndarray | None = None, *,
+         embeddings: bool = True) -> inference.RunOutput:
+    """Run on the shared session cache; the model file is read from the store only to load it."""
+    cache = inference.default_cache()
+    loaded = (model.spec.sha256, cache.intra_op_threads) in cache.loaded()
+    model_bytes = None if loaded else ctx.store.get(model.stored_path)
+    try:
+        return cache.run(model.spec, batch, tabular, model_bytes=model_bytes, embeddings=embeddings)
+    except ValueError:
+        if model_bytes is not None:
+            raise
+        # evicted between the check and the run: load it again
+        return cache.run(model.spec, batch, tabular, model_bytes=ctx.store.get(model.stored_path),
+                         embeddings=embeddings)
+
+
+def _tabular(model: _Model, characteristics: dict[str, Any], name: str | None) -> np.ndarray | None:
+    if model.spec.tabular is None:
+        return None
+    try:
+        return inference.tabular_vector(model.spec.tabular, characteristics)
+    except InputError as exc:
+        raise InputError(name, f"model {model.name} v{model.version} needs patient data this upload does not "
+                               f"carry: {exc.reason}") from None
+
+
+def _embedding_key(model: _Model) -> str:
+    return f"second-opinion/embedding/{model.spec.sha256}"
+
+
+def _check_format(data: bytes, name: str) -> None:
+    """DICOM (with or without the 128-byte preamble), PNG or JPEG; anything else is refused up front."""
+    if not data:
+        raise InputError(name, "empty file")
+    if data.startswith(_PNG) or data.startswith(_JPEG) or inference.is_dicom(data):
+        return
+    try:
+        header = inference.read_dicom(data, name, stop_before_pixels=True)
+    except InputError:
+        header = None
+    if header is None or "SOPClassUID" not in header:
+        raise InputError(name, "not a DICOM, PNG or JPEG file")
+
+
+def _deid_report(result: deid.DeidResult) -> dict[str, Any]:
+    """The engine's report, the text boxes it masked (coordinates only), and what an item needs."""
+    report = dict(result.report)
+    report["text_boxes"] = [[int(b[0]), *(int(round(v)) for v in b[1:5]), round(float(b[5]), 3)]
+                            for b in result.boxes]
+    report["status"] = result.status
+    report["result"] = {"kind": result.kind, "modality": result.modality, "width": result.width,
+                        "height": result.height, "frames": result.frames,
+                        "patient_pseudonym": result.patient_pseudonym, "study_pseudonym": result.study_pseudonym,
+                        "series_pseudonym": result.series_pseudonym,
+                        "characteristics": dict(result.characteristics or {})}
+    return report
+
+
+# --- use cases ----------------------------------------------------------------------------------
+
+
+def ask(ctx: AppContext, user_id: int, filename: str, data: bytes, model_ref: str) -> OpinionDTO:
+    """De-identify, store and run one upload; record and audit the request. See the module docstring."""
+    name = Path(filename or "upload").name  # shown in errors, never stored
+    with ctx.reads() as session:
+        user = _asker(session, user_id)
+        username = user.username
+        model = _model(session, model_ref)
+    _check_format(data, name)
+    result = deid.deidentify_bytes(data, key=ctx.settings.secret_key(), name=name, options=deid.DeidOptions())
+    if result.status == "refused" or result.output is None:
+        raise InputError(name, result.reason or "refused by de-identification")
+    output = result.output
+    x = inference.preprocess(output, model.spec.input, name=name)
+    tabular = _tabular(model, dict(result.characteristics or {}), name)
+    out = _run(ctx, model, x, tabular)
+    probabilities = out.probabilities[0]
+    prediction = {label: round(float(p), 6) for label, p in zip(model.spec.labels, probabilities, strict=True)}
+    top = tuple(Suggestion(label, round(p, 6)) for label, p in inference.top_k(probabilities, model.spec.labels,
+                                                                               TOP_K))
+    digest, relative = ctx.store.put(output, result.suffix)
+    if out.embeddings is not None:
+        ctx.store.put_derived(digest, _embedding_key(model), out.embeddings[0].astype("<f4").tobytes())
+    with ctx.sessions.begin() as session:
+        request = SecondOpinionRequest(user_id=user_id, model_id=model.id, content_hash=digest,
+                                       prediction=prediction, top=[{"label": s.label, "probability": s.probability}
+                                                                   for s in top],
+                                       model_name=model.name, model_version=model.version, source_kind=result.kind,
+                                       stored_path=relative, deid_report=_deid_report(result))
+        session.add(request)
+        session.flush()
+        audit.record(session, "second_opinion.ask", actor_id=user_id, target_type="second_opinion",
+                     target_id=request.id, model=model.name, version=model.version, sha256=digest,
+                     top=top[0].label if top else None, deid=result.status)
+        return _dto(request, username)
+
+
+def _dto(request: SecondOpinionRequest, username: str, review_project: str | None = None) -> OpinionDTO:
+    report = request.deid_report or {}
+    return OpinionDTO(id=request.id, user=username, model=request.model_name or "", version=request.model_version or 0,
+                      prediction=dict(request.prediction),
+                      top=tuple(Suggestion(t["label"], float(t["probability"])) for t in request.top),
+                      time=request.created_at, source_kind=request.source_kind or "",
+                      content_hash=request.content_hash, deid_status=str(report.get("status", "released")),
+                      deid_reason=str(report.get("reason", "") or ""), review_item_id=request.review_item_id,
+                      review_project=review_project)
+
+
+def history(ctx: AppContext, user_id: int, limit: int = 100) -> list[OpinionDTO]:
+    """The user's own requests, newest first (nobody sees another user's requests here)."""
+    with ctx.reads() as session:
+        return [_dto(r, username, project) for r, username, project in q.requests_of_user(session, user_id, limit)]
+
+
+def get(ctx: AppContext, request_id: int, *, actor_id: int | None = None) -> OpinionDTO:
+    """One request (with ``actor_id``: only its owner or an administrator)."""
+    with ctx.reads() as session:
+        request, owner = _request(session, request_id, actor_id)
+        project = None
+        if request.review_item_id is not None:
+            item = session.get(Item, request.review_item_id)
+            project = None if item is None else _project_name(session, item.project_id)
+        return _dto(request, owner.username, project)
+
+
+def _project_name(session: Session, project_id: int) -> str | None:
+    project = session.get(Project, project_id)
+    return None if project is None else project.name
+
+
+def _stored(ctx: AppContext, request_id: int, actor_id: int | None) -> tuple[SecondOpinionRequest, _Model]:
+    with ctx.reads() as session:
+        request, _ = _request(session, request_id, actor_id)
+        row = session.get(ModelVersion, request.model_id)
+        if row is None:
+            raise NotFoundError(f"the model of second opinion {request_id} no longer exists")
+        return request, _model_of(row)
+
+
+def display_png(ctx: AppContext, request_id: int, *, actor_id: int | None = None,
+                max_size: int = DISPLAY_SIZE) -> bytes:
+    """The de-identified image as stored, rendered for display (cached)."""
+    request, _ = _stored(ctx, request_id, actor_id)
+    return _display(ctx, request.content_hash, request.stored_path or "", max_size)
+
+
+def _display(ctx: AppContext, content_hash: str, stored_path: str, max_size: int) -> bytes:
+    key = f"second-opinion/display/v1/{max_size}"
+    png = ctx.store.get_derived(content_hash, key)
+    if png is None:
+        png = inference.render_png(ctx.store.get(stored_path), max_size=max_size).png
+        ctx.store.put_derived(content_hash, key, png)
+    return png
+
+
+def heatmap_geometry(spec: inference.InputSpec) -> tuple[int, int]:
+    """(patch, stride) of the occlusion grid: patches of 1/7 of the input side, overlapping by a quarter
+    (9 x 9 positions at 224 px: 82 model runs in batches of 8)."""
+    patch = max(2, round(min(spec.height, spec.width) / 7))
+    return patch, max(1, round(patch * 3 / 4))
+
+
+def heatmap(ctx: AppContext, request_id: int, label: str | None = None, *, actor_id: int | None = None) -> bytes:
+    """An occlusion-sensitivity heat map of ``label`` (default: the top label) over the de-identified
+    image, as a display PNG overlay. Computed once (batched model runs) and cached in the store."""
+    request, model = _stored(ctx, request_id, actor_id)
+    target = label or (request.top[0]["label"] if request.top else model.spec.labels[0])
+    if target not in model.spec.labels:
+        raise InputError(None, f"model {model.name} v{model.version} has no label {target!r}")
+    patch, stride = heatmap_geometry(model.spec.input)
+    key = f"second-opinion/heatmap/v1/{model.spec.sha256}/{patch}/{stride}/{DISPLAY_SIZE}/{target}"
+    cached = ctx.store.get_derived(request.content_hash, key)
+    if cached is not None:
+        return cached
+    data = ctx.store.get(request.stored_path or "")
+    x = inference.preprocess(data, model.spec.input)
+    tabular = _tabular(model, (request.deid_report or {}).get("result", {}).get("characteristics", {}), None)
+
+    def predict(batch: np.ndarray) -> np.ndarray:
+        rows = None if tabular is None else np.repeat(tabular, batch.shape[0], axis=0)
+        return _run(ctx, model, batch, rows, embeddings=False).probabilities
+
+    heat = inference.occlusion_map(predict, x, model.spec.labels.index(target), patch=patch, stride=stride,
+                                   layout=model.spec.input.layout.value, batch_size=HEATMAP_BATCH)
+    png = inference.overlay_png(_display(ctx, request.content_hash, request.stored_path or "", DISPLAY_SIZE), heat)
+    ctx.store.put_derived(request.content_hash, key, png)
+    return png
+
+
+def _query_embedding(ctx: AppContext, request: SecondOpinionRequest, model: _Model) -> np.ndarray | None:
+    raw = ctx.store.get_derived(request.content_hash, _embedding_key(model))
+    if raw is None:  # the derived cache was cleared: run the model again (same tensor, same session)
+        data = ctx.store.get(request.stored_path or "")
+        characteristics = (request.deid_report or {}).get("result", {}).get("characteristics", {})
+        out = _run(ctx, model, inference.preprocess(data, model.spec.input),
+                   _tabular(model, characteristics, None))
+        if out.embeddings is None:
+            return None
+        raw = out.embeddings[0].astype("<f4").tobytes()
+        ctx.store.put_derived(request.content_hash, _embedding_key(model), raw)
+    return np.frombuffer(raw, dtype="<f4")
+
+
+def cosine_ranking(query: np.ndarray, candidates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(order, similarities): candidate rows by cosine similarity to ``query``, most similar first
+    (ties: lower row first). A zero vector has similarity 0 to everything."""
+    q_norm = float(np.linalg.norm(query))
+    norms = np.linalg.norm(candidates, axis=1)
+    sims = candidates @ query / np.maximum(norms * q_norm, 1e-12)
+    sims = np.where((norms > 0) & (q_norm > 0), sims, 0.0)
+    order = np.argsort(-sims, kind="stable")
+    return order, sims
+
+
+def neighbours(ctx: AppContext, request_id: int, k: int = 5, *, actor_id: int | None = None) -> NeighboursDTO:
+    """The ``k`` already-labelled items most similar to the request's image on this model version's
+    embeddings (cosine similarity), each with its final label, provenance and a thumbnail."""
+    request, model = _stored(ctx, request_id, actor_id)
+    where = f"{model.name} v{model.version}"
+    if model.spec.embedding_tensor is None:
+        return NeighboursDTO((), f"{where} exposes no embedding layer, so similar cases cannot be found.")
+    with ctx.reads() as session:
+        rows = q.embedded_labelled_items(session, model.id)
+        annotations = q.annotations_of_embedded_items(session, model.id)
+    rows = [r for r in rows if r[2] != request.content_hash]  # not the image itself (sent for review)
+    finals = {item: final_label(reads) for item, reads in current_reads(annotations).items()}
+    rows = [r for r in rows if r[0] in finals and finals[r[0]].labels is not None]
+    if not rows:
+        return NeighboursDTO((), f"No labelled cases have embeddings from {where} yet (pre-label a project "
+                                 f"with this model to find similar cases).")
+    query = _query_embedding(ctx, request, model)
+    if query is None:
+        return NeighboursDTO((), f"{where} returned no embedding for this image.")
+    rows = [r for r in rows if len(r[4]) == query.nbytes]
+    matrix = np.frombuffer(b"".join(r[4] for r in rows), dtype="<f4").reshape(len(rows), -1) if rows else None
+    if matrix is None:
+        return NeighboursDTO((), f"The stored embeddings of {where} do not match its current embedding size.")
+    order, sims = cosine_ranking(query.astype(np.float64), matrix.astype(np.float64))
+    cases = []
+    for index in order[:max(k, 0)]:
+        item_id, project, content_hash, stored_path, _ = rows[int(index)]
+        final = finals[item_id]
+        cases.append(NeighbourDTO(item_id=item_id, project=project, similarity=round(float(sims[index]), 4),
+                                  labels=tuple(final.labels or ()), provenance=final.provenance, reads=final.reads,
+                                  thumbnail=_display(ctx, content_hash, stored_path, THUMBNAIL_SIZE)))
+    note = "" if len(cases) >= k else f"Only {len(cases)} labelled case(s) have embeddings from {where}."
+    return NeighboursDTO(tuple(cases), note)
+
+
+def request_review(ctx: AppContext, request_id: int, project_name: str, actor_id: int) -> ReviewDTO:
+    """Put the request's de-identified image into ``project_name``'s labelling queue, at the front.
+
+    Idempotent: asking again for the same project returns the same item. An image the
+    de-identification engine flagged enters quarantined and waits for the De-identification review
+    page, exactly as at intake. Only the requester (or an administrator) may ask.
+    """
+    for attempt in range(2):
+        try:
+            return _request_review(ctx, request_id, project_name, actor_id)
+        except IntegrityError:  # a concurrent call created the same item first (PostgreSQL)
+            if attempt:
+                raise ConflictError("the image was added to the project concurrently; try again") from None
+    raise AssertionError("unreachable")
+
+
+def _request_review(ctx: AppContext, request_id: int, project_name: str, actor_id: int) -> ReviewDTO:
+    with ctx.sessions.begin() as session:
+        request, _ = _request(session, request_id, actor_id, for_update=True)
+        if request.review_item_id is not None:
+            item = session.get(Item, request.review_item_id)
+            assert item is not None
+            current = _project_name(session, item.project_id)
+            if current != project_name:
+                raise ConflictError(f"this image was already sent for review to project {current!r}")
+            return ReviewDTO(item.id, project_name, False, item.deid_status.value)
+        project = projects_q.project_by_name(session, project_name)
+        if project is None:
+            raise NotFoundError(f"no project named {project_name!r}")
+        report = dict(request.deid_report or {})
+        facts = report.pop("result", {})
+        flagged = report.pop("status", "released") != "released"
+        item = q.item_in_project(session, project.id, request.content_hash)
+        created = item is None
+        if item is None:
+            item = Item(project_id=project.id, content_hash=request.content_hash, stored_path=request.stored_path,
+                        kind=facts.get("kind") or request.source_kind or "photo", modality=facts.get("modality"),
+                        width=facts.get("width"), height=facts.get("height"), frame_count=facts.get("frames") or 1,
+                        patient_pseudonym=facts.get("patient_pseudonym"),
+                        study_pseudonym=facts.get("study_pseudonym"), series_pseudonym=facts.get("series_pseudonym"),
+                        deid_status=DeidStatus.QUARANTINED if flagged else DeidStatus.RELEASED, deid_report=report,
+                        attributes=dict(facts.get("characteristics") or {}), priority=REVIEW_PRIORITY,
+                        random_key=random_key(project.queue_seed, request.content_hash))
+            session.add(item)
+            session.flush()
+        else:
+            item.priority = max(item.priority, REVIEW_PRIORITY)
+        request.review_item_id = item.id
+        audit.record(session, "second_opinion.review", actor_id=actor_id, target_type="second_opinion",
+                     target_id=request.id, project=project.name, item_id=item.id, created=created,
+                     status=item.deid_status.value)
+        return ReviewDTO(item.id, project.name, created, item.deid_status.value)
+

@@ -1,0 +1,94 @@
+"""A clinician uploads a PNG in a real browser, sees the top 3 with percentages and the heat map, and
+sends the image for expert review."""
+
+from __future__ import annotations
+
+import io
+import re
+import shutil
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+from sqlalchemy import select
+
+import inference
+from db.models import Item, SecondOpinionRequest
+from medlabel.settings import Settings
+from services import accounts
+from services.context import AppContext
+from services.models import register_model
+from tests.services.factories import make_project
+
+pytestmark = pytest.mark.browser
+PASSWORD = "browser-pass-1"
+LABELS = ["normal", "effusion", "nodule", "pneumonia"]
+
+
+@pytest.fixture
+def db_url(sqlite_template: Any, tmp_path: Any) -> str:
+    target = tmp_path / "medlabel.db"
+    shutil.copyfile(sqlite_template, target)
+    return f"sqlite:///{target}"
+
+
+def _png() -> bytes:
+    img = Image.fromarray(np.random.default_rng(1).integers(20, 60, (128, 128), dtype=np.uint8), "L")
+    ImageDraw.Draw(img).ellipse((30, 25, 100, 110), fill=210)
+    buffer = io.BytesIO()
+    img.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _wait_for(check: Callable[[], Any], seconds: float = 20) -> Any:
+    deadline = time.monotonic() + seconds
+    while not (found := check()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return found
+
+
+def test_clinician_uploads_sees_top3_and_requests_review(ctx: AppContext, settings: Settings,
+                                                         portal_server: Callable[[Settings], str], page: Any) -> None:
+    from playwright.sync_api import expect
+
+    accounts.add_user(ctx, "doc", PASSWORD, "clinician", display_name="Dr. Clinic")
+    register_model(ctx, inference.build_tiny_cnn(input_hw=(32, 32), n_classes=4, seed=5), name="cxr-tiny",
+                   labels=LABELS)
+    make_project(ctx)
+    url = portal_server(settings)
+
+    page.goto(url)
+    page.get_by_role("textbox", name="Username").fill("doc")
+    page.get_by_role("textbox", name="Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("link", name="Second opinion").click()
+    expect(page.get_by_role("heading", name="Second opinion")).to_be_visible()
+
+    page.locator("input[type='file']").set_input_files(
+        files=[{"name": "chest.png", "mimeType": "image/png", "buffer": _png()}])
+    ask = page.get_by_role("button", name="Ask for a second opinion")
+    expect(ask).to_be_enabled()
+    ask.click()
+    expect(page.get_by_text("Request #")).to_be_visible()
+
+    request = _wait_for(lambda: _request(ctx))
+    assert request is not None
+    for top in request.top:  # the three labels with their percentages, as stored
+        expect(page.get_by_text(f"{top['label']}: {top['probability']:.1%}", exact=True)).to_be_visible()
+    expect(page.get_by_text(re.compile("occlusion sensitivity"))).to_be_visible()
+    expect(page.get_by_test_id("stImage").first).to_be_visible()
+
+    page.get_by_role("button", name=re.compile("Request expert review")).click()
+    expect(page.get_by_text(re.compile(r"Sent for expert review: case #\d+ in Chest"))).to_be_visible()
+    item_id = _wait_for(lambda: _request(ctx).review_item_id)
+    with ctx.reads() as session:
+        item = session.get(Item, item_id)
+    assert item is not None and item.content_hash == request.content_hash and item.priority > 0
+
+
+def _request(ctx: AppContext) -> SecondOpinionRequest | None:
+    with ctx.reads() as session:
+        return session.scalars(select(SecondOpinionRequest)).first()

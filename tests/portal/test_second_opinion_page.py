@@ -1,0 +1,109 @@
+"""Second opinion page (clinician, admin): upload, top 3 with percentages, heat map, similar cases,
+expert review, past requests; refused for other roles; a corrupt upload is named."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+from sqlalchemy import select
+
+import inference
+from db.models import Annotation, AnnotationKind, Item, Prediction, SecondOpinionRequest
+from medlabel.settings import Settings
+from services import accounts
+from services.context import AppContext
+from services.models import register_model
+from tests.portal.conftest import PASSWORD, signed_in
+from tests.services.factories import make_items, make_project, user_id
+
+LABELS = ["normal", "effusion", "nodule", "pneumonia"]
+PAGE = "views/second_opinion.py"
+
+
+def _png() -> bytes:
+    img = Image.fromarray(np.random.default_rng(0).integers(20, 60, (80, 80), dtype=np.uint8), "L")
+    ImageDraw.Draw(img).ellipse((20, 15, 60, 70), fill=210)
+    buffer = io.BytesIO()
+    img.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def clinic(ctx: AppContext, portal_env: Settings) -> AppContext:
+    accounts.add_user(ctx, "doc", PASSWORD, "clinician")
+    model = register_model(ctx, inference.build_tiny_cnn(input_hw=(32, 32), n_classes=4, seed=5), name="cxr-tiny",
+                           labels=LABELS)
+    pid = make_project(ctx)
+    reader = user_id(ctx, "rad1")
+    rng = np.random.default_rng(0)
+    with ctx.sessions.begin() as session:  # two labelled items with embeddings from this model
+        for item_id, label in zip(make_items(ctx, pid, 2), ("pneumonia", "normal"), strict=True):
+            session.add(Prediction(item_id=item_id, model_id=model.id, probabilities={},
+                                   embedding=rng.random(8).astype("<f4").tobytes()))
+            session.add(Annotation(item_id=item_id, user_id=reader, kind=AnnotationKind.LABEL, labels=[label]))
+    return ctx
+
+
+def _ask(at, name: str, data: bytes, mime: str = "image/png"):  # type: ignore[no-untyped-def]
+    at.file_uploader(key="so_upload").set_value((name, data, mime)).run()
+    return at.button(key="so_ask").click().run()
+
+
+def test_clinician_gets_top3_heat_map_and_requests_review(clinic: AppContext) -> None:
+    at = signed_in("doc")
+    at.switch_page(PAGE).run()
+    assert not at.exception and at.title[0].value == "Second opinion"
+    assert at.button(key="so_ask").disabled  # nothing uploaded yet
+    at = _ask(at, "chest.png", _png())
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+
+    with clinic.reads() as session:
+        (request,) = session.scalars(select(SecondOpinionRequest)).all()
+    bars = [(p.text, p.value) for p in at.progress]
+    assert len(bars) == 3
+    assert [text.split(":")[0] for text, _ in bars] == [t["label"] for t in request.top]
+    for (text, value), top in zip(bars, request.top, strict=True):
+        assert text == f"{top['label']}: {top['probability']:.1%}"
+        assert value == pytest.approx(100 * top["probability"], abs=1)
+    assert len(at.image) == 4  # two similar cases, the heat map overlay, the de-identified image (expander)
+    assert any("occlusion" in caption for image in at.image for caption in image.captions)
+    similar = [c.value for c in at.caption if "similarity" in c.value]
+    assert len(similar) == 2 and all("(single read)" in c and "Chest #" in c for c in similar)
+    assert {c.split("**")[1] for c in similar} == {"pneumonia", "normal"}
+    assert at.dataframe[0].value["Request"].tolist() == [request.id]
+
+    at.selectbox(key=f"so_review_project_{request.id}").select("Chest")
+    next(b for b in at.button if b.label == "Request expert review").click().run()
+    assert not at.exception
+    with clinic.reads() as session:
+        request = session.get(SecondOpinionRequest, request.id)
+        item = session.get(Item, request.review_item_id)
+    assert item is not None and item.priority > 0
+    assert any(f"case #{item.id} in Chest" in s.value for s in at.success)
+
+
+def test_a_corrupt_upload_is_named_and_not_recorded(clinic: AppContext) -> None:
+    at = signed_in("doc")
+    at.switch_page(PAGE).run()
+    at = _ask(at, "scan_of_mr_smith.png", b"\x89PNG\r\n\x1a\n-not-really-a-png")
+    assert not at.exception
+    assert any("scan_of_mr_smith.png" in e.value for e in at.error), [e.value for e in at.error]
+    assert not at.progress
+    with clinic.reads() as session:
+        assert session.scalars(select(SecondOpinionRequest)).all() == []
+
+
+def test_readers_are_refused_and_no_model_is_explained(ctx: AppContext, portal_env: Settings) -> None:
+    accounts.add_user(ctx, "rad", PASSWORD, "reader")
+    accounts.add_user(ctx, "doc", PASSWORD, "clinician")
+    at = signed_in("rad")
+    at.switch_page(PAGE).run()
+    assert any("Access denied" in e.value for e in at.error) and not at.title
+    at = signed_in("doc")
+    at.switch_page(PAGE).run()
+    assert not at.exception
+    assert any("No model is registered" in i.value for i in at.info)

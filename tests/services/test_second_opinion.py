@@ -1,0 +1,370 @@
+"""Second opinions: de-identified before storage, run on the shared sessions, recorded and audited,
+similar cases by cosine similarity, and expert review at the front of a project's queue."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from PIL import Image, ImageDraw, PngImagePlugin
+from sqlalchemy import func, select
+
+import inference
+from db.models import Annotation, AnnotationKind, AuditEvent, Item, Prediction, SecondOpinionRequest
+from medlabel.benchmarks.deid_corpus import plant, real
+from medlabel.errors import ConflictError, InputError, NotFoundError, PermissionDenied
+from services import accounts, labelling, second_opinion
+from services.context import AppContext
+from services.models import register_model
+from tests.services.factories import PASSWORD, make_items, make_project, user_id
+
+LABELS = ["normal", "effusion", "nodule", "pneumonia"]
+
+
+@pytest.fixture(scope="module")
+def model_bytes() -> bytes:
+    return inference.build_tiny_cnn(input_hw=(32, 32), channels=1, n_classes=len(LABELS), seed=3, filters=8)
+
+
+@pytest.fixture
+def model(ctx: AppContext, model_bytes: bytes) -> str:
+    registered = register_model(ctx, model_bytes, name="cxr-tiny", labels=LABELS)
+    return f"{registered.name}:{registered.version}"
+
+
+@pytest.fixture
+def doc(ctx: AppContext) -> int:
+    return accounts.add_user(ctx, "doc", PASSWORD, "clinician").id
+
+
+def _xray_png(seed: int = 0, size: int = 96) -> bytes:
+    rng = np.random.default_rng(seed)
+    img = Image.fromarray(rng.integers(20, 60, (size, size), dtype=np.uint8), "L")
+    ImageDraw.Draw(img).ellipse((15 + seed % 20, 20, 55 + seed % 20, 80), fill=200)
+    buffer = io.BytesIO()
+    img.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _direct_run(model_bytes: bytes, stored: bytes) -> np.ndarray:
+    """The model run by hand on a fresh onnxruntime session, on the stored (de-identified) bytes."""
+    spec = inference.inspect_model(model_bytes, LABELS)
+    x = inference.preprocess(stored, spec.input)
+    session = ort.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
+    return session.run([spec.output_name], {spec.input_name: x})[0][0]
+
+
+def _store_files(ctx: AppContext) -> set[str]:
+    root = Path(ctx.settings.store_dir)
+    return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()} if root.exists() else set()
+
+
+def test_dicom_upload_is_deidentified_and_the_request_recorded(ctx: AppContext, model: str, model_bytes: bytes,
+                                                               doc: int) -> None:
+    planted = plant(real("MR_small.dcm"), "SO")
+    opinion = second_opinion.ask(ctx, doc, "Quixote_Dulcinea_MRN-7781.dcm", planted.data, model)
+
+    with ctx.reads() as session:
+        request = session.get(SecondOpinionRequest, opinion.id)
+        events = session.scalars(select(AuditEvent).where(AuditEvent.action == "second_opinion.ask")).all()
+    stored = ctx.store.get(request.stored_path)
+    leaked = [value for value in planted.values if value.encode() in stored]
+    assert not leaked and stored[128:132] == b"DICM"
+    assert request.source_kind == "dicom" and request.deid_report["method"].startswith("medlabel deid")
+    assert (request.user_id, request.model_name, request.model_version) == (doc, "cxr-tiny", 1)
+
+    # top 3, highest first, equal to a direct session run on the stored bytes
+    expected = _direct_run(model_bytes, stored)
+    assert [s.label for s in opinion.top] == [LABELS[i] for i in np.argsort(-expected, kind="stable")[:3]]
+    assert [s.probability for s in opinion.top] == sorted((s.probability for s in opinion.top), reverse=True)
+    for label, p in zip(LABELS, expected, strict=True):
+        assert opinion.prediction[label] == pytest.approx(float(p), abs=1e-5)
+    assert sum(opinion.prediction.values()) == pytest.approx(1.0, abs=1e-4)
+
+    record = opinion.as_record()
+    assert set(record) == {"user", "model", "version", "prediction", "top", "time"}
+    assert (record["user"], record["model"], record["version"]) == ("doc", "cxr-tiny", 1)
+    assert record["top"] == [{"label": s.label, "probability": s.probability} for s in opinion.top]
+    assert record["top"] == request.top
+
+    (event,) = events
+    assert event.actor_id == doc and event.target_id == str(opinion.id)
+    assert event.payload["model"] == "cxr-tiny" and event.payload["version"] == 1
+    # the original file name (a patient's name here) is never stored
+    assert "Quixote" not in repr(request.deid_report) + repr(event.payload)
+
+
+def test_photo_metadata_and_gps_are_gone_before_storage(ctx: AppContext, model: str, doc: int) -> None:
+    img = Image.open(io.BytesIO(_xray_png(1))).convert("RGB")
+    exif = img.getexif()
+    exif[0x010F] = "SecretCameraMaker"
+    exif[0x8825] = {1: "N", 2: (40.0, 25.0, 1.0), 3: "W", 4: (3.0, 42.0, 2.0)}
+    jpeg = io.BytesIO()
+    img.save(jpeg, format="JPEG", exif=exif.tobytes(), quality=95)
+    assert b"GPS" in jpeg.getvalue() or b"SecretCameraMaker" in jpeg.getvalue()
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Author", "Dulcinea Quixote")
+    png = io.BytesIO()
+    Image.open(io.BytesIO(_xray_png(2))).save(png, format="PNG", pnginfo=info)
+
+    for name, data in (("phone.jpg", jpeg.getvalue()), ("screen.png", png.getvalue())):
+        opinion = second_opinion.ask(ctx, doc, name, data, model)
+        with ctx.reads() as session:
+            request = session.get(SecondOpinionRequest, opinion.id)
+        stored = ctx.store.get(request.stored_path)
+        assert request.source_kind == "photo" and stored.startswith(b"\x89PNG")
+        out = Image.open(io.BytesIO(stored))
+        assert not out.getexif() and not getattr(out, "text", {})
+        for secret in (b"GPS", b"SecretCameraMaker", b"Dulcinea", b"Exif"):
+            assert secret not in stored
+        assert len(opinion.top) == 3
+
+
+def test_history_shows_only_the_callers_requests(ctx: AppContext, model: str, doc: int) -> None:
+    other = accounts.add_user(ctx, "doc2", PASSWORD, "clinician").id
+    mine = [second_opinion.ask(ctx, doc, f"a{i}.png", _xray_png(i), model).id for i in range(2)]
+    theirs = second_opinion.ask(ctx, other, "b.png", _xray_png(9), model).id
+    assert [o.id for o in second_opinion.history(ctx, doc)] == mine[::-1]
+    assert [o.id for o in second_opinion.history(ctx, other)] == [theirs]
+    assert all(o.user == "doc" for o in second_opinion.history(ctx, doc))
+    with pytest.raises(PermissionDenied):
+        second_opinion.get(ctx, theirs, actor_id=doc)
+    with pytest.raises(PermissionDenied):
+        second_opinion.heatmap(ctx, theirs, actor_id=doc)
+    admin = accounts.add_user(ctx, "boss", PASSWORD, "admin").id
+    assert second_opinion.get(ctx, theirs, actor_id=admin).user == "doc2"
+
+
+@pytest.mark.parametrize("role", ["reader", "lead"])
+def test_only_clinicians_and_admins_may_ask(ctx: AppContext, model: str, role: str) -> None:
+    uid = accounts.add_user(ctx, "someone", PASSWORD, role).id
+    before = _store_files(ctx)
+    with pytest.raises(PermissionDenied, match="clinicians"):
+        second_opinion.ask(ctx, uid, "x.png", _xray_png(), model)
+    assert _store_files(ctx) == before
+    admin = accounts.add_user(ctx, "boss", PASSWORD, "admin").id
+    assert second_opinion.ask(ctx, admin, "x.png", _xray_png(), model).user == "boss"
+
+
+@pytest.mark.parametrize(("name", "data", "reason"), [
+    ("broken.png", _xray_png()[:60], "readable image"),
+    ("broken.dcm", plant(real("MR_small.dcm"), "BR").data[:-1000], "pixel data"),
+    ("header-only.dcm", plant(real("MR_small.dcm"), "BR").data[:400], "pixel data"),
+    ("notes.txt", b"patient notes, not an image", "not a DICOM, PNG or JPEG file"),
+    ("empty.jpg", b"", "empty file"),
+])
+def test_a_corrupt_upload_is_named_and_nothing_is_stored(ctx: AppContext, model: str, doc: int, name: str,
+                                                         data: bytes, reason: str) -> None:
+    before = _store_files(ctx)
+    with pytest.raises(InputError, match=reason) as raised:
+        second_opinion.ask(ctx, doc, f"/uploads/{name}", data, model)
+    assert name in str(raised.value)
+    assert _store_files(ctx) == before
+    with ctx.reads() as session:
+        assert session.scalar(select(func.count()).select_from(SecondOpinionRequest)) == 0
+        assert session.scalar(select(func.count()).where(AuditEvent.action == "second_opinion.ask")) == 0
+
+
+def test_unknown_and_removed_models_are_refused(ctx: AppContext, model: str, doc: int) -> None:
+    from services.models import deactivate
+
+    with pytest.raises(NotFoundError):
+        second_opinion.ask(ctx, doc, "x.png", _xray_png(), "no-such-model")
+    deactivate(ctx, model)
+    with pytest.raises(NotFoundError, match="removed"):
+        second_opinion.ask(ctx, doc, "x.png", _xray_png(), model)
+
+
+def _read(ctx: AppContext, item_id: int, reader: str, labels: list[str], kind: AnnotationKind = AnnotationKind.LABEL,
+          ) -> None:
+    with ctx.sessions.begin() as session:
+        session.add(Annotation(item_id=item_id, user_id=user_id(ctx, reader), kind=kind, labels=labels))
+
+
+def _unit_orthogonal(q: np.ndarray, seed: int) -> np.ndarray:
+    u = np.random.default_rng(seed).normal(size=q.shape)
+    u -= (u @ q) / (q @ q) * q
+    return u / np.linalg.norm(u)
+
+
+def test_neighbours_are_ranked_by_cosine_similarity_with_final_labels(ctx: AppContext, model: str,
+                                                                      doc: int) -> None:
+    pid = make_project(ctx, readers=("rad1", "rad2", "lead1"))
+    items = make_items(ctx, pid, 6, width=32, height=32)
+    opinion = second_opinion.ask(ctx, doc, "q.png", _xray_png(4), model)
+    assert second_opinion.neighbours(ctx, opinion.id).cases == ()
+    assert "No labelled cases" in second_opinion.neighbours(ctx, opinion.id).note
+
+    with ctx.reads() as session:
+        request = session.get(SecondOpinionRequest, opinion.id)
+    raw = ctx.store.get_derived(request.content_hash, f"second-opinion/embedding/{_sha(ctx, model)}")
+    q = np.frombuffer(raw, dtype="<f4").astype(np.float64)
+    assert q.shape == (8,) and np.linalg.norm(q) > 0
+    u = _unit_orthogonal(q, 0)
+    qn = q / np.linalg.norm(q)
+    angles = {items[0]: 1.2, items[1]: 0.1, items[2]: 0.6, items[3]: 0.0, items[4]: 0.3, items[5]: 2.5}
+    with ctx.sessions.begin() as session:
+        for item, angle in angles.items():
+            e = (np.cos(angle) * qn + np.sin(angle) * u) * (1 + item % 3)  # the length must not matter
+            session.add(Prediction(item_id=item, model_id=request.model_id, probabilities={},
+                                   embedding=e.astype("<f4").tobytes()))
+    _read(ctx, items[0], "rad1", ["normal"])                                  # single read
+    _read(ctx, items[1], "rad1", ["pneumonia"])
+    _read(ctx, items[1], "rad2", ["pneumonia"])                               # consensus
+    _read(ctx, items[2], "rad1", ["normal"])
+    _read(ctx, items[2], "rad2", ["pneumonia"])
+    _read(ctx, items[2], "lead1", ["pneumonia"], AnnotationKind.ADJUDICATION)  # adjudicated
+    # items[3] is the most similar but unlabelled; items[4] is disputed: neither is a labelled case
+    _read(ctx, items[4], "rad1", ["normal"])
+    _read(ctx, items[4], "rad2", ["pneumonia"])
+    _read(ctx, items[5], "rad1", ["normal"])
+
+    result = second_opinion.neighbours(ctx, opinion.id, k=3)
+    assert [c.item_id for c in result.cases] == [items[1], items[2], items[0]]
+    assert [c.similarity for c in result.cases] == pytest.approx([np.cos(0.1), np.cos(0.6), np.cos(1.2)], abs=1e-4)
+    assert [(c.labels, c.provenance) for c in result.cases] == [
+        (("pneumonia",), "consensus"), (("pneumonia",), "adjudicated"), (("normal",), "single read")]
+    assert all(c.thumbnail.startswith(b"\x89PNG") and c.project == "Chest" for c in result.cases)
+    everything = second_opinion.neighbours(ctx, opinion.id, k=10)
+    assert [c.item_id for c in everything.cases] == [items[1], items[2], items[0], items[5]]
+    assert "Only 4" in everything.note
+
+
+def _sha(ctx: AppContext, ref: str) -> str:
+    from services.models import resolve
+
+    return resolve(ctx, ref).sha256
+
+
+def test_cosine_ranking_reference() -> None:
+    order, sims = second_opinion.cosine_ranking(np.array([1.0, 0.0]),
+                                                np.array([[0.0, 1.0], [2.0, 0.0], [1.0, 1.0], [0.0, 0.0]]))
+    assert list(order) == [1, 2, 0, 3]
+    assert sims == pytest.approx([0.0, 1.0, np.sqrt(0.5), 0.0])
+
+
+def test_request_review_puts_the_image_first_in_the_queue_once(ctx: AppContext, model: str, doc: int) -> None:
+    pid = make_project(ctx)
+    make_project(ctx, "Other")
+    make_items(ctx, pid, 5)
+    opinion = second_opinion.ask(ctx, doc, "urgent.png", _xray_png(7), model)
+    review = second_opinion.request_review(ctx, opinion.id, "Chest", doc)
+    assert review.created and review.status == "released" and review.project == "Chest"
+    again = second_opinion.request_review(ctx, opinion.id, "Chest", doc)
+    assert again == second_opinion.ReviewDTO(review.item_id, "Chest", False, "released")
+    with pytest.raises(ConflictError, match="Chest"):
+        second_opinion.request_review(ctx, opinion.id, "Other", doc)
+    other = accounts.add_user(ctx, "doc2", PASSWORD, "clinician").id
+    with pytest.raises(PermissionDenied):
+        second_opinion.request_review(ctx, opinion.id, "Chest", other)
+
+    with ctx.reads() as session:
+        request = session.get(SecondOpinionRequest, opinion.id)
+        item = session.get(Item, review.item_id)
+        in_project = session.scalar(select(func.count()).where(Item.project_id == pid))
+        events = session.scalars(select(AuditEvent).where(AuditEvent.action == "second_opinion.review")).all()
+    assert request.review_item_id == item.id and in_project == 6
+    assert (item.content_hash, item.stored_path) == (request.content_hash, request.stored_path)
+    assert item.kind == "photo" and item.width == 96 and "result" not in item.deid_report
+    assert len(events) == 1 and events[0].actor_id == doc and events[0].payload["item_id"] == item.id
+    case = labelling.next_case(ctx, pid, user_id(ctx, "rad1"))
+    assert case is not None and case.item_id == review.item_id
+    assert second_opinion.history(ctx, doc)[0].review_project == "Chest"
+
+
+def test_heat_map_is_a_cached_overlay_of_the_deidentified_image(ctx: AppContext, model: str, doc: int) -> None:
+    opinion = second_opinion.ask(ctx, doc, "x.png", _xray_png(5), model)
+    png = second_opinion.heatmap(ctx, opinion.id, actor_id=doc)
+    shown = Image.open(io.BytesIO(png))
+    assert shown.size == (96, 96) and shown.mode == "RGB"
+    display = Image.open(io.BytesIO(second_opinion.display_png(ctx, opinion.id)))
+    assert display.size == (96, 96)
+    assert second_opinion.heatmap(ctx, opinion.id) == png  # cached
+    other = second_opinion.heatmap(ctx, opinion.id, LABELS[-1])
+    assert other.startswith(b"\x89PNG")
+    with pytest.raises(InputError, match="no label"):
+        second_opinion.heatmap(ctx, opinion.id, "fracture")
+
+
+def _flat_model(side: int = 16, classes: int = 2) -> bytes:
+    """Flatten-Gemm-Softmax: its embedding (the Gemm input) is the preprocessed image itself."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    weights = np.random.default_rng(0).normal(size=(side * side, classes)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Flatten", ["image"], ["features"], axis=1),
+         helper.make_node("Gemm", ["features", "W", "B"], ["logits"]),
+         helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1)], "flat",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 1, side, side])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", classes])],
+        [numpy_helper.from_array(weights, "W"), numpy_helper.from_array(np.zeros(classes, np.float32), "B")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+def _pattern(kind: int, size: int = 96) -> bytes:
+    y, x = np.mgrid[0:size, 0:size]
+    if kind == 0:
+        arr = x * 255.0 / size
+    elif kind == 1:
+        arr = ((x // 12 + y // 12) % 2) * 255.0
+    elif kind == 2:
+        arr = np.full((size, size), 20.0)
+        arr[30:70, 30:70] = 230
+    else:
+        arr = np.full((size, size), 230.0)
+        arr[::16, :] = 0
+    buffer = io.BytesIO()
+    Image.fromarray(arr.astype(np.uint8), "L").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_neighbours_use_the_embeddings_prelabelling_stored(ctx: AppContext, doc: int) -> None:
+    from services.ingest import ingest_uploads
+    from services.models import prelabel
+
+    flat = register_model(ctx, _flat_model(), name="flat", labels=["normal", "abnormal"])
+    model = f"{flat.name}:{flat.version}"
+    make_project(ctx)
+    uploads = [_pattern(kind) for kind in range(4)]
+    report = ingest_uploads(ctx, "Chest", [(f"u{i}.png", data) for i, data in enumerate(uploads)])
+    items = [o.item_id for o in report.outcomes]
+    assert report.count("released") == 4
+    assert prelabel(ctx, "Chest", model, workers=0).predicted == 4
+    for item in items:
+        _read(ctx, item, "rad1", ["normal"])
+    with ctx.reads() as session:
+        stored = {p.item_id: np.frombuffer(p.embedding, dtype="<f4").astype(np.float64)
+                  for p in session.scalars(select(Prediction).where(Prediction.item_id.in_(items)))}
+        same = session.get(Item, items[2])
+
+    # the third upload again: de-identification gives the very bytes intake stored, and the
+    # second-opinion run gives the embedding prelabelling stored for that item
+    opinion = second_opinion.ask(ctx, doc, "again.png", uploads[2], model)
+    assert opinion.content_hash == same.content_hash
+    query = np.frombuffer(ctx.store.get_derived(opinion.content_hash, f"second-opinion/embedding/{flat.sha256}"),
+                          dtype="<f4").astype(np.float64)
+    np.testing.assert_allclose(query, stored[items[2]], rtol=1e-5, atol=1e-6)
+
+    cases = second_opinion.neighbours(ctx, opinion.id, k=5).cases  # the image itself is not its own neighbour
+    others = [i for i in items if i != items[2]]
+    cosine = {i: float(stored[i] @ query / np.linalg.norm(stored[i]) / np.linalg.norm(query)) for i in others}
+    assert len({round(c, 3) for c in cosine.values()}) == 3  # clearly different similarities
+    assert [c.item_id for c in cases] == sorted(others, key=lambda i: -cosine[i])
+    assert [c.similarity for c in cases] == pytest.approx([cosine[c.item_id] for c in cases], abs=1e-4)
+
+
+def test_a_session_evicted_meanwhile_is_loaded_again_from_the_store(ctx: AppContext, model: str, doc: int,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    cache = inference.default_cache()
+    first = second_opinion.ask(ctx, doc, "a.png", _xray_png(1), model)
+    sha = _sha(ctx, model)
+    cache.clear()  # evicted after the check below said it was loaded
+    monkeypatch.setattr(cache, "loaded", lambda: [(sha, cache.intra_op_threads)])
+    again = second_opinion.ask(ctx, doc, "a.png", _xray_png(1), model)
+    assert again.prediction == first.prediction
+    assert sha in {key for key, _ in type(cache).loaded(cache)}  # the real list: loaded again
