@@ -28,6 +28,7 @@ PAGES: tuple[PageDef, ...] = (
     PageDef("rounds.py", "Verification rounds", ":material/rule:", "rounds", ("lead", "admin"), "Projects"),
     PageDef("adjudicate.py", "Adjudicate", ":material/gavel:", "adjudicate", ("lead", "admin"), "Projects"),
     PageDef("agreement.py", "Agreement", ":material/analytics:", "agreement", ("lead", "admin"), "Projects"),
+    PageDef("models.py", "Models", ":material/memory:", "models", ("lead", "admin"), "Projects"),
     PageDef("learning.py", "Active learning", ":material/model_training:", "learning", ("lead", "admin"), "Projects"),
     PageDef("case.py", "Case", ":material/pageview:", "case", ("lead", "admin"), "Projects"),
     PageDef("projects.py", "Projects", ":material/folder_managed:", "projects", ("lead", "admin"), "Projects"),

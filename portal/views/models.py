@@ -1,0 +1,113 @@
+"""Models (lead): registered versions, quantized variants side by side on a project's reference labels
+(size, latency, throughput, accuracy, AUROC, confusion, calibration), and one item's predictions."""
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from medlabel.errors import MedlabelError
+from portal.auth import require_role
+from portal.resources import app_context
+from services import model_eval
+from services.projects import projects_for
+
+RESULTS = "models_page_comparison"  # session state: (model, project) -> VariantComparison
+NO_PROJECT = "(no project: speed only)"
+
+user = require_role("lead", "admin")
+ctx = app_context()
+st.title("Models")
+
+rows = model_eval.model_rows(ctx)
+if not rows:
+    st.info("No models registered yet: `medlabel models add FILE.onnx --name NAME --labels a,b`.")
+    st.stop()
+st.subheader("Registered versions")
+st.dataframe(pd.DataFrame([{
+    "Model": r.name, "Version": r.version, "Variant": r.variant, "Of": r.parent or "", "Labels": ", ".join(r.labels),
+    "sha256": r.sha256[:12], "Size (KB)": round(r.size_bytes / 1024, 1), "Opset": r.opset, "Output": r.output_kind,
+    "Input": r.input_summary, "Embedding": r.embedding_output or "", "Active": r.is_active,
+    "Predictions": r.predictions} for r in rows]), hide_index=True, width="stretch")
+
+st.subheader("Variants compared")
+st.caption("Quantize with `medlabel models quantize NAME --mode dynamic|static-int8|fp16 --project P`. "
+           "Evaluation uses the project's adjudicated and consensus labels only.")
+originals = [f"{r.name}:{r.version}" for r in rows if r.variant == "fp32" and r.is_active]
+left, right = st.columns(2)
+model = left.selectbox("Model", originals, index=len(originals) - 1 if originals else None)
+projects = [p.name for p in projects_for(ctx, user.id, user.role)]
+project = right.selectbox("Project", [*projects, NO_PROJECT])
+results = st.session_state.setdefault(RESULTS, {})
+key = (model, project)
+if model and st.button("Measure and evaluate", type="primary"):
+    with st.spinner("Running every variant..."):
+        try:
+            results[key] = model_eval.compare_variants(ctx, model, None if project == NO_PROJECT else project)
+        except MedlabelError as exc:
+            st.error(str(exc))
+comparison = results.get(key)
+if comparison is not None:
+    table = []
+    for r in comparison.rows:
+        ev = r.evaluation
+        row = {"Version": r.model, "Variant": r.variant, "Size (KB)": round(r.size_bytes / 1024, 1),
+               "Size ratio": round(r.size_ratio, 3), "p50 latency (ms)": round(r.latency_p50_ms, 3),
+               "Speed-up": round(r.latency_ratio, 2), "Images/s (batch 8)": round(r.throughput_per_s, 1),
+               "Accuracy": None if ev is None else round(ev.accuracy, 3),
+               "Macro AUROC": None if ev is None or ev.macro_auroc is None else round(ev.macro_auroc, 3),
+               "ECE": None if ev is None else round(ev.ece, 3)}
+        for a in (ev.auroc if ev is not None else ()):
+            row[f"AUROC {a['label']}"] = None if a["value"] is None else round(a["value"], 3)
+        table.append(row)
+    st.dataframe(pd.DataFrame(table), hide_index=True, width="stretch")
+    st.caption(comparison.method)
+    evaluated = [r for r in comparison.rows if r.evaluation is not None]
+    for r in comparison.rows:
+        if r.evaluation_error:
+            st.info(f"{r.model}: {r.evaluation_error}")
+    if evaluated:
+        chosen = st.selectbox("Details of", [r.model for r in evaluated])
+        ev = next(r.evaluation for r in evaluated if r.model == chosen)
+        assert ev is not None
+        sources = ", ".join(f"{n} {p}" for p, n in ev.provenance.items())
+        left_out = "; ".join(f"{n} {why}" for why, n in ev.excluded.items()) or "none"
+        st.write(f"**{ev.n_items} items** ({sources}); predictions {ev.stored_predictions} stored, "
+                 f"{ev.computed_predictions} computed now. Left out: {left_out}.")
+        ci = f" (95% CI {ev.accuracy_ci[0]:.3f}–{ev.accuracy_ci[1]:.3f})" if ev.accuracy_ci else ""
+        st.write(f"Accuracy {ev.accuracy:.3f}{ci} · ECE {ev.ece:.3f}")
+        for a in ev.auroc:
+            if a["value"] is None:
+                st.caption(f"AUROC {a['label']}: undefined ({a['reason']})")
+        cm_col, rel_col = st.columns(2)
+        with cm_col:
+            st.markdown("**Confusion matrix** (rows: reference, columns: model)")
+            if ev.confusion is not None:
+                st.dataframe(pd.DataFrame(ev.confusion, index=list(ev.labels), columns=list(ev.labels)))
+            else:
+                st.dataframe(pd.DataFrame(ev.confusion_per_class).T)
+        with rel_col:
+            st.markdown(f"**Reliability** (ECE {ev.ece:.3f}, {len(ev.bins)} bins)")
+            bins = pd.DataFrame([b for b in ev.bins if b["count"]])
+            points = alt.Chart(bins).mark_line(point=True).encode(
+                x=alt.X("confidence:Q", scale=alt.Scale(domain=[0, 1]), title="Mean predicted probability"),
+                y=alt.Y("accuracy:Q", scale=alt.Scale(domain=[0, 1]), title="Observed frequency"),
+                tooltip=["lower", "upper", "count", "confidence", "accuracy"])
+            diagonal = alt.Chart(pd.DataFrame({"confidence": [0, 1], "accuracy": [0, 1]})).mark_line(
+                strokeDash=[4, 4], color="gray").encode(x="confidence:Q", y="accuracy:Q")
+            st.altair_chart(diagonal + points, width="stretch")
+
+st.subheader("One item")
+item_id = st.number_input("Item id", min_value=1, step=1, value=None, placeholder="an item id")
+if item_id:
+    try:
+        view = model_eval.item_predictions(ctx, int(item_id))
+    except MedlabelError as exc:
+        st.info(str(exc))
+        st.stop()
+    truth = "|".join(view.final_label) if view.final_label else "—"
+    st.write(f"Project {view.project} · ground truth **{truth}** ({view.provenance}, {view.reads} reads)")
+    st.dataframe(pd.DataFrame([{
+        "Model": p.model, "Variant": p.variant, "Source": p.source, "Prediction": "|".join(p.predicted) or "—",
+        "Agrees": {True: "yes", False: "no", None: ""}[p.agrees], "Error": p.error or "",
+        **{f"p({label})": round(value, 4) for label, value in p.probabilities.items()}} for p in view.predictions]),
+        hide_index=True, width="stretch")

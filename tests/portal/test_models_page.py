@@ -1,0 +1,57 @@
+"""The Models page: registered versions, variants compared on reference labels, one item's predictions."""
+
+from __future__ import annotations
+
+from medlabel.settings import Settings
+from services import accounts, model_eval
+from services.context import AppContext
+from services.demo import SAMPLE_DATA
+from services.demo_model import LABELS, train
+from services.models import register_model
+from tests.portal.conftest import signed_in
+from tests.services.factories import PASSWORD
+from tests.services.test_model_eval import labelled_project, store_prediction
+
+
+def test_lead_compares_variants_and_reads_an_item(ctx: AppContext, portal_env: Settings) -> None:
+    items = labelled_project(ctx)  # also creates lead1
+    original = register_model(ctx, train(SAMPLE_DATA / "pneumoniamnist" / "pneumoniamnist.npz").onnx_bytes,
+                              name="cxr", labels=list(LABELS))
+    for key, normal in (("A", 0.8), ("B", 0.3), ("C", 0.6)):
+        store_prediction(ctx, items[key], original.id, normal)
+    model_eval.quantize(ctx, "cxr", "static-int8", "Chest")
+
+    at = signed_in("lead1", PASSWORD)
+    at.switch_page("views/models.py").run()
+    assert not at.exception, at.exception
+    registry = at.dataframe[0].value
+    assert list(registry["Model"]) == ["cxr", "cxr-int8-static"]
+    assert list(registry["Variant"]) == ["fp32", "int8-static"] and list(registry["Of"]) == ["", "cxr v1"]
+    assert registry["sha256"][0] == original.sha256[:12]
+
+    assert at.selectbox[0].value == "cxr:1" and at.selectbox[1].value == "Chest"
+    next(b for b in at.button if b.label == "Measure and evaluate").click()
+    at.run()
+    assert not at.exception, at.exception
+    compared = at.dataframe[1].value
+    assert list(compared["Variant"]) == ["fp32", "int8-static"]
+    assert compared["Accuracy"][0] == 0.667 and compared["Size ratio"][1] < 1
+    assert {"AUROC normal", "AUROC pneumonia", "ECE", "p50 latency (ms)"} <= set(compared.columns)
+    assert any("3 items" in m.value and "1 adjudicated" in m.value for m in at.markdown)
+    confusion = at.dataframe[2].value
+    assert confusion.loc["pneumonia", "normal"] == 1 and confusion.loc["normal", "normal"] == 1
+    assert at.get("vega_lite_chart"), "the reliability plot is drawn"
+
+    at.number_input[0].set_value(items["C"]).run()
+    assert not at.exception, at.exception
+    assert any("ground truth **pneumonia** (adjudicated" in m.value for m in at.markdown)
+    rows = at.dataframe[-1].value
+    assert list(rows["Model"]) == ["cxr v1", "cxr-int8-static v1"]
+    assert list(rows["Source"]) == ["stored", "computed"] and rows["Agrees"][0] == "no"
+
+
+def test_reader_is_refused(ctx: AppContext, portal_env: Settings) -> None:
+    accounts.add_user(ctx, "rad9", PASSWORD, "reader")
+    at = signed_in("rad9", PASSWORD)
+    at.switch_page("views/models.py").run()
+    assert any("Access denied" in e.value for e in at.error)
