@@ -3,22 +3,38 @@ batch pre-labelling of a project's released items."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from sqlalchemy.exc import IntegrityError
 
 import inference
-from db.models import ModelVersion, Prediction
+from db.models import ModelVersion
 from db.queries import modelling_write as q
 from db.queries import projects as projects_q
+from inference.pipeline import (
+    DEFAULT_BATCH,
+    INFERENCE_THREADS,
+    DerivedRenditions,
+    Pipeline,
+    PipelineStats,
+    Source,
+    rendition_key,
+)
 from inference.postprocess import uncertainty
 from inference.registry import spec_from_dict, spec_to_dict
 from medlabel.errors import ConflictError, InputError, NotFoundError
 from services import audit
 from services.context import AppContext
+from services.job_protocol import JobCancelled, JobReporter, JobResult
 
 
 @dataclass(frozen=True)
@@ -94,59 +110,208 @@ def deactivate(ctx: AppContext, ref: str, *, actor_id: int | None = None) -> Mod
         return _dto(row)
 
 
+# --- batch pre-labelling -----------------------------------------------------------------------------
+
+
 @dataclass(frozen=True)
 class PrelabelReport:
     model: str
     predicted: int
-    skipped_already: int
-    failed: tuple[tuple[int, str], ...]
+    skipped_already: int  # in scope but already predicted by this version (before the run, or concurrently)
+    failed: tuple[tuple[int, str], ...]  # (item id, reason)
+    stopped: bool = False  # should_stop() ended the run early; what was written stays
+    timings: dict[str, float] = field(default_factory=dict)  # where the time went, seconds (see docs)
 
 
-def prelabel(ctx: AppContext, project_name: str, model_ref: str, *, batch_size: int = 8,
-             progress: Any = None) -> PrelabelReport:
-    """Predict every released item of the project not yet predicted by this model version.
+class _Writer:
+    """Writes each batch's predictions in its own transaction on a thread of its own, so writing
+    overlaps the next batch's inference (onnxruntime releases the GIL). Bounded: at most
+    ``depth`` batches wait. Counts are read by the calling thread, which reports progress."""
 
-    Resumable and idempotent: items already predicted are skipped, and each batch is written in its
-    own transaction, so an interrupted run loses nothing already written.
-    """
-    model = resolve(ctx, model_ref)
-    spec = spec_from_dict(model.input_spec)
+    def __init__(self, ctx: AppContext, depth: int = 2) -> None:
+        self._ctx = ctx
+        self._queue: queue.Queue[tuple[list[dict[str, Any]], int] | None] = queue.Queue(maxsize=depth)
+        self.error: BaseException | None = None
+        self.inserted = 0
+        self.conflicts = 0
+        self.handled = 0  # items whose batch is done: written, lost to a concurrent run, or failed
+        self.write_s = 0.0
+        self._thread = threading.Thread(target=self._run, name="medlabel-prelabel-writer", daemon=True)
+        self._thread.start()
+
+    def submit(self, rows: list[dict[str, Any]], size: int) -> None:
+        if self.error is not None:
+            raise self.error
+        self._queue.put((rows, size))
+
+    def _run(self) -> None:
+        while (job := self._queue.get()) is not None:
+            rows, size = job
+            if self.error is None and rows:
+                t0 = time.perf_counter()
+                try:
+                    with self._ctx.sessions.begin() as session:
+                        inserted = q.insert_predictions(session, rows)
+                except BaseException as exc:  # noqa: BLE001 - re-raised in the calling thread
+                    self.error = exc
+                    continue
+                self.write_s += time.perf_counter() - t0
+                self.inserted += len(inserted)
+                self.conflicts += len(rows) - len(inserted)
+            self.handled += size
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        if self.error is not None:
+            raise self.error
+
+
+def _rows(model_id: int, labels: tuple[str, ...], multi_label: bool, ids: tuple[int, ...],
+          out: inference.RunOutput) -> list[dict[str, Any]]:
+    scores = uncertainty(out.probabilities, multi_label)
+    rows = []
+    for row, item_id in enumerate(ids):
+        embedding = None if out.embeddings is None else out.embeddings[row].astype("<f4").tobytes()
+        rows.append({"item_id": item_id, "model_id": model_id,
+                     "probabilities": {label: round(float(p), 6)
+                                       for label, p in zip(labels, out.probabilities[row], strict=True)},
+                     "entropy": float(scores.entropy[row]), "margin": float(scores.margin[row]),
+                     "least_confidence": float(scores.least_confidence[row]),
+                     "uncertainty": float(scores.margin[row]), "embedding": embedding})
+    return rows
+
+
+def _prelabel_scope(ctx: AppContext, project_name: str, model: ModelDTO,
+                    item_ids: Sequence[int] | None) -> tuple[list[q.PrelabelCandidate], int, str]:
     with ctx.reads() as session:
         project = projects_q.project_by_name(session, project_name)
         if project is None:
             raise NotFoundError(f"no project named {project_name!r}")
-        todo = q.unpredicted_items(session, project.id, model.id)
-        with_version = session.get(ModelVersion, model.id)
-        assert with_version is not None
-        model_bytes = ctx.store.get(with_version.stored_path)
+        todo, already = q.prelabel_scope(session, project.id, model.id, item_ids)
+        version = session.get(ModelVersion, model.id)
+        assert version is not None
+        return todo, already, version.stored_path
+
+
+def prelabel_pending(ctx: AppContext, project_name: str, model_ref: str, *,
+                     item_ids: Sequence[int] | None = None) -> int:
+    """How many items ``prelabel`` would predict now (for a progress bar's length)."""
+    return len(_prelabel_scope(ctx, project_name, resolve(ctx, model_ref), item_ids)[0])
+
+
+def prelabel(ctx: AppContext, project_name: str, model_ref: str, *, batch_size: int = DEFAULT_BATCH,
+             workers: int | None = None, item_ids: Sequence[int] | None = None,
+             progress: Callable[[int], object] | None = None, should_stop: Callable[[], bool] | None = None,
+             renditions: bool = True) -> PrelabelReport:
+    """Predict every released item of the project (only ``item_ids`` when given) not yet predicted by
+    this model version; store probabilities, uncertainty scores and the embedding.
+
+    Worker processes (``workers``; default: the cores the model leaves, at least 1; 0 = in this
+    process) decode and preprocess the next batches while this process runs the model (one session
+    of ``min(2, cores)`` intra-op threads) and a writer thread stores the previous batch with one
+    ``INSERT ... ON CONFLICT DO NOTHING`` per batch, in its own transaction. Resumable and
+    idempotent: items already predicted are skipped, an interrupted run loses nothing written, and a
+    concurrent run on the same items never fails on the unique (item, model) pair. ``should_stop()``
+    is checked between batches; ``progress(n)`` is called with the items finished since the last
+    call. ``renditions`` keeps each item's model-size rendition in the store (derived content), so a
+    later run of any model of the same input size skips decoding. A bad item is reported by id.
+    """
+    if batch_size < 1:
+        raise ValueError("batch_size must be >= 1")
+    started = time.perf_counter()
+    model = resolve(ctx, model_ref)
+    spec = spec_from_dict(model.input_spec)
+    todo, already, stored_path = _prelabel_scope(ctx, project_name, model, item_ids)
+    stats = PipelineStats()
+    timings: dict[str, float] = {}
     failed: list[tuple[int, str]] = []
-    predicted = 0
-    for start in range(0, len(todo), batch_size):
-        chunk = todo[start:start + batch_size]
-        tensors, ids = [], []
-        for item_id, path in chunk:
-            try:
-                tensors.append(inference.preprocess(ctx.store.get(path), spec.input, name=f"item {item_id}"))
-                ids.append(item_id)
-            except InputError as exc:
-                failed.append((item_id, exc.reason))
-        if not ids:
-            continue
-        out = inference.run(spec, np.concatenate(tensors), model_bytes=model_bytes, embeddings=False)
-        scores = uncertainty(out.probabilities, spec.multi_label)
-        with ctx.sessions.begin() as session:
-            for row, item_id in enumerate(ids):
-                probs = {label: round(float(p), 6) for label, p in zip(spec.labels, out.probabilities[row],
-                                                                        strict=True)}
-                session.add(Prediction(item_id=item_id, model_id=model.id, probabilities=probs,
-                                       entropy=float(scores.entropy[row]), margin=float(scores.margin[row]),
-                                       least_confidence=float(scores.least_confidence[row]),
-                                       uncertainty=float(scores.margin[row])))
-        predicted += len(ids)
-        if progress is not None:
-            progress(len(chunk))
+    stopped = False
+    writer: _Writer | None = None
+    if todo:
+        cache = DerivedRenditions(ctx.store, rendition_key(spec.input)) if renditions else None
+        sources = [Source(c.item_id, partial(ctx.store.get, c.stored_path), name=f"item {c.item_id}",
+                          cache_key=c.content_hash, metadata=c.attributes) for c in todo]
+        threads = min(INFERENCE_THREADS, inference.available_cores())
+        sessions = inference.default_cache()
+        inference_s = 0.0
+        reported = 0
+        model_bytes = ctx.store.get(stored_path)
+        writer = _Writer(ctx)
+        pipe = Pipeline(sources, spec.input, tabular=spec.tabular, batch_size=batch_size, workers=workers,
+                        cache=cache, stats=stats)
+        try:
+            with ExitStack() as stack:
+                t0 = time.perf_counter()
+                with ThreadPoolExecutor(1, thread_name_prefix="medlabel-model-load") as loader:
+                    # load and warm up the session while the workers start on the first batches
+                    loading = loader.submit(sessions.session, spec, model_bytes=model_bytes, intra_op_threads=threads)
+                    stack.enter_context(pipe)
+                    loading.result()
+                timings["start_s"] = time.perf_counter() - t0
+                batches = iter(pipe)
+                while True:
+                    if should_stop is not None and should_stop():
+                        stopped = True
+                        break
+                    batch = next(batches, None)
+                    if batch is None:
+                        break
+                    failed.extend((e.item_id, e.reason) for e in batch.errors)
+                    rows: list[dict[str, Any]] = []
+                    if batch.ids:
+                        t0 = time.perf_counter()
+                        out = sessions.run(spec, batch.tensor, batch.tabular, model_bytes=model_bytes,
+                                           intra_op_threads=threads)
+                        inference_s += time.perf_counter() - t0
+                        rows = _rows(model.id, spec.labels, spec.multi_label, batch.ids, out)
+                    writer.submit(rows, batch.size)
+                    if progress is not None and writer.handled > reported:
+                        progress(writer.handled - reported)
+                        reported = writer.handled
+        finally:
+            t0 = time.perf_counter()
+            writer.close()  # everything inferred is written, even when stopping or failing
+            timings["write_wait_s"] = time.perf_counter() - t0
+        if progress is not None and writer.handled > reported:
+            progress(writer.handled - reported)
+        stopped = stopped and writer.handled < len(todo)  # a stop after the last batch stopped nothing
+        timings.update(inference_s=inference_s, write_s=writer.write_s)
+    predicted = writer.inserted if writer else 0
+    conflicts = writer.conflicts if writer else 0
+    timings.update({k: v for k, v in stats.as_dict().items()})
     with ctx.sessions.begin() as session:
         audit.record(session, "prelabel", actor_id=None, target_type="model", target_id=model.id,
-                     project=project_name, predicted=predicted, failed=len(failed))
-    return PrelabelReport(model=f"{model.name} v{model.version}", predicted=predicted, skipped_already=0,
-                          failed=tuple(failed))
+                     project=project_name, predicted=predicted, failed=len(failed), stopped=stopped)
+    timings["wall_s"] = time.perf_counter() - started
+    return PrelabelReport(model=f"{model.name} v{model.version}", predicted=predicted,
+                          skipped_already=already + conflicts, failed=tuple(failed), stopped=stopped,
+                          timings={k: round(float(v), 4) for k, v in timings.items()})
+
+
+def prelabel_job(ctx: AppContext, params: dict[str, Any], reporter: JobReporter) -> JobResult:
+    """``prelabel`` as a background job (services/job_protocol.py). Params: ``project``, ``model``
+    (NAME or NAME:VERSION), optional ``item_ids``, ``batch_size``, ``workers``. Progress is in items;
+    a cancel stops between batches (``JobCancelled``) and a retry resumes."""
+    try:
+        project, model_ref = str(params["project"]), str(params["model"])
+    except KeyError as exc:
+        raise InputError(None, f"a prelabel job needs the parameter {exc.args[0]!r}") from None
+    item_ids = params.get("item_ids")
+    ids = None if item_ids is None else [int(i) for i in item_ids]
+    total = prelabel_pending(ctx, project, model_ref, item_ids=ids)
+    done = 0
+    reporter.progress(0, total, f"pre-labelling {total} items")
+
+    def step(n: int) -> None:
+        nonlocal done
+        done += n
+        reporter.progress(done, total, f"{done} of {total} items")
+
+    report = prelabel(ctx, project, model_ref, batch_size=int(params.get("batch_size", DEFAULT_BATCH)),
+                      workers=params.get("workers"), item_ids=ids, progress=step,
+                      should_stop=reporter.should_stop)
+    if report.stopped:
+        raise JobCancelled(f"cancelled after {report.predicted} predictions; a retry resumes")
+    return {"model": report.model, "predicted": report.predicted, "skipped_already": report.skipped_already,
+            "failed": [[item_id, reason] for item_id, reason in report.failed]}

@@ -94,17 +94,27 @@ def remove(model: str) -> None:
 @click.command("prelabel")
 @click.argument("project")
 @click.option("--model", "model_ref", required=True, help="NAME or NAME:VERSION.")
-@click.option("--batch", default=8, show_default=True, type=click.IntRange(1, 256))
-def prelabel_command(project: str, model_ref: str, batch: int) -> None:
-    """Predict every released item of PROJECT not yet predicted by the model (resumable)."""
-    from services.models import prelabel
+@click.option("--batch-size", "--batch", "batch_size", default=8, show_default=True, type=click.IntRange(1, 256),
+              help="Images per onnxruntime run.")
+@click.option("--workers", type=click.IntRange(0, 64), default=None,
+              help="Decoding processes (default: the cores the model leaves, at least 1; 0: decode in this process).")
+def prelabel_command(project: str, model_ref: str, batch_size: int, workers: int | None) -> None:
+    """Predict every released item of PROJECT not yet predicted by the model (resumable: a rerun skips
+    what is done). Stores probabilities, uncertainty scores and embeddings; bad items are listed."""
+    from services.models import prelabel, prelabel_pending
 
     ctx = _ctx()
     try:
-        with click.progressbar(length=0, label="pre-labelling") as bar:
-            report = prelabel(ctx, project, model_ref, batch_size=batch, progress=lambda n: bar.update(n))
+        total = prelabel_pending(ctx, project, model_ref)
+        with click.progressbar(length=total, label=f"pre-labelling {total} items", show_pos=True,
+                               file=click.get_text_stream("stderr")) as bar:
+            report = prelabel(ctx, project, model_ref, batch_size=batch_size, workers=workers,
+                              progress=bar.update)
     finally:
         ctx.close()
-    click.echo(f"{report.model}: {report.predicted} items predicted, {len(report.failed)} failed")
+    seconds = report.timings.get("wall_s", 0.0)
+    rate = f", {report.predicted / seconds:.1f} images/s" if seconds and report.predicted else ""
+    click.echo(f"{report.model}: {report.predicted} predicted, {report.skipped_already} already predicted, "
+               f"{len(report.failed)} failed{rate}")
     for item_id, reason in report.failed:
-        click.echo(f"  item {item_id}: {reason}", err=True)
+        click.echo(f"  failed: item {item_id}: {reason}", err=True)

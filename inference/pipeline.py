@@ -1,0 +1,497 @@
+"""The batch pre-labelling input pipeline: stored item bytes to model-ready batches, decoded in parallel.
+
+    sources (item id, bytes or a picklable loader), in order
+      --chunks of ``batch_size``--> worker processes, at most ``window`` chunks in flight:
+            model rendition: the cached one (``RenditionCache``), else load + decode at model size
+            (``preprocess.model_rendition``: resize before the VOI transform) and cache it
+            -> ``preprocess_array`` (channels, scaling, mean/std, layout) and the tabular row
+      --> ``Batch(ids, tensor, tabular, errors)`` in source order, to the caller, which runs the model
+
+The caller (``services.models.prelabel``) runs onnxruntime in its own process on batch *k* while the
+workers decode batches *k+1 ... k+window* and a writer thread stores batch *k-1*: decoding,
+preprocessing and writing hide behind inference as far as the cores allow. On a 2-core machine the
+model takes both cores (one 2-thread session: the total of inference threads stays 2) and one worker
+decodes; decoding a 2000x2000 16-bit DICOM costs ~20 ms of a core, so a cold run cannot hide it
+entirely -- a cached model rendition (a 224x224 uint8 array, ~50 KB) costs ~1 ms.
+
+Errors are per item: an unreadable or undecodable item becomes an ``ItemError(item_id, reason)`` in
+its batch and the run goes on; a worker process that dies (a decoder crash, the out-of-memory killer)
+is replaced and its chunk retried one item per task, so the item that kills it is reported and the
+others are predicted.
+
+Pure: no database. Executors: worker processes (``forkserver``, so no fork of a threaded parent), or
+threads where the current process may not have children (a daemonic process, e.g. a Dask worker), or
+inline with ``workers=0``. With worker processes, sources must be bytes or picklable callables (e.g.
+``functools.partial(store.get, path)``), and so must the cache.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import multiprocessing
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import BrokenExecutor, Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from inference.preprocess import model_rendition, preprocess_array, tabular_vector
+from inference.runtime import available_cores
+from inference.types import InputSpec, TabularSpec
+from medlabel.errors import MedlabelError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_BATCH = 8
+INFERENCE_THREADS = 2  # the batch path's onnxruntime intra-op threads: the total for the machine
+RENDITION_VERSION = 1  # bump when decoding changes what a rendition holds: old cached ones are ignored
+WORKER_DIED = "the decoding worker process died on this item (a decoder crash or out of memory)"
+
+
+@dataclass(frozen=True)
+class Source:
+    """One item to prepare: its bytes, or a callable returning them (called in the worker)."""
+
+    item_id: int
+    data: bytes | Callable[[], bytes] = field(repr=False)
+    name: str = ""
+    cache_key: str | None = None  # e.g. the content hash: where its model rendition is cached
+    metadata: Mapping[str, Any] | None = None  # item metadata, for a tabular second input
+
+    @property
+    def label(self) -> str:
+        return self.name or f"item {self.item_id}"
+
+
+@dataclass(frozen=True)
+class ItemError:
+    item_id: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Prepared items in source order (failed ones left out and listed in ``errors``)."""
+
+    ids: tuple[int, ...]
+    tensor: np.ndarray = field(repr=False)  # spec.shape(len(ids)) float32
+    tabular: np.ndarray | None = field(default=None, repr=False)  # len(ids) x width float32
+    errors: tuple[ItemError, ...] = ()
+
+    @property
+    def size(self) -> int:
+        """Items of the chunk, prepared or failed."""
+        return len(self.ids) + len(self.errors)
+
+
+class RenditionCache(Protocol):
+    """Where model renditions are kept between runs, by ``Source.cache_key`` (must pickle for processes)."""
+
+    def get(self, key: str) -> bytes | None: ...
+
+    def put(self, key: str, data: bytes) -> None: ...
+
+
+class DerivedStore(Protocol):
+    """What ``DerivedRenditions`` needs of a content store (``db.store``'s stores have it)."""
+
+    def get_derived(self, source_digest: str, name: str) -> bytes | None: ...
+
+    def put_derived(self, source_digest: str, name: str, data: bytes) -> None: ...
+
+
+@dataclass(frozen=True)
+class DerivedRenditions:
+    """Model renditions kept as derived content of each item's blob (``Source.cache_key`` = its content
+    hash) under ``name`` (``rendition_key(spec)``). Defined here, not in the services, so that a worker
+    unpickling it imports no more than the store's own module."""
+
+    store: DerivedStore
+    name: str
+
+    def get(self, key: str) -> bytes | None:
+        return self.store.get_derived(key, self.name)
+
+    def put(self, key: str, data: bytes) -> None:
+        self.store.put_derived(key, self.name, data)
+
+
+@dataclass
+class PipelineStats:
+    """Where the input side's time went. Worker times are summed over items (seconds of a core, roughly);
+    ``wait_s`` is what the consumer spent blocked on the next batch: the part not hidden."""
+
+    items: int = 0
+    failed: int = 0
+    batches: int = 0
+    cache_hits: int = 0
+    cache_writes: int = 0
+    load_s: float = 0.0  # reading the item bytes, or the cached rendition
+    decode_s: float = 0.0  # bytes -> model rendition (LUTs, window, resize)
+    preprocess_s: float = 0.0  # rendition -> tensor (+ tabular row)
+    startup_s: float = 0.0  # starting the executor
+    wait_s: float = 0.0
+    restarts: int = 0  # worker pools replaced after a worker died
+
+    def as_dict(self) -> dict[str, float]:
+        return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
+
+
+def rendition_key(spec: InputSpec) -> str:
+    """The derived-content name of a model rendition: depends on the model size only (frame 0, the
+    file's own window), so every model with the same input size shares it."""
+    return f"model-rendition/v{RENDITION_VERSION}/{spec.height}x{spec.width}"
+
+
+def encode_rendition(image: np.ndarray) -> bytes:
+    out = io.BytesIO()
+    np.save(out, np.ascontiguousarray(image, dtype=np.uint8), allow_pickle=False)
+    return out.getvalue()
+
+
+def decode_rendition(blob: bytes, spec: InputSpec) -> np.ndarray | None:
+    """A cached rendition, or None when it is unreadable or not at the model size (then decode again)."""
+    try:
+        arr = np.load(io.BytesIO(blob), allow_pickle=False)
+    except (ValueError, OSError, EOFError):
+        return None
+    ok = arr.dtype == np.uint8 and arr.shape[:2] == (spec.height, spec.width) and arr.ndim in (2, 3)
+    return arr if ok else None
+
+
+def default_workers(inference_threads: int = INFERENCE_THREADS) -> int:
+    """Decoding processes beside a batch session of ``inference_threads``: the cores left, at least 1,
+    at most 4 (on 2 cores: 1)."""
+    return max(1, min(4, available_cores() - inference_threads))
+
+
+# --- the worker side ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    ids: tuple[int, ...]
+    tensor: np.ndarray
+    tabular: np.ndarray | None
+    errors: tuple[ItemError, ...]
+    timings: dict[str, float]
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, MedlabelError):
+        return getattr(exc, "reason", None) or str(exc)
+    return f"unexpected {type(exc).__name__}: {exc}"
+
+
+def _rendition(source: Source, spec: InputSpec, cache: RenditionCache | None,
+               timings: dict[str, float]) -> np.ndarray:
+    key = source.cache_key if cache is not None else None
+    t0 = time.perf_counter()
+    if key is not None:
+        blob = cache.get(key)  # type: ignore[union-attr]
+        if blob is not None and (cached := decode_rendition(blob, spec)) is not None:
+            timings["load_s"] += time.perf_counter() - t0
+            timings["cache_hits"] += 1
+            return cached
+    data = source.data() if callable(source.data) else source.data
+    t1 = time.perf_counter()
+    image = model_rendition(data, spec, name=source.label)
+    t2 = time.perf_counter()
+    timings["load_s"] += t1 - t0
+    timings["decode_s"] += t2 - t1
+    if key is not None:
+        try:
+            cache.put(key, encode_rendition(image))  # type: ignore[union-attr]
+            timings["cache_writes"] += 1
+        except (OSError, MedlabelError) as exc:  # a full or read-only cache only costs speed
+            logger.warning("%s: model rendition not cached (%s)", source.label, exc)
+        timings["decode_s"] += time.perf_counter() - t2
+    return image
+
+
+def prepare_chunk(sources: list[Source], spec: InputSpec, tabular: TabularSpec | None = None,
+                  cache: RenditionCache | None = None) -> _Prepared:
+    """Load, decode and preprocess a chunk; each item's failure is recorded, never raised."""
+    timings = {"load_s": 0.0, "decode_s": 0.0, "preprocess_s": 0.0, "cache_hits": 0.0, "cache_writes": 0.0}
+    ids: list[int] = []
+    tensors: list[np.ndarray] = []
+    rows: list[np.ndarray] = []
+    errors: list[ItemError] = []
+    for source in sources:
+        try:
+            image = _rendition(source, spec, cache, timings)
+            t0 = time.perf_counter()
+            tensor = preprocess_array(image, spec)
+            row = None if tabular is None else tabular_vector(tabular, source.metadata or {})
+            timings["preprocess_s"] += time.perf_counter() - t0
+        except Exception as exc:  # noqa: BLE001 - one bad item must not stop the run; reported by id
+            if not isinstance(exc, MedlabelError):
+                logger.warning("item %s: unexpected error while preparing it", source.item_id, exc_info=True)
+            errors.append(ItemError(source.item_id, _reason(exc)))
+            continue
+        ids.append(source.item_id)
+        tensors.append(tensor)
+        if row is not None:
+            rows.append(row)
+    tensor = np.concatenate(tensors) if tensors else np.zeros(spec.shape(0), np.float32)
+    tab = None if tabular is None else (np.concatenate(rows) if rows else np.zeros((0, tabular.width), np.float32))
+    return _Prepared(tuple(ids), tensor, tab, tuple(errors), timings)
+
+
+def _ping() -> bool:
+    return True
+
+
+# --- the consumer side -------------------------------------------------------------------------------
+
+
+def _as_source(item: Source | tuple[int, bytes | Callable[[], bytes]]) -> Source:
+    if isinstance(item, Source):
+        return item
+    item_id, data = item
+    return Source(int(item_id), data)
+
+
+def _process_context() -> multiprocessing.context.BaseContext:
+    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+    context = multiprocessing.get_context(method)
+    if method == "forkserver":
+        context.set_forkserver_preload(["inference.pipeline"])
+    return context
+
+
+class _ProcessPools:
+    """One decoding pool per worker count, per process, shared by every pipeline of the process.
+
+    Starting a worker costs about a second here (a forkserver child re-imports the main module, e.g.
+    the whole CLI), so a long-lived process (a job worker, the benchmark) pays it once. The workers
+    stay until the process exits or ``shutdown_workers()``.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pools: dict[tuple[int, int], ProcessPoolExecutor] = {}
+
+    def get(self, workers: int) -> ProcessPoolExecutor:
+        with self._lock:
+            pool = self._pools.get((os.getpid(), workers))
+            if pool is None:
+                pool = self._pools[(os.getpid(), workers)] = ProcessPoolExecutor(workers, mp_context=_process_context())
+            return pool
+
+    def replace(self, workers: int, broken: Executor | None) -> ProcessPoolExecutor:
+        """A working pool instead of ``broken`` (unless another pipeline replaced it already)."""
+        with self._lock:
+            key = (os.getpid(), workers)
+            current = self._pools.get(key)
+            if current is None or current is broken:
+                if current is not None:
+                    current.shutdown(wait=True, cancel_futures=True)
+                current = self._pools[key] = ProcessPoolExecutor(workers, mp_context=_process_context())
+                try:
+                    current.submit(_ping).result()
+                except BrokenExecutor:
+                    del self._pools[key]
+                    raise RuntimeError("decoding worker processes cannot start (see the log above); "
+                                       "run with workers=0") from None
+            return current
+
+    def shutdown(self) -> None:
+        with self._lock:
+            pools, self._pools = list(self._pools.values()), {}
+        for pool in pools:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+_POOLS = _ProcessPools()
+
+
+def shutdown_workers() -> None:
+    """Stop this process's shared decoding processes (they start again on the next pipeline)."""
+    _POOLS.shutdown()
+
+
+class Pipeline:
+    """Prepared batches of ``sources`` in order, decoded by ``workers`` ahead of the consumer.
+
+    ``with Pipeline(...) as pipe: for batch in pipe: ...`` -- entering starts the workers on the first
+    chunks (load the model meanwhile); leaving, or abandoning the iteration, cancels what is queued.
+    ``executor``: ``"process"``, ``"thread"`` or ``"auto"`` (processes unless this process is daemonic
+    and may not have children). ``window``: chunks in flight (default ``workers + 2``).
+    """
+
+    def __init__(self, sources: Iterable[Source | tuple[int, bytes | Callable[[], bytes]]], spec: InputSpec, *,
+                 tabular: TabularSpec | None = None, batch_size: int = DEFAULT_BATCH, workers: int | None = None,
+                 cache: RenditionCache | None = None, executor: str = "auto", window: int | None = None,
+                 stats: PipelineStats | None = None) -> None:
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        workers = default_workers() if workers is None else workers
+        if workers < 0:
+            raise ValueError("workers must be >= 0")
+        if executor not in ("auto", "process", "thread"):
+            raise ValueError(f"executor must be auto, process or thread, not {executor!r}")
+        if executor == "auto":
+            executor = "thread" if multiprocessing.current_process().daemon else "process"
+        self.spec, self.tabular, self.cache = spec, tabular, cache
+        self.batch_size, self.workers, self.executor_kind = batch_size, workers, executor
+        self.window = max(1, window if window is not None else workers + 2)
+        self.stats = stats if stats is not None else PipelineStats()
+        self._sources = (_as_source(s) for s in sources)
+        self._pool: Executor | None = None
+        self._pending: deque[tuple[list[Source], Future[_Prepared] | None]] = deque()
+        self._exhausted = False
+
+    # lifecycle
+    def __enter__(self) -> Pipeline:
+        self._start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _start(self) -> None:
+        if self._pool is not None or self.workers == 0:
+            self._fill()
+            return
+        t0 = time.perf_counter()
+        if self.executor_kind == "process":
+            self._pool = _POOLS.get(self.workers)
+        else:
+            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="medlabel-decode")
+        self._fill()  # the first submit starts the workers when the pool is new
+        self.stats.startup_s += time.perf_counter() - t0
+
+    def close(self) -> None:
+        """Cancel the chunks not started (a running one finishes in its worker; its result is dropped)."""
+        for _, future in self._pending:
+            if future is not None:
+                future.cancel()
+        self._pending.clear()
+        if self._pool is not None and self.executor_kind == "thread":
+            self._pool.shutdown(wait=True, cancel_futures=True)
+        self._pool = None
+
+    # work
+    def _next_chunk(self) -> list[Source]:
+        chunk: list[Source] = []
+        if not self._exhausted:
+            for source in self._sources:
+                chunk.append(source)
+                if len(chunk) == self.batch_size:
+                    break
+            else:
+                self._exhausted = True
+        return chunk
+
+    def _submit(self, chunk: list[Source]) -> Future[_Prepared] | None:
+        if self._pool is None:
+            return None  # inline: prepared when it is consumed
+        try:
+            return self._pool.submit(prepare_chunk, chunk, self.spec, self.tabular, self.cache)
+        except BrokenExecutor:  # a worker died under an earlier pipeline, which did not wait to see it
+            if self.executor_kind != "process":
+                raise
+            self._restart()
+            assert self._pool is not None
+            return self._pool.submit(prepare_chunk, chunk, self.spec, self.tabular, self.cache)
+
+    def _fill(self) -> None:
+        while len(self._pending) < self.window and (chunk := self._next_chunk()):
+            self._pending.append((chunk, self._submit(chunk)))
+
+    def _restart(self) -> None:
+        """Replace a process pool whose worker died (the executor is unusable after that)."""
+        t0 = time.perf_counter()
+        self._pool = _POOLS.replace(self.workers, self._pool)
+        self.stats.startup_s += time.perf_counter() - t0
+        self.stats.restarts += 1
+
+    def _isolate(self, chunk: list[Source]) -> _Prepared:
+        """After a worker died on ``chunk``: each item alone, to find the one that kills it."""
+        self._restart()
+        parts: list[_Prepared] = []
+        for source in chunk:
+            assert self._pool is not None
+            try:
+                parts.append(self._pool.submit(prepare_chunk, [source], self.spec, self.tabular, self.cache).result())
+            except BrokenExecutor:
+                logger.warning("item %s: %s", source.item_id, WORKER_DIED)
+                parts.append(_Prepared((), np.zeros(self.spec.shape(0), np.float32), None,
+                                       (ItemError(source.item_id, WORKER_DIED),), {}))
+                self._restart()
+        self._pending = deque((c, f if _succeeded(f) else self._submit(c)) for c, f in self._pending)
+        return _merge(parts, self.spec, self.tabular, chunk)
+
+    def _result(self, chunk: list[Source], future: Future[_Prepared] | None) -> _Prepared:
+        if future is None:
+            return prepare_chunk(chunk, self.spec, self.tabular, self.cache)
+        try:
+            return future.result()
+        except BrokenExecutor:
+            if self.executor_kind != "process":
+                raise
+            return self._isolate(chunk)
+
+    def __iter__(self) -> Iterator[Batch]:
+        if self._pool is None and self.workers > 0:
+            self._start()
+        try:
+            while True:
+                self._fill()
+                if not self._pending:
+                    return
+                chunk, future = self._pending.popleft()
+                t0 = time.perf_counter()
+                prepared = self._result(chunk, future)
+                self.stats.wait_s += time.perf_counter() - t0
+                self._fill()  # keep the window full while the consumer runs the model
+                self._account(prepared)
+                yield Batch(prepared.ids, prepared.tensor, prepared.tabular, prepared.errors)
+        finally:
+            self.close()
+
+    def _account(self, prepared: _Prepared) -> None:
+        s = self.stats
+        s.batches += 1
+        s.items += len(prepared.ids) + len(prepared.errors)
+        s.failed += len(prepared.errors)
+        t = prepared.timings
+        s.load_s += t.get("load_s", 0.0)
+        s.decode_s += t.get("decode_s", 0.0)
+        s.preprocess_s += t.get("preprocess_s", 0.0)
+        s.cache_hits += int(t.get("cache_hits", 0))
+        s.cache_writes += int(t.get("cache_writes", 0))
+
+
+def _succeeded(future: Future[_Prepared] | None) -> bool:
+    return future is not None and future.done() and not future.cancelled() and future.exception() is None
+
+
+def _merge(parts: list[_Prepared], spec: InputSpec, tabular: TabularSpec | None, chunk: list[Source]) -> _Prepared:
+    order = {s.item_id: i for i, s in enumerate(chunk)}
+    ids = tuple(i for p in parts for i in p.ids)
+    errors = tuple(sorted((e for p in parts for e in p.errors), key=lambda e: order[e.item_id]))
+    tensors = [p.tensor for p in parts if len(p.ids)]
+    tensor = np.concatenate(tensors) if tensors else np.zeros(spec.shape(0), np.float32)
+    tab = None
+    if tabular is not None:
+        rows = [p.tabular for p in parts if p.tabular is not None and len(p.ids)]
+        tab = np.concatenate(rows) if rows else np.zeros((0, tabular.width), np.float32)
+    timings: dict[str, float] = {}
+    for p in parts:
+        for k, v in p.timings.items():
+            timings[k] = timings.get(k, 0.0) + v
+    return _Prepared(ids, tensor, tab, errors, timings)
+
+
+def batches(sources: Iterable[Source | tuple[int, bytes | Callable[[], bytes]]], spec: InputSpec,
+            **kwargs: Any) -> Iterator[Batch]:
+    """``iter(Pipeline(sources, spec, **kwargs))``: prepared batches in source order."""
+    yield from Pipeline(sources, spec, **kwargs)
