@@ -80,12 +80,15 @@ def ingest_blobs(ctx: AppContext, project_name: str, blobs: Iterable[tuple[str, 
         if project is None:
             raise NotFoundError(f"no project named {project_name!r}")
         project_id, seed, reid = project.id, project.queue_seed, project.allow_reidentification
+    from services.models import model_input_specs  # late: the model registry pulls in onnx
+
+    specs = model_input_specs(ctx)
     outcomes = []
     for source, read in blobs:
         try:
             data = read()  # type: ignore[operator]
             outcomes.append(_ingest_one(ctx, project_id, seed, reid, source, data, key, actor_id,
-                                        options or deid.DeidOptions()))
+                                        options or deid.DeidOptions(), specs))
         except MedlabelError as exc:
             outcomes.append(IngestOutcome(source=source, status="refused", reason=_reason(exc)))
         except OSError as exc:
@@ -98,12 +101,31 @@ def ingest_blobs(ctx: AppContext, project_name: str, blobs: Iterable[tuple[str, 
     return report
 
 
+def _save_model_renditions(ctx: AppContext, digest: str, data: bytes, specs: list) -> None:  # type: ignore[type-arg]
+    """Decode once at intake: keep each registered model size's rendition, so pre-labelling skips decoding.
+
+    A rendition that cannot be made is simply not saved (pre-labelling decodes the item then and reports
+    the problem there); intake never fails for it."""
+    from inference.pipeline import DerivedRenditions, encode_rendition, rendition_key
+    from inference.preprocess import model_rendition
+
+    for spec in specs:
+        cache = DerivedRenditions(ctx.store, rendition_key(spec))
+        if cache.get(digest) is not None:
+            continue
+        try:
+            cache.put(digest, encode_rendition(model_rendition(data, spec)))
+        except (MedlabelError, ValueError, OSError):
+            continue
+
+
 def _reason(exc: MedlabelError) -> str:
     return exc.reason if isinstance(exc, InputError) else str(exc)
 
 
 def _ingest_one(ctx: AppContext, project_id: int, seed: int, reid: bool, source: str, data: bytes, key: bytes,
-                actor_id: int | None, options: deid.DeidOptions) -> IngestOutcome:
+                actor_id: int | None, options: deid.DeidOptions, specs: list | None = None,  # type: ignore[type-arg]
+                ) -> IngestOutcome:
     # The engine sees only the file's base name for its messages; the name itself is never stored.
     result = deid.deidentify_bytes(data, key=key, name=Path(source).name, options=options)
     if result.status == "refused" or result.output is None:
@@ -127,6 +149,8 @@ def _ingest_one(ctx: AppContext, project_id: int, seed: int, reid: bool, source:
             item_id = item.id
     except IntegrityError:
         return IngestOutcome(source=source, status="duplicate", reason="already in this project")
+    if status == DeidStatus.RELEASED and specs:
+        _save_model_renditions(ctx, digest, result.output, specs)
     return IngestOutcome(source=source, status=status.value, item_id=item_id, reason=result.reason or "")
 
 

@@ -315,3 +315,16 @@ def prelabel_job(ctx: AppContext, params: dict[str, Any], reporter: JobReporter)
         raise JobCancelled(f"cancelled after {report.predicted} predictions; a retry resumes")
     return {"model": report.model, "predicted": report.predicted, "skipped_already": report.skipped_already,
             "failed": [[item_id, reason] for item_id, reason in report.failed]}
+
+
+def model_input_specs(ctx: AppContext) -> list[Any]:
+    """The distinct input specs of the active models (one per rendition size), for intake to keep
+    model-size renditions of every new item."""
+    from inference.pipeline import rendition_key
+
+    specs: dict[str, Any] = {}
+    for model in list_models(ctx):
+        if model.is_active:
+            spec = spec_from_dict(model.input_spec).input
+            specs.setdefault(rendition_key(spec), spec)
+    return list(specs.values())

@@ -318,3 +318,32 @@ def test_a_killed_run_loses_nothing_written_and_a_rerun_completes(ctx: AppContex
     rest = prelabel(ctx, "Chest", "heavy", workers=1)
     assert (rest.predicted, rest.skipped_already) == (n - written, written)
     assert count_rows(ctx, model.id) == (n, n)
+
+
+def test_intake_keeps_model_renditions_for_registered_models(ctx: AppContext, tiny_model: bytes) -> None:
+    """Decode once at intake: with a model registered, a new item's model-size rendition is already saved,
+    and pre-labelling then reads it instead of decoding (its tensor equals a fresh decode)."""
+    from PIL import Image
+
+    from inference.pipeline import DerivedRenditions, decode_rendition
+    from inference.preprocess import model_rendition
+    from services.ingest import ingest_uploads
+    from services.models import model_input_specs
+
+    register_model(ctx, tiny_model, name="tiny", labels=LABELS)
+    make_project(ctx)
+    img = Image.new("L", (300, 200), 90)
+    buffer = io.BytesIO()
+    img.save(buffer, format="PNG")
+    report = ingest_uploads(ctx, "Chest", [("scan.png", buffer.getvalue())])
+    assert report.count("released") == 1, report
+    (spec,) = model_input_specs(ctx)
+    with ctx.reads() as session:
+        item = session.get(Item, report.outcomes[0].item_id)
+        assert item is not None
+        digest, path = item.content_hash, item.stored_path
+    saved = DerivedRenditions(ctx.store, rendition_key(spec)).get(digest)
+    assert saved is not None
+    np.testing.assert_array_equal(decode_rendition(saved, spec), model_rendition(ctx.store.get(path), spec))
+    report = prelabel(ctx, "Chest", "tiny:1", workers=0)
+    assert report.predicted == 1 and report.timings["cache_hits"] == 1
