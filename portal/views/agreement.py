@@ -82,6 +82,9 @@ with left:
     per_cat = pd.DataFrame([{"Category": c, "kappa": v if not isinstance(v, dict) else v.get("value")}
                             for c, v in report.get("per_category", {}).items()])
     st.dataframe(per_cat, hide_index=True)
+    if not per_cat.empty:
+        st.download_button("Download CSV", per_cat.to_csv(index=False), "agreement-per-category.csv",
+                           key="dl_per_category")
 with right:
     st.subheader("Reader pairs (Cohen's kappa)")
     pairs = pd.DataFrame(report.get("pairwise", []))
@@ -121,6 +124,7 @@ if len(readers) >= 2:
     b = right.selectbox("Reader B", [r for r in readers if r != a], key="conf_b")
     confusion = pd.DataFrame(reader_confusion(records, a, b)).T.fillna(0).astype(int)
     st.dataframe(confusion.rename_axis(f"{a} \\ {b}"))
+    st.download_button("Download CSV", confusion.to_csv(), f"confusion-{a}-{b}.csv", key="dl_confusion")
 
 st.subheader("Disagreements")
 disputed = disagreements(records)
