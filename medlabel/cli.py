@@ -263,6 +263,23 @@ def _register() -> None:
     for command in (bench_deid.command, bench_agreement.command, bench_al.command, bench_queue.command,
                     bench_ui.command):
         bench.add_command(command)
+    from medlabel.benchmarks import variants as bench_variants
+    from medlabel.commands import quantize
+
+    models.command.add_command(quantize.command)
+    models.command.add_command(quantize.evaluate_command)
+    bench.add_command(bench_variants.command)
+    from medlabel.benchmarks import prelabel as bench_prelabel
+
+    bench.add_command(bench_prelabel.command)
+    from medlabel.benchmarks import second_opinion as bench_second_opinion
+
+    bench.add_command(bench_second_opinion.command)
+    from medlabel.benchmarks import scale as bench_scale
+    from medlabel.commands import jobs as jobs_commands
+
+    cli.add_command(jobs_commands.command)
+    bench.add_command(bench_scale.command)
 
 
 _register()

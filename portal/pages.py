@@ -32,6 +32,7 @@ PAGES: tuple[PageDef, ...] = (
     PageDef("learning.py", "Active learning", ":material/model_training:", "learning", ("lead", "admin"), "Projects"),
     PageDef("case.py", "Case", ":material/pageview:", "case", ("lead", "admin"), "Projects"),
     PageDef("projects.py", "Projects", ":material/folder_managed:", "projects", ("lead", "admin"), "Projects"),
+    PageDef("jobs.py", "Jobs", ":material/pending_actions:", "jobs", ("lead", "admin"), "Projects"),
     PageDef("second_opinion.py", "Second opinion", ":material/stethoscope:", "second-opinion", ("clinician", "admin"),
             "Clinic"),
     PageDef("ingest.py", "Ingest", ":material/upload:", "ingest", ("admin", "lead"), "Intake"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,11 +23,13 @@ from db.models import (
 )
 from db.queries import labelling as q
 from db.queries import modelling as models_q
-from medlabel.errors import ConflictError, InputError, NotFoundError, PermissionDenied
+from medlabel.errors import ConflictError, InputError, MedlabelError, NotFoundError, PermissionDenied
 from services import audit
 from services.context import AppContext
 from services.dto import CaseDTO, HistoryRow, Suggestion
 from services.projects import project_dto
+
+logger = logging.getLogger(__name__)
 
 REREAD_SPACING = 3
 """Default number of new cases served between two due re-reads (intra-reader rounds may override)."""
@@ -172,7 +175,18 @@ def submit(ctx: AppContext, assignment_id: int, user_id: int, *, labels: Sequenc
         session.flush()
         audit.record(session, "annotation.submit", actor_id=user_id, target_type="item", target_id=item.id,
                      annotation_id=annotation.id, kind=claim.kind.value)
-        return annotation.id
+        annotation_id = annotation.id
+        auto_retrain = (claim.kind == AnnotationKind.LABEL
+                        and int(((project.settings or {}).get("active_learning") or {}).get("retrain_every") or 0) > 0)
+        project_name = project.name
+    if auto_retrain:
+        from services import active_learning  # late: scikit-learn, Dask
+
+        try:
+            active_learning.retrain_if_due(ctx, project_name, actor_id=user_id)
+        except MedlabelError as exc:  # the label is saved; a retrain that cannot start must not undo that
+            logger.warning("automatic retrain of %r not started: %s", project_name, exc)
+    return annotation_id
 
 
 def skip(ctx: AppContext, assignment_id: int, user_id: int, reason: str) -> None:

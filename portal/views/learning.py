@@ -8,6 +8,7 @@ from medlabel.errors import MedlabelError
 from portal.auth import require_role
 from portal.resources import app_context
 from services import active_learning as al
+from services import jobs
 from services.projects import projects_for, reader_names
 
 FILTER_NAMES = {"All": "all", "False positives": "false_positive", "False negatives": "false_negative",
@@ -25,9 +26,9 @@ status = al.status(ctx, project)
 
 
 def _retrain(project: str) -> str:
-    """Retrain now (the one line to switch to a background job)."""
-    report = al.retrain(ctx, project, actor_id=user.id)
-    return f"{report.model}: {report.n_labels} labels, {report.scored} items re-scored."
+    """Retrain now, as a background job: the page never waits for it."""
+    job = jobs.submit(ctx, "retrain", {"project": project, "actor_id": user.id}, user.id)
+    return f"Retraining started as job #{job.id}; follow it on the Jobs page. The curve updates when it ends."
 
 
 with st.form("al_settings"):
@@ -56,8 +57,7 @@ if status.retrain_due:
     st.info(f"{status.new_labels} new labels since the last round: a retrain is due.")
 if st.button("Retrain now", type="primary", disabled=status.model is None):
     try:
-        with st.spinner("Retraining: fitting the head, exporting, pre-labelling and re-scoring..."):
-            message = _retrain(project)
+        message = _retrain(project)
     except MedlabelError as exc:
         st.error(str(exc))
     else:

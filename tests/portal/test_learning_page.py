@@ -8,13 +8,22 @@ from typing import Any
 import pytest
 
 from medlabel.settings import Settings
-from services import accounts
+from services import accounts, cluster, jobs
 from services import active_learning as al
 from services.context import AppContext
 from tests.portal.conftest import PASSWORD, signed_in
 from tests.services.test_active_learning import PROJECT, label, label_truthfully, project  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("portal_env")
+
+
+@pytest.fixture(scope="module")
+def dask_in_process() -> Any:
+    """Retrain runs as a background job: a one-worker cluster inside the test process."""
+    cluster.start_local(1, processes=False)
+    yield
+    cluster.close()
+    cluster.forget_contexts()
 
 
 def open_page(username: str = "lead1") -> Any:
@@ -25,7 +34,8 @@ def open_page(username: str = "lead1") -> Any:
 
 
 def test_lead_configures_retrains_and_reads_the_dashboard(ctx: AppContext, portal_env: Settings,
-                                                          project: dict[str, Any]) -> None:  # noqa: F811
+                                                          project: dict[str, Any],  # noqa: F811
+                                                          dask_in_process: None) -> None:
     accounts.add_user(ctx, "lead1", PASSWORD, "lead")
     items = project["items"]
     label_truthfully(ctx, project, items[:14])
@@ -51,7 +61,11 @@ def test_lead_configures_retrains_and_reads_the_dashboard(ctx: AppContext, porta
     next(b for b in at.button if b.label == "Retrain now").click()
     at.run()
     assert not at.exception
-    assert any("chest-al v1: 15 labels" in s.value for s in at.success), [e.value for e in at.error]
+    started = next(s.value for s in at.success if "started as job #" in s.value)
+    job = jobs.wait(ctx, int(started.split("#")[1].split(";")[0]), timeout_s=300)
+    assert job.state == "succeeded", job.error
+    assert job.result["model"].startswith("chest-al v1") and job.result["n_labels"] == 15
+    at.run()
     assert [r.n_labels for r in al.learning_curve(ctx, PROJECT)] == [15]
     tables = [df.value for df in at.dataframe]
     curve = next(t for t in tables if "Round" in t.columns)

@@ -1,0 +1,175 @@
+"""`medlabel jobs ...`: background jobs (list, show, cancel, retry, submit), run on Dask.
+
+Without ``MEDLABEL_DASK_SCHEDULER`` the jobs run on a local cluster inside this command's process,
+so ``submit`` and ``retry`` wait for the job to end (the cluster ends with the process); with a
+scheduler they return at once unless ``--wait`` is given.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from typing import Any
+
+import click
+
+STATES = ("queued", "running", "succeeded", "failed", "cancelled")
+
+
+def _ctx():  # type: ignore[no-untyped-def]
+    from services.context import context_from_environment
+
+    return context_from_environment()
+
+
+def _progress(job: Any) -> str:
+    if job.progress_total:
+        return f"{job.progress_done}/{job.progress_total}"
+    return str(job.progress_done) if job.progress_done else "-"
+
+
+def _follow(ctx: Any, job: Any, wait: bool) -> None:
+    """Print where the job stands; with ``wait`` (or a local cluster) follow it to the end."""
+    from services import jobs
+
+    if not wait and ctx.settings.dask_scheduler:
+        click.echo(f"job {job.id} ({job.kind}) {job.state} on {ctx.settings.dask_scheduler}; "
+                   f"follow it with `medlabel jobs show {job.id}`")
+        return
+    if not wait:
+        click.echo(f"job {job.id} ({job.kind}) runs on a local cluster in this process (no MEDLABEL_DASK_SCHEDULER): "
+                   "waiting for it to end", err=True)
+    last: list[str] = []
+
+    def show(current: Any) -> None:
+        line = f"job {current.id}: {current.state} {_progress(current)} {current.message}".rstrip()
+        if not last or line != last[-1]:
+            click.echo(line, err=True)
+            last.append(line)
+
+    ended = jobs.wait(ctx, job.id, on_update=show)
+    if ended.state == "succeeded":
+        click.echo(f"job {ended.id} succeeded: {json.dumps(ended.result, default=str)}")
+        return
+    click.echo(f"job {ended.id} {ended.state}: {ended.error_line or ended.message}", err=True)
+    raise SystemExit(1)
+
+
+@click.group("jobs")
+def command() -> None:
+    """Background jobs (ingest, pre-labelling, retraining, exports) run on Dask: list, show, cancel,
+    retry and submit them (docs/scaling.md)."""
+
+
+@command.command("list")
+@click.option("--state", type=click.Choice(STATES), help="Only jobs in this state.")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10_000))
+def list_(state: str | None, limit: int) -> None:
+    """List jobs, newest first (jobs whose worker died are marked failed first)."""
+    from services import jobs
+
+    ctx = _ctx()
+    try:
+        rows = jobs.list_jobs(ctx, state=state, limit=limit)
+    finally:
+        ctx.close()
+    for j in rows:
+        click.echo(f"{j.id:>5}  {j.kind:<10} {j.state:<10} {_progress(j):>11}  {j.project or '-':<24} "
+                   f"{j.created_by or 'cli':<12} {j.created_at:%Y-%m-%d %H:%M}  {j.error_line or j.message}")
+
+
+@command.command("show")
+@click.argument("job_id", type=int)
+def show(job_id: int) -> None:
+    """Show job JOB_ID as JSON (parameters, progress, result, error)."""
+    from services import jobs
+
+    ctx = _ctx()
+    try:
+        click.echo(json.dumps(asdict(jobs.job(ctx, job_id)), indent=2, default=str))
+    finally:
+        ctx.close()
+
+
+@command.command("cancel")
+@click.argument("job_id", type=int)
+def cancel(job_id: int) -> None:
+    """Cancel job JOB_ID: at once if queued, at its next chunk if running."""
+    from services import jobs
+
+    ctx = _ctx()
+    try:
+        job = jobs.cancel(ctx, job_id, None)
+    finally:
+        ctx.close()
+    click.echo(f"job {job.id} {'cancelled' if job.state == 'cancelled' else 'will stop at its next chunk'}")
+
+
+@command.command("retry")
+@click.argument("job_id", type=int)
+@click.option("--wait", is_flag=True, help="Wait for the job to end (always, without a Dask scheduler).")
+def retry(job_id: int, wait: bool) -> None:
+    """Run failed or cancelled job JOB_ID again; it resumes where it stopped."""
+    from services import jobs
+
+    ctx = _ctx()
+    try:
+        _follow(ctx, jobs.retry(ctx, job_id, None), wait)
+    finally:
+        ctx.close()
+
+
+@command.group("submit")
+def submit() -> None:
+    """Start a job."""
+
+
+def _submit(kind: str, params: dict[str, Any], wait: bool) -> None:
+    from services import jobs
+
+    ctx = _ctx()
+    try:
+        _follow(ctx, jobs.submit(ctx, kind, params, None), wait)
+    finally:
+        ctx.close()
+
+
+_WAIT = click.option("--wait", is_flag=True, help="Wait for the job to end (always, without a Dask scheduler).")
+_CHUNK = click.option("--chunk-size", default=64, show_default=True, type=click.IntRange(1, 4096),
+                      help="Items per task spread over the cluster.")
+
+
+@submit.command("prelabel")
+@click.option("--project", required=True, help="Project name.")
+@click.option("--model", "model_ref", required=True, help="NAME or NAME:VERSION (pinned to the version now).")
+@click.option("--batch", default=8, show_default=True, type=click.IntRange(1, 256), help="Images per model run.")
+@_CHUNK
+@_WAIT
+def submit_prelabel(project: str, model_ref: str, batch: int, chunk_size: int, wait: bool) -> None:
+    """Pre-label the project's released items not yet predicted by the model, spread over the cluster."""
+    _submit("prelabel", {"project": project, "model": model_ref, "batch_size": batch, "chunk_size": chunk_size},
+            wait)
+
+
+@submit.command("ingest")
+@click.option("--project", required=True, help="Project name.")
+@click.argument("paths", nargs=-1, required=True)
+@click.option("--dates", type=click.Choice(["shift", "remove"]), default="shift", show_default=True)
+@click.option("--keep-patient-characteristics", is_flag=True, help="Keep age, sex, size and weight.")
+@_CHUNK
+@_WAIT
+def submit_ingest(project: str, paths: tuple[str, ...], dates: str, keep_patient_characteristics: bool,
+                  chunk_size: int, wait: bool) -> None:
+    """De-identify files or folders (readable by every worker) into the project, spread over the cluster."""
+    _submit("ingest", {"project": project, "paths": list(paths), "dates": dates,
+                       "keep_patient_characteristics": keep_patient_characteristics, "chunk_size": chunk_size}, wait)
+
+
+@submit.command("export")
+@click.option("--project", required=True, help="Project name.")
+@click.option("--format", "fmt", type=click.Choice(["csv", "jsonl", "coco"]), default="csv", show_default=True)
+@click.option("--seed", default=0, show_default=True, help="Seed of the patient-level train/val/test split.")
+@_WAIT
+def submit_export(project: str, fmt: str, seed: int, wait: bool) -> None:
+    """Export the project's labels into the content store (the result names the stored file)."""
+    _submit("export", {"project": project, "format": fmt, "seed": seed}, wait)

@@ -1,0 +1,86 @@
+"""Jobs (lead, admin): background jobs with live progress, their errors, cancel and retry.
+
+The list refreshes itself every few seconds (a fragment); no rerun ever waits for a job.
+"""
+
+import json
+
+import streamlit as st
+
+from medlabel.errors import MedlabelError
+from portal.auth import require_role
+from portal.resources import app_context
+from services import jobs
+from services.models import list_models
+from services.projects import projects_for
+
+REFRESH_S = 2.0
+SHOWN = 30
+BADGES = {"queued": "gray", "running": "blue", "succeeded": "green", "failed": "red", "cancelled": "orange"}
+NOTICE = "jobs_page_notice"
+
+user = require_role("lead", "admin")
+ctx = app_context()
+st.title("Jobs")
+st.caption("Ingest, pre-labelling, retraining and exports run in the background on the Dask cluster. "
+           "A retry resumes where a failed or cancelled job stopped.")
+
+with st.expander("New pre-labelling job"), st.form("new_prelabel_job"):
+    project = st.selectbox("Project", [p.name for p in projects_for(ctx, user.id, user.role)])
+    model = st.selectbox("Model", [f"{m.name}:{m.version}" for m in reversed(list_models(ctx)) if m.is_active])
+    if st.form_submit_button("Start", type="primary"):
+        try:
+            started = jobs.submit(ctx, "prelabel", {"project": project, "model": model}, user.id)
+        except MedlabelError as exc:
+            st.error(str(exc))
+        else:
+            st.success(f"Job {started.id} started.")
+
+
+def _act(action: str, job_id: int) -> None:
+    try:
+        done = (jobs.cancel if action == "cancel" else jobs.retry)(ctx, job_id, user.id)
+    except MedlabelError as exc:
+        st.session_state[NOTICE] = ("error", str(exc))
+    else:
+        st.session_state[NOTICE] = ("info", f"Job {done.id} is now {done.state}.")
+
+
+def _when(job: jobs.JobDTO) -> str:
+    text = f"submitted {job.created_at:%Y-%m-%d %H:%M:%S} UTC"
+    if job.finished_at:
+        text += f", ended {job.finished_at:%H:%M:%S}"
+    return text
+
+
+@st.fragment(run_every=REFRESH_S)
+def job_list() -> None:
+    if NOTICE in st.session_state:
+        kind, text = st.session_state.pop(NOTICE)
+        (st.error if kind == "error" else st.info)(text)
+    rows = jobs.list_jobs(ctx, limit=SHOWN)
+    if not rows:
+        st.info("No jobs yet.")
+        return
+    for job in rows:
+        with st.container(border=True):
+            head, buttons = st.columns([5, 1])
+            head.markdown(f"**#{job.id} {job.kind}** :{BADGES.get(job.state, 'gray')}-badge[{job.state}] · "
+                          f"{job.project or 'no project'} · by {job.created_by or 'the command line'} · {_when(job)}"
+                          f"{f' · attempt {job.attempts}' if job.attempts > 1 else ''}")
+            if job.active:
+                buttons.button("Cancel", key=f"cancel-{job.id}", disabled=job.cancel_requested,
+                               on_click=_act, args=("cancel", job.id))
+            elif job.state in ("failed", "cancelled"):
+                buttons.button("Retry", key=f"retry-{job.id}", on_click=_act, args=("retry", job.id))
+            total = f"{job.progress_done}/{job.progress_total}" if job.progress_total else f"{job.progress_done}"
+            st.progress(job.fraction or 0.0, text=f"{total} · {job.message}" if job.message else total)
+            if job.error:
+                st.error(job.error_line)
+                with st.expander("Details"):
+                    st.code(job.error, language=None)
+            elif job.state == "succeeded" and job.result:
+                st.caption(json.dumps(job.result, default=str)[:300])
+
+
+job_list()

@@ -1,0 +1,44 @@
+"""Automatic retraining: after every N new labels a retrain job starts in the background (once)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from services import active_learning as al
+from services import cluster, jobs, labelling
+from services.context import AppContext
+from tests.services.factories import user_id
+from tests.services.test_active_learning import PROJECT, project  # noqa: F401
+
+
+@pytest.fixture(scope="module")
+def dask_in_process() -> Iterator[None]:
+    cluster.start_local(1, processes=False)
+    yield
+    cluster.close()
+    cluster.forget_contexts()
+
+
+def test_every_n_labels_starts_one_retrain_job(ctx: AppContext, project: dict[str, Any],  # noqa: F811
+                                               dask_in_process: None) -> None:
+    al.configure(ctx, PROJECT, "margin", 5, 4)
+    pid, rad1 = project["id"], user_id(ctx, "rad1")
+
+    def label_next(name: str) -> None:
+        case = labelling.next_case(ctx, pid, rad1)
+        assert case is not None
+        labelling.submit(ctx, case.assignment_id, rad1, labels=[name])
+
+    for _ in range(3):
+        label_next("normal")
+    assert [j for j in jobs.list_jobs(ctx) if j.kind == "retrain"] == []  # 3 < 4 new labels
+    label_next("pneumonia")
+    label_next("normal")  # still due, but a retrain is already queued or running
+    started = [j for j in jobs.list_jobs(ctx) if j.kind == "retrain"]
+    assert len(started) == 1 and started[0].params["project"] == PROJECT
+    done = jobs.wait(ctx, started[0].id, timeout_s=300)
+    assert done.state == "succeeded", done.error
+    assert [r.n_labels for r in al.learning_curve(ctx, PROJECT)] == [5]

@@ -1,0 +1,395 @@
+"""Background jobs on Dask, both databases: success with stored result and progress, failure with its
+error, cancel at the next chunk, a job killed mid-way and retried without duplicates, the Dask path
+equal to the direct path, dead workers marked failed, and bad input leaving nothing behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import dask
+import pytest
+from sqlalchemy import func, select
+
+import inference
+from db.base import utcnow
+from db.models import AuditEvent, Item, Job, JobState, Prediction
+from medlabel.errors import ConfigError, ConflictError, InputError, NotFoundError
+from services import cluster, jobs, jobs_work
+from services.context import AppContext
+from services.job_protocol import JobReporter, check_stop
+from services.models import prelabel, register_model
+from tests.services.factories import make_items, make_project
+
+LABELS = ["normal", "pneumonia"]
+SAMPLE_PNGS = Path(__file__).resolve().parents[2] / "sample_data" / "nih-chestxray14-1000" / "train" / "0_normal"
+WAIT_S = 180
+
+
+# --- job kinds of the tests (resolved by the workers, like any kind) --------------------------------
+
+
+def steps_job(ctx: AppContext, params: dict[str, Any], reporter: JobReporter) -> dict[str, Any]:
+    """Reports ``steps`` steps, then fails with ``fail`` if given."""
+    for i in range(params["steps"]):
+        check_stop(reporter)
+        reporter.progress(i + 1, params["steps"], f"step {i + 1}")
+    if params.get("fail"):
+        raise ValueError(params["fail"])
+    return {"steps": params["steps"]}
+
+
+class _Wrapped:
+    """A reporter wrapper: ``after_chunk(n)`` runs after the wrapped job reports its n-th chunk."""
+
+    def __init__(self, inner: JobReporter, after_chunk: Any) -> None:
+        self._inner, self._after_chunk, self._chunks = inner, after_chunk, 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def progress(self, done: int, total: int | None = None, message: str = "") -> None:
+        self._inner.progress(done, total, message)
+        if done > 0:
+            self._chunks += 1
+            self._after_chunk(self._chunks)
+
+
+def held_after_first_chunk(ctx: AppContext, params: dict[str, Any], reporter: JobReporter) -> dict[str, Any]:
+    """The inner job; its first attempt waits after the first chunk until a user cancels (a minute at most)."""
+
+    def hold(n: int) -> None:
+        deadline = time.monotonic() + 60
+        first = getattr(reporter, "attempt", 1) == 1
+        while first and n == 1 and not reporter.should_stop() and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    return jobs.resolve(jobs.KINDS[params["inner"]])(ctx, params, _Wrapped(reporter, hold))
+
+
+def dies_once(ctx: AppContext, params: dict[str, Any], reporter: JobReporter) -> dict[str, Any]:
+    """The inner job, whose first attempt dies after ``die_after`` chunks: it raises, or with ``kill``
+    its worker process is killed (SIGKILL)."""
+
+    def die(n: int) -> None:
+        if getattr(reporter, "attempt", 1) == 1 and n >= params["die_after"]:
+            if params.get("kill"):
+                os.kill(os.getpid(), signal.SIGKILL)
+            raise RuntimeError("the worker was lost mid-way")
+
+    return jobs.resolve(jobs.KINDS[params["inner"]])(ctx, params, _Wrapped(reporter, die))
+
+
+jobs.register_kind("test_steps", f"{__name__}:steps_job")
+jobs.register_kind("test_held", f"{__name__}:held_after_first_chunk")
+jobs.register_kind("test_dies_once", f"{__name__}:dies_once")
+
+
+# --- fixtures and helpers -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def dask_threads() -> Iterator[None]:
+    """A local cluster of two one-thread workers inside the test process."""
+    cluster.start_local(2, processes=False)
+    yield
+    cluster.close()
+    cluster.forget_contexts()
+
+
+@pytest.fixture(scope="module")
+def tiny_model() -> bytes:
+    return inference.build_tiny_cnn(input_hw=(28, 28), channels=1, n_classes=2, filters=8)
+
+
+def prediction_rows(ctx: AppContext, model_id: int | None = None) -> list[tuple[Any, ...]]:
+    with ctx.reads() as session:
+        stmt = select(Prediction).order_by(Prediction.item_id, Prediction.model_id)
+        if model_id is not None:
+            stmt = stmt.where(Prediction.model_id == model_id)
+        return [(p.item_id, p.probabilities, p.entropy, p.margin, p.least_confidence, p.uncertainty, p.embedding)
+                for p in session.scalars(stmt)]
+
+
+def count(ctx: AppContext, column: Any) -> tuple[int, int]:
+    """(rows, distinct values) of a column."""
+    with ctx.reads() as session:
+        return (int(session.scalar(select(func.count(column))) or 0),
+                int(session.scalar(select(func.count(func.distinct(column)))) or 0))
+
+
+def finished(ctx: AppContext, job_id: int) -> jobs.JobDTO:
+    return jobs.wait(ctx, job_id, timeout_s=WAIT_S, poll_s=0.1)
+
+
+# --- tests --------------------------------------------------------------------------------------
+
+
+def test_a_job_runs_to_success_with_its_result_and_progress(ctx: AppContext, dask_threads: None) -> None:
+    submitted = jobs.submit(ctx, "test_steps", {"steps": 7}, None)
+    assert submitted.state in ("queued", "running") and submitted.attempts == 1
+    done = finished(ctx, submitted.id)
+    assert (done.state, done.result, done.progress_done, done.progress_total) == ("succeeded", {"steps": 7}, 7, 7)
+    assert done.fraction == 1.0 and done.message == "step 7" and done.error is None
+    assert done.started_at is not None and done.finished_at is not None and done.worker
+    with ctx.reads() as session:
+        actions = session.scalars(select(AuditEvent.action).where(AuditEvent.target_type == "job")).all()
+    assert actions == ["job.submit"]
+    assert [j.id for j in jobs.list_jobs(ctx, state="succeeded")] == [submitted.id]
+    assert jobs.list_jobs(ctx, state="failed") == []
+
+
+def test_a_failing_job_is_failed_with_its_error_and_can_be_retried(ctx: AppContext, dask_threads: None) -> None:
+    job = finished(ctx, jobs.submit(ctx, "test_steps", {"steps": 3, "fail": "the scanner file is corrupt"}, None).id)
+    assert job.state == "failed" and job.error_line == "ValueError: the scanner file is corrupt"
+    assert job.error is not None and "Traceback" in job.error and "steps_job" in job.error
+    assert job.progress_done == 3  # progress up to the failure is kept
+    with pytest.raises(ConflictError, match="already failed"):
+        jobs.cancel(ctx, job.id, None)
+    again = finished(ctx, jobs.retry(ctx, job.id, None).id)
+    assert (again.state, again.attempts) == ("failed", 2)  # same parameters, same outcome
+    with pytest.raises(ConflictError, match="only failed or cancelled"):
+        jobs.retry(ctx, finished(ctx, jobs.submit(ctx, "test_steps", {"steps": 1}, None).id).id, None)
+
+
+def test_prelabel_job_fans_out_and_stores_every_prediction(ctx: AppContext, dask_threads: None,
+                                                           tiny_model: bytes) -> None:
+    pid = make_project(ctx)
+    ids = make_items(ctx, pid, 20)
+    model = register_model(ctx, tiny_model, name="tiny", labels=LABELS)
+    job = finished(ctx, jobs.submit(ctx, "prelabel", {"project": "Chest", "model": "tiny", "chunk_size": 6}, None).id)
+    assert job.state == "succeeded", job.error
+    assert job.params["model"] == "tiny:1"  # pinned at submit: a retry uses the same version
+    assert (job.result["items"], job.result["predicted"], job.result["chunks"], job.result["failed"]) == (20, 20, 4, 0)
+    assert (job.progress_done, job.progress_total) == (20, 20)
+    assert [row[0] for row in prediction_rows(ctx, model.id)] == ids
+    again = finished(ctx, jobs.submit(ctx, "prelabel", {"project": "Chest", "model": "tiny:1"}, None).id)
+    assert (again.state, again.result["items"], again.result["predicted"]) == ("succeeded", 0, 0)
+
+
+def test_cancel_stops_a_running_job_at_the_next_chunk_and_a_retry_finishes(ctx: AppContext, dask_threads: None,
+                                                                          tiny_model: bytes) -> None:
+    pid = make_project(ctx)
+    make_items(ctx, pid, 40)
+    model = register_model(ctx, tiny_model, name="tiny", labels=LABELS)
+    job = jobs.submit(ctx, "test_held", {"inner": "prelabel", "project": "Chest", "model": "tiny", "chunk_size": 4},
+                      None)
+    deadline = time.monotonic() + WAIT_S
+    while jobs.job(ctx, job.id).progress_done == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    running = jobs.cancel(ctx, job.id, None)
+    assert running.state == "running" and running.cancel_requested
+    stopped = finished(ctx, job.id)
+    assert stopped.state == "cancelled" and stopped.error is None
+    written = len(prediction_rows(ctx, model.id))
+    # only the chunks already handed out before the cancel (a window of 2 x 2 worker threads) ran
+    assert 4 <= written <= 4 * 4 < 40
+    assert stopped.progress_done < 40
+    resumed = finished(ctx, jobs.retry(ctx, job.id, None).id)
+    assert (resumed.state, resumed.attempts) == ("succeeded", 2)
+    assert resumed.result["items"] == 40 - written  # resumed: only what was left
+    assert count(ctx, Prediction.item_id) == (40, 40)
+
+
+def test_an_export_job_stores_the_export_and_every_action_is_audited(ctx: AppContext, dask_threads: None) -> None:
+    from services.export import export_project
+
+    pid = make_project(ctx)
+    make_items(ctx, pid, 3)
+    job = finished(ctx, jobs.submit(ctx, "export", {"project": "Chest", "format": "jsonl"}, None).id)
+    assert job.state == "succeeded", job.error
+    assert ctx.store.get(job.result["stored_path"]) == export_project(ctx, "Chest", "jsonl")
+    assert job.project == "Chest"
+    failed = finished(ctx, jobs.submit(ctx, "test_steps", {"steps": 1, "fail": "x"}, None).id)
+    jobs.retry(ctx, failed.id, None)
+    finished(ctx, failed.id)
+    with ctx.reads() as session:
+        actions = session.scalars(select(AuditEvent.action).where(AuditEvent.target_type == "job")
+                                  .order_by(AuditEvent.id)).all()
+    assert actions == ["job.submit", "job.submit", "job.retry"]
+
+
+def test_an_unreachable_scheduler_fails_the_job_with_a_clear_error(ctx: AppContext, dask_threads: None,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import dataclasses
+
+    monkeypatch.setattr(cluster, "CONNECT_TIMEOUT_S", 1)
+    elsewhere = dataclasses.replace(ctx, settings=dataclasses.replace(ctx.settings,
+                                                                      dask_scheduler="tcp://127.0.0.1:9"))
+    with pytest.raises(ConfigError, match="MEDLABEL_DASK_SCHEDULER=tcp://127.0.0.1:9: cannot reach"):
+        jobs.submit(elsewhere, "test_steps", {"steps": 1}, None)
+    (job,) = jobs.list_jobs(ctx)
+    assert job.state == "failed" and job.error_line.startswith("could not be started: MEDLABEL_DASK_SCHEDULER")
+    assert cluster.local_cluster_running()  # the local cluster was left alone
+
+
+def test_a_queued_job_is_cancelled_at_once(ctx: AppContext) -> None:
+    with ctx.sessions.begin() as session:
+        row = Job(kind="test_steps", params={"steps": 1}, state=JobState.QUEUED, attempts=1)
+        session.add(row)
+        session.flush()
+        job_id = row.id
+    cancelled = jobs.cancel(ctx, job_id, None)
+    assert (cancelled.state, cancelled.message) == ("cancelled", "cancelled before it started")
+    with pytest.raises(NotFoundError):
+        jobs.cancel(ctx, job_id + 1, None)
+
+
+def test_a_prelabel_job_killed_mid_way_and_retried_has_no_duplicates(ctx: AppContext, dask_threads: None,
+                                                                     tiny_model: bytes) -> None:
+    pid = make_project(ctx)
+    make_items(ctx, pid, 30)
+    model = register_model(ctx, tiny_model, name="tiny", labels=LABELS)
+    job = finished(ctx, jobs.submit(ctx, "test_dies_once", {"inner": "prelabel", "die_after": 2, "project": "Chest",
+                                                            "model": "tiny", "chunk_size": 5}, None).id)
+    assert job.state == "failed" and "the worker was lost mid-way" in job.error_line
+    partial = len(prediction_rows(ctx, model.id))
+    assert 10 <= partial < 30
+    retried = finished(ctx, jobs.retry(ctx, job.id, None).id)
+    assert retried.state == "succeeded", retried.error
+    assert retried.result["items"] == 30 - partial
+    assert count(ctx, Prediction.item_id) == (30, 30)
+
+
+def test_an_ingest_job_killed_mid_way_and_retried_has_no_duplicates(ctx: AppContext, dask_threads: None,
+                                                                    tmp_path: Path) -> None:
+    make_project(ctx)
+    folder = tmp_path / "incoming"
+    folder.mkdir()
+    for source in sorted(SAMPLE_PNGS.glob("*.png"))[:20]:
+        (folder / source.name).write_bytes(source.read_bytes())
+    job = finished(ctx, jobs.submit(ctx, "test_dies_once", {"inner": "ingest", "die_after": 1, "project": "Chest",
+                                                            "paths": [str(folder)], "chunk_size": 2}, None).id)
+    assert job.state == "failed"
+    partial = count(ctx, Item.content_hash)[0]
+    assert 2 <= partial < 20  # the chunks handed out before it died (a window of 4, plus one) at most
+    retried = finished(ctx, jobs.retry(ctx, job.id, None).id)
+    assert retried.state == "succeeded", retried.error
+    result = retried.result
+    assert result["files"] == 20 and result["duplicate"] == partial and result["refused"] == 0
+    assert result["released"] + result["quarantined"] == 20 - partial
+    assert count(ctx, Item.content_hash) == (20, 20)
+
+
+def test_the_dask_path_and_the_direct_path_store_identical_predictions(ctx: AppContext, dask_threads: None,
+                                                                       tiny_model: bytes) -> None:
+    pid = make_project(ctx)
+    make_items(ctx, pid, 24, width=40, height=30)
+    on_dask = register_model(ctx, tiny_model, name="tiny", labels=LABELS)
+    direct = register_model(ctx, tiny_model, name="tiny", labels=LABELS)
+    job = finished(ctx, jobs.submit(ctx, "prelabel", {"project": "Chest", "model": "tiny:1", "chunk_size": 8,
+                                                      "batch_size": 8}, None).id)
+    assert job.state == "succeeded", job.error
+    report = prelabel(ctx, "Chest", "tiny:2", batch_size=8)
+    assert report.predicted == 24
+    via_dask, via_direct = prediction_rows(ctx, on_dask.id), prediction_rows(ctx, direct.id)
+    assert len(via_dask) == 24 and via_dask == via_direct
+
+
+def test_dead_workers_are_marked_failed_when_jobs_are_listed(ctx: AppContext) -> None:
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=True)
+    dead_pid = int(gone.stdout)
+    long_ago = utcnow().replace(microsecond=0) - dt_seconds(jobs.STALE_AFTER_S + 30)
+    with ctx.sessions.begin() as session:
+        stale = Job(kind="prelabel", state=JobState.RUNNING, attempts=1, started_at=long_ago, heartbeat_at=long_ago,
+                    worker="tcp://10.0.0.7:40123")
+        fresh = Job(kind="prelabel", state=JobState.RUNNING, attempts=1, started_at=utcnow(), heartbeat_at=utcnow(),
+                    worker="tcp://10.0.0.8:40123")
+        orphan = Job(kind="prelabel", state=JobState.QUEUED, attempts=1,
+                     worker=f"local:{socket.gethostname()}:{dead_pid}")
+        session.add_all([stale, fresh, orphan])
+        session.flush()
+        ids = stale.id, fresh.id, orphan.id
+    by_id = {j.id: j for j in jobs.list_jobs(ctx)}
+    assert by_id[ids[0]].state == "failed" and "no heartbeat" in by_id[ids[0]].error_line
+    assert "tcp://10.0.0.7:40123" in by_id[ids[0]].error_line and "retry to resume" in by_id[ids[0]].error_line
+    assert by_id[ids[1]].state == "running"
+    assert by_id[ids[2]].state == "failed" and f"pid {dead_pid}" in by_id[ids[2]].error_line
+
+
+def dt_seconds(seconds: float) -> Any:
+    import datetime as dt
+
+    return dt.timedelta(seconds=seconds)
+
+
+def test_bad_input_writes_nothing(ctx: AppContext, tiny_model: bytes) -> None:
+    make_project(ctx)
+    register_model(ctx, tiny_model, name="tiny", labels=LABELS)
+    with pytest.raises(InputError, match="unknown job kind 'nope'"):
+        jobs.submit(ctx, "nope", {}, None)
+    with pytest.raises(InputError, match="JSON"):
+        jobs.submit(ctx, "test_steps", {"steps": {1, 2}}, None)
+    with pytest.raises(NotFoundError, match="no model 'missing'"):
+        jobs.submit(ctx, "prelabel", {"project": "Chest", "model": "missing"}, None)
+    with pytest.raises(NotFoundError, match="no project named 'Elsewhere'"):
+        jobs.submit(ctx, "prelabel", {"project": "Elsewhere", "model": "tiny"}, None)
+    with pytest.raises(InputError, match="chunk_size"):
+        jobs.submit(ctx, "prelabel", {"project": "Chest", "model": "tiny", "chunk_size": 0}, None)
+    with pytest.raises(InputError, match="no such file or folder"):
+        jobs.submit(ctx, "ingest", {"project": "Chest", "paths": ["/nonexistent/scans"]}, None)
+    with pytest.raises(InputError, match="unknown job state"):
+        jobs.list_jobs(ctx, state="exploded")
+    assert count(ctx, Job.id) == (0, 0)
+    with ctx.reads() as session:
+        assert session.scalar(select(func.count()).where(AuditEvent.action.like("job.%"))) == 0
+
+
+def test_chunks_run_inline_without_a_cluster(ctx: AppContext, tiny_model: bytes) -> None:
+    """The job functions also run synchronously (no Dask task around them): the chunks run in turn."""
+    from services.job_protocol import NullReporter
+
+    pid = make_project(ctx)
+    make_items(ctx, pid, 9)
+    register_model(ctx, tiny_model, name="tiny", labels=LABELS)
+    reporter = NullReporter()
+    result = jobs_work.prelabel_job(ctx, {"project": "Chest", "model": "tiny", "chunk_size": 4}, reporter)
+    assert (result["predicted"], result["chunks"], reporter.done, reporter.total) == (9, 3, 9, 9)
+
+
+def test_ingest_job_refusals_keep_no_file_name(ctx: AppContext, tmp_path: Path) -> None:
+    from services.job_protocol import NullReporter
+
+    make_project(ctx)
+    folder = tmp_path / "incoming"
+    folder.mkdir()
+    for source in sorted(SAMPLE_PNGS.glob("*.png"))[:2]:
+        (folder / source.name).write_bytes(source.read_bytes())
+    (folder / "DOE_JOHN_1961.dcm").write_bytes(b"DICM but not really a DICOM file")
+    result = jobs_work.ingest_job(ctx, {"project": "Chest", "paths": [str(folder)]}, NullReporter())
+    assert (result["files"], result["released"] + result["quarantined"], result["refused"]) == (3, 2, 1)
+    ((index, reason),) = result["refusals"]
+    assert index == sorted(p.name for p in folder.iterdir()).index("DOE_JOHN_1961.dcm")  # position, not name
+    assert reason and "DOE_JOHN" not in reason, reason
+
+
+@pytest.mark.slow
+def test_a_killed_worker_process_fails_the_job_and_a_retry_finishes(ctx: AppContext, tiny_model: bytes) -> None:
+    """Real worker processes: the first attempt SIGKILLs its own worker after two chunks."""
+    pid = make_project(ctx)
+    make_items(ctx, pid, 24)
+    model = register_model(ctx, tiny_model, name="tiny", labels=LABELS)
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+        cluster.start_local(2, processes=True)
+    try:
+        job = finished(ctx, jobs.submit(ctx, "test_dies_once", {"inner": "prelabel", "die_after": 2, "kill": True,
+                                                                "project": "Chest", "model": "tiny", "chunk_size": 4},
+                                        None).id)
+        assert job.state == "failed" and "its Dask worker died" in job.error_line, job.error
+        partial = len(prediction_rows(ctx, model.id))
+        assert partial < 24
+        retried = finished(ctx, jobs.retry(ctx, job.id, None).id)
+        assert retried.state == "succeeded", retried.error
+        assert retried.worker is not None and retried.worker.startswith("tcp://")
+        assert count(ctx, Prediction.item_id) == (24, 24)
+    finally:
+        cluster.close()
+        cluster.forget_contexts()
