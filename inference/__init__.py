@@ -1,6 +1,7 @@
 """Images to pixels and tensors, and the embedded ONNX models (CPU onnxruntime).
 
-Pure apart from ``inference.runtime`` (the only module importing onnxruntime) and
+Pure apart from ``inference.runtime`` (the only module running onnxruntime sessions; ``inference.quantize``
+imports ``onnxruntime.quantization`` inside its functions) and
 ``inference.registry`` (reads and validates .onnx files). See docs/inference.md.
 """
 
