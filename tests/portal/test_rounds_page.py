@@ -20,8 +20,8 @@ def test_lead_creates_a_round(ctx: AppContext, portal_env: Settings) -> None:
     at.switch_page("views/rounds.py").run()
     assert not at.exception and at.title[0].value == "Verification rounds"
     at.text_input[0].input("Pilot")
-    at.number_input[0].set_value(3)
-    at.number_input[1].set_value(42)
+    next(n for n in at.number_input if n.label == "How many (items or %)").set_value(3)
+    next(n for n in at.number_input if n.label.startswith("Seed")).set_value(42)
     at.multiselect[0].select("rad2").select("rad3")
     next(b for b in at.button if b.label == "Create round").click()
     at.run()

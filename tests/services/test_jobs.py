@@ -367,7 +367,10 @@ def test_ingest_job_refusals_keep_no_file_name(ctx: AppContext, tmp_path: Path) 
     result = jobs_work.ingest_job(ctx, {"project": "Chest", "paths": [str(folder)]}, NullReporter())
     assert (result["files"], result["released"] + result["quarantined"], result["refused"]) == (3, 2, 1)
     ((index, reason),) = result["refusals"]
-    assert index == sorted(p.name for p in folder.iterdir()).index("DOE_JOHN_1961.dcm")  # position, not name
+    from services.ingest import iter_files
+
+    listing = [p.name for p in iter_files([folder])]  # the job's own listing order
+    assert listing[index] == "DOE_JOHN_1961.dcm", (index, listing)  # position, not name
     assert reason and "DOE_JOHN" not in reason, reason
 
 
