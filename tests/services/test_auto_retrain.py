@@ -41,4 +41,6 @@ def test_every_n_labels_starts_one_retrain_job(ctx: AppContext, project: dict[st
     assert len(started) == 1 and started[0].params["project"] == PROJECT
     done = jobs.wait(ctx, started[0].id, timeout_s=300)
     assert done.state == "succeeded", done.error
-    assert [r.n_labels for r in al.learning_curve(ctx, PROJECT)] == [5]
+    # the job trains on the labels present when it runs: the 4 that triggered it, or the 5th too
+    (only,) = al.learning_curve(ctx, PROJECT)
+    assert only.n_labels in (4, 5)
