@@ -140,3 +140,14 @@ def env_for(tmp_path: Path):  # type: ignore[no-untyped-def]
         return env
 
     return build
+
+
+@pytest.fixture(scope="module")
+def dask_threads() -> Iterator[None]:
+    """Background jobs for a test module: a local Dask cluster of two one-thread workers in the test process."""
+    from services import cluster
+
+    cluster.start_local(2, processes=False)
+    yield
+    cluster.close()
+    cluster.forget_contexts()

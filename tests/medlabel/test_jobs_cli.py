@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -16,7 +15,7 @@ import inference
 from db.models import Job, Prediction
 from medlabel.cli import main
 from medlabel.settings import Settings
-from services import cluster, jobs
+from services import jobs
 from services.context import AppContext
 from services.job_protocol import JobReporter
 from services.models import register_model
@@ -31,14 +30,6 @@ def fails(ctx: AppContext, params: dict[str, Any], reporter: JobReporter) -> dic
 
 
 jobs.register_kind("test_cli_fails", f"{__name__}:fails")
-
-
-@pytest.fixture(scope="module")
-def dask_threads() -> Iterator[None]:
-    cluster.start_local(2, processes=False)
-    yield
-    cluster.close()
-    cluster.forget_contexts()
 
 
 @pytest.fixture

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
-
-import pytest
 
 from db.models import Job, JobState
 from medlabel.settings import Settings
-from services import accounts, cluster, jobs
+from services import accounts, jobs
 from services.context import AppContext
 from services.job_protocol import JobReporter
 from tests.portal.conftest import PASSWORD, signed_in
@@ -21,14 +18,6 @@ def unreadable_folder(ctx: AppContext, params: dict[str, Any], reporter: JobRepo
 
 
 jobs.register_kind("test_page_fails", f"{__name__}:unreadable_folder")
-
-
-@pytest.fixture(scope="module")
-def dask_threads() -> Iterator[None]:
-    cluster.start_local(1, processes=False)
-    yield
-    cluster.close()
-    cluster.forget_contexts()
 
 
 def test_a_failed_jobs_error_reaches_the_page_and_retry_starts_a_new_attempt(

@@ -8,22 +8,13 @@ from typing import Any
 import pytest
 
 from medlabel.settings import Settings
-from services import accounts, cluster, jobs
+from services import accounts, jobs
 from services import active_learning as al
 from services.context import AppContext
 from tests.portal.conftest import PASSWORD, signed_in
 from tests.services.test_active_learning import PROJECT, label, label_truthfully, project  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("portal_env")
-
-
-@pytest.fixture(scope="module")
-def dask_in_process() -> Any:
-    """Retrain runs as a background job: a one-worker cluster inside the test process."""
-    cluster.start_local(1, processes=False)
-    yield
-    cluster.close()
-    cluster.forget_contexts()
 
 
 def open_page(username: str = "lead1") -> Any:
@@ -35,7 +26,7 @@ def open_page(username: str = "lead1") -> Any:
 
 def test_lead_configures_retrains_and_reads_the_dashboard(ctx: AppContext, portal_env: Settings,
                                                           project: dict[str, Any],  # noqa: F811
-                                                          dask_in_process: None) -> None:
+                                                          dask_threads: None) -> None:
     accounts.add_user(ctx, "lead1", PASSWORD, "lead")
     items = project["items"]
     label_truthfully(ctx, project, items[:14])

@@ -2,28 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
-
 from services import active_learning as al
-from services import cluster, jobs, labelling
+from services import jobs, labelling
 from services.context import AppContext
 from tests.services.factories import user_id
 from tests.services.test_active_learning import PROJECT, project  # noqa: F401
 
 
-@pytest.fixture(scope="module")
-def dask_in_process() -> Iterator[None]:
-    cluster.start_local(1, processes=False)
-    yield
-    cluster.close()
-    cluster.forget_contexts()
-
-
 def test_every_n_labels_starts_one_retrain_job(ctx: AppContext, project: dict[str, Any],  # noqa: F811
-                                               dask_in_process: None) -> None:
+                                               dask_threads: None) -> None:
     al.configure(ctx, PROJECT, "margin", 5, 4)
     pid, rad1 = project["id"], user_id(ctx, "rad1")
 

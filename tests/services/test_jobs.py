@@ -10,7 +10,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -93,15 +92,6 @@ jobs.register_kind("test_dies_once", f"{__name__}:dies_once")
 
 
 # --- fixtures and helpers -----------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def dask_threads() -> Iterator[None]:
-    """A local cluster of two one-thread workers inside the test process."""
-    cluster.start_local(2, processes=False)
-    yield
-    cluster.close()
-    cluster.forget_contexts()
 
 
 @pytest.fixture(scope="module")
