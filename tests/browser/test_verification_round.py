@@ -38,6 +38,11 @@ def _sign_in(page: Any, url: str, username: str, target: str) -> None:
     page.get_by_role("link", name=target, exact=True).click()
 
 
+def _settled(page: Any) -> None:
+    """Wait until the app's script run is over (what is on the page is complete and stays)."""
+    page.wait_for_selector("[data-testid='stApp'][data-test-script-state='notRunning']")
+
+
 def _blinded_reads(page: Any, keys: list[str], forbidden: list[str]) -> list[str]:
     """Read every case by keyboard; after each case loads, check the page for anything unblinded."""
     from playwright.sync_api import expect
@@ -51,8 +56,9 @@ def _blinded_reads(page: Any, keys: list[str], forbidden: list[str]) -> list[str
         leaked = [word for word in forbidden if word in text]
         assert not leaked, f"blinded page for case {case} shows {leaked}"
         seen.append(case)
+        _settled(page)  # the label buttons (and their keyboard shortcuts) are on the page
         page.keyboard.press(key)
-        expect(page.get_by_text(f"case #{case}", exact=False)).to_have_count(0)
+        expect(page.get_by_text(f"case #{case}", exact=False)).to_have_count(0, timeout=15_000)
     expect(page.get_by_text("No verification reads waiting for you.")).to_be_visible()
     return seen
 
@@ -83,15 +89,30 @@ def test_round_from_creation_to_adjudication(ctx: AppContext, settings: Settings
 
     lead = browser_context.new_page()
     _sign_in(lead, url, "lead1", "Verification rounds")
+    expect(lead.get_by_role("heading", name="Verification rounds")).to_be_visible()
+    _settled(lead)  # the page's first runs are over before the form is touched (a late rerun can drop a pick)
     lead.get_by_text("New round").click()
     lead.get_by_label("Name").fill("Browser round")
-    lead.get_by_label("How many (items or %)").fill("3")
-    readers = lead.get_by_role("combobox", name="Readers")  # multiselect: pick by typing + Enter
+    how_many = lead.get_by_label("How many (items or %)")
+    how_many.fill("3")
+    how_many.press("Tab")  # committed on blur now (Enter would submit the form)
+    readers = lead.get_by_role("combobox", name="Readers")  # multiselect: type, pick, see the chip
     for name in ("rad2", "rad3"):
-        readers.click()
-        readers.fill(name)
-        readers.press("Enter")
-    lead.keyboard.press("Escape")
+        chip = lead.get_by_role("button", name=f"Remove {name}")
+        for _ in range(3):  # the widget may re-render under the typing (clearing it): pick again
+            readers.click()
+            readers.fill(name)
+            try:
+                expect(lead.get_by_role("option", name=name, exact=True)).to_be_visible(timeout=2000)
+                readers.press("Enter")
+                lead.keyboard.press("Escape")
+                expect(chip).to_be_visible(timeout=2000)
+                break
+            except AssertionError:
+                lead.keyboard.press("Escape")
+        expect(chip).to_be_visible()
+    expect(lead.get_by_role("button", name="Remove rad2")).to_be_visible()
+    expect(how_many).to_have_value("3")
     lead.get_by_role("button", name="Create round").click()
     expect(lead.get_by_text("Created Browser round: 3 items, 6 blinded reads.")).to_be_visible()
 
