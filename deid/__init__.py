@@ -3,10 +3,10 @@
 A pure library: bytes in, bytes and a report out. Only ``deid.io`` touches the filesystem.
 """
 
-from deid.engine import apply_masks, deidentify_bytes
+from deid.engine import apply_masks, deidentify_bytes, patient_characteristics
 from deid.pixels import Detector, TextBox
 from deid.pseudonyms import patient_pseudonym, remap_uid
 from deid.types import DeidOptions, DeidResult
 
 __all__ = ["DeidOptions", "DeidResult", "Detector", "TextBox", "apply_masks", "deidentify_bytes",
-           "patient_pseudonym", "remap_uid"]
+           "patient_characteristics", "patient_pseudonym", "remap_uid"]

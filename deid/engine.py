@@ -88,6 +88,29 @@ def _characteristics(ds: Dataset) -> dict[str, Any]:
     return out
 
 
+def _kept_characteristics(ds: Dataset, options: DeidOptions) -> dict[str, Any]:
+    """What de-identification keeps of the patient's characteristics: all of them with the Retain
+    Patient Characteristics option, else only the view position (a technical attribute)."""
+    if options.keep_patient_characteristics:
+        return _characteristics(ds)
+    return {"view_position": str(ds.ViewPosition)} if "ViewPosition" in ds else {}
+
+
+def patient_characteristics(data: bytes, *, name: str, options: DeidOptions | None = None) -> dict[str, Any]:
+    """The characteristics ``deidentify_bytes`` would keep for these bytes (``{}`` for a photo), read
+    from the DICOM header alone: for a model's tabular input before the whole file is de-identified."""
+    if not data:
+        raise InputError(name, "empty file")
+    with disable_value_validation():
+        try:
+            ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, force=not _is_dicom(data))
+        except Exception:  # noqa: BLE001 - not DICOM: a photo carries no patient characteristics
+            return {}
+        if not _is_dicom(data) and "SOPClassUID" not in ds:
+            return {}
+        return _kept_characteristics(ds, options or DeidOptions())
+
+
 def _safe_words(ds: Dataset) -> set[str]:
     """Words of technical attributes that legitimately stay (so the leak scan does not flag them)."""
     words: set[str] = set(DUMMY_BY_VR.values())
@@ -101,9 +124,7 @@ def _safe_words(ds: Dataset) -> set[str]:
 def _dicom(ds: Dataset, *, key: bytes, name: str, options: DeidOptions, ocr: px.Detector | None) -> DeidResult:
     original_id = str(ds.get("PatientID", "") or "").strip() or f"study:{ds.get('StudyInstanceUID', '')}"
     pseudo = patient_pseudonym(key, original_id)
-    characteristics = _characteristics(ds) if options.keep_patient_characteristics else {}
-    if not options.keep_patient_characteristics and "ViewPosition" in ds:
-        characteristics = {"view_position": str(ds.ViewPosition)}
+    characteristics = _kept_characteristics(ds, options)
     modality, burned_in = ds.get("Modality"), ds.get("BurnedInAnnotation")
     changes = px.geometry_changes(ds)
     safe = _safe_words(ds)

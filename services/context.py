@@ -33,6 +33,9 @@ class AppContext:
                    reads=make_sessionmaker(engine), store=store)
 
     def close(self) -> None:
+        from services.second_opinion import drain  # background work on this database finishes first
+
+        drain(self)
         self.engine.dispose()
 
 

@@ -1,13 +1,23 @@
-"""Second opinions for clinicians: one uploaded image, de-identified, stored and run through a model.
+"""Second opinions for clinicians: one uploaded image, run through a model, de-identified and stored.
 
-``ask`` is the whole request: the upload (DICOM, PNG or JPEG) is de-identified in memory by the
-same engine and options as intake (DICOM PS3.15 basic profile, photo metadata including EXIF GPS
-dropped by re-encoding, burned-in text masked); the model's input tensor is made from the
-*de-identified* bytes with ``inference.preprocess`` (the batch path's function) and run on the
-process-wide session cache; the de-identified bytes are stored content-addressed, and the request
-(user, model, version, prediction, top 3) is recorded with its audit event in one transaction.
-Nothing of an upload is stored before it has passed de-identification and the model, so a bad
-upload leaves nothing behind; the original file name is shown in errors but never stored.
+``ask`` answers first and stores the image after, so the clinician waits for the model, not for text
+detection:
+
+1. The upload (DICOM, PNG or JPEG) is decoded **in memory** to the model's input tensor with
+   ``inference.preprocess`` (the batch path's function: rescale, VOI LUT, MONOCHROME1, EXIF
+   orientation) and run on the process-wide session cache. The request (user, model, version,
+   prediction, top 3) is recorded with its audit event in one transaction, ``image_state`` ``pending``.
+   Nothing of the upload itself is stored: the row holds probabilities, never pixels, tags or the
+   file name.
+2. In a background thread of this process the same bytes go through de-identification exactly as
+   at intake (DICOM PS3.15 basic profile, photo metadata including EXIF GPS dropped by re-encoding,
+   burned-in text detected and masked). Only then are the de-identified bytes stored content-addressed
+   and the request marked ``stored``; an upload the engine refuses is never stored (``refused``), and a
+   request whose process stopped before that is ``lost`` once ``wait_for_image`` finds it orphaned.
+
+Undecodable uploads are refused in step 1 and leave nothing behind; the original file name is shown
+in errors but never stored. Everything that shows or reuses the image (``display_png``, ``heatmap``,
+``neighbours``, ``request_review``) waits for step 2 and works on the de-identified image only.
 
 Separately, on request: ``heatmap`` (occlusion sensitivity over the de-identified image, cached in
 the store), ``neighbours`` (nearest already-labelled items by cosine similarity of the model's
@@ -20,6 +30,9 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +46,7 @@ import inference
 from db.models import DeidStatus, Item, ModelVersion, Project, SecondOpinionRequest, User
 from db.queries import projects as projects_q
 from db.queries import second_opinion as q
-from medlabel.errors import ConflictError, InputError, NotFoundError, PermissionDenied
+from medlabel.errors import ConflictError, InputError, MedlabelError, NotFoundError, PermissionDenied
 from services import audit
 from services.consensus import current_reads, final_label
 from services.context import AppContext
@@ -48,6 +61,9 @@ REVIEW_PRIORITY = 1_000_000  # expert-review requests go before everything else 
 DISPLAY_SIZE = 1024
 THUMBNAIL_SIZE = 160
 HEATMAP_BATCH = 8  # batch 8 is as fast as larger ones on a CPU and keeps the session arena small
+IMAGE_WAIT_S = 120.0  # how long a caller that needs the stored image waits for its de-identification
+LOST_AFTER = dt.timedelta(minutes=15)  # a pending image no process is working on is given up after this
+IMAGE_STATES = ("pending", "stored", "refused", "lost")
 _PNG = b"\x89PNG\r\n\x1a\n"
 _JPEG = b"\xff\xd8\xff"
 
@@ -67,9 +83,12 @@ class OpinionDTO:
     top: tuple[Suggestion, ...]
     time: dt.datetime
     source_kind: str  # dicom | photo
-    content_hash: str
-    deid_status: str  # released | flagged (masked text a reviewer should check before labelling)
+    content_hash: str | None  # of the stored de-identified image; None until it is stored
+    deid_status: str  # released | flagged (masked text a reviewer should check before labelling) | refused
     deid_reason: str = ""
+    image_state: str = "stored"  # pending (being de-identified) | stored | refused | lost
+    # the answer for the stored image when masking burned-in text changed its pixels (else None: same answer)
+    masked_prediction: dict[str, float] | None = field(default=None, hash=False)
     review_item_id: int | None = None
     review_project: str | None = None
 
@@ -242,40 +261,170 @@ def _deid_report(result: deid.DeidResult) -> dict[str, Any]:
 # --- use cases ----------------------------------------------------------------------------------
 
 
+def _source_kind(data: bytes) -> str:
+    return "photo" if data.startswith(_PNG) or data.startswith(_JPEG) else "dicom"
+
+
 def ask(ctx: AppContext, user_id: int, filename: str, data: bytes, model_ref: str) -> OpinionDTO:
-    """De-identify, store and run one upload; record and audit the request. See the module docstring."""
+    """Run one upload through the model in memory and record the request; its de-identification and
+    storage follow in the background (``wait_for_image``). See the module docstring."""
     name = Path(filename or "upload").name  # shown in errors, never stored
     with ctx.reads() as session:
         user = _asker(session, user_id)
         username = user.username
         model = _model(session, model_ref)
     _check_format(data, name)
-    result = deid.deidentify_bytes(data, key=ctx.settings.secret_key(), name=name, options=deid.DeidOptions())
-    if result.status == "refused" or result.output is None:
-        raise InputError(name, result.reason or "refused by de-identification")
-    output = result.output
-    x = inference.preprocess(output, model.spec.input, name=name)
-    tabular = _tabular(model, dict(result.characteristics or {}), name)
-    out = _run(ctx, model, x, tabular)
+    kind = _source_kind(data)
+    x = inference.preprocess(data, model.spec.input, name=name)
+    characteristics = deid.patient_characteristics(data, name=name) if model.spec.tabular is not None else {}
+    out = _run(ctx, model, x, _tabular(model, characteristics, name))
     probabilities = out.probabilities[0]
     prediction = {label: round(float(p), 6) for label, p in zip(model.spec.labels, probabilities, strict=True)}
     top = tuple(Suggestion(label, round(p, 6)) for label, p in inference.top_k(probabilities, model.spec.labels,
                                                                                TOP_K))
-    digest, relative = ctx.store.put(output, result.suffix)
-    if out.embeddings is not None:
-        ctx.store.put_derived(digest, _embedding_key(model), out.embeddings[0].astype("<f4").tobytes())
+    embedding = None if out.embeddings is None else out.embeddings[0].astype("<f4").tobytes()
     with ctx.sessions.begin() as session:
-        request = SecondOpinionRequest(user_id=user_id, model_id=model.id, content_hash=digest,
+        request = SecondOpinionRequest(user_id=user_id, model_id=model.id, content_hash=None, image_state="pending",
                                        prediction=prediction, top=[{"label": s.label, "probability": s.probability}
                                                                    for s in top],
-                                       model_name=model.name, model_version=model.version, source_kind=result.kind,
-                                       stored_path=relative, deid_report=_deid_report(result))
+                                       model_name=model.name, model_version=model.version, source_kind=kind,
+                                       stored_path=None, deid_report={"status": "pending"})
         session.add(request)
         session.flush()
         audit.record(session, "second_opinion.ask", actor_id=user_id, target_type="second_opinion",
-                     target_id=request.id, model=model.name, version=model.version, sha256=digest,
-                     top=top[0].label if top else None, deid=result.status)
-        return _dto(request, username)
+                     target_id=request.id, model=model.name, version=model.version,
+                     top=top[0].label if top else None, image="pending")
+        opinion = _dto(request, username)
+    _start_image(ctx, opinion.id, data, name, model, embedding)
+    return opinion
+
+
+# --- the image, after the answer ----------------------------------------------------------------
+
+_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="second-opinion-deid")
+_futures: dict[tuple[str, int], Future[None]] = {}
+_futures_lock = threading.Lock()
+
+
+def _future_key(ctx: AppContext, request_id: int) -> tuple[str, int]:
+    return str(ctx.engine.url), request_id
+
+
+def _start_image(ctx: AppContext, request_id: int, data: bytes, name: str, model: _Model,
+                 embedding: bytes | None) -> None:
+    key = _future_key(ctx, request_id)
+
+    def forget(_: Future[None]) -> None:
+        with _futures_lock:
+            _futures.pop(key, None)
+
+    with _futures_lock:
+        future = _futures[key] = _executor.submit(_store_image, ctx, request_id, data, name, model, embedding)
+    future.add_done_callback(forget)  # runs at once (after the lock is free) if it has finished already
+
+
+def _store_image(ctx: AppContext, request_id: int, data: bytes, name: str, model: _Model,
+                 embedding: bytes | None) -> None:
+    """De-identify the upload as at intake, then store it and mark the request (background thread)."""
+    try:
+        result = deid.deidentify_bytes(data, key=ctx.settings.secret_key(), name=name, options=deid.DeidOptions())
+    except MedlabelError as exc:
+        _image_done(ctx, request_id, "refused", reason=exc.reason if isinstance(exc, InputError) else str(exc))
+        return
+    except Exception as exc:  # noqa: BLE001 - a bug must not leave the request pending for ever
+        logger.exception("second opinion %s: de-identification failed", request_id)
+        _image_done(ctx, request_id, "lost", reason=f"de-identification failed ({exc.__class__.__name__})")
+        return
+    if result.status == "refused" or result.output is None:
+        _image_done(ctx, request_id, "refused", reason=result.reason or "refused by de-identification")
+        return
+    masked_prediction = None
+    try:
+        if result.boxes:  # masking changed pixels: record the model's answer for the image as stored too
+            out = _run(ctx, model, inference.preprocess(result.output, model.spec.input, name=name),
+                       _tabular(model, dict(result.characteristics or {}), name))
+            masked_prediction = {label: round(float(p), 6)
+                                 for label, p in zip(model.spec.labels, out.probabilities[0], strict=True)}
+            embedding = None if out.embeddings is None else out.embeddings[0].astype("<f4").tobytes()
+        digest, relative = ctx.store.put(result.output, result.suffix)
+        if embedding is not None:  # similar cases are searched from the stored image's embedding
+            ctx.store.put_derived(digest, _embedding_key(model), embedding)
+    except Exception as exc:  # noqa: BLE001 - the store may be unreachable; say so on the request
+        logger.exception("second opinion %s: storing the image failed", request_id)
+        _image_done(ctx, request_id, "lost", reason=f"storing the image failed ({exc.__class__.__name__})")
+        return
+    _image_done(ctx, request_id, "stored", result=result, digest=digest, relative=relative,
+                masked_prediction=masked_prediction)
+
+
+def _image_done(ctx: AppContext, request_id: int, state: str, *, reason: str = "",
+                result: deid.DeidResult | None = None, digest: str | None = None, relative: str | None = None,
+                masked_prediction: dict[str, float] | None = None) -> None:
+    with ctx.sessions.begin() as session:
+        request, _ = _request(session, request_id, None, for_update=True)
+        if request.image_state != "pending":
+            return
+        request.image_state = state
+        if result is not None:
+            request.content_hash, request.stored_path = digest, relative
+            request.source_kind = result.kind
+            request.deid_report = _deid_report(result)
+            request.masked_prediction = masked_prediction
+        else:
+            request.deid_report = {"status": "refused" if state == "refused" else "lost", "reason": reason}
+        audit.record(session, "second_opinion.image", actor_id=request.user_id, target_type="second_opinion",
+                     target_id=request.id, image=state, sha256=digest,
+                     deid=None if result is None else result.status, reason=reason or None)
+
+
+def wait_for_image(ctx: AppContext, request_id: int, *, actor_id: int | None = None,
+                   timeout: float = IMAGE_WAIT_S) -> OpinionDTO:
+    """The request once its image is stored, refused or lost (or still pending after ``timeout``).
+
+    A pending request that no thread of this process is working on, and that is older than
+    ``LOST_AFTER``, belonged to a process that stopped: it is marked ``lost`` (its prediction stays).
+    """
+    opinion = get(ctx, request_id, actor_id=actor_id)  # access check first
+    if opinion.image_state != "pending":
+        return opinion
+    with _futures_lock:
+        future = _futures.get(_future_key(ctx, request_id))
+    if future is not None:
+        try:
+            future.result(timeout=timeout)
+        except FutureTimeout:
+            pass
+    elif dt.datetime.now(dt.UTC) - _aware(opinion.time) > LOST_AFTER:
+        _image_done(ctx, request_id, "lost", reason="the portal process stopped before the image was stored")
+    return get(ctx, request_id, actor_id=actor_id)
+
+
+def drain(ctx: AppContext | None = None, timeout: float = IMAGE_WAIT_S) -> None:
+    """Wait for the images this process is still de-identifying (for ``ctx``'s database, or all);
+    ``AppContext.close`` calls it so that no background write outlives its engine."""
+    url = None if ctx is None else str(ctx.engine.url)
+    with _futures_lock:
+        futures = [f for (u, _), f in _futures.items() if url is None or u == url]
+    for future in futures:
+        try:
+            future.result(timeout=timeout)
+        except FutureTimeout:
+            pass
+
+
+def _aware(when: dt.datetime) -> dt.datetime:
+    return when if when.tzinfo is not None else when.replace(tzinfo=dt.UTC)
+
+
+def _image_problem(request: SecondOpinionRequest) -> MedlabelError:
+    reason = str((request.deid_report or {}).get("reason", "") or "")
+    if request.image_state == "pending":
+        return ConflictError(f"the image of second opinion {request.id} is still being de-identified; "
+                             "try again in a moment")
+    if request.image_state == "refused":
+        return NotFoundError(f"the image of second opinion {request.id} was not kept: de-identification "
+                             f"refused it ({reason})")
+    return NotFoundError(f"the image of second opinion {request.id} was not kept ({reason})")
 
 
 def _dto(request: SecondOpinionRequest, username: str, review_project: str | None = None) -> OpinionDTO:
@@ -285,8 +434,9 @@ def _dto(request: SecondOpinionRequest, username: str, review_project: str | Non
                       top=tuple(Suggestion(t["label"], float(t["probability"])) for t in request.top),
                       time=request.created_at, source_kind=request.source_kind or "",
                       content_hash=request.content_hash, deid_status=str(report.get("status", "released")),
-                      deid_reason=str(report.get("reason", "") or ""), review_item_id=request.review_item_id,
-                      review_project=review_project)
+                      deid_reason=str(report.get("reason", "") or ""), image_state=request.image_state,
+                      masked_prediction=None if request.masked_prediction is None else dict(request.masked_prediction),
+                      review_item_id=request.review_item_id, review_project=review_project)
 
 
 def history(ctx: AppContext, user_id: int, limit: int = 100) -> list[OpinionDTO]:
@@ -312,8 +462,12 @@ def _project_name(session: Session, project_id: int) -> str | None:
 
 
 def _stored(ctx: AppContext, request_id: int, actor_id: int | None) -> tuple[SecondOpinionRequest, _Model]:
+    """The request with its stored image (waiting for it if this process is still storing it)."""
+    wait_for_image(ctx, request_id, actor_id=actor_id)
     with ctx.reads() as session:
         request, _ = _request(session, request_id, actor_id)
+        if request.image_state != "stored" or request.content_hash is None:
+            raise _image_problem(request)
         row = session.get(ModelVersion, request.model_id)
         if row is None:
             raise NotFoundError(f"the model of second opinion {request_id} no longer exists")
@@ -437,6 +591,7 @@ def request_review(ctx: AppContext, request_id: int, project_name: str, actor_id
     de-identification engine flagged enters quarantined and waits for the De-identification review
     page, exactly as at intake. Only the requester (or an administrator) may ask.
     """
+    wait_for_image(ctx, request_id, actor_id=actor_id)
     for attempt in range(2):
         try:
             return _request_review(ctx, request_id, project_name, actor_id)
@@ -456,6 +611,8 @@ def _request_review(ctx: AppContext, request_id: int, project_name: str, actor_i
             if current != project_name:
                 raise ConflictError(f"this image was already sent for review to project {current!r}")
             return ReviewDTO(item.id, project_name, False, item.deid_status.value)
+        if request.image_state != "stored" or request.content_hash is None:
+            raise _image_problem(request)
         project = projects_q.project_by_name(session, project_name)
         if project is None:
             raise NotFoundError(f"no project named {project_name!r}")

@@ -83,8 +83,12 @@ class SecondOpinionRequest(CreatedAt, Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
     model_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))
-    content_hash: Mapped[str] = mapped_column(String(64))
+    # None until the image has been de-identified and stored (image_state pending, refused or lost)
+    content_hash: Mapped[str | None] = mapped_column(String(64))
+    image_state: Mapped[str] = mapped_column(String(16), default="stored", server_default="stored")
     prediction: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # the model's answer for the stored image, when masking burned-in text changed its pixels
+    masked_prediction: Mapped[dict[str, Any] | None]
     top: Mapped[list[Any]] = mapped_column(default=list)
     review_item_id: Mapped[int | None] = mapped_column(ForeignKey("items.id"))
     model_name: Mapped[str | None] = mapped_column(String(128))

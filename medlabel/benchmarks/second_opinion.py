@@ -8,14 +8,19 @@ Method (figures and discussion in docs/benchmarks.md):
 - Uploads: the 16 real Kermany chest X-rays in ``sample_data/`` as 1024x1024 8-bit grayscale PNGs,
   each made unique (two stamped pixels), so no request finds its bytes stored already.
 - Timed (``p50_ms``, ``p95_ms``): ``services.second_opinion.ask``, the page's call, from upload
-  bytes to the committed request: de-identification as at intake (burned-in text detection and
-  masking, re-encoding without metadata), the model tensor from the de-identified bytes, the shared
-  session, storing the bytes, the request row and its audit event. ``--warmup`` requests first load
-  the model session and the text detector.
+  bytes to the committed request with its top 3: access checks, the model tensor decoded in memory
+  from the upload, the shared session, the request row and its audit event. ``--warmup`` requests
+  first load the model session and the text detector.
+- Then, untimed for the ratio but reported (``image_p50_ms``): ``wait_for_image``, the background
+  de-identification as at intake (burned-in text detection and masking, re-encoding without
+  metadata) and the storing of the de-identified bytes, which the page awaits after showing the top 3;
+  ``full_p50_ms`` is upload to stored image. The next request starts only after it, so the
+  background work never overlaps a timed request or a raw run.
 - ``raw_p50_ms``: ``session.run`` of the very session the service uses, on a ready tensor of the same
   upload, measured right after each request (same load), so ``ratio_p50`` comes from one run.
-- ``stages_p50_ms``: the parts of the path timed one by one on the same uploads (de-identification,
-  storing into a separate empty store, preprocessing, the cached run).
+- ``stages_p50_ms``: the parts timed one by one on the same uploads: answer path (``preprocess``
+  from the upload bytes, the cached ``run``) and image path (``deid``, ``store`` into a separate
+  empty store).
 - Heat map (``heatmap_ms``: first, uncached computation, median over a few requests) and similar
   cases (``neighbours_ms`` over ``--labelled`` labelled items with embeddings; random embeddings of
   the model's width, since only the search cost matters here) are timed separately.
@@ -131,15 +136,15 @@ def _stages(ctx: Any, model: Any, uploads: list[bytes], data_dir: Path) -> dict[
     spec = inference.spec_from_dict(model.input_spec)
     store = ContentStore(data_dir / "stage-store")
     cache = inference.default_cache()
-    times: dict[str, list[float]] = {"deid": [], "store": [], "preprocess": [], "run": []}
+    times: dict[str, list[float]] = {"preprocess": [], "run": [], "deid": [], "store": []}
     for i, data in enumerate(uploads):
+        ms, x = _ms(lambda d=data: inference.preprocess(d, spec.input))
+        times["preprocess"].append(ms)
+        times["run"].append(_ms(lambda t=x: cache.run(spec, t))[0])
         ms, result = _ms(lambda d=data, n=i: deid.deidentify_bytes(d, key=ctx.settings.secret_key(),
                                                                    name=f"upload-{n}.png"))
         times["deid"].append(ms)
         times["store"].append(_ms(lambda r=result: store.put(r.output, r.suffix))[0])
-        ms, x = _ms(lambda r=result: inference.preprocess(r.output, spec.input))
-        times["preprocess"].append(ms)
-        times["run"].append(_ms(lambda t=x: cache.run(spec, t))[0])
     return {name: _p(values, 0.5) for name, values in times.items()}
 
 
@@ -178,13 +183,17 @@ def run(model_kind: str = "densenet121", requests: int = 30, warmup: int = 3, la
             rss_before = process.memory_info().rss
 
             for i in range(warmup):
-                so.ask(ctx, clinician, f"warmup-{i}.png", uploads[i], ref)
+                so.wait_for_image(ctx, so.ask(ctx, clinician, f"warmup-{i}.png", uploads[i], ref).id)
             session = cache.session(spec)
-            asked, raw, ids = [], [], []
+            asked, imaged, raw, ids = [], [], [], []
             for i in range(warmup, warmup + requests):
                 ms, opinion = _ms(lambda n=i: so.ask(ctx, clinician, f"upload-{n}.png", uploads[n], ref))
                 asked.append(ms)
                 ids.append(opinion.id)
+                ms, stored = _ms(lambda o=opinion: so.wait_for_image(ctx, o.id))
+                if stored.image_state != "stored":
+                    raise RuntimeError(f"request {opinion.id}: image {stored.image_state} ({stored.deid_reason})")
+                imaged.append(ms)
                 x = inference.preprocess(uploads[i], spec.input)
                 raw.append(_ms(lambda t=x: session.run(None, {spec.input_name: t}))[0])
             stages = _stages(ctx, model, uploads[warmup:warmup + min(requests, 10)], data_dir)
@@ -195,8 +204,8 @@ def run(model_kind: str = "densenet121", requests: int = 30, warmup: int = 3, la
             for seed in range(1, memory_models):
                 extra, extra_labels = _model(model_kind, seed)
                 version = register_model(ctx, extra, name=f"{model_kind}-{seed}", labels=extra_labels)
-                so.ask(ctx, clinician, f"memory-{seed}.png", uploads[seed % len(uploads)],
-                       f"{version.name}:{version.version}")
+                so.wait_for_image(ctx, so.ask(ctx, clinician, f"memory-{seed}.png", uploads[seed % len(uploads)],
+                                              f"{version.name}:{version.version}").id)
             rss_after = process.memory_info().rss
         finally:
             ctx.close()
@@ -210,6 +219,8 @@ def run(model_kind: str = "densenet121", requests: int = 30, warmup: int = 3, la
         "p95_ms": _p(asked, 0.95),
         "raw_p50_ms": raw_p50,
         "ratio_p50": round(p50 / raw_p50, 2) if raw_p50 else None,
+        "image_p50_ms": _p(imaged, 0.5),
+        "full_p50_ms": _p([a + b for a, b in zip(asked, imaged, strict=True)], 0.5),
         "stages_p50_ms": stages,
         "heatmap_ms": _p(heat, 0.5),
         "heatmap_model_runs": runs,
@@ -241,14 +252,16 @@ def run(model_kind: str = "densenet121", requests: int = 30, warmup: int = 3, la
               help="Models registered and used for the memory figure.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON only.")
 def command(model_kind: str, requests: int, warmup: int, labelled: int, memory_models: int, as_json: bool) -> None:
-    """Second-opinion latency (upload bytes to stored top 3) against raw session.run; heat map, similar
-    cases and memory with several models."""
+    """Second-opinion latency (upload bytes to stored top 3) against raw session.run; the de-identified
+    image stored after; heat map, similar cases and memory with several models."""
     result = run(model_kind, requests, warmup, labelled, memory_models=memory_models)
     if as_json:
         click.echo(json.dumps(result))
         return
     click.echo(f"{result['model']}: p50 {result['p50_ms']} ms, p95 {result['p95_ms']} ms, raw session.run p50 "
                f"{result['raw_p50_ms']} ms, ratio {result['ratio_p50']}")
+    click.echo(f"then the de-identified image stored after {result['image_p50_ms']} ms more "
+               f"(upload to stored image p50 {result['full_p50_ms']} ms)")
     click.echo(f"stages (p50 ms): {result['stages_p50_ms']}")
     click.echo(f"heat map {result['heatmap_ms']} ms, similar cases {result['neighbours_ms']} ms over "
                f"{result['neighbour_candidates']} labelled items")

@@ -1,6 +1,6 @@
 """Second opinion (clinician): upload or photograph an image; see the model's top 3, a heat map and
-similar verified cases; send the image for expert review. Every request is de-identified, stored and
-audited by the service."""
+similar verified cases; send the image for expert review. The service answers from the image in memory,
+then de-identifies and stores it; every request is recorded and audited."""
 
 import streamlit as st
 
@@ -30,7 +30,7 @@ if source_kind == "Upload a file":
 else:
     source = st.camera_input("Photograph the image", key="so_camera")
 if st.button("Ask for a second opinion", type="primary", disabled=source is None, key="so_ask"):
-    with st.spinner("De-identifying the image and running the model..."):
+    with st.spinner("Running the model..."):
         try:
             st.session_state[CURRENT] = so.ask(ctx, user.id, source.name, source.getvalue(), model.ref).id
         except MedlabelError as exc:
@@ -70,8 +70,9 @@ def _similar(opinion: so.OpinionDTO) -> None:
 
 
 def _show(request_id: int) -> None:
-    """Laid out image | results, similar cases below; run in order of cost: the top 3 first, then the
-    similar cases, the heat map (seconds for a large model, then cached) last."""
+    """Laid out image | results, similar cases below; run in order of cost: the top 3 first (the model
+    has answered), then the de-identified image is awaited, then the similar cases, the heat map
+    (seconds for a large model, then cached) last."""
     opinion = so.get(ctx, request_id, actor_id=user.id)
     image_col, result_col = st.columns([3, 2], gap="large")
     below = st.container()
@@ -81,6 +82,21 @@ def _show(request_id: int) -> None:
         for suggestion in opinion.top:
             st.progress(min(max(suggestion.probability, 0.0), 1.0),
                         text=f"{suggestion.label}: {suggestion.probability:.1%}")
+        if opinion.image_state == "pending":
+            with st.spinner("Masking burned-in text and storing the de-identified image..."):
+                opinion = so.wait_for_image(ctx, request_id, actor_id=user.id)
+        if opinion.image_state == "pending":
+            st.info("The image is still being de-identified; open the request again in a moment.")
+            return
+        if opinion.image_state != "stored":
+            st.error("The image was not kept: " + (opinion.deid_reason or "de-identification did not finish")
+                     + ". The prediction above is recorded; no heat map, similar cases or review without it.")
+            return
+        if opinion.masked_prediction is not None and opinion.top:
+            first = opinion.top[0].label
+            st.caption(f"Burned-in text was masked before the image was stored. The answer above is for the "
+                       f"image as uploaded; on the stored, masked image the model gives {first} "
+                       f"{opinion.masked_prediction.get(first, 0.0):.1%}.")
         if opinion.deid_status != "released":
             st.warning("Text the de-identification engine was unsure about was masked: a reviewer checks the "
                        f"image before it is labelled ({opinion.deid_reason}).")
@@ -111,6 +127,8 @@ if not past:
 else:
     st.dataframe([{"Request": o.id, "When (UTC)": o.time, "Model": f"{o.model} v{o.version}",
                    "Top label": o.top[0].label if o.top else "", "Probability": o.top[0].probability if o.top else None,
+                   "Image": {"stored": "de-identified, stored", "pending": "being de-identified",
+                             "refused": "refused, not kept", "lost": "not kept"}.get(o.image_state, o.image_state),
                    "Expert review": f"{o.review_project} #{o.review_item_id}" if o.review_item_id else ""}
                   for o in past], hide_index=True, width="stretch",
                  column_config={"Probability": st.column_config.ProgressColumn(format="percent", min_value=0,

@@ -84,8 +84,10 @@ def test_clinician_uploads_sees_top3_and_requests_review(ctx: AppContext, settin
     page.get_by_role("button", name=re.compile("Request expert review")).click()
     expect(page.get_by_text(re.compile(r"Sent for expert review: case #\d+ in Chest"))).to_be_visible()
     item_id = _wait_for(lambda: _request(ctx).review_item_id)
+    request = _request(ctx)  # the image was stored (de-identified) before the review could be sent
     with ctx.reads() as session:
         item = session.get(Item, item_id)
+    assert request.image_state == "stored" and request.content_hash is not None
     assert item is not None and item.content_hash == request.content_hash and item.priority > 0
 
 

@@ -108,3 +108,29 @@ def test_0002_keeps_existing_rows(empty_url: str) -> None:
             assert settings in ({}, "{}")
     finally:
         engine.dispose()
+
+
+def test_0003_marks_existing_second_opinions_stored(empty_url: str) -> None:
+    """A 0002 second-opinion row (stored whole) becomes ``stored`` with its hash; the hash may then be empty."""
+    from sqlalchemy import text
+
+    engine = make_engine(empty_url)
+    try:
+        upgrade(engine, "0002")
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO users (username, display_name, password_hash, role, is_active, "
+                              "failed_logins) VALUES ('doc', 'Doc', 'x', 'clinician', true, 0)"))
+            conn.execute(text("INSERT INTO model_versions (name, version, variant, sha256, size_bytes, stored_path, "
+                              "labels, input_spec, output_kind, meta, is_active) VALUES ('m', 1, 'fp32', 'aa', 1, "
+                              "'m.onnx', '[]', '{}', 'softmax', '{}', true)"))
+            conn.execute(text("INSERT INTO second_opinion_requests (user_id, model_id, content_hash, prediction, top, "
+                              "deid_report) VALUES (1, 1, 'abc', '{}', '[]', '{}')"))
+        upgrade(engine)
+        with engine.begin() as conn:
+            row = conn.execute(text("SELECT image_state, content_hash, masked_prediction "
+                                    "FROM second_opinion_requests")).one()
+            assert tuple(row) == ("stored", "abc", None)
+            conn.execute(text("INSERT INTO second_opinion_requests (user_id, model_id, content_hash, image_state, "
+                              "prediction, top, deid_report) VALUES (1, 1, NULL, 'pending', '{}', '[]', '{}')"))
+    finally:
+        engine.dispose()

@@ -38,6 +38,7 @@ def test_tiny_run_prints_sane_figures() -> None:
     assert figures["model"] == "demo" and figures["requests"] == 3
     assert 0 < figures["raw_p50_ms"] < figures["p50_ms"] <= figures["p95_ms"]
     assert figures["ratio_p50"] == pytest.approx(figures["p50_ms"] / figures["raw_p50_ms"], rel=0.01)
+    assert 0 < figures["image_p50_ms"] and figures["p50_ms"] < figures["full_p50_ms"]
     assert set(figures["stages_p50_ms"]) == {"deid", "store", "preprocess", "run"}
     assert all(v > 0 for v in figures["stages_p50_ms"].values())
     assert figures["heatmap_ms"] > 0 and figures["heatmap_model_runs"] == 82

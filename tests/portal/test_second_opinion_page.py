@@ -75,6 +75,7 @@ def test_clinician_gets_top3_heat_map_and_requests_review(clinic: AppContext) ->
     assert len(similar) == 2 and all("(single read)" in c and "Chest #" in c for c in similar)
     assert {c.split("**")[1] for c in similar} == {"pneumonia", "normal"}
     assert at.dataframe[0].value["Request"].tolist() == [request.id]
+    assert at.dataframe[0].value["Image"].tolist() == ["de-identified, stored"]
 
     at.selectbox(key=f"so_review_project_{request.id}").select("Chest")
     next(b for b in at.button if b.label == "Request expert review").click().run()
@@ -95,6 +96,26 @@ def test_a_corrupt_upload_is_named_and_not_recorded(clinic: AppContext) -> None:
     assert not at.progress
     with clinic.reads() as session:
         assert session.scalars(select(SecondOpinionRequest)).all() == []
+
+
+def test_an_image_deidentification_refuses_shows_the_answer_and_why_there_is_no_image(
+        clinic: AppContext, monkeypatch: pytest.MonkeyPatch) -> None:
+    import dataclasses
+
+    import deid
+
+    real_deid = deid.deidentify_bytes
+    monkeypatch.setattr(deid, "deidentify_bytes", lambda *a, **k: dataclasses.replace(
+        real_deid(*a, **k), status="refused", output=None, reason="withheld: metadata survived re-encoding"))
+    at = signed_in("doc")
+    at.switch_page(PAGE).run()
+    at = _ask(at, "chest.png", _png())
+    assert not at.exception
+    assert len(at.progress) == 3  # the model's answer is shown ...
+    errors = [e.value for e in at.error]
+    assert len(errors) == 1 and "not kept" in errors[0] and "withheld" in errors[0]
+    assert not at.image  # ... but no image, heat map or similar case: nothing was stored
+    assert at.dataframe[0].value["Image"].tolist() == ["refused, not kept"]
 
 
 def test_readers_are_refused_and_no_model_is_explained(ctx: AppContext, portal_env: Settings) -> None:

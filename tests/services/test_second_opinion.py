@@ -66,18 +66,26 @@ def test_dicom_upload_is_deidentified_and_the_request_recorded(ctx: AppContext, 
                                                                doc: int) -> None:
     planted = plant(real("MR_small.dcm"), "SO")
     opinion = second_opinion.ask(ctx, doc, "Quixote_Dulcinea_MRN-7781.dcm", planted.data, model)
+    assert opinion.image_state in ("pending", "stored")
+    stored_opinion = second_opinion.wait_for_image(ctx, opinion.id, actor_id=doc)
+    assert stored_opinion.image_state == "stored" and stored_opinion.top == opinion.top
 
     with ctx.reads() as session:
         request = session.get(SecondOpinionRequest, opinion.id)
         events = session.scalars(select(AuditEvent).where(AuditEvent.action == "second_opinion.ask")).all()
+        (image_event,) = session.scalars(select(AuditEvent).where(AuditEvent.action == "second_opinion.image")).all()
     stored = ctx.store.get(request.stored_path)
     leaked = [value for value in planted.values if value.encode() in stored]
     assert not leaked and stored[128:132] == b"DICM"
     assert request.source_kind == "dicom" and request.deid_report["method"].startswith("medlabel deid")
     assert (request.user_id, request.model_name, request.model_version) == (doc, "cxr-tiny", 1)
+    assert request.content_hash == stored_opinion.content_hash and request.image_state == "stored"
+    assert image_event.payload["sha256"] == request.content_hash and image_event.payload["image"] == "stored"
 
-    # top 3, highest first, equal to a direct session run on the stored bytes
-    expected = _direct_run(model_bytes, stored)
+    # top 3, highest first, equal to a direct session run on the upload's pixels, which are also the
+    # stored pixels here (an MR: no burned-in text to mask)
+    expected = _direct_run(model_bytes, planted.data)
+    np.testing.assert_allclose(_direct_run(model_bytes, stored), expected, atol=1e-6)
     assert [s.label for s in opinion.top] == [LABELS[i] for i in np.argsort(-expected, kind="stable")[:3]]
     assert [s.probability for s in opinion.top] == sorted((s.probability for s in opinion.top), reverse=True)
     for label, p in zip(LABELS, expected, strict=True):
@@ -111,7 +119,7 @@ def test_photo_metadata_and_gps_are_gone_before_storage(ctx: AppContext, model: 
     Image.open(io.BytesIO(_xray_png(2))).save(png, format="PNG", pnginfo=info)
 
     for name, data in (("phone.jpg", jpeg.getvalue()), ("screen.png", png.getvalue())):
-        opinion = second_opinion.ask(ctx, doc, name, data, model)
+        opinion = second_opinion.wait_for_image(ctx, second_opinion.ask(ctx, doc, name, data, model).id)
         with ctx.reads() as session:
             request = session.get(SecondOpinionRequest, opinion.id)
         stored = ctx.store.get(request.stored_path)
@@ -344,7 +352,7 @@ def test_neighbours_use_the_embeddings_prelabelling_stored(ctx: AppContext, doc:
 
     # the third upload again: de-identification gives the very bytes intake stored, and the
     # second-opinion run gives the embedding prelabelling stored for that item
-    opinion = second_opinion.ask(ctx, doc, "again.png", uploads[2], model)
+    opinion = second_opinion.wait_for_image(ctx, second_opinion.ask(ctx, doc, "again.png", uploads[2], model).id)
     assert opinion.content_hash == same.content_hash
     query = np.frombuffer(ctx.store.get_derived(opinion.content_hash, f"second-opinion/embedding/{flat.sha256}"),
                           dtype="<f4").astype(np.float64)
@@ -368,3 +376,126 @@ def test_a_session_evicted_meanwhile_is_loaded_again_from_the_store(ctx: AppCont
     again = second_opinion.ask(ctx, doc, "a.png", _xray_png(1), model)
     assert again.prediction == first.prediction
     assert sha in {key for key, _ in type(cache).loaded(cache)}  # the real list: loaded again
+
+
+# --- the answer first, the image after --------------------------------------------------------------
+
+
+def test_the_answer_comes_first_and_nothing_is_stored_before_deidentification(
+        ctx: AppContext, model: str, model_bytes: bytes, doc: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    import deid
+
+    release, real_deid = threading.Event(), deid.deidentify_bytes
+
+    def held(*args, **kwargs):  # type: ignore[no-untyped-def]
+        assert release.wait(30), "the test never released de-identification"
+        return real_deid(*args, **kwargs)
+
+    monkeypatch.setattr(deid, "deidentify_bytes", held)
+    before = _store_files(ctx)
+    upload = _xray_png(3)
+    opinion = second_opinion.ask(ctx, doc, "Dulcinea.png", upload, model)
+
+    # the model has answered from the upload's pixels (in memory) and the request is recorded ...
+    expected = _direct_run(model_bytes, upload)
+    assert [s.label for s in opinion.top] == [LABELS[i] for i in np.argsort(-expected, kind="stable")[:3]]
+    assert opinion.image_state == "pending" and opinion.content_hash is None
+    # ... while no byte of the upload is stored, and whatever needs the image waits or says why not
+    assert second_opinion.wait_for_image(ctx, opinion.id, timeout=0.05).image_state == "pending"
+    assert _store_files(ctx) == before
+    with ctx.reads() as session:
+        request = session.get(SecondOpinionRequest, opinion.id)
+        assert (request.content_hash, request.stored_path, request.image_state) == (None, None, "pending")
+    assert "Dulcinea" not in repr(request.deid_report)
+
+    release.set()
+    done = second_opinion.wait_for_image(ctx, opinion.id, actor_id=doc)
+    assert done.image_state == "stored" and done.deid_status == "released" and done.content_hash
+    assert _store_files(ctx) != before
+    assert second_opinion.display_png(ctx, opinion.id).startswith(b"\x89PNG")
+    assert second_opinion.history(ctx, doc)[0].image_state == "stored"
+
+
+def test_an_upload_deidentification_refuses_keeps_its_answer_but_never_its_image(
+        ctx: AppContext, model: str, doc: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    import dataclasses
+
+    import deid
+
+    real_deid = deid.deidentify_bytes
+
+    def refusing(*args, **kwargs):  # type: ignore[no-untyped-def]
+        result = real_deid(*args, **kwargs)
+        return dataclasses.replace(result, status="refused", output=None,
+                                   reason="withheld: 1 original identifying value(s) still present")
+
+    monkeypatch.setattr(deid, "deidentify_bytes", refusing)
+    pid = make_project(ctx, readers=("rad1",))
+    before = _store_files(ctx)
+    opinion = second_opinion.wait_for_image(ctx, second_opinion.ask(ctx, doc, "x.png", _xray_png(6), model).id)
+    assert opinion.image_state == "refused" and "withheld" in opinion.deid_reason
+    assert len(opinion.top) == 3  # the answer stays on record
+    assert _store_files(ctx) == before
+    for call in (lambda: second_opinion.heatmap(ctx, opinion.id), lambda: second_opinion.neighbours(ctx, opinion.id),
+                 lambda: second_opinion.display_png(ctx, opinion.id)):
+        with pytest.raises(NotFoundError, match="not kept: de-identification refused it"):
+            call()
+    with pytest.raises(NotFoundError, match="not kept"):
+        second_opinion.request_review(ctx, opinion.id, "Chest", doc)
+    with ctx.reads() as session:
+        assert session.scalar(select(func.count()).where(Item.project_id == pid)) == 0
+        (event,) = session.scalars(select(AuditEvent).where(AuditEvent.action == "second_opinion.image")).all()
+    assert event.payload["image"] == "refused" and event.payload["sha256"] is None
+
+
+def test_a_pending_image_no_process_works_on_is_given_up(ctx: AppContext, model: str, doc: int) -> None:
+    import datetime as dt
+
+    opinion = second_opinion.wait_for_image(ctx, second_opinion.ask(ctx, doc, "x.png", _xray_png(8), model).id)
+    with ctx.sessions.begin() as session:
+        model_id = session.get(SecondOpinionRequest, opinion.id).model_id
+        now = dt.datetime.now(dt.UTC)
+        rows = [SecondOpinionRequest(user_id=doc, model_id=model_id, content_hash=None, image_state="pending",
+                                     prediction={}, top=[], deid_report={"status": "pending"}, created_at=when)
+                for when in (now - dt.timedelta(hours=1), now)]  # a stopped process's, and one just asked elsewhere
+        session.add_all(rows)
+        session.flush()
+        old, recent = (r.id for r in rows)
+    lost = second_opinion.wait_for_image(ctx, old, timeout=0.01)
+    assert lost.image_state == "lost" and "stopped" in lost.deid_reason
+    with pytest.raises(NotFoundError, match="not kept"):
+        second_opinion.heatmap(ctx, old)
+    assert second_opinion.wait_for_image(ctx, recent, timeout=0.01).image_state == "pending"
+    with pytest.raises(ConflictError, match="still being de-identified"):
+        second_opinion.heatmap(ctx, recent)
+
+
+def test_masked_text_keeps_both_answers_and_similar_cases_use_the_stored_image(
+        ctx: AppContext, model: str, model_bytes: bytes, doc: int) -> None:
+    from medlabel.benchmarks.deid_corpus import text_image
+
+    buffer = io.BytesIO()
+    Image.fromarray(text_image(8), "L").save(buffer, format="PNG")
+    upload = buffer.getvalue()
+    opinion = second_opinion.wait_for_image(ctx, second_opinion.ask(ctx, doc, "burned.png", upload, model).id)
+    assert opinion.image_state == "stored"
+    with ctx.reads() as session:
+        request = session.get(SecondOpinionRequest, opinion.id)
+    assert request.deid_report["text_boxes"], "the detector found no text"
+    stored = ctx.store.get(request.stored_path)
+    assert stored != upload
+    on_upload, on_stored = _direct_run(model_bytes, upload), _direct_run(model_bytes, stored)
+    # the answer shown is for the upload's pixels; the one for the stored (masked) image is kept too
+    for label, p_upload, p_stored in zip(LABELS, on_upload, on_stored, strict=True):
+        assert opinion.prediction[label] == pytest.approx(float(p_upload), abs=1e-5)
+        assert opinion.masked_prediction[label] == pytest.approx(float(p_stored), abs=1e-5)
+    # similar cases are searched with the stored image's embedding (what a re-run of the record gives)
+    cached = np.frombuffer(ctx.store.get_derived(request.content_hash, f"second-opinion/embedding/{_sha(ctx, model)}"),
+                           dtype="<f4")
+    _, loaded = second_opinion._stored(ctx, opinion.id, None)
+    rerun = second_opinion._run(ctx, loaded, inference.preprocess(stored, loaded.spec.input)).embeddings
+    on_upload_embedding = second_opinion._run(ctx, loaded, inference.preprocess(upload, loaded.spec.input)).embeddings
+    np.testing.assert_allclose(cached, rerun[0], rtol=1e-5, atol=1e-6)
+    assert not np.allclose(cached, on_upload_embedding[0])
