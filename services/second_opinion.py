@@ -328,8 +328,9 @@ def _store_image(ctx: AppContext, request_id: int, data: bytes, name: str, model
     """De-identify the upload as at intake, then store it and mark the request (background thread)."""
     try:
         result = deid.deidentify_bytes(data, key=ctx.settings.secret_key(), name=name, options=deid.DeidOptions())
-    except MedlabelError as exc:
-        _image_done(ctx, request_id, "refused", reason=exc.reason if isinstance(exc, InputError) else str(exc))
+    except MedlabelError as exc:  # the reason only: the message would carry the original file name
+        _image_done(ctx, request_id, "refused",
+                    reason=exc.reason if isinstance(exc, InputError) else exc.__class__.__name__)
         return
     except Exception as exc:  # noqa: BLE001 - a bug must not leave the request pending for ever
         logger.exception("second opinion %s: de-identification failed", request_id)
@@ -390,10 +391,7 @@ def wait_for_image(ctx: AppContext, request_id: int, *, actor_id: int | None = N
     with _futures_lock:
         future = _futures.get(_future_key(ctx, request_id))
     if future is not None:
-        try:
-            future.result(timeout=timeout)
-        except FutureTimeout:
-            pass
+        _settle(future, timeout)
     elif dt.datetime.now(dt.UTC) - _aware(opinion.time) > LOST_AFTER:
         _image_done(ctx, request_id, "lost", reason="the portal process stopped before the image was stored")
     return get(ctx, request_id, actor_id=actor_id)
@@ -406,10 +404,18 @@ def drain(ctx: AppContext | None = None, timeout: float = IMAGE_WAIT_S) -> None:
     with _futures_lock:
         futures = [f for (u, _), f in _futures.items() if url is None or u == url]
     for future in futures:
-        try:
-            future.result(timeout=timeout)
-        except FutureTimeout:
-            pass
+        _settle(future, timeout)
+
+
+def _settle(future: Future[None], timeout: float) -> None:
+    """Wait for a background image step; its own failure (say, the database gone while it recorded
+    the outcome) is logged, and the request keeps the state the database has."""
+    try:
+        future.result(timeout=timeout)
+    except FutureTimeout:
+        pass
+    except Exception:  # noqa: BLE001 - reported here, never raised into a page that only wanted to wait
+        logger.exception("a second-opinion image step failed")
 
 
 def _aware(when: dt.datetime) -> dt.datetime:

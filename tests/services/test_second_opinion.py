@@ -499,3 +499,15 @@ def test_masked_text_keeps_both_answers_and_similar_cases_use_the_stored_image(
     on_upload_embedding = second_opinion._run(ctx, loaded, inference.preprocess(upload, loaded.spec.input)).embeddings
     np.testing.assert_allclose(cached, rerun[0], rtol=1e-5, atol=1e-6)
     assert not np.allclose(cached, on_upload_embedding[0])
+
+
+def test_a_failing_image_step_is_logged_and_the_request_stays_readable(
+        ctx: AppContext, model: str, doc: int, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    def broken(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise RuntimeError("database went away")
+
+    monkeypatch.setattr(second_opinion, "_image_done", broken)
+    opinion = second_opinion.ask(ctx, doc, "x.png", _xray_png(2), model)
+    assert second_opinion.wait_for_image(ctx, opinion.id).image_state == "pending"  # no exception raised here
+    assert "image step failed" in caplog.text
