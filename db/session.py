@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import Session, sessionmaker
@@ -54,6 +54,19 @@ def writer_engine(engine: Engine) -> Engine:
     A no-op on PostgreSQL, where row locks (``FOR UPDATE SKIP LOCKED``) do that job.
     """
     return engine.execution_options(medlabel_begin_immediate=True)
+
+
+MIGRATION_LOCK_KEY = 0x6D65646C  # "medl": the advisory lock that serialises schema upgrades
+
+
+def take_migration_lock(conn: Connection) -> None:
+    """Serialise schema upgrades between processes, until ``conn``'s transaction ends.
+
+    PostgreSQL: a transaction-level advisory lock. SQLite: nothing to do here when the transaction
+    was begun on ``writer_engine`` (BEGIN IMMEDIATE holds the database's write lock already).
+    """
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
 
 
 def _sqlite_pragmas(dbapi_connection: Any, connection_record: Any) -> None:

@@ -13,6 +13,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 import migrations
 from db import make_engine
+from db.session import take_migration_lock, writer_engine
 from medlabel.errors import DatabaseError
 from medlabel.settings import Settings, ensure_data_dir, ensure_secret_key
 from services.dto import InitReport
@@ -57,7 +58,10 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
                 f"does not know (its newest is {script.get_current_head()!r}): upgrade medlabel"
             ) from None
     cfg = alembic_config()
-    with engine.begin() as conn:
+    # Several processes may start at once (portal replicas, workers, `medlabel init` twice): the
+    # first takes the lock and migrates; the others wait, then find the schema at head and do nothing.
+    with writer_engine(engine).begin() as conn:  # SQLite: BEGIN IMMEDIATE takes the write lock now
+        take_migration_lock(conn)
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)
 

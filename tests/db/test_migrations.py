@@ -134,3 +134,19 @@ def test_0003_marks_existing_second_opinions_stored(empty_url: str) -> None:
                               "prediction, top, deid_report) VALUES (1, 1, NULL, 'pending', '{}', '[]', '{}')"))
     finally:
         engine.dispose()
+
+
+def test_concurrent_upgrades_serialise(empty_url: str) -> None:
+    """Two processes starting at once (replicas, `medlabel init` twice): one migrates, the other waits
+    and finds the schema at head; neither fails."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    engines = [make_engine(empty_url) for _ in range(3)]
+    try:
+        with ThreadPoolExecutor(len(engines)) as pool:
+            for future in [pool.submit(upgrade, engine) for engine in engines]:
+                future.result()
+        assert {current_revision(engine) for engine in engines} == {head_revision()}
+    finally:
+        for engine in engines:
+            engine.dispose()
