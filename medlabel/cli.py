@@ -280,6 +280,9 @@ def _register() -> None:
 
     cli.add_command(jobs_commands.command)
     bench.add_command(bench_scale.command)
+    from medlabel.benchmarks import retrain as bench_retrain
+
+    bench.add_command(bench_retrain.command)
 
 
 _register()
