@@ -43,7 +43,7 @@ from services.consensus import current_reads, final_label
 from services.context import AppContext
 from services.dto import RoundDTO
 from services.job_protocol import JobReporter, JobResult, NullReporter, check_stop
-from services.models import ModelDTO, prelabel, register_model
+from services.models import ModelDTO, prediction_rows, prelabel, register_model
 
 log = logging.getLogger(__name__)
 
@@ -631,6 +631,35 @@ def _withdraw(ctx: AppContext, model: ModelDTO, actor_id: int | None, why: str) 
         log.exception("could not withdraw model %s v%s", model.name, model.version)
 
 
+HEAD_WRITE_BATCH = 2000
+
+
+def _prelabel_from_embeddings(ctx: AppContext, c: _Candidate, new: ModelDTO, source: _Model, head: Any,
+                              reporter: JobReporter, step: int) -> int:
+    """Predict with ``new`` every released item whose embedding ``source`` stored, without running the
+    backbone again: ``new`` is ``source``'s backbone composed with ``head`` (``_validate`` checked that it
+    reproduces the head on stored embeddings), so its answer is ``head`` on those embeddings. Written in
+    bulk like ``prelabel`` (same rows, ``ON CONFLICT DO NOTHING``); items without one are left to it."""
+    with ctx.reads() as session:
+        rows = [r for r in q.predictions(session, c.project_id, source.id) if r[2]]
+    width = len(rows[0][2]) if rows else 0
+    rows = [r for r in rows if len(r[2] or b"") == width]
+    done = 0
+    for start in range(0, len(rows), HEAD_WRITE_BATCH):
+        check_stop(reporter)
+        chunk = rows[start:start + HEAD_WRITE_BATCH]
+        emb = np.frombuffer(b"".join(r[2] for r in chunk), dtype="<f4").reshape(len(chunk), -1)
+        probs = np.asarray(head.predict_proba(emb.astype(np.float64)), dtype=np.float32)
+        out = inference.RunOutput(probabilities=probs, embeddings=emb)
+        written = prediction_rows(new.id, tuple(source.labels), source.multilabel, tuple(r[0] for r in chunk), out)
+        with ctx.sessions.begin() as session:
+            models_q.insert_predictions(session, written)
+        done += len(chunk)
+        reporter.progress(step, _RETRAIN_STEPS, f"pre-labelling with the new model: {done} items from stored "
+                                                "embeddings")
+    return done
+
+
 def _prelabel(ctx: AppContext, project_name: str, ref: str, reporter: JobReporter, step: int) -> int:
     done = 0
 
@@ -661,13 +690,15 @@ class _Candidate:
 
 
 def _install(ctx: AppContext, new: ModelDTO, c: _Candidate, reporter: JobReporter, actor_id: int | None,
-             event: str) -> tuple[int, int, int]:
-    """Pre-label with ``new``, score the pool, then in one transaction point the project at ``new``, write
+             event: str, *, source: _Model | None = None, head: Any = None) -> tuple[int, int, int]:
+    """Pre-label with ``new`` (from ``source``'s stored embeddings through ``head`` when given, the
+    rest through the model), score the pool, then in one transaction point the project at ``new``, write
     the scores and record the round. Any failure (or cancel) withdraws ``new``. Returns (round, predicted,
     scored)."""
     try:
         check_stop(reporter)
-        predicted = _prelabel(ctx, c.project_name, f"{new.name}:{new.version}", reporter, 4)
+        from_embeddings = 0 if source is None else _prelabel_from_embeddings(ctx, c, new, source, head, reporter, 4)
+        predicted = from_embeddings + _prelabel(ctx, c.project_name, f"{new.name}:{new.version}", reporter, 4)
         check_stop(reporter)
         reporter.progress(5, _RETRAIN_STEPS, "scoring the pool")
         with ctx.reads() as session:
@@ -765,7 +796,8 @@ def retrain(ctx: AppContext, project_name: str, *, strategy: str | None = None, 
     new = register_model(ctx, data, name=candidate.model_name, labels=list(model.labels), meta=meta,
                          actor_id=actor_id)
     candidate = replace(candidate, n_labels=int(ids.size), metrics=metrics)
-    round_id, predicted, scored = _install(ctx, new, candidate, reporter, actor_id, "al.retrain")
+    round_id, predicted, scored = _install(ctx, new, candidate, reporter, actor_id, "al.retrain", source=model,
+                                           head=head)
     return RetrainReport(project=project_name, model=f"{new.name} v{new.version}",
                          model_ref=f"{new.name}:{new.version}", previous_model=candidate.previous_ref or model.ref,
                          round_id=round_id, n_labels=int(ids.size),

@@ -167,8 +167,9 @@ class _Writer:
             raise self.error
 
 
-def _rows(model_id: int, labels: tuple[str, ...], multi_label: bool, ids: tuple[int, ...],
-          out: inference.RunOutput) -> list[dict[str, Any]]:
+def prediction_rows(model_id: int, labels: tuple[str, ...], multi_label: bool, ids: tuple[int, ...],
+                    out: inference.RunOutput) -> list[dict[str, Any]]:
+    """Prediction rows (probabilities, uncertainty scores, embedding) for ``insert_predictions``."""
     scores = uncertainty(out.probabilities, multi_label)
     rows = []
     for row, item_id in enumerate(ids):
@@ -264,7 +265,7 @@ def prelabel(ctx: AppContext, project_name: str, model_ref: str, *, batch_size: 
                         out = sessions.run(spec, batch.tensor, batch.tabular, model_bytes=model_bytes,
                                            intra_op_threads=threads)
                         inference_s += time.perf_counter() - t0
-                        rows = _rows(model.id, spec.labels, spec.multi_label, batch.ids, out)
+                        rows = prediction_rows(model.id, spec.labels, spec.multi_label, batch.ids, out)
                     writer.submit(rows, batch.size)
                     if progress is not None and writer.handled > reported:
                         progress(writer.handled - reported)

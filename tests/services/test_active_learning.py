@@ -341,6 +341,14 @@ def test_retrain_registers_a_version_equal_to_the_sklearn_head(ctx: AppContext, 
     (rnd,) = al.learning_curve(ctx, PROJECT)
     assert (rnd.n_labels, rnd.strategy, rnd.model, rnd.holdout) == (22, "margin", "chest-al v1", "verified")
     assert rnd.auroc is not None and rnd.auroc > 0.9  # the truth is learnable from the embedding
+    # pool items without a stored embedding go through the model instead, with the same answers
+    _forget_pool_embeddings(ctx, project["id"], set(items[:22]))
+    with ctx.sessions.begin() as session:
+        session.execute(Prediction.__table__.delete().where(Prediction.model_id == new.id,
+                                                            Prediction.item_id.in_(items[22:])))
+    assert al.prelabel(ctx, PROJECT, "chest-al:1").predicted == len(items) - 22
+    again = probabilities(ctx, "chest-al")
+    np.testing.assert_allclose([[again[i][lab] for lab in LABELS] for i in items], expected, atol=1e-5)
     # a second retrain builds on the same backbone (the old head pruned), as version 2
     label_truthfully(ctx, project, items[22:28])
     second = al.retrain(ctx, PROJECT)
@@ -397,8 +405,19 @@ def test_failure_after_export_registers_nothing(ctx: AppContext, labelled_projec
     _assert_untouched(ctx, labelled_project, before)
 
 
+def _forget_pool_embeddings(ctx: AppContext, project_id: int, labelled: set[int]) -> None:
+    """Drop the stored embeddings of the unlabelled items, so pre-labelling must run the model on them."""
+    with ctx.sessions.begin() as session:
+        for row in session.scalars(select(Prediction).join(Item).where(Item.project_id == project_id)):
+            if row.item_id not in labelled:
+                row.embedding = None
+
+
+@pytest.mark.parametrize("path", ["stored embeddings", "model"])
 def test_failure_after_registration_withdraws_the_new_version(ctx: AppContext, labelled_project: dict[str, Any],
-                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+                                                              monkeypatch: pytest.MonkeyPatch, path: str) -> None:
+    if path == "model":
+        _forget_pool_embeddings(ctx, labelled_project["id"], set(labelled_project["items"][:16]))
     before = _state(ctx, labelled_project["id"])
     real = al.prelabel
 
@@ -408,7 +427,12 @@ def test_failure_after_registration_withdraws_the_new_version(ctx: AppContext, l
 
         return real(ctx, project_name, ref, batch_size=8, progress=progress)
 
+    def rows_then_crash(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("worker lost")
+
     monkeypatch.setattr(al, "prelabel", half_then_crash)
+    if path == "stored embeddings":
+        monkeypatch.setattr(al, "prediction_rows", rows_then_crash)
     with pytest.raises(RuntimeError, match="worker lost"):
         al.retrain(ctx, PROJECT)
     (new,) = [m for m in list_models(ctx) if m.name == "chest-al"]
