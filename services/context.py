@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 
 from sqlalchemy import Engine
@@ -33,9 +34,10 @@ class AppContext:
                    reads=make_sessionmaker(engine), store=store)
 
     def close(self) -> None:
-        from services.second_opinion import drain  # background work on this database finishes first
-
-        drain(self)
+        # background work on this database finishes first (only a process that asked a second opinion has any)
+        second_opinion = sys.modules.get("services.second_opinion")
+        if second_opinion is not None:
+            second_opinion.drain(self)
         self.engine.dispose()
 
 
