@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 ## system-deps: Debian packages the tests need (chromium for Playwright; GL/GLib for OpenCV; nginx for the
-## sticky-proxy test of docs/deploy.md), as root only
+## sticky-proxy test of docs/deploy.md; docker-compose to validate docker-compose.yml, no daemon needed), as root only
 system-deps:
 	@if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null; then \
 	  missing=""; \
@@ -27,6 +27,7 @@ system-deps:
 	  ldconfig -p | grep -q 'libGL.so.1' || missing="$$missing libgl1"; \
 	  ldconfig -p | grep -q 'libglib-2.0.so.0' || missing="$$missing libglib2.0-0"; \
 	  command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing="$$missing nginx-light"; \
+	  command -v docker-compose >/dev/null || docker compose version >/dev/null 2>&1 || missing="$$missing docker-compose"; \
 	  if [ -n "$$missing" ]; then \
 	    echo "installing Debian packages:$$missing"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
