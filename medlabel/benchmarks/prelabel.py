@@ -37,7 +37,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import tempfile
 import time
 from functools import partial
 from pathlib import Path
@@ -197,49 +196,37 @@ def run(model: str = "densenet121", images: int = 240, batch_size: int = 8, work
 
     import inference
     from inference.pipeline import INFERENCE_THREADS, Pipeline, Source, default_workers
-    from medlabel.settings import Settings, ensure_secret_key
-    from services.context import AppContext
+    from medlabel.benchmarks.installation import throwaway_installation
     from services.models import prelabel, register_model
     from services.projects import LabelSpec, ProjectSpec, create_project
-    from services.schema import upgrade
 
-    with tempfile.TemporaryDirectory(prefix="medlabel-bench-prelabel-", dir=data_dir) as tmp:
-        root = Path(tmp)
-        settings = Settings(data_dir=root / "data", database_url=f"sqlite:///{root / 'bench.db'}",
-                            secret_key_file=root / "data" / "secret.key")
-        settings.data_dir.mkdir(parents=True)
-        ensure_secret_key(settings)
-        ctx = AppContext.from_settings(settings)
-        try:
-            upgrade(ctx.engine)
-            pid = create_project(ctx, ProjectSpec(name=PROJECT, task_type="multi_label",
-                                                  labels=(LabelSpec("finding", "1"), LabelSpec("none", "2"))))
-            t0 = time.perf_counter()
-            counts = build_corpus(ctx, pid, images, dicom_size)
-            corpus_s = time.perf_counter() - t0
-            onnx_bytes, labels, meta = model_bytes(model)
-            versions = [register_model(ctx, onnx_bytes, name="bench", labels=labels, meta=meta)
-                        for _ in range(repeats + 1)]
-            spec = inference.spec_from_dict(versions[0].input_spec)
-            threads = min(INFERENCE_THREADS, inference.available_cores())
-            n_workers = default_workers() if workers is None else workers
+    with throwaway_installation("medlabel-bench-prelabel-", parent=data_dir) as ctx:
+        pid = create_project(ctx, ProjectSpec(name=PROJECT, task_type="multi_label",
+                                              labels=(LabelSpec("finding", "1"), LabelSpec("none", "2"))))
+        t0 = time.perf_counter()
+        counts = build_corpus(ctx, pid, images, dicom_size)
+        corpus_s = time.perf_counter() - t0
+        onnx_bytes, labels, meta = model_bytes(model)
+        versions = [register_model(ctx, onnx_bytes, name="bench", labels=labels, meta=meta)
+                    for _ in range(repeats + 1)]
+        spec = inference.spec_from_dict(versions[0].input_spec)
+        threads = min(INFERENCE_THREADS, inference.available_cores())
+        n_workers = default_workers() if workers is None else workers
 
-            t0 = time.perf_counter()  # one-time start: the forkserver, the workers' imports, the session
-            _, warmup_path = ctx.store.put(_Corpus(64, seed=1).dicom(0)[0], ".dcm")  # not an item
-            list(Pipeline([Source(0, partial(ctx.store.get, warmup_path))], spec.input, workers=n_workers))
-            session = inference.default_cache().session(spec, model_bytes=onnx_bytes, intra_op_threads=threads)
-            startup_s = time.perf_counter() - t0
+        t0 = time.perf_counter()  # one-time start: the forkserver, the workers' imports, the session
+        _, warmup_path = ctx.store.put(_Corpus(64, seed=1).dicom(0)[0], ".dcm")  # not an item
+        list(Pipeline([Source(0, partial(ctx.store.get, warmup_path))], spec.input, workers=n_workers))
+        session = inference.default_cache().session(spec, model_bytes=onnx_bytes, intra_op_threads=threads)
+        startup_s = time.perf_counter() - t0
 
-            load_before = os.getloadavg()[0]
-            raws = [_raw_rate(session, spec, images, batch_size)]
-            runs = []  # version 1 decodes (cold); the others read the renditions it kept (warm)
-            for version in versions:
-                runs.append(prelabel(ctx, PROJECT, f"bench:{version.version}", batch_size=batch_size,
-                                     workers=workers))
-                raws.append(_raw_rate(session, spec, images, batch_size))
-            load_after = os.getloadavg()[0]
-        finally:
-            ctx.close()
+        load_before = os.getloadavg()[0]
+        raws = [_raw_rate(session, spec, images, batch_size)]
+        runs = []  # version 1 decodes (cold); the others read the renditions it kept (warm)
+        for version in versions:
+            runs.append(prelabel(ctx, PROJECT, f"bench:{version.version}", batch_size=batch_size,
+                                 workers=workers))
+            raws.append(_raw_rate(session, spec, images, batch_size))
+        load_after = os.getloadavg()[0]
     rates = [r.predicted / r.timings["wall_s"] for r in runs]
     around = [(raws[i] + raws[i + 1]) / 2 for i in range(len(runs))]  # the raw runs just before and after
     cold, cold_rate, cold_raw = runs[0], rates[0], around[0]

@@ -35,9 +35,7 @@ import io
 import json
 import os
 import re
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import click
@@ -220,37 +218,25 @@ def check(items: int, labels: int, repeats: int = 3) -> None:
 
 def run(items: int = 10_000, labels: int = 500, repeats: int = 3) -> dict[str, Any]:
     """Build the installation, time one retrain and ``score_pool`` per strategy; the figures as a dict."""
-    from medlabel.settings import Settings, ensure_secret_key
+    from medlabel.benchmarks.installation import throwaway_installation
     from services import active_learning as al
-    from services.context import AppContext
-    from services.schema import upgrade
 
     check(items, labels, repeats)
-    with tempfile.TemporaryDirectory(prefix="medlabel-bench-retrain-") as tmp:
-        data_dir = Path(tmp) / "data"
-        data_dir.mkdir()
-        settings = Settings(data_dir=data_dir, database_url=f"sqlite:///{data_dir / 'bench.db'}",
-                            secret_key_file=data_dir / "secret.key")
-        ensure_secret_key(settings)
-        ctx = AppContext.from_settings(settings)
-        try:
-            start = time.perf_counter()
-            upgrade(ctx.engine)
-            previous = _corpus(ctx, items, labels)
-            setup_s = time.perf_counter() - start
+    with throwaway_installation("medlabel-bench-retrain-") as ctx:
+        start = time.perf_counter()
+        previous = _corpus(ctx, items, labels)
+        setup_s = time.perf_counter() - start
 
-            reporter = ClockReporter()
-            start = time.perf_counter()
-            report = al.retrain(ctx, PROJECT, reporter=reporter)
-            retrain_s = time.perf_counter() - start
+        reporter = ClockReporter()
+        start = time.perf_counter()
+        report = al.retrain(ctx, PROJECT, reporter=reporter)
+        retrain_s = time.perf_counter() - start
 
-            score_pool_s: dict[str, float] = {}
-            scored_by: dict[str, int] = {}
-            for strategy in SCORE_STRATEGIES:
-                seconds, scored = _best_score_pool(ctx, strategy, repeats)
-                score_pool_s[strategy], scored_by[strategy] = round(seconds, 4), scored
-        finally:
-            ctx.close()
+        score_pool_s: dict[str, float] = {}
+        scored_by: dict[str, int] = {}
+        for strategy in SCORE_STRATEGIES:
+            seconds, scored = _best_score_pool(ctx, strategy, repeats)
+            score_pool_s[strategy], scored_by[strategy] = round(seconds, 4), scored
     name, _, version = report.model_ref.partition(":")
     return {
         "items": items,

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import io
 import json
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -153,62 +152,50 @@ def run(model_kind: str = "densenet121", requests: int = 30, warmup: int = 3, la
     import psutil
 
     import inference
-    from medlabel.settings import Settings, ensure_secret_key
+    from medlabel.benchmarks.installation import throwaway_installation
     from services import accounts
     from services import second_opinion as so
-    from services.context import AppContext
     from services.models import register_model
-    from services.schema import upgrade
 
     if model_kind not in MODELS:
         raise click.BadParameter(f"choose one of {', '.join(MODELS)}", param_hint="--model")
     process = psutil.Process()
     cache = inference.default_cache()
-    with tempfile.TemporaryDirectory(prefix="medlabel-bench-so-") as tmp:
-        data_dir = Path(tmp) / "data"
-        data_dir.mkdir()
-        settings = Settings(data_dir=data_dir, database_url=f"sqlite:///{data_dir / 'bench.db'}",
-                            secret_key_file=data_dir / "secret.key")
-        ensure_secret_key(settings)
-        ctx = AppContext.from_settings(settings)
-        try:
-            upgrade(ctx.engine)
-            clinician = accounts.add_user(ctx, "bench-clinician", "bench-password", "clinician").id
-            onnx_bytes, labels = _model(model_kind, 0)
-            model = register_model(ctx, onnx_bytes, name=model_kind, labels=labels)
-            ref = f"{model.name}:{model.version}"
-            spec = inference.spec_from_dict(model.input_spec)
-            _labelled_corpus(ctx, model.id, spec.embedding_dim or 1, labelled)
-            uploads = typical_uploads(warmup + requests)
-            rss_before = process.memory_info().rss
+    with throwaway_installation("medlabel-bench-so-") as ctx:
+        clinician = accounts.add_user(ctx, "bench-clinician", "bench-password", "clinician").id
+        onnx_bytes, labels = _model(model_kind, 0)
+        model = register_model(ctx, onnx_bytes, name=model_kind, labels=labels)
+        ref = f"{model.name}:{model.version}"
+        spec = inference.spec_from_dict(model.input_spec)
+        _labelled_corpus(ctx, model.id, spec.embedding_dim or 1, labelled)
+        uploads = typical_uploads(warmup + requests)
+        rss_before = process.memory_info().rss
 
-            for i in range(warmup):
-                so.wait_for_image(ctx, so.ask(ctx, clinician, f"warmup-{i}.png", uploads[i], ref).id)
-            session = cache.session(spec)
-            asked, imaged, raw, ids = [], [], [], []
-            for i in range(warmup, warmup + requests):
-                ms, opinion = _ms(lambda n=i: so.ask(ctx, clinician, f"upload-{n}.png", uploads[n], ref))
-                asked.append(ms)
-                ids.append(opinion.id)
-                ms, stored = _ms(lambda o=opinion: so.wait_for_image(ctx, o.id))
-                if stored.image_state != "stored":
-                    raise RuntimeError(f"request {opinion.id}: image {stored.image_state} ({stored.deid_reason})")
-                imaged.append(ms)
-                x = inference.preprocess(uploads[i], spec.input)
-                raw.append(_ms(lambda t=x: session.run(None, {spec.input_name: t}))[0])
-            stages = _stages(ctx, model, uploads[warmup:warmup + min(requests, 10)], data_dir)
-            heat = [_ms(lambda r=r: so.heatmap(ctx, r))[0] for r in ids[:max(heatmaps, 1)]]
-            near = [_ms(lambda r=r: so.neighbours(ctx, r, k=5))[0] for r in ids[:5]]
-            runs = _occlusion_runs(spec.input.height, spec.input.width, *so.heatmap_geometry(spec.input))
+        for i in range(warmup):
+            so.wait_for_image(ctx, so.ask(ctx, clinician, f"warmup-{i}.png", uploads[i], ref).id)
+        session = cache.session(spec)
+        asked, imaged, raw, ids = [], [], [], []
+        for i in range(warmup, warmup + requests):
+            ms, opinion = _ms(lambda n=i: so.ask(ctx, clinician, f"upload-{n}.png", uploads[n], ref))
+            asked.append(ms)
+            ids.append(opinion.id)
+            ms, stored = _ms(lambda o=opinion: so.wait_for_image(ctx, o.id))
+            if stored.image_state != "stored":
+                raise RuntimeError(f"request {opinion.id}: image {stored.image_state} ({stored.deid_reason})")
+            imaged.append(ms)
+            x = inference.preprocess(uploads[i], spec.input)
+            raw.append(_ms(lambda t=x: session.run(None, {spec.input_name: t}))[0])
+        stages = _stages(ctx, model, uploads[warmup:warmup + min(requests, 10)], ctx.settings.data_dir)
+        heat = [_ms(lambda r=r: so.heatmap(ctx, r))[0] for r in ids[:max(heatmaps, 1)]]
+        near = [_ms(lambda r=r: so.neighbours(ctx, r, k=5))[0] for r in ids[:5]]
+        runs = _occlusion_runs(spec.input.height, spec.input.width, *so.heatmap_geometry(spec.input))
 
-            for seed in range(1, memory_models):
-                extra, extra_labels = _model(model_kind, seed)
-                version = register_model(ctx, extra, name=f"{model_kind}-{seed}", labels=extra_labels)
-                so.wait_for_image(ctx, so.ask(ctx, clinician, f"memory-{seed}.png", uploads[seed % len(uploads)],
-                                              f"{version.name}:{version.version}").id)
-            rss_after = process.memory_info().rss
-        finally:
-            ctx.close()
+        for seed in range(1, memory_models):
+            extra, extra_labels = _model(model_kind, seed)
+            version = register_model(ctx, extra, name=f"{model_kind}-{seed}", labels=extra_labels)
+            so.wait_for_image(ctx, so.ask(ctx, clinician, f"memory-{seed}.png", uploads[seed % len(uploads)],
+                                          f"{version.name}:{version.version}").id)
+        rss_after = process.memory_info().rss
     p50, raw_p50 = _p(asked, 0.5), _p(raw, 0.5)
     mib = 1 << 20
     return {

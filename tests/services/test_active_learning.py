@@ -24,6 +24,7 @@ from sqlalchemy import select
 import active_learning
 import inference
 from db.models import ActiveLearningRound, Annotation, AnnotationKind, DeidStatus, Item, Prediction, Project
+from medlabel.benchmarks.retrain import png, tiny_model  # the bench builds the same pattern project
 from medlabel.errors import ConflictError, InputError, NotFoundError
 from services import active_learning as al
 from services import labelling, verification
@@ -35,27 +36,6 @@ from tests.services.factories import make_project, user_id
 
 LABELS = ["normal", "pneumonia"]
 PROJECT = "Chest"
-
-
-def tiny_model(gain: float = 1.0) -> bytes:
-    w = np.zeros((64, 3), dtype=np.float32)
-    for r in range(8):
-        for c in range(8):
-            w[r * 8 + c, 0 if c < 4 else 1] = 1 / 32
-    w[:, 2] = 1 / 64
-    head = np.array([[-gain, gain], [gain, -gain], [0.0, 0.0]], dtype=np.float32)
-    nodes = [helper.make_node("Flatten", ["image"], ["flat"], axis=1),
-             helper.make_node("MatMul", ["flat", "W"], ["embedding"]),
-             helper.make_node("Gemm", ["embedding", "H", "B"], ["logits"]),
-             helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1)]
-    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 1, 8, 8])],
-                              [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", 2])],
-                              [numpy_helper.from_array(w, "W"), numpy_helper.from_array(head, "H"),
-                               numpy_helper.from_array(np.zeros(2, dtype=np.float32), "B")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    return model.SerializeToString()
 
 
 def tiny_multilabel_model(gain: float = 2.0) -> bytes:
@@ -78,14 +58,6 @@ def tiny_multilabel_model(gain: float = 2.0) -> bytes:
     model.ir_version = 8
     onnx.checker.check_model(model)
     return model.SerializeToString()
-
-
-def png(a: float, b: float, n: int) -> bytes:
-    pixels = np.zeros((8, 8), dtype=np.uint8)
-    pixels[:, :4], pixels[:, 4:] = round(a * 255), round(b * 255)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG")
-    return buffer.getvalue() + f"item {n}".encode()  # trailing bytes keep every file unique
 
 
 def make_pattern_items(ctx: AppContext, project_id: int, pairs: list[tuple[float, float]]) -> list[int]:

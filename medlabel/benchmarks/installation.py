@@ -1,0 +1,34 @@
+"""A throw-away medlabel installation for benchmarks: SQLite and a local store in a temporary folder."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from services.context import AppContext
+
+
+@contextmanager
+def throwaway_installation(prefix: str, parent: Path | None = None) -> Iterator[AppContext]:
+    """A migrated SQLite installation (data folder, secret key, store) under a temporary folder in
+    ``parent`` (default: the system's), closed and deleted afterwards."""
+    from medlabel.settings import Settings, ensure_secret_key
+    from services.context import AppContext
+    from services.schema import upgrade
+
+    with tempfile.TemporaryDirectory(prefix=prefix, dir=parent) as tmp:
+        data_dir = Path(tmp) / "data"
+        data_dir.mkdir()
+        settings = Settings(data_dir=data_dir, database_url=f"sqlite:///{data_dir / 'bench.db'}",
+                            secret_key_file=data_dir / "secret.key")
+        ensure_secret_key(settings)
+        ctx = AppContext.from_settings(settings)
+        try:
+            upgrade(ctx.engine)
+            yield ctx
+        finally:
+            ctx.close()
