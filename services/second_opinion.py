@@ -333,7 +333,8 @@ def _store_image(ctx: AppContext, request_id: int, data: bytes, name: str, model
                     reason=exc.reason if isinstance(exc, InputError) else exc.__class__.__name__)
         return
     except Exception as exc:  # noqa: BLE001 - a bug must not leave the request pending for ever
-        logger.exception("second opinion %s: de-identification failed", request_id)
+        # the class only: a message from inside de-identification may quote an original value
+        logger.error("second opinion %s: de-identification failed (%s)", request_id, exc.__class__.__name__)
         _image_done(ctx, request_id, "lost", reason=f"de-identification failed ({exc.__class__.__name__})")
         return
     if result.status == "refused" or result.output is None:
@@ -342,8 +343,9 @@ def _store_image(ctx: AppContext, request_id: int, data: bytes, name: str, model
     masked_prediction = None
     try:
         if result.boxes:  # masking changed pixels: record the model's answer for the image as stored too
-            out = _run(ctx, model, inference.preprocess(result.output, model.spec.input, name=name),
-                       _tabular(model, dict(result.characteristics or {}), name))
+            label = f"second opinion {request_id}"  # not the file name: an error here is logged
+            out = _run(ctx, model, inference.preprocess(result.output, model.spec.input, name=label),
+                       _tabular(model, dict(result.characteristics or {}), label))
             masked_prediction = {label: round(float(p), 6)
                                  for label, p in zip(model.spec.labels, out.probabilities[0], strict=True)}
             embedding = None if out.embeddings is None else out.embeddings[0].astype("<f4").tobytes()

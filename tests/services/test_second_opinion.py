@@ -511,3 +511,20 @@ def test_a_failing_image_step_is_logged_and_the_request_stays_readable(
     opinion = second_opinion.ask(ctx, doc, "x.png", _xray_png(2), model)
     assert second_opinion.wait_for_image(ctx, opinion.id).image_state == "pending"  # no exception raised here
     assert "image step failed" in caplog.text
+
+
+def test_an_unexpected_deidentification_error_marks_the_image_lost_and_logs_no_phi(
+        ctx: AppContext, model: str, doc: int, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    import deid
+
+    def crash(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise ValueError("invalid value 'QUIXOTE^DULCINEA' for PatientName")
+
+    monkeypatch.setattr(deid, "deidentify_bytes", crash)
+    opinion = second_opinion.ask(ctx, doc, "Quixote_Dulcinea.png", _xray_png(4), model)
+    lost = second_opinion.wait_for_image(ctx, opinion.id)
+    assert lost.image_state == "lost" and "ValueError" in lost.deid_reason
+    assert "ValueError" in caplog.text
+    for secret in ("QUIXOTE", "Quixote"):
+        assert secret not in caplog.text and secret not in lost.deid_reason
