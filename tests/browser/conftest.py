@@ -98,3 +98,13 @@ def browser_context(tmp_path: Path) -> Iterator[Any]:
 @pytest.fixture
 def page(browser_context: Any) -> Any:
     return browser_context.pages[0] if browser_context.pages else browser_context.new_page()
+
+
+def sign_in(page: Any, url: str, username: str, password: str, then: str | None = None) -> None:
+    """Open the portal, sign in, and (with ``then``) follow the navigation link of that name."""
+    page.goto(url)
+    page.get_by_role("textbox", name="Username").fill(username)
+    page.get_by_role("textbox", name="Password").fill(password)
+    page.get_by_role("button", name="Sign in").click()
+    if then is not None:
+        page.get_by_role("link", name=then, exact=True).click()

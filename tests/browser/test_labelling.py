@@ -17,6 +17,7 @@ from services import accounts
 from services.context import AppContext
 from services.ingest import ingest_uploads
 from services.projects import LabelSpec, ProjectSpec, create_project
+from tests.browser.conftest import sign_in
 
 pytestmark = pytest.mark.browser
 PASSWORD = "browser-pass-1"
@@ -52,11 +53,7 @@ def _setup(ctx: AppContext, task_type: str, n: int) -> None:
 def _sign_in(page: Any, url: str, username: str) -> None:
     from playwright.sync_api import expect
 
-    page.goto(url)
-    page.get_by_role("textbox", name="Username").fill(username)
-    page.get_by_role("textbox", name="Password").fill(PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
-    page.get_by_role("link", name="Label", exact=True).click()
+    sign_in(page, url, username, PASSWORD, then="Label")
     expect(page.get_by_text("case #")).to_be_visible()
 
 

@@ -10,6 +10,7 @@ import pytest
 from medlabel.settings import Settings
 from services.context import AppContext
 from services.demo import DEMO_PASSWORD, load_demo
+from tests.browser.conftest import sign_in
 
 pytestmark = pytest.mark.browser
 
@@ -24,10 +25,7 @@ def db_url(sqlite_template: Any, tmp_path: Any) -> str:  # browser tests run on 
 
 
 def _sign_in(page: Any, url: str, username: str, password: str) -> None:
-    page.goto(url)
-    page.get_by_role("textbox", name="Username").fill(username)
-    page.get_by_role("textbox", name="Password").fill(password)
-    page.get_by_role("button", name="Sign in").click()
+    sign_in(page, url, username, password)
 
 
 def test_demo_reader_signs_in_and_sees_home(ctx: AppContext, settings: Settings,

@@ -32,7 +32,7 @@ from services.context import AppContext
 from services.ingest import ingest_uploads
 from services.projects import LabelSpec, ProjectSpec, create_project
 from services.schema import init_installation
-from tests.browser.conftest import free_port, start_portal, stop_portal
+from tests.browser.conftest import free_port, sign_in, start_portal, stop_portal
 from tests.db.test_store_s3 import make_bucket, moto_s3, s3_client, s3_options
 from tests.test_deploy import NGINX, loopback_nginx_config
 
@@ -92,11 +92,7 @@ def _replica_env(settings: Settings, data_dir: Path) -> dict[str, str]:
 def _sign_in(page: Any, url: str, username: str) -> None:
     from playwright.sync_api import expect
 
-    page.goto(url)
-    page.get_by_role("textbox", name="Username").fill(username)
-    page.get_by_role("textbox", name="Password").fill(PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
-    page.get_by_role("link", name="Label", exact=True).click()
+    sign_in(page, url, username, PASSWORD, then="Label")
     expect(page.get_by_text("case #")).to_be_visible(timeout=WAIT_MS)
 
 

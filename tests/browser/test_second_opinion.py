@@ -21,6 +21,7 @@ from medlabel.settings import Settings
 from services import accounts
 from services.context import AppContext
 from services.models import register_model
+from tests.browser.conftest import sign_in
 from tests.services.factories import make_project
 
 pytestmark = pytest.mark.browser
@@ -60,11 +61,7 @@ def test_clinician_uploads_sees_top3_and_requests_review(ctx: AppContext, settin
     make_project(ctx)
     url = portal_server(settings)
 
-    page.goto(url)
-    page.get_by_role("textbox", name="Username").fill("doc")
-    page.get_by_role("textbox", name="Password").fill(PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
-    page.get_by_role("link", name="Second opinion").click()
+    sign_in(page, url, "doc", PASSWORD, then="Second opinion")
     expect(page.get_by_role("heading", name="Second opinion")).to_be_visible()
 
     page.locator("input[type='file']").set_input_files(

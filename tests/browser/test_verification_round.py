@@ -16,6 +16,7 @@ from medlabel.settings import Settings
 from services import accounts, labelling, verification
 from services.context import AppContext
 from services.projects import ProjectChanges, projects_for, update_project
+from tests.browser.conftest import sign_in
 from tests.browser.test_labelling import PASSWORD, _setup
 
 pytestmark = pytest.mark.browser
@@ -31,11 +32,7 @@ def db_url(sqlite_template: Any, tmp_path: Any) -> str:
 
 
 def _sign_in(page: Any, url: str, username: str, target: str) -> None:
-    page.goto(url)
-    page.get_by_role("textbox", name="Username").fill(username)
-    page.get_by_role("textbox", name="Password").fill(PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
-    page.get_by_role("link", name=target, exact=True).click()
+    sign_in(page, url, username, PASSWORD, then=target)
 
 
 def _settled(page: Any) -> None:
