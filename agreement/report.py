@@ -24,14 +24,14 @@ from medlabel.errors import InputError
 
 LEVELS = ("nominal", "ordinal", "interval")
 CI_MODES = ("auto", "bootstrap")
-DIGITS = 6
 ONE_READER = "needs at least two readers"
 
 SumsFn = Callable[[np.ndarray], np.ndarray]
 
 
 def _round(value: float | None) -> float | None:
-    return None if value is None else round(float(value), DIGITS)
+    """A statistic as a plain float at full double precision (displays round; the report does not)."""
+    return None if value is None else float(value)
 
 
 def _metrics(n_readers: int, level: str) -> list[str]:

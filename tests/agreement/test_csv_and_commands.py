@@ -69,6 +69,20 @@ def test_command_json_matches_published_values(tmp_path: Path) -> None:
     assert set(report["pairwise"][0]) == {"reader_a", "reader_b", "n", "cohen_kappa"}
 
 
+def test_command_json_keeps_full_double_precision(tmp_path: Path) -> None:
+    # Fleiss (1971) publishes kappa = .430; the exact value is 0.43024452...: rounding the JSON to 6
+    # decimals (0.430245) made it impossible to compare with published values to their 7 digits.
+    lines = ["item,reader,label"] + [",".join(r) for r in data.from_rows(data.FLEISS_1971)]
+    result = CliRunner().invoke(command, [str(write(tmp_path, "\n".join(lines) + "\n")), "--boot", "50", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    exact = agreement.fleiss_kappa(agreement.RatingTable.from_records(data.from_rows(data.FLEISS_1971)).counts())
+    assert report["fleiss_kappa"] == exact.value  # the very double, not a rounded copy
+    assert round(report["fleiss_kappa"], 7) == 0.4302445 and report["fleiss_kappa"] != round(report["fleiss_kappa"], 6)
+    low, high = report["fleiss_kappa_ci"]
+    assert exact.ci is not None and (low, high) == (float(exact.ci[0]), float(exact.ci[1]))
+
+
 def test_command_two_readers_and_table(tmp_path: Path) -> None:
     categories, table = data.CONT3X3_ABSTRACTORS
     lines = ["item,reader,label"] + [",".join(r) for r in data.from_table(categories, table)]
