@@ -203,6 +203,37 @@ def local_owner_gone(tag: str | None) -> str | None:
     return None
 
 
+def unknown_tasks(settings: Settings, keys: list[str]) -> set[str]:
+    """Those of ``keys`` that the scheduler running this process's jobs does not know (finished tasks are
+    forgotten too, so callers ask only about jobs the database still has as queued or running).
+
+    Only a cluster that can be asked is asked: this process's local cluster, or the configured
+    scheduler; an unreachable scheduler answers nothing (the heartbeat check still applies)."""
+    if not keys:
+        return set()
+    with _lock:
+        if settings.dask_scheduler:
+            try:
+                client = get_client(settings)
+            except ConfigError:
+                return set()
+        elif local_cluster_running():
+            client = _client
+        else:
+            return set()
+    try:
+        known = set(client.run_on_scheduler(_known_keys, list(keys)))
+    except Exception:  # noqa: BLE001 - a scheduler that cannot answer proves nothing lost
+        logger.warning("could not ask the Dask scheduler about job tasks", exc_info=True)
+        return set()
+    return set(keys) - known
+
+
+def _known_keys(keys: list[str], dask_scheduler: Any = None) -> list[str]:
+    """On the scheduler: which of ``keys`` it holds a task for."""
+    return [k for k in keys if k in dask_scheduler.tasks]
+
+
 # --- worker side --------------------------------------------------------------------------------
 
 

@@ -7,10 +7,16 @@ function ``fn(ctx, params, reporter) -> dict`` (``services.job_protocol``) with 
 writes progress (throttled) and reads the cancel flag, beats a heartbeat in a thread, and records the
 outcome: succeeded with its result, failed with the error and a traceback summary, or cancelled.
 
+Every attempt has its own Dask task key, ``medlabel-job-{id}-{attempt}-{random}``, stored on the job:
+job ids restart in every database, and a key reused by two databases sharing one cluster (two
+installations, a reset database, the tests) made the scheduler hand back the other database's task.
+
 A job whose worker died is marked failed, with the reason, the next time jobs are read: no heartbeat
-for ``STALE_AFTER_S`` while running, its Dask task errored (e.g. ``KilledWorker``), or the process
-that ran its local cluster is gone. ``retry`` starts a new attempt of a failed or cancelled job with
-the same parameters (``attempts`` + 1); job functions are idempotent per item, so it resumes.
+for ``STALE_AFTER_S`` while running, its Dask task errored (e.g. ``KilledWorker``), the scheduler no
+longer knows its task (``LOST_AFTER_S`` after it was queued), or the process that ran its local
+cluster is gone. So no job stays queued or running for ever, and ``wait`` always ends. ``retry``
+starts a new attempt of a failed or cancelled job with the same parameters (``attempts`` + 1); job
+functions are idempotent per item, so it resumes.
 Writes of an older attempt are ignored (every update names its attempt).
 """
 
@@ -20,6 +26,7 @@ import datetime as dt
 import importlib
 import json
 import logging
+import secrets
 import threading
 import time
 import traceback
@@ -59,7 +66,17 @@ PROGRESS_INTERVAL_S = 0.5  # progress is written at most this often
 STOP_POLL_S = 0.5  # the cancel flag is read at most this often
 HEARTBEAT_S = 5.0  # a running job's heartbeat
 STALE_AFTER_S = 60.0  # a running job without a heartbeat for this long has lost its worker
+LOST_AFTER_S = 10.0  # a queued or running job whose task the scheduler does not know, this long after queueing
 ERROR_CHARS = 8000
+
+
+class WaitTimeout(ConflictError, TimeoutError):
+    """``wait`` gave up: the job is still queued or running (it goes on)."""
+
+
+def new_task_key(job_id: int, attempt: int) -> str:
+    """A Dask key no other database, installation or attempt uses."""
+    return f"medlabel-job-{job_id}-{attempt}-{secrets.token_hex(8)}"
 
 
 @dataclass(frozen=True)
@@ -167,13 +184,14 @@ def submit(ctx: AppContext, kind: str, params: dict[str, Any], actor_id: int | N
             project_id = project.id
     with ctx.sessions.begin() as session:
         row = Job(kind=kind, params=params, state=JobState.QUEUED, attempts=1, project_id=project_id,
-                  created_by_id=actor_id, worker=cluster.owner_tag(ctx.settings))
+                  created_by_id=actor_id, worker=cluster.owner_tag(ctx.settings), heartbeat_at=utcnow())
         session.add(row)
         session.flush()
+        row.task_key = key = new_task_key(row.id, 1)
         audit.record(session, "job.submit", actor_id=actor_id, target_type="job", target_id=row.id, kind=kind,
                      project_id=project_id)
         job_id = row.id
-    _launch(ctx, job_id, 1, target)
+    _launch(ctx, job_id, 1, target, key)
     return job(ctx, job_id)
 
 
@@ -233,16 +251,20 @@ def retry(ctx: AppContext, job_id: int, actor_id: int | None) -> JobDTO:
             raise NotFoundError(f"no job {job_id}")
         target = _target(row.kind)
         attempt = row.attempts + 1
-        if not q.requeue(session, job_id, cluster.owner_tag(ctx.settings)):
+        key = new_task_key(job_id, attempt)
+        if not q.requeue(session, job_id, cluster.owner_tag(ctx.settings), key, utcnow()):
             raise ConflictError(f"job {job_id} is {row.state.value}; only failed or cancelled jobs can be retried")
         audit.record(session, "job.retry", actor_id=actor_id, target_type="job", target_id=job_id, attempt=attempt)
-    _launch(ctx, job_id, attempt, target)
+    _launch(ctx, job_id, attempt, target, key)
     return job(ctx, job_id)
 
 
-def wait(ctx: AppContext, job_id: int, *, timeout_s: float | None = None, poll_s: float = 0.5,
+def wait(ctx: AppContext, job_id: int, *, timeout_s: float | None, poll_s: float = 0.5,
          on_update: Callable[[JobDTO], None] | None = None) -> JobDTO:
-    """Poll until the job ends (for the CLI's ``--wait`` and tests; pages never wait)."""
+    """Poll until the job ends (for the CLI's ``--wait`` and tests; pages never wait).
+
+    Every caller says how long it waits (``None``: until the job ends, which it always does: a job
+    whose worker or task is lost is marked failed). Raises ``WaitTimeout`` past the deadline."""
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     while True:
         current = job(ctx, job_id)
@@ -251,7 +273,7 @@ def wait(ctx: AppContext, job_id: int, *, timeout_s: float | None = None, poll_s
         if not current.active:
             return current
         if deadline is not None and time.monotonic() > deadline:
-            raise TimeoutError(f"job {job_id} still {current.state} after {timeout_s} s")
+            raise WaitTimeout(f"job {job_id} is still {current.state} after {timeout_s:g} s")
         time.sleep(poll_s)
 
 
@@ -267,13 +289,13 @@ _futures: dict[int, tuple[int, Any, dict[str, Any]]] = {}  # job id -> (attempt,
 _futures_lock = threading.Lock()
 
 
-def _launch(ctx: AppContext, job_id: int, attempt: int, target: str) -> None:
+def _launch(ctx: AppContext, job_id: int, attempt: int, target: str, key: str) -> None:
     from distributed import fire_and_forget
 
     payload = cluster.settings_payload(ctx.settings)
     try:
         client = cluster.get_client(ctx.settings)
-        future = client.submit(run_job, job_id, attempt, target, payload, key=f"medlabel-job-{job_id}-{attempt}")
+        future = client.submit(run_job, job_id, attempt, target, payload, key=key)
     except Exception as exc:  # noqa: BLE001 - recorded on the job, then reported to the caller
         with ctx.sessions.begin() as session:
             q.fail_active(session, job_id, attempt, f"could not be started: {exc}", utcnow())
@@ -321,10 +343,13 @@ def _task_failure(job_id: int, attempt: int) -> str | None:
     return f"its Dask task failed: {type(exc).__name__}: {exc}"
 
 
-def _death(row: Job, now: dt.datetime) -> str | None:
+def _death(row: Job, now: dt.datetime, unknown: set[str]) -> str | None:
     reason = _task_failure(row.id, row.attempts) or cluster.local_owner_gone(row.worker)
     if reason:
         return reason if "retry" in reason else f"{reason}; retry to resume"
+    if row.task_key in unknown:
+        return ("its Dask task is unknown to the scheduler (lost with a restarted scheduler or a dead worker, "
+                "or never handed over); retry to resume")
     last = row.heartbeat_at or row.started_at
     if row.state == JobState.RUNNING and last is not None and (now - last).total_seconds() > STALE_AFTER_S:
         return (f"worker {row.worker or '?'} stopped responding: no heartbeat since {last:%Y-%m-%d %H:%M:%S} UTC "
@@ -332,12 +357,29 @@ def _death(row: Job, now: dt.datetime) -> str | None:
     return None
 
 
+def _lost_tasks(ctx: AppContext, rows: list[Job], now: dt.datetime) -> set[str]:
+    """Task keys of active jobs, queued at least ``LOST_AFTER_S`` ago, that the cluster running them
+    (this process's local cluster, or the configured scheduler) does not know."""
+    own = cluster.owner_tag(ctx.settings)
+
+    def ours(row: Job) -> bool:
+        worker = row.worker or ""
+        return worker.endswith(own) if own else "local:" not in worker
+
+    keys = [row.task_key for row in rows if row.task_key and ours(row)
+            and (now - (row.heartbeat_at or row.created_at)).total_seconds() >= LOST_AFTER_S]
+    if not keys:
+        return set()
+    return cluster.unknown_tasks(ctx.settings, keys)
+
+
 def reap(ctx: AppContext) -> int:
     """Mark failed the active jobs whose worker died; returns how many."""
     now = utcnow()
     with ctx.reads() as session:
-        dead = [(row.id, row.attempts, reason) for row in q.active_jobs(session)
-                if (reason := _death(row, now)) is not None]
+        active = q.active_jobs(session)
+        unknown = _lost_tasks(ctx, active, now)
+        dead = [(row.id, row.attempts, reason) for row in active if (reason := _death(row, now, unknown)) is not None]
     if not dead:
         return 0
     with ctx.sessions.begin() as session:

@@ -141,6 +141,7 @@ class Job(CreatedAt, Base):
     finished_at: Mapped[dt.datetime | None]
     heartbeat_at: Mapped[dt.datetime | None]
     worker: Mapped[str | None] = mapped_column(String(128))
+    task_key: Mapped[str | None] = mapped_column(String(128))  # the Dask key of the current attempt (unique)
 
     def __repr__(self) -> str:
         return f"Job(id={self.id!r}, kind={self.kind!r}, state={self.state!r})"

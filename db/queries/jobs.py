@@ -102,13 +102,14 @@ def request_cancel(session: Session, job_id: int) -> bool:
         update(Job).where(Job.id == job_id, Job.state == JobState.RUNNING).values(cancel_requested=True)))
 
 
-def requeue(session: Session, job_id: int, owner: str | None) -> bool:
-    """Failed / cancelled -> queued as a new attempt with the same parameters."""
+def requeue(session: Session, job_id: int, owner: str | None, task_key: str, now: dt.datetime) -> bool:
+    """Failed / cancelled -> queued as a new attempt with the same parameters, under a new task key
+    (``heartbeat_at`` = when it was queued, the start of the grace before a lost task counts)."""
     return _changed(session.execute(
         update(Job).where(Job.id == job_id, Job.state.in_(RETRYABLE))
         .values(state=JobState.QUEUED, attempts=Job.attempts + 1, cancel_requested=False, error=None,
                 message="", result={}, progress_done=0, progress_total=None, started_at=None,
-                finished_at=None, heartbeat_at=None, worker=owner)))
+                finished_at=None, heartbeat_at=now, worker=owner, task_key=task_key)))
 
 
 def fail_active(session: Session, job_id: int, attempt: int, error: str, now: dt.datetime) -> bool:

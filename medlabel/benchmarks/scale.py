@@ -81,7 +81,7 @@ def _job_rate(ctx: Any, kind: str, params: dict[str, Any], count_key: str) -> di
 
     t0 = time.perf_counter()
     submitted = jobs.submit(ctx, kind, params, None)
-    done = jobs.wait(ctx, submitted.id, poll_s=0.2)
+    done = jobs.wait(ctx, submitted.id, timeout_s=None, poll_s=0.2)  # a lost task fails the job: it ends
     wall = time.perf_counter() - t0
     if done.state != "succeeded":
         raise click.ClickException(f"{kind} job {done.id} {done.state}: {done.error_line}")

@@ -2,7 +2,8 @@
 
 Without ``MEDLABEL_DASK_SCHEDULER`` the jobs run on a local cluster inside this command's process,
 so ``submit`` and ``retry`` wait for the job to end (the cluster ends with the process); with a
-scheduler they return at once unless ``--wait`` is given.
+scheduler they return at once unless ``--wait`` is given. ``--timeout`` bounds the wait (the job
+goes on with a scheduler; with a local cluster it ends with the process and is marked failed).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ def _progress(job: Any) -> str:
     return str(job.progress_done) if job.progress_done else "-"
 
 
-def _follow(ctx: Any, job: Any, wait: bool) -> None:
+def _follow(ctx: Any, job: Any, wait: bool, timeout: float | None = None) -> None:
     """Print where the job stands; with ``wait`` (or a local cluster) follow it to the end."""
     from services import jobs
 
@@ -47,7 +48,7 @@ def _follow(ctx: Any, job: Any, wait: bool) -> None:
             click.echo(line, err=True)
             last.append(line)
 
-    ended = jobs.wait(ctx, job.id, on_update=show)
+    ended = jobs.wait(ctx, job.id, timeout_s=timeout, on_update=show)
     if ended.state == "succeeded":
         click.echo(f"job {ended.id} succeeded: {json.dumps(ended.result, default=str)}")
         return
@@ -108,13 +109,15 @@ def cancel(job_id: int) -> None:
 @command.command("retry")
 @click.argument("job_id", type=int)
 @click.option("--wait", is_flag=True, help="Wait for the job to end (always, without a Dask scheduler).")
-def retry(job_id: int, wait: bool) -> None:
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Give up waiting after this many seconds (exit status 1). Default: until the job ends.")
+def retry(job_id: int, wait: bool, timeout: float | None) -> None:
     """Run failed or cancelled job JOB_ID again; it resumes where it stopped."""
     from services import jobs
 
     ctx = _ctx()
     try:
-        _follow(ctx, jobs.retry(ctx, job_id, None), wait)
+        _follow(ctx, jobs.retry(ctx, job_id, None), wait, timeout)
     finally:
         ctx.close()
 
@@ -124,17 +127,23 @@ def submit() -> None:
     """Start a job."""
 
 
-def _submit(kind: str, params: dict[str, Any], wait: bool) -> None:
+def _submit(kind: str, params: dict[str, Any], wait: bool, timeout: float | None) -> None:
     from services import jobs
 
     ctx = _ctx()
     try:
-        _follow(ctx, jobs.submit(ctx, kind, params, None), wait)
+        _follow(ctx, jobs.submit(ctx, kind, params, None), wait, timeout)
     finally:
         ctx.close()
 
 
-_WAIT = click.option("--wait", is_flag=True, help="Wait for the job to end (always, without a Dask scheduler).")
+_WAIT_FLAG = click.option("--wait", is_flag=True, help="Wait for the job to end (always, without a Dask scheduler).")
+_TIMEOUT = click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None,
+                        help="Give up waiting after this many seconds (exit status 1). Default: until the job ends.")
+
+
+def _WAIT(fn: Any) -> Any:  # noqa: N802 - used as a decorator like the options above
+    return _WAIT_FLAG(_TIMEOUT(fn))
 _CHUNK = click.option("--chunk-size", default=64, show_default=True, type=click.IntRange(1, 4096),
                       help="Items per task spread over the cluster.")
 
@@ -145,10 +154,11 @@ _CHUNK = click.option("--chunk-size", default=64, show_default=True, type=click.
 @click.option("--batch", default=8, show_default=True, type=click.IntRange(1, 256), help="Images per model run.")
 @_CHUNK
 @_WAIT
-def submit_prelabel(project: str, model_ref: str, batch: int, chunk_size: int, wait: bool) -> None:
+def submit_prelabel(project: str, model_ref: str, batch: int, chunk_size: int, wait: bool,
+                    timeout: float | None) -> None:
     """Pre-label the project's released items not yet predicted by the model, spread over the cluster."""
     _submit("prelabel", {"project": project, "model": model_ref, "batch_size": batch, "chunk_size": chunk_size},
-            wait)
+            wait, timeout)
 
 
 @submit.command("ingest")
@@ -159,10 +169,11 @@ def submit_prelabel(project: str, model_ref: str, batch: int, chunk_size: int, w
 @_CHUNK
 @_WAIT
 def submit_ingest(project: str, paths: tuple[str, ...], dates: str, keep_patient_characteristics: bool,
-                  chunk_size: int, wait: bool) -> None:
+                  chunk_size: int, wait: bool, timeout: float | None) -> None:
     """De-identify files or folders (readable by every worker) into the project, spread over the cluster."""
     _submit("ingest", {"project": project, "paths": list(paths), "dates": dates,
-                       "keep_patient_characteristics": keep_patient_characteristics, "chunk_size": chunk_size}, wait)
+                       "keep_patient_characteristics": keep_patient_characteristics, "chunk_size": chunk_size},
+            wait, timeout)
 
 
 @submit.command("export")
@@ -170,6 +181,6 @@ def submit_ingest(project: str, paths: tuple[str, ...], dates: str, keep_patient
 @click.option("--format", "fmt", type=click.Choice(["csv", "jsonl", "coco"]), default="csv", show_default=True)
 @click.option("--seed", default=0, show_default=True, help="Seed of the patient-level train/val/test split.")
 @_WAIT
-def submit_export(project: str, fmt: str, seed: int, wait: bool) -> None:
+def submit_export(project: str, fmt: str, seed: int, wait: bool, timeout: float | None) -> None:
     """Export the project's labels into the content store (the result names the stored file)."""
-    _submit("export", {"project": project, "format": fmt, "seed": seed}, wait)
+    _submit("export", {"project": project, "format": fmt, "seed": seed}, wait, timeout)

@@ -70,7 +70,7 @@ def predictions(ctx: AppContext) -> int:
 def test_submit_prelabel_waits_then_list_and_show(ctx: AppContext, cli_env: Settings, dask_threads: None,
                                                   chest_with_model: int, capsys: pytest.CaptureFixture[str]) -> None:
     status, out, err = medlabel(capsys, "jobs", "submit", "prelabel", "--project", "Chest", "--model", "tiny",
-                                "--chunk-size", "5")
+                                "--chunk-size", "5", "--timeout", "120")
     assert status == 0, err
     assert "waiting for it to end" in err  # no scheduler: the job runs on this process's local cluster
     assert out.startswith("job 1 succeeded: ") and json.loads(out.split(": ", 1)[1])["predicted"] == 12
@@ -87,7 +87,7 @@ def test_retry_cancel_and_errors(ctx: AppContext, cli_env: Settings, dask_thread
                                  capsys: pytest.CaptureFixture[str]) -> None:
     failed = jobs.wait(ctx, jobs.submit(ctx, "test_cli_fails", {"why": "disk full"}, None).id, timeout_s=60)
     assert failed.state == "failed"
-    status, out, err = medlabel(capsys, "jobs", "retry", str(failed.id), "--wait")
+    status, out, err = medlabel(capsys, "jobs", "retry", str(failed.id), "--wait", "--timeout", "60")
     assert status == 1 and f"job {failed.id} failed: ValueError: disk full" in err
     assert jobs.job(ctx, failed.id).attempts == 2
     status, _, err = medlabel(capsys, "jobs", "cancel", str(failed.id))

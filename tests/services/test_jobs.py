@@ -305,6 +305,72 @@ def test_dead_workers_are_marked_failed_when_jobs_are_listed(ctx: AppContext) ->
     assert by_id[ids[2]].state == "failed" and f"pid {dead_pid}" in by_id[ids[2]].error_line
 
 
+def test_two_databases_sharing_one_cluster_never_swap_tasks(ctx: AppContext, dask_threads: None,
+                                                           sqlite_template: Path, tmp_path: Path) -> None:
+    """Job ids restart in every database (two installations on one scheduler, a reset database, the tests):
+    job 1 of a second database must run while job 1 of the first still holds its task (the CI hang:
+    with keys made of id and attempt, the scheduler handed back the other database's task)."""
+    import dataclasses
+    import shutil
+
+    shutil.copyfile(sqlite_template, tmp_path / "other.db")
+    other = AppContext.from_settings(dataclasses.replace(ctx.settings, database_url=f"sqlite:///{tmp_path / 'other.db'}"))
+    try:
+        held = jobs.submit(ctx, "test_held", {"inner": "test_steps", "steps": 3}, None)
+        deadline = time.monotonic() + WAIT_S
+        while jobs.job(ctx, held.id).progress_done == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        mine = jobs.submit(other, "test_steps", {"steps": 2}, None)
+        assert mine.id == held.id  # the same id in each database
+        done = jobs.wait(other, mine.id, timeout_s=30, poll_s=0.1)
+        assert (done.state, done.result) == ("succeeded", {"steps": 2})
+        assert jobs.job(ctx, held.id).state == "running"  # the first database's job was left alone
+        jobs.cancel(ctx, held.id, None)
+        assert finished(ctx, held.id).state == "cancelled"
+        with other.reads() as session:
+            keys = session.scalars(select(Job.task_key)).all()
+        with ctx.reads() as session:
+            keys += session.scalars(select(Job.task_key)).all()
+        assert len(set(keys)) == 2 and all(k and k.startswith(f"medlabel-job-{held.id}-1-") for k in keys)
+    finally:
+        other.close()
+
+
+def test_a_job_whose_task_the_scheduler_does_not_know_is_failed_and_a_retry_runs_it(ctx: AppContext,
+                                                                                   dask_threads: None) -> None:
+    """A queued job whose task is gone (a restarted scheduler, a dead worker, a crash before the hand-over)
+    is failed with the reason once ``LOST_AFTER_S`` has passed since it was queued, so waiting ends and
+    a retry works; a job queued a moment ago is left to the scheduler."""
+    owner = cluster.owner_tag(ctx.settings)
+    with ctx.sessions.begin() as session:
+        lost = Job(kind="test_steps", params={"steps": 2}, state=JobState.QUEUED, attempts=1, worker=owner,
+                   heartbeat_at=utcnow() - dt_seconds(jobs.LOST_AFTER_S + 5), task_key="medlabel-job-1-1-gone")
+        recent = Job(kind="test_steps", params={"steps": 2}, state=JobState.QUEUED, attempts=1, worker=owner,
+                     heartbeat_at=utcnow(), task_key="medlabel-job-2-1-not-yet")
+        session.add_all([lost, recent])
+        session.flush()
+        lost_id, recent_id = lost.id, recent.id
+    failed = jobs.wait(ctx, lost_id, timeout_s=30, poll_s=0.1)
+    assert failed.state == "failed" and "unknown to the scheduler" in failed.error_line
+    assert failed.error_line.endswith("retry to resume")
+    assert jobs.job(ctx, recent_id).state == "queued"
+    retried = finished(ctx, jobs.retry(ctx, lost_id, None).id)
+    assert (retried.state, retried.attempts, retried.result) == ("succeeded", 2, {"steps": 2})
+    jobs.cancel(ctx, recent_id, None)
+
+
+def test_wait_gives_up_at_its_deadline_with_a_one_line_error(ctx: AppContext) -> None:
+    with ctx.sessions.begin() as session:
+        row = Job(kind="test_steps", params={"steps": 1}, state=JobState.QUEUED, attempts=1)
+        session.add(row)
+        session.flush()
+        job_id = row.id
+    started = time.monotonic()
+    with pytest.raises(jobs.WaitTimeout, match=f"job {job_id} is still queued after 0.3 s"):
+        jobs.wait(ctx, job_id, timeout_s=0.3, poll_s=0.05)
+    assert time.monotonic() - started < 5
+
+
 def dt_seconds(seconds: float) -> Any:
     import datetime as dt
 
