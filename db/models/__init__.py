@@ -29,6 +29,7 @@ from db.models.modelling import (
     PseudonymKey,
     SecondOpinionRequest,
 )
+from db.models.preferences import UserPreference
 
 __all__ = [
     "ActiveLearningRound",
@@ -54,5 +55,6 @@ __all__ = [
     "SecondOpinionRequest",
     "TaskType",
     "User",
+    "UserPreference",
     "VerificationRound",
 ]

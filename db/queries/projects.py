@@ -5,7 +5,18 @@ from __future__ import annotations
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
-from db.models import Annotation, AnnotationKind, DeidStatus, Item, Project, ProjectReader, User
+from db.models import (
+    ActiveLearningRound,
+    Annotation,
+    AnnotationKind,
+    DeidStatus,
+    Item,
+    Prediction,
+    Project,
+    ProjectReader,
+    User,
+    VerificationRound,
+)
 
 
 def project_by_name(session: Session, name: str) -> Project | None:
@@ -71,3 +82,28 @@ def set_readers(session: Session, project_id: int, user_ids: list[int]) -> None:
     for uid in user_ids:
         if uid not in current:
             session.add(ProjectReader(project_id=project_id, user_id=uid))
+
+
+
+def project_ids_with(session: Session, what: str) -> set[int]:
+    """Ids of the projects that have data of one kind: ``labels`` (any read), ``agreement`` (an item read
+    by two or more readers), ``rounds`` (a verification round), ``predictions`` (a model's prediction on
+    an item) or ``active_learning`` (an active-learning round or a project model)."""
+    of_project = Item.project_id == Project.id
+    if what == "labels":
+        found = select(Annotation.id).join(Item, Item.id == Annotation.item_id).where(of_project)
+    elif what == "agreement":
+        found = (select(Annotation.item_id).join(Item, Item.id == Annotation.item_id).where(
+            of_project, Annotation.kind.in_((AnnotationKind.LABEL, AnnotationKind.VERIFICATION)))
+            .group_by(Annotation.item_id).having(func.count(func.distinct(Annotation.user_id)) >= 2))
+    elif what == "rounds":
+        found = select(VerificationRound.id).where(VerificationRound.project_id == Project.id)
+    elif what == "predictions":
+        found = select(Prediction.id).join(Item, Item.id == Prediction.item_id).where(of_project)
+    elif what == "active_learning":
+        found = select(ActiveLearningRound.id).where(ActiveLearningRound.project_id == Project.id)
+        with_model = {p.id for p in session.scalars(select(Project)) if (p.settings or {}).get("model")}
+        return with_model | {int(i) for i in session.scalars(select(Project.id).where(found.exists()))}
+    else:
+        raise ValueError(f"unknown kind of project data {what!r}")
+    return {int(i) for i in session.scalars(select(Project.id).where(found.exists()))}

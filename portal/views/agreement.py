@@ -6,6 +6,7 @@ import streamlit as st
 
 from medlabel.errors import MedlabelError
 from portal.auth import require_role
+from portal.components.picker import pick_project
 from portal.resources import app_context
 from services import verification
 from services.agreement_report import (
@@ -16,7 +17,6 @@ from services.agreement_report import (
     reader_confusion,
     readers_vs_reference,
 )
-from services.projects import projects_for
 
 METRICS = (("percent_agreement", "Percent agreement"), ("fleiss_kappa", "Fleiss' kappa"),
            ("krippendorff_alpha", "Krippendorff's alpha"), ("gwet_ac1", "Gwet's AC1"), ("cohen_kappa", "Cohen's kappa"),
@@ -26,11 +26,7 @@ METRICS = (("percent_agreement", "Percent agreement"), ("fleiss_kappa", "Fleiss'
 user = require_role("lead", "admin")
 ctx = app_context()
 st.title("Agreement")
-projects = projects_for(ctx, user.id, user.role)
-if not projects:
-    st.info("No projects yet.")
-    st.stop()
-project = st.selectbox("Project", [p.name for p in projects])
+project = pick_project(user, key="agreement_project", needs="agreement").name
 rounds = verification.rounds(ctx, project)
 scope = st.selectbox("Reads", ["All reads", *[f"Round {r.id}: {r.name}" for r in rounds]])
 round_id = None if scope == "All reads" else int(scope.split(":")[0].split()[1])

@@ -4,18 +4,14 @@ import streamlit as st
 
 from medlabel.errors import MedlabelError
 from portal.auth import require_role
+from portal.components.picker import pick_project
 from portal.resources import app_context
 from services import labelling
-from services.projects import projects_for
 
 user = require_role("reader", "lead")
 ctx = app_context()
 st.title("My labels")
-projects = projects_for(ctx, user.id, "reader" if user.role == "reader" else user.role)
-if not projects:
-    st.info("No projects yet.")
-    st.stop()
-project = next(p for p in projects if p.name == st.selectbox("Project", [p.name for p in projects]))
+project = pick_project(user, key="history_project", needs="labels")
 rows = labelling.history(ctx, project.id, user.id)
 st.dataframe([{"Case": r.item_id, "Labels": ", ".join(r.labels) or ("(undone)" if r.retracted else ""),
                "Boxes": len(r.boxes), "Uncertain": r.uncertain, "Comment": r.comment,

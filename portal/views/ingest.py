@@ -4,9 +4,9 @@ import streamlit as st
 
 from medlabel.errors import MedlabelError
 from portal.auth import require_role
+from portal.components.picker import pick_project
 from portal.resources import app_context
 from services.ingest import ingest_uploads
-from services.projects import projects_for
 
 user = require_role("admin", "lead")
 ctx = app_context()
@@ -14,11 +14,7 @@ st.title("Ingest")
 st.caption("Files are de-identified in memory (DICOM PS3.15 basic profile, keyed pseudonyms and UIDs, "
            "burned-in text masking, photo metadata stripped) before anything is stored. Files the engine "
            "is unsure about are quarantined for review; files it cannot make safe are refused.")
-projects = projects_for(ctx, user.id, user.role)
-if not projects:
-    st.info("Create a project first.")
-    st.stop()
-project = st.selectbox("Project", [p.name for p in projects])
+project = pick_project(user, key="ingest_project", empty="Create a project first.").name
 files = st.file_uploader("DICOM files or photos", accept_multiple_files=True)
 if files and st.button("De-identify and ingest", type="primary"):
     with st.spinner("De-identifying..."):

@@ -9,10 +9,10 @@ import streamlit as st
 
 from medlabel.errors import MedlabelError
 from portal.auth import require_role
+from portal.components.picker import pick_project
 from portal.resources import app_context
 from services import jobs
 from services.models import list_models
-from services.projects import projects_for
 
 REFRESH_S = 2.0
 SHOWN = 30
@@ -25,12 +25,14 @@ st.title("Jobs")
 st.caption("Ingest, pre-labelling, retraining and exports run in the background on the Dask cluster. "
            "A retry resumes where a failed or cancelled job stopped.")
 
-with st.expander("New pre-labelling job"), st.form("new_prelabel_job"):
-    project = st.selectbox("Project", [p.name for p in projects_for(ctx, user.id, user.role)])
-    model = st.selectbox("Model", [f"{m.name}:{m.version}" for m in reversed(list_models(ctx)) if m.is_active])
-    if st.form_submit_button("Start", type="primary"):
+with st.expander("New pre-labelling job"):
+    chosen_project = pick_project(user, key="jobs_project", empty=None)
+    with st.form("new_prelabel_job"):
+        model = st.selectbox("Model", [f"{m.name}:{m.version}" for m in reversed(list_models(ctx)) if m.is_active])
+        start = st.form_submit_button("Start", type="primary", disabled=chosen_project is None)
+    if start and chosen_project is not None:
         try:
-            started = jobs.submit(ctx, "prelabel", {"project": project, "model": model}, user.id)
+            started = jobs.submit(ctx, "prelabel", {"project": chosen_project.name, "model": model}, user.id)
         except MedlabelError as exc:
             st.error(str(exc))
         else:

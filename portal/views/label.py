@@ -6,19 +6,15 @@ import streamlit as st
 
 from medlabel.errors import MedlabelError
 from portal.auth import require_role
+from portal.components.picker import pick_project
 from portal.components.viewer import show_case_image
 from portal.resources import app_context
 from services import labelling
-from services.projects import projects_for
 
 user = require_role("reader", "lead")
 ctx = app_context()
-projects = projects_for(ctx, user.id, "reader" if user.role == "reader" else user.role)
-if not projects:
-    st.info("You are not assigned to any project yet. Ask your project lead.")
-    st.stop()
-names = [p.name for p in projects]
-project = projects[names.index(st.selectbox("Project", names, key="label_project"))] if len(names) > 1 else projects[0]
+project = pick_project(user, key="label_project", hide_if_single=True,
+                       empty="You are not assigned to any project yet. Ask your project lead.")
 
 case = labelling.next_case(ctx, project.id, user.id)
 if case is None:

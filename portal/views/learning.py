@@ -6,10 +6,11 @@ import streamlit as st
 
 from medlabel.errors import MedlabelError
 from portal.auth import require_role
+from portal.components.picker import pick_project
 from portal.resources import app_context
 from services import active_learning as al
 from services import jobs
-from services.projects import projects_for, reader_names
+from services.projects import reader_names
 
 FILTER_NAMES = {"All": "all", "False positives": "false_positive", "False negatives": "false_negative",
                 "Most uncertain": "uncertain"}
@@ -17,11 +18,7 @@ FILTER_NAMES = {"All": "all", "False positives": "false_positive", "False negati
 user = require_role("lead", "admin")
 ctx = app_context()
 st.title("Active learning")
-projects = projects_for(ctx, user.id, user.role)
-if not projects:
-    st.info("No projects yet.")
-    st.stop()
-project = st.selectbox("Project", [p.name for p in projects])
+project = pick_project(user, key="learning_project", needs="active_learning").name
 status = al.status(ctx, project)
 
 

@@ -7,9 +7,9 @@ import streamlit as st
 
 from medlabel.errors import MedlabelError
 from portal.auth import require_role
+from portal.components.picker import pick_project
 from portal.resources import app_context
 from services import model_eval
-from services.projects import projects_for
 
 RESULTS = "models_page_comparison"  # session state: (model, project) -> VariantComparison
 NO_PROJECT = "(no project: speed only)"
@@ -35,8 +35,9 @@ st.caption("Quantize with `medlabel models quantize NAME --mode dynamic|static-i
 originals = [f"{r.name}:{r.version}" for r in rows if r.variant == "fp32" and r.is_active]
 left, right = st.columns(2)
 model = left.selectbox("Model", originals, index=len(originals) - 1 if originals else None)
-projects = [p.name for p in projects_for(ctx, user.id, user.role)]
-project = right.selectbox("Project", [*projects, NO_PROJECT])
+chosen_project = pick_project(user, key="models_project", needs="predictions", empty=None, none_option=NO_PROJECT,
+                              container=right)
+project = chosen_project.name if chosen_project is not None else NO_PROJECT
 results = st.session_state.setdefault(RESULTS, {})
 key = (model, project)
 if model and st.button("Measure and evaluate", type="primary"):

@@ -5,6 +5,7 @@ import streamlit as st
 
 from medlabel.errors import MedlabelError
 from portal.auth import require_role
+from portal.components.picker import pick_project
 from portal.resources import app_context
 from services.export import FORMATS, export_project
 from services.projects import (
@@ -68,7 +69,7 @@ with edit_tab:
     if not projects:
         st.info("No projects yet.")
     else:
-        project = next(p for p in projects if p.name == st.selectbox("Project", [p.name for p in projects]))
+        project = pick_project(user, key="edit_project")
         st.dataframe(pd.DataFrame([{"label": lab.name, "shortcut": lab.shortcut, "colour": lab.colour,
                                     "kind": lab.kind, "code": lab.code} for lab in project.labels]),
                      hide_index=True)
@@ -92,7 +93,7 @@ with edit_tab:
 
 with export_tab:
     if projects:
-        name = st.selectbox("Project to export", [p.name for p in projects], key="export_project")
+        name = pick_project(user, key="export_project", needs="labels", label="Project to export").name
         fmt = st.radio("Format", FORMATS, horizontal=True)
         seed = st.number_input("Split seed", min_value=0, value=0)
         if st.button("Prepare export"):

@@ -16,8 +16,8 @@ if not queue:
     st.success("Nothing is waiting for review.")
     st.stop()
 st.caption(f"{len(queue)} item(s) quarantined. Red boxes: text the detector found (or your masks).")
-item = next(i for i in queue if i.item_id == st.selectbox("Item", [i.item_id for i in queue],
-                                                           format_func=lambda i: f"#{i}"))
+by_id = {i.item_id: i for i in queue}
+item = by_id[st.selectbox("Item", list(by_id), format_func=lambda i: f"#{i}", key="review_item")]
 st.write(f"**{item.project}** · {item.modality} · {item.width}×{item.height} · {item.frames} frame(s) · "
          f"reason: {item.reason}")
 masks = st.data_editor(pd.DataFrame(list(item.boxes) or [], columns=["x0", "y0", "x1", "y1"]),

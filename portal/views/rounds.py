@@ -6,9 +6,10 @@ import streamlit as st
 
 from medlabel.errors import MedlabelError
 from portal.auth import require_role
+from portal.components.picker import pick_project
 from portal.resources import app_context
 from services import verification
-from services.projects import projects_for, reader_names
+from services.projects import reader_names
 
 KINDS = {"Inter-reader agreement": "inter_reader", "Automation bias (two arms)": "automation_bias",
          "Intra-reader re-reads": "intra_reader"}
@@ -16,11 +17,7 @@ KINDS = {"Inter-reader agreement": "inter_reader", "Automation bias (two arms)":
 user = require_role("lead", "admin")
 ctx = app_context()
 st.title("Verification rounds")
-projects = projects_for(ctx, user.id, user.role)
-if not projects:
-    st.info("No projects yet.")
-    st.stop()
-project = st.selectbox("Project", [p.name for p in projects])
+project = pick_project(user, key="rounds_project", needs="rounds").name
 
 with st.expander("New round", expanded=False):
     kind_title = st.radio("Study", list(KINDS), horizontal=True)
