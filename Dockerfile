@@ -5,8 +5,9 @@
 # portal's; docker-compose.yml gives the scheduler its own and turns it off for workers.
 FROM python:3.11-slim-bookworm
 
+# ORT_DISABLE_TELEMETRY: onnxruntime queues telemetry and a device id under $HOME and $TMPDIR otherwise.
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
-    MEDLABEL_DATA_DIR=/data
+    MEDLABEL_DATA_DIR=/data ORT_DISABLE_TELEMETRY=1
 # OpenCV (pulled in by rapidocr for burned-in text detection) needs GL and GLib.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends libgl1 libglib2.0-0 \

@@ -5,6 +5,12 @@ imports ``onnxruntime.quantization`` inside its functions) and
 ``inference.registry`` (reads and validates .onnx files). See docs/inference.md.
 """
 
+import os
+
+# Nothing phones home: onnxruntime (here and under rapidocr) writes a device id and queues telemetry
+# under $HOME/.cache/Microsoft and $TMPDIR/.ses on import unless this is set first (docs/security.md).
+os.environ["ORT_DISABLE_TELEMETRY"] = "1"
+
 from inference.display import CT_WINDOW_PRESETS, read_meta, render_png, window_presets
 from inference.heatmap import occlusion_map, overlay_png
 from inference.imaging import decode, is_dicom, read_dicom, read_image_meta, window_array

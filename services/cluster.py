@@ -68,7 +68,7 @@ def get_client(settings: Settings) -> Any:
             return _client
         if settings.dask_scheduler:
             return _connect(settings.dask_scheduler)
-        return start_local(settings.dask_workers)
+        return start_local(settings.dask_workers, local_directory=settings.data_dir / "dask-scratch")
 
 
 def _connect(address: str) -> Any:
@@ -114,8 +114,12 @@ def _workers_skip_main_module() -> None:
     spawn.get_preparation_data = get_preparation_data
 
 
-def start_local(n_workers: int, *, processes: bool = True) -> Any:
-    """Start (replacing any previous one) this process's local cluster and return its client."""
+def start_local(n_workers: int, *, processes: bool = True, local_directory: Path | None = None) -> Any:
+    """Start (replacing any previous one) this process's local cluster and return its client.
+
+    Its workers' scratch space goes to ``local_directory`` (the data folder's ``dask-scratch``) rather
+    than ``$TMPDIR``: nothing of an installation is written outside its data folder."""
+    import dask
     from distributed import Client, LocalCluster
 
     global _client, _cluster, _mode
@@ -128,9 +132,12 @@ def start_local(n_workers: int, *, processes: bool = True) -> Any:
         logging.getLogger("distributed").setLevel(logging.ERROR)
         # No dashboard; the scheduler's small HTTP server (health, metrics) on a free loopback port
         # rather than 8787, which another medlabel process on this machine may hold already.
-        _cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=processes,
-                                dashboard_address=None, scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
-                                silence_logs=logging.ERROR)
+        extra = {} if local_directory is None else {"local_directory": str(local_directory)}
+        scratch = {} if local_directory is None else {"temporary-directory": str(local_directory)}
+        with dask.config.set(scratch):
+            _cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=processes, **extra,
+                                    dashboard_address=None, scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+                                    silence_logs=logging.ERROR)
         _client = Client(_cluster, set_as_default=False)
         _mode = "local"
         _register_atexit()
