@@ -139,15 +139,17 @@ def _dicom(ds: Dataset, *, key: bytes, name: str, options: DeidOptions, ocr: px.
     clean_descriptors(ctx)
 
     boxes: list[px.TextBox] = []
+    unmasked: list[px.TextBox] = []
     reason = ""
     scanned = False
     indices: list[int] = []
     if arr is not None and options.scan_pixels and px.needs_scan(modality, burned_in):
         frames = arr if _frames(ds) > 1 else arr[None, ...]
         indices = px.frames_to_scan(modality, burned_in, frames.shape[0], changes)
-        boxes = px.detect(frames, indices, ocr or px.default_detector())
+        boxes, unmasked = px.split_large(px.detect(frames, indices, ocr or px.default_detector()),
+                                         frames.shape[2], frames.shape[1])
         scanned = True
-        reason = px.is_uncertain(boxes, frames.shape[2], frames.shape[1], burned_in) or ""
+        reason = px.is_uncertain(boxes, frames.shape[2], frames.shape[1], burned_in, unmasked) or ""
         if boxes:
             masked = px.mask(frames, [(b.x0, b.y0, b.x1, b.y1) for b in boxes])
             arr = masked if _frames(ds) > 1 else masked[0]
@@ -184,6 +186,7 @@ def _dicom(ds: Dataset, *, key: bytes, name: str, options: DeidOptions, ocr: px.
                                            "scan_pixels": options.scan_pixels},
               "actions": dict(sorted(ctx.counts.items())), "pixels_scanned": scanned, "text_regions": len(boxes),
               "frames_scanned": indices if scanned else [],
+              "unmasked_regions": [[b.frame, b.x0, b.y0, b.x1, b.y1] for b in unmasked],
               "decompressed": decompressed, "leak_scan": {"values_checked": len(ctx.phi), "hits": len(leaks)},
               "codes": [CID7050[o][0] for o in used]}
     common = dict(kind="dicom", suffix=".dcm", patient_pseudonym=pseudo,
@@ -222,6 +225,10 @@ def _pixels(ds: Dataset, name: str) -> tuple[np.ndarray | None, bool]:
 def _write_pixels(ds: Dataset, arr: np.ndarray) -> None:
     ds.PixelData = np.ascontiguousarray(arr).tobytes()
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    if str(ds.get("PhotometricInterpretation", "")).startswith("YBR"):
+        # pydicom decodes YBR colour to RGB: say so, or every reader converts the RGB values again
+        # (the colour Doppler of an ultrasound came out ~50 levels off, far from any text).
+        ds.PhotometricInterpretation = "RGB"
     if arr.ndim == (4 if _frames(ds) > 1 else 3):
         ds.PlanarConfiguration = 0
 
@@ -277,10 +284,12 @@ def _photo(data: bytes, *, key: bytes, name: str, options: DeidOptions, ocr: px.
         img = img.convert("RGB")
     arr = np.asarray(img)
     boxes: list[px.TextBox] = []
+    unmasked: list[px.TextBox] = []
     reason = ""
     if options.scan_pixels:
-        boxes = px.detect(arr[None, ...], [0], ocr or px.default_detector())
-        reason = px.is_uncertain(boxes, arr.shape[1], arr.shape[0], None) or ""
+        boxes, unmasked = px.split_large(px.detect(arr[None, ...], [0], ocr or px.default_detector()),
+                                         arr.shape[1], arr.shape[0])
+        reason = px.is_uncertain(boxes, arr.shape[1], arr.shape[0], None, unmasked) or ""
         if boxes:
             arr = px.mask(arr[None, ...], [(b.x0, b.y0, b.x1, b.y1) for b in boxes])[0]
     out = io.BytesIO()
@@ -294,6 +303,7 @@ def _photo(data: bytes, *, key: bytes, name: str, options: DeidOptions, ocr: px.
     report = {"method": "medlabel deid 1: photo re-encoded from pixels, metadata dropped",
               "pixels_scanned": options.scan_pixels, "text_regions": len(boxes),
               "metadata_fields_dropped": len(phi), "leak_scan": {"values_checked": len(phi), "hits": len(leaks)},
+              "unmasked_regions": [[b.frame, b.x0, b.y0, b.x1, b.y1] for b in unmasked],
               "reason": reason}
     common = dict(kind="photo", suffix=".png", patient_pseudonym=pseudo, study_pseudonym=pseudo,
                   series_pseudonym=pseudo, modality="XC", width=arr.shape[1], height=arr.shape[0], frames=1,

@@ -2,7 +2,9 @@
 
 Detection runs on a reduced-resolution 8-bit rendition (longer side ``DETECT_SIDE``); boxes are
 mapped back to original pixels, padded, and filled in every frame with the darkest value. Every
-pixel outside the boxes is left bit-identical.
+pixel outside the masked boxes is left bit-identical. A box too large to be a line of text (over
+``LARGE_BOX_FRACTION`` of the image and ``LARGE_BOX_HEIGHT`` of its height) is more likely diagnostic
+content: it is not masked, and the file is flagged for a human to look at (:func:`split_large`).
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ import numpy as np
 
 DETECT_SIDE = 640
 PAD = 3
-LARGE_BOX_FRACTION = 0.06   # a "text" box this large is more likely anatomy: ask a human
+LARGE_BOX_FRACTION = 0.06   # a "text" box this large (area, and height below) is more likely anatomy: ask a human
+LARGE_BOX_HEIGHT = 0.2      # ... and this tall a fraction of the image (a line of text is wide but short)
 ALWAYS_SCAN = frozenset({"US", "SC", "XA", "RF", "CR", "DX", "OT", "ES", "XC", "GM", "SM", "MG", "IO", "PX"})
 
 
@@ -144,11 +147,20 @@ def mask(frames: np.ndarray, rects: list[tuple[int, int, int, int]]) -> np.ndarr
     return out
 
 
-def is_uncertain(boxes: list[TextBox], width: int, height: int, burned_in: str | None) -> str | None:
-    """Why a human should look before release, or None."""
+def split_large(boxes: list[TextBox], width: int, height: int) -> tuple[list[TextBox], list[TextBox]]:
+    """(boxes to mask, boxes too large to be text: left unmasked for review)."""
     area = float(width * height) or 1.0
-    if any((b.x1 - b.x0) * (b.y1 - b.y0) / area > LARGE_BOX_FRACTION for b in boxes):
-        return "a detected text region is unusually large; check the mask before release"
+    large = [b for b in boxes if (b.x1 - b.x0) * (b.y1 - b.y0) / area > LARGE_BOX_FRACTION
+             and (b.y1 - b.y0) / (height or 1) > LARGE_BOX_HEIGHT]
+    return [b for b in boxes if b not in large], large
+
+
+def is_uncertain(boxes: list[TextBox], width: int, height: int, burned_in: str | None,
+                 unmasked: list[TextBox] | None = None) -> str | None:
+    """Why a human should look before release, or None."""
+    if unmasked:
+        return ("a detected text region is unusually large (possibly diagnostic content): left unmasked; "
+                "check it and mask by hand before release")
     if (burned_in or "").upper() == "YES" and not boxes:
         return "the file declares burned-in annotation but no text was detected"
     return None

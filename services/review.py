@@ -28,7 +28,8 @@ def review_queue(ctx: AppContext, project_id: int | None = None) -> list[ReviewI
         rows = imaging_q.quarantined(session, project_id)
         return [ReviewItem(item_id=i.id, project=p.name, modality=i.modality, width=i.width, height=i.height,
                            frames=i.frame_count, reason=str(i.deid_report.get("reason", "flagged for review")),
-                           boxes=tuple(tuple(b[1:5]) for b in i.deid_report.get("text_boxes", [])))  # type: ignore[misc]
+                           boxes=tuple(tuple(b[1:5]) for b in [*i.deid_report.get("text_boxes", []),  # type: ignore[misc]
+                                                               *i.deid_report.get("unmasked_regions", [])]))
                 for i, p in rows]
 
 
