@@ -40,6 +40,7 @@ PAGES: tuple[PageDef, ...] = (
             "Intake"),
     PageDef("users.py", "Users", ":material/group:", "users", ("admin",), "Administration"),
     PageDef("audit.py", "Audit log", ":material/policy:", "audit", ("admin",), "Administration"),
+    PageDef("tokens.py", "API tokens", ":material/key:", "tokens", ALL_ROLES, "Account"),
 )
 
 

@@ -1,6 +1,6 @@
 """Every ORM model of the domain (imported here so ``Base.metadata`` is complete)."""
 
-from db.models.accounts import AuditEvent, User
+from db.models.accounts import ApiToken, AuditEvent, User
 from db.models.enums import (
     AnnotationKind,
     AssignmentStatus,
@@ -33,6 +33,7 @@ from db.models.preferences import UserPreference
 
 __all__ = [
     "ActiveLearningRound",
+    "ApiToken",
     "Annotation",
     "AnnotationKind",
     "Assignment",

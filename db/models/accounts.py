@@ -29,6 +29,25 @@ class User(CreatedAt, Base):
         return f"User(id={self.id!r}, username={self.username!r}, role={self.role!r})"
 
 
+class ApiToken(CreatedAt, Base):
+    """A personal API token: only its SHA-256 is stored (the token itself is shown once, at creation)."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    prefix: Mapped[str] = mapped_column(String(16))  # the token's first characters, to recognise it in lists
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    scopes: Mapped[list[Any]] = mapped_column(default=list)
+    expires_at: Mapped[dt.datetime | None]
+    last_used_at: Mapped[dt.datetime | None]
+    revoked_at: Mapped[dt.datetime | None]
+
+    def __repr__(self) -> str:
+        return f"ApiToken(id={self.id!r}, user_id={self.user_id!r}, name={self.name!r})"
+
+
 class AuditEvent(Base):
     """Append-only: who did what to which object, and when. Never updated or deleted."""
 
