@@ -11,6 +11,7 @@ import os
 # under $HOME/.cache/Microsoft and $TMPDIR/.ses on import unless this is set first (docs/security.md).
 os.environ["ORT_DISABLE_TELEMETRY"] = "1"
 
+from inference.batching import DynamicBatcher, default_batcher
 from inference.display import CT_WINDOW_PRESETS, read_meta, render_png, window_presets
 from inference.heatmap import occlusion_map, overlay_png
 from inference.imaging import decode, is_dicom, read_dicom, read_image_meta, window_array
@@ -48,6 +49,7 @@ __all__ = [
     "EMBEDDING_OUTPUT",
     "Activation",
     "Decoded",
+    "DynamicBatcher",
     "ImageKind",
     "ImageMeta",
     "InputSpec",
@@ -66,6 +68,7 @@ __all__ = [
     "build_tabular_model",
     "build_tiny_cnn",
     "decode",
+    "default_batcher",
     "default_cache",
     "find_embedding_tensor",
     "inspect_model",

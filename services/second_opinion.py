@@ -265,23 +265,35 @@ def _source_kind(data: bytes) -> str:
     return "photo" if data.startswith(_PNG) or data.startswith(_JPEG) else "dicom"
 
 
-def ask(ctx: AppContext, user_id: int, filename: str, data: bytes, model_ref: str) -> OpinionDTO:
-    """Run one upload through the model in memory and record the request; its de-identification and
-    storage follow in the background (``wait_for_image``). See the module docstring."""
+def ask(ctx: AppContext, user_id: int, filename: str, data: bytes, model_ref: str, *,
+        top_k: int = TOP_K) -> OpinionDTO:
+    """Run one upload through the model in memory and record the request with its ``top_k`` labels (at most
+    all of them); its de-identification and storage follow in the background (``wait_for_image``).
+    Concurrent requests for one model version run as one batch (``inference.batching``). See the module
+    docstring."""
     name = Path(filename or "upload").name  # shown in errors, never stored
     with ctx.reads() as session:
         user = _asker(session, user_id)
         username = user.username
         model = _model(session, model_ref)
-    _check_format(data, name)
-    kind = _source_kind(data)
-    x = inference.preprocess(data, model.spec.input, name=name)
-    characteristics = deid.patient_characteristics(data, name=name) if model.spec.tabular is not None else {}
-    out = _run(ctx, model, x, _tabular(model, characteristics, name))
+    if top_k < 1:
+        raise InputError(None, "top must be at least 1")
+    batcher = inference.default_batcher()
+    batcher.announce(model.spec.sha256)
+    try:
+        _check_format(data, name)
+        kind = _source_kind(data)
+        x = inference.preprocess(data, model.spec.input, name=name)
+        characteristics = deid.patient_characteristics(data, name=name) if model.spec.tabular is not None else {}
+        tabular = _tabular(model, characteristics, name)
+    except BaseException:
+        batcher.withdraw(model.spec.sha256)
+        raise
+    out = batcher.run(model.spec.sha256, x, tabular, lambda xs, rows: _run(ctx, model, xs, rows), announced=True)
     probabilities = out.probabilities[0]
     prediction = {label: round(float(p), 6) for label, p in zip(model.spec.labels, probabilities, strict=True)}
     top = tuple(Suggestion(label, round(p, 6)) for label, p in inference.top_k(probabilities, model.spec.labels,
-                                                                               TOP_K))
+                                                                               top_k))
     embedding = None if out.embeddings is None else out.embeddings[0].astype("<f4").tobytes()
     with ctx.sessions.begin() as session:
         request = SecondOpinionRequest(user_id=user_id, model_id=model.id, content_hash=None, image_state="pending",
