@@ -99,3 +99,13 @@ def _sqlite_pragmas(dbapi_connection: Any, connection_record: Any) -> None:
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     """Sessions that keep loaded attributes after commit (the portal renders them after)."""
     return sessionmaker(engine, expire_on_commit=False)
+
+
+def ping(engine: Engine) -> bool:
+    """Whether the database answers a trivial query (health checks)."""
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        return True
+    except Exception:  # noqa: BLE001 - any failure to reach it means "not healthy"
+        return False

@@ -79,6 +79,17 @@ def serve(port: int, address: str) -> None:
 
 
 @cli.command()
+@click.option("--port", default=8502, show_default=True, type=click.IntRange(1, 65535), help="TCP port.")
+@click.option("--address", default="0.0.0.0", show_default=True, help="Address to listen on.")
+def api(port: int, address: str) -> None:
+    """Serve the HTTP API (FastAPI on uvicorn) under /api/v1, docs at /api/v1/docs (docs/api.md)."""
+    from api.server import serve
+
+    click.echo(f"medlabel API on http://localhost:{port}/api/v1 (docs: /api/v1/docs)")
+    serve(address, port)
+
+
+@cli.command()
 @click.option("--images", default=120, show_default=True, type=click.IntRange(1, 1000),
               help="Images per demo project taken from sample_data/.")
 def demo(images: int) -> None:
@@ -283,6 +294,11 @@ def _register() -> None:
     from medlabel.benchmarks import retrain as bench_retrain
 
     bench.add_command(bench_retrain.command)
+    from medlabel.benchmarks import api as bench_api
+    from medlabel.commands import tokens
+
+    cli.add_command(tokens.command)
+    bench.add_command(bench_api.command)
 
 
 _register()

@@ -52,6 +52,11 @@ SETTINGS: tuple[Setting, ...] = (
             "in-process local cluster started with the portal or the CLI."),
     Setting("MEDLABEL_DASK_WORKERS", "1",
             "Worker processes of the in-process local cluster (ignored with `MEDLABEL_DASK_SCHEDULER`)."),
+    Setting("MEDLABEL_API_MAX_UPLOAD_MB", "50",
+            "Largest request body the API accepts, in MB (larger ones get 413)."),
+    Setting("MEDLABEL_API_RATE_LIMIT", "120",
+            "API calls a minute per token, with bursts up to the same number (more get 429); counted per API "
+            "process."),
 )
 
 
@@ -67,6 +72,8 @@ class Settings:
     store_options: dict[str, Any] = field(default_factory=dict)
     dask_scheduler: str | None = None
     dask_workers: int = 1
+    api_max_upload_mb: int = 50
+    api_rate_per_minute: int = 120
     _secret_cache: dict[str, bytes] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -120,7 +127,20 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         raise ConfigError(f"MEDLABEL_DASK_WORKERS must be a positive integer, got {raw_workers!r}") from None
     return Settings(data_dir=data_dir, database_url=url, secret_key_file=key_file, claim_minutes=claim_minutes,
                     store_url=env.get("MEDLABEL_STORE_URL") or None, store_options=store_options,
-                    dask_scheduler=env.get("MEDLABEL_DASK_SCHEDULER") or None, dask_workers=dask_workers)
+                    dask_scheduler=env.get("MEDLABEL_DASK_SCHEDULER") or None, dask_workers=dask_workers,
+                    api_max_upload_mb=_positive(env, "MEDLABEL_API_MAX_UPLOAD_MB", "50"),
+                    api_rate_per_minute=_positive(env, "MEDLABEL_API_RATE_LIMIT", "120"))
+
+
+def _positive(env: Mapping[str, str], name: str, default: str) -> int:
+    raw = env.get(name) or default
+    try:
+        value = int(raw)
+        if value <= 0:
+            raise ValueError
+    except ValueError:
+        raise ConfigError(f"{name} must be a positive integer, got {raw!r}") from None
+    return value
 
 
 def ensure_data_dir(settings: Settings) -> None:

@@ -179,3 +179,12 @@ def reader_names(ctx: AppContext) -> list[str]:
     with ctx.reads() as session:
         return [u.username for u in accounts_q.list_users(session)
                 if u.is_active and u.role.value in ("reader", "lead")]
+
+
+def project_name(ctx: AppContext, project_id: int) -> str:
+    """The name of project ``project_id`` (the API addresses projects by id)."""
+    with ctx.reads() as session:
+        project = session.get(Project, project_id)
+        if project is None:
+            raise NotFoundError(f"no project {project_id}")
+        return project.name

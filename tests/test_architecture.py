@@ -19,9 +19,31 @@ def test_import_contracts_hold() -> None:
 
 def test_only_db_speaks_sql() -> None:
     offenders = []
-    for package in ("portal", "deid", "agreement", "active_learning", "inference", "medlabel"):
+    for package in ("portal", "api", "deid", "agreement", "active_learning", "inference", "medlabel"):
         for path in (ROOT / package).rglob("*.py"):
             text = path.read_text()
             if "import sqlalchemy" in text or "from sqlalchemy" in text:
                 offenders.append(str(path.relative_to(ROOT)))
     assert offenders == []
+
+
+def test_the_api_is_a_declared_shell() -> None:
+    """The API package is linted like the portal: a root package, a shell layer, its own forbidden contract."""
+    import tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    linter = config["tool"]["importlinter"]
+    assert "api" in linter["root_packages"]
+    layers = next(c for c in linter["contracts"] if c["type"] == "layers")["layers"]
+    assert any("api" in layer.split(" | ") and "portal" in layer.split(" | ") for layer in layers)
+    shell = next(c for c in linter["contracts"] if c.get("source_modules") == ["api"])
+    assert {"db", "sqlalchemy", "onnxruntime", "inference", "deid"} <= set(shell["forbidden_modules"])
+    assert "api*" in config["tool"]["setuptools"]["packages"]["find"]["include"]
+
+
+def test_the_token_cli_repeats_the_services_scopes() -> None:
+    from medlabel.commands import tokens
+    from services import api_tokens
+
+    assert (tokens.SCOPES, tokens.DEFAULT_EXPIRY_DAYS, tokens.MAX_EXPIRY_DAYS) == (
+        api_tokens.SCOPES, api_tokens.DEFAULT_EXPIRY_DAYS, api_tokens.MAX_EXPIRY_DAYS)
