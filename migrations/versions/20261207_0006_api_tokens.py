@@ -1,7 +1,7 @@
 """personal API tokens (hashed, scoped, expiring, revocable)
 
-Revision ID: 0004
-Revises: 0003
+Revision ID: 0006
+Revises: 0005
 Create Date: 2026-12-07 00:00:00
 
 Only the SHA-256 of a token is stored; ``prefix`` holds its first characters so a user can tell
@@ -14,8 +14,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = '0004'
-down_revision: str | None = '0003'
+revision: str = '0006'
+down_revision: str | None = '0005'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
