@@ -19,6 +19,7 @@ COPY medlabel ./medlabel
 COPY db ./db
 COPY services ./services
 COPY portal ./portal
+COPY api ./api
 COPY deid ./deid
 COPY agreement ./agreement
 COPY inference ./inference
@@ -29,6 +30,6 @@ RUN pip install .
 RUN useradd --create-home --uid 10001 medlabel && mkdir -p /data && chown medlabel /data
 USER medlabel
 VOLUME ["/data"]
-EXPOSE 8501
+EXPOSE 8501 8502
 HEALTHCHECK --interval=30s --timeout=5s CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8501/_stcore/health')"
 CMD ["sh", "-c", "medlabel init && exec medlabel serve --port 8501"]

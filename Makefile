@@ -5,6 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PORT ?= 8501
+API_PORT ?= 8502
 export MEDLABEL_DATA_DIR ?= $(CURDIR)/medlabel-data
 
 .PHONY: setup system-deps demo test test-fast lint clean bench-peers
@@ -36,11 +37,13 @@ system-deps:
 	  [ -x /usr/bin/chromium ] || echo "note: /usr/bin/chromium missing; browser tests will skip (apt-get install chromium)"; \
 	fi
 
-## demo: install, create the SQLite database, load demo users/project, serve on http://localhost:8501
+## demo: install, create the SQLite database, load demo users/project, serve the portal on http://localhost:8501
+## and the API on http://localhost:8502/api/v1 (stopped with the portal)
 demo: setup
 	$(BIN)/medlabel init
 	$(BIN)/medlabel demo
-	$(BIN)/medlabel serve --port $(PORT)
+	$(BIN)/medlabel api --port $(API_PORT) & api=$$!; trap "kill $$api 2>/dev/null" EXIT INT TERM; \
+	  $(BIN)/medlabel serve --port $(PORT)
 
 ## test: install everything and run the whole suite (SQLite, PostgreSQL, browser, benchmarks)
 test: setup system-deps

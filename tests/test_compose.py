@@ -41,7 +41,7 @@ def test_compose_file_shape() -> None:
     assert (url.host, url.drivername) == ("db", "postgresql+psycopg")
     assert portal["command"][-1] == "medlabel init && exec medlabel serve --port 8501"
     dockerfile = (ROOT / "Dockerfile").read_text()
-    for package in ("medlabel", "db", "services", "portal", "deid", "agreement", "inference",
+    for package in ("medlabel", "db", "services", "portal", "api", "deid", "agreement", "inference",
                     "active_learning", "migrations"):
         assert f"COPY {package} ./{package}" in dockerfile
 

@@ -23,7 +23,7 @@ from tests.browser.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 NGINX_CONF = ROOT / "deploy" / "nginx" / "medlabel.conf"
-MEDLABEL_SERVICES = ("migrate", "scheduler", "worker", "portal", "portal-2")
+MEDLABEL_SERVICES = ("migrate", "scheduler", "worker", "portal", "portal-2", "api")
 REPLICAS = ("portal", "portal-2")
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
 _DEFAULTED = re.compile(r"\$\{(\w+):-([^}]*)\}")
@@ -67,7 +67,7 @@ def test_compose_file_is_valid_for_compose() -> None:
 def test_compose_has_the_production_services() -> None:
     services = _compose()["services"]
     assert set(services) == {"db", "minio", "minio-init", "migrate", "scheduler", "worker", "portal", "portal-2",
-                             "proxy"}
+                             "api", "proxy"}
     medlabel = [services[name] for name in MEDLABEL_SERVICES]
     assert {(s["build"], s["image"]) for s in medlabel} == {(".", "medlabel:local")}  # one image for all
     assert services["scheduler"]["command"][:2] == ["dask", "scheduler"]
@@ -84,7 +84,10 @@ def test_compose_has_the_production_services() -> None:
     proxy = services["proxy"]
     assert proxy["image"].startswith("nginx:")
     assert "./deploy/nginx/medlabel.conf:/etc/nginx/conf.d/default.conf:ro" in proxy["volumes"]
-    assert {name for name, dep in proxy["depends_on"].items() if dep["condition"] == "service_healthy"} == set(REPLICAS)
+    assert {name for name, dep in proxy["depends_on"].items() if dep["condition"] == "service_healthy"} == {
+        *REPLICAS, "api"}
+    assert services["api"]["command"] == ["medlabel", "api", "--port", "8502"]
+    assert services["api"]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
     assert not any("ports" in services[name] for name in MEDLABEL_SERVICES)  # readers come in through the proxy
 
 
@@ -131,6 +134,7 @@ def test_make_demo_stays_local() -> None:
     makefile = (ROOT / "Makefile").read_text()
     demo = makefile.split("\ndemo:", 1)[1].split("\n\n", 1)[0]
     assert "medlabel demo" in demo and "MEDLABEL_STORE_URL" not in makefile and "docker" not in demo
+    assert "medlabel api --port $(API_PORT)" in demo and "API_PORT ?= 8502" in makefile  # the API beside the portal
 
 
 def test_proxy_config_is_sticky_and_passes_websockets() -> None:
@@ -142,16 +146,21 @@ def test_proxy_config_is_sticky_and_passes_websockets() -> None:
     assert "proxy_set_header Connection $connection_upgrade;" in conf
     assert "proxy_set_header Host $http_host;" in conf
     assert "client_max_body_size 200m;" in conf
+    api = conf.split("location /api/ {", 1)[1].split("}", 1)[0]
+    assert "proxy_pass http://medlabel_api;" in api  # no URI part: /api/v1/... reaches the API unchanged
+    assert re.findall(r"server (\S+?):8502", conf.split("upstream medlabel_api {", 1)[1].split("}", 1)[0]) == ["api"]
 
 
 # --- nginx itself accepts the config (tests/browser/test_replicas.py runs it in front of two replicas) ---
 
 
-def loopback_nginx_config(tmp: Path, port: int, replicas: tuple[int, int]) -> Path:
-    """deploy/nginx/medlabel.conf on loopback ports, inside a main config that logs the chosen upstream."""
+def loopback_nginx_config(tmp: Path, port: int, replicas: tuple[int, int], api: int | None = None) -> Path:
+    """deploy/nginx/medlabel.conf on loopback ports (the API's on ``api``, default any free port), inside a
+    main config that logs the chosen upstream."""
     conf = NGINX_CONF.read_text()
     for old, new in (("server portal:8501", f"server 127.0.0.1:{replicas[0]}"),
                      ("server portal-2:8501", f"server 127.0.0.1:{replicas[1]}"),
+                     ("server api:8502", f"server 127.0.0.1:{api or free_port()}"),
                      ("listen 80;", f"listen 127.0.0.1:{port};")):
         assert conf.count(old) == 1, old
         conf = conf.replace(old, new)

@@ -62,6 +62,41 @@ def test_health_and_openapi_need_no_token(api: Api) -> None:
         assert missing.status_code == 404 and _error(missing)["code"] == "not_found"
 
 
+def test_the_production_proxy_serves_the_api_under_api(api: Api, tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import time
+
+    import httpx
+
+    from tests.browser.conftest import free_port
+    from tests.test_deploy import NGINX, loopback_nginx_config
+
+    if NGINX is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI=true but nginx is missing (make test installs nginx-light)")
+        pytest.skip("nginx not installed (apt-get install nginx-light)")
+    port = free_port()
+    main = loopback_nginx_config(tmp_path, port, (free_port(), free_port()), api=int(api.url.rsplit(":", 1)[1]))
+    proc = subprocess.Popen([NGINX, "-c", str(main), "-e", str(tmp_path / "error.log"), "-g", "daemon off;"],
+                            start_new_session=True)
+    try:
+        deadline, response = time.monotonic() + 20, None
+        while time.monotonic() < deadline:
+            try:
+                response = httpx.get(f"http://127.0.0.1:{port}/api/v1/health", timeout=2)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        assert response is not None and response.status_code == 200 and response.json()["status"] == "ok"
+        refused = httpx.get(f"http://127.0.0.1:{port}/api/v1/models", timeout=5)
+        assert refused.status_code == 401 and _error(refused)["code"] == "unauthorized"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=10)
+
+
 # --- tokens -------------------------------------------------------------------------------------
 
 
