@@ -32,13 +32,14 @@ import active_learning as al
 import inference
 from active_learning.backbone import build_demo_model, extract_backbone
 from active_learning.label_errors import find_label_issues, find_label_issues_multilabel, out_of_fold_probs
-from db.models import ModelVersion, Project
+from db.models import ActiveLearningRound, ModelVersion, Project, User
+from db.queries import accounts as accounts_q
 from db.queries import active_learning as q
 from db.queries import modelling_write as models_q
 from db.queries import projects as projects_q
 from inference.registry import spec_from_dict
-from medlabel.errors import ConflictError, InputError, NotFoundError
-from services import audit, verification
+from medlabel.errors import ConflictError, InputError, NotFoundError, PermissionDenied
+from services import audit, model_gate, verification
 from services.consensus import current_reads, final_label
 from services.context import AppContext
 from services.dto import RoundDTO
@@ -113,6 +114,9 @@ class LearningRound:
     holdout: str  # verified | random | none
     n_holdout: int
     metrics: dict[str, Any] = field(default_factory=dict)
+    state: str = "adopted"  # adopted | held (waits for a lead) | approved (a lead adopted it) | rejected
+    gate: dict[str, Any] = field(default_factory=dict)  # services.model_gate.GateDecision.as_dict()
+    decided_by: str | None = None
 
 
 @dataclass(frozen=True)
@@ -128,6 +132,8 @@ class RetrainReport:
     metrics: dict[str, Any]
     predicted: int
     scored: int
+    adopted: bool = True  # False: held for a lead (services.model_gate); the project kept previous_model
+    gate: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -690,11 +696,13 @@ class _Candidate:
 
 
 def _install(ctx: AppContext, new: ModelDTO, c: _Candidate, reporter: JobReporter, actor_id: int | None,
-             event: str, *, source: _Model | None = None, head: Any = None) -> tuple[int, int, int]:
+             event: str, *, source: _Model | None = None, head: Any = None,
+             gate: model_gate.GateDecision | None = None) -> tuple[int, int, int]:
     """Pre-label with ``new`` (from ``source``'s stored embeddings through ``head`` when given, the
     rest through the model), score the pool, then in one transaction point the project at ``new``, write
-    the scores and record the round. Any failure (or cancel) withdraws ``new``. Returns (round, predicted,
-    scored)."""
+    the scores and record the round. A ``gate`` that does not adopt records the round as held instead
+    (the project, its scores and its model stay; ``new`` is kept inactive with its predictions for a lead
+    to decide). Any failure (or cancel) withdraws ``new``. Returns (round, predicted, scored)."""
     try:
         check_stop(reporter)
         from_embeddings = 0 if source is None else _prelabel_from_embeddings(ctx, c, new, source, head, reporter, 4)
@@ -712,6 +720,10 @@ def _install(ctx: AppContext, new: ModelDTO, c: _Candidate, reporter: JobReporte
                 raise NotFoundError(f"project {c.project_name!r} was deleted")
             if (project.settings or {}).get("model") != c.previous_ref:
                 raise ConflictError(f"the model of project {c.project_name!r} changed while retraining; try again")
+            if gate is not None and not gate.adopt:
+                round_id = _hold(session, new, c, gate, actor_id)
+                reporter.progress(_RETRAIN_STEPS, _RETRAIN_STEPS, f"held for a lead: {model.title}")
+                return round_id, predicted, 0
             cfg = {**_al_settings(project), "model_name": c.model_name,
                    "label_counts": _label_counts(c.labelled, model, c.kinds)}
             project.settings = {**(project.settings or {}), "model": model.ref, "active_learning": cfg}
@@ -719,6 +731,8 @@ def _install(ctx: AppContext, new: ModelDTO, c: _Candidate, reporter: JobReporte
             q.write_scores(session, c.project_id, scores)
             rnd = q.add_round(session, project_id=c.project_id, model_id=new.id, strategy=c.strategy,
                               batch_size=c.batch_size, n_labels=c.n_labels, metrics=c.metrics)
+            if gate is not None:
+                rnd.gate = gate.as_dict()
             audit.record(session, event, actor_id=actor_id, target_type="project", target_id=c.project_id,
                          model=model.ref, previous=c.previous_ref, round_id=rnd.id, n_labels=c.n_labels,
                          auroc=c.metrics.get("auroc"))
@@ -728,6 +742,97 @@ def _install(ctx: AppContext, new: ModelDTO, c: _Candidate, reporter: JobReporte
         raise
     reporter.progress(_RETRAIN_STEPS, _RETRAIN_STEPS, f"done: {model.title}")
     return round_id, predicted, len(scores)
+
+
+def _gate(rows: Sequence[tuple[int, dict[str, Any], bytes | None]], model: _Model, x: np.ndarray, y: np.ndarray,
+          provenance: np.ndarray, ids: np.ndarray, *, seed: int, previous: str | None) -> model_gate.GateDecision:
+    """The adoption gate (services/model_gate.py) against the current model's stored predictions."""
+    current = {int(i): np.array([float(p[label]) for label in model.labels]) for i, p, _ in rows
+               if all(label in p for label in model.labels)}
+    return model_gate.verified_comparison(x, y, provenance, ids, current, verified=HOLDOUT_PROVENANCE,
+                                          multilabel=model.multilabel, seed=seed, previous=previous or model.ref)
+
+
+def _hold(session: Any, new: ModelDTO, c: _Candidate, gate: model_gate.GateDecision, actor_id: int | None) -> int:
+    """Record a retrain the gate did not adopt: the round is held, the version inactive until a lead decides."""
+    row = q.model_version(session, new.id)
+    assert row is not None
+    row.is_active = False
+    rnd = q.add_round(session, project_id=c.project_id, model_id=new.id, strategy=c.strategy,
+                      batch_size=c.batch_size, n_labels=c.n_labels, metrics=c.metrics)
+    rnd.state = "held"
+    rnd.gate = gate.as_dict()
+    audit.record(session, "al.retrain.held", actor_id=actor_id, target_type="project", target_id=c.project_id,
+                 model=f"{new.name}:{new.version}", previous=c.previous_ref, round_id=rnd.id, reason=gate.reason)
+    return int(rnd.id)
+
+
+DECISIONS = ("adopt", "reject")
+
+
+def decide(ctx: AppContext, round_id: int, decision: str, actor_id: int) -> LearningRound:
+    """A lead's decision on a held retrain (leads and administrators only): ``adopt`` switches the project
+    to it (predicting items added since, re-scoring the pool, in one final transaction, as a retrain
+    does); ``reject`` withdraws it. Refused when the project's model changed since the comparison."""
+    if decision not in DECISIONS:
+        raise InputError(None, f"unknown decision {decision!r}; choose adopt or reject")
+    with ctx.reads() as session:
+        actor = session.get(User, actor_id)
+        if actor is None or not actor.is_active or actor.role.value not in ("lead", "admin"):
+            raise PermissionDenied("only a lead or an administrator decides on a held model")
+        rnd = session.get(ActiveLearningRound, round_id)
+        if rnd is None or rnd.model_id is None:
+            raise NotFoundError(f"no retrain round {round_id}")
+        if rnd.state != "held":
+            raise ConflictError(f"round {round_id} was already decided ({rnd.state})")
+        project = session.get(Project, rnd.project_id)
+        assert project is not None
+        row = q.model_version(session, rnd.model_id)
+        assert row is not None
+        new, project_name = _Model.of(row), project.name
+        previous = (project.settings or {}).get("model")
+        effective = _project_model(session, project)
+        compared = (rnd.gate or {}).get("previous")
+        if compared and (effective is None or f"{effective.name}:{effective.version}" != compared):
+            raise ConflictError(f"the project's model changed since this version was compared with {compared}; "
+                                "retrain again")
+        labelled = _Labelled.read(q.read_rows(session, project.id))
+        kinds = q.label_kinds(session, project.id)
+        strategy, cfg = project.queue_strategy, _al_settings(project)
+        seed = (project.queue_seed, q.round_count(session, project.id))
+    if decision == "reject":
+        with ctx.sessions.begin() as session:
+            q.withdraw_version(session, new.id)
+            _decided(session, round_id, "rejected", actor_id)
+            audit.record(session, "al.reject", actor_id=actor_id, target_type="project", target_id=rnd.project_id,
+                         model=new.ref, round_id=round_id)
+        return next(r for r in learning_curve(ctx, project_name) if r.id == round_id)
+    _prelabel(ctx, project_name, new.ref, NullReporter(), 4)  # items added since the retrain
+    with ctx.reads() as session:
+        rows = q.predictions(session, rnd.project_id, new.id)
+    scores = _compute_pool_scores(ctx, new, rows, labelled, kinds, strategy,
+                                  int(cfg.get("batch_size", DEFAULT_BATCH_SIZE)), seed)
+    with ctx.sessions.begin() as session:
+        project = q.project_for_update(session, rnd.project_id)
+        if project is None:
+            raise NotFoundError(f"project {project_name!r} was deleted")
+        if (project.settings or {}).get("model") != previous:
+            raise ConflictError(f"the model of project {project_name!r} changed meanwhile; try again")
+        row = q.model_version(session, new.id)
+        assert row is not None
+        row.is_active = True
+        cfg = {**_al_settings(project), "label_counts": _label_counts(labelled, new, kinds)}
+        project.settings = {**(project.settings or {}), "model": new.ref, "active_learning": cfg}
+        q.write_scores(session, rnd.project_id, scores)
+        _decided(session, round_id, "approved", actor_id)
+        audit.record(session, "al.adopt", actor_id=actor_id, target_type="project", target_id=rnd.project_id,
+                     model=new.ref, previous=previous, round_id=round_id)
+    return next(r for r in learning_curve(ctx, project_name) if r.id == round_id)
+
+
+def _decided(session: Any, round_id: int, state: str, actor_id: int) -> None:
+    rnd = session.get(ActiveLearningRound, round_id)
+    rnd.state, rnd.decided_by_id, rnd.decided_at = state, actor_id, dt.datetime.now(dt.UTC)
 
 
 def retrain(ctx: AppContext, project_name: str, *, strategy: str | None = None, batch_size: int | None = None,
@@ -776,6 +881,7 @@ def retrain(ctx: AppContext, project_name: str, *, strategy: str | None = None, 
     check_stop(reporter)
 
     reporter.progress(1, _RETRAIN_STEPS, f"fitting the head on {ids.size} labelled items")
+    gate = _gate(rows, model, x, y, provenance, ids, seed=candidate.seed[1], previous=candidate.previous_ref)
     head, metrics = _fit(x, y, provenance, model, seed=candidate.seed[1])
     metrics["label_counts"] = _label_counts(labelled, model, kinds)
     check_stop(reporter)
@@ -797,12 +903,12 @@ def retrain(ctx: AppContext, project_name: str, *, strategy: str | None = None, 
                          actor_id=actor_id)
     candidate = replace(candidate, n_labels=int(ids.size), metrics=metrics)
     round_id, predicted, scored = _install(ctx, new, candidate, reporter, actor_id, "al.retrain", source=model,
-                                           head=head)
+                                           head=head, gate=gate)
     return RetrainReport(project=project_name, model=f"{new.name} v{new.version}",
                          model_ref=f"{new.name}:{new.version}", previous_model=candidate.previous_ref or model.ref,
                          round_id=round_id, n_labels=int(ids.size),
                          strategy=candidate.strategy, batch_size=candidate.batch_size, metrics=metrics,
-                         predicted=predicted, scored=scored)
+                         predicted=predicted, scored=scored, adopted=gate.adopt, gate=gate.as_dict())
 
 
 def retrain_job(ctx: AppContext, params: dict[str, Any], reporter: JobReporter) -> JobResult:
@@ -823,11 +929,13 @@ def learning_curve(ctx: AppContext, project_name: str) -> list[LearningRound]:
     with ctx.reads() as session:
         project = _project(session, project_name)
         rows = q.rounds(session, project.id)
+        names = accounts_q.usernames(session, {r.decided_by_id for r, _ in rows if r.decided_by_id is not None})
         return [LearningRound(id=r.id, at=r.created_at, model=None if m is None else f"{m.name} v{m.version}",
                               strategy=r.strategy, batch_size=r.batch_size, n_labels=r.n_labels,
                               auroc=(r.metrics or {}).get("auroc"), accuracy=(r.metrics or {}).get("accuracy"),
                               holdout=str((r.metrics or {}).get("holdout", "none")),
-                              n_holdout=int((r.metrics or {}).get("n_holdout") or 0), metrics=dict(r.metrics or {}))
+                              n_holdout=int((r.metrics or {}).get("n_holdout") or 0), metrics=dict(r.metrics or {}),
+                              state=r.state, gate=dict(r.gate or {}), decided_by=names.get(r.decided_by_id or -1))
                 for r, m in rows]
 
 
@@ -1002,6 +1110,6 @@ def setup_active_learning_demo(ctx: AppContext, project_name: str, *, npz: Path 
 
 
 __all__ = ["ALStatus", "BATCH_STRATEGIES", "FILTERS", "STRATEGY_CHOICES", "LearningRound", "PredictionRow",
-           "RetrainReport", "ScoreReport", "SuspectedError", "configure", "learning_curve", "maybe_retrain",
+           "RetrainReport", "ScoreReport", "SuspectedError", "configure", "decide", "learning_curve", "maybe_retrain",
            "predictions_vs_truth", "queue_reason", "retrain", "retrain_job", "score_pool", "send_to_verification",
            "setup_active_learning_demo", "status", "suspected_label_errors"]

@@ -135,6 +135,7 @@ def load_demo(ctx: AppContext, *, data_dir: Path | None = None, images: int = 12
         from services.active_learning import setup_active_learning_demo
 
         model_line += "; " + setup_active_learning_demo(ctx, DEMO_PROJECT.name)
+        model_line += "; " + _approve_for_clinicians(ctx, "pneumonia-logreg")
     return DemoReport(tuple(created_users), tuple(created_projects), tuple(reports), model_line)
 
 
@@ -209,8 +210,21 @@ def _demo_model(ctx: AppContext, data_dir: Path) -> str:
 
     trained = train(data_dir / "pneumoniamnist" / "pneumoniamnist.npz")
     model = register_model(ctx, trained.onnx_bytes, name="pneumonia-logreg", labels=list(LABELS),
-                           meta={"description": "logistic regression on PneumoniaMNIST train split (28x28)"})
+                           meta={"description": "logistic regression on PneumoniaMNIST train split (28x28)",
+                                 "intended_input": "PneumoniaMNIST-style chest X-ray already reduced to 28x28 "
+                                                   "pixels (the whole image is stretched to 28x28)",
+                                 "training_data": f"PneumoniaMNIST train split ({trained.train_size} paediatric "
+                                                  "chest X-rays at 28x28); its test split: AUROC "
+                                                  f"{trained.test_auroc:.3f} on {trained.test_size} images"})
     report = prelabel(ctx, DEMO_PROJECT.name, f"{model.name}:{model.version}")
     return (f"model {model.name} v{model.version}: test AUROC {trained.test_auroc:.3f}, accuracy "
             f"{trained.test_accuracy:.3f} on {trained.test_size} held-out images; "
             f"pre-labelled {report.predicted} items")
+
+
+def _approve_for_clinicians(ctx: AppContext, model_ref: str) -> str:
+    """The lead approves the demo's second-opinion model, validated on the demo project's verified labels."""
+    from services import model_cards
+
+    card = model_cards.approve(ctx, model_ref, _user_ids(ctx)["lead"], project=DEMO_PROJECT.name)
+    return f"{card.model} approved for second opinions ({card.validation_line()})"

@@ -44,6 +44,7 @@ from sqlalchemy.orm import Session
 import deid
 import inference
 from db.models import DeidStatus, Item, ModelVersion, Project, SecondOpinionRequest, User
+from db.queries import accounts as accounts_q
 from db.queries import projects as projects_q
 from db.queries import second_opinion as q
 from medlabel.errors import ConflictError, InputError, MedlabelError, NotFoundError, PermissionDenied
@@ -52,6 +53,7 @@ from services.consensus import current_reads, final_label
 from services.context import AppContext
 from services.dto import Suggestion
 from services.ingest import random_key
+from services.model_cards import CardDTO, card_of
 
 logger = logging.getLogger(__name__)
 
@@ -129,6 +131,8 @@ class ModelChoice:
     ref: str  # NAME:VERSION, what ``ask`` takes
     title: str
     labels: tuple[str, ...]
+    approved: bool = True  # approved by a lead for clinicians (services/model_cards.py)
+    card: CardDTO | None = field(default=None, hash=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -138,6 +142,8 @@ class _Model:
     version: int
     stored_path: str
     spec: inference.ModelSpec
+    approved: bool = False
+    ood: dict[str, Any] | None = None
 
 
 # --- access -------------------------------------------------------------------------------------
@@ -180,15 +186,20 @@ def _model(session: Session, ref: str) -> _Model:
 def _model_of(row: ModelVersion) -> _Model:
     # The bytes come from the store, never from the file the model was once registered from.
     spec = dataclasses.replace(inference.spec_from_dict(row.input_spec), source=None)
-    return _Model(row.id, row.name, row.version, row.stored_path, spec)
+    return _Model(row.id, row.name, row.version, row.stored_path, spec, row.approved_at is not None, row.ood)
 
 
-def available_models(ctx: AppContext) -> list[ModelChoice]:
-    """The model versions a second opinion may use (active ones), for a picker."""
+def available_models(ctx: AppContext, *, include_unapproved: bool = False) -> list[ModelChoice]:
+    """The model versions a second opinion may use, with their cards, for a picker: the active versions
+    a lead approved (services/model_cards.py); ``include_unapproved`` adds the others (administrators
+    trying a version before approval; a clinician's ``ask`` refuses them)."""
     with ctx.reads() as session:
+        rows = [m for m in q.active_models(session) if include_unapproved or m.approved_at is not None]
+        users = accounts_q.usernames(session, {m.approved_by_id for m in rows if m.approved_by_id})
         return [ModelChoice(f"{m.name}:{m.version}", f"{m.name} v{m.version}"
-                            + (f" ({m.variant})" if m.variant and m.variant != "fp32" else ""), tuple(m.labels))
-                for m in q.active_models(session)]
+                            + (f" ({m.variant})" if m.variant and m.variant != "fp32" else ""), tuple(m.labels),
+                            m.approved_at is not None, card_of(m, users.get(m.approved_by_id or -1)))
+                for m in rows]
 
 
 def review_projects(ctx: AppContext) -> list[str]:
@@ -276,6 +287,9 @@ def ask(ctx: AppContext, user_id: int, filename: str, data: bytes, model_ref: st
         user = _asker(session, user_id)
         username = user.username
         model = _model(session, model_ref)
+        if user.role.value == "clinician" and not model.approved:
+            raise PermissionDenied(f"model {model.name} v{model.version} is not approved for second opinions: a "
+                                   "lead approves it on the Models page")
     if top_k < 1:
         raise InputError(None, "top must be at least 1")
     batcher = inference.default_batcher()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -24,3 +26,11 @@ def count_users(session: Session, role: Role | None = None) -> int:
     if role is not None:
         stmt = stmt.where(User.role == role)
     return int(session.scalar(stmt) or 0)
+
+
+def usernames(session: Session, user_ids: Iterable[int]) -> dict[int, str]:
+    """User id -> username for these ids (unknown ids are left out)."""
+    ids = set(user_ids)
+    if not ids:
+        return {}
+    return {i: name for i, name in session.execute(select(User.id, User.username).where(User.id.in_(ids)))}

@@ -91,7 +91,7 @@ def run(requests: int = 20, per_client: int = 6, clients: int = 8, warmup: int =
 
     import inference
     from medlabel.benchmarks.installation import throwaway_installation
-    from services import accounts, api_tokens
+    from services import accounts, api_tokens, model_cards
     from services.models import register_model
 
     cache = inference.SessionCache()  # the server's options: 1 intra-op thread, no spinning
@@ -101,6 +101,8 @@ def run(requests: int = 20, per_client: int = 6, clients: int = 8, warmup: int =
         model = register_model(ctx, inference.build_densenet121_shaped(seed=0), name="densenet121",
                                labels=list(CHEXNET_LABELS))
         ref = f"{model.name}:{model.version}"
+        lead = accounts.add_user(ctx, "bench-lead", "bench-password", "lead").id
+        model_cards.approve(ctx, ref, lead, project=None)  # clinicians use approved versions only
         spec = inference.spec_from_dict(model.input_spec)
         session = cache.session(spec, model_bytes=ctx.store.get(model.stored_path))
         uploads = typical_uploads(warmup + requests + clients * per_client)

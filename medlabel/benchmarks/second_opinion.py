@@ -153,7 +153,7 @@ def run(model_kind: str = "densenet121", requests: int = 30, warmup: int = 3, la
 
     import inference
     from medlabel.benchmarks.installation import throwaway_installation
-    from services import accounts
+    from services import accounts, model_cards
     from services import second_opinion as so
     from services.models import register_model
 
@@ -163,9 +163,11 @@ def run(model_kind: str = "densenet121", requests: int = 30, warmup: int = 3, la
     cache = inference.default_cache()
     with throwaway_installation("medlabel-bench-so-") as ctx:
         clinician = accounts.add_user(ctx, "bench-clinician", "bench-password", "clinician").id
+        lead = accounts.add_user(ctx, "bench-lead", "bench-password", "lead").id
         onnx_bytes, labels = _model(model_kind, 0)
         model = register_model(ctx, onnx_bytes, name=model_kind, labels=labels)
         ref = f"{model.name}:{model.version}"
+        model_cards.approve(ctx, ref, lead, project=None)  # clinicians use approved versions only
         spec = inference.spec_from_dict(model.input_spec)
         _labelled_corpus(ctx, model.id, spec.embedding_dim or 1, labelled)
         uploads = typical_uploads(warmup + requests)
@@ -193,6 +195,7 @@ def run(model_kind: str = "densenet121", requests: int = 30, warmup: int = 3, la
         for seed in range(1, memory_models):
             extra, extra_labels = _model(model_kind, seed)
             version = register_model(ctx, extra, name=f"{model_kind}-{seed}", labels=extra_labels)
+            model_cards.approve(ctx, f"{version.name}:{version.version}", lead, project=None)
             so.wait_for_image(ctx, so.ask(ctx, clinician, f"memory-{seed}.png", uploads[seed % len(uploads)],
                                           f"{version.name}:{version.version}").id)
         rss_after = process.memory_info().rss

@@ -61,13 +61,58 @@ if st.button("Retrain now", type="primary", disabled=status.model is None):
         st.success(message)
         status = al.status(ctx, project)
 
-st.subheader("Learning curve")
 curve = al.learning_curve(ctx, project)
+STATES = {"adopted": "adopted (not worse)", "held": "waiting for a lead", "approved": "adopted by a lead",
+          "rejected": "rejected by a lead"}
+
+
+def _ci(ci: list[float] | None) -> str:
+    return f"{ci[0]:.3f} to {ci[1]:.3f}" if ci else "—"
+
+
+def _held(r: al.LearningRound) -> None:
+    """A retrain the gate did not adopt: both versions side by side on the verified labels, and the decision."""
+    g = r.gate
+    with st.container(border=True):
+        st.markdown(f"**{r.model}** (retrained on {r.n_labels} labels) was not adopted: {g.get('reason', '')}.")
+        if g.get("current_auroc") is not None:
+            st.dataframe(pd.DataFrame([
+                {"Version": g.get("previous", "current"), "Role": "current model",
+                 "AUROC on verified items": g["current_auroc"], "95% CI": _ci(g.get("current_ci"))},
+                {"Version": r.model, "Role": "new (held-out predictions)",
+                 "AUROC on verified items": g["candidate_auroc"], "95% CI": _ci(g.get("candidate_ci"))}]),
+                hide_index=True, width="stretch")
+            st.caption(f"{g['n_verified']} verified items; difference {g['delta']:+.3f} (95% CI "
+                       f"{_ci(g.get('delta_ci'))}). Rule: {g.get('rule', '')}.")
+        adopt, reject = st.columns(2)
+        decision = None
+        if adopt.button(f"Adopt {r.model} anyway", key=f"al_adopt_{r.id}", icon=":material/check:"):
+            decision = "adopt"
+        if reject.button(f"Reject {r.model}", key=f"al_reject_{r.id}", icon=":material/close:"):
+            decision = "reject"
+        if decision:
+            try:
+                done = al.decide(ctx, r.id, decision, user.id)
+            except MedlabelError as exc:
+                st.error(str(exc))
+            else:
+                st.success(f"{done.model}: {STATES[done.state]}.")
+                st.rerun()
+
+
+held = [r for r in curve if r.state == "held"]
+if held:
+    st.subheader("Waiting for your decision")
+    for r in held:
+        _held(r)
+
+st.subheader("Learning curve")
 if not curve:
     st.caption("No rounds yet: retrain once labels have come in.")
 else:
     table = pd.DataFrame([{"Round": r.id, "Labels": r.n_labels, "AUROC": r.auroc, "Accuracy": r.accuracy,
-                           "Held out": f"{r.n_holdout} ({r.holdout})", "Strategy": r.strategy, "Model": r.model}
+                           "Held out": f"{r.n_holdout} ({r.holdout})", "Strategy": r.strategy, "Model": r.model,
+                           "Decision": STATES.get(r.state, r.state) + (f" ({r.decided_by})" if r.decided_by else "")}
                           for r in curve])
     if table["AUROC"].notna().any():
         st.line_chart(table, x="Labels", y=["AUROC", "Accuracy"])

@@ -1,5 +1,6 @@
 """Models (lead): registered versions, quantized variants side by side on a project's reference labels
-(size, latency, throughput, accuracy, AUROC, confusion, calibration), and one item's predictions."""
+(size, latency, throughput, accuracy, AUROC, confusion, calibration), approval for clinicians' second
+opinions with each version's model card, and one item's predictions."""
 
 import altair as alt
 import pandas as pd
@@ -9,7 +10,8 @@ from medlabel.errors import MedlabelError
 from portal.auth import require_role
 from portal.components.picker import pick_project
 from portal.resources import app_context
-from services import model_eval
+from services import model_cards, model_eval
+from services.projects import projects_for
 
 RESULTS = "models_page_comparison"  # session state: (model, project) -> VariantComparison
 NO_PROJECT = "(no project: speed only)"
@@ -96,6 +98,41 @@ if comparison is not None:
             diagonal = alt.Chart(pd.DataFrame({"confidence": [0, 1], "accuracy": [0, 1]})).mark_line(
                 strokeDash=[4, 4], color="gray").encode(x="confidence:Q", y="accuracy:Q")
             st.altair_chart(diagonal + points, width="stretch")
+
+st.subheader("Second opinions: approval and model cards")
+st.caption("Clinicians see only the versions approved here, each with this card beside every answer. Validate "
+           "on a project's verified labels (adjudicated or consensus reads) before approving.")
+cards = model_cards.cards(ctx)
+st.dataframe(pd.DataFrame([{
+    "Version": c.model, "Approved": f"by {c.approved_by} on {c.approved_at:%Y-%m-%d}" if c.approved and c.approved_at
+    else "no", "Validation": c.validation_line(), "Unusual-input check": c.ood_line()} for c in cards]),
+    hide_index=True, width="stretch")
+refs = [c.ref for c in cards]
+NONE = "(keep the registered validation)"
+projects = [p.name for p in projects_for(ctx, user.id, user.role)]
+left, right = st.columns(2)
+ref = left.selectbox("Version to approve", refs, key="mc_ref",
+                     format_func=lambda r: r + (" (approved)" if next(c for c in cards if c.ref == r).approved else ""))
+on = right.selectbox("Validate on the verified labels of", [*projects, NONE], key="mc_project")
+card = next((c for c in cards if c.ref == ref), None)
+if card is not None:
+    intended = st.text_input("Intended input", value=card.intended_input, key=f"mc_input_{ref}")
+    trained = st.text_area("Training data", value=card.training_data, key=f"mc_training_{ref}")
+    limits = st.text_area("Limitations", value=card.limitations, key=f"mc_limits_{ref}")
+    preview, approve, revoke = st.columns(3)
+    try:
+        if preview.button("Preview the validation", key="mc_preview"):
+            shown = model_cards.preview(ctx, ref, None if on == NONE else on)
+            st.info(shown.validation_line())
+        if approve.button("Approve for second opinions", type="primary", key="mc_approve"):
+            done = model_cards.approve(ctx, ref, user.id, project=None if on == NONE else on, intended_input=intended,
+                                       training_data=trained, limitations=limits)
+            st.success(f"{done.model} approved for second opinions. {done.validation_line()}")
+        if card.approved and revoke.button("Revoke approval", key="mc_revoke"):
+            model_cards.revoke(ctx, ref, user.id)
+            st.success(f"{card.model} is no longer offered to clinicians.")
+    except MedlabelError as exc:
+        st.error(str(exc))
 
 st.subheader("One item")
 item_id = st.number_input("Item id", min_value=1, step=1, value=None, placeholder="an item id")

@@ -17,9 +17,10 @@ st.title("Second opinion")
 st.caption("Decision support only, not a diagnosis. Uploads are de-identified before anything is stored "
            "(DICOM tags, photo metadata and GPS, burned-in text); each request is recorded and audited.")
 
-models = so.available_models(ctx)
+models = so.available_models(ctx, include_unapproved=user.role == "admin")
 if not models:
-    st.info("No model is registered yet: an administrator adds one with `medlabel models add`.")
+    st.info("No model is approved for second opinions yet: a lead approves one, with its model card, on the "
+            "Models page.")
     st.stop()
 titles = [m.title for m in models]
 model = models[titles.index(st.selectbox("Model", titles, key="so_model"))]

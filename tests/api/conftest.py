@@ -31,6 +31,7 @@ from services.context import AppContext
 from services.models import register_model
 from services.schema import upgrade
 from tests.browser.conftest import free_port
+from tests.services.factories import approve
 
 PASSWORD = "a-test-password"
 LABELS = ["normal", "effusion", "nodule", "pneumonia"]
@@ -130,6 +131,7 @@ def api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
     upgrade(ctx.engine)
     model_bytes = inference.build_tiny_cnn(input_hw=(32, 32), channels=1, n_classes=len(LABELS), seed=3, filters=8)
     registered = register_model(ctx, model_bytes, name="cxr-tiny", labels=LABELS)
+    approve(ctx, f"{registered.name}:{registered.version}")  # clinicians use approved versions only
     log = root / "api.log"
     proc, base = start_api(settings, log)
     try:

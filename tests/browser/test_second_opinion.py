@@ -22,7 +22,7 @@ from services import accounts
 from services.context import AppContext
 from services.models import register_model
 from tests.browser.conftest import sign_in
-from tests.services.factories import make_project
+from tests.services.factories import approve, make_project
 
 pytestmark = pytest.mark.browser
 PASSWORD = "browser-pass-1"
@@ -58,6 +58,7 @@ def test_clinician_uploads_sees_top3_and_requests_review(ctx: AppContext, settin
     accounts.add_user(ctx, "doc", PASSWORD, "clinician", display_name="Dr. Clinic")
     register_model(ctx, inference.build_tiny_cnn(input_hw=(32, 32), n_classes=4, seed=5), name="cxr-tiny",
                    labels=LABELS)
+    approve(ctx, "cxr-tiny:1")
     make_project(ctx)
     url = portal_server(settings)
 

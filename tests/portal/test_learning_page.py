@@ -58,9 +58,16 @@ def test_lead_configures_retrains_and_reads_the_dashboard(ctx: AppContext, porta
     assert job.result["model"].startswith("chest-al v1") and job.result["n_labels"] == 15
     at.run()
     assert [r.n_labels for r in al.learning_curve(ctx, PROJECT)] == [15]
+    # single reads only: nothing verified shows the new version is not worse, so it waits for the lead
+    assert job.result["adopted"] is False and al.status(ctx, PROJECT).model == "tiny v1"
+    assert any("was not adopted" in m.value for m in at.markdown)
+    next(b for b in at.button if b.label == "Adopt chest-al v1 anyway").click()
+    at.run()
+    assert not at.exception and al.status(ctx, PROJECT).model == "chest-al v1"
     tables = [df.value for df in at.dataframe]
     curve = next(t for t in tables if "Round" in t.columns)
     assert list(curve["Labels"]) == [15] and list(curve["Strategy"]) == ["entropy"]
+    assert list(curve["Decision"]) == ["adopted by a lead (lead1)"]
     predictions = next(t for t in tables if "Outcome" in t.columns)
     assert len(predictions) == 15
     suspects = next(t for t in tables if "Model says" in t.columns)

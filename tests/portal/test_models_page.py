@@ -55,3 +55,34 @@ def test_reader_is_refused(ctx: AppContext, portal_env: Settings) -> None:
     at = signed_in("rad9", PASSWORD)
     at.switch_page("views/models.py").run()
     assert any("Access denied" in e.value for e in at.error)
+
+
+def test_lead_validates_and_approves_a_version_for_clinicians(ctx: AppContext, portal_env: Settings) -> None:
+    from services import second_opinion as so
+
+    items = labelled_project(ctx)  # also creates lead1
+    model = register_model(ctx, train(SAMPLE_DATA / "pneumoniamnist" / "pneumoniamnist.npz").onnx_bytes,
+                           name="cxr", labels=list(LABELS))
+    register_model(ctx, train(SAMPLE_DATA / "pneumoniamnist" / "pneumoniamnist.npz").onnx_bytes,
+                   name="cxr", labels=list(LABELS))
+    for key, normal in (("A", 0.8), ("B", 0.3), ("C", 0.6)):
+        store_prediction(ctx, items[key], model.id, normal)
+    assert so.available_models(ctx) == []
+    at = signed_in("lead1", PASSWORD)
+    at.switch_page("views/models.py").run()
+    cards = next(df.value for df in at.dataframe if "Unusual-input check" in df.value.columns)
+    assert list(cards["Approved"]) == ["no", "no"]
+    at.selectbox(key="mc_ref").set_value("cxr:1")  # not the first option offered: the older version
+    at.selectbox(key="mc_project").set_value("Chest")
+    at.text_input(key="mc_input_cxr:1").set_value("Paediatric frontal chest X-ray, 28x28")
+    at.run()
+    next(b for b in at.button if b.label == "Preview the validation").click()
+    at.run()
+    assert any("on 3 verified items of Chest" in i.value for i in at.info), [i.value for i in at.info]
+    next(b for b in at.button if b.label == "Approve for second opinions").click()
+    at.run()
+    assert not at.exception and any("cxr v1 approved" in s.value for s in at.success)
+    (choice,) = so.available_models(ctx)
+    assert choice.ref == "cxr:1" and choice.card is not None
+    assert choice.card.intended_input == "Paediatric frontal chest X-ray, 28x28"
+    assert choice.card.validation is not None and choice.card.validation["n_items"] == 3

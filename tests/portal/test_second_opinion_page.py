@@ -17,7 +17,7 @@ from services import accounts
 from services.context import AppContext
 from services.models import register_model
 from tests.portal.conftest import PASSWORD, signed_in
-from tests.services.factories import make_items, make_project, user_id
+from tests.services.factories import approve, make_items, make_project, user_id
 
 LABELS = ["normal", "effusion", "nodule", "pneumonia"]
 PAGE = "views/second_opinion.py"
@@ -36,6 +36,7 @@ def clinic(ctx: AppContext, portal_env: Settings) -> AppContext:
     accounts.add_user(ctx, "doc", PASSWORD, "clinician")
     model = register_model(ctx, inference.build_tiny_cnn(input_hw=(32, 32), n_classes=4, seed=5), name="cxr-tiny",
                            labels=LABELS)
+    approve(ctx, "cxr-tiny:1")
     pid = make_project(ctx)
     reader = user_id(ctx, "rad1")
     rng = np.random.default_rng(0)
@@ -127,4 +128,4 @@ def test_readers_are_refused_and_no_model_is_explained(ctx: AppContext, portal_e
     at = signed_in("doc")
     at.switch_page(PAGE).run()
     assert not at.exception
-    assert any("No model is registered" in i.value for i in at.info)
+    assert any("No model is approved for second opinions" in i.value for i in at.info)

@@ -55,5 +55,14 @@ def _png(project_id: int, i: int, width: int, height: int) -> bytes:
     return buffer.getvalue()
 
 
+def approve(ctx: AppContext, model_ref: str) -> None:
+    """A lead ('approver', created on first use) approves the version for clinicians' second opinions."""
+    from services import model_cards
+
+    if "approver" not in {u.username for u in accounts.list_users(ctx)}:
+        accounts.add_user(ctx, "approver", PASSWORD, "lead")
+    model_cards.approve(ctx, model_ref, user_id(ctx, "approver"), project=None)
+
+
 def user_id(ctx: AppContext, username: str) -> int:
     return next(u.id for u in accounts.list_users(ctx) if u.username == username)

@@ -26,13 +26,13 @@ import inference
 from db.models import ActiveLearningRound, Annotation, AnnotationKind, DeidStatus, Item, Prediction, Project
 from medlabel.benchmarks.retrain import png, tiny_model  # the bench builds the same pattern project
 from medlabel.errors import ConflictError, InputError, NotFoundError
+from services import accounts, labelling, verification
 from services import active_learning as al
-from services import labelling, verification
 from services.context import AppContext
 from services.ingest import random_key
 from services.job_protocol import JobCancelled, NullReporter
 from services.models import list_models, prelabel, register_model, resolve
-from tests.services.factories import make_project, user_id
+from tests.services.factories import PASSWORD, make_project, user_id
 
 LABELS = ["normal", "pneumonia"]
 PROJECT = "Chest"
@@ -216,6 +216,10 @@ def test_multilabel_project(ctx: AppContext) -> None:
         label(ctx, item, "rad1", findings(item))
     report = al.retrain(ctx, PROJECT)
     assert report.model == "chest-al v1" and report.metrics["auroc"] is not None
+    # single reads only: nothing verified shows it is not worse, so a lead adopts it (services/model_gate.py)
+    assert not report.adopted and "verified" in report.gate["reason"]
+    lead = accounts.add_user(ctx, "lead", PASSWORD, "lead").id
+    assert al.decide(ctx, report.round_id, "adopt", lead).state == "approved"
     learnable = [i for i in ids[:24] if findings(i) != ["indeterminate"]]
     assert report.n_labels == len(learnable)  # 'indeterminate' answers are not findings to learn from
     new = probabilities(ctx, "chest-al")
@@ -572,5 +576,8 @@ def test_demo_loop_label_retrain_reorder(ctx: AppContext) -> None:
     before = scores(ctx, pid)
     report = al.retrain(ctx, "Demo")
     assert report.model == "demo-al v2" and report.n_labels == 16
+    assert not report.adopted and scores(ctx, pid) == before  # one reader, nothing verified: a lead decides
+    lead = accounts.add_user(ctx, "lead", PASSWORD, "lead").id
+    al.decide(ctx, report.round_id, "adopt", lead)
     assert scores(ctx, pid) != before
     assert [r.n_labels for r in al.learning_curve(ctx, "Demo")] == [0, 16]

@@ -19,7 +19,7 @@ from medlabel.errors import ConflictError, InputError, NotFoundError, Permission
 from services import accounts, labelling, second_opinion
 from services.context import AppContext
 from services.models import register_model
-from tests.services.factories import PASSWORD, make_items, make_project, user_id
+from tests.services.factories import PASSWORD, approve, make_items, make_project, user_id
 
 LABELS = ["normal", "effusion", "nodule", "pneumonia"]
 
@@ -32,6 +32,7 @@ def model_bytes() -> bytes:
 @pytest.fixture
 def model(ctx: AppContext, model_bytes: bytes) -> str:
     registered = register_model(ctx, model_bytes, name="cxr-tiny", labels=LABELS)
+    approve(ctx, f"{registered.name}:{registered.version}")
     return f"{registered.name}:{registered.version}"
 
 
@@ -337,6 +338,7 @@ def test_neighbours_use_the_embeddings_prelabelling_stored(ctx: AppContext, doc:
 
     flat = register_model(ctx, _flat_model(), name="flat", labels=["normal", "abnormal"])
     model = f"{flat.name}:{flat.version}"
+    approve(ctx, model)
     make_project(ctx)
     uploads = [_pattern(kind) for kind in range(4)]
     report = ingest_uploads(ctx, "Chest", [(f"u{i}.png", data) for i, data in enumerate(uploads)])
