@@ -35,7 +35,9 @@ EMBEDDING_OUTPUT = "medlabel_embedding"
 _SETTINGS = {"input_size", "channels", "layout", "scaling", "mean", "std", "output", "multi_label", "output_name",
              "embedding_output", "tabular_input", "features"}
 _DESCRIPTIVE = {"name", "description", "version", "labels", "license", "licence", "source", "url", "citation",
-                "authors", "task", "modality", "notes", "created", "sha256"}
+                "authors", "task", "modality", "notes", "created", "sha256",
+                # model card (services/model_cards.py): shown to clinicians once a lead approves the version
+                "intended_input", "training_data", "validation", "limitations"}
 # Ops between the classifier layer and the output that do not change what the values mean.
 _PASS_THROUGH = {"Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Cast", "Dropout"}
 
