@@ -1,7 +1,7 @@
 """models a lead approves, retrains that must not be worse, out-of-distribution warnings
 
-Revision ID: 0006
-Revises: 0005
+Revision ID: 0007
+Revises: 0006
 Create Date: 2026-12-07 00:05:00
 
 - ``model_versions.approved_at`` / ``approved_by_id``: approved for clinicians' second opinions by a
@@ -24,8 +24,8 @@ import sqlalchemy as sa
 from alembic import op
 
 
-revision: str = '0006'
-down_revision: str | None = '0005'
+revision: str = '0007'
+down_revision: str | None = '0006'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
