@@ -173,6 +173,8 @@ def submit(ctx: AppContext, assignment_id: int, user_id: int, *, labels: Sequenc
         claim.status = AssignmentStatus.DONE
         claim.completed_at = now
         session.flush()
+        if claim.kind == AnnotationKind.LABEL:
+            q.count_read(session, item.id, project.labels_per_item, +1)
         audit.record(session, "annotation.submit", actor_id=user_id, target_type="item", target_id=item.id,
                      annotation_id=annotation.id, kind=claim.kind.value)
         annotation_id = annotation.id
@@ -217,6 +219,10 @@ def undo_last(ctx: AppContext, project_id: int, user_id: int) -> int | None:
                                supersedes_id=last.id, retracted=True, comment="undo"))
         claim = q.assignment_for(session, item.id, user_id, AnnotationKind.LABEL)
         if claim is not None:
+            if claim.status == AssignmentStatus.DONE:
+                project = session.get(Project, project_id)
+                assert project is not None
+                q.count_read(session, item.id, project.labels_per_item, -1)
             claim.status = AssignmentStatus.CLAIMED
             claim.claimed_at = now
             claim.expires_at = now + dt.timedelta(minutes=ctx.settings.claim_minutes)

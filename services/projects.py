@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 
 from db.models import Label, LabelKind, Project, TaskType
 from db.queries import accounts as accounts_q
+from db.queries import labelling as labelling_q
 from db.queries import projects as projects_q
 from medlabel.errors import ConflictError, InputError, NotFoundError
 from services import audit
@@ -140,6 +141,7 @@ def update_project(ctx: AppContext, name: str, changes: ProjectChanges, *, actor
         project = projects_q.project_by_name(session, name)
         if project is None:
             raise NotFoundError(f"no project named {name!r}")
+        per_item_before = project.labels_per_item
         for attr in ("description", "instructions", "labels_per_item", "show_suggestions", "ordinal"):
             value = getattr(changes, attr)
             if value is not None:
@@ -156,6 +158,8 @@ def update_project(ctx: AppContext, name: str, changes: ProjectChanges, *, actor
             name=project.name, task_type=project.task_type.value, labels_per_item=project.labels_per_item,
             labels=tuple(LabelSpec(lab.name, lab.shortcut, lab.colour, lab.code, lab.kind.value)
                          for lab in project.labels)))
+        if project.labels_per_item != per_item_before:
+            labelling_q.reopen_for(session, project.id, project.labels_per_item)
         if changes.readers is not None:
             projects_q.set_readers(session, project.id, _user_ids(session, changes.readers))
         audit.record(session, "project.update", actor_id=actor_id, target_type="project", target_id=project.id,

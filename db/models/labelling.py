@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint, event
+from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint, event, true
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from db.base import Base, CreatedAt, str_enum
@@ -82,9 +82,11 @@ class Item(CreatedAt, Base):
     __tablename__ = "items"
     __table_args__ = (
         UniqueConstraint("project_id", "content_hash", name="uq_items_project_content_hash"),
-        Index("ix_items_queue", "project_id", "deid_status", "priority", "random_key", "id"),
+        # the claim walks only open items: finished ones sit under queue_open = false (docs/benchmarks.md)
+        Index("ix_items_queue", "project_id", "deid_status", "queue_open", "priority", "random_key", "id"),
         Index("ix_items_patient", "project_id", "patient_pseudonym"),
-        Index("ix_items_al_queue", "project_id", "deid_status", "priority", "al_score"),
+        Index("ix_items_al_queue", "project_id", "deid_status", "queue_open", "priority", "al_score", "random_key",
+              "id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -106,6 +108,10 @@ class Item(CreatedAt, Base):
     random_key: Mapped[float] = mapped_column(default=0.0)
     # active-learning acquisition score of the project's strategy (higher = label sooner); NULL = unscored
     al_score: Mapped[float | None]
+    # primary reads submitted (LABEL assignments DONE), kept by services.labelling in the same transaction
+    reads_done: Mapped[int] = mapped_column(default=0, server_default="0")
+    # reads_done < the project's labels_per_item: the item still needs a primary read
+    queue_open: Mapped[bool] = mapped_column(default=True, server_default=true())
 
     def __repr__(self) -> str:
         return f"Item(id={self.id!r}, project_id={self.project_id!r}, status={self.deid_status!r})"

@@ -111,10 +111,15 @@ def withdraw_version(session: Session, model_id: int) -> int:
 
 
 def newest_model_with_predictions(session: Session, project_id: int) -> ModelVersion | None:
-    """The newest active model version that has predicted any of the project's items."""
-    used = (select(Prediction.model_id).join(Item, Item.id == Prediction.item_id)
-            .where(Item.project_id == project_id).distinct())
-    stmt = (select(ModelVersion).where(ModelVersion.id.in_(used), ModelVersion.is_active.is_(True))
+    """The newest active model version that has predicted any of the project's items.
+
+    Walks the (few) model versions newest first and stops at the first with a prediction in the
+    project, instead of listing the models of every prediction of the project (a scan of the
+    project's predictions, ~0.2 s at 20k items, on every active-learning claim)."""
+    predicted = (select(Prediction.id).join(Item, Item.id == Prediction.item_id)
+                 .where(Prediction.model_id == ModelVersion.id, Item.project_id == project_id)
+                 .correlate(ModelVersion).exists())
+    stmt = (select(ModelVersion).where(ModelVersion.is_active.is_(True), predicted)
             .order_by(ModelVersion.id.desc()).limit(1))
     return session.scalars(stmt).first()
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import and_, exists, func, or_, select, true
+from sqlalchemy import and_, exists, func, or_, select, true, update
 from sqlalchemy.orm import Session
 
 from db.models import Annotation, AnnotationKind, Assignment, AssignmentStatus, DeidStatus, Item
@@ -52,35 +52,57 @@ def _available(now: dt.datetime, user_id: int, labels_per_item: int) -> list[Any
 MAX_CLAIM_ATTEMPTS = 50
 
 
+def _segments(by_score: bool) -> list[tuple[list[Any], list[Any]]]:
+    """The queue order as (conditions, order) segments, each one an index range walked from its head.
+
+    Order: priority first (expert-review requests), then, with ``by_score``, the active-learning score
+    (highest first, unscored items last), then the seeded random key. Most items have priority 0, so
+    that range gets index-friendly segments; with ``by_score`` scored and unscored items are separate
+    ranges, since PostgreSQL's index puts NULLs at the head of a descending walk.
+    """
+    tail = [Item.random_key.desc(), Item.id.desc()]
+    full = [Item.priority.desc(), *([Item.al_score.desc().nulls_last()] if by_score else []), *tail]
+    zero = Item.priority == 0
+    if by_score:
+        middle = [([zero, Item.al_score.is_not(None)], [Item.al_score.desc(), *tail]),
+                  ([zero, Item.al_score.is_(None)], tail)]
+    else:
+        middle = [([zero], tail)]
+    return [([Item.priority > 0], full), *middle, ([Item.priority < 0], full)]
+
+
 def claim_next(session: Session, *, project_id: int, user_id: int, now: dt.datetime,
                expires_at: dt.datetime, labels_per_item: int, by_score: bool = False) -> Assignment | None:
     """Claim the next released item this reader has not read, while it still needs reads.
+
+    Only items with ``queue_open`` (fewer submitted reads than the project needs) are walked, so the
+    cost of a claim does not grow with the number of finished items; the walk still skips items this
+    reader has read or claimed and items whose open reads are all claimed by others.
 
     PostgreSQL: the candidate row is locked (``FOR UPDATE SKIP LOCKED``), then the conditions are
     checked again in a new statement. Under READ COMMITTED that statement sees claims committed
     after the first one's snapshot, and holding the row lock means no other claim on that item can
     commit meanwhile; an item that no longer qualifies is skipped. SQLite: the caller's BEGIN
     IMMEDIATE transaction already serialises writers.
-
-    Order: priority first (expert-review requests), then, with ``by_score``, the active-learning
-    score (highest first, unscored items last), then the seeded random key.
     """
-    order = [Item.random_key.desc(), Item.id.desc()]
-    if by_score:
-        order = [Item.al_score.desc().nulls_last(), *order]
     postgres = session.get_bind().dialect.name == "postgresql"
-    conditions = _available(now, user_id, labels_per_item)
+    conditions = [Item.queue_open.is_(True), *_available(now, user_id, labels_per_item)]
     excluded: list[int] = []
     for _ in range(MAX_CLAIM_ATTEMPTS):
-        stmt = (
-            select(Item.id)
-            .where(Item.project_id == project_id, *conditions, Item.id.not_in(excluded) if excluded else true())
-            .order_by(Item.priority.desc(), *order)
-            .limit(1)
-        )
-        if postgres:
-            stmt = stmt.with_for_update(of=Item, skip_locked=True)
-        item_id = session.scalar(stmt)
+        item_id = None
+        for segment, order in _segments(by_score):
+            stmt = (
+                select(Item.id)
+                .where(Item.project_id == project_id, *segment, *conditions,
+                       Item.id.not_in(excluded) if excluded else true())
+                .order_by(*order)
+                .limit(1)
+            )
+            if postgres:
+                stmt = stmt.with_for_update(of=Item, skip_locked=True)
+            item_id = session.scalar(stmt)
+            if item_id is not None:
+                break
         if item_id is None:
             return None
         if postgres and session.scalar(select(Item.id).where(Item.id == item_id, *conditions)) is None:
@@ -92,6 +114,24 @@ def claim_next(session: Session, *, project_id: int, user_id: int, now: dt.datet
         session.flush()
         return claim
     return None
+
+
+def count_read(session: Session, item_id: int, labels_per_item: int, delta: int) -> None:
+    """Add ``delta`` (+1 submitted, -1 undone) to the item's primary reads and reopen or close it.
+
+    One UPDATE reading the row's current value, so concurrent submits on one item never lose a count
+    (PostgreSQL re-reads the newest row version under its row lock; SQLite serialises writers).
+    """
+    session.execute(update(Item).where(Item.id == item_id)
+                    .values(reads_done=Item.reads_done + delta, queue_open=Item.reads_done + delta < labels_per_item)
+                    .execution_options(synchronize_session=False))
+
+
+def reopen_for(session: Session, project_id: int, labels_per_item: int) -> None:
+    """The project's reads per item changed: recompute which items still need a read."""
+    session.execute(update(Item).where(Item.project_id == project_id)
+                    .values(queue_open=Item.reads_done < labels_per_item)
+                    .execution_options(synchronize_session=False))
 
 
 def remaining_for(session: Session, project_id: int, user_id: int, labels_per_item: int, now: dt.datetime) -> int:
@@ -108,7 +148,8 @@ def remaining_for(session: Session, project_id: int, user_id: int, labels_per_it
         .scalar_subquery()
     )
     stmt = select(func.count()).select_from(Item).where(
-        Item.project_id == project_id, Item.deid_status == DeidStatus.RELEASED, ~mine, done < labels_per_item)
+        Item.project_id == project_id, Item.deid_status == DeidStatus.RELEASED, Item.queue_open.is_(True), ~mine,
+        done < labels_per_item)
     return int(session.scalar(stmt) or 0)
 
 

@@ -1,108 +1,300 @@
-"""`medlabel bench queue`: next-item claim latency at 10k / 100k / 1M items, SQLite and PostgreSQL.
+"""`medlabel bench queue`: claim latency with a backlog and concurrent readers, SQLite and PostgreSQL.
 
-Method: a fresh database per (backend, size), migrated to head; one project with one reader;
-items generated in bulk (released, seeded random queue keys); ANALYZE; then ``claims`` rounds of
-"claim the next item" (timed: ``services.labelling.next_case``, the exact call the Label page makes)
-followed by a submit (untimed), so every timed claim is a new claim, not a resumed one.
+Method (docs/benchmarks.md): per backend, a fresh database migrated to head and one realistic
+project: ``items`` released DICOM items with seeded random queue keys, every item pre-labelled
+(a prediction row with its probabilities and margin) and all but 10% scored for active learning
+(``al_score``; the rest are new, unscored items), ``readers`` readers. The queue's head is then
+read, in queue order, until ``done_fraction`` of the items are fully read (a DONE assignment and an
+annotation per read, spread over the readers), as a real project's history would be: for each
+fraction (0, 0.5, 0.9, increasing on the same database) and each queue order (``random``,
+``score``), ``readers`` threads, each with its own engine and connection, repeat for ``seconds``:
+claim (timed: ``services.labelling.next_case``, the Label page's call), think for an exponentially
+distributed time (mean ``think`` seconds, seeded per reader), submit. A reader still holding a
+claim when the time is up submits it, untimed. ``double_claims`` counts items that hold more live
+reads than the project asks for, or two by one reader, after the run. Then a closed-loop run (no
+think time) at the highest fraction gives the maximum claims per second.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import random
 import statistics
 import tempfile
+import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import click
 
-DEFAULT_SIZES = (10_000, 100_000, 1_000_000)
 PG_ADMIN_URL = os.environ.get("MEDLABEL_BENCH_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+DEFAULT_ITEMS = {"sqlite": 100_000, "postgresql": 1_000_000}
+DONE_FRACTIONS = (0.0, 0.5, 0.9)
+ORDERS = ("random", "score")
+UNSCORED_SHARE = 0.1
+LABELS = ("normal", "pneumonia")
 
 
-def _bulk_items(ctx: Any, project_id: int, n: int) -> None:
-    import hashlib
-
-    from db.admin import bulk_insert_items
-    from services.ingest import random_key
-
-    rows = []
-    for i in range(n):
-        digest = hashlib.sha256(f"bench-{i}".encode()).hexdigest()
-        rows.append({"project_id": project_id, "content_hash": digest, "stored_path": f"bench/{digest}",
-                     "kind": "photo", "modality": "OT", "width": 64, "height": 64, "frame_count": 1,
-                     "patient_pseudonym": f"P{i // 3}", "deid_status": "released", "deid_report": {},
-                     "attributes": {}, "priority": 0, "random_key": random_key(0, digest)})
-    bulk_insert_items(ctx.engine, rows)
+@dataclass(frozen=True)
+class Dataset:
+    project_id: int
+    project_name: str
+    user_ids: tuple[int, ...]
+    items: int
+    labels_per_item: int
 
 
-def measure(url: str, n: int, claims: int, data_dir: Path) -> dict[str, float]:
-    from medlabel.settings import Settings, ensure_secret_key
-    from services import accounts, labelling
-    from services.context import AppContext
+def build(ctx: Any, n: int, readers: int, *, labels_per_item: int = 1, seed: int = 0) -> Dataset:
+    """The project, its readers, ``n`` released items with predictions and AL scores (nothing read yet)."""
+    from db.admin import analyze, generate_items, generate_predictions
+    from db.models import ModelVersion, User
+    from services import accounts
     from services.projects import LabelSpec, ProjectSpec, create_project
+
+    first = accounts.add_user(ctx, "reader00", "bench-password", "reader")
+    with ctx.sessions.begin() as session:  # the others share its password hash: argon2 once, not per reader
+        template = session.get(User, first.id)
+        assert template is not None
+        others = [User(username=f"reader{i:02d}", display_name=f"reader{i:02d}", password_hash=template.password_hash,
+                       role=template.role) for i in range(1, readers)]
+        session.add_all(others)
+        session.flush()
+        users = (first.id, *(u.id for u in others))
+    name = "Chest X-ray backlog"
+    pid = create_project(ctx, ProjectSpec(name=name, task_type="single_label",
+                                          labels=tuple(LabelSpec(lab, str(k + 1)) for k, lab in enumerate(LABELS)),
+                                          readers=tuple(f"reader{i:02d}" for i in range(readers)),
+                                          labels_per_item=labels_per_item))
+    generate_items(ctx.engine, project_id=pid, count=n, seed=seed, unscored_every=round(1 / UNSCORED_SHARE))
+    with ctx.sessions.begin() as session:
+        model = ModelVersion(name="bench-densenet", version=1, sha256="0" * 64, size_bytes=28_000_000,
+                             stored_path="models/bench", labels=list(LABELS), output_kind="softmax")
+        session.add(model)
+        session.flush()
+        model_id = model.id
+    generate_predictions(ctx.engine, project_id=pid, model_id=model_id, labels=LABELS)
+    analyze(ctx.engine)
+    return Dataset(pid, name, users, n, labels_per_item)
+
+
+def read_head(ctx: Any, data: Dataset, fraction: float) -> None:
+    """Read the queue's head (random order) until ``fraction`` of the items are fully read."""
+    from db.admin import analyze, mark_read
+
+    missing = int(round(fraction * data.items)) - done_count(ctx, data)
+    if missing <= 0:
+        return
+    for turn in range(data.labels_per_item):
+        mark_read(ctx.engine, project_id=data.project_id, user_ids=data.user_ids, count=missing,
+                  labels_per_item=data.labels_per_item, labels_json=json.dumps([LABELS[0]]), turn=turn)
+    analyze(ctx.engine)
+
+
+def done_count(ctx: Any, data: Dataset) -> int:
+    """Items of the project that need no more primary reads (counted from the assignments themselves)."""
+    from sqlalchemy import func, select
+
+    from db.models import AnnotationKind, Assignment, AssignmentStatus, Item
+
+    with ctx.reads() as session:
+        per_item = (select(Assignment.item_id).join(Item, Item.id == Assignment.item_id)
+                    .where(Item.project_id == data.project_id, Assignment.kind == AnnotationKind.LABEL,
+                           Assignment.status == AssignmentStatus.DONE)
+                    .group_by(Assignment.item_id).having(func.count() >= data.labels_per_item).subquery())
+        return int(session.scalar(select(func.count()).select_from(per_item)) or 0)
+
+
+def _reader(settings: Any, data: Dataset, user_id: int, seed: int, think: float, start: threading.Barrier,
+            seconds: float, out: list[float], claimed: list[int], errors: list[str]) -> None:
+    from sqlalchemy import select
+
+    from services import labelling
+    from services.context import AppContext
+
+    ctx = AppContext.from_settings(settings)  # its own engine: its own connection
+    rng = random.Random(seed)
+    try:
+        with ctx.sessions.begin() as session:  # connect before the clock starts, as a running portal has
+            session.execute(select(1))
+        start.wait(timeout=120)
+        stop_at = time.perf_counter() + seconds
+        while time.perf_counter() < stop_at:
+            t0 = time.perf_counter()
+            case = labelling.next_case(ctx, data.project_id, user_id)
+            elapsed = (time.perf_counter() - t0) * 1000
+            if case is None:
+                break
+            out.append(elapsed)
+            claimed.append(case.item_id)
+            if think > 0:
+                time.sleep(min(rng.expovariate(1.0 / think), max(0.0, stop_at - time.perf_counter())))
+            labelling.submit(ctx, case.assignment_id, user_id, labels=[LABELS[rng.random() < 0.3]])
+    except Exception as exc:  # noqa: BLE001  (reported in the result, never swallowed)
+        errors.append(f"{type(exc).__name__}: {exc}")
+    finally:
+        ctx.close()
+
+
+def _set_order(ctx: Any, data: Dataset, order: str) -> None:
+    from db.models import Project
+
+    with ctx.sessions.begin() as session:
+        project = session.get(Project, data.project_id)
+        assert project is not None
+        project.queue_strategy = "random" if order == "random" else "margin"
+
+
+def concurrent_run(ctx: Any, settings: Any, data: Dataset, *, readers: int, seconds: float, think: float,
+                   seed: int) -> dict[str, Any]:
+    """``readers`` threads claim, think and submit for ``seconds``; latencies of every claim."""
+    from db.admin import over_claimed
+
+    latencies: list[list[float]] = [[] for _ in range(readers)]
+    claimed: list[list[int]] = [[] for _ in range(readers)]
+    errors: list[str] = []
+    start = threading.Barrier(readers + 1)
+    threads = [threading.Thread(target=_reader, args=(settings, data, data.user_ids[i], seed * 1000 + i, think,
+                                                      start, seconds, latencies[i], claimed[i], errors), daemon=True)
+               for i in range(readers)]
+    for t in threads:
+        t.start()
+    start.wait(timeout=120)
+    started = time.perf_counter()
+    for t in threads:
+        t.join(timeout=seconds + 120)
+    wall = time.perf_counter() - started
+    if any(t.is_alive() for t in threads):
+        errors.append("a reader did not finish within its deadline")
+    timings = sorted(x for part in latencies for x in part)
+    items = [i for part in claimed for i in part]
+    repeated = len(items) - len(set(items)) if data.labels_per_item == 1 else 0
+    return {"claims": len(timings), "p50_ms": _pct(timings, 0.5), "p95_ms": _pct(timings, 0.95),
+            "max_ms": round(timings[-1], 2) if timings else None, "wall_s": round(wall, 2),
+            "double_claims": over_claimed(ctx.engine, data.project_id, data.labels_per_item) + repeated,
+            "errors": errors[:5]}
+
+
+def _pct(sorted_ms: list[float], q: float) -> float | None:
+    if not sorted_ms:
+        return None
+    if q == 0.5:
+        return round(statistics.median(sorted_ms), 2)
+    return round(sorted_ms[min(len(sorted_ms) - 1, int(q * (len(sorted_ms) - 1) + 0.5))], 2)
+
+
+def measure_backend(backend: str, url: str, data_dir: Path, *, items: int, readers: int, seconds: float,
+                    think: float, closed_seconds: float, fractions: tuple[float, ...], orders: tuple[str, ...],
+                    labels_per_item: int, seed: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    import services.active_learning  # noqa: F401  (a portal has it loaded; its first import is not a claim)
+    from medlabel.settings import Settings, ensure_secret_key
+    from services.context import AppContext
     from services.schema import upgrade
 
     settings = Settings(data_dir=data_dir, database_url=url, secret_key_file=data_dir / "secret.key")
     data_dir.mkdir(parents=True, exist_ok=True)
     ensure_secret_key(settings)
     ctx = AppContext.from_settings(settings)
+    runs: list[dict[str, Any]] = []
     try:
         upgrade(ctx.engine)
-        reader = accounts.add_user(ctx, "bench-reader", "bench-password", "reader")
-        pid = create_project(ctx, ProjectSpec(name="bench", task_type="single_label",
-                                              labels=(LabelSpec("a", "1"), LabelSpec("b", "2")),
-                                              readers=("bench-reader",)))
-        _bulk_items(ctx, pid, n)
-        timings = []
-        for _ in range(claims):
+        t0 = time.perf_counter()
+        data = build(ctx, items, readers, labels_per_item=labels_per_item, seed=seed)
+        build_s = time.perf_counter() - t0
+        for fraction in fractions:
             t0 = time.perf_counter()
-            case = labelling.next_case(ctx, pid, reader.id)
-            timings.append((time.perf_counter() - t0) * 1000)
-            assert case is not None
-            labelling.submit(ctx, case.assignment_id, reader.id, labels=["a"])
+            read_head(ctx, data, fraction)
+            prepare_s = build_s + time.perf_counter() - t0
+            build_s = 0.0
+            for order in orders:
+                _set_order(ctx, data, order)
+                done = done_count(ctx, data)
+                figures = concurrent_run(ctx, settings, data, readers=readers, seconds=seconds, think=think,
+                                         seed=seed)
+                runs.append({"backend": backend, "items": items, "done_fraction": fraction,
+                             "measured_done_fraction": round(done / items, 4), "order": order, "readers": readers,
+                             **figures, "think_mean_s": think, "seconds": seconds,
+                             "setup_s": round(prepare_s, 1)})
+                prepare_s = 0.0
+        _set_order(ctx, data, "random")
+        closed = concurrent_run(ctx, settings, data, readers=readers, seconds=closed_seconds, think=0.0,
+                                seed=seed + 1)
+        closed_loop = {"items": items, "done_fraction": fractions[-1], "order": "random", "readers": readers,
+                       "claims": closed["claims"], "seconds": closed["wall_s"],
+                       "claims_per_s": round(closed["claims"] / closed["wall_s"], 1) if closed["wall_s"] else None,
+                       "p50_ms": closed["p50_ms"], "p95_ms": closed["p95_ms"],
+                       "double_claims": closed["double_claims"], "errors": closed["errors"]}
     finally:
         ctx.close()
-    timings.sort()
-    return {"p50_ms": round(statistics.median(timings), 2),
-            "p95_ms": round(timings[int(0.95 * (len(timings) - 1))], 2), "claims": claims}
+    return runs, closed_loop
 
 
-def run(sizes: tuple[int, ...] = DEFAULT_SIZES, claims: int = 200, backends: tuple[str, ...] = ("sqlite", "postgresql"),
-        pg_admin_url: str = PG_ADMIN_URL) -> dict[str, Any]:
+def run(*, items: dict[str, int] | None = None, readers: int = 20, seconds: float = 20.0, think: float = 1.0,
+        closed_seconds: float = 10.0, fractions: tuple[float, ...] = DONE_FRACTIONS, orders: tuple[str, ...] = ORDERS,
+        labels_per_item: int = 1, seed: int = 0, pg_admin_url: str = PG_ADMIN_URL) -> dict[str, Any]:
     from db.admin import create_database, drop_database
 
-    result: dict[str, Any] = {}
-    for backend in backends:
-        result[backend] = {}
-        for n in sizes:
-            with tempfile.TemporaryDirectory(prefix="medlabel-bench-") as tmp:
-                if backend == "sqlite":
-                    url = f"sqlite:///{Path(tmp) / 'bench.db'}"
-                    result[backend][str(n)] = measure(url, n, claims, Path(tmp) / "data")
-                    continue
+    sizes = dict(DEFAULT_ITEMS if items is None else items)
+    result: dict[str, Any] = {"runs": [], "max_claims_per_s": {}, "closed_loop": {}}
+    for backend, n in sizes.items():
+        with tempfile.TemporaryDirectory(prefix="medlabel-bench-") as tmp:
+            if backend == "sqlite":
+                url, cleanup = f"sqlite:///{Path(tmp) / 'bench.db'}", None
+            else:
                 url = create_database(pg_admin_url, prefix="medlabel_bench")
-                try:
-                    result[backend][str(n)] = measure(url, n, claims, Path(tmp) / "data")
-                finally:
-                    drop_database(pg_admin_url, url)
+                cleanup = url
+            try:
+                runs, closed = measure_backend(backend, url, Path(tmp) / "data", items=n, readers=readers,
+                                               seconds=seconds, think=think, closed_seconds=closed_seconds,
+                                               fractions=fractions, orders=orders, labels_per_item=labels_per_item,
+                                               seed=seed)
+            finally:
+                if cleanup is not None:
+                    drop_database(pg_admin_url, cleanup)
+        result["runs"] += runs
+        result["max_claims_per_s"][backend] = closed["claims_per_s"]
+        result["closed_loop"][backend] = closed
     return result
 
 
+def _sizes(text: str) -> dict[str, int]:
+    out = {}
+    for part in text.split(","):
+        if part.strip():
+            backend, _, n = part.partition("=")
+            if backend.strip() not in DEFAULT_ITEMS or not n.strip().isdigit():
+                raise click.BadParameter(f"{part!r}: expected BACKEND=ITEMS with BACKEND sqlite or postgresql")
+            out[backend.strip()] = int(n)
+    return out
+
+
 @click.command("queue")
-@click.option("--sizes", default=",".join(map(str, DEFAULT_SIZES)), show_default=True,
-              help="Comma-separated item counts.")
-@click.option("--claims", default=200, show_default=True, help="Timed claims per size.")
-@click.option("--backends", default="sqlite,postgresql", show_default=True)
+@click.option("--items", "items", default="sqlite=100000,postgresql=1000000", show_default=True,
+              help="Items per backend, e.g. sqlite=100000,postgresql=1000000 (leave a backend out to skip it).")
+@click.option("--readers", default=20, show_default=True, help="Concurrent reader threads.")
+@click.option("--seconds", default=20.0, show_default=True, help="Length of each concurrent run.")
+@click.option("--think", default=1.0, show_default=True, help="Mean think time between claim and submit (s).")
+@click.option("--closed-seconds", default=10.0, show_default=True, help="Length of the closed-loop run.")
+@click.option("--fractions", default="0,0.5,0.9", show_default=True, help="Done fractions, increasing.")
+@click.option("--orders", default="random,score", show_default=True)
+@click.option("--labels-per-item", default=1, show_default=True)
+@click.option("--seed", default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON only.")
-def command(sizes: str, claims: int, backends: str, as_json: bool) -> None:
-    """Next-item claim latency (p50/p95 ms) on SQLite and PostgreSQL at several queue sizes."""
-    result = run(tuple(int(s) for s in sizes.split(",") if s), claims, tuple(b for b in backends.split(",") if b))
+def command(items: str, readers: int, seconds: float, think: float, closed_seconds: float, fractions: str,
+            orders: str, labels_per_item: int, seed: int, as_json: bool) -> None:
+    """Claim latency (p50/p95 ms) with concurrent readers on a backlog that is 0/50/90% read."""
+    fracs = tuple(sorted(float(f) for f in fractions.split(",") if f.strip()))
+    result = run(items=_sizes(items), readers=readers, seconds=seconds, think=think, closed_seconds=closed_seconds,
+                 fractions=fracs, orders=tuple(o for o in orders.split(",") if o.strip()),
+                 labels_per_item=labels_per_item, seed=seed)
     if as_json:
         click.echo(json.dumps(result))
         return
-    for backend, by_size in result.items():
-        for n, figures in by_size.items():
-            click.echo(f"{backend:<11} {int(n):>9,} items: p50 {figures['p50_ms']} ms, p95 {figures['p95_ms']} ms")
+    for r in result["runs"]:
+        click.echo(f"{r['backend']:<11} {r['items']:>9,} items {r['done_fraction']:.0%} done {r['order']:<7} "
+                   f"{r['readers']} readers: {r['claims']} claims, p50 {r['p50_ms']} ms, p95 {r['p95_ms']} ms, "
+                   f"double claims {r['double_claims']}")
+    for backend, rate in result["max_claims_per_s"].items():
+        click.echo(f"{backend:<11} closed loop: {rate} claims/s")

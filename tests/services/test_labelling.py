@@ -151,3 +151,101 @@ def test_skip_undo_history_and_amend_are_append_only(ctx: AppContext) -> None:
         (amended, ["indeterminate"], False, fixed),
     ]
     assert [s.reason for s in skipped] == ["motion artefact"]
+
+
+def _queue_state(ctx: AppContext, item_id: int) -> tuple[int, bool]:
+    from db.models import Item
+
+    with ctx.reads() as session:
+        item = session.get(Item, item_id)
+        assert item is not None
+        return item.reads_done, item.queue_open
+
+
+def test_items_count_their_reads_and_leave_the_queue_when_fully_read(ctx: AppContext) -> None:
+    from services.projects import ProjectChanges, update_project
+
+    pid = make_project(ctx, readers=("rad1", "rad2"), labels_per_item=2)
+    (item,) = make_items(ctx, pid, 1)
+    rad1, rad2 = user_id(ctx, "rad1"), user_id(ctx, "rad2")
+    assert _queue_state(ctx, item) == (0, True)
+    labelling.submit(ctx, labelling.next_case(ctx, pid, rad1).assignment_id, rad1, labels=["normal"])
+    assert _queue_state(ctx, item) == (1, True)  # one of two reads: still open
+    labelling.submit(ctx, labelling.next_case(ctx, pid, rad2).assignment_id, rad2, labels=["normal"])
+    assert _queue_state(ctx, item) == (2, False)
+    assert labelling.undo_last(ctx, pid, rad2) == item
+    assert _queue_state(ctx, item) == (1, True)  # the undone read is claimed again, not done
+    labelling.submit(ctx, labelling.next_case(ctx, pid, rad2).assignment_id, rad2, labels=["pneumonia"])
+    assert _queue_state(ctx, item) == (2, False)
+    update_project(ctx, "Chest", ProjectChanges(labels_per_item=3))
+    assert _queue_state(ctx, item) == (2, True)  # the project now asks for a third read
+    update_project(ctx, "Chest", ProjectChanges(labels_per_item=1))
+    assert _queue_state(ctx, item) == (2, False)
+
+
+def test_a_claim_never_walks_finished_items(ctx: AppContext) -> None:
+    from sqlalchemy import update
+
+    from db.models import Item
+
+    pid = make_project(ctx)
+    items = make_items(ctx, pid, 3)
+    rad1 = user_id(ctx, "rad1")
+    with ctx.sessions.begin() as session:  # as if their reads were done: the claim trusts queue_open
+        session.execute(update(Item).where(Item.id.in_(items[:2])).values(queue_open=False))
+    case = labelling.next_case(ctx, pid, rad1)
+    assert case is not None and case.item_id == items[2]
+    labelling.submit(ctx, case.assignment_id, rad1, labels=["normal"])
+    assert labelling.next_case(ctx, pid, rad1) is None
+    assert labelling.queue_progress(ctx, pid, rad1) == 0
+
+
+def test_active_learning_order_serves_scored_items_first_and_priority_before_all(ctx: AppContext) -> None:
+    from sqlalchemy import update
+
+    from db.models import Item, Project
+
+    pid = make_project(ctx)
+    a, b, c, d = make_items(ctx, pid, 4)
+    with ctx.sessions.begin() as session:
+        session.get(Project, pid).queue_strategy = "margin"
+        for item_id, score in ((a, 0.2), (b, None), (c, 0.9), (d, None)):
+            session.execute(update(Item).where(Item.id == item_id).values(al_score=score))
+        session.execute(update(Item).where(Item.id == d).values(priority=5))
+    rad1 = user_id(ctx, "rad1")
+    served = []
+    while (case := labelling.next_case(ctx, pid, rad1)) is not None:
+        served.append(case.item_id)
+        labelling.submit(ctx, case.assignment_id, rad1, labels=["normal"])
+    assert served == [d, c, a, b]  # priority, then highest score, then unscored
+
+
+def test_concurrent_submits_on_one_item_count_every_read(ctx: AppContext) -> None:
+    readers = tuple(f"rad{i}" for i in range(1, 5))
+    pid = make_project(ctx, readers=readers, labels_per_item=2)
+    items = make_items(ctx, pid, 12)
+    ids = [user_id(ctx, r) for r in readers]
+    claimed: dict[int, list[int]] = {r: [] for r in ids}
+    errors: list[BaseException] = []
+
+    def work(reader: int) -> None:
+        try:
+            for _ in range(12):
+                case = labelling.next_case(ctx, pid, reader)
+                if case is None:
+                    return
+                claimed[reader].append(case.item_id)
+                labelling.submit(ctx, case.assignment_id, reader, labels=["normal"])
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(r,)) for r in ids]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert errors == []
+    assert all(len(set(mine)) == len(mine) for mine in claimed.values())  # nobody reads an item twice
+    every = [i for mine in claimed.values() for i in mine]
+    assert sorted(every) == sorted(items * 2)  # every item read exactly twice
+    assert all(_queue_state(ctx, i) == (2, False) for i in items)  # and every read counted

@@ -1,0 +1,66 @@
+"""`medlabel bench queue` on tiny sizes: the dataset is what it claims, the runs are honest."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import func, select
+
+from db.models import Item, Prediction
+from medlabel.benchmarks import queue as bench
+from medlabel.settings import Settings
+from services.context import AppContext
+
+pytestmark = pytest.mark.bench
+
+
+def test_dataset_has_the_done_fraction_it_claims(settings: Settings) -> None:
+    ctx = AppContext.from_settings(settings)
+    try:
+        data = bench.build(ctx, 400, 3, seed=3)
+        with ctx.reads() as session:
+            assert session.scalar(select(func.count()).select_from(Prediction)) == 400  # every item pre-labelled
+            scored = session.scalar(select(func.count()).where(Item.al_score.is_not(None)))
+            assert 300 < scored < 400  # about 10% new, unscored items
+        for fraction in (0.5, 0.9):
+            bench.read_head(ctx, data, fraction)
+            assert bench.done_count(ctx, data) == int(fraction * 400)
+            with ctx.reads() as session:
+                closed = session.scalars(select(Item.random_key).where(Item.queue_open.is_(False))).all()
+                still = session.scalars(select(Item.random_key).where(Item.queue_open.is_(True))).all()
+                done = session.scalar(select(func.sum(Item.reads_done)))
+            assert len(closed) == done == int(fraction * 400)  # the maintained counts agree with the reads
+            assert min(closed) > max(still)  # the finished items are the queue's head, as in real use
+    finally:
+        ctx.close()
+
+
+def test_concurrent_runs_report_claims_without_double_claims(settings: Settings, tmp_path: Path) -> None:
+    backend = settings.database_url.split(":", 1)[0].split("+")[0]
+    runs, closed = bench.measure_backend(backend, settings.database_url, tmp_path / "bench", items=2000, readers=4,
+                                         seconds=1.5, think=0.05, closed_seconds=1.0, fractions=(0.0, 0.9),
+                                         orders=("random", "score"), labels_per_item=1, seed=0)
+    assert [(r["done_fraction"], r["order"]) for r in runs] == [(0.0, "random"), (0.0, "score"), (0.9, "random"),
+                                                               (0.9, "score")]
+    for r in runs:
+        assert r["errors"] == [] and r["double_claims"] == 0 and r["claims"] > 4
+        assert r["p50_ms"] <= r["p95_ms"] and r["readers"] == 4
+        assert r["measured_done_fraction"] >= r["done_fraction"]
+    assert runs[2]["measured_done_fraction"] < 0.9 + runs[2]["claims"] / 2000 + 0.05
+    assert closed["claims"] > 0 and closed["claims_per_s"] > 0 and closed["double_claims"] == 0
+
+
+def test_command_prints_the_documented_shape() -> None:
+    result = CliRunner().invoke(bench.command, ["--items", "sqlite=200", "--readers", "2", "--seconds", "0.5",
+                                                "--think", "0.02", "--closed-seconds", "0.5", "--fractions", "0.5",
+                                                "--orders", "random", "--json"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.output)
+    (run,) = out["runs"]
+    assert {"backend", "items", "done_fraction", "order", "readers", "claims", "p50_ms", "p95_ms",
+            "double_claims"} <= set(run)
+    assert (run["backend"], run["items"], run["done_fraction"], run["order"]) == ("sqlite", 200, 0.5, "random")
+    assert out["max_claims_per_s"]["sqlite"] > 0
