@@ -50,7 +50,8 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_BATCH = 8
 INFERENCE_THREADS = 2  # the batch path's onnxruntime intra-op threads: the total for the machine
-RENDITION_VERSION = 1  # bump when decoding changes what a rendition holds: old cached ones are ignored
+RENDITION_VERSION = 2  # bump when decoding changes what a rendition holds: old cached ones are ignored
+# (v2: stored values area-averaged before the filter, inference.imaging.area_reduce)
 WORKER_DIED = "the decoding worker process died on this item (a decoder crash or out of memory)"
 
 

@@ -242,3 +242,47 @@ def test_bad_input_names_the_file() -> None:
         render_png(truncated, name="cut.dcm")
     with pytest.raises(InputError, match="x.jpg"):
         read_image_meta(b"nothing", name="x.jpg")
+
+
+@pytest.mark.parametrize(("dtype", "attrs"), [
+    (np.uint16, {"BitsStored": 12, "HighBit": 11}),  # unused high bits set in the file: masked like pydicom
+    (np.uint16, {}),
+    (np.int16, {}),
+    (np.uint8, {}),
+])
+def test_native_pixel_view_equals_pydicom(dtype: type, attrs: dict[str, int]) -> None:
+    from inference.imaging import _decode_frame
+
+    rng = np.random.default_rng(0)
+    info = np.iinfo(dtype)
+    pixels = rng.integers(info.min, info.max, size=(37, 53), endpoint=True).astype(dtype)
+    ds = pydicom.dcmread(io.BytesIO(make_dicom(pixels, **attrs)))
+    view = _decode_frame(ds, 0, 1, "x.dcm")
+    if not attrs:
+        assert not view.flags.owndata  # a view of the file's bytes, not a decoded copy
+    np.testing.assert_array_equal(view, ds.pixel_array)
+    assert view.dtype == ds.pixel_array.dtype
+
+
+def test_signed_data_with_unused_bits_is_left_to_pydicom() -> None:
+    from inference.imaging import _native_view
+
+    pixels = np.array([[-2048, 2047], [0, -1]], dtype=np.int16)
+    ds = pydicom.dcmread(io.BytesIO(make_dicom(pixels, BitsStored=12, HighBit=11)))
+    assert _native_view(ds, 1) is None  # needs sign extension
+
+
+def test_area_reduction_first_matches_full_resolution_filtering() -> None:
+    from inference.imaging import area_reduce, dicom_unit, resize_float, window_array
+
+    yy, xx = np.mgrid[0:2400, 0:2000]
+    stored = ((np.sin(xx / 90.0) + np.cos(yy / 70.0)) * 900 + 2048 + (xx * 7 + yy * 3) % 23).astype(np.uint16)
+    ds = pydicom.dcmread(io.BytesIO(make_dicom(stored, RescaleSlope=0.5, RescaleIntercept=-100, WindowCenter=900,
+                                               WindowWidth=1600, BitsStored=12, HighBit=11)))
+    fast = dicom_unit(ds, size=(224, 224)).unit
+    # the earlier path: every full-resolution value rescaled, then Pillow's filter over the whole frame
+    slow = window_array(resize_float(stored.astype(np.float32) * 0.5 - 100, (224, 224)), 900, 1600)
+    assert fast.shape == slow.shape == (224, 224)
+    assert np.abs(fast - slow).mean() < 1.0 / 255 and np.abs(fast - slow).max() < 6.0 / 255
+    assert area_reduce(stored, (224, 224)).shape == (300, 250)  # 8x8 blocks averaged
+    assert area_reduce(stored, (1600, 1600)) is stored  # under 2x: untouched

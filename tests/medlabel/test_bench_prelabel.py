@@ -42,6 +42,13 @@ def test_tiny_run_prints_the_figures(tmp_path: Path, model: str, images: int, ba
     for part in (cold, warm):
         assert part["inference_s"] > 0 and part["write_s"] > 0 and part["wall_s"] >= part["inference_s"]
     assert not list(tmp_path.iterdir())  # the temporary data folder is gone
+    rendition = out["ingest_rendition_ms_per_item"]
+    assert set(rendition) == {"dicom", "photo"} and all(ms > 0 for ms in rendition.values())
+
+
+def test_densenet_versions_have_different_weights() -> None:
+    first, second = bench.model_bytes("densenet121", seed=0)[0], bench.model_bytes("densenet121", seed=1)[0]
+    assert first != second and len(first) == len(second)  # same model, other weights: each run loads its own
 
 
 def test_corpus_files_are_the_realistic_mix() -> None:
