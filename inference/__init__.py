@@ -13,7 +13,7 @@ os.environ["ORT_DISABLE_TELEMETRY"] = "1"
 
 from inference.batching import DynamicBatcher, default_batcher
 from inference.display import CT_WINDOW_PRESETS, read_meta, render_png, window_presets
-from inference.heatmap import occlusion_map, overlay_png
+from inference.heatmap import border_share, legend_png, occlusion_drops, occlusion_map, overlay_png
 from inference.imaging import decode, is_dicom, read_dicom, read_image_meta, window_array
 from inference.models_builtin import build_densenet121_shaped, build_tabular_model, build_tiny_cnn
 from inference.postprocess import sigmoid, softmax, to_probabilities, top_k, uncertainty
@@ -74,6 +74,9 @@ __all__ = [
     "inspect_model",
     "is_dicom",
     "model_rendition",
+    "border_share",
+    "legend_png",
+    "occlusion_drops",
     "occlusion_map",
     "overlay_png",
     "preprocess",

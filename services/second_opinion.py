@@ -66,6 +66,7 @@ HEATMAP_BATCH = 8  # batch 8 is as fast as larger ones on a CPU and keeps the se
 IMAGE_WAIT_S = 120.0  # how long a caller that needs the stored image waits for its de-identification
 LOST_AFTER = dt.timedelta(minutes=15)  # a pending image no process is working on is given up after this
 IMAGE_STATES = ("pending", "stored", "refused", "lost")
+VERIFIED = ("adjudicated", "consensus")  # final-label provenances that count as verified (as model evaluation)
 _PNG = b"\x89PNG\r\n\x1a\n"
 _JPEG = b"\xff\xd8\xff"
 
@@ -110,6 +111,20 @@ class NeighbourDTO:
     provenance: str  # adjudicated | consensus | single read
     reads: int
     thumbnail: bytes = field(repr=False)
+
+    @property
+    def verified(self) -> bool:
+        return self.provenance in VERIFIED
+
+    @property
+    def provenance_text(self) -> str:
+        """What the label rests on, for a caption: 'adjudicated', 'consensus of 3 reads', 'single read, not
+        verified'."""
+        if self.provenance == "consensus":
+            return f"consensus of {self.reads} reads"
+        if self.provenance == "single read":
+            return "single read, not verified"
+        return self.provenance
 
 
 @dataclass(frozen=True)
@@ -531,18 +546,38 @@ def heatmap_geometry(spec: inference.InputSpec) -> tuple[int, int]:
     return patch, max(1, round(patch * 3 / 4))
 
 
+@dataclass(frozen=True)
+class HeatmapDTO:
+    png: bytes = field(repr=False)  # the overlay on the de-identified display image
+    label: str
+    probability: float  # the model's probability of ``label`` for the stored image
+    max_drop: float  # the largest drop of that probability when a region is occluded (red on the scale)
+    legend: bytes = field(repr=False)  # the colour scale, 0 (left) to ``max_drop`` (right)
+    method: str = ("occlusion sensitivity: each square region in turn replaced by a blurred copy of itself; "
+                   "colour = how much that lowered the probability of the label, relative to the largest drop")
+
+
 def heatmap(ctx: AppContext, request_id: int, label: str | None = None, *, actor_id: int | None = None) -> bytes:
     """An occlusion-sensitivity heat map of ``label`` (default: the top label) over the de-identified
     image, as a display PNG overlay. Computed once (batched model runs) and cached in the store."""
+    return heatmap_details(ctx, request_id, label, actor_id=actor_id).png
+
+
+def heatmap_details(ctx: AppContext, request_id: int, label: str | None = None, *,
+                    actor_id: int | None = None) -> HeatmapDTO:
+    """``heatmap`` with what its colours mean: the label's probability, the largest drop (the red end of
+    the scale) and the colour scale itself."""
     request, model = _stored(ctx, request_id, actor_id)
     target = label or (request.top[0]["label"] if request.top else model.spec.labels[0])
     if target not in model.spec.labels:
         raise InputError(None, f"model {model.name} v{model.version} has no label {target!r}")
     patch, stride = heatmap_geometry(model.spec.input)
-    key = f"second-opinion/heatmap/v1/{model.spec.sha256}/{patch}/{stride}/{DISPLAY_SIZE}/{target}"
+    key = f"second-opinion/heatmap/v2-blur/{model.spec.sha256}/{patch}/{stride}/{DISPLAY_SIZE}/{target}"
     cached = ctx.store.get_derived(request.content_hash, key)
-    if cached is not None:
-        return cached
+    scale = ctx.store.get_derived(request.content_hash, key + "/scale")
+    if cached is not None and scale is not None:
+        probability, max_drop = (float(v) for v in scale.decode().split())
+        return HeatmapDTO(cached, target, probability, max_drop, inference.legend_png())
     data = ctx.store.get(request.stored_path or "")
     x = inference.preprocess(data, model.spec.input)
     tabular = _tabular(model, (request.deid_report or {}).get("result", {}).get("characteristics", {}), None)
@@ -551,11 +586,14 @@ def heatmap(ctx: AppContext, request_id: int, label: str | None = None, *, actor
         rows = None if tabular is None else np.repeat(tabular, batch.shape[0], axis=0)
         return _run(ctx, model, batch, rows, embeddings=False).probabilities
 
-    heat = inference.occlusion_map(predict, x, model.spec.labels.index(target), patch=patch, stride=stride,
-                                   layout=model.spec.input.layout.value, batch_size=HEATMAP_BATCH)
+    drops, base = inference.occlusion_drops(predict, x, model.spec.labels.index(target), patch=patch, stride=stride,
+                                            layout=model.spec.input.layout.value, batch_size=HEATMAP_BATCH)
+    max_drop = float(drops.max())
+    heat = drops / max_drop if max_drop > 0 else drops
     png = inference.overlay_png(_display(ctx, request.content_hash, request.stored_path or "", DISPLAY_SIZE), heat)
     ctx.store.put_derived(request.content_hash, key, png)
-    return png
+    ctx.store.put_derived(request.content_hash, key + "/scale", f"{base:.6f} {max_drop:.6f}".encode())
+    return HeatmapDTO(png, target, float(base), max_drop, inference.legend_png())
 
 
 def _query_embedding(ctx: AppContext, request: SecondOpinionRequest, model: _Model) -> np.ndarray | None:
@@ -607,6 +645,8 @@ def neighbours(ctx: AppContext, request_id: int, k: int = 5, *, actor_id: int | 
     if matrix is None:
         return NeighboursDTO((), f"The stored embeddings of {where} do not match its current embedding size.")
     order, sims = cosine_ranking(query.astype(np.float64), matrix.astype(np.float64))
+    # verified cases (adjudicated or consensus) first, each group by similarity; single reads only fill up
+    order = sorted(order, key=lambda i: finals[rows[int(i)][0]].provenance not in VERIFIED)
     cases = []
     for index in order[:max(k, 0)]:
         item_id, project, content_hash, stored_path, _ = rows[int(index)]
@@ -615,6 +655,10 @@ def neighbours(ctx: AppContext, request_id: int, k: int = 5, *, actor_id: int | 
                                   labels=tuple(final.labels or ()), provenance=final.provenance, reads=final.reads,
                                   thumbnail=_display(ctx, content_hash, stored_path, THUMBNAIL_SIZE)))
     note = "" if len(cases) >= k else f"Only {len(cases)} labelled case(s) have embeddings from {where}."
+    singles = sum(not c.verified for c in cases)
+    if singles:
+        note = (note + " " if note else "") + (f"{singles} of these {len(cases)} carry a single reader's label, "
+                                               "not verified by a second read or an adjudicator.")
     return NeighboursDTO(tuple(cases), note)
 
 

@@ -1,6 +1,7 @@
-"""Second opinion (clinician): upload or photograph an image; see the model's top 3, a heat map and
-similar verified cases; send the image for expert review. The service answers from the image in memory,
-then de-identifies and stores it; every request is recorded and audited."""
+"""Second opinion (clinician): upload or photograph an image; see the model's top labels (up to 3, at most
+the model's classes) beside its model card, a heat map with its colour scale and similar labelled cases
+(verified ones first, each with its provenance); send the image for expert review. The service answers
+from the image in memory, then de-identifies and stores it; every request is recorded and audited."""
 
 import streamlit as st
 
@@ -23,6 +24,7 @@ if not models:
             "Models page.")
     st.stop()
 titles = [m.title for m in models]
+cards = {m.ref: m.card for m in models}
 model = models[titles.index(st.selectbox("Model", titles, key="so_model"))]
 source_kind = st.radio("Image", ["Upload a file", "Take a photo"], horizontal=True, key="so_source",
                        label_visibility="collapsed")
@@ -59,15 +61,41 @@ def _review(opinion: so.OpinionDTO) -> None:
 
 
 def _similar(opinion: so.OpinionDTO) -> None:
-    st.subheader("Similar verified cases")
+    st.subheader("Similar labelled cases")
+    st.caption("Closest by the model's own features. Verified cases (adjudicated, or a consensus of readers) come "
+               "first; a single reader's label is shown only to fill up, and says so.")
     similar = so.neighbours(ctx, opinion.id, k=5, actor_id=user.id)
     if similar.cases:
         for column, case in zip(st.columns(5), similar.cases, strict=False):
             column.image(case.thumbnail, width="stretch")
-            column.caption(f"**{', '.join(case.labels)}** ({case.provenance}) · similarity {case.similarity:.2f} · "
-                           f"{case.project} #{case.item_id}")
+            mark = "" if case.verified else ":orange[unverified] · "
+            column.caption(f"**{', '.join(case.labels)}** · {mark}{case.provenance_text} · similarity "
+                           f"{case.similarity:.2f} · {case.project} #{case.item_id}")
     if similar.note:
         st.caption(similar.note)
+
+
+def _card(opinion: so.OpinionDTO) -> None:
+    card = cards.get(f"{opinion.model}:{opinion.version}")
+    with st.expander("Model card", expanded=False):
+        if card is None:
+            st.caption("This version is no longer approved for second opinions.")
+            return
+        st.markdown(f"**Intended input:** {card.intended_input}\n\n**Training data:** {card.training_data}\n\n"
+                    f"**Validation on verified labels:** {card.validation_line()}\n\n"
+                    f"**Unusual inputs:** {card.ood_line()}"
+                    + (f"\n\n**Limitations:** {card.limitations}" if card.limitations else "")
+                    + (f"\n\nApproved by {card.approved_by} on {card.approved_at:%Y-%m-%d}."
+                       if card.approved_at and card.approved_by else ""))
+
+
+def _top(opinion: so.OpinionDTO) -> None:
+    n_labels = len(opinion.prediction)
+    shown = len(opinion.top)
+    st.markdown(f"**All {n_labels} labels**" if shown >= n_labels else f"**Top {shown} of {n_labels} labels**")
+    for suggestion in opinion.top:
+        st.progress(min(max(suggestion.probability, 0.0), 1.0),
+                    text=f"{suggestion.label}: {suggestion.probability:.1%}")
 
 
 def _show(request_id: int) -> None:
@@ -80,9 +108,8 @@ def _show(request_id: int) -> None:
     with result_col:
         st.subheader(f"Request #{opinion.id}")
         st.caption(f"{opinion.model} v{opinion.version} · {opinion.time:%Y-%m-%d %H:%M} UTC")
-        for suggestion in opinion.top:
-            st.progress(min(max(suggestion.probability, 0.0), 1.0),
-                        text=f"{suggestion.label}: {suggestion.probability:.1%}")
+        _top(opinion)
+        _card(opinion)
         if opinion.image_state == "pending":
             with st.spinner("Masking burned-in text and storing the de-identified image..."):
                 opinion = so.wait_for_image(ctx, request_id, actor_id=user.id)
@@ -108,9 +135,17 @@ def _show(request_id: int) -> None:
         ranked = sorted(opinion.prediction, key=lambda label: -opinion.prediction[label])
         target = st.selectbox("Heat map for", ranked, key=f"so_heat_{opinion.id}")
         with st.spinner("Computing the occlusion heat map..."):
-            st.image(so.heatmap(ctx, opinion.id, target, actor_id=user.id),
-                     caption=f"Where occluding the image lowers '{target}' most (occlusion sensitivity), "
-                             "over the de-identified image")
+            heat = so.heatmap_details(ctx, opinion.id, target, actor_id=user.id)
+        st.image(heat.png, caption=f"Where hiding the image lowers the model's '{target}' most (occlusion "
+                                   "sensitivity), over the de-identified image")
+        scale_left, scale_bar, scale_right = st.columns([1, 4, 2], vertical_alignment="center")
+        scale_left.caption("no drop")
+        scale_bar.image(heat.legend, width="stretch")
+        scale_right.caption(f"−{heat.max_drop:.1%} (largest)")
+        st.caption(f"Each square region was in turn replaced by a blurred copy of itself; the colour shows how much "
+                   f"that lowered the probability of '{target}' ({heat.probability:.1%} for the whole image), from "
+                   f"no colour (no drop) to red (the largest drop in this image, {heat.max_drop:.1%} points). "
+                   "It shows what the model relied on, not where disease is, and is relative to this image only.")
         with st.expander("The de-identified image without the heat map"):
             st.image(so.display_png(ctx, opinion.id, actor_id=user.id))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from inference import SessionCache, build_tiny_cnn, inspect_model, occlusion_map, overlay_png
@@ -53,3 +54,51 @@ def test_overlay_keeps_cold_regions_and_colours_hot_ones() -> None:
     # Hot: jet(1) = dark red (127.5, 0, 0) half blended with 100 grey -> about (114, 50, 50).
     np.testing.assert_allclose(out[2, 2], [114, 50, 50], atol=1)
     assert Image.open(io.BytesIO(overlay_png(png_bytes(base), heat))).size == (32, 32)
+
+
+def _film_like() -> np.ndarray:
+    """32x32: a dark background band 8 px wide (as around a chest film), a brighter body with fine detail
+    (a checkerboard) in its centre."""
+    x = np.full((32, 32), 0.05, dtype=np.float32)
+    x[8:24, 8:24] = 0.6
+    x[12:20, 12:20] += np.where((np.add.outer(np.arange(8), np.arange(8)) % 2) == 0, 0.3, -0.3)
+    return x[None, None]
+
+
+def _detail_model(x0: np.ndarray):  # type: ignore[no-untyped-def]
+    """p(finding) rises with the fine detail at the centre and, like many real models, falls when the
+    image's overall brightness departs from the original's."""
+    m0 = float(x0.mean())
+
+    def predict(batch: np.ndarray) -> np.ndarray:
+        detail = batch[:, 0, 12:20, 12:20].std(axis=(1, 2))
+        logit = 10 * detail - 40 * np.abs(batch.mean(axis=(1, 2, 3)) - m0) - 1
+        p = 1 / (1 + np.exp(-logit))
+        return np.stack([1 - p, p], axis=1)
+
+    return predict
+
+
+def test_blur_occlusion_does_not_light_up_the_border() -> None:
+    from inference import border_share, occlusion_drops
+
+    x = _film_like()
+    predict = _detail_model(x)
+    kwargs = {"patch": 4, "stride": 3}
+    constant = occlusion_map(predict, x, 1, fill=None, **kwargs)  # the former default: the image mean
+    blurred = occlusion_map(predict, x, 1, **kwargs)  # the default now: a blurred copy
+    # the artefact: mean-grey squares on the dark border change the brightness, so the border lights up
+    assert constant[:6].mean() > 0.25 and border_share(constant, 6) > 0.5
+    assert blurred[:6].mean() < 0.05 and border_share(blurred, 6) < 0.3  # blur keeps the border's brightness
+    assert blurred[12:20, 12:20].mean() > 0.5  # the detail that drives the model is what lights up
+    drops, base = occlusion_drops(predict, x, 1, **kwargs)
+    assert base == pytest.approx(float(predict(x)[0, 1])) and 0 < drops.max() <= base
+
+
+def test_legend_runs_from_no_colour_to_red() -> None:
+    from inference import legend_png
+
+    strip = pixels_of(legend_png(width=64, height=4))
+    assert strip.shape[:2] == (4, 64)
+    left, right = strip[0, 0].astype(int), strip[0, -1].astype(int)
+    assert left[2] > left[0] and right[0] > 100 and right[2] < 50  # blue end to red end

@@ -70,10 +70,16 @@ def test_clinician_gets_top3_heat_map_and_requests_review(clinic: AppContext) ->
     for (text, value), top in zip(bars, request.top, strict=True):
         assert text == f"{top['label']}: {top['probability']:.1%}"
         assert value == pytest.approx(100 * top["probability"], abs=1)
-    assert len(at.image) == 4  # two similar cases, the heat map overlay, the de-identified image (expander)
+    assert any(m.value == "**Top 3 of 4 labels**" for m in at.markdown)
+    # two similar cases, the heat map overlay, its colour scale, the de-identified image (expander)
+    assert len(at.image) == 5
     assert any("occlusion" in caption for image in at.image for caption in image.captions)
+    assert any(c.value == "no drop" for c in at.caption) and any("(largest)" in c.value for c in at.caption)
+    assert any("blurred copy" in c.value and "not where disease is" in c.value for c in at.caption)
     similar = [c.value for c in at.caption if "similarity" in c.value]
-    assert len(similar) == 2 and all("(single read)" in c and "Chest #" in c for c in similar)
+    assert len(similar) == 2 and all("unverified" in c and "single read, not verified" in c and "Chest #" in c
+                                     for c in similar)
+    assert any("2 of these 2 carry a single reader's label" in c.value for c in at.caption)
     assert {c.split("**")[1] for c in similar} == {"pneumonia", "normal"}
     assert at.dataframe[0].value["Request"].tolist() == [request.id]
     assert at.dataframe[0].value["Image"].tolist() == ["de-identified, stored"]
@@ -129,3 +135,18 @@ def test_readers_are_refused_and_no_model_is_explained(ctx: AppContext, portal_e
     at.switch_page(PAGE).run()
     assert not at.exception
     assert any("No model is approved for second opinions" in i.value for i in at.info)
+
+
+def test_a_two_class_model_shows_all_its_labels_not_a_top_3(ctx: AppContext, portal_env: Settings) -> None:
+    accounts.add_user(ctx, "doc", PASSWORD, "clinician")
+    register_model(ctx, inference.build_tiny_cnn(input_hw=(32, 32), n_classes=2, seed=5), name="cxr-two",
+                   labels=["normal", "pneumonia"])
+    approve(ctx, "cxr-two:1")
+    at = signed_in("doc")
+    at.switch_page(PAGE).run()
+    at = _ask(at, "chest.png", _png())
+    assert not at.exception and not at.error
+    assert len(at.progress) == 2
+    assert any(m.value == "**All 2 labels**" for m in at.markdown)
+    assert not any("Top 3" in m.value for m in at.markdown)
+    assert any("Model card" in e.label for e in at.expander)

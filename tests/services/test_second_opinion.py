@@ -214,13 +214,13 @@ def test_neighbours_are_ranked_by_cosine_similarity_with_final_labels(ctx: AppCo
     assert q.shape == (8,) and np.linalg.norm(q) > 0
     u = _unit_orthogonal(q, 0)
     qn = q / np.linalg.norm(q)
-    angles = {items[0]: 1.2, items[1]: 0.1, items[2]: 0.6, items[3]: 0.0, items[4]: 0.3, items[5]: 2.5}
+    angles = {items[0]: 0.05, items[1]: 0.1, items[2]: 0.6, items[3]: 0.0, items[4]: 0.3, items[5]: 2.5}
     with ctx.sessions.begin() as session:
         for item, angle in angles.items():
             e = (np.cos(angle) * qn + np.sin(angle) * u) * (1 + item % 3)  # the length must not matter
             session.add(Prediction(item_id=item, model_id=request.model_id, probabilities={},
                                    embedding=e.astype("<f4").tobytes()))
-    _read(ctx, items[0], "rad1", ["normal"])                                  # single read
+    _read(ctx, items[0], "rad1", ["normal"])                  # single read: the most similar labelled case
     _read(ctx, items[1], "rad1", ["pneumonia"])
     _read(ctx, items[1], "rad2", ["pneumonia"])                               # consensus
     _read(ctx, items[2], "rad1", ["normal"])
@@ -232,10 +232,15 @@ def test_neighbours_are_ranked_by_cosine_similarity_with_final_labels(ctx: AppCo
     _read(ctx, items[5], "rad1", ["normal"])
 
     result = second_opinion.neighbours(ctx, opinion.id, k=3)
+    # verified cases first (by similarity), then the single read, although it is the most similar
     assert [c.item_id for c in result.cases] == [items[1], items[2], items[0]]
-    assert [c.similarity for c in result.cases] == pytest.approx([np.cos(0.1), np.cos(0.6), np.cos(1.2)], abs=1e-4)
+    assert [c.similarity for c in result.cases] == pytest.approx([np.cos(0.1), np.cos(0.6), np.cos(0.05)], abs=1e-4)
     assert [(c.labels, c.provenance) for c in result.cases] == [
         (("pneumonia",), "consensus"), (("pneumonia",), "adjudicated"), (("normal",), "single read")]
+    assert [c.provenance_text for c in result.cases] == ["consensus of 2 reads", "adjudicated",
+                                                         "single read, not verified"]
+    assert [c.verified for c in result.cases] == [True, True, False]
+    assert "1 of these 3 carry a single reader's label" in result.note
     assert all(c.thumbnail.startswith(b"\x89PNG") and c.project == "Chest" for c in result.cases)
     everything = second_opinion.neighbours(ctx, opinion.id, k=10)
     assert [c.item_id for c in everything.cases] == [items[1], items[2], items[0], items[5]]
