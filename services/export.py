@@ -95,8 +95,11 @@ def _coco(ctx: AppContext, project_name: str, rows: list[dict[str, Any]]) -> byt
     ids = {c["name"]: c["id"] for c in categories}
     images, annotations = [], []
     for row in rows:
+        # final_label carries an image-level answer ('no finding', 'indeterminate'): an image without
+        # annotations is then a read normal study, not an unread one.
         images.append({"id": row["item_id"], "file_name": f"{row['sha256']}", "width": row["width"],
-                       "height": row["height"], "patient_id": row["patient_id"], "split": row["split"]})
+                       "height": row["height"], "patient_id": row["patient_id"], "split": row["split"],
+                       "final_label": row["final_label"], "provenance": row["provenance"]})
         for box in row["boxes"]:
             w, h = box["x1"] - box["x0"], box["y1"] - box["y0"]
             annotations.append({"id": len(annotations) + 1, "image_id": row["item_id"],

@@ -17,6 +17,7 @@ from db.models import (
     Assignment,
     AssignmentStatus,
     Item,
+    LabelKind,
     Project,
     TaskType,
     VerificationRound,
@@ -133,7 +134,12 @@ def _validate(project: Project, item: Item, labels: Sequence[str], boxes: Sequen
     if project.task_type == TaskType.MULTI_LABEL and not labels:
         raise InputError(None, "choose at least one label")
     if project.task_type == TaskType.BOXES and not labels and not boxes:
-        raise InputError(None, "draw at least one box, or choose a label such as 'indeterminate'")
+        raise InputError(None, "draw at least one box, or choose 'no finding' or 'indeterminate'")
+    no_finding = {label.name for label in project.labels if label.kind == LabelKind.NO_FINDING}
+    if no_finding & set(labels) and (boxes or len(labels) > 1):
+        raise InputError(None, f"'{sorted(no_finding & set(labels))[0]}' cannot go with boxes or other labels")
+    if any(b.get("label") in no_finding for b in boxes):
+        raise InputError(None, "a box cannot be labelled 'no finding'")
     for box in boxes:
         x0, y0, x1, y1 = (float(box[k]) for k in ("x0", "y0", "x1", "y1"))
         if not (x0 < x1 and y0 < y1):

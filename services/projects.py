@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import string
+from dataclasses import dataclass, field, replace
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -18,6 +19,8 @@ from services.dto import LabelOption, ProjectDTO
 
 # Streamlit reserves C and R (clear cache, rerun); punctuation is not supported as a shortcut.
 RESERVED_SHORTCUTS = {"c", "r"}
+# Keys the Label page itself uses (U: undo), never given to a label automatically.
+PAGE_SHORTCUTS = {"u"}
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,27 @@ class ProjectSpec:
     show_suggestions: bool = True
     allow_reidentification: bool = False
     readers: tuple[str, ...] = field(default_factory=tuple)
+
+
+def assign_shortcuts(labels: tuple[LabelSpec, ...]) -> tuple[LabelSpec, ...]:
+    """Give each label without a shortcut a free key: first every label its initial where free, then the
+    others the next free letter of their name, else the first free letter or digit. Keys already given
+    are kept; C, R and U are never chosen (Streamlit and the Label page use them)."""
+    taken = {lab.shortcut.lower() for lab in labels if lab.shortcut} | RESERVED_SHORTCUTS | PAGE_SHORTCUTS
+    keys: dict[int, str] = {}
+    letters = [[ch for ch in lab.name.lower() if ch.isascii() and ch.isalnum()] for lab in labels]
+    for i, lab in enumerate(labels):
+        if not lab.shortcut and letters[i] and letters[i][0] not in taken:
+            keys[i] = letters[i][0]
+            taken.add(keys[i])
+    for i, lab in enumerate(labels):
+        if lab.shortcut or i in keys:
+            continue
+        key = next((ch for ch in (*letters[i], *string.ascii_lowercase, *string.digits) if ch not in taken), None)
+        if key is not None:
+            keys[i] = key
+            taken.add(key)
+    return tuple(replace(lab, shortcut=keys[i]) if i in keys else lab for i, lab in enumerate(labels))
 
 
 def validate_spec(spec: ProjectSpec) -> None:
@@ -67,6 +91,13 @@ def validate_spec(spec: ProjectSpec) -> None:
 
 
 def create_project(ctx: AppContext, spec: ProjectSpec, *, actor_id: int | None = None) -> int:
+    """Create a project. Labels without a shortcut get one (``assign_shortcuts``); a box project gets a
+    'no finding' answer when its labels have none, so a normal study need not be called indeterminate."""
+    validate_spec(spec)
+    labels = spec.labels
+    if spec.task_type == TaskType.BOXES.value and not any(lab.kind == LabelKind.NO_FINDING.value for lab in labels):
+        labels = (*labels, LabelSpec("no finding", colour="#2ca02c", kind=LabelKind.NO_FINDING.value))
+    spec = replace(spec, labels=assign_shortcuts(labels))
     validate_spec(spec)
     try:
         with ctx.sessions.begin() as session:

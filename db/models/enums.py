@@ -29,6 +29,7 @@ class LabelKind(enum.StrEnum):
     FINDING = "finding"
     INDETERMINATE = "indeterminate"
     INSUFFICIENT_QUALITY = "insufficient_quality"
+    NO_FINDING = "no_finding"  # box projects: a normal study, no box drawn
 
 
 class DeidStatus(enum.StrEnum):

@@ -21,13 +21,14 @@ def _active(now: dt.datetime) -> Any:
 
 
 def active_claim(session: Session, project_id: int, user_id: int, now: dt.datetime) -> Assignment | None:
-    """The reader's unexpired primary-read claim in this project, if any (resumed before a new claim)."""
+    """The reader's newest unexpired primary-read claim in this project, if any (resumed before a new
+    claim). Newest first: an undone case is claimed again and comes back before the case left open."""
     stmt = (
         select(Assignment)
         .join(Item, Item.id == Assignment.item_id)
         .where(Item.project_id == project_id, Assignment.user_id == user_id,
                Assignment.kind == AnnotationKind.LABEL, _active(now))
-        .order_by(Assignment.claimed_at)
+        .order_by(Assignment.claimed_at.desc(), Assignment.id.desc())
         .limit(1)
     )
     return session.scalars(stmt).first()

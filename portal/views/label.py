@@ -23,9 +23,9 @@ if case is None:
     st.stop()
 
 
-
 @st.cache_data(ttl=30, show_spinner=False)
 def _remaining(project_id: int, user_id: int) -> int:
+    """A count over the project, cached; every label, undo or skip of this reader clears it."""
     return labelling.queue_progress(ctx, project_id, user_id)
 
 
@@ -43,32 +43,52 @@ def _submit(labels: list[str], boxes: list[dict] | None = None) -> None:
     except MedlabelError as exc:
         st.session_state["label_error"] = str(exc)
     else:
+        _remaining.clear(project.id, user.id)
         st.session_state["label_flash"] = f"Saved {', '.join(labels) or 'boxes'}."
 
 
 def _toggle(name: str) -> None:
     chosen = st.session_state.setdefault(chosen_key, [])
-    chosen.remove(name) if name in chosen else chosen.append(name)
+    if name in chosen:  # a statement, not an expression: Streamlit's magic would write its None on the page
+        chosen.remove(name)
+    else:
+        chosen.append(name)
 
 
 def _undo() -> None:
-    if labelling.undo_last(ctx, project.id, user.id) is None:
+    item_id = labelling.undo_last(ctx, project.id, user.id)
+    if item_id is None:
         st.session_state["label_flash"] = "Nothing to undo."
-    else:
-        st.session_state["label_flash"] = "Undone: that case is back."
+        return
+    _remaining.clear(project.id, user.id)
+    for key in [k for k in st.session_state if str(k).startswith("t0_")]:
+        del st.session_state[key]  # the timer restarts for the case that comes back
+    st.session_state["label_flash"] = f"Undone: case #{item_id} is back."
 
 
-image_col, panel = st.columns([3, 2], gap="large")
+def _skip(reason: str) -> None:
+    labelling.skip(ctx, case.assignment_id, user.id, reason)
+    _remaining.clear(project.id, user.id)
+
+
+image_col, panel = st.columns([2, 1], gap="medium")
 with image_col:
     drawn = show_case_image(ctx, case, boxes=project.task_type == "boxes")
 
 with panel:
-    st.markdown(f"**{project.name}** · about {_remaining(project.id, user.id)} left in your queue · "
+    st.markdown(f"**{project.name}** · {_remaining(project.id, user.id)} left in your queue · "
                 f"case #{case.item_id}")
     if "label_flash" in st.session_state:
         st.toast(st.session_state.pop("label_flash"))
     if "label_error" in st.session_state:
         st.error(st.session_state.pop("label_error"))
+    # Undo and Skip sit at the top: at the foot of a long label list the Skip menu opened off-screen.
+    left, right = st.columns(2)
+    left.button("Undo", key="undo", shortcut="u", on_click=_undo, icon=":material/undo:", width="stretch")
+    with right.popover("Skip", icon=":material/skip_next:", width="stretch"):
+        reason = st.selectbox("Reason", ["not my expertise", "image will not load", "wrong body part",
+                                         "duplicate", "other"], key=f"skip_reason_{case.assignment_id}")
+        st.button("Skip this case", key="skip", on_click=_skip, args=(reason,))
     if project.instructions:
         with st.expander("Instructions"):
             st.write(project.instructions)
@@ -81,34 +101,29 @@ with panel:
     elif case.suggestions_note:
         st.caption(case.suggestions_note)
 
-    findings = [lab for lab in project.labels]
+    findings = list(project.labels)
+    # Many labels go in two columns, so the whole list and Submit fit on one screen.
+    grid = st.columns(2 if len(findings) > 6 else 1)
     if project.task_type == "single_label":
-        for lab in findings:
-            st.button(lab.name, key=f"lab_{lab.name}", shortcut=lab.shortcut, on_click=_submit, args=([lab.name],),
-                      width="stretch", type="primary" if lab.kind == "finding" else "secondary")
+        for i, lab in enumerate(findings):
+            grid[i % len(grid)].button(lab.name, key=f"lab_{lab.name}", shortcut=lab.shortcut, on_click=_submit,
+                                       args=([lab.name],), width="stretch",
+                                       type="primary" if lab.kind == "finding" else "secondary")
     elif project.task_type == "multi_label":
         chosen = st.session_state.setdefault(chosen_key, [])
-        for lab in findings:
-            st.button(("✓ " if lab.name in chosen else "") + lab.name, key=f"lab_{lab.name}",
-                      shortcut=lab.shortcut, on_click=_toggle, args=(lab.name,), width="stretch")
+        for i, lab in enumerate(findings):
+            grid[i % len(grid)].button(("✓ " if lab.name in chosen else "") + lab.name, key=f"lab_{lab.name}",
+                                       shortcut=lab.shortcut, on_click=_toggle, args=(lab.name,), width="stretch")
         st.button("Submit", key="submit", shortcut="Enter", type="primary", disabled=not chosen,
                   on_click=lambda: _submit(list(st.session_state.get(chosen_key, []))), width="stretch")
     else:
-        st.caption("Draw boxes on the image (pick the box label above the image), then submit.")
-        st.button("Submit boxes", key="submit", shortcut="Enter", type="primary",
+        st.caption("Draw boxes on the image (pick the box label above the image), then submit; "
+                   "'no finding' for a normal study.")
+        st.button("Submit boxes", key="submit", shortcut="Enter", type="primary", disabled=not drawn,
                   on_click=lambda: _submit([], drawn), width="stretch")
-        others = [lab for lab in findings if lab.kind != "finding"]
-        for lab in others:
+        for lab in (lab for lab in findings if lab.kind != "finding"):
             st.button(lab.name, key=f"lab_{lab.name}", shortcut=lab.shortcut, on_click=_submit, args=([lab.name],),
-                      width="stretch")
+                      width="stretch", type="primary" if lab.kind == "no_finding" else "secondary")
 
     st.checkbox("Uncertain", key=f"uncertain_{case.assignment_id}")
     st.text_input("Comment", key=f"comment_{case.assignment_id}")
-    left, right = st.columns(2)
-    left.button("Undo last", key="undo", shortcut="u", on_click=_undo, icon=":material/undo:")
-    with right.popover("Skip", icon=":material/skip_next:"):
-        reason = st.selectbox("Reason", ["not my expertise", "image will not load", "wrong body part",
-                                         "duplicate", "other"], key=f"skip_reason_{case.assignment_id}")
-        if st.button("Skip this case", key="skip"):
-            labelling.skip(ctx, case.assignment_id, user.id, reason)
-            st.rerun()

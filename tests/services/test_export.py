@@ -61,7 +61,22 @@ def test_coco_for_box_projects(ctx: AppContext) -> None:
     labelling.submit(ctx, case.assignment_id, uid, labels=[],
                      boxes=[{"label": "pneumonia", "x0": 10, "y0": 20, "x1": 40, "y1": 60}])
     coco = json.loads(export_project(ctx, "Boxes", "coco"))
-    assert [c["name"] for c in coco["categories"]] == ["normal", "pneumonia", "indeterminate"]
+    # A box project gets its explicit 'no finding' answer (a normal study is not 'indeterminate').
+    assert [c["name"] for c in coco["categories"]] == ["normal", "pneumonia", "indeterminate", "no finding"]
     (ann,) = coco["annotations"]
     assert ann["bbox"] == [10.0, 20.0, 30.0, 40.0] and ann["category_id"] == 2
     assert coco["images"][0]["width"] == 100
+
+
+def test_no_finding_is_exported_for_a_box_project(ctx: AppContext) -> None:
+    pid = make_project(ctx, name="Boxes", task_type="boxes")
+    make_items(ctx, pid, 2, width=100, height=100)
+    uid = user_id(ctx, "rad1")
+    case = labelling.next_case(ctx, pid, uid)
+    labelling.submit(ctx, case.assignment_id, uid, labels=["no finding"])
+    coco = json.loads(export_project(ctx, "Boxes", "coco"))
+    read = next(i for i in coco["images"] if i["id"] == case.item_id)
+    unread = next(i for i in coco["images"] if i["id"] != case.item_id)
+    assert (read["final_label"], read["provenance"]) == ("no finding", "single read")
+    assert unread["final_label"] is None and coco["annotations"] == []
+    assert "no finding" in export_project(ctx, "Boxes", "csv").decode()
