@@ -12,7 +12,21 @@ import os
 os.environ["ORT_DISABLE_TELEMETRY"] = "1"
 
 from inference.batching import DynamicBatcher, default_batcher
-from inference.display import CT_WINDOW_PRESETS, read_meta, render_png, window_presets
+from inference.display import (
+    CT_WINDOW_PRESETS,
+    View,
+    WindowOptions,
+    crop_view,
+    original_to_shown,
+    read_meta,
+    render_png,
+    shown_to_original,
+    statistics_window,
+    view_rect,
+    view_size,
+    window_options,
+    window_presets,
+)
 from inference.heatmap import border_share, legend_png, occlusion_drops, occlusion_map, overlay_png
 from inference.imaging import decode, is_dicom, read_dicom, read_image_meta, window_array
 from inference.models_builtin import build_densenet121_shaped, build_tabular_model, build_tiny_cnn
@@ -62,11 +76,14 @@ __all__ = [
     "TabularFeature",
     "TabularSpec",
     "Uncertainty",
+    "View",
+    "WindowOptions",
     "WindowPreset",
     "available_cores",
     "build_densenet121_shaped",
     "build_tabular_model",
     "build_tiny_cnn",
+    "crop_view",
     "decode",
     "default_batcher",
     "default_cache",
@@ -78,6 +95,7 @@ __all__ = [
     "legend_png",
     "occlusion_drops",
     "occlusion_map",
+    "original_to_shown",
     "overlay_png",
     "preprocess",
     "preprocess_array",
@@ -87,15 +105,20 @@ __all__ = [
     "read_meta",
     "render_png",
     "run",
+    "shown_to_original",
     "sigmoid",
     "softmax",
     "spec_from_dict",
     "spec_to_dict",
+    "statistics_window",
     "tabular_vector",
     "to_probabilities",
     "top_k",
     "uncertainty",
+    "view_rect",
+    "view_size",
     "window_array",
+    "window_options",
     "window_presets",
     "with_embedding_output",
 ]

@@ -215,6 +215,27 @@ def _decode_frame(ds: Dataset, frame: int, frames: int, name: str) -> np.ndarray
     return arr
 
 
+def modality_values(ds: Dataset, *, frame: int = 0, max_size: int | None = 512,
+                    name: str = "<bytes>") -> np.ndarray | None:
+    """One grayscale frame after the Modality LUT (rescale or table), before any VOI transform, as float32
+    at most ``max_size`` on its longer side; None for colour images (they take no window)."""
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if not 0 <= frame < frames:
+        raise InputError(name, f"frame {frame} out of range (the image has {frames} frame(s))")
+    arr = _decode_frame(ds, frame, frames, name)
+    if arr.ndim == 3:
+        return None
+    attrs = frame_attributes(ds, frame)
+    if "ModalityLUTSequence" in attrs:
+        values = apply_modality_lut(arr, attrs).astype(np.float32)
+    else:
+        values = arr.astype(np.float32)
+        slope = float(attrs.get("RescaleSlope", 1.0) or 1.0)
+        intercept = float(attrs.get("RescaleIntercept", 0.0) or 0.0)
+        values = values * np.float32(slope) + np.float32(intercept)
+    return resize_float(values, target_size(values.shape[0], values.shape[1], max_size))
+
+
 def dicom_unit(ds: Dataset, *, frame: int = 0, window: tuple[float, float] | None = None,
                size: tuple[int, int] | None = None, max_size: int | None = None,
                name: str = "<bytes>") -> Decoded:

@@ -1,9 +1,15 @@
 """Display renditions: an item's de-identified bytes rendered once per (frame, window, size) and
-cached in the content store, so the Label page never decodes DICOM on a rerun."""
+cached in the content store, so the Label page never decodes DICOM on a rerun.
+
+Zoom: at zoom z the page shows a view (``inference.View``) of 1/z of the image, cut from a
+full-resolution rendition (at most ``FULL_SIZE`` on its longer side) and shown at display size, so the
+image really gets larger on screen. Boxes drawn on a view map back to original pixel coordinates.
+"""
 
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -17,43 +23,123 @@ from services.context import AppContext
 
 CT_PRESETS: tuple[tuple[str, float, float], ...] = tuple(
     (name, center, width) for name, (center, width) in inference.CT_WINDOW_PRESETS.items())
+DISPLAY_SIZE = 1024  # longer side of what is sent to the browser (sharp on a 2x screen at ~560 CSS px)
+FULL_SIZE = 4096  # longer side of the rendition zoomed views are cut from
+MIN_DISPLAY = 512
 
 
 @dataclass(frozen=True)
 class DisplayImage:
     png: bytes
-    width: int
+    width: int  # of the PNG
     height: int
     original_width: int
     original_height: int
     frames: int
     presets: tuple[tuple[str, float, float], ...]
+    view: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)  # what the PNG shows, original pixels
+    zoom: float = 1.0
+
+    @property
+    def view_rect(self) -> inference.View:
+        if self.view[2] <= self.view[0]:
+            return inference.View(0.0, 0.0, float(self.original_width), float(self.original_height))
+        return inference.View(*self.view)
 
 
-def display_image(ctx: AppContext, item_id: int, *, frame: int = 0, window: tuple[float, float] | None = None,
-                  max_size: int = 1024) -> DisplayImage:
+@dataclass(frozen=True)
+class WindowChoices:
+    """The windows to offer for one frame (``inference.WindowOptions`` as plain data), or none at all
+    (photos, colour). ``presets``: (name, center, width); center and width are None for the file's
+    VOI LUT table."""
+
+    presets: tuple[tuple[str, float | None, float | None], ...]
+    value_range: tuple[float, float]
+    auto: tuple[float, float]
+
+    def window(self, name: str) -> tuple[float, float] | None:
+        for preset, center, width in self.presets:
+            if preset == name:
+                return None if center is None or width is None else (center, width)
+        return None
+
+    def current(self, name: str) -> tuple[float, float]:
+        """The (center, width) that preset shows (Auto for the file's LUT table, which has none)."""
+        return self.window(name) or self.auto
+
+
+def _item(ctx: AppContext, item_id: int) -> tuple[str, str, str | None, int, int, int]:
     with ctx.reads() as session:
         item = session.get(Item, item_id)
         if item is None:
             raise NotFoundError(f"no item {item_id}")
-        content_hash, stored_path, modality = item.content_hash, item.stored_path, item.modality
-        width, height, frames = item.width or 0, item.height or 0, item.frame_count
+        return (item.content_hash, item.stored_path, item.modality, item.width or 0, item.height or 0,
+                item.frame_count)
+
+
+def window_choices(ctx: AppContext, item_id: int, *, frame: int = 0) -> WindowChoices | None:
+    """The window presets for this item and frame: the file's own VOI first, CT presets only for CT,
+    then a statistics-based window (cached next to the item)."""
+    content_hash, stored_path, _, _, _, frames = _item(ctx, item_id)
     frame = max(0, min(frame, frames - 1))
-    win = None if window is None else (round(float(window[0]), 2), round(float(window[1]), 2))
-    cache_key = f"display/v2/{frame}/{win}/{max_size}"
+    key = f"windows/v2/{frame}"
+    cached = ctx.store.get_derived(content_hash, key)
+    if cached is None:
+        options = inference.window_options(ctx.store.get(stored_path), frame=frame, name=f"item {item_id}")
+        data: dict[str, Any] = {"none": True} if options is None else {
+            "presets": [[n, None if w is None else w[0], None if w is None else w[1]] for n, w in options.presets],
+            "range": list(options.value_range), "auto": list(options.auto)}
+        cached = json.dumps(data).encode()
+        ctx.store.put_derived(content_hash, key, cached)
+    data = json.loads(cached)
+    if data.get("none"):
+        return None
+    return WindowChoices(presets=tuple((str(n), c, w) for n, c, w in data["presets"]),
+                         value_range=(float(data["range"][0]), float(data["range"][1])),
+                         auto=(float(data["auto"][0]), float(data["auto"][1])))
+
+
+def _rendition(ctx: AppContext, content_hash: str, stored_path: str, frame: int,
+               win: tuple[float, float] | None, max_size: int) -> bytes:
+    cache_key = f"display/full/{frame}/{win}/{max_size}"
     png = ctx.store.get_derived(content_hash, cache_key)
     if png is None:
-        rendered = inference.render_png(ctx.store.get(stored_path), frame=frame, window=win, max_size=max_size)
-        png = _upscale_small(rendered.png)
+        png = inference.render_png(ctx.store.get(stored_path), frame=frame, window=win, max_size=max_size).png
         ctx.store.put_derived(content_hash, cache_key, png)
-    with Image.open(io.BytesIO(png)) as img:
-        shown_w, shown_h = img.size
+    return png
+
+
+def display_image(ctx: AppContext, item_id: int, *, frame: int = 0, window: tuple[float, float] | None = None,
+                  max_size: int = DISPLAY_SIZE, zoom: float = 1.0,
+                  center: tuple[float, float] = (0.5, 0.5)) -> DisplayImage:
+    """The item as shown: at zoom 1 the whole image (at most ``max_size``; thumbnails enlarged to
+    ``MIN_DISPLAY``); at zoom z > 1 the view of 1/z of the image around ``center`` (fractions), at
+    display size."""
+    content_hash, stored_path, modality, width, height, frames = _item(ctx, item_id)
+    frame = max(0, min(frame, frames - 1))
+    win = None if window is None else (round(float(window[0]), 2), round(float(window[1]), 2))
     presets = CT_PRESETS if modality == "CT" else ()
-    return DisplayImage(png=png, width=shown_w, height=shown_h, original_width=width or shown_w,
-                        original_height=height or shown_h, frames=frames, presets=presets)
-
-
-MIN_DISPLAY = 512
+    if zoom <= 1.0:
+        cache_key = f"display/v3/{frame}/{win}/{max_size}"
+        png = ctx.store.get_derived(content_hash, cache_key)
+        if png is None:
+            rendered = inference.render_png(ctx.store.get(stored_path), frame=frame, window=win, max_size=max_size)
+            png = _upscale_small(rendered.png)
+            ctx.store.put_derived(content_hash, cache_key, png)
+        with Image.open(io.BytesIO(png)) as img:
+            shown_w, shown_h = img.size
+        width, height = width or shown_w, height or shown_h
+        return DisplayImage(png=png, width=shown_w, height=shown_h, original_width=width, original_height=height,
+                            frames=frames, presets=presets, view=(0.0, 0.0, float(width), float(height)))
+    full = _rendition(ctx, content_hash, stored_path, frame, win, FULL_SIZE)
+    if not (width and height):
+        with Image.open(io.BytesIO(full)) as img:
+            width, height = img.size
+    view = inference.view_rect(width, height, zoom, center)
+    size = inference.view_size(view, max(max_size, MIN_DISPLAY))
+    png = inference.crop_view(full, (width, height), view, size)
+    return DisplayImage(png=png, width=size[0], height=size[1], original_width=width, original_height=height,
+                        frames=frames, presets=presets, view=(view.x0, view.y0, view.x1, view.y1), zoom=float(zoom))
 
 
 def _upscale_small(png: bytes) -> bytes:
@@ -70,14 +156,11 @@ def _upscale_small(png: bytes) -> bytes:
 
 
 def to_original_boxes(boxes: Sequence[dict[str, Any]], image: DisplayImage) -> list[dict[str, Any]]:
-    """Boxes drawn on the display rendition (left/top/width/height) -> original pixel x0, y0, x1, y1."""
-    sx, sy = image.original_width / image.width, image.original_height / image.height
-    out = []
-    for box in boxes:
-        x0 = max(0.0, float(box["left"]) * sx)
-        y0 = max(0.0, float(box["top"]) * sy)
-        x1 = min(float(image.original_width), (float(box["left"]) + float(box["width"])) * sx)
-        y1 = min(float(image.original_height), (float(box["top"]) + float(box["height"])) * sy)
-        out.append({"label": box.get("label", ""), "x0": round(x0, 1), "y0": round(y0, 1),
-                    "x1": round(x1, 1), "y1": round(y1, 1)})
-    return out
+    """Boxes drawn on the shown PNG (left/top/width/height in its pixels) -> original pixel x0, y0, x1, y1."""
+    return inference.shown_to_original(list(boxes), image.view_rect, (image.width, image.height),
+                                       (image.original_width, image.original_height))
+
+
+def to_shown_boxes(boxes: Sequence[dict[str, Any]], image: DisplayImage) -> list[dict[str, Any]]:
+    """Boxes in original pixels -> left/top/width/height on the shown PNG (those inside the view)."""
+    return inference.original_to_shown(list(boxes), image.view_rect, (image.width, image.height))

@@ -1,55 +1,150 @@
-"""The image viewer: windowing presets and sliders, zoom, frames, and the box canvas."""
+"""The image viewer: windowing by modality, zoom with pan, frames, and the box canvas.
+
+Zoom shows 1/z of the image at the same on-screen size, so each original pixel really gets z times
+larger; the pan sliders move the view. The box canvas shows the same view, and boxes are kept in
+original pixel coordinates whatever the zoom.
+"""
 
 from __future__ import annotations
 
-import io
+import math
 from typing import Any
 
 import streamlit as st
-from PIL import Image
 
 from services.context import AppContext
 from services.dto import CaseDTO
-from services.images import display_image, to_original_boxes
+from services.images import (
+    DisplayImage,
+    WindowChoices,
+    display_image,
+    to_original_boxes,
+    to_shown_boxes,
+    window_choices,
+)
 
-ZOOM = {"Fit": 768, "Large": 1024, "Full": 1600}
+ZOOMS = {"Fit": 1.0, "2×": 2.0, "4×": 4.0, "8×": 8.0}
+MANUAL = "Manual"
+CANVAS_WIDTH = 540  # CSS pixels of the box canvas (the image column of the Label page)
+CANVAS_MAX_HEIGHT = 760
+
+
+def _slider_range(choices: WindowChoices, modality: str) -> tuple[int, int, int]:
+    lo, hi = choices.value_range
+    if modality == "CT":  # room for every CT preset, whatever this slice holds
+        lo, hi = min(lo, -1024.0), max(hi, 3071.0)
+    lo, hi = math.floor(lo), math.ceil(hi)
+    return lo, max(hi, lo + 1), max(2 * (hi - lo), 2)
+
+
+def window_control(ctx: AppContext, case: CaseDTO, frame: int, slot: Any) -> tuple[float, float] | None:
+    """The Window selectbox (and Manual sliders) for a grayscale DICOM frame; the (center, width) to
+    show, or None for the file's own VOI LUT table, photos and colour images.
+
+    Presets come from the file and the modality (CT presets only for CT); the choice is remembered per
+    modality, so a CT window never carries over to an MR or X-ray case. Manual starts from the window
+    shown when it was chosen.
+    """
+    if case.kind != "dicom":
+        return None
+    choices = window_choices(ctx, case.item_id, frame=frame)
+    if choices is None:
+        return None
+    modality = case.modality or "OT"
+    names = [name for name, _, _ in choices.presets] + [MANUAL]
+    preset_key, last_key = f"window_preset_{modality}", f"window_last_{modality}"
+    center_key, width_key = f"win_center_{modality}", f"win_width_{modality}"
+    if st.session_state.get(preset_key) not in names:
+        st.session_state.pop(preset_key, None)
+    lo, hi, widest = _slider_range(choices, modality)
+
+    def start_manual() -> None:
+        if st.session_state.get(preset_key) == MANUAL:
+            center, width = choices.current(st.session_state.get(last_key, names[0]))
+            st.session_state[center_key] = min(max(round(center), lo), hi)
+            st.session_state[width_key] = min(max(round(width), 1), widest)
+
+    choice = slot.selectbox("Window", names, key=preset_key, on_change=start_manual)
+    if choice != MANUAL:
+        st.session_state[last_key] = choice
+        return choices.window(choice)
+    for key, low, high in ((center_key, lo, hi), (width_key, 1, widest)):
+        if key in st.session_state:  # a window kept from another case of this modality: keep it in range
+            st.session_state[key] = min(max(int(st.session_state[key]), low), high)
+        else:
+            center, width = choices.current(st.session_state.get(last_key, names[0]))
+            st.session_state[key] = min(max(round(center if key == center_key else width), low), high)
+    c1, c2 = st.columns(2)
+    center = c1.slider("Center", lo, hi, key=center_key)
+    width = c2.slider("Width", 1, widest, key=width_key)
+    return float(center), float(width)
+
+
+def _view_controls(case: CaseDTO, slot: Any) -> tuple[float, tuple[float, float]]:
+    zoom = ZOOMS[slot.segmented_control("Zoom", list(ZOOMS), default="Fit", key="zoom") or "Fit"]
+    if zoom <= 1.0:
+        return 1.0, (0.5, 0.5)
+    left, right = st.columns(2)
+    x = left.slider("Pan left ↔ right", 0, 100, 50, format="%d%%", key=f"pan_x_{case.item_id}")
+    y = right.slider("Pan up ↕ down", 0, 100, 50, format="%d%%", key=f"pan_y_{case.item_id}")
+    return zoom, (x / 100, y / 100)
+
+
+def _caption(case: CaseDTO, image: DisplayImage) -> str:
+    caption = f"{case.modality or case.kind} · {image.original_width}×{image.original_height}"
+    if image.zoom > 1:
+        x0, y0, x1, y1 = (round(v) for v in image.view)
+        caption += f" · zoom {image.zoom:g}×, showing x {x0}–{x1}, y {y0}–{y1}"
+    return caption
 
 
 def show_case_image(ctx: AppContext, case: CaseDTO, *, boxes: bool = False) -> list[dict[str, Any]]:
-    """Show the case's image; for box projects return the drawn boxes in original pixel coordinates."""
-    controls = st.columns([2, 2, 1])
+    """Show the case's image; for box projects return every drawn box in original pixel coordinates."""
+    controls = st.columns([1, 1, 0.5] if case.frames > 1 else [1, 1])
     frame = 0
     if case.frames > 1:
         frame = controls[2].number_input("Frame", 1, case.frames, 1, key=f"frame_{case.item_id}") - 1
-    zoom = controls[1].segmented_control("Zoom", list(ZOOM), default="Fit", key="zoom") or "Fit"
-    window = None
-    if case.kind == "dicom":
-        presets = {"File default": None}
-        if case.modality == "CT":
-            presets |= {"Lung": (-600.0, 1500.0), "Mediastinum": (50.0, 350.0), "Bone": (400.0, 1800.0),
-                        "Brain": (40.0, 80.0)}
-        presets["Manual"] = None
-        choice = controls[0].selectbox("Window", list(presets), key="window_preset")
-        if choice == "Manual":
-            c1, c2 = st.columns(2)
-            center = c1.slider("Center", -1500, 3000, 40, key="win_center")
-            width = c2.slider("Width", 1, 4000, 400, key="win_width")
-            window = (float(center), float(width))
-        else:
-            window = presets[choice]
-    image = display_image(ctx, case.item_id, frame=frame, window=window, max_size=ZOOM[zoom])
-    caption = f"{case.modality or case.kind} · {image.original_width}×{image.original_height}"
+    zoom, center = _view_controls(case, controls[1])
+    window = window_control(ctx, case, frame, controls[0])
+    image = display_image(ctx, case.item_id, frame=frame, window=window, zoom=zoom, center=center)
     if not boxes:
-        st.image(image.png, caption=caption, output_format="PNG")
+        st.image(image.png, caption=_caption(case, image), output_format="PNG", width="stretch")
         return []
-    from streamlit_drawable_canvas import st_canvas
-
     labels = [lab.name for lab in case.project.labels if lab.kind == "finding"]
-    box_label = st.radio("Box label", labels, horizontal=True, key=f"box_label_{case.item_id}")
-    scale = min(460 / image.width, 640 / image.height)
-    result = st_canvas(background_image=Image.open(io.BytesIO(image.png)), drawing_mode="labeled_rect",
-                       label=box_label, width=int(image.width * scale), height=int(image.height * scale),
-                       stroke_width=2, stroke_color="#ff4b4b", fill_color="rgba(255,75,75,0.15)",
-                       key=f"canvas_{case.assignment_id}")
-    st.caption(caption)
-    return to_original_boxes(result.boxes_in_image_space or [], image)
+    box_label = st.radio("Box label", labels, horizontal=True, key=f"box_label_{case.assignment_id}")
+    drawn = box_canvas(image, f"boxes_{case.assignment_id}", label=box_label)
+    st.caption(_caption(case, image) + f" · {len(drawn)} box(es)")
+    return drawn
+
+
+def box_canvas(image: DisplayImage, store_key: str, *, label: str = "", colour: str = "#ff4b4b",
+               initial: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """A drawable canvas over ``image`` (whatever its zoom); returns every box in original pixels.
+
+    Boxes live in ``st.session_state[store_key]`` in original pixel coordinates. Each view (zoom and
+    pan) gets its own canvas, drawn from the stored boxes that fall in it, so zooming or panning never
+    moves a box, and a box drawn while zoomed is stored where it lies on the original image.
+    """
+    from streamlit_drawable_canvas import boxes_to_drawing, st_canvas
+
+    saved: list[dict[str, Any]] = st.session_state.setdefault(store_key, [dict(b) for b in initial or []])
+    scale = min(CANVAS_WIDTH / image.width, CANVAS_MAX_HEIGHT / image.height)
+    width, height = max(1, round(image.width * scale)), max(1, round(image.height * scale))
+    canvas_key = f"{store_key}_" + "_".join(f"{v:.0f}" for v in image.view) + f"_{width}x{height}"
+    drawing_key = f"{canvas_key}_initial"
+    if drawing_key not in st.session_state:  # fixed while this view is shown: the canvas is not redrawn
+        shown = [{**b, "left": b["left"] * scale, "top": b["top"] * scale, "width": b["width"] * scale,
+                  "height": b["height"] * scale} for b in to_shown_boxes(saved, image)]
+        st.session_state[drawing_key] = boxes_to_drawing(shown, stroke_color=colour, stroke_width=2,
+                                                         fill_color="rgba(255,75,75,0.15)")
+    result = st_canvas(background_image=image.png, drawing_mode="labeled_rect", label=label, width=width,
+                       height=height, stroke_width=2, stroke_color=colour, fill_color="rgba(255,75,75,0.15)",
+                       initial_drawing=st.session_state[drawing_key], font_size=14, key=canvas_key)
+    on_png = [{**b, "left": b["left"] / scale, "top": b["top"] / scale, "width": b["width"] / scale,
+               "height": b["height"] / scale} for b in result.boxes]
+    inside = [b for b in to_original_boxes(on_png, image) if b["x1"] > b["x0"] and b["y1"] > b["y0"]]
+    view = image.view_rect
+    outside = [b for b in saved
+               if b["x1"] <= view.x0 or b["x0"] >= view.x1 or b["y1"] <= view.y0 or b["y0"] >= view.y1]
+    st.session_state[store_key] = outside + inside
+    return outside + inside
