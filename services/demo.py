@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import io
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,18 +30,31 @@ DEMO_USERS = (
     ("reader3", "reader", "Dr. Reader Three"),
     ("clinician", "clinician", "Demo Clinician"),
 )
+PNEUMONIA_LABELS = (
+    LabelSpec("normal", shortcut="1", colour="#2ca02c", code="RID39480"),
+    LabelSpec("pneumonia", shortcut="2", colour="#d62728", code="RID5350"),
+    LabelSpec("indeterminate", shortcut="3", colour="#7f7f7f", kind="indeterminate"),
+    LabelSpec("insufficient quality", shortcut="4", colour="#bcbd22", kind="insufficient_quality"),
+)
+# The reading projects hold full-resolution films shown at their own size; the 28x28 PneumoniaMNIST
+# images, unreadable to a radiologist, only feed the active-learning simulation project.
 DEMO_PROJECT = ProjectSpec(
     name="Pneumonia (chest X-ray)",
     task_type="single_label",
-    description="Paediatric chest X-rays from PneumoniaMNIST and the Kermany collection.",
+    description="Full-resolution paediatric chest X-rays from the Kermany collection.",
     instructions="Label each chest X-ray as normal or pneumonia. Use 'indeterminate' when unsure "
                  "after careful review, and 'insufficient quality' for unreadable images.",
-    labels=(
-        LabelSpec("normal", shortcut="1", colour="#2ca02c", code="RID39480"),
-        LabelSpec("pneumonia", shortcut="2", colour="#d62728", code="RID5350"),
-        LabelSpec("indeterminate", shortcut="3", colour="#7f7f7f", kind="indeterminate"),
-        LabelSpec("insufficient quality", shortcut="4", colour="#bcbd22", kind="insufficient_quality"),
-    ),
+    labels=PNEUMONIA_LABELS,
+    readers=("reader1", "reader2", "reader3"),
+)
+AL_PROJECT = ProjectSpec(
+    name="Pneumonia active learning (PneumoniaMNIST 28x28)",
+    task_type="single_label",
+    description="Simulation: 28x28 PneumoniaMNIST thumbnails with simulated reads, a finished verification "
+                "round and the active-learning loop. Too small to read clinically.",
+    instructions="A simulation set: the images are 28x28 thumbnails. Label normal or pneumonia to feed the "
+                 "active-learning loop.",
+    labels=PNEUMONIA_LABELS,
     readers=("reader1", "reader2", "reader3"),
 )
 
@@ -50,11 +62,11 @@ DEMO_PROJECT = ProjectSpec(
 NIH_PROJECT = ProjectSpec(
     name="ChestX-ray14 findings",
     task_type="multi_label",
-    description="NIH ChestX-ray14 sample (64x64): mark every finding present.",
+    description="Full-resolution chest X-rays (adult CR films and paediatric Kermany films): mark every "
+                "ChestX-ray14 finding present.",
     instructions="Select every finding you see (keys shown on the buttons), then press Enter. "
                  "Choose 'No finding' for a normal film.",
-    labels=(*(LabelSpec(name.replace("_", " ").lower(), shortcut=key)
-              for name, key in zip(NIH_FINDINGS, "abdefghijklmno", strict=True)),
+    labels=(*(LabelSpec(name.replace("_", " ").lower()) for name in NIH_FINDINGS),
             LabelSpec("no finding", shortcut="0", colour="#2ca02c")),
     readers=("reader1", "reader2"),
 )
@@ -62,11 +74,16 @@ DICOM_PROJECT = ProjectSpec(
     name="DICOM samples (boxes)",
     task_type="boxes",
     description="Real DICOM files of several modalities; draw a box around each finding or marker.",
-    instructions="Draw a box around each abnormality or device. Use 'indeterminate' if none can be judged.",
+    instructions="Draw a box around each abnormality or device. Choose 'no finding' for a normal study and "
+                 "'indeterminate' only if it cannot be judged.",
     labels=(LabelSpec("abnormality", shortcut="1", colour="#d62728"), LabelSpec("device", shortcut="2"),
+            LabelSpec("no finding", shortcut="0", colour="#2ca02c", kind="no_finding"),
             LabelSpec("indeterminate", shortcut="3", colour="#7f7f7f", kind="indeterminate")),
     readers=("reader1", "reader2"),
 )
+# Full-resolution chest films among the DICOM samples (adult CR chest PA), read in the multi-label project.
+ADULT_CHEST_DICOMS = ("pydicom-data/RG1_J2KI.dcm",
+                      "torchxrayvision/1.2.276.0.7230010.3.1.4.8323329.6904.1517875201.850819.dcm")
 
 
 @dataclass(frozen=True)
@@ -90,11 +107,14 @@ def _pneumoniamnist(data_dir: Path, count: int) -> Iterator[tuple[str, object]]:
         yield f"pneumoniamnist-test-{i:04d}.png", (lambda a=images[i]: _png(a))
 
 
-def _nih(data_dir: Path, count: int) -> list[Path]:
-    root = data_dir / "nih-chestxray14-1000"
-    with open(root / "labels.csv", newline="") as handle:
-        rows = [r for r in csv.DictReader(handle) if r["split"] == "test"]
-    return [root / r["path"] for r in rows[:count]]
+def _kermany(data_dir: Path) -> list[Path]:
+    return sorted((data_dir / "kermany-cxr-samples").glob("*/*.jpeg"))
+
+
+def _chest_films(data_dir: Path) -> list[Path]:
+    """Every full-resolution chest film that ships in sample_data (for the multi-label reading project)."""
+    dicoms = [data_dir / "dicom-samples" / name for name in ADULT_CHEST_DICOMS]
+    return [p for p in dicoms if p.exists()] + _kermany(data_dir)
 
 
 def load_demo(ctx: AppContext, *, data_dir: Path | None = None, images: int = 120,
@@ -112,29 +132,29 @@ def load_demo(ctx: AppContext, *, data_dir: Path | None = None, images: int = 12
             add_user(ctx, username, DEMO_PASSWORD, role, display_name=display)
             created_users.append(username)
     created_projects = []
-    for spec in (DEMO_PROJECT, NIH_PROJECT, DICOM_PROJECT):
+    for spec in (DEMO_PROJECT, NIH_PROJECT, DICOM_PROJECT, AL_PROJECT):
         if not project_exists(ctx, spec.name):
             create_project(ctx, spec)
             created_projects.append(spec.name)
     reports: list[IngestReport] = []
-    if not with_data:
+    if not with_data or not data_dir.exists():
         return DemoReport(tuple(created_users), tuple(created_projects))
-    if DEMO_PROJECT.name in created_projects and data_dir.exists():
-        reports.append(ingest_blobs(ctx, DEMO_PROJECT.name, _pneumoniamnist(data_dir, images)))
-        photos = sorted((data_dir / "kermany-cxr-samples").glob("*/*.jpeg"))
-        reports.append(ingest_paths(ctx, DEMO_PROJECT.name, photos))
-    if NIH_PROJECT.name in created_projects and data_dir.exists():
-        reports.append(ingest_paths(ctx, NIH_PROJECT.name, _nih(data_dir, images)))
-    if DICOM_PROJECT.name in created_projects and data_dir.exists():
+    if DEMO_PROJECT.name in created_projects:
+        reports.append(ingest_paths(ctx, DEMO_PROJECT.name, _kermany(data_dir)))
+    if NIH_PROJECT.name in created_projects:
+        reports.append(ingest_paths(ctx, NIH_PROJECT.name, _chest_films(data_dir)))
+    if DICOM_PROJECT.name in created_projects:
         reports.append(ingest_paths(ctx, DICOM_PROJECT.name, sorted((data_dir / "dicom-samples").rglob("*.dcm"))))
+    if AL_PROJECT.name in created_projects:
+        reports.append(ingest_blobs(ctx, AL_PROJECT.name, _pneumoniamnist(data_dir, images)))
     model_line = ""
-    if DEMO_PROJECT.name in created_projects and data_dir.exists():
+    if AL_PROJECT.name in created_projects:
         model_line = _demo_model(ctx, data_dir)
-        truth = _truth(data_dir, [r for r in reports if r.project == DEMO_PROJECT.name])
+        truth = _truth(data_dir, [r for r in reports if r.project == AL_PROJECT.name])
         model_line += "; " + demo_reads(ctx, truth)
         from services.active_learning import setup_active_learning_demo
 
-        model_line += "; " + setup_active_learning_demo(ctx, DEMO_PROJECT.name)
+        model_line += "; " + setup_active_learning_demo(ctx, AL_PROJECT.name)
         model_line += "; " + _approve_for_clinicians(ctx, "pneumonia-logreg")
     return DemoReport(tuple(created_users), tuple(created_projects), tuple(reports), model_line)
 
@@ -155,7 +175,8 @@ def _truth(data_dir: Path, reports: list[IngestReport]) -> dict[int, str]:
     return truth
 
 
-def demo_reads(ctx: AppContext, truth: dict[int, str], *, primary: int = 60, sample: int = 24, seed: int = 7) -> str:
+def demo_reads(ctx: AppContext, truth: dict[int, str], *, primary: int = 60, sample: int = 24, seed: int = 7,
+               project_name: str = AL_PROJECT.name) -> str:
     """Simulated reading so the dashboards have data: reader1 labels ``primary`` cases, a finished blinded
     verification round (reader2 and reader3, adjudicated by the lead) over ``sample`` of them, and a
     pending intra-reader re-read round for reader1. Simulated readers err at a fixed, seeded rate."""
@@ -163,7 +184,7 @@ def demo_reads(ctx: AppContext, truth: dict[int, str], *, primary: int = 60, sam
     from services.projects import projects_for
 
     users = _user_ids(ctx)
-    project = next(p for p in projects_for(ctx, users["lead"], "lead") if p.name == DEMO_PROJECT.name)
+    project = next(p for p in projects_for(ctx, users["lead"], "lead") if p.name == project_name)
     rng = np.random.default_rng(seed)
     flip = {"normal": "pneumonia", "pneumonia": "normal"}
 
@@ -176,7 +197,7 @@ def demo_reads(ctx: AppContext, truth: dict[int, str], *, primary: int = 60, sam
         labelling.submit(ctx, case.assignment_id, users["reader1"], labels=[read(case.item_id, 0.08)],
                          time_spent_ms=int(rng.integers(2500, 9000)))
         labelled += 1
-    rnd = verification.create_round(ctx, DEMO_PROJECT.name, name="Demo round 1", readers=["reader2", "reader3"],
+    rnd = verification.create_round(ctx, project_name, name="Demo round 1", readers=["reader2", "reader3"],
                                     n=min(sample, labelled), seed=seed, stratified=True, adjudicator="lead",
                                     actor_id=users["lead"])
     for reader, error_rate in (("reader2", 0.10), ("reader3", 0.15)):
@@ -190,7 +211,7 @@ def demo_reads(ctx: AppContext, truth: dict[int, str], *, primary: int = 60, sam
                                 note="demo adjudication: reviewed against the source data set's label")
         adjudicated += 1
     verification.close_round(ctx, rnd.id, users["lead"])
-    verification.create_reread_round(ctx, DEMO_PROJECT.name, reader="reader1", n=min(10, labelled),
+    verification.create_reread_round(ctx, project_name, reader="reader1", n=min(10, labelled),
                                      washout_days=14, seed=seed, name="reader1 re-read after 2 weeks",
                                      actor_id=users["lead"])
     return (f"reader1 labelled {labelled} cases; verification round '{rnd.name}' read blind by reader2 and "
@@ -216,15 +237,16 @@ def _demo_model(ctx: AppContext, data_dir: Path) -> str:
                                  "training_data": f"PneumoniaMNIST train split ({trained.train_size} paediatric "
                                                   "chest X-rays at 28x28); its test split: AUROC "
                                                   f"{trained.test_auroc:.3f} on {trained.test_size} images"})
-    report = prelabel(ctx, DEMO_PROJECT.name, f"{model.name}:{model.version}")
+    report = prelabel(ctx, AL_PROJECT.name, f"{model.name}:{model.version}")
     return (f"model {model.name} v{model.version}: test AUROC {trained.test_auroc:.3f}, accuracy "
             f"{trained.test_accuracy:.3f} on {trained.test_size} held-out images; "
             f"pre-labelled {report.predicted} items")
 
 
 def _approve_for_clinicians(ctx: AppContext, model_ref: str) -> str:
-    """The lead approves the demo's second-opinion model, validated on the demo project's verified labels."""
+    """The lead approves the demo's second-opinion model, validated on the verified labels of the 28x28
+    simulation project (the images it was made for)."""
     from services import model_cards
 
-    card = model_cards.approve(ctx, model_ref, _user_ids(ctx)["lead"], project=DEMO_PROJECT.name)
+    card = model_cards.approve(ctx, model_ref, _user_ids(ctx)["lead"], project=AL_PROJECT.name)
     return f"{card.model} approved for second opinions ({card.validation_line()})"

@@ -20,9 +20,10 @@ from services.context import AppContext
 from services.schema import current_revision, head_revision
 
 
-def run_cli(args: list[str], env: dict[str, str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+def run_cli(args: list[str], env: dict[str, str], stdin: str | None = None,
+            timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "medlabel.cli", *args], env=env, input=stdin,
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=timeout)
 
 
 def _all_commands(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
@@ -137,7 +138,23 @@ def test_init_refuses_a_newer_schema(tmp_path: Path) -> None:
 def test_demo_creates_users_and_project_once(tmp_path: Path) -> None:
     env = _env(tmp_path)
     assert run_cli(["init"], env).returncode == 0
-    first = run_cli(["demo"], env)
+    first = run_cli(["demo"], env, timeout=420)  # ingest, training and the simulated study: ~25 s of CPU
     assert first.returncode == 0, first.stderr
     assert "created user reader1" in first.stdout and "created project" in first.stdout
     assert "demo already loaded" in run_cli(["demo"], env).stdout
+    # The reading projects hold full-size films at their native size (never 28x28 or 64x64 thumbnails);
+    # the small PneumoniaMNIST images feed only the active-learning simulation project.
+    engine = make_engine(f"sqlite:///{tmp_path / 'data' / 'medlabel.db'}")
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT p.name, p.task_type, MIN(MIN(i.width, i.height)), MAX(i.width), COUNT(*) "
+                                 "FROM items i JOIN projects p ON p.id = i.project_id "
+                                 "WHERE i.deid_status = 'released' GROUP BY p.name, p.task_type")).all()
+    sizes = {name: (task, smallest, widest, n) for name, task, smallest, widest, n in rows}
+    assert sizes["Pneumonia (chest X-ray)"][1] >= 500 and sizes["Pneumonia (chest X-ray)"][3] == 16
+    assert sizes["ChestX-ray14 findings"][1] >= 500 and sizes["ChestX-ray14 findings"][3] >= 16
+    assert sizes["Pneumonia active learning (PneumoniaMNIST 28x28)"][2] == 28
+    with engine.connect() as conn:
+        box_labels = conn.execute(text("SELECT l.name, l.kind FROM labels l JOIN projects p ON p.id = l.project_id "
+                                       "WHERE p.task_type = 'boxes'")).all()
+    engine.dispose()
+    assert ("no finding", "no_finding") in [tuple(r) for r in box_labels]

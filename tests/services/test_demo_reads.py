@@ -10,12 +10,12 @@ from tests.services.factories import make_items, user_id
 
 def test_demo_reads_finish_a_round(ctx: AppContext) -> None:
     demo.load_demo(ctx, with_data=False)
-    project = next(p for p in projects_for(ctx, user_id(ctx, "lead"), "lead") if p.name == demo.DEMO_PROJECT.name)
+    project = next(p for p in projects_for(ctx, user_id(ctx, "lead"), "lead") if p.name == demo.AL_PROJECT.name)
     items = make_items(ctx, project.id, 14)
     truth = {item: ("pneumonia" if i % 3 == 0 else "normal") for i, item in enumerate(items)}
     line = demo.demo_reads(ctx, truth, primary=12, sample=8, seed=3)
     assert "reader1 labelled 12 cases" in line
-    first, reread = verification.rounds(ctx, demo.DEMO_PROJECT.name)
+    first, reread = verification.rounds(ctx, demo.AL_PROJECT.name)
     assert (first.status, first.sample_size, first.reads_done, first.reads_total) == ("closed", 8, 16, 16)
     assert first.adjudicated == first.disagreements
     assert {r for r, _, _ in first.per_reader} == {"reader2", "reader3"}
