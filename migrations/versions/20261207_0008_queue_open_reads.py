@@ -1,7 +1,7 @@
 """queue: items keep a count of submitted primary reads and whether they still need one
 
-Revision ID: 0007
-Revises: 0006
+Revision ID: 0008
+Revises: 0007
 Create Date: 2026-12-07 00:00:00
 
 ``items.reads_done`` counts the item's DONE primary-read assignments and ``items.queue_open`` says
@@ -16,8 +16,8 @@ import sqlalchemy as sa
 from alembic import op
 
 
-revision: str = '0007'
-down_revision: str | None = '0006'
+revision: str = '0008'
+down_revision: str | None = '0007'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
