@@ -111,7 +111,8 @@ def mark_read(engine: Engine, *, project_id: int, user_ids: Sequence[int], count
     who = "CASE ((items.id + {turn}) % {n}) {whens} END".format(
         turn=int(turn), n=len(user_ids), whens=" ".join(f"WHEN {i} THEN {int(u)}" for i, u in enumerate(user_ids)))
     head = ("items.project_id = :p AND items.deid_status = 'released' AND items.queue_open = :open "
-            "AND items.priority = 0")
+            "AND items.priority = 0 AND NOT EXISTS (SELECT 1 FROM assignments c WHERE c.item_id = items.id "
+            "AND c.kind = 'label' AND c.status = 'claimed')")  # an item a reader holds stays theirs
     params: dict[str, Any] = {"p": project_id, "labels": labels_json, "k": labels_per_item, "open": True}
     with engine.begin() as conn:
         last = conn.execute(text(f"SELECT items.random_key FROM items WHERE {head} "

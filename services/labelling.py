@@ -46,7 +46,7 @@ def next_case(ctx: AppContext, project_id: int, user_id: int, *, now: dt.datetim
     """
     now = now or utcnow()
     expires = now + dt.timedelta(minutes=ctx.settings.claim_minutes)
-    with ctx.sessions.begin() as session:
+    with ctx.sessions.begin() as session:  # the write lock (SQLite) is held for the claim only
         project = session.get(Project, project_id)
         if project is None:
             raise NotFoundError(f"no project with id {project_id}")
@@ -67,15 +67,17 @@ def next_case(ctx: AppContext, project_id: int, user_id: int, *, now: dt.datetim
                 if claim is not reread:
                     audit.record(session, "queue.claim", actor_id=user_id, target_type="item",
                                  target_id=claim.item_id)
-        item = session.get(Item, claim.item_id)
-        assert item is not None
-        rereading = claim.kind == AnnotationKind.REREAD
+        claim_id, item_id, rereading = claim.id, claim.item_id, claim.kind == AnnotationKind.REREAD
+    with ctx.reads() as session:  # the case itself is read after the claim committed
+        project = session.get(Project, project_id)
+        item = session.get(Item, item_id)
+        assert project is not None and item is not None
         if rereading:
             suggestions: tuple[Suggestion, ...] = ()
             note, model = "No model suggestion for this case.", None
         else:
             suggestions, note, model = _suggestions(session, project, item)
-        case = CaseDTO(assignment_id=claim.id, item_id=item.id, project=project_dto(session, project),
+        case = CaseDTO(assignment_id=claim_id, item_id=item.id, project=project_dto(session, project),
                        kind=item.kind, modality=item.modality, width=item.width, height=item.height,
                        frames=item.frame_count, suggestions=suggestions, suggestions_note=note, model=model)
         strategy = project.queue_strategy
