@@ -291,9 +291,11 @@ def _register() -> None:
 
     cli.add_command(jobs_commands.command)
     bench.add_command(bench_scale.command)
+    from medlabel.benchmarks import ingest as bench_ingest
     from medlabel.benchmarks import retrain as bench_retrain
 
     bench.add_command(bench_retrain.command)
+    bench.add_command(bench_ingest.command)
     from medlabel.benchmarks import api as bench_api
     from medlabel.commands import tokens
 
