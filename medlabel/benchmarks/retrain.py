@@ -44,7 +44,12 @@ GOAL_S = 10
 PROJECT = "Bench retrain"
 LABELS = ("normal", "pneumonia")
 SCORE_STRATEGIES = ("margin", "hybrid", "kcenter")
-BACKBONE = "tiny 3-d test backbone (linear on 8x8 images: left-half, right-half and overall mean)"
+BACKBONES = {
+    "tiny": "tiny 3-d test backbone (linear on 8x8 images: left-half, right-half and overall mean)",
+    "densenet": "DenseNet-121 topology and weights size (inference.build_densenet121_shaped, random weights, "
+                "~28 MB, 1024-d features) at a 32x32x3 input, 2 softmax classes",
+}
+BACKBONE = BACKBONES["tiny"]
 #: Progress messages of ``retrain`` -> step names (first match wins); "done" ends the last step.
 STEP_PATTERNS: tuple[tuple[str, str], ...] = (
     (r"^reading labels", "read_labels_and_embeddings"),
@@ -156,7 +161,26 @@ def png(a: float, b: float, n: int) -> bytes:
     return buffer.getvalue() + f"item {n}".encode()  # trailing bytes keep every file unique
 
 
-def _corpus(ctx: Any, items: int, labels: int) -> str:
+def densenet_model() -> bytes:
+    """DenseNet-121-sized (7.0 M parameters, 1024-d ``features``) at 32x32 input with a 2-class softmax
+    head: a real model size for validation and registration, at a compute that pre-labels 10,000 items
+    in the setup."""
+    import onnx
+    from onnx import helper
+
+    from inference import build_densenet121_shaped
+
+    model = onnx.load_from_string(build_densenet121_shaped(seed=0, n_classes=2, input_hw=(32, 32)))
+    last = model.graph.node[-1]
+    if last.op_type != "Sigmoid":
+        raise RuntimeError(f"unexpected DenseNet-shaped output node {last.op_type}")
+    model.graph.node.remove(last)
+    model.graph.node.append(helper.make_node("Softmax", list(last.input), list(last.output), axis=1))
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def _corpus(ctx: Any, items: int, labels: int, backbone: str = "tiny") -> str:
     """Reader, project, pattern items, the tiny model with its predictions, margin queue, truthful labels."""
     from db.models import Annotation, AnnotationKind, DeidStatus, Item
     from services import accounts
@@ -178,7 +202,10 @@ def _corpus(ctx: Any, items: int, labels: int) -> str:
         session.add_all(rows)
         session.flush()
         ids = [row.id for row in rows]
-    model = register_model(ctx, tiny_model(), name="tiny", labels=list(LABELS))
+    if backbone == "densenet":
+        model = register_model(ctx, densenet_model(), name="tiny", labels=list(LABELS))
+    else:
+        model = register_model(ctx, tiny_model(), name="tiny", labels=list(LABELS))
     predicted = prelabel(ctx, PROJECT, "tiny").predicted
     if predicted != items:
         raise RuntimeError(f"the tiny model pre-labelled {predicted} of {items} items")
@@ -216,7 +243,7 @@ def check(items: int, labels: int, repeats: int = 3) -> None:
         raise click.BadParameter(f"at least 1 score_pool run per strategy, not {repeats}")
 
 
-def run(items: int = 10_000, labels: int = 500, repeats: int = 3) -> dict[str, Any]:
+def run(items: int = 10_000, labels: int = 500, repeats: int = 3, backbone: str = "tiny") -> dict[str, Any]:
     """Build the installation, time one retrain and ``score_pool`` per strategy; the figures as a dict."""
     from medlabel.benchmarks.installation import throwaway_installation
     from services import active_learning as al
@@ -224,7 +251,7 @@ def run(items: int = 10_000, labels: int = 500, repeats: int = 3) -> dict[str, A
     check(items, labels, repeats)
     with throwaway_installation("medlabel-bench-retrain-") as ctx:
         start = time.perf_counter()
-        previous = _corpus(ctx, items, labels)
+        previous = _corpus(ctx, items, labels, backbone)
         setup_s = time.perf_counter() - start
 
         reporter = ClockReporter()
@@ -247,7 +274,8 @@ def run(items: int = 10_000, labels: int = 500, repeats: int = 3) -> dict[str, A
         "score_pool_repeats": repeats,
         "goal_s": GOAL_S,
         "within_goal": retrain_s < GOAL_S,
-        "backbone": BACKBONE,
+        "backbone": BACKBONES[backbone],
+        "embedding_dim": 1024 if backbone == "densenet" else 3,
         "cpu_count": os.cpu_count(),
         "previous_model": previous,
         "new_model": report.model_ref,
@@ -270,12 +298,14 @@ def run(items: int = 10_000, labels: int = 500, repeats: int = 3) -> dict[str, A
               help="Released pattern items in the project.")
 @click.option("--labels", default=500, show_default=True, type=click.IntRange(2, 1_000_000),
               help="Items labelled (truthfully, one reader) before the retrain; fewer than --items.")
+@click.option("--backbone", type=click.Choice(sorted(BACKBONES)), default="tiny", show_default=True,
+              help="tiny: the tests' 3-d backbone; densenet: DenseNet-121-sized (28 MB, 1024-d embeddings).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON only.")
-def command(items: int, labels: int, as_json: bool) -> None:
+def command(items: int, labels: int, backbone: str, as_json: bool) -> None:
     """Active-learning retrain end to end (fit, compose, register, pre-label, re-score) on a throw-away
-    project of pattern images with the tiny test backbone, per step; then score_pool per strategy."""
+    project of pattern images with the chosen backbone, per step; then score_pool per strategy."""
     check(items, labels)
-    result = run(items, labels)
+    result = run(items, labels, backbone=backbone)
     if as_json:
         click.echo(json.dumps(result))
         return

@@ -70,3 +70,20 @@ def test_steps_split_at_the_messages_and_at_the_first_poll_after_registering() -
                                 "a message nobody mapped: N items": 0.25}
     reporter.polls = []  # without a poll, registering runs until the first pre-label message
     assert reporter.steps()["register"] == 2.0 and reporter.steps()["prelabel"] == 3.0
+
+
+def test_densenet_backbone_is_real_size_with_1024_d_features() -> None:
+    import onnx
+
+    from inference.registry import find_embedding_tensor
+
+    data = bench.densenet_model()
+    assert len(data) > 25_000_000  # DenseNet-121's ~7 M parameters: what validation and registration handle
+    model = onnx.load_from_string(data)
+    assert model.graph.node[-1].op_type == "Softmax"
+    (output,) = model.graph.output
+    assert [d.dim_value for d in output.type.tensor_type.shape.dim][1:] == [2]
+    assert find_embedding_tensor(model, output.name) == "features"  # the 1024-d embeddings retrain reads
+    features = onnx.shape_inference.infer_shapes(model).graph.value_info
+    dims = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in features}
+    assert dims["features"][1:] == [1024]
