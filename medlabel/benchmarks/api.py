@@ -3,8 +3,9 @@
 Method (figures and discussion in docs/benchmarks.md):
 
 - A throw-away installation (SQLite, local store) with one clinician, a `predict` token and the
-  DenseNet-121-shaped model (224x224x3, 14 sigmoid outputs, random weights, built locally) registered
-  through the registry; `medlabel api` started on loopback in its own process, as in production.
+  DenseNet-121-shaped model (224x224x3, 14 sigmoid outputs, random weights, built locally; or, with
+  ``--model demo``, the demo model) registered through the registry; `medlabel api` started on
+  loopback in its own process, as in production.
 - Uploads: the typical upload of `bench second-opinion`, 1024x1024 8-bit grayscale PNGs made from the
   real chest X-rays in sample_data (each unique), posted as multipart `POST /api/v1/predictions` with
   httpx. The server decodes the PNG, runs the model (dynamically batched), records the request and
@@ -34,7 +35,7 @@ from typing import Any
 
 import click
 
-from medlabel.benchmarks.second_opinion import CHEXNET_LABELS, typical_uploads
+from medlabel.benchmarks.second_opinion import MODELS, _model, typical_uploads
 
 
 def _p(values: list[float], q: float) -> float:
@@ -85,7 +86,7 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 def run(requests: int = 20, per_client: int = 6, clients: int = 8, warmup: int = 3, batch_runs: int = 6,
-        max_seconds: float = 120.0) -> dict[str, Any]:
+        max_seconds: float = 120.0, model_kind: str = "densenet121") -> dict[str, Any]:
     import httpx
     import numpy as np
 
@@ -98,13 +99,13 @@ def run(requests: int = 20, per_client: int = 6, clients: int = 8, warmup: int =
     with throwaway_installation("medlabel-bench-api-") as ctx:
         accounts.add_user(ctx, "bench-clinician", "bench-password", "clinician")
         secret = api_tokens.create_token(ctx, "bench-clinician", "bench", ("predict", "read")).secret
-        model = register_model(ctx, inference.build_densenet121_shaped(seed=0), name="densenet121",
-                               labels=list(CHEXNET_LABELS))
+        onnx_bytes, labels = _model(model_kind, 0)
+        model = register_model(ctx, onnx_bytes, name=model_kind, labels=labels)
         ref = f"{model.name}:{model.version}"
         lead = accounts.add_user(ctx, "bench-lead", "bench-password", "lead").id
         model_cards.approve(ctx, ref, lead, project=None)  # clinicians use approved versions only
         spec = inference.spec_from_dict(model.input_spec)
-        session = cache.session(spec, model_bytes=ctx.store.get(model.stored_path))
+        session = cache.session(spec, model_bytes=onnx_bytes)
         uploads = typical_uploads(warmup + requests + clients * per_client)
         tensors = {i: inference.preprocess(uploads[i], spec.input) for i in range(warmup, warmup + requests)}
         proc, url = _start(ctx.settings, ctx.settings.data_dir / "api.log")
@@ -171,7 +172,7 @@ def run(requests: int = 20, per_client: int = 6, clients: int = 8, warmup: int =
         raw_batch_rate = 8 / (sorted(batch_times)[len(batch_times) // 2])
     single_p50, raw_p50 = _p(single, 0.5), _p(raw_single, 0.5)
     return {
-        "model": "densenet121",
+        "model": model_kind,
         "upload": "1024x1024 8-bit grayscale PNG (real chest X-rays)",
         "requests": requests,
         "clients": clients,
@@ -188,6 +189,8 @@ def run(requests: int = 20, per_client: int = 6, clients: int = 8, warmup: int =
 
 
 @click.command("api")
+@click.option("--model", "model_kind", type=click.Choice(MODELS), default="densenet121", show_default=True,
+              help="DenseNet-121-shaped graph (random weights, built locally) or the demo model.")
 @click.option("--requests", default=20, show_default=True, type=click.IntRange(1, 1000),
               help="Timed single-client requests.")
 @click.option("--per-client", default=6, show_default=True, type=click.IntRange(1, 1000),
@@ -196,10 +199,11 @@ def run(requests: int = 20, per_client: int = 6, clients: int = 8, warmup: int =
 @click.option("--max-seconds", default=120.0, show_default=True, type=click.FloatRange(1, 3600),
               help="Bound on the concurrent phase.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON only.")
-def command(requests: int, per_client: int, clients: int, max_seconds: float, as_json: bool) -> None:
+def command(model_kind: str, requests: int, per_client: int, clients: int, max_seconds: float,
+            as_json: bool) -> None:
     """The API on loopback with the DenseNet-121-shaped model: single-client latency against raw
     session.run, and throughput of concurrent clients (dynamic batching) against raw batch-8 runs."""
-    result = run(requests, per_client, clients, max_seconds=max_seconds)
+    result = run(requests, per_client, clients, max_seconds=max_seconds, model_kind=model_kind)
     if as_json:
         click.echo(json.dumps(result))
         return
