@@ -60,8 +60,8 @@ lint: setup
 clean:
 	rm -rf $(VENV) medlabel-data .pytest_cache
 
-## bench-peers: a separate virtualenv with dicognito and pydicom's deid for `medlabel bench deid`
+## bench-peers: a separate virtualenv with dicognito and pydicom's deid (pinned) for `medlabel bench deid`
 ## (pydicom's package is also called `deid`, so it cannot share .venv with medlabel)
 bench-peers:
 	@test -x .venv-bench/bin/python || $(PYTHON) -m venv .venv-bench
-	.venv-bench/bin/python -m pip install --quiet dicognito deid
+	.venv-bench/bin/python -m pip install --quiet 'dicognito==0.19.0' 'deid==0.4.13'
