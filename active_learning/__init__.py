@@ -6,6 +6,7 @@ portal or the inference runtime. Overview and the choice of the default strategy
 
 from active_learning.backbone import DemoModel, build_demo_backbone, build_demo_model, extract_backbone, pca_backbone
 from active_learning.diversity import k_center_greedy, kmeanspp_seeding, weighted_kmeans_representatives
+from active_learning.features import PatchFeatureParams, PatchKMeansFeatures, learn_features
 from active_learning.head import PROVENANCE_WEIGHTS, fit_head, label_kind, macro_auroc, provenance_weights
 from active_learning.label_errors import (
     LabelIssue,
@@ -21,6 +22,8 @@ from active_learning.simulation import labels_to_target, learning_curves, simula
 from active_learning.strategies import (
     DEFAULT_STRATEGY,
     STRATEGY_NAMES,
+    SWITCH_LABELS_PER_OUTPUT,
+    BudgetAdaptive,
     ClassBalancedUncertainty,
     HybridUncertaintyDiversity,
     KCenterGreedy,
@@ -28,13 +31,25 @@ from active_learning.strategies import (
     RandomSampling,
     Strategy,
     TTADisagreement,
+    TypiClust,
     UncertaintySampling,
+    adaptive_phase,
     make_strategy,
 )
 from active_learning.types import CurveSummary, HeadMetrics, LearningCurve
+from active_learning.typicality import typicality, typiclust_select
 
 __all__ = [
     "DEFAULT_STRATEGY",
+    "SWITCH_LABELS_PER_OUTPUT",
+    "BudgetAdaptive",
+    "PatchFeatureParams",
+    "PatchKMeansFeatures",
+    "TypiClust",
+    "adaptive_phase",
+    "learn_features",
+    "typicality",
+    "typiclust_select",
     "PROVENANCE_WEIGHTS",
     "STRATEGY_NAMES",
     "ClassBalancedUncertainty",

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -125,6 +126,7 @@ class DemoModel:
     seed_labels: int
     reference_auroc: float | None  # of the seed head on the file's val split (test if no val), for orientation
     reference_split: str
+    head_c: float = 1.0  # the head's L2 strength, kept by later retrains (registry meta "head_C")
 
 
 def _embed(model: ModelProto, x: np.ndarray) -> np.ndarray:
@@ -134,32 +136,51 @@ def _embed(model: ModelProto, x: np.ndarray) -> np.ndarray:
     return ((flat - inits["pca_mean"]) @ inits["pca_components"]).astype(np.float32)
 
 
-def build_demo_model(npz: Path, *, seed_size: int = 20, n_components: int = 50, seed: int = 0) -> DemoModel:
-    """Backbone (``build_demo_backbone``) composed with a calibrated head fitted on ``seed_size`` random
-    train items (one of each class first). Binary or multi-class (N, 1) labels only."""
+def build_demo_model(npz: Path, *, seed_size: int = 20, n_components: int = 50, seed: int = 0,
+                     backbone_kind: str = "pca", max_images: int | None = None,
+                     progress: Any = None) -> DemoModel:
+    """Backbone composed with a calibrated head fitted on ``seed_size`` random train items (one of each class
+    first). Binary or multi-class (N, 1) labels only. ``backbone_kind``: ``"pca"`` (``build_demo_backbone``)
+    or ``"patch-kmeans"`` (:mod:`active_learning.features`, learnt on at most ``max_images`` train images,
+    the budget-adaptive default's features); neither reads a label."""
     arrays = _load(Path(npz))
     y = np.asarray(arrays["train_labels"]).reshape(arrays["train_labels"].shape[0], -1)
     if y.shape[1] != 1:
         raise InputError(npz, "the demo model needs single-label (N, 1) train labels")
     classes = np.unique(y[:, 0])
     y_idx = np.searchsorted(classes, y[:, 0])
-    backbone = pca_backbone(arrays["train_images"], n_components, seed)
     pick = initial_set(y_idx, seed_size, np.random.default_rng(seed), multilabel=False)
-    emb = _embed(backbone, _as_nchw(arrays["train_images"][pick]))
-    head, _ = fit_head(emb, y_idx[pick], seed=seed, holdout=0.0)
+    if backbone_kind == "patch-kmeans":
+        from active_learning.features import FEATURE_HEAD_C, learn_features
+
+        images = arrays["train_images"]
+        if max_images is not None and images.shape[0] > max_images:
+            images = images[np.sort(np.random.default_rng(seed).choice(images.shape[0], max_images, replace=False))]
+        fx = learn_features(images, seed=seed, progress=progress)
+        backbone = fx.to_onnx(IMAGE_INPUT, EMBEDDING)
+        embed: Any = fx.transform
+        head_c = FEATURE_HEAD_C
+    elif backbone_kind == "pca":
+        backbone = pca_backbone(arrays["train_images"], n_components, seed)
+        embed = lambda images: _embed(backbone, _as_nchw(images))  # noqa: E731
+        head_c = 1.0
+    else:
+        raise ValueError(f"unknown backbone kind {backbone_kind!r}")
+    emb = embed(arrays["train_images"][pick])
+    head, _ = fit_head(emb, y_idx[pick], seed=seed, holdout=0.0, C=head_c)
     composed = compose_backbone_head(backbone, EMBEDDING, head_to_onnx(head, emb.shape[1], "features"))
     split = "val" if "val_images" in arrays and "val_labels" in arrays else "test"
     reference = None
     if f"{split}_images" in arrays and f"{split}_labels" in arrays:
         ref_y = np.searchsorted(classes, np.asarray(arrays[f"{split}_labels"]).reshape(-1))
-        ref_p = head.predict_proba(_embed(backbone, _as_nchw(arrays[f"{split}_images"])))
+        ref_p = head.predict_proba(embed(arrays[f"{split}_images"]))
         try:
             reference = macro_auroc(ref_y, ref_p)
         except ValueError:
             reference = None
     return DemoModel(onnx_bytes=composed.SerializeToString(), embedding_output=EMBEDDING,
                      n_components=int(emb.shape[1]), seed_labels=int(pick.shape[0]), reference_auroc=reference,
-                     reference_split=split)
+                     reference_split=split, head_c=head_c)
 
 
 __all__ = ["EMBEDDING", "DemoModel", "build_demo_backbone", "build_demo_model", "extract_backbone", "pca_backbone"]

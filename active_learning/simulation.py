@@ -18,15 +18,25 @@ from active_learning.types import CurveSummary, LearningCurve
 
 
 def fit_predict(x_lab: np.ndarray, y_lab: np.ndarray, evals: Sequence[np.ndarray], n_classes: int, *,
-                multilabel: bool, C: float = 1.0) -> list[np.ndarray]:
-    """Fit logistic regression on the labelled items and return probabilities (N, n_classes) for each eval set."""
+                multilabel: bool, C: float = 1.0, warm: dict[object, object] | None = None) -> list[np.ndarray]:
+    """Fit logistic regression on the labelled items and return probabilities (N, n_classes) for each eval set.
+
+    ``warm`` (a dict kept across the steps of one run) warm-starts each refit from the previous step's
+    coefficients: the same optimum to the solver's tolerance, in a fraction of the iterations."""
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
 
-    def lr(x: np.ndarray, y: np.ndarray) -> LogisticRegression:
+    def lr(x: np.ndarray, y: np.ndarray, key: object = "all") -> LogisticRegression:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
-            return LogisticRegression(C=C, max_iter=500).fit(x, y)
+            if warm is None:
+                return LogisticRegression(C=C, max_iter=500).fit(x, y)
+            model = warm.get(key)
+            n_cls = np.unique(y).shape[0]
+            if not isinstance(model, LogisticRegression) or getattr(model, "classes_", np.empty(0)).shape[0] != n_cls:
+                model = LogisticRegression(C=C, max_iter=500, warm_start=True)
+                warm[key] = model
+            return model.fit(x, y)
 
     outs = [np.zeros((e.shape[0], n_classes)) for e in evals]
     if multilabel:
@@ -36,7 +46,7 @@ def fit_predict(x_lab: np.ndarray, y_lab: np.ndarray, evals: Sequence[np.ndarray
                 for o in outs:
                     o[:, c] = float(col[0])
                 continue
-            model = lr(x_lab, col)
+            model = lr(x_lab, col, c)
             for o, e in zip(outs, evals, strict=True):
                 o[:, c] = model.predict_proba(e)[:, 1]
         return outs
@@ -70,11 +80,14 @@ def initial_set(y: np.ndarray, size: int, rng: np.random.Generator, *, multilabe
 
 def simulate(strategy: str, x_pool: np.ndarray, y_pool: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,
              seed_idx: np.ndarray, rng: np.random.Generator, *, n_classes: int, multilabel: bool, batch: int,
-             budget: int, tta_pool: np.ndarray | None = None, C: float = 1.0) -> tuple[list[int], list[float]]:
+             budget: int, tta_pool: np.ndarray | None = None, C: float = 1.0,
+             picked: list[int] | None = None) -> tuple[list[int], list[float]]:
     """One run: start from ``seed_idx`` labelled, acquire ``batch`` at a time up to ``budget`` labels.
 
     Returns (labels after each step, test AUROC after each step). ``tta_pool`` (T, N, D): features of
-    augmented pool images, needed by strategies with ``needs_tta``.
+    augmented pool images, needed by strategies with ``needs_tta``. ``picked``, when given, receives the
+    selected pool indices in order. The test set only ever goes into the AUROC: the strategy sees the pool's
+    features and the probabilities predicted for the pool.
     """
     strat = make_strategy(strategy, multilabel=multilabel)
     n = x_pool.shape[0]
@@ -83,6 +96,7 @@ def simulate(strategy: str, x_pool: np.ndarray, y_pool: np.ndarray, x_test: np.n
     mask[seed_idx] = True
     n_labels: list[int] = []
     aurocs: list[float] = []
+    warm: dict[object, object] = {}
     while True:
         need_pool = int(mask.sum()) < budget
         evals = [x_test] + ([x_pool] if need_pool else [])
@@ -90,15 +104,22 @@ def simulate(strategy: str, x_pool: np.ndarray, y_pool: np.ndarray, x_test: np.n
             if tta_pool is None:
                 raise ValueError(f"strategy {strategy!r} needs augmented pool features (tta_pool)")
             evals += list(tta_pool)
-        probs = fit_predict(x_pool[mask], y_pool[mask], evals, n_classes, multilabel=multilabel, C=C)
+        probs = fit_predict(x_pool[mask], y_pool[mask], evals, n_classes, multilabel=multilabel, C=C, warm=warm)
         n_labels.append(int(mask.sum()))
         aurocs.append(macro_auroc(y_test, probs[0], multilabel=multilabel))
         if not need_pool:
             return n_labels, aurocs
         pool_probs = np.stack(probs[2:]) if strat.needs_tta else probs[1]
         k = min(batch, budget - int(mask.sum()))
-        picks = strat.select(pool_probs, x_pool, mask, k, rng, labels=y_pool)
+        picks = strat.select(pool_probs, x_pool, mask, k, rng, labels=np.where(_rows(mask, y_pool), y_pool, 0))
+        if picked is not None:
+            picked.extend(int(i) for i in picks)
         mask[picks] = True
+
+
+def _rows(mask: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """``mask`` broadcast to the shape of ``y``: the labels of unlabelled items are hidden from the strategy."""
+    return mask.reshape((-1,) + (1,) * (y.ndim - 1))
 
 
 def learning_curves(strategies: Sequence[str], x_pool: np.ndarray, y_pool: np.ndarray, x_test: np.ndarray,

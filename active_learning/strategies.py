@@ -24,10 +24,12 @@ import numpy as np
 
 from active_learning import scores as S
 from active_learning.diversity import k_center_greedy, kmeanspp_seeding, weighted_kmeans_representatives
+from active_learning.typicality import typiclust_select
 
-#: The strategy the product uses by default. Fixed from the literature before any benchmark run; see
-#: docs/active-learning.md ("Why margin is the default").
-DEFAULT_STRATEGY = "margin"
+#: The strategy the product uses by default: typicality while labels are few, then margin with diversity
+#: (``BudgetAdaptive``; the rule is ``adaptive_phase``). Fixed, with every parameter, before the final
+#: evaluation ran; see docs/active-learning.md ("The default").
+DEFAULT_STRATEGY = "adaptive"
 
 
 def _check(probs: Any, labeled_mask: np.ndarray, k: int) -> np.ndarray:
@@ -231,6 +233,80 @@ class ClassBalancedUncertainty(Strategy):
         return (1.0 - self.alpha) * u + self.alpha * S.rarity(p, counts, multilabel=self.multilabel or p.ndim == 1)
 
 
+class TypiClust(Strategy):
+    """Typicality and coverage (Hacohen et al. 2022): the most typical item of each least-covered cluster;
+    see :mod:`active_learning.typicality`."""
+
+    name = "typiclust"
+    needs_embeddings = True
+
+    def __init__(self, max_clusters: int = 500, min_cluster: int = 5, knn: int = 20) -> None:
+        self.max_clusters = max_clusters
+        self.min_cluster = min_cluster
+        self.knn = knn
+
+    last_base: np.ndarray | None = None  # typicality of every item at the latest selection, 0..1
+
+    def _select(self, probs, embeddings, mask, k, rng, labels):  # noqa: ANN001
+        picked, self.last_base = typiclust_select(embeddings, mask, k, rng, max_clusters=self.max_clusters,
+                                                  min_cluster=self.min_cluster, knn=self.knn)
+        return picked
+
+
+#: The budget-adaptive default's switching rule: typicality while fewer than this many labels per output
+#: (class of a single-label task, finding of a multi-label one) are labelled, then uncertainty with diversity.
+SWITCH_LABELS_PER_OUTPUT = 20
+
+
+def adaptive_phase(n_labeled: int, n_outputs: int, per_output: int | None = None) -> str:
+    """``"typical"`` while ``n_labeled < per_output * n_outputs``, else ``"uncertain"`` (the switching rule;
+    ``per_output`` defaults to ``SWITCH_LABELS_PER_OUTPUT``)."""
+    if n_outputs < 1:
+        raise ValueError("n_outputs must be at least 1")
+    per = SWITCH_LABELS_PER_OUTPUT if per_output is None else per_output
+    return "typical" if n_labeled < per * n_outputs else "uncertain"
+
+
+class BudgetAdaptive(Strategy):
+    """The default: TypiClust while labels are few (cold start), then margin with diversity (the hybrid:
+    the ``beta * k`` smallest-margin items clustered, one per cluster). The switch is
+    :func:`adaptive_phase` on the number of labelled items and the number of outputs (probability columns;
+    a 1-D binary array counts as 2). ``last_phase`` and ``last_reasons`` describe the latest selection:
+    ``"typical"`` for a TypiClust pick, ``"uncertain, diverse"`` for a hybrid pick."""
+
+    name = "adaptive"
+    needs_embeddings = True
+
+    def __init__(self, per_output: int | None = None, beta: int = 10, multilabel: bool = False,
+                 aggregate: str = "mean") -> None:
+        self.per_output = per_output
+        self.multilabel = multilabel
+        self.typical = TypiClust()
+        self.uncertain = HybridUncertaintyDiversity("margin", beta=beta, multilabel=multilabel, aggregate=aggregate)
+        self.last_phase: str | None = None
+        self.last_reasons: list[str] = []
+        self.last_base: np.ndarray | None = None  # per-item score of the latest phase (typicality or margin)
+
+    def phase(self, probs: Any, n_labeled: int) -> str:
+        n_outputs = 2 if probs is None or np.ndim(probs) == 1 else int(np.shape(probs)[-1])
+        return adaptive_phase(n_labeled, n_outputs, self.per_output)
+
+    def score(self, probs, *, labeled_mask=None, labels=None):  # noqa: ANN001
+        return self.uncertain.score(probs)
+
+    def _select(self, probs, embeddings, mask, k, rng, labels):  # noqa: ANN001
+        self.last_phase = self.phase(probs, int(mask.sum()))
+        if self.last_phase == "typical":
+            picked = self.typical._select(probs, embeddings, mask, k, rng, labels)
+            self.last_base = self.typical.last_base
+            self.last_reasons = ["typical"] * len(picked)
+        else:
+            picked = self.uncertain._select(probs, embeddings, mask, k, rng, labels)
+            self.last_base = np.asarray(self.uncertain.score(probs), dtype=np.float64)
+            self.last_reasons = ["uncertain, diverse"] * len(picked)
+        return picked
+
+
 _FACTORIES: dict[str, Any] = {
     "random": RandomSampling,
     "least_confidence": lambda **kw: UncertaintySampling("least_confidence", **kw),
@@ -241,11 +317,13 @@ _FACTORIES: dict[str, Any] = {
     "kmeanspp": KMeansPPSampling,
     "hybrid": HybridUncertaintyDiversity,
     "balanced": ClassBalancedUncertainty,
+    "typiclust": TypiClust,
+    "adaptive": BudgetAdaptive,
 }
 #: Names accepted by :func:`make_strategy`, in the order the benchmark reports them.
 STRATEGY_NAMES: tuple[str, ...] = tuple(_FACTORIES)
 #: Strategies that read the multi-label flag.
-_MULTILABEL_AWARE = {"least_confidence", "margin", "entropy", "tta_disagreement", "hybrid", "balanced"}
+_MULTILABEL_AWARE = {"least_confidence", "margin", "entropy", "tta_disagreement", "hybrid", "balanced", "adaptive"}
 
 
 def make_strategy(name: str, *, multilabel: bool = False, **params: Any) -> Strategy:
@@ -257,6 +335,7 @@ def make_strategy(name: str, *, multilabel: bool = False, **params: Any) -> Stra
     return _FACTORIES[name](**params)
 
 
-__all__ = ["DEFAULT_STRATEGY", "STRATEGY_NAMES", "ClassBalancedUncertainty", "HybridUncertaintyDiversity",
-           "KCenterGreedy", "KMeansPPSampling", "RandomSampling", "Strategy", "TTADisagreement",
-           "UncertaintySampling", "make_strategy"]
+__all__ = ["DEFAULT_STRATEGY", "STRATEGY_NAMES", "SWITCH_LABELS_PER_OUTPUT", "BudgetAdaptive",
+           "ClassBalancedUncertainty", "HybridUncertaintyDiversity", "KCenterGreedy", "KMeansPPSampling",
+           "RandomSampling", "Strategy", "TTADisagreement", "TypiClust", "UncertaintySampling", "adaptive_phase",
+           "make_strategy"]

@@ -52,15 +52,19 @@ log = logging.getLogger(__name__)
 #: does not store), with a line for the page.
 STRATEGY_CHOICES: dict[str, str] = {
     "random": "Random order (no active learning)",
-    "margin": "Margin: the model's top two classes are closest (default)",
+    "adaptive": "Budget-adaptive: typical cases while labels are few, then uncertain and diverse ones (default)",
+    "margin": "Margin: the model's top two classes are closest",
     "least_confidence": "Least confidence: the model's top class is least probable",
     "entropy": "Entropy: the model's probabilities are most spread out",
     "balanced": "Class-balanced: uncertain, tilted towards classes with few labels",
     "hybrid": "Hybrid: uncertain and diverse batches",
     "kcenter": "Diversity (k-center): far from every labelled case",
     "kmeanspp": "Diversity (k-means++): spread over the pool",
+    "typiclust": "Typical cases (TypiClust): the most typical case of each group without labels",
 }
-BATCH_STRATEGIES = ("hybrid", "kcenter", "kmeanspp")
+#: Why a TypiClust pick (the budget-adaptive default while labels are few) was chosen.
+TYPICAL_REASON = "typical: the most representative case of a group with no labels yet"
+BATCH_STRATEGIES = ("hybrid", "kcenter", "kmeanspp", "typiclust", "adaptive")
 DEFAULT_BATCH_SIZE = 20
 DEFAULT_RETRAIN_EVERY = 0  # 0: retrain on demand only
 HOLDOUT_PROVENANCE = ("adjudicated", "verified")
@@ -120,6 +124,16 @@ class LearningRound:
 
 
 @dataclass(frozen=True)
+class QueuedCase:
+    """A case at the head of the active-learning queue and why it is there."""
+
+    item_id: int
+    score: float
+    why: str  # typical | uncertain | diverse | uncertain, diverse | rare class
+    reason: str  # the sentence the Label page shows
+
+
+@dataclass(frozen=True)
 class RetrainReport:
     project: str
     model: str
@@ -172,6 +186,7 @@ class _Model:
     embedding_output: str | None
     stored_path: str
     input_spec: dict[str, Any]
+    head_c: float = 1.0  # L2 strength of the head (registry meta "head_C"; learnt features use 0.01)
 
     @property
     def ref(self) -> str:
@@ -185,7 +200,8 @@ class _Model:
     def of(cls, row: ModelVersion) -> _Model:
         return cls(id=row.id, name=row.name, version=row.version, labels=tuple(row.labels),
                    multilabel=row.output_kind == "sigmoid", embedding_output=row.embedding_output,
-                   stored_path=row.stored_path, input_spec=dict(row.input_spec))
+                   stored_path=row.stored_path, input_spec=dict(row.input_spec),
+                   head_c=float((row.meta or {}).get("head_C", 1.0)))
 
 
 @dataclass(frozen=True)
@@ -346,10 +362,13 @@ def _scores(strategy: str, probs: np.ndarray, embeddings: np.ndarray | None, mas
         return np.asarray(strat.score(probs, labeled_mask=mask, labels=labels), dtype=np.float64)
     if embeddings is None:
         raise InputError(None, f"strategy {strategy!r} needs embeddings of every item")
-    base = strat.score(probs) if strategy == "hybrid" else _distance_to_labelled(embeddings, mask)
-    out = np.clip(np.asarray(base, dtype=np.float64), 0.0, 1.0)
     k = int(min(batch_size, int((~mask).sum())))
     picks = strat.select(probs, embeddings, mask, k, rng, labels=labels)
+    if strategy in ("adaptive", "typiclust"):
+        base = strat.last_base if strat.last_base is not None else np.zeros(mask.shape[0])
+    else:
+        base = strat.score(probs) if strategy == "hybrid" else _distance_to_labelled(embeddings, mask)
+    out = np.clip(np.asarray(base, dtype=np.float64), 0.0, 1.0)
     out[picks] = 1.0 + (k - np.arange(k)) / max(k, 1)
     return out
 
@@ -412,6 +431,13 @@ def _compute_pool_scores(ctx: AppContext, model: _Model, rows: Sequence[tuple[in
     scores = _scores(strategy, pool.probs, pool.embeddings, pool.mask, pool.labels, multilabel=model.multilabel,
                      batch_size=batch_size, rng=np.random.default_rng(list(seed)))
     return {int(i): float(s) for i, s in zip(pool.ids, scores, strict=True)}
+
+
+def _phase(strategy: str, labelled: _Labelled, model: _Model) -> str | None:
+    """The budget-adaptive default's phase at this scoring ("typical" or "uncertain"); None for other strategies."""
+    if strategy != "adaptive":
+        return None
+    return al.adaptive_phase(len(labelled.final), len(model.labels))
 
 
 # ---------------------------------------------------------------------------------------------------- settings
@@ -511,7 +537,8 @@ def score_pool(ctx: AppContext, project_name: str, model_ref: str | None = None)
             raise ConflictError(f"the model of project {project_name!r} changed while scoring; score again")
         q.write_scores(session, project_id, scores)
         if model is not None:
-            cfg = {**_al_settings(project), "label_counts": _label_counts(labelled, model, kinds)}
+            cfg = {**_al_settings(project), "label_counts": _label_counts(labelled, model, kinds),
+                   "phase": _phase(strategy, labelled, model)}
             project.settings = {**(project.settings or {}), "active_learning": cfg}
     return ScoreReport(model=None if model is None else model.title, strategy=strategy, scored=len(scores))
 
@@ -544,13 +571,16 @@ def queue_reason(ctx: AppContext, item_id: int) -> str | None:
             return None
         if strategy in ("kcenter", "kmeanspp"):
             return "far from labelled cases"
+        phase = _al_settings(project).get("phase") if strategy == "adaptive" else None
+        if strategy == "typiclust" or phase == "typical":
+            return TYPICAL_REASON if item.al_score > 1.0 else "typical case"
         row = _project_model(session, project)
         prediction = None if row is None else q.prediction(session, item_id, row.id)
         if row is None or prediction is None:
             return None
         model = _Model.of(row)
         text = _unsure(prediction.probabilities, model.labels, model.multilabel)
-        if strategy == "hybrid" and item.al_score > 1.0:
+        if strategy in ("hybrid", "adaptive") and item.al_score > 1.0:
             return f"{text}; unlike the other cases picked"
         if strategy == "balanced":
             counts = _al_settings(project).get("label_counts") or {}
@@ -559,6 +589,34 @@ def queue_reason(ctx: AppContext, item_id: int) -> str | None:
             if counts and counts.get(likely, 0) == min(counts.values()):
                 return f"{text}; few labelled {likely} cases so far"
         return text
+
+
+def _why(reason: str) -> str:
+    """The short tag of a queue reason: typical / uncertain / diverse, combined where both hold."""
+    tags = []
+    if reason.startswith("typical"):
+        tags.append("typical")
+    if reason.startswith("model unsure"):
+        tags.append("uncertain")
+    if "unlike the other cases" in reason or reason == "far from labelled cases":
+        tags.append("diverse")
+    if "few labelled" in reason:
+        tags.append("rare class")
+    return ", ".join(tags) or "scored"
+
+
+def queued_cases(ctx: AppContext, project_name: str, limit: int | None = None) -> list[QueuedCase]:
+    """The next unlabelled cases the queue serves (the current batch: ``batch_size`` by default), each with
+    why it was chosen."""
+    with ctx.reads() as session:
+        project = _project(session, project_name)
+        n = int(limit if limit is not None else _al_settings(project).get("batch_size", DEFAULT_BATCH_SIZE))
+        top = [] if project.queue_strategy == "random" else q.top_scored(session, project.id, n)
+    out = []
+    for item_id, score in top:
+        reason = queue_reason(ctx, item_id) or ""
+        out.append(QueuedCase(item_id=item_id, score=round(score, 4), why=_why(reason), reason=reason))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------- retrain
@@ -587,13 +645,13 @@ def _fit(x: np.ndarray, y: np.ndarray, provenance: np.ndarray, model: _Model, se
     if holdout.sum() >= MIN_VERIFIED_HOLDOUT and (~holdout).sum() >= 2:
         try:
             partial, _ = al.fit_head(x[~holdout], y[~holdout], provenance=provenance[~holdout], seed=seed,
-                                     holdout=0.0)
+                                     holdout=0.0, C=model.head_c)
         except InputError:
             partial = None
         if partial is not None and (model.multilabel or len(partial.classes_) == n_classes):
             metrics = {**_metric_dict(y[holdout], partial.predict_proba(x[holdout]), model.multilabel),
                        "holdout": "verified", "n_holdout": int(holdout.sum()), "n_train": int((~holdout).sum())}
-    head, hm = al.fit_head(x, y, provenance=provenance, seed=seed, holdout=0.0 if metrics else 0.2)
+    head, hm = al.fit_head(x, y, provenance=provenance, seed=seed, holdout=0.0 if metrics else 0.2, C=model.head_c)
     if metrics is None:
         metrics = {"auroc": hm.auroc, "accuracy": hm.accuracy, "holdout": "random" if hm.n_holdout else "none",
                    "n_holdout": hm.n_holdout, "n_train": hm.n_train}
@@ -725,7 +783,8 @@ def _install(ctx: AppContext, new: ModelDTO, c: _Candidate, reporter: JobReporte
                 reporter.progress(_RETRAIN_STEPS, _RETRAIN_STEPS, f"held for a lead: {model.title}")
                 return round_id, predicted, 0
             cfg = {**_al_settings(project), "model_name": c.model_name,
-                   "label_counts": _label_counts(c.labelled, model, c.kinds)}
+                   "label_counts": _label_counts(c.labelled, model, c.kinds),
+                   "phase": _phase(c.strategy, c.labelled, model)}
             project.settings = {**(project.settings or {}), "model": model.ref, "active_learning": cfg}
             project.queue_strategy = c.strategy
             q.write_scores(session, c.project_id, scores)
@@ -894,6 +953,8 @@ def retrain(ctx: AppContext, project_name: str, *, strategy: str | None = None, 
             "embedding_output": embedding,
             "description": f"active-learning head on {ids.size} labels of {project_name!r}, backbone of "
                            f"{model.title}"}
+    if model.head_c != 1.0:
+        meta["head_C"] = model.head_c
     _validate(ctx, data, model, meta, head, [(int(i), x[n].astype(np.float32)) for n, i in
                                               enumerate(ids[:VALIDATION_ITEMS])])
     check_stop(reporter)
@@ -1067,6 +1128,7 @@ def send_to_verification(ctx: AppContext, project_name: str, item_ids: Sequence[
 
 
 DEMO_NPZ = Path(__file__).resolve().parents[1] / "sample_data" / "pneumoniamnist" / "pneumoniamnist.npz"
+DEMO_FEATURE_IMAGES = 2000  # train images the demo's features are learnt on (keeps `make demo` quick)
 
 
 def setup_active_learning_demo(ctx: AppContext, project_name: str, *, npz: Path | None = None,
@@ -1074,8 +1136,9 @@ def setup_active_learning_demo(ctx: AppContext, project_name: str, *, npz: Path 
                                actor_id: int | None = None, reporter: JobReporter | None = None) -> str:
     """Give the demo project an honest active-learning model and queue.
 
-    The model is a PCA backbone fitted without labels on PneumoniaMNIST's train images, composed with a
-    head fitted on ``seed_size`` train labels (the project's own items are the test split, never seen).
+    The model is patch k-means features learnt without labels on PneumoniaMNIST train images (the
+    default's features), composed with a head fitted on ``seed_size`` train labels (the project's own items
+    are the test split, never seen).
     Registers it, pre-labels the project, scores the pool with the default strategy and records round 0.
     Does nothing when the project already has a model in its settings. Returns one line for the demo report.
     """
@@ -1091,11 +1154,14 @@ def setup_active_learning_demo(ctx: AppContext, project_name: str, *, npz: Path 
                                batch_size=int(cfg.get("batch_size", DEFAULT_BATCH_SIZE)), n_labels=0, metrics={},
                                labelled=_Labelled.read(q.read_rows(session, project.id)),
                                kinds=q.label_kinds(session, project.id), seed=(project.queue_seed, 0))
-    reporter.progress(1, _RETRAIN_STEPS, "fitting the PCA backbone and the seed head")
-    built = build_demo_model(npz or DEMO_NPZ, seed_size=seed_size)
+    reporter.progress(1, _RETRAIN_STEPS, "learning patch features without labels, then the seed head")
+    built = build_demo_model(npz or DEMO_NPZ, seed_size=seed_size, backbone_kind="patch-kmeans",
+                             max_images=DEMO_FEATURE_IMAGES)
     meta = {"output_name": "probabilities", "output": "softmax", "embedding_output": built.embedding_output,
-            "description": f"PCA backbone ({built.n_components} components, fitted without labels) + head on "
-                           f"{built.seed_labels} PneumoniaMNIST train labels"}
+            "head_C": built.head_c,
+            "description": f"patch k-means features ({built.n_components}-d, learnt without labels on "
+                           f"{DEMO_FEATURE_IMAGES} PneumoniaMNIST train images) + head on {built.seed_labels} "
+                           "train labels"}
     metrics: dict[str, Any] = {"auroc": None, "accuracy": None, "holdout": "none", "n_holdout": 0,
                                "seed_labels": built.seed_labels,
                                f"reference_{built.reference_split}_auroc": built.reference_auroc}
@@ -1105,11 +1171,12 @@ def setup_active_learning_demo(ctx: AppContext, project_name: str, *, npz: Path 
     _, predicted, scored = _install(ctx, new, candidate, reporter, actor_id, "al.setup")
     reference = "" if built.reference_auroc is None else \
         f", {built.reference_split} AUROC {built.reference_auroc:.3f}"
-    return (f"active learning: {new.name} v{new.version} (PCA backbone + head on {built.seed_labels} seed labels"
+    return (f"active learning: {new.name} v{new.version} (patch features + head on {built.seed_labels} seed labels"
             f"{reference}); strategy {strategy}; pre-labelled {predicted}, scored {scored} items")
 
 
-__all__ = ["ALStatus", "BATCH_STRATEGIES", "FILTERS", "STRATEGY_CHOICES", "LearningRound", "PredictionRow",
+__all__ = ["ALStatus", "BATCH_STRATEGIES", "FILTERS", "STRATEGY_CHOICES", "TYPICAL_REASON", "LearningRound",
+           "PredictionRow", "QueuedCase", "queued_cases",
            "RetrainReport", "ScoreReport", "SuspectedError", "configure", "decide", "learning_curve", "maybe_retrain",
            "predictions_vs_truth", "queue_reason", "retrain", "retrain_job", "score_pool", "send_to_verification",
            "setup_active_learning_demo", "status", "suspected_label_errors"]

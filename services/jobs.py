@@ -50,6 +50,7 @@ KINDS: dict[str, str] = {
     "ingest": "services.jobs_work:ingest_job",
     "export": "services.jobs_work:export_job",
     "retrain": "services.active_learning:retrain_job",
+    "learn_features": "services.feature_learning:learn_features_job",
     "quantize": "services.model_eval:quantize_job",
 }
 """Job kind -> ``module:function`` of its job function, imported only when a job of that kind runs."""

@@ -98,6 +98,23 @@ def write_scores(session: Session, project_id: int, scores: Mapping[int, float])
     return len(scores)
 
 
+def released_item_ids(session: Session, project_id: int) -> list[int]:
+    """Ids of the project's released items (the pool), ascending."""
+    stmt = select(Item.id).where(Item.project_id == project_id, Item.deid_status == DeidStatus.RELEASED)
+    return [int(i) for i in session.scalars(stmt.order_by(Item.id))]
+
+
+def top_scored(session: Session, project_id: int, limit: int) -> list[tuple[int, float]]:
+    """(item id, al_score) of the project's highest-scored items not yet labelled, best first."""
+    labelled = select(Annotation.item_id).where(Annotation.kind.in_(_READ_KINDS))
+    rows = session.execute(
+        select(Item.id, Item.al_score)
+        .where(Item.project_id == project_id, Item.deid_status == DeidStatus.RELEASED, Item.al_score.is_not(None),
+               Item.id.not_in(labelled))
+        .order_by(Item.al_score.desc(), Item.id).limit(limit)).all()
+    return [(int(i), float(s)) for i, s in rows]
+
+
 def model_version(session: Session, model_id: int) -> ModelVersion | None:
     return session.get(ModelVersion, model_id)
 

@@ -86,21 +86,6 @@ def _shift(images: Any, dy: int, dx: int) -> Any:
     return out
 
 
-def features(pool_images: Any, test_images: Any, n_components: int) -> tuple[Any, Any, Any]:
-    """PCA fitted on the pool images only: (pool features, test features, (4, N, D) shifted pool features)."""
-    import numpy as np
-    from sklearn.decomposition import PCA
-
-    def flat(a: Any) -> Any:
-        return a.reshape(a.shape[0], -1).astype(np.float64) / 255.0
-
-    n_comp = max(1, min(n_components, pool_images.shape[0] - 1, flat(pool_images[:1]).shape[1]))
-    pca = PCA(n_components=n_comp, random_state=0).fit(flat(pool_images))
-    s = max(1, round(0.07 * pool_images.shape[1]))
-    tta = np.stack([pca.transform(flat(_shift(pool_images, dy, dx))) for dy, dx in ((s, 0), (-s, 0), (0, s), (0, -s))])
-    return pca.transform(flat(pool_images)), pca.transform(flat(test_images)), tta
-
-
 def time_retrain_rescore(n: int = 10_000, dim: int = 256, repeats: int = 3, seed: int = 0) -> float:
     """Seconds (best of ``repeats``) to fit the calibrated head on n embeddings and margin-score n items."""
     import numpy as np
@@ -121,92 +106,217 @@ def time_retrain_rescore(n: int = 10_000, dim: int = 256, repeats: int = 3, seed
     return best
 
 
-def run(data: Path | None = None, seeds: int = 5, pool: int = 1000, batch: int = 20, budget: int | None = None,
+#: Strategies the benchmark runs by default (``--strategies`` picks others; random and the default always run).
+BENCH_STRATEGIES = ("random", "margin", "hybrid", "kcenter", "typiclust", "adaptive")
+FEATURES = ("patch-kmeans", "pca")
+
+
+def load_folder(path: Path) -> dict[str, Any]:
+    """A folder with ``labels.csv`` (``path``, ``split``, ``nih_finding_labels``; the NIH ChestX-ray14 sample's
+    layout) as MedMNIST-layout arrays: grayscale images, multi-label (N, 14) findings, train and test splits."""
+    import csv
+
+    import numpy as np
+    from PIL import Image
+
+    table = path / "labels.csv"
+    if not table.is_file():
+        raise InputError(path, "a data folder needs a labels.csv (path, split, nih_finding_labels)")
+    with table.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    need = {"path", "split", "nih_finding_labels"}
+    if not rows or not need <= set(rows[0]):
+        raise InputError(table, f"needs the columns {sorted(need)}")
+    findings = sorted({f for r in rows for f in r["nih_finding_labels"].split("|") if f and f != "No Finding"})
+    arrays: dict[str, Any] = {}
+    for split in ("train", "test"):
+        chosen = [r for r in rows if r["split"] == split]
+        if not chosen:
+            raise InputError(table, f"no rows of split {split!r}")
+        images = []
+        for r in chosen:
+            try:
+                with Image.open(path / r["path"]) as img:
+                    images.append(np.asarray(img.convert("L"), dtype=np.uint8))
+            except (OSError, ValueError) as exc:
+                raise InputError(path / r["path"], f"not a readable image ({exc})") from None
+        if len({im.shape for im in images}) != 1:
+            raise InputError(path, f"the {split} images do not all have the same size")
+        arrays[f"{split}_images"] = np.stack(images)
+        arrays[f"{split}_labels"] = np.array([[int(f in r["nih_finding_labels"].split("|")) for f in findings]
+                                              for r in chosen], dtype=np.uint8)
+    arrays["findings"] = findings
+    return arrays
+
+
+def load_data(path: Path) -> dict[str, Any]:
+    """A MedMNIST-layout ``.npz`` or a folder with ``labels.csv`` (see :func:`load_folder`)."""
+    return load_folder(path) if path.is_dir() else load_npz(path)
+
+
+def seed_features(kind: str, pool_images: Any, seed: int, n_components: int = 50) -> tuple[Any, Any, str]:
+    """One seed's features, fitted on the pool images ONLY (never a label, never a test image):
+    (pool features, transform: images -> (N, D) float64, description)."""
+    import numpy as np
+
+    if kind == "pca":
+        from sklearn.decomposition import PCA
+
+        def flat(a: Any) -> Any:
+            return a.reshape(a.shape[0], -1).astype(np.float64) / 255.0
+
+        n_comp = max(1, min(n_components, pool_images.shape[0] - 1, flat(pool_images[:1]).shape[1]))
+        pca = PCA(n_components=n_comp, random_state=seed).fit(flat(pool_images))
+        return (pca.transform(flat(pool_images)), lambda images: pca.transform(flat(images)),
+                f"PCA-{n_comp} of the pool's pixels")
+    from active_learning.features import learn_features
+
+    fx = learn_features(pool_images, seed=seed)
+    p = fx.params
+    return (fx.fit_embedding_.astype(np.float64), lambda images: fx.transform(images).astype(np.float64),
+            f"patch k-means ({p.n_centroids} centroids, {fx.patch_}x{fx.patch_} patches, stride {fx.stride_}, "
+            f"{p.grid}x{p.grid} pooling, {fx.n_features}-d), learnt on the pool's images")
+
+
+def run(data: Path | None = None, seeds: int = 5, pool: int = 0, batch: int = 20, budget: int | None = None,
         seed_size: int = 20, max_test: int = 2000, n_components: int = 50, strategies: tuple[str, ...] | None = None,
         embed_dim: int = 256, timing_items: int = 10_000, curves: bool = False,
-        plot: Path | None = None) -> dict[str, Any]:
+        plot: Path | None = None, feature_kind: str = "patch-kmeans") -> dict[str, Any]:
     """The benchmark as one dict (see the module docstring for the method)."""
     import scipy.optimize  # noqa: F401  (loaded first: threadpoolctl limits only libraries already loaded)
     import sklearn.linear_model  # noqa: F401
     from threadpoolctl import threadpool_limits  # a scikit-learn dependency
 
+    if feature_kind not in FEATURES:
+        raise InputError(None, f"unknown features {feature_kind!r}; choose from {', '.join(FEATURES)}")
     start = time.perf_counter()
     with threadpool_limits(limits=1):  # small matrices: one BLAS thread is several times faster than two
         return _run(data, seeds, pool, batch, budget, seed_size, max_test, n_components, strategies, embed_dim,
-                    timing_items, curves, plot, start)
+                    timing_items, curves, plot, start, feature_kind)
 
 
 def _run(data: Path | None, seeds: int, pool: int, batch: int, budget: int | None, seed_size: int, max_test: int,
          n_components: int, strategies: tuple[str, ...] | None, embed_dim: int, timing_items: int, curves: bool,
-         plot: Path | None, start: float) -> dict[str, Any]:
+         plot: Path | None, start: float, feature_kind: str) -> dict[str, Any]:
     import numpy as np
 
     from active_learning import (
         DEFAULT_STRATEGY,
         STRATEGY_NAMES,
         labels_to_target,
-        learning_curves,
         macro_auroc,
+        make_strategy,
         summarise,
     )
-    from active_learning.simulation import fit_predict
+    from active_learning.simulation import fit_predict, initial_set, simulate
+    from active_learning.types import LearningCurve
 
+    names = tuple(strategies) if strategies else BENCH_STRATEGIES
+    unknown = sorted(set(names) - set(STRATEGY_NAMES))
+    if unknown:
+        raise InputError(None, f"unknown strategies {unknown}; choose from {', '.join(STRATEGY_NAMES)}")
+    names = tuple(dict.fromkeys(("random", DEFAULT_STRATEGY, *names)))
     path = Path(data) if data is not None else DEFAULT_DATA
-    arrays = load_npz(path)
+    arrays = load_data(path)
     y_train, y_test, n_classes, multilabel = _labels(arrays["train_labels"], arrays["test_labels"])
     rng = np.random.default_rng(0)
     n_train = y_train.shape[0]
     pool_idx = np.sort(rng.choice(n_train, size=min(pool, n_train), replace=False)) if pool else np.arange(n_train)
     n_test = y_test.shape[0]
     test_idx = np.sort(rng.choice(n_test, size=min(max_test, n_test), replace=False))
-    x_pool, x_test, tta_pool = features(arrays["train_images"][pool_idx], arrays["test_images"][test_idx],
-                                        n_components)
     y_pool, y_te = y_train[pool_idx], y_test[test_idx]
-    names = tuple(strategies) if strategies else STRATEGY_NAMES
-    if "random" not in names or DEFAULT_STRATEGY not in names:
-        names = tuple(dict.fromkeys(("random", DEFAULT_STRATEGY, *names)))
-    n_pool = x_pool.shape[0]
+    n_pool = y_pool.shape[0]
     budget_n = n_pool if budget is None else min(budget, n_pool)
     if not 1 <= seed_size < budget_n:
         raise InputError(None, f"the seed set ({seed_size}) must be smaller than the budget ({budget_n})")
+    pool_images, test_images = arrays["train_images"][pool_idx], arrays["test_images"][test_idx]
 
-    full = fit_predict(x_pool, y_pool, [x_test], n_classes, multilabel=multilabel)[0]
-    ceiling = macro_auroc(y_te, full, multilabel=multilabel)
+    per: dict[str, list[tuple[float, ...]]] = {s: [] for s in names}
+    grid: dict[str, tuple[int, ...]] = {}
+    ceilings: list[float] = []
+    features_s: list[float] = []
+    description = ""
+    for seed in range(seeds):
+        t0 = time.perf_counter()
+        x_pool, transform, description = seed_features(feature_kind, pool_images, seed, n_components)
+        x_test = transform(test_images)
+        tta_pool = None
+        if any(make_strategy(n).needs_tta for n in names):
+            s = max(1, round(0.07 * pool_images.shape[1]))
+            shifts = ((s, 0), (-s, 0), (0, s), (0, -s))
+            tta_pool = np.stack([transform(_shift(pool_images, dy, dx)) for dy, dx in shifts])
+        features_s.append(time.perf_counter() - t0)
+        full = fit_predict(x_pool, y_pool, [x_test], n_classes, multilabel=multilabel, C=head_c(feature_kind))[0]
+        ceilings.append(macro_auroc(y_te, full, multilabel=multilabel))
+        seed_idx = initial_set(y_pool, seed_size, np.random.default_rng([seed, 0]), multilabel=multilabel)
+        for j, name in enumerate(names):
+            ns, aucs = simulate(name, x_pool, y_pool, x_test, y_te, seed_idx, np.random.default_rng([seed, 1, j]),
+                                n_classes=n_classes, multilabel=multilabel, batch=batch, budget=budget_n,
+                                tta_pool=tta_pool, C=head_c(feature_kind))
+            grid[name] = tuple(ns)
+            per[name].append(tuple(aucs))
+    result_curves = {s: LearningCurve(s, grid[s], tuple(per[s])) for s in names}
+    ceiling = float(np.mean(ceilings))
     target = ceiling - 0.01
-    result_curves = learning_curves(names, x_pool, y_pool, x_test, y_te, seeds=seeds, seed_size=seed_size,
-                                    batch=batch, budget=budget_n, n_classes=n_classes, multilabel=multilabel,
-                                    tta_pool=tta_pool)
     simulation_s = time.perf_counter() - start
     summaries = {name: summarise(c, target, n_pool) for name, c in result_curves.items()}
+
+    def per_seed(name: str) -> list[int]:
+        return [labels_to_target(result_curves[name].n_labels, v, target, n_pool)[0]
+                for v in result_curves[name].values]
+
     report: dict[str, Any] = {
-        "dataset": path.stem,
+        "dataset": path.stem if path.is_file() else path.name,
         "metric": "auroc",
         "task": "multilabel" if multilabel else ("binary" if n_classes == 2 else "multiclass"),
         "classes": n_classes,
-        "pool": n_pool, "test": int(y_te.shape[0]), "seeds": seeds, "seed_size": seed_size, "batch": batch,
-        "budget": budget_n, "features": f"PCA-{x_pool.shape[1]} fitted on the unlabelled pool images",
-        "ceiling": round(float(ceiling), 4),
+        "pool": n_pool, "train_split": n_train, "test": int(y_te.shape[0]), "seeds": seeds,
+        "seed_size": seed_size, "batch": batch, "budget": budget_n, "features": description,
+        "head": f"L2 logistic regression (C = {head_c(feature_kind)}) refitted after every batch",
+        "ceiling": round(ceiling, 4),
+        "ceiling_per_seed": [round(c, 4) for c in ceilings],
         "target": round(float(target), 4),
         "strategies": {
             name: {"labels_to_target": s.labels_to_target, "reached": s.reached,
+                   "labels_to_target_min": min(per_seed(name)), "labels_to_target_max": max(per_seed(name)),
                    "auc_learning_curve": round(s.auc_learning_curve, 4),
-                   "labels_to_target_per_seed": [labels_to_target(result_curves[name].n_labels, v, target, n_pool)[0]
-                                                 for v in result_curves[name].values]}
+                   "labels_to_target_per_seed": per_seed(name)}
             for name, s in summaries.items()},
-        "default_strategy": DEFAULT_STRATEGY,
+        "default_strategy": default_description(feature_kind),
+        "default_selection": DEFAULT_STRATEGY,
         "label_savings_vs_random": round(
             1.0 - summaries[DEFAULT_STRATEGY].labels_to_target / summaries["random"].labels_to_target, 4),
+        "features_s_per_seed": round(float(np.mean(features_s)), 1),
         "simulation_s": round(simulation_s, 1),
     }
+    if "findings" in arrays:
+        report["findings"] = list(arrays["findings"])
     report["retrain_rescore_10k_s"] = round(time_retrain_rescore(n=timing_items, dim=embed_dim), 3)
     report["retrain_rescore_embed_dim"] = embed_dim
     if curves:
         report["curves"] = {name: {"n_labels": list(c.n_labels), "mean_auroc": [round(v, 4) for v in c.mean]}
                             for name, c in result_curves.items()}
     if plot is not None:
-        plot_curves(result_curves, target, DEFAULT_STRATEGY, Path(plot), title=f"{path.stem}: test AUROC, "
+        plot_curves(result_curves, target, DEFAULT_STRATEGY, Path(plot), title=f"{report['dataset']}: test AUROC, "
                     f"mean of {seeds} seeds (pool {n_pool}, batch {batch})")
     return report
+
+
+def head_c(feature_kind: str) -> float:
+    """L2 strength of the head refitted in the simulation: the product's head on these features
+    (``FEATURE_HEAD_C`` on learnt features, 1 on PCA) without its calibration wrapper (a monotone map per
+    class that does not change a binary ranking and needs several labels per class to fit)."""
+    from active_learning.features import FEATURE_HEAD_C
+
+    return FEATURE_HEAD_C if feature_kind == "patch-kmeans" else 1.0
+
+
+def default_description(feature_kind: str = "patch-kmeans") -> str:
+    """The whole default, features + head + selection, as the report names it."""
+    from active_learning import DEFAULT_STRATEGY
+
+    feats = "patch k-means features learnt on the pool" if feature_kind == "patch-kmeans" else "PCA features"
+    return f"{feats} + calibrated logistic head + {DEFAULT_STRATEGY} (TypiClust, then margin with diversity)"
 
 
 _COLOURS = ("#7f7f7f", "#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf",
@@ -273,10 +383,11 @@ def plot_curves(curves: dict[str, Any], target: float, default: str, path: Path,
 
 
 @click.command("al")
-@click.option("--data", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="MedMNIST-layout .npz (default: the demo's PneumoniaMNIST).")
+@click.option("--data", type=click.Path(path_type=Path), default=None,
+              help="MedMNIST-layout .npz, or a folder with labels.csv like sample_data/nih-chestxray14-1000 "
+                   "(default: the demo's PneumoniaMNIST).")
 @click.option("--seeds", default=5, show_default=True, type=click.IntRange(1), help="Simulation seeds.")
-@click.option("--pool", default=1000, show_default=True, type=click.IntRange(0),
+@click.option("--pool", default=0, show_default=True, type=click.IntRange(0),
               help="Train items in the pool (0 = the whole train split).")
 @click.option("--batch", default=20, show_default=True, type=click.IntRange(1), help="Labels per step.")
 @click.option("--budget", default=None, type=click.IntRange(2), help="Stop at this many labels [default: pool].")
@@ -286,16 +397,22 @@ def plot_curves(curves: dict[str, Any], target: float, default: str, path: Path,
               help="Embedding size of the retrain timing.")
 @click.option("--timing-items", default=10_000, show_default=True, type=click.IntRange(10),
               help="Items of the retrain + rescore timing.")
+@click.option("--features", "feature_kind", type=click.Choice(FEATURES), default="patch-kmeans", show_default=True,
+              help="Label-free features learnt on the pool for each seed.")
+@click.option("--strategies", default=",".join(BENCH_STRATEGIES), show_default=True,
+              help="Comma-separated strategies (random and the default always run).")
 @click.option("--curves", is_flag=True, help="Include the mean learning curves in the output.")
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the learning-curve PNG here (docs use docs/img/al-learning-curve.png).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def command(data: Path | None, seeds: int, pool: int, batch: int, budget: int | None, seed_size: int,
-            max_test: int, embed_dim: int, timing_items: int, curves: bool, plot: Path | None, as_json: bool) -> None:
+            max_test: int, embed_dim: int, timing_items: int, feature_kind: str, strategies: str, curves: bool,
+            plot: Path | None, as_json: bool) -> None:
     """Simulate labelling with every active-learning strategy; labels to reach the target AUROC
     (docs/benchmarks-al.md)."""
     result = run(data=data, seeds=seeds, pool=pool, batch=batch, budget=budget, seed_size=seed_size,
-                 max_test=max_test, embed_dim=embed_dim, timing_items=timing_items, curves=curves, plot=plot)
+                 max_test=max_test, embed_dim=embed_dim, timing_items=timing_items, curves=curves, plot=plot,
+                 strategies=tuple(n.strip() for n in strategies.split(",") if n.strip()), feature_kind=feature_kind)
     if as_json:
         click.echo(json.dumps(result))
         return
@@ -303,7 +420,8 @@ def command(data: Path | None, seeds: int, pool: int, batch: int, budget: int | 
                f"pool {result['pool']})")
     for name, s in result["strategies"].items():
         flag = "" if s["reached"] else " (not reached)"
-        click.echo(f"  {name:17s} labels to target {s['labels_to_target']:6d}{flag}  "
+        click.echo(f"  {name:17s} labels to target {s['labels_to_target']:6d}{flag} "
+                   f"(seeds {s['labels_to_target_min']}-{s['labels_to_target_max']})  "
                    f"curve AUC {s['auc_learning_curve']:.4f}")
     click.echo(f"default {result['default_strategy']}: label savings vs random "
                f"{result['label_savings_vs_random']:.2f}; retrain + rescore 10k: {result['retrain_rescore_10k_s']} s")

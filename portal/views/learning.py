@@ -121,6 +121,16 @@ else:
 if status.model is None:
     st.stop()
 
+st.subheader("Queued next, and why")
+queued = al.queued_cases(ctx, project)
+if queued:
+    st.dataframe(pd.DataFrame([{"Item": c.item_id, "Why": c.why, "Reason": c.reason, "Score": c.score}
+                               for c in queued]), hide_index=True, width="stretch")
+    st.caption("typical: the most representative case of a group with no labels yet (while labels are few); "
+               "uncertain: the model is unsure; diverse: unlike the other cases picked in the batch.")
+else:
+    st.caption("Nothing queued by the strategy (random order, or every scored case is labelled).")
+
 st.subheader("Predictions beside the labels")
 shown = st.radio("Show", list(FILTER_NAMES), horizontal=True)
 rows = al.predictions_vs_truth(ctx, project, FILTER_NAMES[shown])

@@ -45,35 +45,122 @@ def write_npz(path: Path, *, task: str, n_train: int = 160, n_test: int = 80, si
 def test_bench_runs_end_to_end(tmp_path: Path, task: str) -> None:
     data = write_npz(tmp_path / f"tiny-{task}.npz", task=task)
     plot = tmp_path / "curve.png"
-    result = CliRunner().invoke(bench.command, ["--json", "--data", str(data), "--seeds", "2", "--pool", "0",
+    result = CliRunner().invoke(bench.command, ["--json", "--data", str(data), "--seeds", "2", "--features", "pca",
                                                 "--batch", "20", "--seed-size", "10", "--embed-dim", "8", "--timing-items", "500",
                                                 "--plot", str(plot), "--curves"])
     assert result.exit_code == 0, result.output
     out = json.loads(result.output)
-    assert out["dataset"] == f"tiny-{task}" and out["metric"] == "auroc" and out["pool"] == 160
+    assert out["dataset"] == f"tiny-{task}" and out["metric"] == "auroc"
+    assert out["pool"] == out["train_split"] == 160  # the whole train split by default
     assert out["task"] == task
-    assert set(out["strategies"]) == {"random", "least_confidence", "margin", "entropy", "tta_disagreement",
-                                      "kcenter", "kmeanspp", "hybrid", "balanced"}
-    assert out["default_strategy"] == "margin"
+    assert set(out["strategies"]) == set(bench.BENCH_STRATEGIES)
+    assert out["default_selection"] == "adaptive"
+    assert "adaptive" in out["default_strategy"] and "head" in out["default_strategy"]
     for s in out["strategies"].values():
         assert 10 <= s["labels_to_target"] <= 160 and isinstance(s["reached"], bool)
         assert 0.0 <= s["auc_learning_curve"] <= 1.0
         assert len(s["labels_to_target_per_seed"]) == 2
+        assert s["labels_to_target_min"] == min(s["labels_to_target_per_seed"])
+        assert s["labels_to_target_max"] == max(s["labels_to_target_per_seed"])
     ltt = {k: v["labels_to_target"] for k, v in out["strategies"].items()}
-    assert out["label_savings_vs_random"] == pytest.approx(1 - ltt["margin"] / ltt["random"], abs=1e-4)
+    assert out["label_savings_vs_random"] == pytest.approx(1 - ltt["adaptive"] / ltt["random"], abs=1e-4)
     assert out["target"] == pytest.approx(out["ceiling"] - 0.01, abs=2e-4)
+    assert out["ceiling"] == pytest.approx(float(np.mean(out["ceiling_per_seed"])), abs=2e-4)
     assert out["retrain_rescore_10k_s"] > 0
-    assert out["curves"]["margin"]["n_labels"][0] == 10 and out["curves"]["margin"]["n_labels"][-1] == 160
+    for name, curve in out["curves"].items():  # "stays above": from labels_to_target on, the mean curve never dips
+        assert curve["n_labels"][0] == 10 and curve["n_labels"][-1] == 160
+        start = curve["n_labels"].index(out["strategies"][name]["labels_to_target"])
+        assert all(v >= out["target"] - 1e-4 for v in curve["mean_auroc"][start:]), name
+        assert start == 0 or curve["mean_auroc"][start - 1] < out["target"] + 1e-4, name
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.bench
+def test_bench_with_learnt_features_never_shows_them_the_test_split(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import active_learning.features as features
+
+    data = write_npz(tmp_path / "tiny.npz", task="binary", n_train=80, n_test=40)
+    arrays = np.load(data)
+    fitted: list[np.ndarray] = []
+    learn = features.learn_features
+
+    def spy(images, params=None, seed=0, progress=None):  # noqa: ANN001, ANN202
+        fitted.append(np.asarray(images).copy())
+        return learn(images, features.PatchFeatureParams(n_centroids=8, patch=4, n_patches=2000, out_dim=8), seed)
+
+    monkeypatch.setattr(features, "learn_features", spy)
+    out = bench.run(data, seeds=2, batch=10, seed_size=6, strategies=("adaptive",), timing_items=200, embed_dim=4)
+    assert out["pool"] == 80 and "patch k-means" in out["features"]
+    assert len(fitted) == 2  # features learnt once per seed ...
+    for images in fitted:  # ... on the pool's (= the train split's) images only, never a test image
+        np.testing.assert_array_equal(images, arrays["train_images"])
+
+
+def test_selection_never_sees_the_test_split() -> None:
+    """The same seed picks the same items whatever the test split holds: selection reads the pool only."""
+    from active_learning.simulation import simulate
+
+    rng = np.random.default_rng(0)
+    x_pool = rng.normal(size=(120, 5))
+    y_pool = (x_pool[:, 0] + 0.3 * rng.normal(size=120) > 0).astype(int)
+    seed_idx = np.array([int(np.flatnonzero(y_pool == 0)[0]), int(np.flatnonzero(y_pool == 1)[0])])
+    runs = []
+    for test_seed in (1, 2):
+        t = np.random.default_rng(test_seed)
+        x_test = t.normal(size=(50, 5)) * test_seed
+        y_test = t.integers(0, 2, 50)
+        picked: list[int] = []
+        simulate("adaptive", x_pool, y_pool, x_test, y_test, seed_idx, np.random.default_rng(5), n_classes=2,
+                 multilabel=False, batch=10, budget=80, picked=picked)
+        runs.append(picked)
+    assert len(runs[0]) == 78 and runs[0] == runs[1]
+
+
+def test_the_strategy_never_reads_labels_of_unlabelled_items() -> None:
+    from active_learning import strategies
+    from active_learning.simulation import simulate
+
+    seen: list[np.ndarray] = []
+
+    class Spy(strategies.RandomSampling):
+        def _select(self, probs, embeddings, mask, k, rng, labels):  # noqa: ANN001, ANN202
+            seen.append(np.asarray(labels)[~mask])
+            return super()._select(probs, embeddings, mask, k, rng, labels)
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 3))
+    y = np.ones(40, dtype=int)
+    y[:20] = 0
+    orig = strategies._FACTORIES["random"]
+    strategies._FACTORIES["random"] = Spy
+    try:
+        test = np.r_[0:5, 35:40]
+        simulate("random", x, y, x[test], y[test], np.array([0, 39]), rng, n_classes=2, multilabel=False, batch=5,
+                 budget=20)
+    finally:
+        strategies._FACTORIES["random"] = orig
+    assert seen and all((s == 0).all() for s in seen)  # hidden as 0, whatever the truth
 
 
 @pytest.mark.bench
 def test_bench_run_function_with_budget_and_subsets(tmp_path: Path) -> None:
     data = write_npz(tmp_path / "tiny.npz", task="binary", n_train=120)
     out = bench.run(data, seeds=1, pool=60, batch=7, budget=40, seed_size=5, max_test=30, n_components=5,
-                    strategies=("kcenter",), embed_dim=4, timing_items=200)
+                    strategies=("kcenter",), embed_dim=4, timing_items=200, feature_kind="pca")
     assert out["pool"] == 60 and out["test"] == 30 and out["budget"] == 40
-    assert set(out["strategies"]) == {"random", "margin", "kcenter"}  # random and the default always run
+    assert set(out["strategies"]) == {"random", "adaptive", "kcenter"}  # random and the default always run
+
+
+@pytest.mark.bench
+def test_bench_reads_the_nih_folder_as_multilabel() -> None:
+    from medlabel.benchmarks.al import load_data
+
+    arrays = load_data(Path(__file__).resolve().parents[2] / "sample_data" / "nih-chestxray14-1000")
+    assert arrays["train_images"].shape == (600, 64, 64) and arrays["test_images"].shape == (200, 64, 64)
+    assert arrays["train_labels"].shape == (600, 14) and len(arrays["findings"]) == 14
+    assert "Effusion" in arrays["findings"] and "No Finding" not in arrays["findings"]
+    assert arrays["train_labels"].sum() > 0
 
 
 def test_bench_input_errors(tmp_path: Path) -> None:
@@ -85,6 +172,11 @@ def test_bench_input_errors(tmp_path: Path) -> None:
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
     with pytest.raises(InputError, match="not a readable"):
         bench.load_npz(tmp_path / "junk.npz")
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(InputError, match="labels.csv"):
+        bench.load_data(tmp_path / "folder")
+    with pytest.raises(InputError, match="unknown strategies"):
+        bench.run(tmp_path / "mismatch.npz", strategies=("nope",))
     np.savez(tmp_path / "mismatch.npz", train_images=np.zeros((3, 4, 4)), train_labels=np.zeros((2, 1)),
              test_images=np.zeros((3, 4, 4)), test_labels=np.zeros((3, 1)))
     with pytest.raises(InputError, match="do not match"):

@@ -558,14 +558,15 @@ def test_demo_loop_label_retrain_reorder(ctx: AppContext) -> None:
             session.flush()
             ids.append(item.id)
     line = al.setup_active_learning_demo(ctx, "Demo")
-    assert line.startswith("active learning: demo-al v1") and "strategy margin" in line and "scored 40" in line
+    assert line.startswith("active learning: demo-al v1") and "strategy adaptive" in line and "scored 40" in line
     strategy, settings = project_row(ctx, pid)
-    assert strategy == "margin" and settings["model"] == "demo-al:1"
+    assert strategy == "adaptive" and settings["model"] == "demo-al:1"
+    assert settings["active_learning"]["phase"] == "typical"  # no label yet: typical cases first
     (round0,) = al.learning_curve(ctx, "Demo")
     assert round0.n_labels == 0 and round0.metrics["seed_labels"] == 20
     assert al.setup_active_learning_demo(ctx, "Demo").endswith("already set up (demo-al:1)")
     first = labelling.next_case(ctx, pid, user_id(ctx, "rad1"))
-    assert first is not None and first.reason.startswith("model unsure: ")
+    assert first is not None and first.reason == al.TYPICAL_REASON
     # label the 16 items the queue serves, with the dataset's answers, then retrain
     reader = user_id(ctx, "rad1")
     case = first

@@ -1,0 +1,93 @@
+"""TypiClust, k-center and the budget-adaptive default on hand-made point sets, and the switching rule."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import active_learning as al
+from active_learning.strategies import SWITCH_LABELS_PER_OUTPUT, BudgetAdaptive, adaptive_phase
+from active_learning.typicality import typicality, typiclust_select
+
+
+def _blobs() -> tuple[np.ndarray, np.ndarray]:
+    """Three tight blobs of 30, 20 and 10 points around (0,0), (10,0), (0,10), plus 3 far outliers."""
+    rng = np.random.default_rng(0)
+    centres = [(0, 0), (10, 0), (0, 10)]
+    parts, ids = [], []
+    for c, (centre, n) in enumerate(zip(centres, (30, 20, 10), strict=True)):
+        parts.append(np.asarray(centre) + rng.normal(scale=0.5, size=(n, 2)))
+        ids += [c] * n
+    parts.append(np.array([[30.0, 30.0], [-30.0, 25.0], [25.0, -30.0]]))
+    ids += [-1] * 3
+    return np.concatenate(parts), np.asarray(ids)
+
+
+def test_typiclust_picks_the_centre_of_every_blob_first_and_never_an_outlier() -> None:
+    x, blob = _blobs()
+    picks, typ = typiclust_select(x, np.zeros(x.shape[0], bool), 3, np.random.default_rng(0), knn=5)
+    assert sorted(blob[picks].tolist()) == [0, 1, 2]  # one per blob: coverage
+    for j in picks:  # the most typical point is near its blob's centre
+        centre = x[blob == blob[j]].mean(axis=0)
+        assert np.linalg.norm(x[j] - centre) < 0.6
+    assert typ.max() == pytest.approx(1.0) and 0 <= typ.min()
+
+
+def test_typiclust_covers_the_blob_without_labels_next() -> None:
+    x, blob = _blobs()
+    mask = np.zeros(x.shape[0], bool)
+    mask[np.flatnonzero(blob == 0)[:3]] = True
+    mask[np.flatnonzero(blob == 1)[:1]] = True
+    picks, _ = typiclust_select(x, mask, 1, np.random.default_rng(1), knn=5)
+    assert blob[picks[0]] == 2  # the uncovered blob, not another point of a labelled one
+    assert not mask[picks].any()
+
+
+def test_typicality_is_higher_in_dense_regions() -> None:
+    x = np.array([[0.0], [0.1], [0.2], [0.3], [5.0]])
+    typ = typicality(x, np.zeros(5, np.intp), knn=2)
+    assert typ[1] > typ[0] and typ[2] > typ[4] and typ.argmin() == 4
+
+
+def test_kcenter_on_a_hand_made_set_takes_the_farthest_points() -> None:
+    x = np.array([[0.0, 0.0], [1.0, 0.0], [10.0, 0.0], [0.0, 7.0], [2.0, 2.0]])
+    mask = np.array([True, False, False, False, False])
+    picks = al.make_strategy("kcenter").select(None, x, mask, 2, np.random.default_rng(0))
+    assert picks.tolist() == [2, 3]  # 10 away, then 7 away (from both labelled and chosen)
+
+
+def test_switching_rule() -> None:
+    per = SWITCH_LABELS_PER_OUTPUT
+    assert adaptive_phase(0, 2) == "typical"
+    assert adaptive_phase(2 * per - 1, 2) == "typical"
+    assert adaptive_phase(2 * per, 2) == "uncertain"
+    assert adaptive_phase(2 * per, 14) == "typical"  # a 14-finding task stays with typicality longer
+    assert adaptive_phase(14 * per, 14) == "uncertain"
+    with pytest.raises(ValueError):
+        adaptive_phase(5, 0)
+
+
+def test_adaptive_default_switches_from_typical_to_uncertain_picks() -> None:
+    x, blob = _blobs()
+    n = x.shape[0]
+    # the model is unsure exactly about the blob-1 items
+    p1 = np.where(blob == 1, 0.5, np.where(blob == 0, 0.02, 0.98))
+    probs = np.stack([1 - p1, p1], axis=1)
+    strat = al.make_strategy("adaptive")
+    assert isinstance(strat, BudgetAdaptive)
+    few = np.zeros(n, bool)
+    few[:2] = True
+    picks = strat.select(probs, x, few, 3, np.random.default_rng(0))
+    assert strat.last_phase == "typical" and strat.last_reasons == ["typical"] * 3
+    # coverage, whatever the model thinks: both blobs without a label get one, never an outlier
+    assert {1, 2} <= set(blob[picks].tolist()) and -1 not in blob[picks]
+    many = blob != 1  # 43 labelled: past the switch for a binary task
+    assert many.sum() >= 2 * SWITCH_LABELS_PER_OUTPUT
+    picks = strat.select(probs, x, many, 3, np.random.default_rng(0))
+    assert strat.last_phase == "uncertain" and strat.last_reasons == ["uncertain, diverse"] * 3
+    assert (blob[picks] == 1).all()
+
+
+def test_default_strategy_is_the_adaptive_one() -> None:
+    assert al.DEFAULT_STRATEGY == "adaptive"
+    assert {"typiclust", "adaptive"} <= set(al.STRATEGY_NAMES)
