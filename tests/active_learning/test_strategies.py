@@ -150,7 +150,7 @@ def test_balanced_multilabel_prefers_rare_finding() -> None:
 
 
 def test_default_strategy_is_a_known_name() -> None:
-    assert al.DEFAULT_STRATEGY == "margin"
+    assert al.DEFAULT_STRATEGY == "adaptive"
     assert al.DEFAULT_STRATEGY in al.STRATEGY_NAMES
 
 
