@@ -55,11 +55,16 @@ class ModelVersion(BaseModel):
     created_at: str
     metrics: dict[str, Any] | None = Field(description="Held-out metrics of the active-learning round that "
                                                        "produced this version (null for models added by hand).")
+    approved: bool = Field(description="Approved by a lead for second opinions (clinicians can use only these).")
+    card: dict[str, Any] | None = Field(description="The model card: intended input, training data, validation "
+                                                    "on verified labels with 95% intervals, the out-of-distribution "
+                                                    "check, limitations, who approved it and when.")
 
 
 class Model(BaseModel):
     name: str
-    latest: str | None = Field(description="NAME:VERSION that NAME alone resolves to.")
+    latest: str | None = Field(description="NAME:VERSION that NAME alone resolves to (its newest active version; "
+                                           "a clinician's request is refused if that one is not approved).")
     versions: list[ModelVersion]
 
 

@@ -324,6 +324,34 @@ def test_models_list_and_detail(api: Api) -> None:
         assert unknown.status_code == 404
 
 
+def test_clinicians_see_and_use_approved_versions_only(api: Api) -> None:
+    from services import model_cards
+    from services.models import register_model
+
+    _, doc = api.user("clinician")
+    lead_id, lead = api.user("lead")
+    _, doc_token = api.token(doc, "predict")
+    _, lead_token = api.token(lead, "read")
+    name = f"unapproved-{doc}"
+    fresh = register_model(api.ctx, api.model_bytes, name=name, labels=LABELS)
+    ref = f"{fresh.name}:{fresh.version}"
+    with api.client(doc_token) as client:
+        assert name not in [m["name"] for m in client.get("/models").json()]
+        assert client.get(f"/models/{name}").status_code == 404
+        refused = _predict(client, ref, xray_png())
+        assert refused.status_code == 403 and "not approved" in _error(refused)["message"]
+    with api.client(lead_token) as client:
+        (version,) = client.get(f"/models/{name}").json()["versions"]
+        assert (version["approved"], version["active"]) == (False, True)
+    model_cards.approve(api.ctx, ref, lead_id, project=None, training_data="synthetic test images")
+    with api.client(doc_token) as client:
+        listed = client.get(f"/models/{name}").json()
+        assert listed["latest"] == ref and listed["versions"][0]["approved"]
+        card = listed["versions"][0]["card"]
+        assert card["approved_by"] == lead and card["training_data"] == "synthetic test images"
+        assert _predict(client, ref, xray_png()).status_code == 201
+
+
 # --- projects -----------------------------------------------------------------------------------
 
 
