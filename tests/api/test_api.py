@@ -25,7 +25,7 @@ from inference.postprocess import probabilities_for
 from services import accounts, second_opinion
 from services.agreement_report import agreement_for_project
 from services.export import export_project
-from tests.api.conftest import LABELS, MAX_UPLOAD_MB, RATE_PER_MINUTE, Api, xray_png
+from tests.api.conftest import LABELS, MAX_UPLOAD_MB, PASSWORD, RATE_PER_MINUTE, Api, xray_png
 from tests.services.factories import make_items, make_project
 
 pytestmark = pytest.mark.slow
@@ -171,7 +171,7 @@ def test_scope_and_role_refusals(api: Api) -> None:
 # --- predictions --------------------------------------------------------------------------------
 
 
-def test_prediction_is_the_portals_second_opinion(api: Api) -> None:
+def test_prediction_is_the_portals_second_opinion(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
     doc_id, doc = api.user("clinician")
     token_id, secret = api.token(doc, "predict")
     data = xray_png(4)
@@ -197,8 +197,19 @@ def test_prediction_is_the_portals_second_opinion(api: Api) -> None:
     probabilities = probabilities_for(spec, direct[None])[0]
     np.testing.assert_allclose([body["prediction"][label] for label in LABELS], probabilities, atol=1e-5)
 
-    # the clinician's history on the portal (the page lists this service's rows) and the audit log
+    # the clinician's history on the portal's Second opinion page, and the audit log
     assert second_opinion.history(api.ctx, doc_id)[0].id == body["id"]
+    from tests.portal.conftest import signed_in
+
+    settings = api.ctx.settings
+    monkeypatch.setenv("MEDLABEL_DATA_DIR", str(settings.data_dir))
+    monkeypatch.setenv("MEDLABEL_DATABASE_URL", settings.database_url)
+    monkeypatch.setenv("MEDLABEL_SECRET_KEY_FILE", str(settings.secret_key_file))
+    page = signed_in(doc, PASSWORD)
+    page.switch_page("views/second_opinion.py").run()
+    assert not page.exception
+    history = page.dataframe[-1].value
+    assert list(history["Request"]) == [body["id"]] and list(history["Top label"]) == [body["top"][0]["label"]]
     with api.ctx.reads() as session:
         asked = session.scalars(select(AuditEvent).where(AuditEvent.action == "second_opinion.ask",
                                                          AuditEvent.target_id == str(body["id"]))).one()
