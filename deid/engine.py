@@ -3,6 +3,12 @@
 Originals never touch the disk. DICOM goes through the PS3.15 profile (deid.tags), pixel masking
 (deid.pixels) and the leak scan (deid.leaks); photos are re-encoded from pixels only. Unusable input
 raises ``InputError`` naming the file; input that cannot be made safe is *refused* (no output).
+
+Hostile input is refused before it can cost memory or stack: decoded pixels over the pixel budget
+(``DeidOptions.max_pixel_bytes``), deflated data that inflates past it, sequences nested deeper than
+``MAX_DEPTH``, an element declaring a length past the end of the file, an image without pixel data.
+Any other failure on one file becomes an ``InputError`` naming only the exception's type: a message
+from pydicom or numpy may quote a value read from the file, and no original value may reach a reason.
 """
 
 from __future__ import annotations
@@ -10,23 +16,27 @@ from __future__ import annotations
 import hashlib
 import io
 import re
+import warnings
+import zlib
 from typing import Any
 
 import numpy as np
 import pydicom
 from PIL import Image, ImageOps
 from pydicom.config import disable_value_validation
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
-from pydicom.uid import ExplicitVRLittleEndian
+from pydicom.filereader import _read_file_meta_info, read_preamble
+from pydicom.filewriter import write_file_meta_info
+from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
 
 from deid import pixels as px
 from deid.leaks import find_leaks
 from deid.profile import SAFE_TEXT
 from deid.pseudonyms import content_pseudonym, date_shift_days, patient_pseudonym, remap_uid
 from deid.tags import DUMMY_BY_VR, TagContext, clean_descriptors, process_dataset
-from deid.types import DeidOptions, DeidResult
-from medlabel.errors import DicomReadError, InputError
+from deid.types import DEFAULT_PIXEL_BUDGET, DeidOptions, DeidResult
+from medlabel.errors import DicomReadError, InputError, MedlabelError
 
 METHOD = "medlabel deid 1: DICOM PS3.15 E.1 basic profile"
 PNG_COMPRESS_LEVEL = 1
@@ -37,6 +47,9 @@ CID7050 = {  # DICOM CID 7050 De-identification Method
     "dates": ("113107", "Retain Longitudinal Temporal Information Modified Dates Option"),
     "chars": ("113108", "Retain Patient Characteristics Option"),
 }
+MAX_DEPTH = 32  # sequences nested deeper than this are refused (real objects stay under ~10)
+HEADER_ALLOWANCE = 16 << 20  # deflated data may inflate to the pixel budget plus this much header
+UNDEFINED_LENGTH = 0xFFFFFFFF
 META_KEEP = {"FileMetaInformationGroupLength", "FileMetaInformationVersion", "MediaStorageSOPClassUID",
              "MediaStorageSOPInstanceUID", "TransferSyntaxUID", "ImplementationClassUID", "ImplementationVersionName"}
 
@@ -45,22 +58,112 @@ def _is_dicom(data: bytes) -> bool:
     return len(data) >= 132 and data[128:132] == b"DICM"
 
 
-def _read(data: bytes, name: str) -> Dataset | None:
-    """A DICOM dataset, or None when the bytes are not DICOM at all."""
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):,.0f} MiB"
+
+
+def _inflated(data: bytes, name: str, cap: int) -> bytes:
+    """A deflated file rewritten as Explicit VR Little Endian, inflating no more than its header
+    declares (pixels plus ``HEADER_ALLOWANCE``) and never more than ``cap``: a small file that inflates
+    to gigabytes is refused after at most ``HEADER_ALLOWANCE`` plus the declared pixels."""
+    fp = io.BytesIO(data)
+    read_preamble(fp, False)
+    meta = _read_file_meta_info(fp)
+    if meta.get("TransferSyntaxUID") != DeflatedExplicitVRLittleEndian:
+        return data
+    start = fp.tell()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    prefix = io.BytesIO()
+    prefix.write(data[:128] + b"DICM")
+    write_file_meta_info(prefix, meta, enforce_standard=True)
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    try:
+        body = inflater.decompress(data[start:], HEADER_ALLOWANCE)
+        if inflater.unconsumed_tail:  # more to come: inflate only what the header says the pixels need
+            try:
+                header = pydicom.dcmread(io.BytesIO(prefix.getvalue() + body), stop_before_pixels=True)
+            except Exception:  # noqa: BLE001 - cut inside the header: a header this large is not an image's
+                raise InputError(name, f"deflated header larger than {_mib(HEADER_ALLOWANCE)}; refused") from None
+            limit = min(cap, decoded_size(header) + HEADER_ALLOWANCE)
+            body += inflater.decompress(inflater.unconsumed_tail, max(0, limit - len(body)) + 1)
+            if len(body) > limit or inflater.unconsumed_tail:
+                raise InputError(name, f"deflated data inflates to more than its header declares "
+                                       f"({_mib(limit)} at most); refused before inflating it")
+    except zlib.error:
+        raise DicomReadError(name, "corrupt deflated data") from None
+    return prefix.getvalue() + body
+
+
+def _read(data: bytes, name: str, budget: int) -> Dataset | None:
+    """A DICOM dataset (structure checked), or None when the bytes are not DICOM at all."""
     if len(data) == 0:
         raise InputError(name, "empty file")
     if _is_dicom(data):
         try:
-            return pydicom.dcmread(io.BytesIO(data))
-        except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError, OSError) as exc:
-            raise DicomReadError(name, f"truncated or corrupt DICOM ({exc.__class__.__name__}: {exc})") from None
+            ds = pydicom.dcmread(io.BytesIO(_inflated(data, name, budget + HEADER_ALLOWANCE)))
+        except MedlabelError:
+            raise
+        except RecursionError:
+            raise InputError(name, f"sequences nested too deeply (more than {MAX_DEPTH} levels)") from None
+        except Exception as exc:  # noqa: BLE001 - pydicom raises many types; the message may quote a value
+            raise DicomReadError(name, f"truncated or corrupt DICOM ({type(exc).__name__})") from None
+        _check_structure(ds, name, len(data))
+        return ds
     try:  # DICOM without the preamble (no .dcm suffix needed either)
         ds = pydicom.dcmread(io.BytesIO(data), force=True)
         if "SOPClassUID" in ds or "PixelData" in ds:
+            _check_structure(ds, name, len(data))
             return ds
+    except MedlabelError:
+        raise
     except Exception:  # noqa: BLE001 - not DICOM; the photo path decides
         pass
     return None
+
+
+def _check_structure(ds: Dataset, name: str, size: int) -> None:
+    """Refuse nesting deeper than ``MAX_DEPTH`` and elements whose declared length runs past the end of
+    the file (such an element swallows what follows, Pixel Data included). Walks with a stack, not
+    recursion, parsing one level of a sequence at a time."""
+    stack: list[tuple[Dataset, int]] = [(ds, 1)]
+    while stack:
+        current, depth = stack.pop()
+        for tag in list(current.keys()):
+            raw = current.get_item(tag)
+            if isinstance(raw, RawDataElement) and raw.length != UNDEFINED_LENGTH and raw.value is not None \
+                    and len(raw.value) < raw.length:
+                raise DicomReadError(name, f"element ({tag.group:04X},{tag.element:04X}) declares "
+                                           f"{raw.length:,} bytes, past the end of the file ({size:,} bytes)")
+            if raw is not None and raw.VR not in ("SQ", None, "UN"):
+                continue
+            elem = current[tag]
+            if elem.VR != "SQ" or not elem.value:
+                continue
+            if depth >= MAX_DEPTH:
+                raise InputError(name, f"sequences nested more than {MAX_DEPTH} levels deep")
+            stack.extend((item, depth + 1) for item in elem.value)
+
+
+def decoded_size(ds: Dataset) -> int:
+    """Bytes of the decoded pixels: rows x columns x frames x samples x bytes per sample."""
+    rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+    samples, bits = int(ds.get("SamplesPerPixel", 1) or 1), int(ds.get("BitsAllocated", 8) or 8)
+    return rows * cols * _frames(ds) * samples * max(1, (bits + 7) // 8)
+
+
+def _check_pixels(ds: Dataset, name: str, budget: int) -> None:
+    if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
+        sop = getattr(ds.get("SOPClassUID"), "name", "") or ""
+        if "Rows" in ds or "Columns" in ds or "Image" in str(sop):
+            raise InputError(name, "no pixel data: an image whose Pixel Data is missing (cut off, or swallowed by a "
+                                   "bad length)")
+        return  # a non-image object (an RT plan, a structured report): de-identified as a header
+    size = decoded_size(ds)
+    if size > budget:
+        raise InputError(name, f"{int(ds.get('Columns', 0) or 0)} x {int(ds.get('Rows', 0) or 0)} pixels x "
+                               f"{_frames(ds)} frame(s) x {int(ds.get('SamplesPerPixel', 1) or 1)} sample(s) is "
+                               f"{_mib(size)} decoded, over the pixel budget of {_mib(budget)}; refused before "
+                               "decoding")
 
 
 def deidentify_bytes(data: bytes, *, key: bytes, name: str, options: DeidOptions | None = None,
@@ -71,11 +174,51 @@ def deidentify_bytes(data: bytes, *, key: bytes, name: str, options: DeidOptions
     options = options or DeidOptions()
     # Real files often break value limits (an LO over 64 characters); the engine rewrites or removes
     # such values itself, so pydicom's per-assignment validation warnings are noise here.
-    with disable_value_validation():
-        ds = _read(data, name)
-        if ds is None:
-            return _photo(data, key=key, name=name, options=options, ocr=ocr)
-        return _dicom(ds, key=key, name=name, options=options, ocr=ocr)
+    try:
+        with disable_value_validation(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pydicom and Pillow warnings would quote values or flood stderr
+            ds = _read(data, name, options.max_pixel_bytes)
+            if ds is None:
+                return _photo(data, key=key, name=name, options=options, ocr=ocr)
+            _check_pixels(ds, name, options.max_pixel_bytes)
+            return _dicom(ds, key=key, name=name, options=options, ocr=ocr)
+    except MedlabelError:
+        raise
+    except RecursionError:
+        raise InputError(name, f"sequences nested too deeply (more than {MAX_DEPTH} levels)") from None
+    except MemoryError:
+        raise InputError(name, "ran out of memory while de-identifying; refused") from None
+    except Exception as exc:  # noqa: BLE001 - one odd file is refused; its message may quote a value
+        raise InputError(name, f"cannot be de-identified ({type(exc).__name__} while processing it)") from None
+
+
+def check_file(data: bytes, name: str, max_pixel_bytes: int = DEFAULT_PIXEL_BUDGET) -> None:
+    """Refuse (``InputError``) what ``deidentify_bytes`` would refuse before decoding: over the pixel
+    budget, a deflate bomb, nesting too deep, a declared length past the end, no pixel data. Decodes
+    nothing: for callers that decode the bytes themselves (the second opinion's model input)."""
+    try:
+        with disable_value_validation(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = _read(data, name, max_pixel_bytes)
+            if ds is not None:
+                _check_pixels(ds, name, max_pixel_bytes)
+                return
+            try:
+                img = Image.open(io.BytesIO(data))
+            except Image.DecompressionBombError:
+                raise InputError(name, f"image over the pixel budget of {_mib(max_pixel_bytes)}") from None
+            except Exception as exc:  # noqa: BLE001 - Pillow raises many types for corrupt input
+                raise InputError(name, f"neither DICOM nor a readable image ({exc.__class__.__name__})") from None
+            size = img.size[0] * img.size[1] * max(3, len(img.getbands()) * BYTES_PER_BAND.get(img.mode, 1))
+            if size > max_pixel_bytes:
+                raise InputError(name, f"{img.size[0]} x {img.size[1]} pixels is {_mib(size)} decoded, over the "
+                                       f"pixel budget of {_mib(max_pixel_bytes)}; refused before decoding")
+    except MedlabelError:
+        raise
+    except RecursionError:
+        raise InputError(name, f"sequences nested too deeply (more than {MAX_DEPTH} levels)") from None
+    except Exception as exc:  # noqa: BLE001 - refused; its message may quote a value
+        raise InputError(name, f"cannot be read ({type(exc).__name__})") from None
 
 
 def _characteristics(ds: Dataset) -> dict[str, Any]:
@@ -101,14 +244,18 @@ def patient_characteristics(data: bytes, *, name: str, options: DeidOptions | No
     from the DICOM header alone: for a model's tabular input before the whole file is de-identified."""
     if not data:
         raise InputError(name, "empty file")
-    with disable_value_validation():
+    options = options or DeidOptions()
+    with disable_value_validation(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         try:
+            if _is_dicom(data):
+                data = _inflated(data, name, options.max_pixel_bytes + HEADER_ALLOWANCE)
             ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, force=not _is_dicom(data))
-        except Exception:  # noqa: BLE001 - not DICOM: a photo carries no patient characteristics
+            if not _is_dicom(data) and "SOPClassUID" not in ds:
+                return {}
+            return _kept_characteristics(ds, options)
+        except Exception:  # noqa: BLE001 - not DICOM, or not readable: no characteristics (de-identification decides)
             return {}
-        if not _is_dicom(data) and "SOPClassUID" not in ds:
-            return {}
-        return _kept_characteristics(ds, options or DeidOptions())
 
 
 def _safe_words(ds: Dataset) -> set[str]:
@@ -216,10 +363,16 @@ def _pixels(ds: Dataset, name: str) -> tuple[np.ndarray | None, bool]:
         if compressed:
             ds.decompress()
         arr = ds.pixel_array
-    except Exception as exc:  # noqa: BLE001 - codecs raise many types
-        raise DicomReadError(name, f"cannot decode pixel data ({ds.file_meta.get('TransferSyntaxUID', '?')}: "
-                                   f"{str(exc).splitlines()[0][:160]})") from None
+    except MemoryError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - codecs raise many types; their messages are not shown
+        raise DicomReadError(name, f"cannot decode pixel data ({_syntax_name(ds)}, {type(exc).__name__})") from None
     return arr, compressed
+
+
+def _syntax_name(ds: Dataset) -> str:
+    uid = ds.file_meta.get("TransferSyntaxUID")
+    return str(getattr(uid, "name", "") or "unknown transfer syntax") if uid is not None else "no transfer syntax"
 
 
 def _write_pixels(ds: Dataset, arr: np.ndarray) -> None:
@@ -271,9 +424,24 @@ def _serialise(ds: Dataset) -> bytes:
 # --- photos -------------------------------------------------------------------------------------
 
 
+BYTES_PER_BAND = {"I;16": 2, "I;16B": 2, "I;16L": 2, "I": 4, "F": 4}
+
+
 def _photo(data: bytes, *, key: bytes, name: str, options: DeidOptions, ocr: px.Detector | None) -> DeidResult:
     try:
-        img = Image.open(io.BytesIO(data))
+        img = Image.open(io.BytesIO(data))  # reads the header only
+    except Image.DecompressionBombError:
+        raise InputError(name, f"image over the pixel budget of {_mib(options.max_pixel_bytes)}; refused before "
+                               "decoding") from None
+    except Exception as exc:  # noqa: BLE001 - Pillow raises many types for corrupt input
+        raise InputError(name, f"neither DICOM nor a readable image ({exc.__class__.__name__})") from None
+    width, height = img.size
+    # decoded as it is, then as RGB (3 bytes a pixel) for masking
+    size = width * height * max(3, len(img.getbands()) * BYTES_PER_BAND.get(img.mode, 1))
+    if size > options.max_pixel_bytes:
+        raise InputError(name, f"{width} x {height} pixels is {_mib(size)} decoded, over the pixel budget of "
+                               f"{_mib(options.max_pixel_bytes)}; refused before decoding")
+    try:
         img.load()
     except Exception as exc:  # noqa: BLE001 - Pillow raises many types for corrupt input
         raise InputError(name, f"neither DICOM nor a readable image ({exc.__class__.__name__})") from None
@@ -298,7 +466,7 @@ def _photo(data: bytes, *, key: bytes, name: str, options: DeidOptions, ocr: px.
     Image.fromarray(arr).save(out, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
     output = out.getvalue()
     leaks = find_leaks(output, phi)
-    digest = hashlib.sha256(arr.tobytes()).hexdigest()
+    digest = hashlib.sha256(memoryview(np.ascontiguousarray(arr)).cast("B")).hexdigest()
     pseudo = content_pseudonym(digest)
     report = {"method": "medlabel deid 1: photo re-encoded from pixels, metadata dropped",
               "pixels_scanned": options.scan_pixels, "text_regions": len(boxes),
@@ -318,7 +486,7 @@ def _photo(data: bytes, *, key: bytes, name: str, options: DeidOptions, ocr: px.
 def apply_masks(data: bytes, rects: list[tuple[int, int, int, int]]) -> bytes:
     """Fill ``rects`` (original pixel x0, y0, x1, y1) in every frame of de-identified bytes."""
     if _is_dicom(data):
-        ds = pydicom.dcmread(io.BytesIO(data))
+        ds = pydicom.dcmread(io.BytesIO(_inflated(data, "<stored item>", DEFAULT_PIXEL_BUDGET + HEADER_ALLOWANCE)))
         arr, _ = _pixels(ds, "<stored item>")
         if arr is None:
             return data

@@ -1,11 +1,19 @@
 """The only filesystem code of ``deid``: walk a source folder, de-identify in worker processes,
-write outputs atomically under PHI-free names, and a manifest of pseudonymous ids."""
+write outputs atomically under PHI-free names, and a manifest of pseudonymous ids.
+
+Symbolic links are never followed (a link may lead out of the source folder: to another patient's
+files, to the installation's secrets): a linked file or folder is refused with that reason, as is
+anything that is not a regular file (a FIFO would block the run). One file that fails in any way is
+refused and the run goes on; the manifest is always written.
+"""
 
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
 import os
+import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -43,14 +51,34 @@ def load_or_create_key(path: Path) -> bytes:
 
 
 def iter_sources(src: Path) -> Iterator[Path]:
-    if src.is_file():
+    """Every entry under ``src`` to de-identify, sorted, hidden ones skipped; links to folders are listed
+    (to be refused by :func:`read_regular`), never walked into."""
+    if not src.is_dir():
         yield src
         return
-    for root, dirs, files in os.walk(src):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in sorted(files):
+    for root, dirs, files in os.walk(src):  # followlinks=False: a linked folder is not entered
+        linked = sorted(d for d in dirs if not d.startswith(".") and (Path(root) / d).is_symlink())
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in linked)
+        for name in sorted([*files, *linked]):
             if not name.startswith("."):
                 yield Path(root) / name
+
+
+LINK_REASON = "symbolic link: not followed (it may lead out of the source folder)"
+
+
+def read_regular(path: Path) -> bytes:
+    """The bytes of a regular file; a symbolic link or anything else is refused (``InputError``)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP or Path(path).is_symlink():
+            raise InputError(path, LINK_REASON) from None
+        raise InputError(path, f"cannot read ({exc.strerror})") from None
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            raise InputError(path, "not a regular file")
+        return handle.read()
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -80,17 +108,22 @@ def _output_name(result_kind: str, patient: str | None, study: str | None, serie
 def process_one(args: tuple[str, str, bytes, DeidOptions]) -> FileOutcome:
     source, dst, key, options = args
     try:
-        data = Path(source).read_bytes()
+        data = read_regular(Path(source))
         result = deidentify_bytes(data, key=key, name=source, options=options)
     except InputError as exc:
         return FileOutcome(source, "refused", None, exc.reason)
     except OSError as exc:
         return FileOutcome(source, "refused", None, f"cannot read ({exc.strerror})")
+    except Exception as exc:  # noqa: BLE001 - one odd file never stops the run; its message may quote a value
+        return FileOutcome(source, "refused", None, f"cannot be de-identified ({type(exc).__name__})")
     if result.status == "refused" or result.output is None:
         return FileOutcome(source, "refused", None, result.reason)
     relative = _output_name(result.kind, result.patient_pseudonym, result.study_pseudonym, result.series_pseudonym,
                             result.output, result.suffix, result.status == "flagged")
-    write_atomic(Path(dst) / relative, result.output)
+    try:
+        write_atomic(Path(dst) / relative, result.output)
+    except OSError as exc:
+        return FileOutcome(source, "refused", None, f"cannot write the output ({exc.strerror})")
     return FileOutcome(source, result.status, relative.as_posix(), result.reason, result.patient_pseudonym,
                        result.study_pseudonym, result.series_pseudonym)
 

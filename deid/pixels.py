@@ -111,19 +111,42 @@ def to_uint8_rgb(frame: np.ndarray) -> np.ndarray:
     return arr
 
 
+BAND_BYTES = 16 << 20  # float32 working memory of one band of rows while shrinking
+
+
+def shrink(frame: np.ndarray, factor: int) -> np.ndarray:
+    """Average ``factor`` x ``factor`` blocks, converting one band of rows to float at a time: a large
+    frame is never held as float32 whole (a 13000 px RGB photo would need 2 GB, then as much again)."""
+    if factor <= 1:
+        return frame
+    height, width = frame.shape[0] // factor, frame.shape[1] // factor
+    rest = frame.shape[2:]
+    out = np.empty((height, width, *rest), dtype=np.float32)
+    row_bytes = factor * width * factor * 4 * (int(np.prod(rest)) if rest else 1)
+    band = max(1, BAND_BYTES // max(1, row_bytes))
+    for top in range(0, height, band):
+        rows = min(band, height - top)
+        block = frame[top * factor:(top + rows) * factor, :width * factor].astype(np.float32)
+        out[top:top + rows] = block.reshape(rows, factor, width, factor, *rest).mean(axis=(1, 3))
+    return out
+
+
 def detect(frames: np.ndarray, indices: list[int], detector: Detector) -> list[TextBox]:
     """Detect text in the chosen frames of ``frames`` (F x H x W [x C]); boxes in original pixels.
 
-    Detection runs on a rendition whose longer side is at most ``DETECT_SIDE``.
+    Detection runs on a rendition whose longer side is at most ``DETECT_SIDE``; a frame more than twice
+    that is first shrunk by block averaging (:func:`shrink`) before any float conversion.
     """
     from PIL import Image
 
     boxes: list[TextBox] = []
     height, width = frames.shape[1], frames.shape[2]
     scale = max(1.0, max(height, width) / DETECT_SIDE)
+    factor = int(scale // 2) if scale >= 4 else 1  # keep at least 2x the detection size for the resize
     for index in indices:
-        small = to_uint8_rgb(frames[index])
-        if scale > 1:
+        small = to_uint8_rgb(shrink(frames[index], factor))
+        if scale > 1 and (small.shape[1], small.shape[0]) != (max(1, round(width / scale)),
+                                                               max(1, round(height / scale))):
             size = (max(1, round(width / scale)), max(1, round(height / scale)))
             small = np.asarray(Image.fromarray(small).resize(size, Image.Resampling.BILINEAR))
         for polygon, score in detector(small):

@@ -5,16 +5,22 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+DEFAULT_PIXEL_BUDGET = 256 << 20
+"""Decoded pixel bytes (rows x columns x frames x samples x bytes per sample) above which a file is refused
+before decoding (``MEDLABEL_PIXEL_BUDGET_MB``, docs/security.md)."""
+
 
 @dataclass(frozen=True)
 class DeidOptions:
     """PS3.15 options: dates shifted per patient (Retain Longitudinal Temporal Information with
-    Modified Dates) or removed; Retain Patient Characteristics; Clean Descriptors; pixel scanning."""
+    Modified Dates) or removed; Retain Patient Characteristics; Clean Descriptors; pixel scanning;
+    and the pixel budget (bytes of decoded pixels a file may have; deflated data may inflate to it)."""
 
     dates: Literal["shift", "remove"] = "shift"
     keep_patient_characteristics: bool = False
     clean_descriptors: bool = True
     scan_pixels: bool = True
+    max_pixel_bytes: int = DEFAULT_PIXEL_BUDGET
 
 
 @dataclass(frozen=True)

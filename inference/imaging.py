@@ -58,7 +58,7 @@ def read_dicom(data: bytes, name: str = "<bytes>", *, stop_before_pixels: bool =
     try:
         return pydicom.dcmread(io.BytesIO(data), force=not is_dicom(data), stop_before_pixels=stop_before_pixels)
     except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError, OSError) as exc:
-        raise DicomReadError(name, f"not readable DICOM ({exc})") from None
+        raise DicomReadError(name, f"not readable DICOM ({type(exc).__name__})") from None  # its text may quote values
 
 
 def _values(element: object) -> list[float]:
@@ -211,7 +211,7 @@ def _decode_frame(ds: Dataset, frame: int, frames: int, name: str) -> np.ndarray
         if str(ds.get("PhotometricInterpretation", "")) == "PALETTE COLOR":
             arr = apply_color_lut(arr, ds)
     except (NotImplementedError, RuntimeError, ValueError, AttributeError, KeyError, OSError) as exc:
-        raise DicomReadError(name, f"cannot decode pixel data ({exc})") from None
+        raise DicomReadError(name, f"cannot decode pixel data ({type(exc).__name__})") from None
     return arr
 
 

@@ -114,10 +114,14 @@ def demo(images: int) -> None:
 
 
 def _echo_ingest(report, verbose: bool = True) -> None:  # type: ignore[no-untyped-def]
-    if verbose:
+    from medlabel.text import printable
+
+    if verbose:  # names escaped: a newline in a file name cannot forge a line
         for outcome in report.outcomes:
-            if outcome.status != "released":
-                click.echo(f"  {outcome.status:<11} {outcome.source}: {outcome.reason}")
+            if outcome.status == "refused":
+                click.echo(printable(f"{outcome.source}: {outcome.reason}"), err=True)
+            elif outcome.status != "released":
+                click.echo(printable(f"  {outcome.status:<11} {outcome.source}: {outcome.reason}"))
     click.echo(f"{report.project}: {report.count('released')} released, {report.count('quarantined')} quarantined "
                f"for review, {report.count('duplicate')} already present, {report.count('refused')} refused")
 
@@ -313,7 +317,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         cli.main(args=argv, prog_name="medlabel", standalone_mode=False)
     except MedlabelError as exc:
-        click.echo(f"error: {exc}", err=True)
+        from medlabel.text import printable
+
+        click.echo(f"error: {printable(exc)}", err=True)  # a file name with a newline stays one line
         raise SystemExit(1) from None
     except click.exceptions.Abort:
         click.echo("aborted", err=True)

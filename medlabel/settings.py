@@ -57,6 +57,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("MEDLABEL_API_RATE_LIMIT", "120",
             "API calls a minute per token, with bursts up to the same number (more get 429); counted per API "
             "process."),
+    Setting("MEDLABEL_PIXEL_BUDGET_MB", "256",
+            "Pixel budget of one file, in MiB of decoded pixels (rows x columns x frames x samples x bytes per "
+            "sample): a DICOM file or image over it is refused before decoding, and deflated DICOM may not inflate "
+            "past it (docs/security.md). 256 MiB holds a 600-slice 512 x 512 CT or a 9000 x 9000 RGB photo."),
 )
 
 
@@ -74,7 +78,12 @@ class Settings:
     dask_workers: int = 1
     api_max_upload_mb: int = 50
     api_rate_per_minute: int = 120
+    pixel_budget_mb: int = 256
     _secret_cache: dict[str, bytes] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def pixel_budget_bytes(self) -> int:
+        return self.pixel_budget_mb << 20
 
     @property
     def store_dir(self) -> Path:
@@ -126,6 +135,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     except ValueError:
         raise ConfigError(f"MEDLABEL_DASK_WORKERS must be a positive integer, got {raw_workers!r}") from None
     return Settings(data_dir=data_dir, database_url=url, secret_key_file=key_file, claim_minutes=claim_minutes,
+                    pixel_budget_mb=_positive(env, "MEDLABEL_PIXEL_BUDGET_MB", "256"),
                     store_url=env.get("MEDLABEL_STORE_URL") or None, store_options=store_options,
                     dask_scheduler=env.get("MEDLABEL_DASK_SCHEDULER") or None, dask_workers=dask_workers,
                     api_max_upload_mb=_positive(env, "MEDLABEL_API_MAX_UPLOAD_MB", "50"),

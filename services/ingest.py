@@ -3,12 +3,16 @@
 Originals never touch the disk or the database. Released items join the labelling queue;
 flagged items are quarantined until a reviewer masks and releases them (or rejects them);
 refused files are reported and nothing of them is kept. Each file is its own transaction, so
-a bad file never undoes or half-writes another.
+a bad file never undoes or half-writes another, and any failure on one file refuses that file only
+(with a reason that names no value from it) while the batch goes on. Folders are walked without
+following symbolic links (a linked file or folder is refused: it may lead out of the folder given),
+and every file is held to the installation's pixel budget (``MEDLABEL_PIXEL_BUDGET_MB``).
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import hmac
 import io
@@ -45,24 +49,24 @@ def random_key(seed: int, content_hash: str) -> float:
 
 
 def iter_files(paths: Iterable[str | Path]) -> Iterator[Path]:
-    """Files under ``paths`` (recursively, sorted); hidden files are skipped."""
+    """Entries under ``paths`` (recursively, sorted); hidden ones skipped; links to files or folders are
+    listed, never followed (reading refuses them: ``deid.io.read_regular``)."""
+    from deid.io import iter_sources
+
     for raw in paths:
         path = Path(raw)
-        if path.is_dir():
-            for child in sorted(path.rglob("*")):
-                if child.is_file() and not any(part.startswith(".") for part in child.relative_to(path).parts):
-                    yield child
-        elif path.is_file():
-            yield path
-        else:
+        if not path.exists() and not path.is_symlink():
             raise InputError(path, "no such file or folder")
+        yield from iter_sources(path)
 
 
 def ingest_paths(ctx: AppContext, project_name: str, paths: Iterable[str | Path], *,
                  actor_id: int | None = None, options: deid.DeidOptions | None = None) -> IngestReport:
+    from deid.io import read_regular
+
     files = list(iter_files(paths))
-    return ingest_blobs(ctx, project_name, ((str(p), p.read_bytes) for p in files), actor_id=actor_id,
-                        options=options)
+    return ingest_blobs(ctx, project_name, ((str(p), lambda p=p: read_regular(p)) for p in files),
+                        actor_id=actor_id, options=options)
 
 
 def ingest_uploads(ctx: AppContext, project_name: str, uploads: Iterable[tuple[str, bytes]], *,
@@ -83,16 +87,20 @@ def ingest_blobs(ctx: AppContext, project_name: str, blobs: Iterable[tuple[str, 
     from services.models import model_input_specs  # late: the model registry pulls in onnx
 
     specs = model_input_specs(ctx)
+    options = dataclasses.replace(options or deid.DeidOptions(), max_pixel_bytes=ctx.settings.pixel_budget_bytes)
     outcomes = []
     for source, read in blobs:
         try:
             data = read()  # type: ignore[operator]
-            outcomes.append(_ingest_one(ctx, project_id, seed, reid, source, data, key, actor_id,
-                                        options or deid.DeidOptions(), specs))
+            outcomes.append(_ingest_one(ctx, project_id, seed, reid, source, data, key, actor_id, options, specs))
         except MedlabelError as exc:
             outcomes.append(IngestOutcome(source=source, status="refused", reason=_reason(exc)))
         except OSError as exc:
             outcomes.append(IngestOutcome(source=source, status="refused", reason=f"cannot read: {exc.strerror}"))
+        except Exception as exc:  # noqa: BLE001 - one odd file never stops the batch; its message may quote a value
+            logger.warning("ingest: a file was refused after %s", type(exc).__name__)
+            outcomes.append(IngestOutcome(source=source, status="refused",
+                                          reason=f"cannot be stored ({type(exc).__name__})"))
     report = IngestReport(project=project_name, outcomes=tuple(outcomes))
     with ctx.sessions.begin() as session:
         audit.record(session, "ingest", actor_id=actor_id, target_type="project", target_id=project_id,
@@ -130,6 +138,8 @@ def _ingest_one(ctx: AppContext, project_id: int, seed: int, reid: bool, source:
     result = deid.deidentify_bytes(data, key=key, name=Path(source).name, options=options)
     if result.status == "refused" or result.output is None:
         return IngestOutcome(source=source, status="refused", reason=result.reason or "refused by de-identification")
+    if result.kind == "dicom" and not (result.width and result.height):
+        return IngestOutcome(source=source, status="refused", reason="not an image (no pixel data): nothing to label")
     digest, relative = ctx.store.put(result.output, result.suffix)
     status = DeidStatus.RELEASED if result.status == "released" else DeidStatus.QUARANTINED
     try:

@@ -469,8 +469,13 @@ class _Heartbeat(threading.Thread):
 
 
 def error_text(exc: BaseException) -> str:
-    """One line a user can act on, then the last frames of the traceback."""
-    head = str(exc) if isinstance(exc, MedlabelError) else f"{type(exc).__name__}: {exc}"
+    """One line a user can act on, then the last frames of the traceback (file, line, code: never values).
+
+    Only a ``MedlabelError``'s message is kept (medlabel writes those to name no original value); any
+    other exception is named by its type alone: its message may quote a value read from a file (a
+    patient's name in a ValueError from pydicom), and every lead reads job errors."""
+    head = str(exc) if isinstance(exc, MedlabelError) else f"{type(exc).__name__} (an internal error; its message is " \
+                                                           "not kept, as it may quote data)"
     frames = traceback.extract_tb(exc.__traceback__)[-6:]
     text = f"{head}\n\nTraceback (last {len(frames)} frames):\n{''.join(traceback.format_list(frames))}"
     return text[:ERROR_CHARS]

@@ -311,8 +311,15 @@ def ask(ctx: AppContext, user_id: int, filename: str, data: bytes, model_ref: st
     batcher.announce(model.spec.sha256)
     try:
         _check_format(data, name)
+        # The shared portal process decodes this upload: refuse what would exhaust its memory or stack first.
+        deid.check_file(data, name, ctx.settings.pixel_budget_bytes)
         kind = _source_kind(data)
-        x = inference.preprocess(data, model.spec.input, name=name)
+        try:
+            x = inference.preprocess(data, model.spec.input, name=name)
+        except MedlabelError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - one odd upload is refused; its message may quote a value
+            raise InputError(name, f"cannot be read ({type(exc).__name__})") from None
         characteristics = deid.patient_characteristics(data, name=name) if model.spec.tabular is not None else {}
         tabular = _tabular(model, characteristics, name)
     except BaseException:
@@ -368,7 +375,8 @@ def _store_image(ctx: AppContext, request_id: int, data: bytes, name: str, model
                  embedding: bytes | None) -> None:
     """De-identify the upload as at intake, then store it and mark the request (background thread)."""
     try:
-        result = deid.deidentify_bytes(data, key=ctx.settings.secret_key(), name=name, options=deid.DeidOptions())
+        result = deid.deidentify_bytes(data, key=ctx.settings.secret_key(), name=name,
+                                       options=deid.DeidOptions(max_pixel_bytes=ctx.settings.pixel_budget_bytes))
     except MedlabelError as exc:  # the reason only: the message would carry the original file name
         _image_done(ctx, request_id, "refused",
                     reason=exc.reason if isinstance(exc, InputError) else exc.__class__.__name__)
