@@ -25,7 +25,7 @@ from services.context import AppContext
 from services.ingest import ingest_paths
 from services.models import register_model
 from tests import hostile
-from tests.services.factories import make_project
+from tests.services.factories import approve, make_project
 
 KEY = b"k" * 32
 MAX_RSS_MB = 2500  # "a few GB" at most, for any command on any of these files
@@ -153,6 +153,7 @@ def test_second_opinion_refuses_an_upload_over_the_budget_before_decoding(ctx: A
     doc = accounts.add_user(ctx, "doc", "a-long-password", "clinician").id
     model = register_model(ctx, inference.build_tiny_cnn(input_hw=(32, 32), channels=1, n_classes=2, filters=8),
                            name="tiny", labels=["a", "b"])
+    approve(ctx, f"{model.name}:{model.version}")
     for data, reason in ((hostile.huge_png(), "over the pixel budget"),
                          (hostile.deflate_bomb(), "inflates to more than its header declares"),
                          (hostile.deep_nesting(2000), "nested too deeply")):
