@@ -160,7 +160,7 @@ def test_only_clinicians_and_admins_may_ask(ctx: AppContext, model: str, role: s
 
 @pytest.mark.parametrize(("name", "data", "reason"), [
     ("broken.png", _xray_png()[:60], "readable image"),
-    ("broken.dcm", plant(real("MR_small.dcm"), "BR").data[:-1000], "pixel data"),
+    ("broken.dcm", plant(real("MR_small.dcm"), "BR").data[:-1000], "past the end of the file"),  # a truncated file: its Pixel Data runs past the end
     ("header-only.dcm", plant(real("MR_small.dcm"), "BR").data[:400], "pixel data"),
     ("notes.txt", b"patient notes, not an image", "not a DICOM, PNG or JPEG file"),
     ("empty.jpg", b"", "empty file"),
