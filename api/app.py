@@ -9,11 +9,16 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import anyio
+import fastapi_offline
 import starlette.formparsers
 from fastapi import FastAPI, Request
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse
+from starlette.staticfiles import StaticFiles
 
 from api import PREFIX, catalogue, errors, predictions, projects
 from api.audit import Audit
@@ -52,7 +57,18 @@ def create_app(ctx: AppContext | None, limits: Limits | None = None, *, close_co
                 await anyio.to_thread.run_sync(ctx.close)
 
     app = FastAPI(title="medlabel API", version=__version__, description=DESCRIPTION, lifespan=lifespan,
-                  openapi_url=f"{PREFIX}/openapi.json", docs_url=f"{PREFIX}/docs", redoc_url=None)
+                  openapi_url=f"{PREFIX}/openapi.json", docs_url=None, redoc_url=None)
+    # The interactive docs load Swagger UI from this server (fastapi-offline ships it), never from a CDN:
+    # a hospital network may have no internet, and nothing here should phone home.
+    assets = Path(fastapi_offline.__file__).resolve().parent / "static"
+    app.mount(f"{PREFIX}/docs-static", StaticFiles(directory=assets), name="docs-static")
+
+    @app.get(f"{PREFIX}/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url=f"{PREFIX}/openapi.json", title="medlabel API",
+                                   swagger_js_url=f"{PREFIX}/docs-static/swagger-ui-bundle.js",
+                                   swagger_css_url=f"{PREFIX}/docs-static/swagger-ui.css",
+                                   swagger_favicon_url=f"{PREFIX}/docs-static/favicon.png")
     app.state.ctx = ctx
     app.state.rate_limiter = RateLimiter(limits.rate_per_minute)
     errors.install(app)

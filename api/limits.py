@@ -52,7 +52,7 @@ class BodyLimit:
             body = message.get("body", b"")
             total += len(body)
             if total > self.max_bytes:
-                await self._drain_and_refuse(scope, receive, send, started=True)
+                await self._drain_and_refuse(scope, receive, send)
                 return
             chunks.append(body)
             if not message.get("more_body", False):
@@ -68,7 +68,7 @@ class BodyLimit:
 
         await self.app(scope, replay, send)
 
-    async def _drain_and_refuse(self, scope: Scope, receive: Receive, send: Send, started: bool = False) -> None:
+    async def _drain_and_refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Answer 413 after reading (and dropping) the rest of the body, up to a few times the limit, so the
         client reads the answer instead of a reset connection; a larger body gets its connection closed."""
         more, dropped = True, 0
