@@ -47,6 +47,7 @@ CID7050 = {  # DICOM CID 7050 De-identification Method
     "dates": ("113107", "Retain Longitudinal Temporal Information Modified Dates Option"),
     "chars": ("113108", "Retain Patient Characteristics Option"),
 }
+CODE_STRING = re.compile(r"[A-Z0-9 _]{0,16}")  # DICOM PS3.5 CS
 MAX_DEPTH = 32  # sequences nested deeper than this are refused (real objects stay under ~10)
 HEADER_ALLOWANCE = 16 << 20  # deflated data may inflate to the pixel budget plus this much header
 UNDEFINED_LENGTH = 0xFFFFFFFF
@@ -273,6 +274,10 @@ def _dicom(ds: Dataset, *, key: bytes, name: str, options: DeidOptions, ocr: px.
     pseudo = patient_pseudonym(key, original_id)
     characteristics = _kept_characteristics(ds, options)
     modality, burned_in = ds.get("Modality"), ds.get("BurnedInAnnotation")
+    if modality is not None and not CODE_STRING.fullmatch(str(modality)):
+        # CS: a fixed vocabulary; anything else (a formula, a value longer than the database column) is refused
+        raise InputError(name, "Modality (0008,0060) is not a valid code string (up to 16 capitals, digits, spaces "
+                               "or underscores)")
     changes = px.geometry_changes(ds)
     safe = _safe_words(ds)
     ctx = TagContext(key=key, dates=options.dates, keep_characteristics=options.keep_patient_characteristics,

@@ -13,6 +13,7 @@ from db.models import TaskType
 from db.queries import export as export_q
 from db.queries import projects as projects_q
 from medlabel.errors import InputError, NotFoundError
+from medlabel.text import csv_cell
 from services.consensus import current_reads, final_label, patient_splits
 from services.context import AppContext
 
@@ -80,7 +81,8 @@ def _csv(rows: list[dict[str, Any]]) -> bytes:
     writer = csv.DictWriter(buffer, fieldnames=fields)
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: json.dumps(v, sort_keys=True) if isinstance(v, dict | list) else v for k, v in row.items()})
+        writer.writerow({k: csv_cell(json.dumps(v, sort_keys=True) if isinstance(v, dict | list) else v)
+                         for k, v in row.items()})
     return buffer.getvalue().encode()
 
 

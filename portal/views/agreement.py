@@ -6,6 +6,7 @@ import streamlit as st
 
 from medlabel.errors import MedlabelError
 from portal.auth import require_role
+from portal.components.downloads import csv_text
 from portal.components.picker import pick_project
 from portal.resources import app_context
 from services import verification
@@ -64,13 +65,13 @@ if "per_label" in report:
             rows.append({"Label": label, **row})
     table = pd.DataFrame(rows)
     st.dataframe(table, hide_index=True, width="stretch")
-    st.download_button("Download CSV", table.to_csv(index=False), "agreement-per-label.csv")
+    st.download_button("Download CSV", csv_text(table), "agreement-per-label.csv")
     st.stop()
 
 st.write(f"{report['n_items']} items · {report['n_readers']} readers")
 table = pd.DataFrame(_metric_rows(report))
 st.dataframe(table, hide_index=True, width="stretch")
-st.download_button("Download CSV", table.to_csv(index=False), "agreement.csv", key="dl_metrics")
+st.download_button("Download CSV", csv_text(table), "agreement.csv", key="dl_metrics")
 
 left, right = st.columns(2)
 with left:
@@ -79,7 +80,7 @@ with left:
                             for c, v in report.get("per_category", {}).items()])
     st.dataframe(per_cat, hide_index=True)
     if not per_cat.empty:
-        st.download_button("Download CSV", per_cat.to_csv(index=False), "agreement-per-category.csv",
+        st.download_button("Download CSV", csv_text(per_cat), "agreement-per-category.csv",
                            key="dl_per_category")
 with right:
     st.subheader("Reader pairs (Cohen's kappa)")
@@ -93,7 +94,7 @@ with right:
         labels = alt.Chart(both).mark_text(color="white").encode(
             x="reader_b:N", y="reader_a:N", text=alt.Text("cohen_kappa:Q", format=".2f"))
         st.altair_chart(heat + labels, width="stretch")
-        st.download_button("Download CSV", pairs.to_csv(index=False), "reader-pairs.csv", key="dl_pairs")
+        st.download_button("Download CSV", csv_text(pairs), "reader-pairs.csv", key="dl_pairs")
 
 records, _ = project_ratings(ctx, project, round_id)
 st.subheader("Readers against the reference standard")
@@ -108,7 +109,7 @@ if reference_rows:
                            "Sensitivity": _with_ci(r["sensitivity"], r["sensitivity_ci"]),
                            "Specificity": _with_ci(r["specificity"], r["specificity_ci"])} for r in reference_rows])
     st.dataframe(frame, hide_index=True, width="stretch")
-    st.download_button("Download CSV", frame.to_csv(index=False), "readers-vs-reference.csv", key="dl_reference")
+    st.download_button("Download CSV", csv_text(frame), "readers-vs-reference.csv", key="dl_reference")
 else:
     st.caption("No adjudicated or consensus labels yet.")
 
@@ -120,7 +121,7 @@ if len(readers) >= 2:
     b = right.selectbox("Reader B", [r for r in readers if r != a], key="conf_b")
     confusion = pd.DataFrame(reader_confusion(records, a, b)).T.fillna(0).astype(int)
     st.dataframe(confusion.rename_axis(f"{a} \\ {b}"))
-    st.download_button("Download CSV", confusion.to_csv(), f"confusion-{a}-{b}.csv", key="dl_confusion")
+    st.download_button("Download CSV", csv_text(confusion, index=True), f"confusion-{a}-{b}.csv", key="dl_confusion")
 
 st.subheader("Disagreements")
 disputed = disagreements(records)
@@ -130,7 +131,7 @@ if disputed:
                           for d in disputed])
     st.dataframe(frame, hide_index=True, width="stretch",
                  column_config={"Case": st.column_config.LinkColumn("Case", display_text=r"item=(\d+)")})
-    st.download_button("Download CSV", frame.drop(columns=["Case"]).to_csv(index=False), "disagreements.csv",
+    st.download_button("Download CSV", csv_text(frame.drop(columns=["Case"])), "disagreements.csv",
                        key="dl_disputed")
 
 st.subheader("Agreement over time (per round)")
@@ -158,4 +159,4 @@ else:
                  + base.mark_point(filled=True, size=60).encode(y="Fleiss' kappa:Q", tooltip=["Round", "Items"]))
         st.altair_chart(chart, width="stretch")
     st.dataframe(frame, hide_index=True, width="stretch")
-    st.download_button("Download CSV", frame.to_csv(index=False), "agreement-over-rounds.csv", key="dl_over")
+    st.download_button("Download CSV", csv_text(frame), "agreement-over-rounds.csv", key="dl_over")

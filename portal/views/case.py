@@ -8,6 +8,7 @@ import streamlit as st
 
 from medlabel.errors import MedlabelError
 from portal.auth import require_role
+from portal.components.downloads import csv_text
 from portal.components.viewer import show_case_image
 from portal.resources import app_context
 from services.cases import case_detail
@@ -42,7 +43,7 @@ with panel:
     if case.reads:
         reads = pd.DataFrame(case.reads)
         st.dataframe(reads, hide_index=True, width="stretch")
-        st.download_button("Download CSV", reads.to_csv(index=False), f"case-{case.item_id}-reads.csv")
+        st.download_button("Download CSV", csv_text(reads), f"case-{case.item_id}-reads.csv")
     else:
         st.caption("Nobody has read this case yet.")
     st.subheader("Model predictions")

@@ -6,6 +6,7 @@ import streamlit as st
 
 from medlabel.errors import MedlabelError
 from portal.auth import require_role
+from portal.components.downloads import csv_text
 from portal.components.picker import pick_project
 from portal.resources import app_context
 from services import verification
@@ -99,7 +100,7 @@ for rnd in reversed(verification.rounds(ctx, project)):
             if report["pairs"]:
                 pairs = pd.DataFrame(report["pairs"])
                 st.dataframe(pairs, hide_index=True, width="stretch")
-                st.download_button("Download CSV", pairs.to_csv(index=False), f"round-{rnd.id}-rereads.csv",
+                st.download_button("Download CSV", csv_text(pairs), f"round-{rnd.id}-rereads.csv",
                                    key=f"dl_rr_{rnd.id}")
             continue
         cols = st.columns(3)
@@ -118,5 +119,5 @@ for rnd in reversed(verification.rounds(ctx, project)):
             if diff is not None:
                 st.write(f"Readers who saw suggestions agreed with the model {diff:+.0%} more often than blinded "
                          "readers.")
-            st.download_button("Download CSV", frame.to_csv(index=False), f"round-{rnd.id}-arms.csv",
+            st.download_button("Download CSV", csv_text(frame), f"round-{rnd.id}-arms.csv",
                                key=f"dl_ab_{rnd.id}")
