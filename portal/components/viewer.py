@@ -80,13 +80,15 @@ def window_control(ctx: AppContext, case: CaseDTO, frame: int, slot: Any) -> tup
     return float(center), float(width)
 
 
-def _view_controls(case: CaseDTO, slot: Any) -> tuple[float, tuple[float, float]]:
+def view_controls(key: str, slot: Any) -> tuple[float, tuple[float, float]]:
+    """The Zoom control (in ``slot``) and, when zoomed, pan sliders; returns (zoom, center fractions).
+    Pan positions are keyed by ``key`` (a case or item), so the next case opens centred."""
     zoom = ZOOMS[slot.segmented_control("Zoom", list(ZOOMS), default="Fit", key="zoom") or "Fit"]
     if zoom <= 1.0:
         return 1.0, (0.5, 0.5)
     left, right = st.columns(2)
-    x = left.slider("Pan left ↔ right", 0, 100, 50, format="%d%%", key=f"pan_x_{case.item_id}")
-    y = right.slider("Pan up ↕ down", 0, 100, 50, format="%d%%", key=f"pan_y_{case.item_id}")
+    x = left.slider("Pan left ↔ right", 0, 100, 50, format="%d%%", key=f"pan_x_{key}")
+    y = right.slider("Pan up ↕ down", 0, 100, 50, format="%d%%", key=f"pan_y_{key}")
     return zoom, (x / 100, y / 100)
 
 
@@ -104,7 +106,7 @@ def show_case_image(ctx: AppContext, case: CaseDTO, *, boxes: bool = False) -> l
     frame = 0
     if case.frames > 1:
         frame = controls[2].number_input("Frame", 1, case.frames, 1, key=f"frame_{case.item_id}") - 1
-    zoom, center = _view_controls(case, controls[1])
+    zoom, center = view_controls(str(case.item_id), controls[1])
     window = window_control(ctx, case, frame, controls[0])
     image = display_image(ctx, case.item_id, frame=frame, window=window, zoom=zoom, center=center)
     if not boxes:

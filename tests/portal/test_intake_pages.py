@@ -46,11 +46,14 @@ def test_reviewer_releases_a_quarantined_item(ctx: AppContext, portal_env: Setti
     at.switch_page("views/review.py").run()
     assert not at.exception and at.title[0].value == "De-identification review"
     assert any("unusually large" in m.value for m in at.markdown)
-    assert len(at.image) == 1  # the item with the detected box outlined
+    # The detected box is drawn on the canvas (no pixel numbers to type) and listed in original pixels.
+    assert at.dataframe[0].value.values.tolist() == [[0, 0, 20, 10]]
     next(b for b in at.button if b.label == "Apply masks and release").click().run()
     assert not at.exception
     with ctx.reads() as session:
-        assert session.get(Item, item_id).deid_status == DeidStatus.RELEASED
+        released = session.get(Item, item_id)
+        assert released.deid_status == DeidStatus.RELEASED
+        assert released.deid_report["review"]["masks"] == [[0, 0, 20, 10]]  # through the canvas and back
         events = session.scalars(select(AuditEvent.action).where(AuditEvent.actor_id == boss.id)).all()
     assert "review.release" in events
     assert any("Nothing is waiting for review" in s.value for s in at.success)
