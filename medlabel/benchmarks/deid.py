@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import tempfile
 import time
@@ -226,8 +227,9 @@ def run(files: int = 500, workers: int = 2, large: int = 20) -> dict[str, Any]:
                 continue
             out = Path(tmp) / peer
             out.mkdir()
+            env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # our deid/ must not shadow theirs
             proc = subprocess.run([str(PEER_PYTHON), "-c", script, str(corpus), str(out), str(workers)],
-                                  capture_output=True, cwd=tmp, text=True, timeout=3600)
+                                  capture_output=True, cwd=tmp, text=True, timeout=3600, env=env)
             if proc.returncode != 0:
                 result["peers"][peer] = {"error": proc.stderr.strip().splitlines()[-1][:200]}
                 continue

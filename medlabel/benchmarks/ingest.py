@@ -222,7 +222,7 @@ def run(files: int = 60, repeats: int = 2, seed: int = 0, data_dir: Path | None 
         from services.ingest import iter_files
 
         paths = list(iter_files([folder]))  # the very files, in the very order, that ingest_paths reads
-        size = sum(p.stat().st_size for p in paths)
+        total_bytes = sum(p.stat().st_size for p in paths)
         deid_runs, ingest_runs = [], []
         for _ in range(repeats):
             seconds, deid_statuses = deid_only(paths, key)
@@ -240,7 +240,7 @@ def run(files: int = 60, repeats: int = 2, seed: int = 0, data_dir: Path | None 
     breakdown["rows_read_and_rest_ms_per_file"] = rest
     breakdown = {k: round(v * 1000 / len(paths), 1) for k, v in breakdown.items()}
     return {
-        "files": len(paths), "bytes": size, "mix": counts, "repeats": repeats,
+        "files": len(paths), "bytes": total_bytes, "mix": counts, "repeats": repeats,
         "ingest_files_per_s": round(len(paths) / median_ingest, 2), "deid_files_per_s": round(len(paths) / deid_s, 2),
         "ratio": round(deid_s / median_ingest, 3),
         "ingest_runs_s": [round(s, 2) for s in ingest_seconds], "deid_runs_s": [round(s, 2) for s in deid_runs],

@@ -42,7 +42,7 @@ def test_both_paths_process_the_same_files(tmp_path: Path) -> None:
                                                 str(tmp_path), "--json"])
     assert result.exit_code == 0, result.output
     out = json.loads(result.output)
-    assert out["files"] == 10 and sum(out["mix"].values()) == 10
+    assert out["files"] == 10 and sum(out["mix"].values()) == 10 and out["size"] == 96 and out["bytes"] > 0
     assert sum(out["ingest_statuses"].values()) == sum(out["deid_statuses"].values()) == 10
     assert out["ingest_statuses"] == out["deid_statuses"]  # the same files, the same verdicts
     assert out["ratio"] == pytest.approx(out["ingest_files_per_s"] / out["deid_files_per_s"], rel=0.02)
