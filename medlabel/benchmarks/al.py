@@ -1,20 +1,23 @@
-"""`medlabel bench al`: simulated labelling with every active-learning strategy, and the retrain time.
+"""`medlabel bench al`: simulated labelling with active-learning strategies, and the retrain time.
 
-Method (fixed before any run; figures and discussion in docs/benchmarks-al.md):
+Method (figures and discussion in docs/benchmarks-al.md):
 
-* Data: a MedMNIST-layout ``.npz`` (``train_images``, ``train_labels``, ``test_*``; ``val_*`` unused).
+* Data: a MedMNIST-layout ``.npz`` (``train_images``, ``train_labels``, ``test_*``; ``val_*`` unused), or
+  a folder with ``labels.csv`` like the NIH ChestX-ray14 sample (multi-label over its 14 findings).
   Labels (N, 1) are multi-class, (N, C>1) 0/1 multi-label. Default: the demo's PneumoniaMNIST.
-* Pool: ``pool`` train items drawn at random (seed 0; 0 = the whole train split); test: the test split,
-  at most ``max_test`` items drawn at random.
-* Features: PCA (``n_components``) fitted on the pool images alone, pixels / 255 -- unsupervised, so no
-  label (pool or test) shapes the features. Test-time augmentation: 4 shifted copies (+-7% of the side
-  along each axis) projected with the same PCA.
+* Pool: the whole train split (``pool`` > 0 draws that many at random, seed 0); test: the test split, at
+  most ``max_test`` items drawn at random.
+* Features, per seed: patch k-means features (``active_learning.features``) learnt on the pool images alone
+  with that seed (``--features pca``: PCA of the pixels), so no label and no test image shapes them.
 * Simulation: per seed a random seed set of ``seed_size`` labels (one per class / finding first), then
   ``batch`` labels per step until ``budget`` (default: the whole pool); after every step an L2 logistic
-  regression (C = 1) is refitted on the labelled items and its test AUROC recorded (macro one-vs-rest over
-  classes when more than two). All strategies share the seed set of a seed.
-* Target: test AUROC of the same classifier trained on every pool label, minus 0.01. ``labels_to_target``
-  reads the mean curve over seeds (see ``active_learning.labels_to_target``).
+  regression (the default head's C) is refitted, warm-started, on the labelled items and its test AUROC
+  recorded (macro one-vs-rest; multi-label: mean over findings). All strategies share a seed's seed set and
+  features. The strategy sees the pool's features and predicted probabilities, never a test item, nor the
+  labels of unlabelled items.
+* Target: mean over seeds of the test AUROC of the same head trained on every pool label, minus 0.01.
+  ``labels_to_target`` reads the mean curve over seeds where it stays at or above the target
+  (``active_learning.labels_to_target``); per seed the same rule on each seed's curve (min, max).
 * Timing: ``fit_head`` (calibrated logistic head, held-out metrics and refit) on 10,000 synthetic
   ``embed_dim``-d embeddings plus margin scores of 10,000 items, best of ``repeats``.
 """
@@ -88,22 +91,44 @@ def _shift(images: Any, dy: int, dx: int) -> Any:
 
 def time_retrain_rescore(n: int = 10_000, dim: int = 256, repeats: int = 3, seed: int = 0) -> float:
     """Seconds (best of ``repeats``) to fit the calibrated head on n embeddings and margin-score n items."""
+    return time_retrain_select(n, dim, repeats, seed)["margin"]
+
+
+def time_retrain_select(n: int = 10_000, dim: int = 256, repeats: int = 3, seed: int = 0,
+                        strategies: tuple[str, ...] = ("margin",)) -> dict[str, float]:
+    """Per strategy, seconds (best of ``repeats``) to fit the calibrated head (C of the learnt features) on
+    500 labelled of n embeddings, predict all n and select a batch of 20 with it (``adaptive``: the phase
+    its rule gives for 500 labels of 2 classes; ``adaptive@typical``: the TypiClust phase, forced)."""
     import numpy as np
 
-    from active_learning import fit_head, margin
+    from active_learning import fit_head, make_strategy, margin
+    from active_learning.features import FEATURE_HEAD_C
+    from active_learning.typicality import typiclust_select
 
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(n, dim)).astype(np.float32)
     w = rng.normal(size=dim) / np.sqrt(dim)
     y = (x @ w + 0.5 * rng.normal(size=n) > 0.5).astype(np.int64)
-    pool = rng.normal(size=(n, dim)).astype(np.float32)
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        head, _ = fit_head(x, y, seed=seed)
-        margin(head.predict_proba(pool))
-        best = min(best, time.perf_counter() - start)
-    return best
+    mask = np.zeros(n, dtype=bool)
+    mask[:500] = True
+    out: dict[str, float] = {}
+    for name in strategies:
+        best = float("inf")
+        for _ in range(repeats):
+            start = time.perf_counter()
+            if name == "margin":
+                head, _ = fit_head(x, y, seed=seed)
+                margin(head.predict_proba(x))
+            else:
+                head, _ = fit_head(x[mask], y[mask], seed=seed, C=FEATURE_HEAD_C)
+                probs = head.predict_proba(x)
+                if name == "adaptive@typical":
+                    typiclust_select(x, mask, 20, np.random.default_rng(seed))
+                else:
+                    make_strategy(name).select(probs, x, mask, 20, np.random.default_rng(seed))
+            best = min(best, time.perf_counter() - start)
+        out[name] = round(best, 3)
+    return out
 
 
 #: Strategies the benchmark runs by default (``--strategies`` picks others; random and the default always run).
@@ -181,8 +206,9 @@ def seed_features(kind: str, pool_images: Any, seed: int, n_components: int = 50
 def run(data: Path | None = None, seeds: int = 5, pool: int = 0, batch: int = 20, budget: int | None = None,
         seed_size: int = 20, max_test: int = 2000, n_components: int = 50, strategies: tuple[str, ...] | None = None,
         embed_dim: int = 256, timing_items: int = 10_000, curves: bool = False,
-        plot: Path | None = None, feature_kind: str = "patch-kmeans") -> dict[str, Any]:
-    """The benchmark as one dict (see the module docstring for the method)."""
+        plot: Path | None = None, feature_kind: str = "patch-kmeans", log: Any = None) -> dict[str, Any]:
+    """The benchmark as one dict (see the module docstring for the method). ``log``, when given, is called
+    with one JSON line per finished (seed, strategy) run."""
     import scipy.optimize  # noqa: F401  (loaded first: threadpoolctl limits only libraries already loaded)
     import sklearn.linear_model  # noqa: F401
     from threadpoolctl import threadpool_limits  # a scikit-learn dependency
@@ -192,12 +218,12 @@ def run(data: Path | None = None, seeds: int = 5, pool: int = 0, batch: int = 20
     start = time.perf_counter()
     with threadpool_limits(limits=1):  # small matrices: one BLAS thread is several times faster than two
         return _run(data, seeds, pool, batch, budget, seed_size, max_test, n_components, strategies, embed_dim,
-                    timing_items, curves, plot, start, feature_kind)
+                    timing_items, curves, plot, start, feature_kind, log)
 
 
 def _run(data: Path | None, seeds: int, pool: int, batch: int, budget: int | None, seed_size: int, max_test: int,
          n_components: int, strategies: tuple[str, ...] | None, embed_dim: int, timing_items: int, curves: bool,
-         plot: Path | None, start: float, feature_kind: str) -> dict[str, Any]:
+         plot: Path | None, start: float, feature_kind: str, log: Any) -> dict[str, Any]:
     import numpy as np
 
     from active_learning import (
@@ -255,6 +281,9 @@ def _run(data: Path | None, seeds: int, pool: int, batch: int, budget: int | Non
                                 tta_pool=tta_pool, C=head_c(feature_kind))
             grid[name] = tuple(ns)
             per[name].append(tuple(aucs))
+            if log is not None:  # one JSON line per finished run: a long benchmark's partial results survive
+                log(json.dumps({"seed": seed, "strategy": name, "ceiling": round(ceilings[-1], 4),
+                                "n_labels": list(ns), "auroc": [round(v, 4) for v in aucs]}))
     result_curves = {s: LearningCurve(s, grid[s], tuple(per[s])) for s in names}
     ceiling = float(np.mean(ceilings))
     target = ceiling - 0.01
@@ -412,7 +441,8 @@ def command(data: Path | None, seeds: int, pool: int, batch: int, budget: int | 
     (docs/benchmarks-al.md)."""
     result = run(data=data, seeds=seeds, pool=pool, batch=batch, budget=budget, seed_size=seed_size,
                  max_test=max_test, embed_dim=embed_dim, timing_items=timing_items, curves=curves, plot=plot,
-                 strategies=tuple(n.strip() for n in strategies.split(",") if n.strip()), feature_kind=feature_kind)
+                 strategies=tuple(n.strip() for n in strategies.split(",") if n.strip()), feature_kind=feature_kind,
+                 log=lambda line: click.echo(line, err=True))
     if as_json:
         click.echo(json.dumps(result))
         return

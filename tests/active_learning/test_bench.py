@@ -49,7 +49,9 @@ def test_bench_runs_end_to_end(tmp_path: Path, task: str) -> None:
                                                 "--batch", "20", "--seed-size", "10", "--embed-dim", "8", "--timing-items", "500",
                                                 "--plot", str(plot), "--curves"])
     assert result.exit_code == 0, result.output
-    out = json.loads(result.output)
+    out = json.loads(result.stdout)
+    runs = [json.loads(line) for line in result.stderr.splitlines()]  # one line per (seed, strategy) run
+    assert len(runs) == 2 * len(bench.BENCH_STRATEGIES) and {r["seed"] for r in runs} == {0, 1}
     assert out["dataset"] == f"tiny-{task}" and out["metric"] == "auroc"
     assert out["pool"] == out["train_split"] == 160  # the whole train split by default
     assert out["task"] == task

@@ -100,3 +100,22 @@ def test_readers_may_not_open_it(ctx: AppContext, portal_env: Settings) -> None:
     at = signed_in("reader9")
     at.switch_page("views/learning.py").run()
     assert any("Access denied" in e.value for e in at.error)
+
+
+def test_the_page_says_why_each_queued_case_was_chosen(ctx: AppContext, portal_env: Settings,
+                                                       project: dict[str, Any]) -> None:  # noqa: F811
+    accounts.add_user(ctx, "lead1", PASSWORD, "lead")
+    label_truthfully(ctx, project, project["items"][:4])
+    al.configure(ctx, PROJECT, "adaptive", 6, 0)  # 4 labels: the default's typical phase
+    at = open_page()
+    queued = next(df.value for df in at.dataframe if "Why" in df.value.columns)
+    assert len(queued) == 6 and set(queued["Why"]) == {"typical"}
+    assert set(queued["Reason"]) == {al.TYPICAL_REASON}
+    assert not set(queued["Item"]) & set(project["items"][:4])
+    strategy = next(s for s in at.selectbox if s.label == "Queue strategy")
+    assert strategy.value == "adaptive"
+    strategy.set_value("kcenter")
+    next(b for b in at.button if b.label == "Save").click()
+    at.run()
+    queued = next(df.value for df in at.dataframe if "Why" in df.value.columns)
+    assert set(queued["Why"]) == {"diverse"} and set(queued["Reason"]) == {"far from labelled cases"}
