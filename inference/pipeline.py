@@ -147,7 +147,8 @@ class PipelineStats:
 def rendition_key(spec: InputSpec) -> str:
     """The derived-content name of a model rendition: depends on the model size only (frame 0, the
     file's own window), so every model with the same input size shares it."""
-    return f"model-rendition/v{RENDITION_VERSION}/{spec.height}x{spec.width}"
+    crop = "" if spec.crop is None else f"-{spec.crop}"
+    return f"model-rendition/v{RENDITION_VERSION}/{spec.height}x{spec.width}{crop}"
 
 
 def encode_rendition(image: np.ndarray) -> bytes:

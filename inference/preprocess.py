@@ -6,8 +6,8 @@ One path for the batch and the interactive runs:
           --quantise to 8 bits--> ``model_rendition`` (uint8 HxW or HxWx3, what ingest may keep)
           --``preprocess_array``--> channels, scaling, mean/std, layout, batch axis -> float32 tensor
 
-The image is stretched to the model's height x width (no crop or padding), resized *before* the VOI
-transform like the display path. Quantising to 8 bits makes ``preprocess(data, spec)`` equal to
+The image is stretched to the model's height x width (or centre-cropped first: ``InputSpec.crop``),
+resized *before* the VOI transform like the display path. Quantising to 8 bits makes ``preprocess(data, spec)`` equal to
 ``preprocess_array(model_rendition(data, spec), spec)``, so a rendition stored at ingest gives the very
 same tensor as decoding the original again; models trained on 8-bit PNG/JPEG exports see what they
 were trained on.
@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from inference.imaging import decode, to_uint8
+from inference.imaging import decode, read_image_meta, to_uint8
 from inference.types import InputSpec, Layout, Scaling, TabularSpec
 from medlabel.errors import InputError
 
@@ -30,9 +30,19 @@ _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 def model_rendition(data: bytes, spec: InputSpec, *, frame: int = 0, window: tuple[float, float] | None = None,
                     name: str = "<bytes>") -> np.ndarray:
-    """The 8-bit image a model sees: ``spec.height`` x ``spec.width``, grayscale HxW or RGB HxWx3."""
-    decoded = decode(data, frame=frame, window=window, size=(spec.height, spec.width), name=name)
-    return to_uint8(decoded.unit)
+    """The 8-bit image a model sees: ``spec.height`` x ``spec.width``, grayscale HxW or RGB HxWx3.
+    With ``spec.crop == "center"`` the image is decoded at a size whose every side covers the model's,
+    aspect ratio kept, and the centre is cut out (a centre crop, then the resize, as MedMNIST did)."""
+    if spec.crop != "center":
+        decoded = decode(data, frame=frame, window=window, size=(spec.height, spec.width), name=name)
+        return to_uint8(decoded.unit)
+    meta = read_image_meta(data, name)
+    h, w = max(meta.height, 1), max(meta.width, 1)
+    scale = max(spec.height / h, spec.width / w)
+    size = (max(spec.height, round(h * scale)), max(spec.width, round(w * scale)))
+    unit = decode(data, frame=frame, window=window, size=size, name=name).unit
+    top, left = (size[0] - spec.height) // 2, (size[1] - spec.width) // 2
+    return to_uint8(unit[top:top + spec.height, left:left + spec.width])
 
 
 def preprocess_array(image: np.ndarray, spec: InputSpec) -> np.ndarray:

@@ -33,7 +33,7 @@ from medlabel.errors import InputError
 
 EMBEDDING_OUTPUT = "medlabel_embedding"
 _SETTINGS = {"input_size", "channels", "layout", "scaling", "mean", "std", "output", "multi_label", "output_name",
-             "embedding_output", "tabular_input", "features"}
+             "embedding_output", "tabular_input", "features", "crop"}
 _DESCRIPTIVE = {"name", "description", "version", "labels", "license", "licence", "source", "url", "citation",
                 "authors", "task", "modality", "notes", "created", "sha256",
                 # model card (services/model_cards.py): shown to clinicians once a lead approves the version
@@ -134,9 +134,12 @@ def _input_spec(value_info: onnx.ValueInfoProto, meta: dict[str, Any], source: s
     scaling = meta.get("scaling", "0-1")
     if scaling not in ("0-1", "0-255"):
         raise InputError(source, f"meta 'scaling' must be \"0-1\" or \"0-255\", not {scaling!r}")
+    crop = meta.get("crop")
+    if crop not in (None, "center"):
+        raise InputError(source, f"meta 'crop' must be \"center\" or absent, not {crop!r}")
     spec = InputSpec(height=height, width=width, channels=channels, layout=Layout(layout), scaling=Scaling(scaling),
                      mean=_floats(meta, "mean", (0.0,), channels, source),
-                     std=_floats(meta, "std", (1.0,), channels, source))
+                     std=_floats(meta, "std", (1.0,), channels, source), crop=crop)
     return spec, batch
 
 

@@ -100,6 +100,9 @@ class InputSpec:
     scaling: Scaling = Scaling.UNIT
     mean: tuple[float, ...] = (0.0,)
     std: tuple[float, ...] = (1.0,)
+    # None: the whole image is stretched to height x width; "center": the largest centred region of the
+    # model's aspect ratio is kept (as MedMNIST made PneumoniaMNIST from full-size films), then resized
+    crop: str | None = None
 
     def shape(self, batch: int = 1) -> tuple[int, int, int, int]:
         if self.layout is Layout.NCHW:

@@ -155,6 +155,8 @@ def load_demo(ctx: AppContext, *, data_dir: Path | None = None, images: int = 12
         from services.active_learning import setup_active_learning_demo
 
         model_line += "; " + setup_active_learning_demo(ctx, AL_PROJECT.name)
+        model_line += "; " + _demo_fullsize_model(ctx, data_dir)
+        model_line += "; " + _approve_for_clinicians(ctx, "pneumonia-fullsize")
         model_line += "; " + _approve_for_clinicians(ctx, "pneumonia-logreg")
     return DemoReport(tuple(created_users), tuple(created_projects), tuple(reports), model_line)
 
@@ -238,6 +240,7 @@ def _demo_model(ctx: AppContext, data_dir: Path) -> str:
                                                   "chest X-rays at 28x28); its test split: AUROC "
                                                   f"{trained.test_auroc:.3f} on {trained.test_size} images"})
     report = prelabel(ctx, AL_PROJECT.name, f"{model.name}:{model.version}")
+    _fit_unusual_input_check(ctx, data_dir, f"{model.name}:{model.version}", native_side=(28, 28))
     return (f"model {model.name} v{model.version}: test AUROC {trained.test_auroc:.3f}, accuracy "
             f"{trained.test_accuracy:.3f} on {trained.test_size} held-out images; "
             f"pre-labelled {report.predicted} items")
@@ -250,3 +253,44 @@ def _approve_for_clinicians(ctx: AppContext, model_ref: str) -> str:
 
     card = model_cards.approve(ctx, model_ref, _user_ids(ctx)["lead"], project=AL_PROJECT.name)
     return f"{card.model} approved for second opinions ({card.validation_line()})"
+
+
+def _fit_unusual_input_check(ctx: AppContext, data_dir: Path, model_ref: str,
+                             native_side: tuple[int, int] | None) -> dict[str, object]:
+    """The unusual-input check of a model trained on PneumoniaMNIST: fitted on its train split, calibrated on
+    its validation split to a 5 % false-alarm rate (services/ood.py)."""
+    from services import ood
+
+    arrays = np.load(data_dir / "pneumoniamnist" / "pneumoniamnist.npz")
+    return ood.fit_on_images(ctx, model_ref, arrays["train_images"], arrays["val_images"],
+                             reference_name="PneumoniaMNIST training", native_side=native_side)
+
+
+def _demo_fullsize_model(ctx: AppContext, data_dir: Path) -> str:
+    """The demo's second-opinion model for full-size films (services.demo_model.train_fullsize): registered
+    with an honest card, pre-labels the demo project (for similar cases), with its unusual-input check."""
+    from services.demo_model import LABELS, train_fullsize
+    from services.models import prelabel, register_model
+
+    films = {p: int(p.parent.name.lower() == "pneumonia") for p in (data_dir / "kermany-cxr-samples").glob("*/*.jpeg")}
+    trained = train_fullsize(data_dir / "pneumoniamnist" / "pneumoniamnist.npz", films)
+    low, high = trained.films_auroc_ci
+    meta = {**trained.meta,
+            "description": "PCA (50) + logistic regression on PneumoniaMNIST train, fed through a centre crop",
+            "intended_input": "Paediatric frontal chest X-ray at any size (DICOM, PNG or JPEG): the centre square "
+                              "is cut out and reduced to 28x28, as PneumoniaMNIST was made from the full-size films",
+            "training_data": f"PneumoniaMNIST train split: {trained.train_size} paediatric chest X-rays from one "
+                             "centre (Guangzhou), centre-cropped and reduced to 28x28. Small and low-resolution: "
+                             "fine detail is lost, and no adult, portable or other-centre films were seen",
+            "limitations": f"Checked on only {trained.films} full-size films (8 normal, 8 bacterial pneumonia): "
+                           f"AUROC {trained.films_auroc:.2f} (95% CI {low:.2f}-{high:.2f}), accuracy "
+                           f"{trained.films_accuracy:.2f}; PneumoniaMNIST test AUROC {trained.test_auroc:.3f}. "
+                           "Not for clinical use."}
+    model = register_model(ctx, trained.onnx_bytes, name="pneumonia-fullsize", labels=list(LABELS), meta=meta)
+    ref = f"{model.name}:{model.version}"
+    report = prelabel(ctx, DEMO_PROJECT.name, ref)
+    check = _fit_unusual_input_check(ctx, data_dir, ref, native_side=None)
+    return (f"model {model.name} v{model.version} for full-size films: AUROC {trained.films_auroc:.3f} on the "
+            f"{trained.films} full-size films, {trained.test_auroc:.3f} on PneumoniaMNIST test; pre-labelled "
+            f"{report.predicted} items; unusual-input threshold {check['threshold']} "
+            f"({check['observed_rate']:.1%} of {check['n_calibration']} validation images flagged)")

@@ -48,7 +48,7 @@ from db.queries import accounts as accounts_q
 from db.queries import projects as projects_q
 from db.queries import second_opinion as q
 from medlabel.errors import ConflictError, InputError, MedlabelError, NotFoundError, PermissionDenied
-from services import audit
+from services import audit, ood
 from services.consensus import current_reads, final_label
 from services.context import AppContext
 from services.dto import Suggestion
@@ -94,12 +94,20 @@ class OpinionDTO:
     masked_prediction: dict[str, float] | None = field(default=None, hash=False)
     review_item_id: int | None = None
     review_project: str | None = None
+    # how unlike the model's training data the upload is (services/ood.py); None: the model has no detector
+    ood: dict[str, Any] | None = field(default=None, hash=False)
 
     def as_record(self) -> dict[str, Any]:
         return {"user": self.user, "model": self.model, "version": self.version,
                 "prediction": dict(self.prediction),
                 "top": [{"label": s.label, "probability": s.probability} for s in self.top],
-                "time": self.time.isoformat()}
+                "time": self.time.isoformat(), "ood": None if self.ood is None else dict(self.ood)}
+
+    @property
+    def ood_warning(self) -> str:
+        """The unusual-input warning to show beside the answer ('' when the upload looked usual, or the
+        model has no detector)."""
+        return str((self.ood or {}).get("warning") or "")
 
 
 @dataclass(frozen=True)
@@ -331,12 +339,14 @@ def ask(ctx: AppContext, user_id: int, filename: str, data: bytes, model_ref: st
     top = tuple(Suggestion(label, round(p, 6)) for label, p in inference.top_k(probabilities, model.spec.labels,
                                                                                top_k))
     embedding = None if out.embeddings is None else out.embeddings[0].astype("<f4").tobytes()
+    unusual = ood.check(ctx, model.ood, x, None if out.embeddings is None else out.embeddings[:1],
+                        ood.native_size(data, name))
     with ctx.sessions.begin() as session:
         request = SecondOpinionRequest(user_id=user_id, model_id=model.id, content_hash=None, image_state="pending",
                                        prediction=prediction, top=[{"label": s.label, "probability": s.probability}
                                                                    for s in top],
                                        model_name=model.name, model_version=model.version, source_kind=kind,
-                                       stored_path=None, deid_report={"status": "pending"})
+                                       stored_path=None, deid_report={"status": "pending"}, ood=unusual)
         session.add(request)
         session.flush()
         audit.record(session, "second_opinion.ask", actor_id=user_id, target_type="second_opinion",
@@ -493,6 +503,7 @@ def _dto(request: SecondOpinionRequest, username: str, review_project: str | Non
                       content_hash=request.content_hash, deid_status=str(report.get("status", "released")),
                       deid_reason=str(report.get("reason", "") or ""), image_state=request.image_state,
                       masked_prediction=None if request.masked_prediction is None else dict(request.masked_prediction),
+                      ood=None if request.ood is None else dict(request.ood),
                       review_item_id=request.review_item_id, review_project=review_project)
 
 

@@ -109,6 +109,10 @@ def _show(request_id: int) -> None:
         st.subheader(f"Request #{opinion.id}")
         st.caption(f"{opinion.model} v{opinion.version} · {opinion.time:%Y-%m-%d %H:%M} UTC")
         _top(opinion)
+        if opinion.ood_warning:
+            st.warning(opinion.ood_warning, icon=":material/report:")
+        elif opinion.ood is not None:
+            st.caption("Unusual-input check: this image is like the model's training images.")
         _card(opinion)
         if opinion.image_state == "pending":
             with st.spinner("Masking burned-in text and storing the de-identified image..."):
@@ -163,6 +167,7 @@ if not past:
 else:
     st.dataframe([{"Request": o.id, "When (UTC)": o.time, "Model": f"{o.model} v{o.version}",
                    "Top label": o.top[0].label if o.top else "", "Probability": o.top[0].probability if o.top else None,
+                   "Unusual input": "yes" if o.ood_warning else "no" if o.ood is not None else "not checked",
                    "Image": {"stored": "de-identified, stored", "pending": "being de-identified",
                              "refused": "refused, not kept", "lost": "not kept"}.get(o.image_state, o.image_state),
                    "Expert review": f"{o.review_project} #{o.review_item_id}" if o.review_item_id else ""}
