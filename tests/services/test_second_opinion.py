@@ -94,7 +94,8 @@ def test_dicom_upload_is_deidentified_and_the_request_recorded(ctx: AppContext, 
     assert sum(opinion.prediction.values()) == pytest.approx(1.0, abs=1e-4)
 
     record = opinion.as_record()
-    assert set(record) == {"user", "model", "version", "prediction", "top", "time"}
+    assert set(record) == {"user", "model", "version", "prediction", "top", "time", "ood"}
+    assert record["ood"] is None  # this model has no unusual-input check fitted
     assert (record["user"], record["model"], record["version"]) == ("doc", "cxr-tiny", 1)
     assert record["top"] == [{"label": s.label, "probability": s.probability} for s in opinion.top]
     assert record["top"] == request.top
