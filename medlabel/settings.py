@@ -61,7 +61,45 @@ SETTINGS: tuple[Setting, ...] = (
             "Pixel budget of one file, in MiB of decoded pixels (rows x columns x frames x samples x bytes per "
             "sample): a DICOM file or image over it is refused before decoding, and deflated DICOM may not inflate "
             "past it (docs/security.md). 256 MiB holds a 600-slice 512 x 512 CT or a 9000 x 9000 RGB photo."),
+    Setting("MEDLABEL_SESSION_IDLE_MINUTES", "30",
+            "Minutes without any interaction after which a portal session ends (decimals allowed)."),
+    Setting("MEDLABEL_SESSION_MAX_HOURS", "12",
+            "Hours after sign-in at which a portal session ends however active it is (decimals allowed)."),
+    Setting("MEDLABEL_LOGIN_CLIENT_LIMIT", "30",
+            "Failed sign-ins from one client address within 15 minutes after which that client waits 15 minutes."),
+    Setting("MEDLABEL_TRUSTED_PROXY", "false",
+            "`true` when the portal is reached only through a reverse proxy that sets `X-Forwarded-For` "
+            "(the compose file's proxy): the client address is then taken from that header."),
+    Setting("MEDLABEL_OIDC_METADATA_URL", None,
+            "OpenID Connect discovery URL of the hospital identity provider "
+            "(`https://idp/.well-known/openid-configuration`); set it to offer single sign-on."),
+    Setting("MEDLABEL_OIDC_CLIENT_ID", None, "Client id registered for medlabel at the identity provider."),
+    Setting("MEDLABEL_OIDC_CLIENT_SECRET", None, "Client secret registered for medlabel at the identity provider."),
+    Setting("MEDLABEL_OIDC_REDIRECT_URI", None,
+            "Address the identity provider sends the browser back to: the portal's address followed by "
+            "`/oauth2callback`; default `http://localhost:PORT/oauth2callback`."),
+    Setting("MEDLABEL_OIDC_ROLE_CLAIM", "roles",
+            "ID-token claim that carries the user's role or roles (a string or a list)."),
+    Setting("MEDLABEL_OIDC_ROLE_MAP", None,
+            "JSON object mapping claim values to medlabel roles, e.g. `{\"radiologist\": \"reader\"}`; "
+            "default: the role names themselves. A user with no mapped value is refused."),
+    Setting("MEDLABEL_OIDC_LABEL", "Hospital sign-in", "Text of the single sign-on button on the sign-in page."),
 )
+
+ROLE_NAMES = ("admin", "lead", "reader", "clinician")
+
+
+@dataclass(frozen=True)
+class OidcSettings:
+    """Single sign-on through the hospital's OpenID Connect provider (``st.login``)."""
+
+    metadata_url: str
+    client_id: str
+    client_secret: str
+    redirect_uri: str | None = None
+    role_claim: str = "roles"
+    role_map: dict[str, str] = field(default_factory=lambda: {r: r for r in ROLE_NAMES})
+    label: str = "Hospital sign-in"
 
 
 @dataclass(frozen=True)
@@ -79,6 +117,11 @@ class Settings:
     api_max_upload_mb: int = 50
     api_rate_per_minute: int = 120
     pixel_budget_mb: int = 256
+    session_idle_minutes: float = 30.0
+    session_max_hours: float = 12.0
+    login_client_limit: int = 30
+    trusted_proxy: bool = False
+    oidc: OidcSettings | None = None
     _secret_cache: dict[str, bytes] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -139,7 +182,12 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
                     store_url=env.get("MEDLABEL_STORE_URL") or None, store_options=store_options,
                     dask_scheduler=env.get("MEDLABEL_DASK_SCHEDULER") or None, dask_workers=dask_workers,
                     api_max_upload_mb=_positive(env, "MEDLABEL_API_MAX_UPLOAD_MB", "50"),
-                    api_rate_per_minute=_positive(env, "MEDLABEL_API_RATE_LIMIT", "120"))
+                    api_rate_per_minute=_positive(env, "MEDLABEL_API_RATE_LIMIT", "120"),
+                    session_idle_minutes=_positive_number(env, "MEDLABEL_SESSION_IDLE_MINUTES", "30"),
+                    session_max_hours=_positive_number(env, "MEDLABEL_SESSION_MAX_HOURS", "12"),
+                    login_client_limit=_positive(env, "MEDLABEL_LOGIN_CLIENT_LIMIT", "30"),
+                    trusted_proxy=_flag(env, "MEDLABEL_TRUSTED_PROXY"),
+                    oidc=_oidc(env))
 
 
 def _positive(env: Mapping[str, str], name: str, default: str) -> int:
@@ -151,6 +199,52 @@ def _positive(env: Mapping[str, str], name: str, default: str) -> int:
     except ValueError:
         raise ConfigError(f"{name} must be a positive integer, got {raw!r}") from None
     return value
+
+
+def _positive_number(env: Mapping[str, str], name: str, default: str) -> float:
+    raw = env.get(name) or default
+    try:
+        value = float(raw)
+        if not 0 < value < float("inf"):
+            raise ValueError
+    except ValueError:
+        raise ConfigError(f"{name} must be a positive number, got {raw!r}") from None
+    return value
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    raw = (env.get(name) or "false").strip().lower()
+    if raw not in ("true", "false", "1", "0", "yes", "no"):
+        raise ConfigError(f"{name} must be true or false, got {raw!r}")
+    return raw in ("true", "1", "yes")
+
+
+def _oidc(env: Mapping[str, str]) -> OidcSettings | None:
+    url = env.get("MEDLABEL_OIDC_METADATA_URL") or None
+    if url is None:
+        return None
+    client_id = env.get("MEDLABEL_OIDC_CLIENT_ID") or ""
+    secret = env.get("MEDLABEL_OIDC_CLIENT_SECRET") or ""
+    if not client_id or not secret:
+        raise ConfigError("MEDLABEL_OIDC_METADATA_URL is set: MEDLABEL_OIDC_CLIENT_ID and "
+                          "MEDLABEL_OIDC_CLIENT_SECRET must be set too")
+    raw_map = env.get("MEDLABEL_OIDC_ROLE_MAP")
+    role_map = {r: r for r in ROLE_NAMES}
+    if raw_map:
+        try:
+            role_map = json.loads(raw_map)
+            if not isinstance(role_map, dict) or not all(isinstance(k, str) for k in role_map):
+                raise ValueError
+        except ValueError:
+            raise ConfigError(f"MEDLABEL_OIDC_ROLE_MAP must be a JSON object, got {raw_map!r}") from None
+        unknown = sorted({str(v) for v in role_map.values()} - set(ROLE_NAMES))
+        if unknown:
+            raise ConfigError(f"MEDLABEL_OIDC_ROLE_MAP maps to unknown roles {unknown} "
+                              f"(choose from {', '.join(ROLE_NAMES)})")
+    return OidcSettings(metadata_url=url, client_id=client_id, client_secret=secret,
+                        redirect_uri=env.get("MEDLABEL_OIDC_REDIRECT_URI") or None,
+                        role_claim=env.get("MEDLABEL_OIDC_ROLE_CLAIM") or "roles", role_map=role_map,
+                        label=env.get("MEDLABEL_OIDC_LABEL") or "Hospital sign-in")
 
 
 def ensure_data_dir(settings: Settings) -> None:

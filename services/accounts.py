@@ -1,9 +1,13 @@
-"""Users, passwords (argon2id) and login with a growing back-off after failures."""
+"""Users, passwords (argon2id), and sign-in with a throttle per account name and per client."""
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import hmac
 import math
+from collections.abc import Mapping
+from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -12,24 +16,30 @@ from sqlalchemy.exc import IntegrityError
 from db.base import utcnow
 from db.models import Role, User
 from db.queries import accounts as q
+from db.queries import sessions as q_sessions
 from medlabel.errors import AuthError, ConflictError, InputError, NotFoundError
-from services import audit
+from services import audit, sessions
 from services.context import AppContext
 from services.dto import UserDTO
 
 MIN_PASSWORD_LENGTH = 8
-FREE_FAILURES = 3          # failures allowed before the back-off starts
-MAX_BACKOFF_SECONDS = 900  # 15 minutes at most
+FREE_FAILURES = 3          # failures per account name allowed before the delay starts
+MAX_BACKOFF_SECONDS = 900  # 15 minutes at most (a known device with the right password passes it)
+ACCOUNT_MEMORY = dt.timedelta(days=1)    # an account name's failures are forgotten a day after the first
+CLIENT_WINDOW = dt.timedelta(minutes=15)  # per-client failures are counted in this window ...
+CLIENT_BLOCK = dt.timedelta(minutes=15)   # ... and past MEDLABEL_LOGIN_CLIENT_LIMIT the client waits this long
 
 _hasher = PasswordHasher()
 # Verified against when the username is unknown, so both paths cost one argon2 verification.
 _DUMMY_HASH = _hasher.hash("medlabel-dummy-password")
 
 INVALID_CREDENTIALS = "Invalid username or password."
+ACCOUNT_DELAY = "Too many failed sign-ins for this user name. Try again in {wait} s."
+CLIENT_DELAY = "Too many failed sign-ins from this computer. Try again in {minutes} min."
 
 
 def backoff_seconds(failures: int) -> int:
-    """Seconds a user must wait after ``failures`` consecutive failed logins: 0, 0, 0, 2, 4, 8 ... 900."""
+    """Seconds an account name waits after ``failures`` consecutive failed sign-ins: 0, 0, 2, 4, 8 ... 900."""
     if failures < FREE_FAILURES:
         return 0
     return min(2 ** (failures - FREE_FAILURES + 1), MAX_BACKOFF_SECONDS)
@@ -85,6 +95,8 @@ def set_active(ctx: AppContext, username: str, active: bool, *, actor_id: int | 
         if user is None:
             raise NotFoundError(f"no user named {username!r}")
         user.is_active = active
+        if not active:
+            sessions.revoke_all(session, user.id, "disabled", utcnow())
         audit.record(session, "user.enable" if active else "user.disable", actor_id=actor_id,
                      target_type="user", target_id=user.id)
         return _dto(user)
@@ -97,48 +109,93 @@ def set_password(ctx: AppContext, username: str, password: str, *, actor_id: int
         if user is None:
             raise NotFoundError(f"no user named {username!r}")
         user.password_hash = _hasher.hash(password)
-        user.failed_logins = 0
-        user.locked_until = None
+        sessions.revoke_all(session, user.id, "password changed", utcnow())
         audit.record(session, "user.password", actor_id=actor_id, target_type="user", target_id=user.id)
 
 
-def authenticate(ctx: AppContext, username: str, password: str, *, now: dt.datetime | None = None) -> UserDTO:
+def authenticate(ctx: AppContext, username: str, password: str, *, client: str = "",
+                 device_token: str | None = None, now: dt.datetime | None = None) -> UserDTO:
     """Check credentials. Raises ``AuthError`` with a message safe to show; never logs the password.
 
-    Failures are committed (counter, back-off, audit) before the error is raised.
-    """
+    Failures are committed (throttle, audit) before the error is raised. See :func:`sign_in`."""
+    return _check_credentials(ctx, username, password, client, device_token, now, start_session=False).user
+
+
+def sign_in(ctx: AppContext, username: str, password: str, *, client: str = "",
+            device_token: str | None = None, now: dt.datetime | None = None) -> sessions.StartedSession:
+    """Check credentials and open a server-side session (``services/sessions.py``).
+
+    The throttle (docs/security.md): failures are counted per typed account name, existing or not,
+    so the delay and its message are the same for every name and reveal nothing; after
+    ``FREE_FAILURES`` the name waits 2 s, 4 s, ... up to 15 min, but a correct password typed in a
+    browser the user has signed in from before (``device_token``, an HttpOnly cookie) passes the
+    delay, so a stranger typing wrong passwords cannot lock the real user out of their workstation.
+    Failures are also counted per ``client`` (address): past ``MEDLABEL_LOGIN_CLIENT_LIMIT`` within
+    15 minutes that client waits 15 minutes, whatever name it tries."""
+    return _check_credentials(ctx, username, password, client, device_token, now, start_session=True)
+
+
+def _key(ctx: AppContext, scope: str, value: str) -> str:
+    return hmac.new(ctx.settings.secret_key(), f"{scope}:{value}".encode("utf-8", "surrogateescape"),
+                    hashlib.sha256).hexdigest()
+
+
+def _check_credentials(ctx: AppContext, username: str, password: str, client: str, device_token: str | None,
+                       now: dt.datetime | None, *, start_session: bool) -> sessions.StartedSession:
     now = now or utcnow()
+    name = username.strip()
     error: str | None = None
     with ctx.sessions.begin() as session:
-        user = q.user_by_name(session, username.strip(), for_update=True)
-        if user is None:
-            _verify(_DUMMY_HASH, password)
-            audit.record(session, "login.failed", actor_id=None, reason="unknown user")
-            error = INVALID_CREDENTIALS
-        elif user.locked_until is not None and user.locked_until > now:
-            wait = math.ceil((user.locked_until - now).total_seconds())
-            audit.record(session, "login.refused", actor_id=user.id, reason="back-off", wait_s=wait)
-            error = f"Too many failed attempts. Try again in {wait} s."
-        elif not _verify(user.password_hash, password):
-            user.failed_logins += 1
-            wait = backoff_seconds(user.failed_logins)
-            user.locked_until = now + dt.timedelta(seconds=wait) if wait else None
-            audit.record(session, "login.failed", actor_id=user.id, failures=user.failed_logins)
+        client_row = q_sessions.throttle_row(session, "client", _key(ctx, "client", client), now)
+        account_row = q_sessions.throttle_row(session, "account", _key(ctx, "account", name.casefold()), now)
+        if now - client_row.window_start >= CLIENT_WINDOW and (
+                client_row.blocked_until is None or client_row.blocked_until <= now):
+            client_row.failures, client_row.window_start, client_row.blocked_until = 0, now, None
+        if now - account_row.window_start >= ACCOUNT_MEMORY and (
+                account_row.blocked_until is None or account_row.blocked_until <= now):
+            account_row.failures, account_row.window_start, account_row.blocked_until = 0, now, None
+        user = q.user_by_name(session, name, for_update=True)
+        actor = user.id if user is not None else None
+        known_device = user is not None and sessions.device_user(session, device_token) == user.id
+        if client_row.blocked_until is not None and client_row.blocked_until > now:
+            minutes = math.ceil((client_row.blocked_until - now).total_seconds() / 60)
+            audit.record(session, "login.refused", actor_id=actor, reason="client limit")
+            error = CLIENT_DELAY.format(minutes=minutes)
+        elif account_row.blocked_until is not None and account_row.blocked_until > now and not known_device:
+            wait = math.ceil((account_row.blocked_until - now).total_seconds())
+            audit.record(session, "login.refused", actor_id=actor, reason="back-off", wait_s=wait)
+            error = ACCOUNT_DELAY.format(wait=wait)
+        elif not _verify(user.password_hash if user is not None else _DUMMY_HASH, password) or user is None:
+            account_row.failures += 1
+            wait = backoff_seconds(account_row.failures)
+            account_row.blocked_until = now + dt.timedelta(seconds=wait) if wait else None
+            client_row.failures += 1
+            if client_row.failures >= ctx.settings.login_client_limit:
+                client_row.blocked_until = now + CLIENT_BLOCK
+            if user is None:
+                audit.record(session, "login.failed", actor_id=None, reason="unknown user")
+            else:
+                audit.record(session, "login.failed", actor_id=user.id, failures=account_row.failures,
+                             known_device=known_device)
             error = INVALID_CREDENTIALS
         elif not user.is_active:
             audit.record(session, "login.refused", actor_id=user.id, reason="disabled")
             error = "This account is disabled. Ask an administrator."
         else:
-            user.failed_logins = 0
-            user.locked_until = None
+            account_row.failures, account_row.window_start, account_row.blocked_until = 0, now, None
             user.last_login_at = now
             if _hasher.check_needs_rehash(user.password_hash):
                 user.password_hash = _hasher.hash(password)
-            audit.record(session, "login", actor_id=user.id)
-            result = _dto(user)
+            q_sessions.prune_throttle(session, now - ACCOUNT_MEMORY, now)
+            if start_session:
+                started = sessions.start(ctx, session, user, "password", now)
+                audit.record(session, "login", actor_id=user.id, target_type="session", target_id=started.session_id)
+            else:
+                started = sessions.StartedSession(session_id=0, user=_dto(user), handoff="")
+                audit.record(session, "login", actor_id=user.id)
     if error is not None:
         raise AuthError(error)
-    return result
+    return started
 
 
 def get_user(ctx: AppContext, user_id: int) -> UserDTO:
@@ -149,13 +206,87 @@ def get_user(ctx: AppContext, user_id: int) -> UserDTO:
         return _dto(user)
 
 
-def record_logout(ctx: AppContext, user_id: int) -> None:
-    with ctx.sessions.begin() as session:
-        audit.record(session, "logout", actor_id=user_id)
-
-
 def _verify(hashed: str, password: str) -> bool:
     try:
         return _hasher.verify(hashed, password)
     except (VerificationError, InvalidHashError):
         return False
+
+
+ROLE_PRIORITY = ("admin", "lead", "reader", "clinician")
+SSO_FRESH = dt.timedelta(minutes=5)   # an ID token older than this must be renewed at the provider
+
+
+def map_role(claims: Mapping[str, Any], claim: str, role_map: Mapping[str, str]) -> str | None:
+    """The medlabel role for an identity provider's claim (a string or a list of strings).
+
+    Every value is looked up in ``role_map``; with several mapped roles the most privileged wins
+    (admin, lead, reader, clinician). ``None`` when nothing maps: the sign-in is refused."""
+    raw = claims.get(claim)
+    values = [raw] if isinstance(raw, str) else list(raw) if isinstance(raw, list | tuple) else []
+    roles = {role_map[v] for v in values if isinstance(v, str) and v in role_map}
+    return next((r for r in ROLE_PRIORITY if r in roles), None)
+
+
+def sign_in_sso(ctx: AppContext, claims: Mapping[str, Any], *, role_claim: str, role_map: Mapping[str, str],
+                now: dt.datetime | None = None) -> sessions.StartedSession:
+    """Open a session for a user the hospital's OpenID Connect provider has just signed in.
+
+    ``claims`` are the ID token's (``st.user``). The account is linked by issuer and subject (never
+    by a user name alone, so a provider account cannot take over a local one); it is created at the
+    first sign-in and its role follows the claim at every sign-in. Refused: an ID token older than
+    :data:`SSO_FRESH` or already used for a session (a leftover identity cookie must not bypass
+    sign-out or the idle timeout), a role claim that maps to no role, a disabled account."""
+    now = now or utcnow()
+    issuer, subject = str(claims.get("iss") or ""), str(claims.get("sub") or "")
+    issued = claims.get("iat")
+    if not issuer or not subject or not isinstance(issued, int | float):
+        raise AuthError("The identity provider's answer lacks iss, sub or iat.")
+    if now - dt.datetime.fromtimestamp(issued, dt.UTC) > SSO_FRESH:
+        raise sessions.SessionEnded("sso stale")
+    ref = hashlib.sha256(f"{issuer}\n{subject}\n{issued}\n{claims.get('nonce', '')}".encode()).hexdigest()
+    external_id = hashlib.sha256(f"{issuer}\n{subject}".encode()).hexdigest()
+    role = map_role(claims, role_claim, role_map)
+    error: str | None = None
+    with ctx.sessions.begin() as session:
+        if q_sessions.session_by_sso_ref(session, ref) is not None:
+            raise sessions.SessionEnded("sso stale")
+        user = q.user_by_external_id(session, external_id, for_update=True)
+        if role is None:
+            audit.record(session, "login.refused", actor_id=user.id if user else None, reason="sso role",
+                         claim=role_claim)
+            error = (f"Your hospital account has no medlabel role (claim {role_claim!r}). "
+                     "Ask an administrator to grant one at the identity provider.")
+        elif user is None:
+            user = User(username=_free_username(session, claims, subject), display_name=str(claims.get("name") or ""),
+                        password_hash="!sso", role=parse_role(role), external_id=external_id)
+            user.display_name = user.display_name or user.username
+            session.add(user)
+            session.flush()
+            audit.record(session, "user.add", actor_id=None, target_type="user", target_id=user.id,
+                         username=user.username, role=role, via="sso")
+        elif not user.is_active:
+            audit.record(session, "login.refused", actor_id=user.id, reason="disabled", via="sso")
+            error = "This account is disabled. Ask an administrator."
+        elif user.role.value != role:
+            audit.record(session, "user.role", actor_id=None, target_type="user", target_id=user.id,
+                         before=user.role.value, after=role, via="sso")
+            user.role = parse_role(role)
+        if error is None and user is not None:
+            user.last_login_at = now
+            started = sessions.start(ctx, session, user, "sso", now, sso_ref=ref)
+            audit.record(session, "login", actor_id=user.id, target_type="session", target_id=started.session_id,
+                         via="sso")
+    if error is not None:
+        raise AuthError(error)
+    return started
+
+
+def _free_username(session: Any, claims: Mapping[str, Any], subject: str) -> str:
+    base = str(claims.get("preferred_username") or claims.get("email") or subject)
+    base = "".join(c for c in base if not c.isspace())[:56] or "sso-user"
+    candidate, n = base, 1
+    while q.user_by_name(session, candidate) is not None:
+        n += 1
+        candidate = f"{base}-{n}"
+    return candidate

@@ -1,6 +1,6 @@
 """Every ORM model of the domain (imported here so ``Base.metadata`` is complete)."""
 
-from db.models.accounts import ApiToken, AuditEvent, User
+from db.models.accounts import ApiToken, AuditEvent, AuthSession, KnownDevice, LoginThrottle, User
 from db.models.enums import (
     AnnotationKind,
     AssignmentStatus,
@@ -39,12 +39,15 @@ __all__ = [
     "Assignment",
     "AssignmentStatus",
     "AuditEvent",
+    "AuthSession",
     "DeidStatus",
     "Item",
     "Job",
     "JobState",
+    "KnownDevice",
     "Label",
     "LabelKind",
+    "LoginThrottle",
     "ModelVersion",
     "Prediction",
     "Project",

@@ -1,4 +1,4 @@
-"""Users and the append-only audit trail."""
+"""Users, their sign-in sessions, the sign-in throttle, and the append-only audit trail."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from db.models.enums import Role
 
 class User(CreatedAt, Base):
     __tablename__ = "users"
+    __table_args__ = (Index("ix_users_external_id", "external_id", unique=True),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     username: Mapped[str] = mapped_column(String(64), unique=True)
@@ -21,8 +22,8 @@ class User(CreatedAt, Base):
     password_hash: Mapped[str] = mapped_column(String(256))
     role: Mapped[Role] = mapped_column(str_enum(Role))
     is_active: Mapped[bool] = mapped_column(default=True)
-    failed_logins: Mapped[int] = mapped_column(default=0)
-    locked_until: Mapped[dt.datetime | None]
+    external_id: Mapped[str | None] = mapped_column(String(64))
+    """SHA-256 of the identity provider's issuer and subject for single sign-on accounts."""
     last_login_at: Mapped[dt.datetime | None]
 
     def __repr__(self) -> str:
@@ -46,6 +47,60 @@ class ApiToken(CreatedAt, Base):
 
     def __repr__(self) -> str:
         return f"ApiToken(id={self.id!r}, user_id={self.user_id!r}, name={self.name!r})"
+
+
+class AuthSession(CreatedAt, Base):
+    """A signed-in browser: the cookie holds a random token, the table only its SHA-256 hash.
+
+    ``token_hash`` stays empty until the browser has collected its cookie with the one-time
+    ``handoff_hash`` code (see ``services/sessions.py``). Revoked, idle or past ``expires_at``: ended.
+    """
+
+    __tablename__ = "auth_sessions"
+    __table_args__ = (Index("ix_auth_sessions_user", "user_id", "revoked_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    token_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    handoff_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    handoff_expires_at: Mapped[dt.datetime | None]
+    method: Mapped[str] = mapped_column(String(16))
+    last_seen_at: Mapped[dt.datetime]
+    expires_at: Mapped[dt.datetime]
+    revoked_at: Mapped[dt.datetime | None]
+    revoked_reason: Mapped[str | None] = mapped_column(String(32))
+    sso_ref: Mapped[str | None] = mapped_column(String(64), unique=True)
+    """SHA-256 of the ID token's issuer, subject, issue time and nonce: one session per token."""
+
+    def __repr__(self) -> str:
+        return f"AuthSession(id={self.id!r}, user_id={self.user_id!r}, revoked_at={self.revoked_at!r})"
+
+
+class KnownDevice(CreatedAt, Base):
+    """A browser in which the user has signed in before (long-lived cookie; hash stored). A correct
+    password from a known device passes the per-account sign-in delay."""
+
+    __tablename__ = "known_devices"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    last_used_at: Mapped[dt.datetime]
+
+
+class LoginThrottle(Base):
+    """Failed sign-ins per account name or per client, keyed by an HMAC (never the typed text).
+
+    ``scope`` is ``account`` (any typed user name, existing or not, so the delay reveals nothing) or
+    ``client`` (the address the request came from)."""
+
+    __tablename__ = "login_throttle"
+
+    scope: Mapped[str] = mapped_column(String(8), primary_key=True)
+    key_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    failures: Mapped[int] = mapped_column(default=0)
+    window_start: Mapped[dt.datetime]
+    blocked_until: Mapped[dt.datetime | None]
 
 
 class AuditEvent(Base):

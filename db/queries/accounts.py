@@ -17,6 +17,13 @@ def user_by_name(session: Session, username: str, *, for_update: bool = False) -
     return session.scalars(stmt).one_or_none()
 
 
+def user_by_external_id(session: Session, external_id: str, *, for_update: bool = False) -> User | None:
+    stmt = select(User).where(User.external_id == external_id)
+    if for_update:
+        stmt = stmt.with_for_update()
+    return session.scalars(stmt).one_or_none()
+
+
 def list_users(session: Session) -> list[User]:
     return list(session.scalars(select(User).order_by(User.username)))
 

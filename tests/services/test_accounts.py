@@ -61,7 +61,7 @@ def test_backoff_grows_and_is_enforced(ctx: AppContext) -> None:
     for _ in range(3):
         with pytest.raises(AuthError, match=INVALID_CREDENTIALS):
             authenticate(ctx, "rad1", "nope-nope", now=t0)
-    # Third failure started a 2 s back-off: even the right password is refused within it.
+    # Third failure started a 2 s delay: from an unknown device even the right password is refused.
     with pytest.raises(AuthError, match="Try again in 1 s"):
         authenticate(ctx, "rad1", PASSWORD, now=t0 + dt.timedelta(seconds=1))
     with pytest.raises(AuthError, match=INVALID_CREDENTIALS):
@@ -70,9 +70,69 @@ def test_backoff_grows_and_is_enforced(ctx: AppContext) -> None:
         authenticate(ctx, "rad1", PASSWORD, now=t0 + dt.timedelta(seconds=3))
     ok = authenticate(ctx, "rad1", PASSWORD, now=t0 + dt.timedelta(seconds=8))
     assert ok.username == "rad1"
-    with ctx.sessions() as session:
-        user = session.scalars(select(User)).one()
-        assert (user.failed_logins, user.locked_until) == (0, None)
+    # Success forgets the failures: three more are free again.
+    for _ in range(2):
+        with pytest.raises(AuthError, match=INVALID_CREDENTIALS):
+            authenticate(ctx, "rad1", "nope-nope", now=t0 + dt.timedelta(seconds=9))
+    assert authenticate(ctx, "rad1", PASSWORD, now=t0 + dt.timedelta(seconds=9)).username == "rad1"
+
+
+def _failures(ctx: AppContext, username: str, n: int, now: dt.datetime, client: str = "10.0.0.9") -> list[str]:
+    messages = []
+    for _ in range(n):
+        with pytest.raises(AuthError) as err:
+            authenticate(ctx, username, "wrong-guess-123", client=client, now=now)
+        messages.append(str(err.value))
+    return messages
+
+
+def test_backoff_does_not_reveal_whether_an_account_exists(ctx: AppContext) -> None:
+    accounts.add_user(ctx, "rad1", PASSWORD, "reader")
+    t0 = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.UTC)
+    real = _failures(ctx, "rad1", 8, t0)
+    ghost = _failures(ctx, "no-such-user", 8, t0)
+    assert real == ghost
+    assert real[2:] == [INVALID_CREDENTIALS] + [accounts.ACCOUNT_DELAY.format(wait=2)] * 5
+
+
+def test_stranger_cannot_lock_the_user_out_of_a_known_device(ctx: AppContext) -> None:
+    from services import sessions
+
+    accounts.add_user(ctx, "rad1", PASSWORD, "reader")
+    t0 = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.UTC)
+    started = accounts.sign_in(ctx, "rad1", PASSWORD, client="10.0.0.2", now=t0)
+    device = sessions.collect(ctx, started.handoff, None, now=t0).device_token
+    assert device is not None
+    # A stranger at other computers types wrong passwords, waiting out each delay, until the name waits 15 min ...
+    t = t0 + dt.timedelta(minutes=1)
+    for n in range(1, 13):
+        _failures(ctx, "rad1", 1, t, client=f"10.6.6.{n}")
+        t += dt.timedelta(seconds=backoff_seconds(n) + 1)
+    later = t - dt.timedelta(seconds=60)
+    with pytest.raises(AuthError, match="Try again in"):
+        accounts.sign_in(ctx, "rad1", PASSWORD, client="10.6.6.7", now=later)
+    # ... but the user at their own workstation (device cookie) with the right password gets in,
+    with pytest.raises(AuthError, match=INVALID_CREDENTIALS):
+        accounts.sign_in(ctx, "rad1", "still-wrong-1", client="10.0.0.2", device_token=device, now=later)
+    assert accounts.sign_in(ctx, "rad1", PASSWORD, client="10.0.0.2", device_token=device, now=later).user.username == "rad1"
+    # and a device cookie of another user does not pass it.
+    accounts.add_user(ctx, "rad2", PASSWORD, "reader")
+    _failures(ctx, "rad2", 3, later, client="10.6.6.8")
+    with pytest.raises(AuthError, match="Try again in"):
+        accounts.sign_in(ctx, "rad2", PASSWORD, client="10.0.0.2", device_token=device, now=later)
+
+
+def test_per_client_limit_stops_guessing_across_accounts(ctx: AppContext, settings: object) -> None:
+    accounts.add_user(ctx, "rad1", PASSWORD, "reader")
+    t0 = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.UTC)
+    limit = ctx.settings.login_client_limit
+    for i in range(limit):  # one guess per name: no account reaches its own delay
+        _failures(ctx, f"name{i}", 1, t0, client="10.6.6.6")
+    with pytest.raises(AuthError, match="from this computer. Try again in 15 min"):
+        authenticate(ctx, "rad1", PASSWORD, client="10.6.6.6", now=t0 + dt.timedelta(seconds=1))
+    # Other clients are not affected, and the block ends.
+    assert authenticate(ctx, "rad1", PASSWORD, client="10.0.0.2", now=t0 + dt.timedelta(seconds=1)).username == "rad1"
+    assert authenticate(ctx, "rad1", PASSWORD, client="10.6.6.6", now=t0 + dt.timedelta(minutes=16)).username == "rad1"
 
 
 def test_disabled_account_and_passwd(ctx: AppContext) -> None:
