@@ -60,7 +60,7 @@ def serve(port: int, address: str) -> None:
 
     spec = importlib.util.find_spec("portal")  # located, not imported: the CLI never loads Streamlit
     assert spec is not None and spec.origin is not None
-    app = Path(spec.origin).resolve().parent / "app.py"
+    app = Path(spec.origin).resolve().parent / "server.py"  # app.py plus the sign-in cookie routes
     args = [
         sys.executable, "-m", "streamlit", "run", str(app),
         "--server.headless", "true",

@@ -1,8 +1,9 @@
 """The portal's frame: page config, sign-in gate, and role-based navigation.
 
-Run with ``medlabel serve``. Pages live in ``portal/views``; ``portal/pages.py`` says who may open
-which. Pages a role may not use are not in its menu; opened by URL they refuse (every page checks
-the role again).
+Run with ``medlabel serve`` (which serves ``portal/server.py``: this script plus the sign-in cookie
+routes). Pages live in ``portal/views``; ``portal/pages.py`` says who may open which. Pages a role
+may not use are not in its menu; opened by URL they refuse (every page checks the role again).
+Every run resumes the session from the database first (``portal/auth.py``).
 """
 
 from __future__ import annotations
@@ -10,11 +11,12 @@ from __future__ import annotations
 import streamlit as st
 
 from medlabel.errors import MedlabelError
-from portal import state
-from portal.auth import ROLE_NAMES, current_user
+from portal import auth, state
+from portal.auth import ROLE_NAMES
 from portal.pages import PAGES, PAGES_DIR, pages_for
 from portal.resources import app_context
-from services.accounts import authenticate, record_logout
+from services import sessions
+from services.accounts import sign_in, sign_in_sso
 
 st.set_page_config(page_title="medlabel", page_icon=":material/radiology:", layout="wide")
 
@@ -22,6 +24,11 @@ st.set_page_config(page_title="medlabel", page_icon=":material/radiology:", layo
 def login_page() -> None:
     st.title("medlabel")
     st.caption("Sign in to label, verify and review de-identified medical images.")
+    ended = st.session_state.get(state.ENDED)
+    if ended:
+        st.info(sessions.ENDED_MESSAGES.get(ended, sessions.ENDED_MESSAGES["unknown"]))
+    auth.clear_stale_cookie()
+    settings = app_context().settings
     with st.form("login", clear_on_submit=False):
         username = st.text_input("Username", key="login_username", autocomplete="username")
         password = st.text_input("Password", type="password", key="login_password",
@@ -29,27 +36,73 @@ def login_page() -> None:
         submitted = st.form_submit_button("Sign in", type="primary")
     if submitted:
         try:
-            user = authenticate(app_context(), username, password)
+            started = sign_in(app_context(), username, password,
+                              client=auth.client_address(settings.trusted_proxy), device_token=auth.device_token())
         except MedlabelError as exc:
             st.session_state[state.LOGIN_ERROR] = str(exc)
         else:
-            st.session_state.pop(state.LOGIN_ERROR, None)
-            st.session_state[state.USER] = user
+            auth.signed_in(started)
         st.rerun()
     if state.LOGIN_ERROR in st.session_state:
         st.error(st.session_state[state.LOGIN_ERROR])
+    if settings.oidc is not None:
+        st.divider()
+        if st.button(settings.oidc.label, key="login_sso", icon=":material/badge:"):
+            st.login("hospital")
+        here = _deep_link()
+        if here is not None:
+            auth.remember_destination(here)
 
 
-def _sign_out(user_id: int) -> None:
-    record_logout(app_context(), user_id)
-    for key in list(st.session_state.keys()):
-        del st.session_state[key]
+def _deep_link() -> str | None:
+    """The page and query of this tab when it is not the home page (to return to after single sign-on)."""
+    page = st.context.url.rstrip("/").rsplit("/", 1)[-1] if st.context.url else ""
+    if page not in {p.url_path for p in PAGES} or page == "home":
+        return None
+    query = "&".join(f"{k}={v}" for k, v in st.query_params.items())
+    return f"/{page}" + (f"?{query}" if query else "")
 
 
-def _sidebar(user_label: str, user_id: int) -> None:
+def _single_sign_on() -> bool:
+    """Open a session for an identity the hospital's provider has just confirmed (``st.login``)."""
+    settings = app_context().settings
+    if settings.oidc is None or not st.user.is_logged_in:
+        return False
+    claims = st.user.to_dict()
+    identity = (claims.get("sub"), claims.get("iat"))
+    if st.session_state.get(state.SSO_REFUSED) == identity:
+        return False  # refused once in this tab: not again at every run
+    try:
+        started = sign_in_sso(app_context(), claims, role_claim=settings.oidc.role_claim,
+                              role_map=settings.oidc.role_map)
+    except sessions.SessionEnded:
+        st.session_state[state.SSO_REFUSED] = identity
+        return False  # a leftover identity: the user signs in again at the provider
+    except MedlabelError as exc:
+        st.session_state[state.SSO_REFUSED] = identity
+        st.session_state[state.LOGIN_ERROR] = str(exc)
+        return False
+    auth.signed_in(started)
+    destination = auth.take_destination()
+    if destination is not None:
+        page, query = destination
+        target = next((p for p in PAGES if p.url_path == page), None)
+        if target is not None:
+            st.session_state[state.PENDING_PAGE] = (target.file, query)
+    return True
+
+
+def _sign_out(session_id: int, method: str) -> None:
+    sessions.end(app_context(), session_id)
+    auth.signed_out("signed out")
+    if method == "sso":
+        st.logout()  # also forget the provider's identity cookie
+
+
+def _sidebar(user_label: str, session_id: int, method: str) -> None:
     with st.sidebar:
         st.markdown(f"**{user_label}**")
-        st.button("Sign out", key="logout", icon=":material/logout:", on_click=_sign_out, args=(user_id,))
+        st.button("Sign out", key="logout", icon=":material/logout:", on_click=_sign_out, args=(session_id, method))
 
 
 def _navigation(role: str | None) -> st.navigation:  # type: ignore[valid-type]
@@ -64,12 +117,20 @@ def _navigation(role: str | None) -> st.navigation:  # type: ignore[valid-type]
     return st.navigation(sections, position="sidebar" if role else "hidden")
 
 
-user = current_user()
+user = auth.resume_session()
+if user is None and _single_sign_on():
+    user = auth.current_user()
 nav = _navigation(user.role if user else None)
 if user is None:
     login_page()
     st.stop()
-_sidebar(f"{user.display_name} · {ROLE_NAMES[user.role]}", user.id)
+pending = st.session_state.pop(state.PENDING_PAGE, None)
+if pending is not None:
+    st.switch_page(str(PAGES_DIR / pending[0]), query_params=pending[1])
+auth.collect_cookie()
+session_id = st.session_state[state.SESSION_ID]
+active_method = st.session_state.get(state.METHOD, "password")
+_sidebar(f"{user.display_name} · {ROLE_NAMES[user.role]}", session_id, active_method)
 try:
     nav.run()
 except MedlabelError as exc:

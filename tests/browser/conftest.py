@@ -80,19 +80,27 @@ def portal_server(tmp_path: Path, env_for: Callable[[Settings], dict[str, str]])
 
 @pytest.fixture
 def browser_context(tmp_path: Path) -> Iterator[Any]:
+    """A fresh browser profile (cookies included); ``other_context`` gives a second, separate person."""
     if not Path(CHROMIUM).exists():
         if os.environ.get("CI") == "true":
             pytest.fail(f"CI=true but {CHROMIUM} is missing (make test installs Debian's chromium)")
         pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
+    expect.set_options(timeout=20_000)  # argon2 sign-ins and page runs on a shared 2-core machine: not 5 s
     with sync_playwright() as p:
-        ctx = p.chromium.launch_persistent_context(
-            str(tmp_path / "profile"), executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
-            viewport={"width": 1280, "height": 900})
-        ctx.set_default_timeout(20_000)
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        ctx = other_context(browser)
         yield ctx
-        ctx.close()
+        browser.close()
+
+
+def other_context(browser_or_context: Any) -> Any:
+    """Another browser context with its own cookies (another person at another computer)."""
+    browser = getattr(browser_or_context, "browser", None) or browser_or_context
+    ctx = browser.new_context(viewport={"width": 1280, "height": 900})
+    ctx.set_default_timeout(20_000)
+    return ctx
 
 
 @pytest.fixture

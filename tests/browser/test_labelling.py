@@ -17,7 +17,7 @@ from services import accounts
 from services.context import AppContext
 from services.ingest import ingest_uploads
 from services.projects import LabelSpec, ProjectSpec, create_project
-from tests.browser.conftest import sign_in
+from tests.browser.conftest import other_context, sign_in
 
 pytestmark = pytest.mark.browser
 PASSWORD = "browser-pass-1"
@@ -78,7 +78,7 @@ def test_reader_labels_by_keyboard_and_click_while_a_second_reader_works(
 
     _setup(ctx, "single_label", 8)
     url = portal_server(settings)
-    page, other = browser_context.new_page(), browser_context.new_page()
+    page, other = browser_context.new_page(), other_context(browser_context).new_page()  # two computers
     _sign_in(page, url, "rad1")
     _sign_in(other, url, "rad2")
     expected = []

@@ -32,7 +32,7 @@ from services.context import AppContext
 from services.ingest import ingest_uploads
 from services.projects import LabelSpec, ProjectSpec, create_project
 from services.schema import init_installation
-from tests.browser.conftest import free_port, sign_in, start_portal, stop_portal
+from tests.browser.conftest import free_port, other_context, sign_in, start_portal, stop_portal
 from tests.db.test_store_s3 import make_bucket, moto_s3, s3_client, s3_options
 from tests.test_deploy import NGINX, loopback_nginx_config
 
@@ -89,6 +89,12 @@ def _replica_env(settings: Settings, data_dir: Path) -> dict[str, str]:
     return env
 
 
+def _back_on(page: Any, url: str) -> None:
+    """Open the portal again without signing in (the session cookie holds) and go to the Label page."""
+    page.goto(url)
+    page.get_by_role("link", name="Label", exact=True).click()
+
+
 def _sign_in(page: Any, url: str, username: str) -> None:
     from playwright.sync_api import expect
 
@@ -130,7 +136,9 @@ def test_two_replicas_never_serve_an_item_twice(tmp_path: Path, shared: tuple[Se
                 for n in (1, 2)]
     try:
         (_, url_a), (_, url_b) = replicas
-        readers = [("rad1", browser_context.new_page(), url_a), ("rad2", browser_context.new_page(), url_b)]
+        # Two readers at two computers: each browser has its own session cookie.
+        readers = [("rad1", browser_context.new_page(), url_a),
+                   ("rad2", other_context(browser_context).new_page(), url_b)]
         for username, page, url in readers:
             _sign_in(page, url, username)
         expected: list[tuple[str, int, str]] = []
@@ -163,11 +171,12 @@ def test_two_replicas_never_serve_an_item_twice(tmp_path: Path, shared: tuple[Se
         assert sum(k.startswith("medlabel/derived/") for k in keys) >= 2 * (PER_READER + 1)
         assert not any((tmp_path / f"replica-{n}" / "store").exists() for n in (1, 2))
 
-        # Replica 1 goes away: its reader signs in on replica 2 and gets the case they were holding.
+        # Replica 1 goes away: its reader opens replica 2, still signed in (the session is in the
+        # database, its cookie in the browser), and gets the case they were holding.
         username, page, _ = readers[0]
         holding = _case_number(page)
         stop_portal(replicas[0][0])
-        _sign_in(page, url_b, username)
+        _back_on(page, url_b)
         assert _case_number(page) == holding
     finally:
         for proc, _ in replicas:
@@ -261,9 +270,9 @@ def test_proxy_keeps_each_browser_on_one_replica_and_moves_it_when_the_replica_d
         (route,) = [c["value"] for c in browser_context.cookies() if c["name"] == "medlabel_route"]
         (upstream,) = _routes(access_log)[route]
 
-        # Its replica dies: the browser is moved to the other one, signs in again and finds its case.
+        # Its replica dies: the browser is moved to the other one, still signed in, and finds its case.
         stop_portal(next(proc for proc, url in replicas if url.endswith(":" + upstream.rsplit(":", 1)[1])))
-        _sign_in(page, proxy, "rad1")
+        _back_on(page, proxy)
         assert _case_number(page) == holding
         assert _routes(access_log)[route] == {f"127.0.0.1:{p}" for p in ports}
     finally:

@@ -16,7 +16,7 @@ from medlabel.settings import Settings
 from services import accounts, labelling, verification
 from services.context import AppContext
 from services.projects import ProjectChanges, projects_for, update_project
-from tests.browser.conftest import sign_in
+from tests.browser.conftest import other_context, sign_in
 from tests.browser.test_labelling import PASSWORD, _setup
 
 pytestmark = pytest.mark.browser
@@ -114,16 +114,17 @@ def test_round_from_creation_to_adjudication(ctx: AppContext, settings: Settings
     expect(lead.get_by_text("Created Browser round: 3 items, 6 blinded reads.")).to_be_visible()
 
     forbidden = ["rad1", "Reader One", "rad1-original-read", "87%", "Model suggestion", "cxr v1"]
-    reader2 = browser_context.new_page()
+    reader2 = other_context(browser_context).new_page()  # each reader at their own computer
     _sign_in(reader2, url, "rad2", "Verify")
     seen2 = _blinded_reads(reader2, ["1", "1", "1"], forbidden + ["rad3", "Reader Three"])
-    reader3 = browser_context.new_page()
+    reader3 = other_context(browser_context).new_page()
     _sign_in(reader3, url, "rad3", "Verify")
     seen3 = _blinded_reads(reader3, ["2", "1", "1"], forbidden + ["rad2", "Reader Two"])
     assert sorted(seen2) == sorted(seen3)
     disputed = seen3[0]
 
-    _sign_in(lead, url, "lead1", "Adjudicate")
+    lead.goto(url)  # the lead comes back later: still signed in (session cookie)
+    lead.get_by_role("link", name="Adjudicate", exact=True).click()
     expect(lead.get_by_text(f"case #{disputed}")).to_be_visible()
     reads = lead.locator("[data-testid='stDataFrame']").first
     expect(reads).to_be_visible()
