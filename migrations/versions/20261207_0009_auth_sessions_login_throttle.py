@@ -1,7 +1,7 @@
 """server-side sign-in sessions, known devices, and a sign-in throttle per account name and per client
 
-Revision ID: 0004
-Revises: 0003
+Revision ID: 0009
+Revises: 0008
 Create Date: 2026-12-07 00:10:00
 
 Signed-in browsers hold a random token in an HttpOnly cookie; ``auth_sessions`` keeps only its
@@ -17,8 +17,8 @@ import sqlalchemy as sa
 from alembic import op
 
 
-revision: str = '0004'
-down_revision: str | None = '0003'
+revision: str = '0009'
+down_revision: str | None = '0008'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
