@@ -441,11 +441,13 @@ def test_lead_ingests_exports_and_reads_agreement(api: Api) -> None:
         response = client.post(f"/projects/{project}/items", files=[
             ("files", ("Quixote_1.jpg", photo.getvalue(), "image/jpeg")),
             ("files", ("notes.txt", b"not an image", "text/plain")),
-            ("files", ("half.dcm", _truncated_dicom(), "application/dicom"))])
+            ("files", ("half.dcm", _truncated_dicom(), "application/dicom")),
+            ("files", ("bomb.png", _png_bomb(), "image/png"))])
         assert response.status_code == 200, response.text
         body = response.json()
-        assert [f["status"] for f in body["files"]] == ["released", "refused", "refused"]
-        assert body["released"] == 1 and body["refused"] == 2 and "Quixote" not in response.text
+        assert [f["status"] for f in body["files"]] == ["released", "refused", "refused", "refused"]
+        assert "pixel budget" in body["files"][3]["reason"]
+        assert body["released"] == 1 and body["refused"] == 3 and "Quixote" not in response.text
         assert client.get("/projects/99999/export").status_code == 404
 
         items = make_items(api.ctx, project, 4, start=100)
