@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 import migrations
@@ -60,17 +62,53 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     cfg = alembic_config()
     # Several processes may start at once (portal replicas, workers, `medlabel init` twice): the
     # first takes the lock and migrates; the others wait, then find the schema at head and do nothing.
-    with writer_engine(engine).begin() as conn:  # SQLite: BEGIN IMMEDIATE takes the write lock now
-        take_migration_lock(conn)
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, revision)
+    with writer_engine(engine).connect() as conn, _foreign_keys_deferred_to_the_end(conn):
+        with conn.begin():  # SQLite: BEGIN IMMEDIATE takes the write lock now
+            take_migration_lock(conn)
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, revision)
+            _check_foreign_keys(conn)
 
 
 def downgrade(engine: Engine, revision: str = "base") -> None:
     cfg = alembic_config()
-    with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.downgrade(cfg, revision)
+    with engine.connect() as conn, _foreign_keys_deferred_to_the_end(conn):
+        with conn.begin():
+            cfg.attributes["connection"] = conn
+            command.downgrade(cfg, revision)
+            _check_foreign_keys(conn)
+
+
+@contextmanager
+def _foreign_keys_deferred_to_the_end(conn: Connection) -> Iterator[None]:
+    """SQLite: switch foreign-key enforcement off while migrations run, as Alembic's batch mode needs.
+
+    Batch mode changes a SQLite table by copying it and dropping the old one; with enforcement on, that
+    DROP deletes (ON DELETE CASCADE) or refuses because of every row that refers to the table, so an
+    upgrade of a real installation lost its annotations and assignments or failed. The pragma only
+    works outside a transaction, so it is set on the driver connection before BEGIN; integrity is
+    checked once at the end, inside the migration's transaction (``_check_foreign_keys``).
+    """
+    if conn.dialect.name != "sqlite":
+        yield
+        return
+    driver = conn.connection.driver_connection
+    assert driver is not None
+    driver.execute("PRAGMA foreign_keys=OFF")
+    try:
+        yield
+    finally:
+        driver.execute("PRAGMA foreign_keys=ON")
+
+
+def _check_foreign_keys(conn: Connection) -> None:
+    if conn.dialect.name != "sqlite":
+        return
+    broken = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+    if broken:
+        tables = sorted({row[0] for row in broken})
+        raise DatabaseError(f"the schema change would leave rows pointing at missing rows in {', '.join(tables)}; "
+                            "nothing was changed")
 
 
 def init_installation(settings: Settings) -> InitReport:
