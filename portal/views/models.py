@@ -41,6 +41,13 @@ chosen_project = pick_project(user, key="models_project", needs="predictions", e
                               container=right)
 project = chosen_project.name if chosen_project is not None else NO_PROJECT
 results = st.session_state.setdefault(RESULTS, {})
+
+
+def _rate(per_second: float) -> str:
+    """Three significant figures with thousands separators: 629475.2 -> 629,000."""
+    return f"{float(f'{per_second:.3g}'):,.0f}" if per_second >= 100 else f"{per_second:.3g}"
+
+
 key = (model, project)
 if model and st.button("Measure and evaluate", type="primary"):
     with st.spinner("Running every variant..."):
@@ -55,7 +62,9 @@ if comparison is not None:
         ev = r.evaluation
         row = {"Version": r.model, "Variant": r.variant, "Size (KB)": round(r.size_bytes / 1024, 1),
                "Size ratio": round(r.size_ratio, 3), "p50 latency (ms)": round(r.latency_p50_ms, 3),
-               "Speed-up": round(r.latency_ratio, 2), "Images/s (batch 8)": round(r.throughput_per_s, 1),
+               "Speed-up": round(r.latency_ratio, 2),
+               "Model only (images/s)": _rate(r.throughput_per_s),
+               "End to end (images/s)": _rate(r.end_to_end_per_s) if r.end_to_end_per_s else "— (choose a project)",
                "Accuracy": None if ev is None else round(ev.accuracy, 3),
                "Macro AUROC": None if ev is None or ev.macro_auroc is None else round(ev.macro_auroc, 3),
                "ECE": None if ev is None else round(ev.ece, 3)}
