@@ -11,6 +11,7 @@ from portal.auth import require_role
 from portal.components.downloads import csv_text
 from portal.components.viewer import show_case_image
 from portal.resources import app_context
+from portal.timefmt import when
 from services.cases import case_detail
 
 user = require_role("lead", "admin")
@@ -42,6 +43,8 @@ with panel:
     st.subheader("Reads")
     if case.reads:
         reads = pd.DataFrame(case.reads)
+        if "at" in reads:
+            reads["at"] = reads["at"].map(when)
         st.dataframe(reads, hide_index=True, width="stretch")
         st.download_button("Download CSV", csv_text(reads), f"case-{case.item_id}-reads.csv")
     else:

@@ -6,6 +6,7 @@ from medlabel.errors import MedlabelError
 from portal.auth import require_role
 from portal.components.picker import pick_project
 from portal.resources import app_context
+from portal.timefmt import when
 from services import labelling
 
 user = require_role("reader", "lead")
@@ -15,7 +16,7 @@ project = pick_project(user, key="history_project", needs="labels")
 rows = labelling.history(ctx, project.id, user.id)
 st.dataframe([{"Case": r.item_id, "Labels": ", ".join(r.labels) or ("(undone)" if r.retracted else ""),
                "Boxes": len(r.boxes), "Uncertain": r.uncertain, "Comment": r.comment,
-               "Amended": r.amended, "When (UTC)": r.at} for r in rows], hide_index=True, width="stretch")
+               "Amended": r.amended, "When": when(r.at)} for r in rows], hide_index=True, width="stretch")
 editable = [r for r in rows if not r.retracted]
 if editable:
     with st.form("amend"):

@@ -11,6 +11,7 @@ from medlabel.errors import MedlabelError
 from portal.auth import require_role
 from portal.components.picker import pick_project
 from portal.resources import app_context
+from portal.timefmt import when
 from services import jobs
 from services.models import list_models
 
@@ -49,9 +50,9 @@ def _act(action: str, job_id: int) -> None:
 
 
 def _when(job: jobs.JobDTO) -> str:
-    text = f"submitted {job.created_at:%Y-%m-%d %H:%M:%S} UTC"
+    text = f"submitted {when(job.created_at, seconds=True)}"
     if job.finished_at:
-        text += f", ended {job.finished_at:%H:%M:%S}"
+        text += f", ended {when(job.finished_at, seconds=True)}"
     return text
 
 

@@ -9,6 +9,7 @@ from portal.auth import require_role
 from portal.components.downloads import csv_text
 from portal.components.picker import pick_project
 from portal.resources import app_context
+from portal.timefmt import when
 from services import verification
 from services.projects import reader_names
 
@@ -89,7 +90,7 @@ for rnd in reversed(verification.rounds(ctx, project)):
         st.progress(rnd.reads_done / max(1, rnd.reads_total), text=f"{rnd.reads_done}/{rnd.reads_total} reads")
         if rnd.kind == "intra_reader":
             if rnd.washout_until is not None:
-                st.caption(f"Re-reads are served from {rnd.washout_until:%Y-%m-%d %H:%M} UTC.")
+                st.caption(f"Re-reads are served from {when(rnd.washout_until)}.")
             report = verification.intra_reader_report(ctx, rnd.id)
             cols = st.columns(3)
             cols[0].metric("Pairs", report["n_pairs"])

@@ -8,6 +8,7 @@ import streamlit as st
 from medlabel.errors import MedlabelError
 from portal.auth import require_role
 from portal.resources import app_context
+from portal.timefmt import when
 from services import second_opinion as so
 
 CURRENT = "so_request"
@@ -107,7 +108,7 @@ def _show(request_id: int) -> None:
     below = st.container()
     with result_col:
         st.subheader(f"Request #{opinion.id}")
-        st.caption(f"{opinion.model} v{opinion.version} · {opinion.time:%Y-%m-%d %H:%M} UTC")
+        st.caption(f"{opinion.model} v{opinion.version} · {when(opinion.time)}")
         _top(opinion)
         if opinion.ood_warning:
             st.warning(opinion.ood_warning, icon=":material/report:")
@@ -165,7 +166,7 @@ past = so.history(ctx, user.id)
 if not past:
     st.caption("No requests yet.")
 else:
-    st.dataframe([{"Request": o.id, "When (UTC)": o.time, "Model": f"{o.model} v{o.version}",
+    st.dataframe([{"Request": o.id, "When": when(o.time), "Model": f"{o.model} v{o.version}",
                    "Top label": o.top[0].label if o.top else "", "Probability": o.top[0].probability if o.top else None,
                    "Unusual input": "yes" if o.ood_warning else "no" if o.ood is not None else "not checked",
                    "Image": {"stored": "de-identified, stored", "pending": "being de-identified",

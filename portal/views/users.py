@@ -5,6 +5,7 @@ import streamlit as st
 from medlabel.errors import MedlabelError
 from portal.auth import require_role
 from portal.resources import app_context
+from portal.timefmt import when
 from services.accounts import add_user, list_users, set_active
 
 admin = require_role("admin")
@@ -14,7 +15,7 @@ st.title("Users")
 rows = list_users(ctx)
 st.dataframe(
     [{"Username": u.username, "Name": u.display_name, "Role": u.role,
-      "Active": u.is_active, "Last sign-in": u.last_login_at} for u in rows],
+      "Active": u.is_active, "Last sign-in": when(u.last_login_at) if u.last_login_at else "never"} for u in rows],
     hide_index=True, width="stretch",
 )
 
