@@ -121,6 +121,7 @@ class LearningRound:
     state: str = "adopted"  # adopted | held (waits for a lead) | approved (a lead adopted it) | rejected
     gate: dict[str, Any] = field(default_factory=dict)  # services.model_gate.GateDecision.as_dict()
     decided_by: str | None = None
+    trained_on: str = ""  # what the head learnt from: project labels, or the demo's seed labels
 
 
 @dataclass(frozen=True)
@@ -986,18 +987,33 @@ def retrain_job(ctx: AppContext, params: dict[str, Any], reporter: JobReporter) 
 
 
 def learning_curve(ctx: AppContext, project_name: str) -> list[LearningRound]:
-    """Every round of the project, oldest first: held-out metric against the number of labels."""
+    """Every round of the project, oldest first: held-out metric against the number of labels.
+
+    A round without a project hold-out (the demo's round 0, whose head learnt from seed labels outside the
+    project) reports the AUROC measured on its reference split instead, saying so in ``holdout``."""
     with ctx.reads() as session:
         project = _project(session, project_name)
         rows = q.rounds(session, project.id)
         names = accounts_q.usernames(session, {r.decided_by_id for r, _ in rows if r.decided_by_id is not None})
-        return [LearningRound(id=r.id, at=r.created_at, model=None if m is None else f"{m.name} v{m.version}",
-                              strategy=r.strategy, batch_size=r.batch_size, n_labels=r.n_labels,
-                              auroc=(r.metrics or {}).get("auroc"), accuracy=(r.metrics or {}).get("accuracy"),
-                              holdout=str((r.metrics or {}).get("holdout", "none")),
-                              n_holdout=int((r.metrics or {}).get("n_holdout") or 0), metrics=dict(r.metrics or {}),
-                              state=r.state, gate=dict(r.gate or {}), decided_by=names.get(r.decided_by_id or -1))
-                for r, m in rows]
+        return [_learning_round(r, m, names.get(r.decided_by_id or -1)) for r, m in rows]
+
+
+def _learning_round(r: ActiveLearningRound, m: ModelVersion | None, decided_by: str | None) -> LearningRound:
+    metrics = dict(r.metrics or {})
+    auroc, holdout = metrics.get("auroc"), str(metrics.get("holdout", "none"))
+    n_holdout = int(metrics.get("n_holdout") or 0)
+    reference = [(k[len("reference_"):-len("_auroc")], v) for k, v in sorted(metrics.items())
+                 if k.startswith("reference_") and k.endswith("_auroc") and v is not None]
+    if auroc is None and reference:
+        split, auroc = reference[0]
+        holdout, n_holdout = f"{split} split of the seed data set", 0
+    seed = int(metrics.get("seed_labels") or 0)
+    trained = int(metrics.get("n_train") or r.n_labels)
+    trained_on = f"{seed} seed labels" if seed and not r.n_labels else f"{trained} project labels"
+    return LearningRound(id=r.id, at=r.created_at, model=None if m is None else f"{m.name} v{m.version}",
+                         strategy=r.strategy, batch_size=r.batch_size, n_labels=r.n_labels, auroc=auroc,
+                         accuracy=metrics.get("accuracy"), holdout=holdout, n_holdout=n_holdout, metrics=metrics,
+                         state=r.state, gate=dict(r.gate or {}), decided_by=decided_by, trained_on=trained_on)
 
 
 def _labelled_predictions(ctx: AppContext, project_name: str) -> tuple[_Model, list[tuple[int, dict[str, Any],

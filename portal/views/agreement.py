@@ -9,6 +9,7 @@ from portal.auth import require_role
 from portal.components.downloads import csv_text
 from portal.components.picker import pick_project
 from portal.resources import app_context
+from portal.timefmt import when
 from services import verification
 from services.agreement_report import (
     agreement_for_project,
@@ -146,17 +147,25 @@ over = _over_rounds(ctx.settings.database_url, project)
 if not over:
     st.caption("No verification rounds yet.")
 else:
-    frame = pd.DataFrame([{"Round": f"{r['round_id']}: {r['round']}", "Created": r["created_at"], "Kind": r["kind"],
-                           "Items": r["n_items"], "Percent agreement": r["percent_agreement"],
+    frame = pd.DataFrame([{"Round": f"{r['round_id']}: {r['round']}", "Created": when(r["created_at"]),
+                           "Kind": r["kind"], "Items": r["n_items"], "Percent agreement": r["percent_agreement"],
                            "Fleiss' kappa": r["fleiss_kappa"],
                            "CI low": (r["fleiss_kappa_ci"] or [None, None])[0],
                            "CI high": (r["fleiss_kappa_ci"] or [None, None])[1], "Note": r["reason"] or ""}
                           for r in over])
-    points = frame.dropna(subset=["Fleiss' kappa"])
+    # plain field names: Vega-Lite drops a layered chart whose field name has a quote (0 px, nothing drawn)
+    points = pd.DataFrame({"round": frame["Round"], "created": frame["Created"], "items": frame["Items"],
+                           "kappa": frame["Fleiss' kappa"], "low": frame["CI low"],
+                           "high": frame["CI high"]}).dropna(subset=["kappa"])
     if not points.empty:
-        base = alt.Chart(points).encode(x=alt.X("Created:T", title="round created"))
-        chart = (base.mark_errorbar().encode(y=alt.Y("CI low:Q", title="Fleiss' kappa (95% CI)"), y2="CI high:Q")
-                 + base.mark_point(filled=True, size=60).encode(y="Fleiss' kappa:Q", tooltip=["Round", "Items"]))
-        st.altair_chart(chart, width="stretch")
+        base = alt.Chart(points).encode(x=alt.X("round:N", title="round", sort=None, axis=alt.Axis(labelAngle=0)))
+        chart = (base.mark_errorbar(thickness=2).encode(y=alt.Y("low:Q", title="Fleiss' kappa (95% CI)",
+                                                               scale=alt.Scale(domain=[-0.2, 1])), y2="high:Q")
+                 + base.mark_point(filled=True, size=80).encode(
+                     y="kappa:Q", tooltip=[alt.Tooltip("round:N", title="Round"),
+                                           alt.Tooltip("created:N", title="Created"),
+                                           alt.Tooltip("items:Q", title="Items"),
+                                           alt.Tooltip("kappa:Q", title="kappa", format=".3f")]))
+        st.altair_chart(chart.properties(height=260), width="stretch")
     st.dataframe(frame, hide_index=True, width="stretch")
     st.download_button("Download CSV", csv_text(frame), "agreement-over-rounds.csv", key="dl_over")

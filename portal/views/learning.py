@@ -1,6 +1,7 @@
 """Active learning (lead): the queue's strategy, retraining, the learning curve, predictions beside the
 labels, and suspected label errors sent to verification in one click."""
 
+import altair as alt
 import pandas as pd
 import streamlit as st
 
@@ -8,6 +9,7 @@ from medlabel.errors import MedlabelError
 from portal.auth import require_role
 from portal.components.picker import pick_project
 from portal.resources import app_context
+from portal.timefmt import when
 from services import active_learning as al
 from services import jobs
 from services.projects import reader_names
@@ -110,13 +112,25 @@ st.subheader("Learning curve")
 if not curve:
     st.caption("No rounds yet: retrain once labels have come in.")
 else:
-    table = pd.DataFrame([{"Round": r.id, "Labels": r.n_labels, "AUROC": r.auroc, "Accuracy": r.accuracy,
-                           "Held out": f"{r.n_holdout} ({r.holdout})", "Strategy": r.strategy, "Model": r.model,
-                           "Decision": STATES.get(r.state, r.state) + (f" ({r.decided_by})" if r.decided_by else "")}
-                          for r in curve])
-    if table["AUROC"].notna().any():
-        st.line_chart(table, x="Labels", y=["AUROC", "Accuracy"])
+    table = pd.DataFrame([{"Round": r.id, "Labels": r.n_labels, "Trained on": r.trained_on, "AUROC": r.auroc,
+                           "Accuracy": r.accuracy,
+                           "Held out": f"{r.n_holdout} ({r.holdout})" if r.n_holdout else r.holdout,
+                           "Strategy": r.strategy, "Model": r.model,
+                           "Decision": STATES.get(r.state, r.state) + (f" ({r.decided_by})" if r.decided_by else ""),
+                           "When": when(r.at)} for r in curve])
+    points = table.melt(id_vars=["Round", "Labels"], value_vars=["AUROC", "Accuracy"], var_name="metric",
+                        value_name="value").dropna(subset=["value"])
+    if not points.empty:  # points as well as lines: one round is one point, not an empty axis
+        st.altair_chart(alt.Chart(points).mark_line(point=alt.OverlayMarkDef(size=70)).encode(
+            x=alt.X("Labels:Q", title="project labels"), y=alt.Y("value:Q", title="held-out metric",
+                                                                  scale=alt.Scale(domain=[0, 1])),
+            color=alt.Color("metric:N", title=None),
+            tooltip=["Round", "Labels", "metric", alt.Tooltip("value:Q", format=".3f")]).properties(height=280),
+            width="stretch")
     st.dataframe(table, hide_index=True, width="stretch")
+    if any(r.n_holdout == 0 and r.auroc is not None for r in curve):
+        st.caption("A round without project labels held out is measured on its seed data set's validation split "
+                   "(see Held out); the others on the project's own held-out labels.")
 
 if status.model is None:
     st.stop()
