@@ -64,15 +64,16 @@ def fleiss_kappa(counts: np.ndarray, weights: np.ndarray | None = None) -> Estim
                     int(n2))
 
 
-def fleiss_per_category(counts: np.ndarray, categories: Sequence[str]) -> dict[str, Estimate]:
-    """Each category against all the others (Fleiss 1971, kappa_j), point estimates."""
-    out = {}
+def category_counts(counts: np.ndarray, k: int) -> np.ndarray:
+    """The two-category table "category k / any other" of an (items, q) count table."""
     total = counts.sum(axis=1, keepdims=True)
-    for k, name in enumerate(categories):
-        binary = np.hstack([counts[:, k:k + 1], total - counts[:, k:k + 1]])
-        estimate = fleiss_kappa(binary)
-        out[name] = Estimate(estimate.value, estimate.reason, n=estimate.n)
-    return out
+    return np.hstack([counts[:, k:k + 1], total - counts[:, k:k + 1]])
+
+
+def fleiss_per_category(counts: np.ndarray, categories: Sequence[str]) -> dict[str, Estimate]:
+    """Each category against all the others (Fleiss 1971, kappa_j), each with the same analytic standard
+    error and t interval as the overall Fleiss' kappa (Gwet 2014) on its two-category table."""
+    return {name: fleiss_kappa(category_counts(counts, k)) for k, name in enumerate(categories)}
 
 
 # --- Cohen --------------------------------------------------------------------------------------

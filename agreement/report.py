@@ -147,11 +147,40 @@ def report_from_table(table: RatingTable, *, level: str = "nominal", n_boot: int
     report["pairwise"] = _pairwise(table)
     per_category = kappa.fleiss_per_category(counts, table.categories) if n_readers >= 2 else {}
     report["per_category"] = {c: _round(e.value) for c, e in per_category.items()}
+    if ci == "bootstrap":
+        category_ci = _per_category_bootstrap(counts, per_category, n_boot=n_boot, seed=seed)
+        report["per_category_ci_method"] = f"bootstrap over items ({n_boot}, seed {seed})"
+    else:
+        category_ci = {c: e.ci for c, e in per_category.items()}
+        report["per_category_ci_method"] = "analytic: Gwet (2014), as Fleiss' kappa"
+    report["per_category_ci"] = {c: None if i is None else [_round(i[0]), _round(i[1])]
+                                 for c, i in category_ci.items()}
     reasons = {c: e.reason for c, e in per_category.items() if e.value is None}
     if reasons:
         report["per_category_reasons"] = reasons
     report["n_boot"], report["seed"] = n_boot, seed
     return report
+
+
+def _per_category_bootstrap(counts: np.ndarray, estimates: dict[str, Estimate], *, n_boot: int,
+                            seed: int) -> dict[str, tuple[float, float] | None]:
+    """Percentile intervals of each category's kappa_j from the same item resamples as the report's."""
+    names = [c for c, e in estimates.items() if e.value is not None]
+    out: dict[str, tuple[float, float] | None] = {c: None for c in estimates}
+    if not names or n_boot < 1 or len(counts) < 2:
+        return out
+    index = {c: k for k, c in enumerate(estimates)}
+    identity = np.eye(2)
+    blocks = [percent.item_terms(kappa.category_counts(counts, index[c]), identity) for c in names]
+    width = blocks[0].shape[1]
+    stacked = np.hstack(blocks).astype(np.float32)
+    samples: dict[str, list[np.ndarray]] = {c: [] for c in names}
+    for weights in multiplicities(len(counts), n_boot, np.random.default_rng(seed)):
+        sums = (weights @ stacked).astype(np.float64)
+        for j, c in enumerate(names):
+            samples[c].append(kappa.fleiss_from_sums(sums[:, j * width:(j + 1) * width], identity))
+    out.update({c: percentile_interval(np.concatenate(parts)) for c, parts in samples.items()})
+    return out
 
 
 def _pairwise(table: RatingTable) -> list[dict[str, Any]]:

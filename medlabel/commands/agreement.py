@@ -75,7 +75,8 @@ def render_table(report: dict[str, Any]) -> str:
             pair = f"{row['reader_a']} / {row['reader_b']}"
             lines.append(f"{pair:<40}{row['n']:>6}{_fmt(row['cohen_kappa']):>8}")
     if report["per_category"]:
-        lines += ["", f"{'category (Fleiss kappa vs rest)':<40}{'kappa':>8}"]
+        lines += ["", f"{'category (Fleiss kappa vs rest)':<40}{'kappa':>8}  95% CI"]
         for cat, value in report["per_category"].items():
-            lines.append(f"{cat:<40}{_fmt(value):>8}")
+            ci = (report.get("per_category_ci") or {}).get(cat)
+            lines.append(f"{cat:<40}{_fmt(value):>8}  {f'[{_fmt(ci[0])}, {_fmt(ci[1])}]' if ci else ''}".rstrip())
     return "\n".join(lines)

@@ -77,9 +77,15 @@ st.download_button("Download CSV", csv_text(table), "agreement.csv", key="dl_met
 left, right = st.columns(2)
 with left:
     st.subheader("Per category (Fleiss)")
-    per_cat = pd.DataFrame([{"Category": c, "kappa": v if not isinstance(v, dict) else v.get("value")}
+    category_ci = report.get("per_category_ci") or {}
+    per_cat = pd.DataFrame([{"Category": c, "kappa": None if v is None else round(v, 3),
+                             "95% CI": f"{category_ci[c][0]:.3f} – {category_ci[c][1]:.3f}" if category_ci.get(c)
+                             else "",
+                             "Note": (report.get("per_category_reasons") or {}).get(c, "")}
                             for c, v in report.get("per_category", {}).items()])
     st.dataframe(per_cat, hide_index=True)
+    if category_ci:
+        st.caption(f"Each category against the rest; 95% CI {report.get('per_category_ci_method', '')}.")
     if not per_cat.empty:
         st.download_button("Download CSV", csv_text(per_cat), "agreement-per-category.csv",
                            key="dl_per_category")

@@ -33,6 +33,9 @@ def test_lead_reads_round_agreement(ctx: AppContext, portal_env: Settings) -> No
     assert stats["Percent agreement"] == 0.875 and "Cohen's kappa" in stats
     assert all("–" in ci for ci in table["95% CI"] if ci)
     assert any("1 item(s) where readers disagree" in m.value for m in at.markdown)
+    per_category = at.dataframe[1].value
+    assert list(per_category["Category"])[:2] == ["normal", "pneumonia"]
+    assert all("–" in ci for ci in per_category["95% CI"][:2]), per_category  # an interval, as the overall kappa
 
 
 def test_readers_against_reference(ctx: AppContext) -> None:
