@@ -3,13 +3,12 @@
 The list refreshes itself every few seconds (a fragment); no rerun ever waits for a job.
 """
 
-import json
-
 import streamlit as st
 
 from medlabel.errors import MedlabelError
 from portal.auth import require_role
 from portal.components.picker import pick_project
+from portal.components.results import summary
 from portal.resources import app_context
 from portal.timefmt import when
 from services import jobs
@@ -83,7 +82,9 @@ def job_list() -> None:
                 with st.expander("Details"):
                     st.code(job.error, language=None)
             elif job.state == "succeeded" and job.result:
-                st.caption(json.dumps(job.result, default=str)[:300])
+                st.caption(summary(job.result))
+                with st.expander("Full result"):
+                    st.json(job.result, expanded=2)
 
 
 job_list()
