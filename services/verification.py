@@ -272,6 +272,8 @@ def next_adjudication(ctx: AppContext, user_id: int) -> AdjudicationCase | None:
 
 
 def adjudicate(ctx: AppContext, assignment_id: int, user_id: int, *, labels: list[str], note: str) -> int:
+    if not labels:
+        raise InputError(None, "choose the final label: nothing is preselected")
     if not note.strip():
         raise InputError(None, "an adjudication needs a note explaining the decision")
     return labelling.submit(ctx, assignment_id, user_id, labels=labels, comment=note)

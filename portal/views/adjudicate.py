@@ -28,10 +28,11 @@ with panel:
     with st.form("adjudicate"):
         names = [lab.name for lab in case.project.labels]
         if case.project.task_type == "multi_label":
-            labels = st.multiselect("Final label(s)", names)
-        else:
-            labels = [st.radio("Final label", names)]
-        note = st.text_area("Note (required)")
+            labels = st.multiselect("Final label(s)", names, key=f"adj_final_{case.assignment_id}")
+        else:  # nothing preselected: the adjudicator decides, not the first option
+            final = st.radio("Final label", names, index=None, key=f"adj_final_{case.assignment_id}")
+            labels = [] if final is None else [final]
+        note = st.text_area("Note (required)", key=f"adj_note_{case.assignment_id}")
         if st.form_submit_button("Record final label", type="primary"):
             try:
                 verification.adjudicate(ctx, case.assignment_id, user.id, labels=labels, note=note)
