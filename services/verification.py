@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter, defaultdict
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -93,21 +94,13 @@ def create_round(ctx: AppContext, project_name: str, *, name: str, readers: list
         project = projects_q.project_by_name(session, project_name)
         if project is None:
             raise NotFoundError(f"no project named {project_name!r}")
-        reads = current_reads((a.item_id, u, a.kind.value, a.labels, a.retracted, a.boxes)
-                              for a, u in export_q.annotations_of_project(session, project.id)
-                              if a.kind == AnnotationKind.LABEL)
-        strata = {item: "|".join(final_label(rs).labels or ("disputed",)) for item, rs in reads.items() if rs}
-        if item_ids is not None:
-            missing = sorted(set(item_ids) - set(strata))
-            if missing:
-                raise InputError(None, f"item(s) {', '.join(map(str, missing[:10]))} are not labelled items of "
-                                       f"project {project_name!r}")
-            if not item_ids:
-                raise InputError(None, "no items given for the round")
-            sample = sorted(set(item_ids))
-        else:
-            size = n if n is not None else max(1, round(len(strata) * float(fraction) / 100))  # type: ignore[arg-type]
-            sample = draw_sample(strata, n=size, seed=seed, stratified=stratified)
+        sample, reads = _sample(session, project, n=n, fraction=fraction, stratified=stratified, seed=seed,
+                                item_ids=item_ids)
+        if actor_id is not None:
+            actor = session.get(User, actor_id)
+            if actor is not None and actor.username in readers:
+                raise InputError(None, f"{actor.username} creates this round and knows its sample: choose other "
+                                       "readers for the blinded reads")
         pool = {}
         for username in readers:
             user = accounts_q.user_by_name(session, username)
@@ -152,6 +145,66 @@ def create_round(ctx: AppContext, project_name: str, *, name: str, readers: list
                      kind=round_kind.value)
         round_id = rnd.id
     return round_summary(ctx, round_id)
+
+
+def _sample(session: Any, project: Project, *, n: int | None, fraction: float | None, stratified: bool, seed: int,
+            item_ids: list[int] | None) -> tuple[list[int], dict[int, Any]]:
+    """The round's items (seeded draw, or exactly ``item_ids``) and every labelled item's current reads."""
+    reads = current_reads((a.item_id, u, a.kind.value, a.labels, a.retracted, a.boxes)
+                          for a, u in export_q.annotations_of_project(session, project.id)
+                          if a.kind == AnnotationKind.LABEL)
+    strata = {item: "|".join(final_label(rs).labels or ("disputed",)) for item, rs in reads.items() if rs}
+    if item_ids is not None:
+        missing = sorted(set(item_ids) - set(strata))
+        if missing:
+            raise InputError(None, f"item(s) {', '.join(map(str, missing[:10]))} are not labelled items of "
+                                   f"project {project.name!r}")
+        if not item_ids:
+            raise InputError(None, "no items given for the round")
+        return sorted(set(item_ids)), reads
+    size = n if n is not None else max(1, round(len(strata) * float(fraction) / 100))  # type: ignore[arg-type]
+    return draw_sample(strata, n=size, seed=seed, stratified=stratified), reads
+
+
+@dataclass(frozen=True)
+class RoundCheck:
+    """What a round would be, checked before it is created."""
+
+    sample_size: int
+    labelled_by: dict[str, int]
+    """Reader -> how many sampled items they labelled themselves (they are not given those)."""
+    problems: tuple[str, ...]
+    """Why the round cannot be created as it stands (empty: it can)."""
+
+
+def check_round(ctx: AppContext, project_name: str, *, readers: list[str], readers_per_item: int = 2,
+                n: int | None = None, fraction: float | None = None, stratified: bool = False, seed: int = 0,
+                actor: str | None = None) -> RoundCheck:
+    """Draw the sample ``create_round`` would draw and say, before anything is stored, who could read what:
+    readers who labelled sampled items, items without enough other readers, the creator among the readers."""
+    with ctx.reads() as session:
+        project = projects_q.project_by_name(session, project_name)
+        if project is None:
+            raise NotFoundError(f"no project named {project_name!r}")
+        try:
+            sample, reads = _sample(session, project, n=n, fraction=fraction, stratified=stratified, seed=seed,
+                                    item_ids=None)
+        except InputError as exc:
+            return RoundCheck(0, {}, (exc.reason,))
+    problems = []
+    if actor is not None and actor in readers:
+        problems.append(f"{actor} creates this round and knows its sample: choose other readers")
+    labelled_by = {r: sum(1 for item in sample if r in {x.reader for x in reads[item]}) for r in readers}
+    short = [item for item in sample
+             if len([r for r in readers if r not in {x.reader for x in reads[item]}]) < readers_per_item]
+    if len(readers) < readers_per_item:
+        problems.append(f"choose at least {readers_per_item} readers ({len(readers)} chosen)")
+    elif short:
+        who = sorted({x.reader for item in short for x in reads[item]})
+        problems.append(f"{len(short)} sampled item(s) (e.g. #{short[0]}) were labelled by {', '.join(who)} and "
+                        f"would have fewer than {readers_per_item} other readers: add readers or lower the readers "
+                        "per item")
+    return RoundCheck(len(sample), labelled_by, tuple(problems))
 
 
 def _balanced_by_arm(ranked: list[str], arms: dict[str, str], k: int) -> list[str]:

@@ -167,7 +167,8 @@ st.dataframe(pd.DataFrame([{"Item": s.item_id, "Label": ", ".join(s.given), "Mod
 st.caption(f"Found by confident learning on {suspects[0].source} probabilities.")
 with st.form("send_suspects"):
     chosen = st.multiselect("Items", [s.item_id for s in suspects], default=[s.item_id for s in suspects])
-    readers = st.multiselect("Readers (not the items' original labellers)", reader_names(ctx))
+    readers = st.multiselect("Readers (not the items' original labellers)",
+                             [r for r in reader_names(ctx) if r != user.username])
     if st.form_submit_button("Send to verification"):
         try:
             rnd = al.send_to_verification(ctx, project, chosen, readers, user.id, adjudicator=user.username)

@@ -24,43 +24,59 @@ project = pick_project(user, key="rounds_project", needs="rounds").name
 with st.expander("New round", expanded=False):
     kind_title = st.radio("Study", list(KINDS), horizontal=True)
     kind = KINDS[kind_title]
-    with st.form("new_round"):
-        name = st.text_input("Name", value="Round")
-        seed = st.number_input("Seed (recorded, so the sample can be reproduced)", min_value=0, value=1)
-        if kind == "intra_reader":
-            st.caption("A seeded sample of the reader's own labelled cases is shown to them again after the washout, "
-                       "mixed into their labelling queue without any sign that it is a re-read.")
-            reader = st.selectbox("Reader", reader_names(ctx))
-            amount = st.number_input("Cases to re-read", min_value=2, value=10)
-            washout = st.number_input("Washout (days)", min_value=0.0, value=14.0, step=1.0)
-            spacing = st.number_input("New cases between two re-reads", min_value=0, value=3)
+    name = st.text_input("Name", value="Round", key="round_name")
+    seed = int(st.number_input("Seed (recorded, so the sample can be reproduced)", min_value=0, value=1,
+                               key="round_seed"))
+    problems: tuple[str, ...] = ()
+    if kind == "intra_reader":
+        st.caption("A seeded sample of the reader's own labelled cases is shown to them again after the washout, "
+                   "mixed into their labelling queue without any sign that it is a re-read.")
+        reader = st.selectbox("Reader", reader_names(ctx), key="round_reader")
+        amount = st.number_input("Cases to re-read", min_value=2, value=10, key="round_rereads")
+        washout = st.number_input("Washout (days)", min_value=0.0, value=14.0, step=1.0, key="round_washout")
+        spacing = st.number_input("New cases between two re-reads", min_value=0, value=3, key="round_spacing")
+    else:
+        if kind == "automation_bias":
+            st.caption("Readers are randomised (seeded) into two arms: one sees the model's suggestion, "
+                       "the other reads blind. Each item is read in both arms where possible.")
+        how = st.radio("Sample", ["Number of items", "Percentage of labelled items"], horizontal=True, key="round_how")
+        amount = st.number_input("How many (items or %)", min_value=1, value=20, key="round_amount")
+        stratified = st.checkbox("Stratify by current label", key="round_stratified")
+        sample = {"n": int(amount) if how == "Number of items" else None,
+                  "fraction": float(amount) if how != "Number of items" else None, "stratified": stratified,
+                  "seed": seed}
+        candidates = [r for r in reader_names(ctx) if r != user.username]  # the round's creator knows the sample
+        labelled_by = verification.check_round(ctx, project, readers=candidates, **sample).labelled_by
+
+        def _reader(name: str) -> str:
+            return f"{name} (labelled {labelled_by[name]} sampled item(s))" if labelled_by.get(name) else name
+
+        readers = st.multiselect("Readers", candidates, format_func=_reader, key="round_readers")
+        per_item = int(st.number_input("Readers per item", min_value=2, max_value=10, value=2, key="round_per_item"))
+        adjudicator = st.selectbox("Adjudicator", [user.username, *candidates], key="round_adjudicator")
+        check = verification.check_round(ctx, project, readers=readers, readers_per_item=per_item,
+                                         actor=user.username, **sample)
+        problems = check.problems
+        if problems:
+            st.warning("Cannot create this round yet: " + "; ".join(problems), icon=":material/block:")
         else:
-            if kind == "automation_bias":
-                st.caption("Readers are randomised (seeded) into two arms: one sees the model's suggestion, "
-                           "the other reads blind. Each item is read in both arms where possible.")
-            how = st.radio("Sample", ["Number of items", "Percentage of labelled items"], horizontal=True)
-            amount = st.number_input("How many (items or %)", min_value=1, value=20)
-            stratified = st.checkbox("Stratify by current label")
-            readers = st.multiselect("Readers", reader_names(ctx))
-            per_item = st.number_input("Readers per item", min_value=2, max_value=10, value=2)
-            adjudicator = st.selectbox("Adjudicator",
-                                       [user.username, *[r for r in reader_names(ctx) if r != user.username]])
-        if st.form_submit_button("Create round", type="primary"):
-            try:
-                if kind == "intra_reader":
-                    created = verification.create_reread_round(
-                        ctx, project, reader=reader, n=int(amount), washout_days=float(washout), seed=int(seed),
-                        spacing=int(spacing), name=name, actor_id=user.id)
-                else:
-                    created = verification.create_round(
-                        ctx, project, name=name, readers=readers, readers_per_item=int(per_item),
-                        n=int(amount) if how == "Number of items" else None,
-                        fraction=float(amount) if how != "Number of items" else None,
-                        stratified=stratified, seed=int(seed), adjudicator=adjudicator, actor_id=user.id, kind=kind)
-            except MedlabelError as exc:
-                st.error(str(exc))
+            st.caption(f"{check.sample_size} items × {per_item} readers; readers never get the items they "
+                       "labelled themselves.")
+    if st.button("Create round", type="primary", disabled=bool(problems), key="round_create"):
+        try:
+            if kind == "intra_reader":
+                created = verification.create_reread_round(
+                    ctx, project, reader=reader, n=int(amount), washout_days=float(washout), seed=seed,
+                    spacing=int(spacing), name=name, actor_id=user.id)
             else:
-                st.success(f"Created {created.name}: {created.sample_size} items, {created.reads_total} blinded reads.")
+                created = verification.create_round(
+                    ctx, project, name=name, readers=readers, readers_per_item=per_item, n=sample["n"],
+                    fraction=sample["fraction"], stratified=stratified, seed=seed, adjudicator=adjudicator,
+                    actor_id=user.id, kind=kind)
+        except MedlabelError as exc:
+            st.error(str(exc))
+        else:
+            st.success(f"Created {created.name}: {created.sample_size} items, {created.reads_total} blinded reads.")
 
 
 def _pct(value: float | None) -> str:
