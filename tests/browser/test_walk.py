@@ -217,7 +217,7 @@ def build_demo(data_dir: Path, template: Path, images: int = 40) -> Settings:
     """A demo installation (users, three projects, a finished round, models) after one retrain."""
     from services import active_learning
     from services.context import AppContext
-    from services.demo import DEMO_PROJECT, load_demo
+    from services.demo import AL_PROJECT, load_demo
 
     data_dir.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(template, data_dir / "medlabel.db")
@@ -227,7 +227,7 @@ def build_demo(data_dir: Path, template: Path, images: int = 40) -> Settings:
     ctx = AppContext.from_settings(settings)
     try:
         load_demo(ctx, images=images)
-        active_learning.retrain(ctx, DEMO_PROJECT.name)
+        active_learning.retrain(ctx, AL_PROJECT.name)
     finally:
         ctx.close()
     return settings
