@@ -256,6 +256,32 @@ def users_passwd(username: str, password_stdin: bool) -> None:
     click.echo(f"password of {username} changed")
 
 
+# --- audit -------------------------------------------------------------------------------------
+
+
+@cli.group()
+def audit() -> None:
+    """The audit trail (append-only, hash-chained: docs/security.md)."""
+
+
+@audit.command("verify")
+def audit_verify() -> None:
+    """Recompute the audit trail's hash chain; print the first broken link (exit status 1) or the last hash."""
+    from services.audit import verify
+
+    ctx = _context()
+    try:
+        report = verify(ctx)
+    finally:
+        ctx.close()
+    if report.broken_at is not None:
+        click.echo(f"audit trail broken at event {report.broken_at} (event {report.events} in order): "
+                   f"{report.reason}", err=True)
+        raise SystemExit(1)
+    click.echo(f"audit trail intact: {report.events} events" + (f", last hash {report.last_hash}"
+                                                                 if report.last_hash else ""))
+
+
 # --- benchmarks ---------------------------------------------------------------------------------
 
 

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+from contextlib import closing
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.orm import Session
 
+from db.audit_chain import GENESIS, event_hash
 from db.base import utcnow
 from db.models import AuditEvent
 from db.queries import audit as audit_q
@@ -16,9 +19,37 @@ from services.dto import AuditEventDTO
 
 def record(session: Session, action: str, *, actor_id: int | None, target_type: str | None = None,
            target_id: object = None, **payload: Any) -> None:
-    """Append one audit event. ``payload`` must never hold a password or an original identifier."""
-    session.add(AuditEvent(at=utcnow(), actor_id=actor_id, action=action, target_type=target_type,
-                           target_id=None if target_id is None else str(target_id), payload=payload))
+    """Append one audit event, chained to the one before. ``payload`` must never hold a password or an
+    original identifier; it is stored as the JSON it hashes to."""
+    canonical = json.loads(json.dumps(payload, sort_keys=True, default=str))
+    audit_q.append(session, AuditEvent(at=utcnow(), actor_id=actor_id, action=action, target_type=target_type,
+                                       target_id=None if target_id is None else str(target_id), payload=canonical))
+
+
+@dataclass(frozen=True)
+class ChainReport:
+    events: int
+    broken_at: int | None  # id of the first event that does not hold up
+    reason: str
+    last_hash: str | None
+
+
+def verify(ctx: AppContext) -> ChainReport:
+    """Recompute the chain from the first event: the first event whose content no longer matches its
+    hash (edited), or whose previous hash is not the hash of the event before it (one removed or
+    inserted), breaks it."""
+    prev, count = GENESIS, 0
+    with ctx.reads() as session, closing(audit_q.chain(session)) as events:
+        for event in events:
+            count += 1
+            if event.hash is None or event.prev_hash != prev:
+                return ChainReport(count, event.id, "its previous hash is not the hash of the event before it: an "
+                                   "event was removed or inserted before it", None)
+            if event_hash(prev, event.id, event.at, event.actor_id, event.action, event.target_type,
+                          event.target_id, event.payload) != event.hash:
+                return ChainReport(count, event.id, "its content does not match its hash: it was edited", None)
+            prev = event.hash
+    return ChainReport(count, None, "", None if count == 0 else prev)
 
 
 def recent_events(ctx: AppContext, limit: int = 200) -> list[AuditEventDTO]:

@@ -10,6 +10,7 @@ from db.models import Item, Project
 from db.queries import modelling as models_q
 from db.queries import verification as q
 from medlabel.errors import NotFoundError, PermissionDenied
+from services import audit
 from services.consensus import current_reads, final_label
 from services.context import AppContext
 from services.dto import CaseDTO, ProjectDTO
@@ -37,9 +38,13 @@ class CaseDetail:
                        modality=self.modality, width=self.width, height=self.height, frames=self.frames)
 
 
-def case_detail(ctx: AppContext, item_id: int, *, actor_role: str) -> CaseDetail:
+def case_detail(ctx: AppContext, item_id: int, *, actor_role: str, actor_id: int | None = None) -> CaseDetail:
+    """Every read and prediction of one item (leads and admins); each view is audited."""
     if actor_role not in ("lead", "admin"):
         raise PermissionDenied("only leads and admins see every read of a case")
+    with ctx.sessions.begin() as session:
+        if session.get(Item, item_id) is not None:
+            audit.record(session, "case.view", actor_id=actor_id, target_type="item", target_id=item_id)
     with ctx.reads() as session:
         item = session.get(Item, item_id)
         if item is None:

@@ -14,6 +14,7 @@ from db.queries import export as export_q
 from db.queries import projects as projects_q
 from medlabel.errors import InputError, NotFoundError
 from medlabel.text import csv_cell
+from services import audit
 from services.consensus import current_reads, final_label, patient_splits
 from services.context import AppContext
 
@@ -64,15 +65,23 @@ def export_rows(ctx: AppContext, project_name: str, *, seed: int = 0) -> list[di
     return rows
 
 
-def export_project(ctx: AppContext, project_name: str, fmt: str, *, seed: int = 0) -> bytes:
+def export_project(ctx: AppContext, project_name: str, fmt: str, *, seed: int = 0,
+                   actor_id: int | None = None) -> bytes:
+    """The project's labels in ``fmt``; every export is audited (who, which project, format, rows)."""
     if fmt not in FORMATS:
         raise InputError(None, f"unknown export format {fmt!r} (choose {', '.join(FORMATS)})")
     rows = export_rows(ctx, project_name, seed=seed)
     if fmt == "jsonl":
-        return "".join(json.dumps(r, sort_keys=True, default=str) + "\n" for r in rows).encode()
-    if fmt == "csv":
-        return _csv(rows)
-    return _coco(ctx, project_name, rows)
+        data = "".join(json.dumps(r, sort_keys=True, default=str) + "\n" for r in rows).encode()
+    elif fmt == "csv":
+        data = _csv(rows)
+    else:
+        data = _coco(ctx, project_name, rows)
+    with ctx.sessions.begin() as session:
+        project = projects_q.project_by_name(session, project_name)
+        audit.record(session, "export", actor_id=actor_id, target_type="project",
+                     target_id=None if project is None else project.id, format=fmt, rows=len(rows), seed=seed)
+    return data
 
 
 def _csv(rows: list[dict[str, Any]]) -> bytes:

@@ -286,7 +286,8 @@ def export_job(ctx: AppContext, params: dict[str, Any], reporter: JobReporter) -
 
     params = check_export(ctx, params)
     reporter.progress(0, 1, f"exporting {params['project']} as {params['format']}")
-    data = export_project(ctx, params["project"], params["format"], seed=int(params.get("seed", 0)))
+    data = export_project(ctx, params["project"], params["format"], seed=int(params.get("seed", 0)),
+                          actor_id=getattr(reporter, "actor_id", None))
     suffix = ".json" if params["format"] in ("jsonl", "coco") else ""
     digest, stored = ctx.store.put(data, suffix)
     reporter.progress(1, 1, f"{len(data)} bytes")

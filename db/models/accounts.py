@@ -104,7 +104,10 @@ class LoginThrottle(Base):
 
 
 class AuditEvent(Base):
-    """Append-only: who did what to which object, and when. Never updated or deleted."""
+    """Append-only: who did what to which object, and when. Never updated or deleted: database triggers
+    refuse UPDATE (except setting the hash of a new event) and DELETE, and each event carries the hash
+    of the one before it (``db.audit_chain``), so ``medlabel audit verify`` finds an edited, removed or
+    inserted row."""
 
     __tablename__ = "audit_events"
     __table_args__ = (Index("ix_audit_events_target", "target_type", "target_id"),)
@@ -116,6 +119,8 @@ class AuditEvent(Base):
     target_type: Mapped[str | None] = mapped_column(String(32))
     target_id: Mapped[str | None] = mapped_column(String(64))
     payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    prev_hash: Mapped[str | None] = mapped_column(String(64))
+    hash: Mapped[str | None] = mapped_column(String(64), unique=True)
 
     def __repr__(self) -> str:
         return f"AuditEvent(id={self.id!r}, action={self.action!r}, actor_id={self.actor_id!r})"

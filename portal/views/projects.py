@@ -98,7 +98,7 @@ with export_tab:
         seed = st.number_input("Split seed", min_value=0, value=0)
         if st.button("Prepare export"):
             try:
-                data = export_project(ctx, name, fmt, seed=int(seed))
+                data = export_project(ctx, name, fmt, seed=int(seed), actor_id=user.id)
             except MedlabelError as exc:
                 st.error(str(exc))
             else:

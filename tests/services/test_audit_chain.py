@@ -1,0 +1,106 @@
+"""The audit trail holds up: the database refuses UPDATE and DELETE of an event, every event carries the
+hash of the one before, and `medlabel audit verify` names the first broken link after a row is edited,
+removed or inserted behind the application's back (both databases)."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+
+from medlabel.cli import main
+from medlabel.settings import Settings
+from services import audit
+from services.context import AppContext
+
+
+def _events(ctx: AppContext, n: int) -> None:
+    for i in range(n):
+        with ctx.sessions.begin() as session:
+            audit.record(session, "test.event", actor_id=None, target_type="item", target_id=i, n=i, note="x")
+
+
+def _verify(capsys: pytest.CaptureFixture[str], settings: Settings, monkeypatch: pytest.MonkeyPatch
+            ) -> tuple[int, str, str]:
+    monkeypatch.setenv("MEDLABEL_DATA_DIR", str(settings.data_dir))
+    monkeypatch.setenv("MEDLABEL_DATABASE_URL", settings.database_url)
+    monkeypatch.setenv("MEDLABEL_SECRET_KEY_FILE", str(settings.secret_key_file))
+    try:
+        main(["audit", "verify"])
+        status = 0
+    except SystemExit as exc:
+        status = int(exc.code or 0)
+    out = capsys.readouterr()
+    return status, out.out, out.err
+
+
+def _drop_triggers(ctx: AppContext) -> None:
+    """What someone with the database's owner rights can do."""
+    with ctx.sessions.begin() as session:
+        if session.get_bind().dialect.name == "postgresql":
+            session.execute(text("ALTER TABLE audit_events DISABLE TRIGGER audit_events_append_only"))
+        else:
+            session.execute(text("DROP TRIGGER audit_events_no_update"))
+            session.execute(text("DROP TRIGGER audit_events_no_delete"))
+
+
+def test_the_database_refuses_to_change_or_remove_an_event(ctx: AppContext) -> None:
+    _events(ctx, 2)
+    for statement in ("UPDATE audit_events SET action = 'nothing' WHERE id = 1",
+                      "UPDATE audit_events SET hash = NULL WHERE id = 1",
+                      "DELETE FROM audit_events WHERE id = 2"):
+        with pytest.raises(DBAPIError, match="append-only"), ctx.sessions.begin() as session:
+            session.execute(text(statement))
+    assert audit.verify(ctx).broken_at is None
+
+
+def test_each_event_carries_the_previous_hash(ctx: AppContext) -> None:
+    _events(ctx, 3)
+    with ctx.reads() as session:
+        rows = session.execute(text("SELECT id, prev_hash, hash FROM audit_events ORDER BY id")).all()
+    assert rows[0][1] == "0" * 64 and all(rows[i][1] == rows[i - 1][2] for i in range(1, 3))
+    assert len({r[2] for r in rows}) == 3
+
+
+@pytest.mark.parametrize("tamper", ["edit", "delete", "insert"])
+def test_verify_names_the_first_broken_link(ctx: AppContext, settings: Settings, tamper: str,
+                                            capsys: pytest.CaptureFixture[str],
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    _events(ctx, 5)
+    status, out, _ = _verify(capsys, settings, monkeypatch)
+    assert status == 0 and out.startswith("audit trail intact: 5 events, last hash ")
+    _drop_triggers(ctx)
+    with ctx.sessions.begin() as session:
+        if tamper == "edit":
+            session.execute(text("UPDATE audit_events SET payload = :p WHERE id = 3"), {"p": '{"n": 99, "note": "x"}'})
+        elif tamper == "delete":
+            session.execute(text("DELETE FROM audit_events WHERE id = 3"))
+        else:
+            session.execute(text("UPDATE audit_events SET id = id + 10 WHERE id >= 3"))
+            session.execute(text("INSERT INTO audit_events (id, at, action, payload, prev_hash, hash) "
+                                 "SELECT 3, at, 'forged', payload, hash, :h FROM audit_events WHERE id = 2"),
+                            {"h": "f" * 64})
+    status, _, err = _verify(capsys, settings, monkeypatch)
+    assert status == 1
+    broken = {"edit": "event 3", "delete": "event 4", "insert": "event 3"}[tamper]
+    assert err.startswith(f"audit trail broken at {broken} ") and len(err.splitlines()) == 1, err
+    assert ("removed or inserted" if tamper == "delete" else "does not match its hash") in err
+
+
+def test_exports_and_case_views_are_audited(ctx: AppContext) -> None:
+    from db.models import AuditEvent
+    from services import accounts
+    from services.cases import case_detail
+    from services.export import export_project
+    from tests.services.factories import make_items, make_project
+
+    pid = make_project(ctx)
+    (item,) = make_items(ctx, pid, 1)
+    lead = accounts.add_user(ctx, "lead9", "a-long-password", "lead").id
+    export_project(ctx, "Chest", "csv", actor_id=lead)
+    case_detail(ctx, item, actor_role="lead", actor_id=lead)
+    with ctx.reads() as session:
+        events = [(e.action, e.actor_id, e.target_type, e.target_id) for e in session.query(AuditEvent)
+                  .filter(AuditEvent.action.in_(["export", "case.view"])).order_by(AuditEvent.id)]
+    assert events == [("export", lead, "project", str(pid)), ("case.view", lead, "item", str(item))]
+    assert audit.verify(ctx).broken_at is None
