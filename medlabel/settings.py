@@ -248,9 +248,12 @@ def _oidc(env: Mapping[str, str]) -> OidcSettings | None:
 
 
 def ensure_data_dir(settings: Settings) -> None:
-    """Create the data folder and check that it is writable."""
+    """Create the data folder (0700: the database, the store and the keys are for this user only) and
+    check that it is writable."""
     try:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        if not settings.data_dir.exists():
+            settings.data_dir.mkdir(mode=0o700, parents=True)
+            os.chmod(settings.data_dir, 0o700)
         probe = settings.data_dir / ".write-probe"
         probe.write_bytes(b"")
         probe.unlink()

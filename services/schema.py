@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -11,6 +12,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 import migrations
@@ -115,6 +117,7 @@ def init_installation(settings: Settings) -> InitReport:
     """Create the data folder and secret key, then bring the schema to head. Idempotent."""
     ensure_data_dir(settings)
     created = ensure_secret_key(settings)
+    _create_sqlite_file(settings.database_url)
     engine = make_engine(settings.database_url)
     try:
         before = current_revision(engine)
@@ -125,6 +128,18 @@ def init_installation(settings: Settings) -> InitReport:
     assert after is not None
     return InitReport(database=_safe_url(engine), revision_before=before, revision_after=after,
                       created_secret=created)
+
+
+def _create_sqlite_file(url: str) -> None:
+    """A new SQLite database file is created 0600 (SQLite would create it, and its WAL, with the umask's
+    0644); an empty file is an empty database."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
+        return
+    path = Path(parsed.database)
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
 def _safe_url(engine: Engine) -> str:

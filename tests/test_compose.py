@@ -81,3 +81,11 @@ def test_portal_command_sequence_on_host(fresh_pg_url: str, tmp_path: Path) -> N
     finally:
         engine.dispose()
     assert (tmp_path / "data" / "secret.key").stat().st_mode & 0o777 == 0o600
+
+
+def test_only_the_proxy_is_published_and_the_bucket_keeps_no_deleted_blobs() -> None:
+    services = _compose()["services"]
+    published = sorted(name for name, service in services.items() if service.get("ports"))
+    assert published == ["proxy"]  # PostgreSQL, MinIO (API and console), the Dask scheduler: compose network only
+    init = (ROOT / "deploy" / "minio" / "init.sh").read_text()
+    assert "mc version suspend local/medlabel" in init and "version enable" not in init

@@ -120,14 +120,14 @@ def test_every_medlabel_container_gets_the_same_settings_and_secret() -> None:
 def test_bucket_setup_matches_the_store_url() -> None:
     init = (ROOT / "deploy" / "minio" / "init.sh").read_text()
     assert "mc mb --ignore-existing local/medlabel" in init
-    assert "mc version enable local/medlabel" in init
+    assert "mc version suspend local/medlabel" in init and "version enable" not in init  # deleted blobs go
     policy = json.loads((ROOT / "deploy" / "minio" / "policy.json").read_text())
     resources = {r for statement in policy["Statement"] for r in statement["Resource"]}
     assert resources == {"arn:aws:s3:::medlabel", "arn:aws:s3:::medlabel/*"}  # this bucket only
     actions = {a for statement in policy["Statement"] for a in statement["Action"]}
     assert {"s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:ListBucket", "s3:AbortMultipartUpload"} <= actions
     (rule,) = json.loads((ROOT / "deploy" / "minio" / "lifecycle.json").read_text())["Rules"]
-    assert rule["NoncurrentVersionExpiration"]["NoncurrentDays"] == 30  # deleted (masked) blobs do not linger
+    assert rule["NoncurrentVersionExpiration"]["NoncurrentDays"] == 1  # deleted (masked) blobs do not linger
 
 
 def test_make_demo_stays_local() -> None:

@@ -1,10 +1,11 @@
 #!/bin/sh
-# One-shot (service minio-init): the `medlabel` bucket, versioned, with deleted blobs kept 30 days,
-# and the portal's access key, which may use that bucket only. Safe to run again.
+# One-shot (service minio-init): the `medlabel` bucket, not versioned (a deleted blob, such as the
+# unmasked bytes a reviewer replaced, must not linger; versions of a bucket once versioned expire after
+# a day), and the portal's access key, which may use that bucket only. Safe to run again.
 set -eu
 mc alias set local http://minio:9000 "$MINIO_ROOT_USER" "$MINIO_ROOT_PASSWORD"
 mc mb --ignore-existing local/medlabel
-mc version enable local/medlabel
+mc version suspend local/medlabel
 mc ilm import local/medlabel < /deploy/minio/lifecycle.json
 mc admin policy create local medlabel-store /deploy/minio/policy.json
 mc admin user add local "$MEDLABEL_S3_ACCESS_KEY" "$MEDLABEL_S3_SECRET_KEY"
