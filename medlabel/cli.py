@@ -256,6 +256,32 @@ def users_passwd(username: str, password_stdin: bool) -> None:
     click.echo(f"password of {username} changed")
 
 
+# --- backup ------------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
+def backup(folder: Path) -> None:
+    """Copy the database (a consistent snapshot), the content store and the secret key into FOLDER (new
+    or empty; 0700)."""
+    from medlabel.settings import load_settings
+    from services.backup import backup as run
+
+    report = run(load_settings(), folder)
+    click.echo(f"backed up the database ({report.database}) and {report.blobs} stored files into {report.folder}")
+
+
+@cli.command()
+@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+def restore(folder: Path) -> None:
+    """Restore a `medlabel backup` FOLDER into an empty data folder (and, for PostgreSQL, an empty database)."""
+    from medlabel.settings import load_settings
+    from services.backup import restore as run
+
+    report = run(load_settings(), folder)
+    click.echo(f"restored the database and {report.blobs} stored files from {report.folder}")
+
+
 # --- audit -------------------------------------------------------------------------------------
 
 

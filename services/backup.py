@@ -1,0 +1,83 @@
+"""`medlabel backup DIR` / `medlabel restore DIR`: the database, the content store and the secret key.
+
+The database is copied first (one consistent snapshot: SQLite's online backup, ``pg_dump``), then the
+store: blobs never change and a blob is stored before the row that names it, so every blob the copy
+refers to is in the later store copy. The secret key goes with them (pseudonyms are keyed by it).
+Restore goes into an empty data folder (and, for PostgreSQL, an empty database) and brings the
+schema to head. A store in S3/MinIO is backed up with ``mc mirror`` (docs/deploy.md).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from db import backup as db_backup
+from medlabel.errors import ConfigError, ConflictError
+from medlabel.settings import Settings, ensure_data_dir
+
+MANIFEST = "medlabel-backup.json"
+
+
+@dataclass(frozen=True)
+class BackupReport:
+    folder: str
+    database: str
+    blobs: int
+
+
+def _blobs(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".tmp")) if root.exists() else []
+
+
+def backup(settings: Settings, folder: Path) -> BackupReport:
+    if settings.store_url:
+        raise ConfigError("the content store is in a bucket: back it up with `mc mirror` (docs/deploy.md)")
+    if folder.exists() and any(folder.iterdir()):
+        raise ConflictError(f"{folder}: not empty; back up into a new folder")
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(folder, 0o700)
+    database = db_backup.dump(settings.database_url, folder)  # first: every blob it names exists already
+    shutil.copy2(settings.secret_key_file, folder / "secret.key")
+    os.chmod(folder / "secret.key", 0o600)
+    blobs = _blobs(settings.store_dir)
+    for blob in blobs:
+        target = folder / "store" / blob.relative_to(settings.store_dir)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(blob, target)
+    manifest = {"format": 1, "created": dt.datetime.now(dt.UTC).isoformat(), "database": database,
+                "blobs": len(blobs)}
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    return BackupReport(str(folder), database, len(blobs))
+
+
+def restore(settings: Settings, folder: Path) -> BackupReport:
+    manifest_path = folder / MANIFEST
+    if not manifest_path.exists():
+        raise ConfigError(f"{folder}: not a medlabel backup (no {MANIFEST})")
+    manifest = json.loads(manifest_path.read_text())
+    if settings.store_url:
+        raise ConfigError("the content store is in a bucket: restore it with `mc mirror` (docs/deploy.md)")
+    if settings.secret_key_file.exists() or _blobs(settings.store_dir):
+        raise ConflictError(f"{settings.data_dir}: not an empty data folder; restore into a new one")
+    ensure_data_dir(settings)
+    db_backup.restore(settings.database_url, folder)
+    settings.secret_key_file.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(settings.secret_key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write((folder / "secret.key").read_bytes())
+    blobs = _blobs(folder / "store")
+    for blob in blobs:
+        target = settings.store_dir / blob.relative_to(folder / "store")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(blob, target)
+    if len(blobs) != manifest["blobs"]:
+        raise ConfigError(f"{folder}: the backup lists {manifest['blobs']} blobs but holds {len(blobs)}")
+    from services.schema import init_installation
+
+    init_installation(settings)  # a copy from an older version is brought to head
+    return BackupReport(str(folder), manifest["database"], len(blobs))
