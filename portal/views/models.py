@@ -118,11 +118,15 @@ st.dataframe(pd.DataFrame([{
     hide_index=True, width="stretch")
 refs = [c.ref for c in cards]
 NONE = "(keep the registered validation)"
-projects = [p.name for p in projects_for(ctx, user.id, user.role)]
 left, right = st.columns(2)
 ref = left.selectbox("Version to approve", refs, key="mc_ref",
                      format_func=lambda r: r + (" (approved)" if next(c for c in cards if c.ref == r).approved else ""))
-on = right.selectbox("Validate on the verified labels of", [*projects, NONE], key="mc_project")
+wanted = set(next((r.labels for r in rows if f"{r.name}:{r.version}" == ref), ()))
+# projects whose labels include every label of the version first: the others cannot score it
+projects = sorted((p for p in projects_for(ctx, user.id, user.role)),
+                  key=lambda p: not wanted <= {label.name for label in p.labels})
+on = right.selectbox("Validate on the verified labels of", [*(p.name for p in projects), NONE],
+                     key=f"mc_project_{ref}")
 card = next((c for c in cards if c.ref == ref), None)
 if card is not None:
     intended = st.text_input("Intended input", value=card.intended_input, key=f"mc_input_{ref}")

@@ -73,7 +73,9 @@ def test_lead_validates_and_approves_a_version_for_clinicians(ctx: AppContext, p
     cards = next(df.value for df in at.dataframe if "Unusual-input check" in df.value.columns)
     assert list(cards["Approved"]) == ["no", "no"]
     at.selectbox(key="mc_ref").set_value("cxr:1")  # not the first option offered: the older version
-    at.selectbox(key="mc_project").set_value("Chest")
+    at.run()
+    assert at.selectbox(key="mc_project_cxr:1").value == "Chest"  # the project whose labels fit comes first
+    at.selectbox(key="mc_project_cxr:1").set_value("Chest")
     at.text_input(key="mc_input_cxr:1").set_value("Paediatric frontal chest X-ray, 28x28")
     at.run()
     next(b for b in at.button if b.label == "Preview the validation").click()
