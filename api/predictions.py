@@ -27,7 +27,8 @@ def record(opinion: so.OpinionDTO) -> Prediction:
                       top=[{"label": s.label, "probability": s.probability} for s in opinion.top],  # type: ignore[misc]
                       image_state=opinion.image_state, created_at=opinion.time.isoformat(),
                       source_kind=opinion.source_kind,
-                      deid_status="pending" if opinion.image_state == "pending" else opinion.deid_status)
+                      deid_status="pending" if opinion.image_state == "pending" else opinion.deid_status,
+                      warning=opinion.ood_warning, ood=None if opinion.ood is None else dict(opinion.ood))
 
 
 @router.post("", response_model=Prediction, status_code=201, responses=ERRORS,
@@ -39,7 +40,8 @@ def create(request: Request, who: Annotated[Caller, Depends(ASK)],
            ) -> Prediction:
     """The model answers from the upload in memory; the image is de-identified (as at intake) in the
     background before anything of it is stored (`image_state` goes from `pending` to `stored`). The
-    request appears in the clinician's history on the portal and in the audit log.
+    request appears in the clinician's history on the portal and in the audit log. Only versions a lead
+    approved answer (403 otherwise); when the upload is unlike the model's training data, `warning` says so.
 
     Scope `predict`; clinicians and administrators."""
     data = file.file.read()

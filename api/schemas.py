@@ -38,6 +38,11 @@ class Prediction(BaseModel):
     created_at: str
     source_kind: str = Field(description="`dicom` or `photo`.")
     deid_status: str = Field(description="`released`, `flagged` (masked burned-in text), `refused` or `pending`.")
+    warning: str = Field(description="The unusual-input warning to show beside the answer (empty when the upload "
+                                     "looked like the model's training data, or the model has no check).")
+    ood: dict[str, Any] | None = Field(description="The out-of-distribution check: `unusual`, `distance`, "
+                                                   "`threshold`, `native` size, `warning`; null when the model "
+                                                   "has no detector.")
 
 
 class ModelVersion(BaseModel):

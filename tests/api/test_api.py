@@ -289,6 +289,30 @@ def test_prediction_is_the_portals_second_opinion(api: Api, monkeypatch: pytest.
     assert "Quixote" not in everything and "MRN" not in everything
 
 
+def test_an_unusual_upload_carries_the_models_warning(api: Api) -> None:
+    from services import model_cards, ood
+    from services.models import register_model
+
+    lead_id, _ = api.user("lead")
+    _, doc = api.user("clinician")
+    _, secret = api.token(doc, "predict")
+    fresh = register_model(api.ctx, api.model_bytes, name=f"checked-{doc}", labels=LABELS)
+    ref = f"{fresh.name}:{fresh.version}"
+    model_cards.approve(api.ctx, ref, lead_id, project=None)
+    rng = np.random.default_rng(0)
+    images = rng.integers(20, 60, (100, 32, 32), dtype=np.uint8)
+    ood.fit_on_images(api.ctx, ref, images[:60], images[60:], reference_name="synthetic 96 px films",
+                      native_side=(96, 96))
+    with api.client(secret) as client:
+        unusual = _predict(client, ref, xray_png(3, size=400))  # far larger than anything it was fitted on
+        assert unusual.status_code == 201, unusual.text
+        body = unusual.json()
+        assert body["ood"]["unusual"] is True and body["warning"].startswith("Unusual input for this model")
+        assert client.get(f"/predictions/{body['id']}").json()["warning"] == body["warning"]
+        plain = _predict(client, api.model, xray_png(3)).json()
+        assert plain["ood"] is None and plain["warning"] == ""  # a model without a detector
+
+
 def test_another_users_prediction_is_not_shown(api: Api) -> None:
     _, doc = api.user("clinician")
     _, other = api.user("clinician")
