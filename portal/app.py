@@ -13,6 +13,7 @@ import streamlit as st
 from medlabel.errors import MedlabelError
 from portal import auth, state
 from portal.auth import ROLE_NAMES
+from portal.components.text import md
 from portal.pages import PAGES, PAGES_DIR, pages_for
 from portal.resources import app_context
 from services import sessions
@@ -101,7 +102,7 @@ def _sign_out(session_id: int, method: str) -> None:
 
 def _sidebar(user_label: str, session_id: int, method: str) -> None:
     with st.sidebar:
-        st.markdown(f"**{user_label}**")
+        st.markdown(f"**{md(user_label)}**")
         st.button("Sign out", key="logout", icon=":material/logout:", on_click=_sign_out, args=(session_id, method))
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import streamlit as st
 
+from portal.components.text import md
 from services.context import AppContext
 from services.dto import CaseDTO
 from services.images import (
@@ -93,7 +94,7 @@ def view_controls(key: str, slot: Any) -> tuple[float, tuple[float, float]]:
 
 
 def _caption(case: CaseDTO, image: DisplayImage) -> str:
-    caption = f"{case.modality or case.kind} · {image.original_width}×{image.original_height}"
+    caption = f"{md(case.modality or case.kind)} · {image.original_width}×{image.original_height}"
     if image.zoom > 1:
         x0, y0, x1, y1 = (round(v) for v in image.view)
         caption += f" · zoom {image.zoom:g}×, showing x {x0}–{x1}, y {y0}–{y1}"

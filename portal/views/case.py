@@ -9,6 +9,7 @@ import streamlit as st
 from medlabel.errors import MedlabelError
 from portal.auth import require_role
 from portal.components.downloads import csv_text
+from portal.components.text import md
 from portal.components.viewer import show_case_image
 from portal.resources import app_context
 from portal.timefmt import when
@@ -36,7 +37,7 @@ image_col, panel = st.columns([3, 2], gap="large")
 with image_col:
     show_case_image(ctx, case.as_case())
 with panel:
-    st.markdown(f"**{case.project.name}** · case #{case.item_id} · patient {case.patient or '—'}")
+    st.markdown(f"**{md(case.project.name)}** · case #{case.item_id} · patient {md(case.patient or '—')}")
     cols = st.columns(2)
     cols[0].metric("Final label", case.final_label or "—")
     cols[1].metric("Provenance", case.provenance)

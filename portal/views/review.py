@@ -8,6 +8,7 @@ import streamlit as st
 
 from medlabel.errors import MedlabelError
 from portal.auth import require_role
+from portal.components.text import md
 from portal.components.viewer import box_canvas, view_controls
 from portal.resources import app_context
 from services import review
@@ -23,8 +24,8 @@ if not queue:
 st.caption(f"{len(queue)} item(s) quarantined. Red boxes: text the detector found, and your masks.")
 by_id = {i.item_id: i for i in queue}
 item = by_id[st.selectbox("Item", list(by_id), format_func=lambda i: f"#{i}", key="review_item")]
-st.write(f"**{item.project}** · {item.modality} · {item.width}×{item.height} · {item.frames} frame(s) · "
-         f"reason: {item.reason}")
+st.write(f"**{md(item.project)}** · {md(item.modality)} · {item.width}×{item.height} · {item.frames} frame(s) · "
+         f"reason: {md(item.reason)}")
 zoom, center = view_controls(f"review_{item.item_id}", st.columns(2)[0])
 image = display_image(ctx, item.item_id, zoom=zoom, center=center)
 st.caption("Draw a rectangle over any text still visible; to move or resize one, turn on the canvas's edit "
