@@ -32,4 +32,4 @@ USER medlabel
 VOLUME ["/data"]
 EXPOSE 8501 8502
 HEALTHCHECK --interval=30s --timeout=5s CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8501/_stcore/health')"
-CMD ["sh", "-c", "medlabel init && exec medlabel serve --port 8501"]
+CMD ["sh", "-c", "medlabel init && exec medlabel serve --port 8501 --address 0.0.0.0"]

@@ -13,7 +13,7 @@ export MEDLABEL_DATA_DIR ?= $(CURDIR)/medlabel-data
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]' --config-settings editable_mode=compat
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
 ## setup: install medlabel and its development tools into .venv

@@ -53,7 +53,8 @@ def init() -> None:
 
 @cli.command()
 @click.option("--port", default=8501, show_default=True, type=click.IntRange(1, 65535), help="TCP port.")
-@click.option("--address", default="0.0.0.0", show_default=True, help="Address to listen on.")
+@click.option("--address", default="127.0.0.1", show_default=True,
+              help="Address to listen on: this machine only by default; 0.0.0.0 for every interface (the container).")
 def serve(port: int, address: str) -> None:
     """Start the portal (Streamlit, headless, usage statistics off)."""
     import importlib.util
@@ -73,14 +74,19 @@ def serve(port: int, address: str) -> None:
         "--client.toolbarMode", "viewer",
         "--client.showErrorDetails", "none",
         "--theme.base", "light",
+        # the address users open: Streamlit would otherwise ask checkip.amazonaws.com for an external IP
+        # ("Did not auto detect external IP" offline) when listening on every interface
+        "--browser.serverAddress", "localhost" if address in ("0.0.0.0", "::") else address,
     ]
-    click.echo(f"medlabel portal on http://localhost:{port}")
+    click.echo(f"medlabel portal on http://localhost:{port}" + ("" if address in ("127.0.0.1", "localhost") else
+                                                               f" (listening on {address})"))
     raise SystemExit(subprocess.call(args, env=os.environ.copy()))
 
 
 @cli.command()
 @click.option("--port", default=8502, show_default=True, type=click.IntRange(1, 65535), help="TCP port.")
-@click.option("--address", default="0.0.0.0", show_default=True, help="Address to listen on.")
+@click.option("--address", default="127.0.0.1", show_default=True,
+              help="Address to listen on: this machine only by default; 0.0.0.0 for every interface (the container).")
 def api(port: int, address: str) -> None:
     """Serve the HTTP API (FastAPI on uvicorn) under /api/v1, docs at /api/v1/docs (docs/api.md)."""
     from api.server import serve

@@ -19,7 +19,7 @@ from portal.resources import app_context
 from services import sessions
 from services.accounts import sign_in, sign_in_sso
 
-st.set_page_config(page_title="medlabel", page_icon=":material/radiology:", layout="wide")
+st.set_page_config(page_title="medlabel", page_icon="🩻", layout="wide")
 
 
 def login_page() -> None:

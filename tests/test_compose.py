@@ -39,7 +39,7 @@ def test_compose_file_shape() -> None:
     assert portal["depends_on"]["db"]["condition"] == "service_healthy"
     url = make_url(portal["environment"]["MEDLABEL_DATABASE_URL"])
     assert (url.host, url.drivername) == ("db", "postgresql+psycopg")
-    assert portal["command"][-1] == "medlabel init && exec medlabel serve --port 8501"
+    assert portal["command"][-1] == "medlabel init && exec medlabel serve --port 8501 --address 0.0.0.0"
     dockerfile = (ROOT / "Dockerfile").read_text()
     for package in ("medlabel", "db", "services", "portal", "api", "deid", "agreement", "inference",
                     "active_learning", "migrations"):
@@ -51,7 +51,7 @@ def test_compose_file_shape() -> None:
 def test_portal_command_sequence_on_host(fresh_pg_url: str, tmp_path: Path) -> None:
     portal = _compose()["services"]["portal"]
     port = free_port()
-    command = portal["command"][-1].replace("--port 8501", f"--port {port} --address 127.0.0.1")
+    command = portal["command"][-1].replace("--port 8501 --address 0.0.0.0", f"--port {port} --address 127.0.0.1")
     env = {k: v for k, v in os.environ.items() if not k.startswith("MEDLABEL_")}
     env.update(portal["environment"])
     env["MEDLABEL_SECRET_KEY_FILE"] = str(tmp_path / "data" / "secret.key")  # compose mounts it from a secret

@@ -74,7 +74,8 @@ def test_compose_has_the_production_services() -> None:
     assert services["worker"]["command"][:3] == ["dask", "worker", "tcp://scheduler:8786"]
     assert services["worker"]["deploy"]["replicas"] == 2
     assert services["portal"]["command"] == services["portal-2"]["command"]
-    assert services["portal"]["command"][-1].endswith("exec medlabel serve --port 8501")
+    # the containers listen on every interface, explicitly (medlabel serve listens on 127.0.0.1 by default)
+    assert services["portal"]["command"][-1].endswith("exec medlabel serve --port 8501 --address 0.0.0.0")
     assert services["migrate"]["command"] == ["medlabel", "init"]
     for name in REPLICAS:  # the schema is migrated once, before any replica starts
         assert services[name]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
@@ -86,7 +87,7 @@ def test_compose_has_the_production_services() -> None:
     assert "./deploy/nginx/medlabel.conf:/etc/nginx/conf.d/default.conf:ro" in proxy["volumes"]
     assert {name for name, dep in proxy["depends_on"].items() if dep["condition"] == "service_healthy"} == {
         *REPLICAS, "api"}
-    assert services["api"]["command"] == ["medlabel", "api", "--port", "8502"]
+    assert services["api"]["command"] == ["medlabel", "api", "--port", "8502", "--address", "0.0.0.0"]
     assert services["api"]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
     assert not any("ports" in services[name] for name in MEDLABEL_SERVICES)  # readers come in through the proxy
 
