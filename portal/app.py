@@ -115,7 +115,7 @@ def _navigation(role: str | None) -> st.navigation:  # type: ignore[valid-type]
         sections.setdefault(page.section if visible else "", []).append(
             st.Page(str(PAGES_DIR / page.file), title=page.title, icon=page.icon, url_path=page.url_path,
                     default=page.url_path == "home", visibility="visible" if visible else "hidden"))
-    return st.navigation(sections, position="sidebar" if role else "hidden")
+    return st.navigation(sections, position="sidebar" if role else "hidden", expanded=True)  # every page of the role
 
 
 user = auth.resume_session()

@@ -188,10 +188,12 @@ def walk_page(page: Any, title: str, where: str, walk: Walk) -> None:
         _walk_controls(page, title, name, here, walk)
 
 
-def nav_pages(page: Any) -> list[str]:
+def nav_pages(page: Any, walk: Walk) -> list[str]:
+    """The role's pages in the sidebar: all of them shown, none behind a "View N more" button."""
     nav = page.get_by_test_id("stSidebarNav")
     more = nav.get_by_test_id("stSidebarNavViewButton")
     if more.count() and "more" in more.inner_text():
+        walk.problems.append(f"sidebar: pages hidden behind {more.inner_text().strip()!r}")
         more.click()
     return [link.inner_text().strip().split("\n")[-1] for link in nav.get_by_role("link").all()]
 
@@ -203,7 +205,7 @@ def walk_role(page: Any, url: str, username: str, password: str) -> Walk:
     page.get_by_role("textbox", name="Password").fill(password)
     act(page, page.get_by_role("button", name="Sign in").click)
     page.get_by_test_id("stSidebarNav").wait_for()
-    for title in nav_pages(page):
+    for title in nav_pages(page, walk):
         act(page, page.get_by_test_id("stSidebarNav").get_by_role("link", name=title, exact=True).click)
         walk.pages.append(title)
         walk_page(page, title, f"{username} · {title}", walk)
