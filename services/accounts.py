@@ -102,6 +102,27 @@ def set_active(ctx: AppContext, username: str, active: bool, *, actor_id: int | 
         return _dto(user)
 
 
+def set_role(ctx: AppContext, username: str, role: str, *, actor_id: int | None = None) -> UserDTO:
+    """Change a user's role (audited with the old and new role); their open sessions end, so the new
+    role's pages apply from their next sign-in. The last active admin keeps the role."""
+    new_role = parse_role(role)
+    with ctx.sessions.begin() as session:
+        user = q.user_by_name(session, username, for_update=True)
+        if user is None:
+            raise NotFoundError(f"no user named {username!r}")
+        old_role = user.role
+        if old_role == new_role:
+            return _dto(user)
+        if old_role == Role.ADMIN and user.is_active and sum(
+                1 for u in q.list_users(session) if u.role == Role.ADMIN and u.is_active) <= 1:
+            raise InputError(None, f"{username} is the last active administrator: make another admin first")
+        user.role = new_role
+        sessions.revoke_all(session, user.id, "role changed", utcnow())
+        audit.record(session, "user.role", actor_id=actor_id, target_type="user", target_id=user.id,
+                     old=old_role.value, new=new_role.value)
+        return _dto(user)
+
+
 def set_password(ctx: AppContext, username: str, password: str, *, actor_id: int | None = None) -> None:
     _check_password(password)
     with ctx.sessions.begin() as session:
