@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import csv
+import datetime as dt
+import io
 import json
 from contextlib import closing
 from dataclasses import dataclass
@@ -62,3 +65,54 @@ def recent_events(ctx: AppContext, limit: int = 200) -> list[AuditEventDTO]:
                       details=json.dumps(e.payload, sort_keys=True, default=str))
         for e, username in rows
     ]
+
+
+def search_events(ctx: AppContext, *, actor: str | None = None, action: str | None = None,
+                  target: str | None = None, since: dt.datetime | None = None, until: dt.datetime | None = None,
+                  text: str | None = None, limit: int = 1000) -> list[AuditEventDTO]:
+    """Events matching the filters, newest first. ``target`` is ``type`` or ``type:id``."""
+    target_type, _, target_id = (target or "").partition(":")
+    with ctx.reads() as session:
+        rows = audit_q.search(session, actor=actor, action=action, target_type=target_type or None,
+                              target_id=target_id or None, since=since, until=until, text=text, limit=limit)
+    return [AuditEventDTO(at=e.at, actor=username or "-", action=e.action,
+                          target=f"{e.target_type}:{e.target_id}" if e.target_type else "",
+                          details=json.dumps(e.payload, sort_keys=True, default=str)) for e, username in rows]
+
+
+def audit_facets(ctx: AppContext) -> tuple[list[str], list[str], list[str]]:
+    """(actors, actions, target types) present in the trail."""
+    with ctx.reads() as session:
+        return audit_q.facets(session)
+
+
+def readable(details: str) -> str:
+    """``{"new": "lead", "old": "reader"}`` -> ``new: lead · old: reader``."""
+    try:
+        payload = json.loads(details)
+    except ValueError:
+        return details
+    if not isinstance(payload, dict):
+        return str(payload)
+    return " · ".join(f"{k.replace('_', ' ')}: {v if not isinstance(v, (dict, list)) else json.dumps(v)}"
+                      for k, v in payload.items())
+
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: object) -> str:
+    """A cell a spreadsheet will not run as a formula: text starting with = + - @ tab or CR gets a leading '."""
+    text = "" if value is None else str(value)
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
+
+
+def events_csv(events: list[AuditEventDTO], when: Any = None) -> str:
+    """The events as CSV (when, who, action, target, details), every cell formula-safe."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["when", "who", "action", "target", "details"])
+    for e in events:
+        at = when(e.at) if when is not None else e.at.isoformat()
+        writer.writerow([csv_cell(v) for v in (at, e.actor, e.action, e.target, readable(e.details))])
+    return out.getvalue()

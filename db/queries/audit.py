@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from sqlalchemy import ScalarResult, select, text, update
+import datetime as dt
+
+from sqlalchemy import ScalarResult, String, cast, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from db.audit_chain import GENESIS, event_hash
@@ -39,3 +41,36 @@ def append(session: Session, event: AuditEvent) -> None:
 def chain(session: Session) -> ScalarResult[AuditEvent]:
     """Every event in id order (for verification), streamed: close the result when stopping early."""
     return session.scalars(select(AuditEvent).order_by(AuditEvent.id).execution_options(yield_per=1000))
+
+
+def search(session: Session, *, actor: str | None = None, action: str | None = None, target_type: str | None = None,
+           target_id: str | None = None, since: dt.datetime | None = None, until: dt.datetime | None = None,
+           text: str | None = None, limit: int = 1000) -> list[tuple[AuditEvent, str | None]]:
+    """Events matching every filter given, newest first; ``text`` is looked for (case-insensitively) in the
+    action, the target and the details."""
+    stmt = select(AuditEvent, User.username).outerjoin(User, User.id == AuditEvent.actor_id)
+    if actor:
+        stmt = stmt.where(User.username == actor)
+    if action:
+        stmt = stmt.where(AuditEvent.action == action)
+    if target_type:
+        stmt = stmt.where(AuditEvent.target_type == target_type)
+    if target_id:
+        stmt = stmt.where(AuditEvent.target_id == target_id)
+    if since is not None:
+        stmt = stmt.where(AuditEvent.at >= since)
+    if until is not None:
+        stmt = stmt.where(AuditEvent.at < until)
+    if text:
+        pattern = f"%{text.strip()}%"
+        stmt = stmt.where(or_(AuditEvent.action.ilike(pattern), AuditEvent.target_type.ilike(pattern),
+                              AuditEvent.target_id.ilike(pattern), cast(AuditEvent.payload, String).ilike(pattern)))
+    return [(e, u) for e, u in session.execute(stmt.order_by(AuditEvent.id.desc()).limit(limit))]
+
+
+def facets(session: Session) -> tuple[list[str], list[str], list[str]]:
+    """(actors, actions, target types) that occur in the trail, sorted: the filters' choices."""
+    actors = session.scalars(select(User.username).join(AuditEvent, AuditEvent.actor_id == User.id).distinct())
+    actions = session.scalars(select(AuditEvent.action).distinct())
+    targets = session.scalars(select(AuditEvent.target_type).where(AuditEvent.target_type.is_not(None)).distinct())
+    return sorted(actors), sorted(actions), sorted(t for t in targets if t)
