@@ -154,3 +154,28 @@ def over_claimed(engine: Engine, project_id: int, labels_per_item: int) -> int:
             "WHERE i.project_id = :p AND a.kind = 'label' AND a.status IN ('done', 'claimed') "
             "GROUP BY a.item_id HAVING count(*) > :k OR count(DISTINCT a.user_id) < count(*)) x"),
             {"p": project_id, "k": labels_per_item}).scalar() or 0)
+
+
+def project_files(engine: Engine, project_id: int, limit: int) -> list[tuple[str, str, str]]:
+    """(kind, stored path, content hash) of the project's first ``limit`` items, in id order."""
+    from sqlalchemy import select
+
+    with engine.connect() as conn:
+        rows = conn.execute(select(Item.kind, Item.stored_path, Item.content_hash)
+                            .where(Item.project_id == project_id).order_by(Item.id).limit(limit)).all()
+    return [(str(kind), str(path), str(digest)) for kind, path, digest in rows]
+
+
+def fully_read_count(engine: Engine, project_id: int, labels_per_item: int) -> int:
+    """Items of the project with at least ``labels_per_item`` done primary reads, counted from the
+    assignments themselves (not from the queue's maintained counts)."""
+    from sqlalchemy import func, select
+
+    from db.models import AnnotationKind, Assignment, AssignmentStatus
+
+    per_item = (select(Assignment.item_id).join(Item, Item.id == Assignment.item_id)
+                .where(Item.project_id == project_id, Assignment.kind == AnnotationKind.LABEL,
+                       Assignment.status == AssignmentStatus.DONE)
+                .group_by(Assignment.item_id).having(func.count() >= labels_per_item).subquery())
+    with engine.connect() as conn:
+        return int(conn.scalar(select(func.count()).select_from(per_item)) or 0)

@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from medlabel.errors import DatabaseError
@@ -57,6 +57,10 @@ def writer_engine(engine: Engine) -> Engine:
     """
     return engine.execution_options(medlabel_begin_immediate=True)
 
+
+# What a caller may retry: a lock wait past the busy timeout, a dropped connection (SQLAlchemy's class,
+# named here so that callers outside db/ need not import SQLAlchemy).
+TransientDatabaseError = OperationalError
 
 MIGRATION_LOCK_KEY = 0x6D65646C  # "medl": the advisory lock that serialises schema upgrades
 

@@ -176,15 +176,11 @@ def ingest_rendition_ms(ctx: Any, spec: Any, project_id: int, sample: int = 12) 
     Written under a throw-away rendition name, so the timed runs still find no rendition."""
     import statistics
 
-    from sqlalchemy import select
-
-    from db.models import Item
+    from db.admin import project_files
     from inference.pipeline import DerivedRenditions, encode_rendition
     from inference.preprocess import model_rendition
 
-    with ctx.reads() as session:
-        rows = session.execute(select(Item.kind, Item.stored_path, Item.content_hash)
-                               .where(Item.project_id == project_id).order_by(Item.id).limit(sample)).all()
+    rows = project_files(ctx.engine, project_id, sample)
     cache = DerivedRenditions(ctx.store, "bench-ingest-rendition")
     times: dict[str, list[float]] = {}
     for kind, path, digest in rows:

@@ -95,23 +95,14 @@ def read_head(ctx: Any, data: Dataset, fraction: float) -> None:
 
 def done_count(ctx: Any, data: Dataset) -> int:
     """Items of the project that need no more primary reads (counted from the assignments themselves)."""
-    from sqlalchemy import func, select
+    from db.admin import fully_read_count
 
-    from db.models import AnnotationKind, Assignment, AssignmentStatus, Item
-
-    with ctx.reads() as session:
-        per_item = (select(Assignment.item_id).join(Item, Item.id == Assignment.item_id)
-                    .where(Item.project_id == data.project_id, Assignment.kind == AnnotationKind.LABEL,
-                           Assignment.status == AssignmentStatus.DONE)
-                    .group_by(Assignment.item_id).having(func.count() >= data.labels_per_item).subquery())
-        return int(session.scalar(select(func.count()).select_from(per_item)) or 0)
+    return fully_read_count(ctx.engine, data.project_id, data.labels_per_item)
 
 
 def _reader(settings: Any, data: Dataset, user_id: int, seed: int, think: float, start: threading.Barrier,
             seconds: float, out: list[float], claimed: list[int], errors: list[str]) -> None:
-    from sqlalchemy import select
-    from sqlalchemy.exc import OperationalError
-
+    from db.session import TransientDatabaseError, ping
     from medlabel.errors import MedlabelError
     from services import labelling
     from services.context import AppContext
@@ -119,15 +110,14 @@ def _reader(settings: Any, data: Dataset, user_id: int, seed: int, think: float,
     ctx = AppContext.from_settings(settings)  # its own engine: its own connection
     rng = random.Random(seed)
     try:
-        with ctx.sessions.begin() as session:  # connect before the clock starts, as a running portal has
-            session.execute(select(1))
+        ping(ctx.engine)  # connect before the clock starts, as a running portal has
         start.wait(timeout=120)
         stop_at = time.perf_counter() + seconds
         while time.perf_counter() < stop_at:
             t0 = time.perf_counter()
             try:
                 case = labelling.next_case(ctx, data.project_id, user_id)
-            except (OperationalError, MedlabelError) as exc:  # counted; the reader tries again, as a user would
+            except (TransientDatabaseError, MedlabelError) as exc:  # counted; the reader tries again, as a user would
                 errors.append(f"claim: {type(exc).__name__}: {str(exc).splitlines()[0]}")
                 continue
             elapsed = (time.perf_counter() - t0) * 1000
@@ -142,7 +132,7 @@ def _reader(settings: Any, data: Dataset, user_id: int, seed: int, think: float,
                 try:
                     labelling.submit(ctx, case.assignment_id, user_id, labels=[label])
                     break
-                except (OperationalError, MedlabelError) as exc:
+                except (TransientDatabaseError, MedlabelError) as exc:
                     errors.append(f"submit: {type(exc).__name__}: {str(exc).splitlines()[0]}")
     finally:
         ctx.close()
