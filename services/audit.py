@@ -94,8 +94,12 @@ def readable(details: str) -> str:
         return details
     if not isinstance(payload, dict):
         return str(payload)
-    return " · ".join(f"{k.replace('_', ' ')}: {v if not isinstance(v, (dict, list)) else json.dumps(v)}"
-                      for k, v in payload.items())
+    def value(v: Any) -> str:
+        if isinstance(v, float):
+            return f"{v:.3g}"
+        return json.dumps(v) if isinstance(v, (dict, list)) else str(v)
+
+    return " · ".join(f"{k.replace('_', ' ')}: {value(v)}" for k, v in payload.items())
 
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")

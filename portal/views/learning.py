@@ -122,8 +122,8 @@ else:
                         value_name="value").dropna(subset=["value"])
     if not points.empty:  # points as well as lines: one round is one point, not an empty axis
         st.altair_chart(alt.Chart(points).mark_line(point=alt.OverlayMarkDef(size=70)).encode(
-            x=alt.X("Labels:Q", title="project labels"), y=alt.Y("value:Q", title="held-out metric",
-                                                                  scale=alt.Scale(domain=[0, 1])),
+            x=alt.X("Labels:Q", title="project labels", axis=alt.Axis(format="d", tickMinStep=1)),
+            y=alt.Y("value:Q", title="held-out metric", scale=alt.Scale(domain=[0, 1])),
             color=alt.Color("metric:N", title=None),
             tooltip=["Round", "Labels", "metric", alt.Tooltip("value:Q", format=".3f")]).properties(height=280),
             width="stretch")

@@ -117,6 +117,12 @@ def _bounded(n: int) -> list[int]:
     return list(range(n)) if n <= MAX_OPTIONS else [*range(MAX_OPTIONS - 1), n - 1]
 
 
+def _close(page: Any) -> None:
+    page.keyboard.press("Escape")
+    if page.locator("[data-testid='stSelectboxVirtualDropdown']").count():
+        page.locator("h1").first.click()  # a click outside closes a list Escape left open
+
+
 def _walk_selectbox(page: Any, index: int, where: str, walk: Walk) -> None:
     box = page.locator("[data-testid='stSelectbox']").nth(index)
     label = box.locator("label").first.inner_text().strip() if box.locator("label").count() else f"#{index}"
@@ -124,23 +130,25 @@ def _walk_selectbox(page: Any, index: int, where: str, walk: Walk) -> None:
     if listbox is None:
         walk.problems.append(f"{where}: the selectbox {label!r} does not open")
         return
-    count = listbox.locator("[role='option']").count()
-    page.keyboard.press("Escape")
-    for i in _bounded(count):
+    texts = [o.inner_text().strip() for o in listbox.locator("[role='option']").all()]  # long lists: the first shown
+    _close(page)
+    for i in _bounded(len(texts)):
         box = page.locator("[data-testid='stSelectbox']").nth(index)
         if not box.is_visible():
             return
         listbox = _open(page, box)
-        if listbox is None or listbox.locator("[role='option']").count() <= i:
-            page.keyboard.press("Escape")
+        if listbox is None:
             return
-        option = listbox.locator("[role='option']").nth(i)
-        text = option.inner_text().strip()
+        page.keyboard.type(texts[i])  # the list is virtual: filter it to the option instead of scrolling
+        option = listbox.locator("[role='option']").filter(has_text=texts[i]).first
+        if not option.count():
+            _close(page)
+            continue
         in_form = bool(box.evaluate("e => !!e.closest(\"[data-testid='stForm']\")"))
         act(page, option.click, reruns=not in_form)
         walk.choices += 1
         if not in_form:
-            check(page, f"{where} · {label} = {text!r}", walk)
+            check(page, f"{where} · {label} = {texts[i]!r}", walk)
 
 
 def _walk_radio(page: Any, index: int, where: str, walk: Walk) -> None:

@@ -7,7 +7,7 @@ import io
 
 from medlabel.settings import Settings
 from services import accounts
-from services.audit import csv_cell, events_csv, search_events
+from services.audit import csv_cell, events_csv, readable, search_events
 from services.context import AppContext
 from tests.portal.conftest import PASSWORD, signed_in
 
@@ -24,6 +24,7 @@ def test_filters_search_and_csv(ctx: AppContext, portal_env: Settings) -> None:
     for value in ("=1+2", "+1", "-1", "@SUM(A1)", "\tx", "\rx"):
         assert csv_cell(value) == "'" + value
     assert csv_cell("plain") == "plain" and csv_cell(None) == ""
+    assert readable('{"auroc": 0.9777777777777777, "n": 3}') == "auroc: 0.978 · n: 3"
     rows = list(csv.reader(io.StringIO(events_csv(search_events(ctx)))))
     assert rows[0] == ["when", "who", "action", "target", "details"]
     assert all(not cell.startswith(("=", "+", "-", "@")) for row in rows[1:] for cell in row), rows
