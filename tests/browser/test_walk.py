@@ -96,7 +96,11 @@ def check(page: Any, where: str, walk: Walk) -> None:
             walk.problems.append(f"{where}: a chart renders {0 if box is None else round(box['height'])} px high")
             continue
         chart.scroll_into_view_if_needed()
-        if _coloured_pixels(chart.screenshot()) < 10:
+        for _ in range(6):  # a chart redrawn after a rerun may still be drawing: look again before failing
+            if _coloured_pixels(chart.screenshot()) >= 10:
+                break
+            page.wait_for_timeout(500)
+        else:
             walk.problems.append(f"{where}: a chart shows an empty axis (nothing drawn)")
 
 
