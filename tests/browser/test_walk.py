@@ -95,7 +95,7 @@ def check(page: Any, where: str, walk: Walk) -> None:
         if box is None or box["height"] < 20:
             walk.problems.append(f"{where}: a chart renders {0 if box is None else round(box['height'])} px high")
             continue
-        chart.scroll_into_view_if_needed()
+        chart.evaluate("e => e.scrollIntoView({block: 'center'})")  # not under the app's sticky header
         for _ in range(6):  # a chart redrawn after a rerun may still be drawing: look again before failing
             if _coloured_pixels(chart.screenshot()) >= 10:
                 break
