@@ -19,8 +19,6 @@ from portal.resources import app_context
 from services import sessions
 from services.accounts import sign_in, sign_in_sso
 
-st.set_page_config(page_title="medlabel", page_icon="🩻", layout="wide")
-
 
 def login_page() -> None:
     st.title("medlabel")
@@ -118,21 +116,30 @@ def _navigation(role: str | None) -> st.navigation:  # type: ignore[valid-type]
     return st.navigation(sections, position="sidebar" if role else "hidden", expanded=True)  # every page of the role
 
 
-user = auth.resume_session()
-if user is None and _single_sign_on():
-    user = auth.current_user()
-nav = _navigation(user.role if user else None)
-if user is None:
-    login_page()
-    st.stop()
-pending = st.session_state.pop(state.PENDING_PAGE, None)
-if pending is not None:
-    st.switch_page(str(PAGES_DIR / pending[0]), query_params=pending[1])
-auth.collect_cookie()
-session_id = st.session_state[state.SESSION_ID]
-active_method = st.session_state.get(state.METHOD, "password")
-_sidebar(f"{user.display_name} · {ROLE_NAMES[user.role]}", session_id, active_method)
-try:
-    nav.run()
-except MedlabelError as exc:
-    st.error(str(exc))
+def main() -> None:
+    st.set_page_config(page_title="medlabel", page_icon="🩻", layout="wide")
+    user = auth.resume_session()
+    if user is None and _single_sign_on():
+        user = auth.current_user()
+    nav = _navigation(user.role if user else None)
+    if user is None:
+        login_page()
+        st.stop()
+    pending = st.session_state.pop(state.PENDING_PAGE, None)
+    if pending is not None:
+        st.switch_page(str(PAGES_DIR / pending[0]), query_params=pending[1])
+    auth.collect_cookie()
+    session_id = st.session_state[state.SESSION_ID]
+    active_method = st.session_state.get(state.METHOD, "password")
+    _sidebar(f"{user.display_name} · {ROLE_NAMES[user.role]}", session_id, active_method)
+    try:
+        nav.run()
+    except MedlabelError as exc:
+        st.error(str(exc))
+
+
+# A worker process that multiprocessing starts with spawn or forkserver (the decoding pool, Dask's
+# local workers) re-imports its parent's main script as ``__mp_main__``; in a portal process that is
+# this script, which must not run the app (and fails outside a Streamlit run) there.
+if __name__ != "__mp_main__":
+    main()
