@@ -89,7 +89,8 @@ def test_static_int8_predictions_are_close_to_float32(images) -> None:  # type: 
     reference, out = _run(spec, source, test).probabilities, _run(q.spec, q.model_bytes, test).probabilities
     assert len(set(reference.argmax(1))) > 1, "the test model must separate the classes"
     assert (reference.argmax(1) == out.argmax(1)).mean() >= 0.97
-    assert np.abs(reference - out).mean() < 0.02
+    # 7-bit weights (reduce_range, for CPUs without VNNI) halve the weight resolution of full-range int8.
+    assert np.abs(reference - out).mean() < 0.03
     # The softmax stays in float: probabilities are not rounded to 1/256 steps.
     assert np.unique(np.round(out[:, 0] * 255, 3) % 1).size > 10
 
