@@ -117,8 +117,8 @@ def init_installation(settings: Settings) -> InitReport:
     """Create the data folder and secret key, then bring the schema to head. Idempotent."""
     ensure_data_dir(settings)
     created = ensure_secret_key(settings)
+    engine = make_engine(settings.database_url)  # refuses a malformed URL with a one-line error first
     _create_sqlite_file(settings.database_url)
-    engine = make_engine(settings.database_url)
     try:
         before = current_revision(engine)
         upgrade(engine)
