@@ -287,6 +287,9 @@ def run(items: int = 10_000, labels: int = 500, repeats: int = 3, backbone: str 
         "strategy": report.strategy,
         "predicted_items": report.predicted,
         "scored_items": report.scored,
+        # The corpus has single reads only, so the adoption gate (services.model_gate) holds the new
+        # version for a lead: the pool is scored, but the scores are not written (scored_items 0).
+        "adopted": report.adopted,
         "score_pool_scored": scored_by,
         "progress_messages": len(reporter.messages),
         "setup_s": round(setup_s, 2),
