@@ -339,6 +339,29 @@ def decode(data: bytes, *, frame: int = 0, window: tuple[float, float] | None = 
     return photo_unit(open_photo(data, name), window=window, size=size, max_size=max_size)
 
 
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_EXIF_CARRIERS = (b"eXIf", b"tEXt", b"zTXt", b"iTXt")
+
+
+def _png_without_exif(data: bytes) -> bool:
+    """True when ``data`` is a PNG whose chunk list, walked to IEND without decoding, has neither an eXIf
+    chunk nor a text chunk (Pillow also reads an orientation from a "Raw profile type exif" or XMP text),
+    so it carries no EXIF orientation; False for anything else, including a PNG whose chunks do not walk
+    cleanly (the caller then asks Pillow)."""
+    if not data.startswith(_PNG_SIGNATURE):
+        return False
+    at, end = len(_PNG_SIGNATURE), len(data)
+    while at + 8 <= end:
+        length = int.from_bytes(data[at:at + 4], "big")
+        kind = data[at + 4:at + 8]
+        if kind in _PNG_EXIF_CARRIERS:
+            return False
+        if kind == b"IEND":
+            return True
+        at += 12 + length  # length, type, data, CRC
+    return False
+
+
 def read_image_meta(data: bytes, name: str = "<bytes>") -> ImageMeta:
     """Kind, modality, size, frame count, photometric interpretation and the file's windows, without
     decoding pixels (DICOM) or with a lazy open (photos)."""
@@ -350,7 +373,9 @@ def read_image_meta(data: bytes, name: str = "<bytes>") -> ImageMeta:
     try:
         img = Image.open(io.BytesIO(data))
         width, height = img.size
-        orientation = img.getexif().get(0x0112, 1)
+        # Pillow's PNG getexif() decodes the whole image to look for a trailing eXIf chunk: skip it when the
+        # file has none (most PNGs), so that reading the size stays a header read.
+        orientation = 1 if _png_without_exif(data) else img.getexif().get(0x0112, 1)
     except Exception as exc:  # noqa: BLE001
         raise InputError(name, f"not a readable image ({exc})") from None
     if orientation in (5, 6, 7, 8):  # EXIF says rotate by 90 degrees: shown transposed

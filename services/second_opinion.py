@@ -340,7 +340,7 @@ def ask(ctx: AppContext, user_id: int, filename: str, data: bytes, model_ref: st
                                                                                top_k))
     embedding = None if out.embeddings is None else out.embeddings[0].astype("<f4").tobytes()
     unusual = ood.check(ctx, model.ood, x, None if out.embeddings is None else out.embeddings[:1],
-                        ood.native_size(data, name))
+                        ood.native_size(data, name) if model.ood else None)  # the size: only for a detector
     with ctx.sessions.begin() as session:
         request = SecondOpinionRequest(user_id=user_id, model_id=model.id, content_hash=None, image_state="pending",
                                        prediction=prediction, top=[{"label": s.label, "probability": s.probability}

@@ -286,3 +286,29 @@ def test_area_reduction_first_matches_full_resolution_filtering() -> None:
     assert np.abs(fast - slow).mean() < 1.0 / 255 and np.abs(fast - slow).max() < 6.0 / 255
     assert area_reduce(stored, (224, 224)).shape == (300, 250)  # 8x8 blocks averaged
     assert area_reduce(stored, (1600, 1600)) is stored  # under 2x: untouched
+
+
+def _png(width: int, height: int, **save: object) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.zeros((height, width), np.uint8), "L").save(buffer, format="PNG", **save)
+    return buffer.getvalue()
+
+
+def test_png_size_is_read_without_decoding_unless_it_may_carry_an_orientation(monkeypatch: pytest.MonkeyPatch
+                                                                             ) -> None:
+    from PIL import ImageFile, PngImagePlugin
+
+    decoded = []
+    load = ImageFile.ImageFile.load
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: decoded.append(1) or load(self))
+    plain = _png(300, 200)
+    meta = read_image_meta(plain)
+    assert (meta.kind, meta.width, meta.height) == (ImageKind.PHOTO, 300, 200) and not decoded
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate by 90 degrees: shown transposed
+    rotated = _png(300, 200, exif=exif.tobytes())
+    assert (read_image_meta(rotated).width, read_image_meta(rotated).height) == (200, 300)
+    text = PngImagePlugin.PngInfo()
+    text.add_text("Comment", "anything")
+    assert (read_image_meta(_png(300, 200, pnginfo=text)).width, read_image_meta(plain[:-12]).height) == (300, 200)
+    assert decoded  # an eXIf or text chunk, or a PNG without IEND: Pillow is asked, as before
