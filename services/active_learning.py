@@ -805,12 +805,15 @@ def _install(ctx: AppContext, new: ModelDTO, c: _Candidate, reporter: JobReporte
 
 
 def _gate(rows: Sequence[tuple[int, dict[str, Any], bytes | None]], model: _Model, x: np.ndarray, y: np.ndarray,
-          provenance: np.ndarray, ids: np.ndarray, *, seed: int, previous: str | None) -> model_gate.GateDecision:
-    """The adoption gate (services/model_gate.py) against the current model's stored predictions."""
+          provenance: np.ndarray, ids: np.ndarray, *, seed: int, previous: str | None,
+          head_c: float | None = None) -> model_gate.GateDecision:
+    """The adoption gate (services/model_gate.py) against the current model's stored predictions; the
+    candidate's head has L2 strength ``head_c`` (default: the current model's)."""
     current = {int(i): np.array([float(p[label]) for label in model.labels]) for i, p, _ in rows
                if all(label in p for label in model.labels)}
     return model_gate.verified_comparison(x, y, provenance, ids, current, verified=HOLDOUT_PROVENANCE,
-                                          multilabel=model.multilabel, seed=seed, previous=previous or model.ref)
+                                          multilabel=model.multilabel, seed=seed, previous=previous or model.ref,
+                                          C=model.head_c if head_c is None else head_c)
 
 
 def _hold(session: Any, new: ModelDTO, c: _Candidate, gate: model_gate.GateDecision, actor_id: int | None) -> int:

@@ -5,14 +5,17 @@ current model's input, learns single-layer k-means patch features on them
 (:mod:`active_learning.features`: no label is read), fits the calibrated head on the labelled items'
 features, exports features + head as one ONNX model and installs it exactly as a retrain does
 (``services.active_learning``): registered as a new version of the project's model name, the pool
-pre-labelled and scored, a round recorded, the project switched in one transaction, the new version
-withdrawn on any failure. Later retrains keep these features and refit only the head.
+pre-labelled and scored, a round recorded, the new version withdrawn on any failure. It passes the same
+adoption gate as a retrain (``services/model_gate.py``): the project switches to it only if it is not worse
+than the current model on the project's verified labels (held-out predictions of a head on the new features
+fitted without them); otherwise the round is held and the version waits, inactive, for a lead's decision
+(``services.active_learning.decide``). Later retrains keep these features and refit only the head.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -29,6 +32,7 @@ from services.active_learning import (
     _al_settings,
     _Candidate,
     _fit,
+    _gate,
     _install,
     _label_counts,
     _Labelled,
@@ -60,6 +64,8 @@ class FeaturesReport:
     predicted: int
     scored: int
     metrics: dict[str, Any]
+    adopted: bool = True  # False: held for a lead by the adoption gate; the project kept its model
+    gate: dict[str, Any] = field(default_factory=dict)  # services.model_gate.GateDecision.as_dict()
 
 
 def _tensors(ctx: AppContext, paths: list[tuple[int, str]], spec: Any) -> tuple[list[int], np.ndarray]:
@@ -95,6 +101,7 @@ def learn_project_features(ctx: AppContext, project_name: str, *, actor_id: int 
         kinds = q.label_kinds(session, project.id)
         cfg = _al_settings(project)
         pool_ids = q.released_item_ids(session, project.id)
+        current_rows = q.predictions(session, project.id, model.id)
         candidate = _Candidate(project_id=project.id, project_name=project.name,
                                previous_ref=(project.settings or {}).get("model"), model_name=_model_name(project),
                                strategy=project.queue_strategy,
@@ -127,6 +134,8 @@ def learn_project_features(ctx: AppContext, project_name: str, *, actor_id: int 
     keep = np.array([int(i) in position for i in ids])
     ids, y, provenance = ids[keep], y[keep], provenance[keep]
     emb = fx.transform(x[[position[int(i)] for i in ids]]).astype(np.float64)
+    gate = _gate(current_rows, model, emb, y, provenance, ids, seed=candidate.seed[1],
+                 previous=candidate.previous_ref, head_c=FEATURE_HEAD_C)
     head, metrics = _fit(emb, y, provenance, replace(model, head_c=FEATURE_HEAD_C), seed=candidate.seed[1])
     metrics["label_counts"] = _label_counts(labelled, model, kinds)
     metrics["features"] = {"kind": "patch-kmeans", "images": len(in_sample), "dimensions": fx.n_features}
@@ -143,11 +152,11 @@ def learn_project_features(ctx: AppContext, project_name: str, *, actor_id: int 
     new = register_model(ctx, composed.SerializeToString(), name=candidate.model_name, labels=list(model.labels),
                          meta=meta, actor_id=actor_id)
     candidate = replace(candidate, n_labels=int(ids.size), metrics=metrics)
-    round_id, predicted, scored = _install(ctx, new, candidate, reporter, actor_id, "al.features")
+    round_id, predicted, scored = _install(ctx, new, candidate, reporter, actor_id, "al.features", gate=gate)
     return FeaturesReport(project=project_name, model=f"{new.name} v{new.version}",
                           model_ref=f"{new.name}:{new.version}", images=len(in_sample), n_labels=int(ids.size),
                           dimensions=fx.n_features, round_id=round_id, predicted=predicted, scored=scored,
-                          metrics=metrics)
+                          metrics=metrics, adopted=gate.adopt, gate=gate.as_dict())
 
 
 def learn_features_job(ctx: AppContext, params: dict[str, Any], reporter: JobReporter) -> JobResult:

@@ -116,10 +116,11 @@ def compare(y: np.ndarray, candidate: np.ndarray, current: np.ndarray, *, multil
 
 def verified_comparison(x: np.ndarray, y: np.ndarray, provenance: np.ndarray, ids: np.ndarray,
                         current: dict[int, np.ndarray], *, verified: tuple[str, ...], multilabel: bool, seed: int,
-                        previous: str | None) -> GateDecision:
-    """The gate for a retrain: ``x``/``y``/``provenance``/``ids`` are the labelled items the head learns
-    from, ``current`` the current model's stored probabilities by item. The candidate's held-out
-    probabilities on V come from a head fitted without V (``active_learning.fit_head``, as the retrain)."""
+                        previous: str | None, C: float = 1.0) -> GateDecision:
+    """The gate for a retrain or a learnt-features version: ``x``/``y``/``provenance``/``ids`` are the
+    labelled items the head learns from (their features in the candidate), ``current`` the current model's
+    stored probabilities by item. The candidate's held-out probabilities on V come from a head fitted without
+    V (``active_learning.fit_head`` with the candidate's L2 strength ``C``, as the candidate itself)."""
     import active_learning as al
     from medlabel.errors import InputError
 
@@ -129,7 +130,7 @@ def verified_comparison(x: np.ndarray, y: np.ndarray, provenance: np.ndarray, id
         return compare(y[in_v], np.zeros((n_v, 1)), np.zeros((n_v, 1)), multilabel=multilabel,
                        previous=previous)
     try:
-        head, _ = al.fit_head(x[~in_v], y[~in_v], provenance=provenance[~in_v], seed=seed, holdout=0.0)
+        head, _ = al.fit_head(x[~in_v], y[~in_v], provenance=provenance[~in_v], seed=seed, holdout=0.0, C=C)
     except InputError as exc:
         return GateDecision(False, f"held for a lead: no head can be fitted without the verified items "
                                    f"({exc.reason})", n_v, None, None, None, None, None, None, previous=previous)

@@ -12,20 +12,23 @@ from sqlalchemy import select
 
 import active_learning.strategies as strategies
 from active_learning.features import PatchFeatureParams
-from db.models import Prediction
+from db.models import AnnotationKind, Prediction
 from medlabel.errors import InputError
+from services import accounts, feature_learning, jobs
 from services import active_learning as al
-from services import feature_learning, jobs
 from services.context import AppContext
 from services.models import resolve
+from tests.services.factories import PASSWORD
 from tests.services.test_active_learning import (  # noqa: F401
     PROJECT,
     _stored_path,
     images_of,
+    label,
     label_truthfully,
     project,
     project_row,
     scores,
+    truth,
 )
 
 SMALL = PatchFeatureParams(n_centroids=12, patch=4, n_patches=4000, out_dim=12)
@@ -34,14 +37,18 @@ SMALL = PatchFeatureParams(n_centroids=12, patch=4, n_patches=4000, out_dim=12)
 def test_learnt_features_become_the_projects_model(ctx: AppContext, project: dict[str, Any]) -> None:  # noqa: F811
     items = project["items"]
     label_truthfully(ctx, project, items[:10])
+    verify(ctx, project, items[10:16])
     report = feature_learning.learn_project_features(ctx, PROJECT, params=SMALL)
-    assert report.images == len(items) and report.n_labels == 10 and report.dimensions == 12
+    assert report.images == len(items) and report.n_labels == 16 and report.dimensions == 12
+    # the adoption gate compared it with the current model on the 6 verified items, as for a retrain
+    assert report.adopted and report.gate["n_verified"] == 6 and report.gate["previous"] == "tiny:1"
     _, settings = project_row(ctx, project["id"])
     assert settings["model"] == report.model_ref  # switched, like a retrain
     new = resolve(ctx, report.model_ref)
     assert new.embedding_output == "embedding"
     (rnd,) = al.learning_curve(ctx, PROJECT)
-    assert rnd.n_labels == 10 and rnd.metrics["features"] == {"kind": "patch-kmeans", "images": 32, "dimensions": 12}
+    assert rnd.n_labels == 16 and rnd.metrics["features"] == {"kind": "patch-kmeans", "images": 32, "dimensions": 12}
+    assert rnd.state == "adopted" and rnd.gate["n_verified"] == 6
     # every pool item is pre-labelled by the new model, with its 12-d embedding stored
     with ctx.reads() as session:
         rows = session.execute(select(Prediction.item_id, Prediction.probabilities, Prediction.embedding)
@@ -54,10 +61,33 @@ def test_learnt_features_become_the_projects_model(ctx: AppContext, project: dic
     stored = {r[0]: r[1] for r in rows}
     np.testing.assert_allclose(probs[:, 1], [stored[i]["pneumonia"] for i in items[:5]], atol=1e-4)
     # a retrain afterwards keeps these features and refits the head only
-    label_truthfully(ctx, project, items[10:14])
+    label_truthfully(ctx, project, items[16:20])
     again = al.retrain(ctx, PROJECT)
-    assert again.n_labels == 14
+    assert again.n_labels == 20
     assert resolve(ctx, again.model_ref).embedding_output in ("embedding", "embedding/flat")
+
+
+def verify(ctx: AppContext, project: dict[str, Any], items: list[int]) -> None:  # noqa: F811
+    """A primary read and an agreeing blinded verification read: the items the adoption gate compares on."""
+    for item in items:
+        label(ctx, item, "rad2", [truth(project["pairs"][item])])
+        label(ctx, item, "rad3", [truth(project["pairs"][item])], AnnotationKind.VERIFICATION)
+
+
+def test_learnt_features_wait_for_a_lead_when_nothing_verified_shows_them_not_worse(
+        ctx: AppContext, project: dict[str, Any]) -> None:  # noqa: F811
+    items = project["items"]
+    label_truthfully(ctx, project, items[:10])  # single reads only: the gate cannot tell
+    before = project_row(ctx, project["id"]), scores(ctx, project["id"])
+    report = feature_learning.learn_project_features(ctx, PROJECT, params=SMALL)
+    assert not report.adopted and "verified" in report.gate["reason"]
+    assert (project_row(ctx, project["id"]), scores(ctx, project["id"])) == before  # the project kept its model
+    (rnd,) = al.learning_curve(ctx, PROJECT)
+    assert rnd.state == "held" and rnd.model == report.model
+    assert not resolve(ctx, report.model_ref).is_active
+    lead = accounts.add_user(ctx, "lead", PASSWORD, "lead").id
+    assert al.decide(ctx, rnd.id, "adopt", lead).state == "approved"
+    assert project_row(ctx, project["id"])[1]["model"] == report.model_ref
 
 
 def test_feature_learning_needs_two_classes_and_changes_nothing_otherwise(
@@ -79,7 +109,10 @@ def test_feature_learning_runs_as_a_job_with_progress(ctx: AppContext, project: 
     done = jobs.wait(ctx, job.id, timeout_s=300)
     assert done.state == "succeeded", done.error
     assert done.progress_total == 6 and done.progress_done == 6
-    assert project_row(ctx, project["id"])[1]["model"] == done.result["model_ref"]
+    # single reads only: the job's version waits for a lead, as a retrain's would
+    assert done.result["adopted"] is False and "verified" in done.result["gate"]["reason"]
+    assert project_row(ctx, project["id"])[1].get("model") != done.result["model_ref"]
+    assert [r.state for r in al.learning_curve(ctx, PROJECT)] == ["held"]
 
 
 def test_adaptive_queue_says_typical_then_uncertain_and_diverse(ctx: AppContext, project: dict[str, Any],  # noqa: F811
