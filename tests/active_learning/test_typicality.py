@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 import pytest
 
 import active_learning as al
 from active_learning.strategies import SWITCH_LABELS_PER_OUTPUT, BudgetAdaptive, adaptive_phase
-from active_learning.typicality import typicality, typiclust_select
+from active_learning.typicality import cluster_pool, typicality, typiclust_select
+
+typ_mod = importlib.import_module("active_learning.typicality")  # the package exports a function of that name
 
 
 def _blobs() -> tuple[np.ndarray, np.ndarray]:
@@ -47,6 +51,32 @@ def test_typicality_is_higher_in_dense_regions() -> None:
     x = np.array([[0.0], [0.1], [0.2], [0.3], [5.0]])
     typ = typicality(x, np.zeros(5, np.intp), knn=2)
     assert typ[1] > typ[0] and typ[2] > typ[4] and typ.argmin() == 4
+
+
+def test_typicality_in_a_large_cluster_uses_sampled_neighbours_and_never_the_item_itself(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(3)
+    x = np.concatenate([rng.normal(scale=0.3, size=(300, 2)), rng.normal(scale=3.0, size=(100, 2))])
+    exact = typicality(x, np.zeros(400, np.intp), knn=10)
+    monkeypatch.setattr(typ_mod, "KNN_REFERENCE", 400)  # the bound not reached: the exact computation
+    np.testing.assert_array_equal(typicality(x, np.zeros(400, np.intp), knn=10), exact)
+    monkeypatch.setattr(typ_mod, "KNN_REFERENCE", 120)
+    approx = typicality(x, np.zeros(400, np.intp), knn=10, seed=1)
+    # an item of the sample is not its own neighbour (distance 0 would give 1e12): all points are distinct
+    assert np.isfinite(approx).all() and approx.max() < 1e3
+    # the dense core stays more typical than the spread-out points, as with every neighbour
+    assert np.median(approx[:300]) > 3 * np.median(approx[300:])
+    assert np.corrcoef(np.log(approx), np.log(exact))[0, 1] > 0.9
+
+
+def test_kmeans_on_a_large_pool_fits_on_a_sample_and_assigns_every_item(monkeypatch: pytest.MonkeyPatch) -> None:
+    x, blob = _blobs()
+    monkeypatch.setattr(typ_mod, "KMEANS_SAMPLE", 40)  # 63 points: centroids from 40 of them
+    ids = cluster_pool(x, 3, seed=0)
+    assert ids.shape == (63,)
+    for b in (0, 1, 2):  # each blob is one cluster, sampled or not
+        assert np.unique(ids[blob == b]).shape[0] == 1
+    assert np.unique(ids[blob >= 0]).shape[0] == 3
 
 
 def test_kcenter_on_a_hand_made_set_takes_the_farthest_points() -> None:
