@@ -81,13 +81,15 @@ def initial_set(y: np.ndarray, size: int, rng: np.random.Generator, *, multilabe
 def simulate(strategy: str, x_pool: np.ndarray, y_pool: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,
              seed_idx: np.ndarray, rng: np.random.Generator, *, n_classes: int, multilabel: bool, batch: int,
              budget: int, tta_pool: np.ndarray | None = None, C: float = 1.0,
-             picked: list[int] | None = None) -> tuple[list[int], list[float]]:
+             picked: list[int] | None = None,
+             test_probs: list[np.ndarray] | None = None) -> tuple[list[int], list[float]]:
     """One run: start from ``seed_idx`` labelled, acquire ``batch`` at a time up to ``budget`` labels.
 
     Returns (labels after each step, test AUROC after each step). ``tta_pool`` (T, N, D): features of
     augmented pool images, needed by strategies with ``needs_tta``. ``picked``, when given, receives the
-    selected pool indices in order. The test set only ever goes into the AUROC: the strategy sees the pool's
-    features and the probabilities predicted for the pool.
+    selected pool indices in order; ``test_probs``, when given, the test probabilities after each step (for
+    per-finding curves). The test set only ever goes into the AUROC: the strategy sees the pool's features
+    and the probabilities predicted for the pool.
     """
     strat = make_strategy(strategy, multilabel=multilabel)
     n = x_pool.shape[0]
@@ -106,6 +108,8 @@ def simulate(strategy: str, x_pool: np.ndarray, y_pool: np.ndarray, x_test: np.n
             evals += list(tta_pool)
         probs = fit_predict(x_pool[mask], y_pool[mask], evals, n_classes, multilabel=multilabel, C=C, warm=warm)
         n_labels.append(int(mask.sum()))
+        if test_probs is not None:
+            test_probs.append(probs[0])
         aurocs.append(macro_auroc(y_test, probs[0], multilabel=multilabel))
         if not need_pool:
             return n_labels, aurocs

@@ -38,18 +38,20 @@ DEFAULT_PLOT = Path(__file__).resolve().parents[2] / "docs" / "img" / "al-learni
 REQUIRED = ("train_images", "train_labels", "test_images", "test_labels")
 
 
-def load_npz(path: Path) -> dict[str, Any]:
-    """The arrays of a MedMNIST-layout file, validated; ``InputError`` names the file and the problem."""
+def load_npz(path: Path, eval_split: str = "test") -> dict[str, Any]:
+    """The arrays of a MedMNIST-layout file, validated; ``InputError`` names the file and the problem.
+    ``eval_split="val"`` returns the validation arrays under the ``test_*`` keys (a development run)."""
     import numpy as np
 
     if not path.is_file():
         raise InputError(path, "no such file")
+    required = REQUIRED if eval_split == "test" else ("train_images", "train_labels", "val_images", "val_labels")
     try:
         with np.load(path, allow_pickle=False) as data:
-            missing = [k for k in REQUIRED if k not in data.files]
+            missing = [k for k in required if k not in data.files]
             if missing:
-                raise InputError(path, f"missing arrays {missing} (expected MedMNIST layout: {', '.join(REQUIRED)})")
-            arrays = {k: data[k] for k in REQUIRED}
+                raise InputError(path, f"missing arrays {missing} (expected MedMNIST layout: {', '.join(required)})")
+            arrays = {k.replace("val_", "test_"): data[k] for k in required}
     except (OSError, ValueError) as exc:
         raise InputError(path, f"not a readable .npz file ({exc})") from exc
     for split in ("train", "test"):
@@ -137,11 +139,17 @@ def time_retrain_select(n: int = 10_000, dim: int = 256, repeats: int = 3, seed:
 #: Strategies the benchmark runs by default (``--strategies`` picks others; random and the default always run).
 BENCH_STRATEGIES = ("random", "margin", "hybrid", "kcenter", "typiclust", "adaptive")
 FEATURES = ("patch-kmeans", "pca")
+#: ``test``: the final evaluation; ``val``: a development run that scores on the validation split instead.
+EVAL_SPLITS = ("test", "val")
+#: A finding is judged on its own (``per_finding``) only with at least this many positives in the evaluation
+#: split: below it its AUROC moves by 1 / positives with one image's rank. Fewer are reported, not judged.
+MIN_JUDGED_POSITIVES = 5
 
 
-def load_folder(path: Path) -> dict[str, Any]:
+def load_folder(path: Path, eval_split: str = "test") -> dict[str, Any]:
     """A folder with ``labels.csv`` (``path``, ``split``, ``nih_finding_labels``; the NIH ChestX-ray14 sample's
-    layout) as MedMNIST-layout arrays: grayscale images, multi-label (N, 14) findings, train and test splits."""
+    layout) as MedMNIST-layout arrays: grayscale images, multi-label (N, 14) findings, train and test splits
+    (``eval_split="val"``: the rows of split ``valid`` or ``val`` under the ``test_*`` keys)."""
     import csv
 
     import numpy as np
@@ -158,9 +166,12 @@ def load_folder(path: Path) -> dict[str, Any]:
     findings = sorted({f for r in rows for f in r["nih_finding_labels"].split("|") if f and f != "No Finding"})
     arrays: dict[str, Any] = {}
     for split in ("train", "test"):
-        chosen = [r for r in rows if r["split"] == split]
+        names = ("test",) if split == "train" or eval_split == "test" else ("valid", "val")
+        chosen = [r for r in rows if r["split"] == split] if split == "train" else \
+            [r for r in rows if r["split"] in names]
         if not chosen:
-            raise InputError(table, f"no rows of split {split!r}")
+            wanted = repr(split) if split == "train" else " or ".join(repr(n) for n in names)
+            raise InputError(table, f"no rows of split {wanted}")
         images = []
         for r in chosen:
             try:
@@ -177,9 +188,12 @@ def load_folder(path: Path) -> dict[str, Any]:
     return arrays
 
 
-def load_data(path: Path) -> dict[str, Any]:
-    """A MedMNIST-layout ``.npz`` or a folder with ``labels.csv`` (see :func:`load_folder`)."""
-    return load_folder(path) if path.is_dir() else load_npz(path)
+def load_data(path: Path, eval_split: str = "test") -> dict[str, Any]:
+    """A MedMNIST-layout ``.npz`` or a folder with ``labels.csv`` (see :func:`load_folder`); ``eval_split``
+    ``"val"`` puts the validation split where the test split goes (development runs)."""
+    if eval_split not in EVAL_SPLITS:
+        raise InputError(None, f"unknown evaluation split {eval_split!r}; choose from {', '.join(EVAL_SPLITS)}")
+    return load_folder(path, eval_split) if path.is_dir() else load_npz(path, eval_split)
 
 
 def seed_features(kind: str, pool_images: Any, seed: int, n_components: int = 50) -> tuple[Any, Any, str]:
@@ -209,7 +223,8 @@ def seed_features(kind: str, pool_images: Any, seed: int, n_components: int = 50
 def run(data: Path | None = None, seeds: int = 5, pool: int = 0, batch: int = 20, budget: int | None = None,
         seed_size: int = 20, max_test: int = 2000, n_components: int = 50, strategies: tuple[str, ...] | None = None,
         embed_dim: int = 256, timing_items: int = 10_000, curves: bool = False,
-        plot: Path | None = None, feature_kind: str = "patch-kmeans", log: Any = None) -> dict[str, Any]:
+        plot: Path | None = None, feature_kind: str = "patch-kmeans", log: Any = None,
+        eval_split: str = "test") -> dict[str, Any]:
     """The benchmark as one dict (see the module docstring for the method). ``log``, when given, is called
     with one JSON line per finished (seed, strategy) run."""
     import scipy.optimize  # noqa: F401  (loaded first: threadpoolctl limits only libraries already loaded)
@@ -221,12 +236,12 @@ def run(data: Path | None = None, seeds: int = 5, pool: int = 0, batch: int = 20
     start = time.perf_counter()
     with threadpool_limits(limits=1):  # small matrices: one BLAS thread is several times faster than two
         return _run(data, seeds, pool, batch, budget, seed_size, max_test, n_components, strategies, embed_dim,
-                    timing_items, curves, plot, start, feature_kind, log)
+                    timing_items, curves, plot, start, feature_kind, log, eval_split)
 
 
 def _run(data: Path | None, seeds: int, pool: int, batch: int, budget: int | None, seed_size: int, max_test: int,
          n_components: int, strategies: tuple[str, ...] | None, embed_dim: int, timing_items: int, curves: bool,
-         plot: Path | None, start: float, feature_kind: str, log: Any) -> dict[str, Any]:
+         plot: Path | None, start: float, feature_kind: str, log: Any, eval_split: str = "test") -> dict[str, Any]:
     import numpy as np
 
     from active_learning import (
@@ -246,7 +261,7 @@ def _run(data: Path | None, seeds: int, pool: int, batch: int, budget: int | Non
         raise InputError(None, f"unknown strategies {unknown}; choose from {', '.join(STRATEGY_NAMES)}")
     names = tuple(dict.fromkeys(("random", DEFAULT_STRATEGY, *names)))
     path = Path(data) if data is not None else DEFAULT_DATA
-    arrays = load_data(path)
+    arrays = load_data(path, eval_split)
     y_train, y_test, n_classes, multilabel = _labels(arrays["train_labels"], arrays["test_labels"])
     rng = np.random.default_rng(0)
     n_train = y_train.shape[0]
@@ -261,6 +276,8 @@ def _run(data: Path | None, seeds: int, pool: int, batch: int, budget: int | Non
     pool_images, test_images = arrays["train_images"][pool_idx], arrays["test_images"][test_idx]
 
     per: dict[str, list[tuple[float, ...]]] = {s: [] for s in names}
+    per_out: dict[str, list[np.ndarray]] = {s: [] for s in names}  # (steps, outputs) test AUROC per seed
+    ceilings_out: list[np.ndarray] = []
     grid: dict[str, tuple[int, ...]] = {}
     ceilings: list[float] = []
     features_s: list[float] = []
@@ -277,13 +294,18 @@ def _run(data: Path | None, seeds: int, pool: int, batch: int, budget: int | Non
         features_s.append(time.perf_counter() - t0)
         full = fit_predict(x_pool, y_pool, [x_test], n_classes, multilabel=multilabel, C=head_c(feature_kind))[0]
         ceilings.append(macro_auroc(y_te, full, multilabel=multilabel))
+        if multilabel:
+            ceilings_out.append(output_aurocs(y_te, full))
         seed_idx = initial_set(y_pool, seed_size, np.random.default_rng([seed, 0]), multilabel=multilabel)
         for j, name in enumerate(names):
+            steps: list[np.ndarray] = []
             ns, aucs = simulate(name, x_pool, y_pool, x_test, y_te, seed_idx, np.random.default_rng([seed, 1, j]),
                                 n_classes=n_classes, multilabel=multilabel, batch=batch, budget=budget_n,
-                                tta_pool=tta_pool, C=head_c(feature_kind))
+                                tta_pool=tta_pool, C=head_c(feature_kind), test_probs=steps if multilabel else None)
             grid[name] = tuple(ns)
             per[name].append(tuple(aucs))
+            if multilabel:
+                per_out[name].append(np.stack([output_aurocs(y_te, p) for p in steps]))
             if log is not None:  # one JSON line per finished run: a long benchmark's partial results survive
                 log(json.dumps({"seed": seed, "strategy": name, "ceiling": round(ceilings[-1], 4),
                                 "n_labels": list(ns), "auroc": [round(v, 4) for v in aucs]}))
@@ -314,6 +336,7 @@ def _run(data: Path | None, seeds: int, pool: int, batch: int, budget: int | Non
                    "auc_learning_curve": round(s.auc_learning_curve, 4),
                    "labels_to_target_per_seed": per_seed(name)}
             for name, s in summaries.items()},
+        "evaluation_split": eval_split,
         "default_strategy": default_description(feature_kind),
         "default_selection": DEFAULT_STRATEGY,
         "label_savings_vs_random": round(
@@ -323,6 +346,10 @@ def _run(data: Path | None, seeds: int, pool: int, batch: int, budget: int | Non
     }
     if "findings" in arrays:
         report["findings"] = list(arrays["findings"])
+    if multilabel:
+        labels = list(arrays.get("findings") or [f"output {c}" for c in range(n_classes)])
+        report["per_finding"] = per_finding(labels, y_te, grid, per_out, ceilings_out, n_pool, curves=curves)
+        report["per_finding_summary"] = per_finding_summary(report["per_finding"])
     report["retrain_rescore_10k_s"] = round(time_retrain_rescore(n=timing_items, dim=embed_dim), 3)
     report["retrain_rescore_embed_dim"] = embed_dim
     if curves:
@@ -332,6 +359,70 @@ def _run(data: Path | None, seeds: int, pool: int, batch: int, budget: int | Non
         plot_curves(result_curves, target, DEFAULT_STRATEGY, Path(plot), title=f"{report['dataset']}: test AUROC, "
                     f"mean of {seeds} seeds (pool {n_pool}, batch {batch})")
     return report
+
+
+def output_aurocs(y: Any, probs: Any) -> Any:
+    """Test AUROC of each output (finding) column; NaN where the truth has one value only."""
+    import numpy as np
+    from sklearn.metrics import roc_auc_score
+
+    out = np.full(probs.shape[1], np.nan)
+    for c in range(probs.shape[1]):
+        if 0 < int(y[:, c].sum()) < y.shape[0]:
+            out[c] = roc_auc_score(y[:, c], probs[:, c])
+    return out
+
+
+def per_finding(labels: list[str], y_test: Any, grid: dict[str, tuple[int, ...]], per_out: dict[str, list[Any]],
+                ceilings_out: list[Any], n_pool: int, curves: bool = False) -> dict[str, Any]:
+    """Each finding judged on its own: its ceiling (mean over seeds of the full-pool head's test AUROC for the
+    finding), target = ceiling - 0.01, per strategy ``labels_to_target`` on the mean curve (min, max and values
+    per seed), and ``label_savings_vs_random`` of the default. Findings without a positive (or negative) in the
+    evaluation split cannot be scored; those with fewer than ``MIN_JUDGED_POSITIVES`` positives are reported with
+    ``judged: false``. ``curves``: each strategy's mean curve for the finding too (``mean_auroc``)."""
+    import numpy as np
+
+    from active_learning import DEFAULT_STRATEGY, labels_to_target
+
+    ceilings = np.stack(ceilings_out)  # (seeds, outputs)
+    out: dict[str, Any] = {}
+    for c, label in enumerate(labels):
+        positives = int(y_test[:, c].sum())
+        if not 0 < positives < y_test.shape[0]:
+            out[label] = {"test_positives": positives, "judged": False, "scored": False}
+            continue
+        ceiling = float(ceilings[:, c].mean())
+        target = ceiling - 0.01
+        row: dict[str, Any] = {"test_positives": positives, "judged": positives >= MIN_JUDGED_POSITIVES,
+                               "scored": True, "ceiling": round(ceiling, 4), "target": round(target, 4),
+                               "strategies": {}}
+        for name, runs in per_out.items():
+            curves_ = np.stack([r[:, c] for r in runs])  # (seeds, steps)
+            ns = grid[name]
+            mean_n, reached = labels_to_target(ns, curves_.mean(axis=0), target, n_pool)
+            seeds = [labels_to_target(ns, v, target, n_pool)[0] for v in curves_]
+            row["strategies"][name] = {"labels_to_target": mean_n, "reached": reached,
+                                       "labels_to_target_min": min(seeds), "labels_to_target_max": max(seeds),
+                                       "labels_to_target_per_seed": seeds}
+            if curves:
+                row["strategies"][name]["mean_auroc"] = [round(float(v), 4) for v in curves_.mean(axis=0)]
+        s = row["strategies"]
+        row["label_savings_vs_random"] = round(
+            1.0 - s[DEFAULT_STRATEGY]["labels_to_target"] / s["random"]["labels_to_target"], 4)
+        out[label] = row
+    return out
+
+
+def per_finding_summary(rows: dict[str, Any]) -> dict[str, Any]:
+    """How many judged findings the default reaches with no more labels than random, and the worst one."""
+    judged = {k: v for k, v in rows.items() if v.get("judged")}
+    savings = {k: v["label_savings_vs_random"] for k, v in judged.items()}
+    worst = min(savings, key=lambda k: savings[k]) if savings else None
+    return {"judged": len(judged), "min_test_positives": MIN_JUDGED_POSITIVES,
+            "not_worse_than_random": sum(v >= 0 for v in savings.values()),
+            "worse_than_random": sorted(k for k, v in savings.items() if v < 0),
+            "worst": worst, "worst_savings": savings[worst] if worst else None,
+            "not_judged": sorted(k for k, v in rows.items() if not v.get("judged"))}
 
 
 def head_c(feature_kind: str) -> float:
@@ -436,16 +527,19 @@ def plot_curves(curves: dict[str, Any], target: float, default: str, path: Path,
 @click.option("--curves", is_flag=True, help="Include the mean learning curves in the output.")
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the learning-curve PNG here (docs use docs/img/al-learning-curve.png).")
+@click.option("--eval-split", type=click.Choice(EVAL_SPLITS), default="test", show_default=True,
+              help="val: a development run scored on the validation split (for choosing parameters); "
+                   "test: the final evaluation.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def command(data: Path | None, seeds: int, pool: int, batch: int, budget: int | None, seed_size: int,
             max_test: int, embed_dim: int, timing_items: int, feature_kind: str, strategies: str, curves: bool,
-            plot: Path | None, as_json: bool) -> None:
+            plot: Path | None, eval_split: str, as_json: bool) -> None:
     """Simulate labelling with every active-learning strategy; labels to reach the target AUROC
     (docs/benchmarks-al.md)."""
     result = run(data=data, seeds=seeds, pool=pool, batch=batch, budget=budget, seed_size=seed_size,
                  max_test=max_test, embed_dim=embed_dim, timing_items=timing_items, curves=curves, plot=plot,
                  strategies=tuple(n.strip() for n in strategies.split(",") if n.strip()), feature_kind=feature_kind,
-                 log=lambda line: click.echo(line, err=True))
+                 log=lambda line: click.echo(line, err=True), eval_split=eval_split)
     if as_json:
         click.echo(json.dumps(result))
         return
@@ -456,5 +550,9 @@ def command(data: Path | None, seeds: int, pool: int, batch: int, budget: int | 
         click.echo(f"  {name:17s} labels to target {s['labels_to_target']:6d}{flag} "
                    f"(seeds {s['labels_to_target_min']}-{s['labels_to_target_max']})  "
                    f"curve AUC {s['auc_learning_curve']:.4f}")
+    for name, row in result.get("per_finding", {}).items():
+        if row.get("scored"):
+            click.echo(f"  {name:20s} positives {row['test_positives']:3d}{'' if row['judged'] else ' (not judged)'}"
+                       f"  savings vs random {row['label_savings_vs_random']:+.2f}")
     click.echo(f"default {result['default_strategy']}: label savings vs random "
                f"{result['label_savings_vs_random']:.2f}; retrain + rescore 10k: {result['retrain_rescore_10k_s']} s")

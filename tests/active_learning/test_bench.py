@@ -75,6 +75,45 @@ def test_bench_runs_end_to_end(tmp_path: Path, task: str) -> None:
         assert all(v >= out["target"] - 1e-4 for v in curve["mean_auroc"][start:]), name
         assert start == 0 or curve["mean_auroc"][start - 1] < out["target"] + 1e-4, name
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert out["evaluation_split"] == "test"
+    if task != "multilabel":
+        assert "per_finding" not in out
+        return
+    # multi-label: every finding judged on its own, against its own ceiling, with the same "stays above" rule
+    assert set(out["per_finding"]) == {"output 0", "output 1", "output 2"}
+    for row in out["per_finding"].values():
+        assert row["scored"] and row["target"] == pytest.approx(row["ceiling"] - 0.01, abs=2e-4)
+        assert set(row["strategies"]) == set(bench.BENCH_STRATEGIES)
+        for s in row["strategies"].values():
+            assert len(s["labels_to_target_per_seed"]) == 2
+            assert (s["labels_to_target_min"], s["labels_to_target_max"]) == \
+                (min(s["labels_to_target_per_seed"]), max(s["labels_to_target_per_seed"]))
+            start = out["curves"]["random"]["n_labels"].index(s["labels_to_target"]) if s["reached"] else None
+            if start is not None:
+                assert all(v >= row["target"] - 1e-4 for v in s["mean_auroc"][start:])
+                assert start == 0 or s["mean_auroc"][start - 1] < row["target"] + 1e-4
+        r, d = row["strategies"]["random"]["labels_to_target"], row["strategies"]["adaptive"]["labels_to_target"]
+        assert row["label_savings_vs_random"] == pytest.approx(1 - d / r, abs=1e-4)
+    summary = out["per_finding_summary"]
+    assert summary["judged"] == sum(r["test_positives"] >= 5 for r in out["per_finding"].values())
+    assert summary["not_worse_than_random"] + len(summary["worse_than_random"]) == summary["judged"]
+
+
+@pytest.mark.bench
+def test_a_development_run_scores_on_the_validation_split_never_the_test_split(tmp_path: Path) -> None:
+    data = write_npz(tmp_path / "tiny.npz", task="multilabel")
+    with np.load(data) as z:
+        arrays = dict(z)
+    arrays["test_labels"] = 1 - arrays["test_labels"]  # a development run must not change with the test split
+    other = tmp_path / "other.npz"
+    np.savez_compressed(other, **arrays)
+    kw = {"seeds": 1, "strategies": ("random",), "feature_kind": "pca", "seed_size": 10, "embed_dim": 4,
+          "timing_items": 50, "eval_split": "val"}
+    a, b = bench.run(data, **kw), bench.run(other, **kw)
+    assert a["test"] == b["test"] == 20 and a["evaluation_split"] == "val"  # the 20 validation items
+    assert a["strategies"] == b["strategies"] and a["per_finding"] == b["per_finding"]
+    with pytest.raises(InputError, match="unknown evaluation split"):
+        bench.run(data, **{**kw, "eval_split": "train"})
 
 
 @pytest.mark.bench
@@ -163,6 +202,9 @@ def test_bench_reads_the_nih_folder_as_multilabel() -> None:
     assert arrays["train_labels"].shape == (600, 14) and len(arrays["findings"]) == 14
     assert "Effusion" in arrays["findings"] and "No Finding" not in arrays["findings"]
     assert arrays["train_labels"].sum() > 0
+    dev = load_data(Path(__file__).resolve().parents[2] / "sample_data" / "nih-chestxray14-1000", "val")
+    assert dev["test_images"].shape == (200, 64, 64)  # the "valid" rows
+    assert not np.array_equal(dev["test_labels"], arrays["test_labels"])
 
 
 def test_bench_input_errors(tmp_path: Path) -> None:
