@@ -1,4 +1,5 @@
-"""Every authenticated call is audited with its token id, before its answer leaves the server."""
+"""Every authenticated call is audited with its token id, and every call refused for its token (401) with
+the reason and, when the token exists, its id, before the answer leaves the server."""
 
 from __future__ import annotations
 
@@ -14,20 +15,24 @@ logger = logging.getLogger(__name__)
 
 
 class Audit:
-    """ASGI middleware: when the response starts, ``record_call`` (token's last use + audit event with the
-    method, route template, status and what the route added in ``request.state.audit``)."""
+    """ASGI middleware: when the response starts, ``record_call`` (audit event with the method, route
+    template, status and what the route added in ``request.state.audit``, and the token's last use) or,
+    for a refused token, ``record_refusal``."""
 
     def __init__(self, app: ASGIApp, ctx: Any) -> None:
         self.app, self.ctx = app, ctx
 
     async def _record(self, scope: Scope, status: int) -> None:
         state = scope.get("state") or {}
-        who = state.get("caller")
-        if who is None:
-            return
-        details = dict(state.get("audit") or {})
-        await anyio.to_thread.run_sync(lambda: api_tokens.record_call(
-            self.ctx, who, scope["method"], state.get("route", scope["path"]), status, **details))
+        who, refused = state.get("caller"), state.get("refused")
+        route = state.get("route", scope["path"])
+        if who is not None:
+            details = dict(state.get("audit") or {})
+            await anyio.to_thread.run_sync(lambda: api_tokens.record_call(
+                self.ctx, who, scope["method"], route, status, **details))
+        elif refused is not None:
+            await anyio.to_thread.run_sync(lambda: api_tokens.record_refusal(
+                self.ctx, refused, scope["method"], route, status))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

@@ -1,7 +1,8 @@
 """Who is calling: the bearer token, checked on every call, then the rate limit, scope and role.
 
 ``caller(scopes, roles)`` makes the dependency a route declares; it leaves the caller in
-``request.state`` so that ``Audit`` can record the call with the token id.
+``request.state`` so that ``Audit`` can record the call with the token id (or, for a refused token,
+the refusal, so that ``Audit`` records that instead).
 """
 
 from __future__ import annotations
@@ -25,9 +26,13 @@ def caller(scopes: tuple[str, ...], roles: tuple[str, ...] = ()) -> Callable[...
     def dependency(request: Request,
                    credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Caller:  # noqa: B008
         state = request.app.state
-        who = api_tokens.authenticate(state.ctx, None if credentials is None else credentials.credentials)
         route = request.scope.get("route")
         request.state.route = getattr(route, "path", request.url.path)
+        try:
+            who = api_tokens.authenticate(state.ctx, None if credentials is None else credentials.credentials)
+        except api_tokens.TokenRefused as refused:
+            request.state.refused = refused  # audited as api.refused, without the token
+            raise
         request.state.caller = who  # from here on the call is audited, refusals included
         wait = state.rate_limiter.take(who.token_id)
         if wait > 0:

@@ -68,8 +68,9 @@ class ModelVersion(BaseModel):
 
 class Model(BaseModel):
     name: str
-    latest: str | None = Field(description="NAME:VERSION that NAME alone resolves to (its newest active version; "
-                                           "a clinician's request is refused if that one is not approved).")
+    latest: str | None = Field(description="NAME:VERSION that NAME alone resolves to (its newest active version). "
+                                           "For callers shown approved versions only, null when that version is "
+                                           "not approved: name an approved NAME:VERSION instead.")
     versions: list[ModelVersion]
 
 

@@ -15,9 +15,10 @@ export     a project's labels                                   lead, admin
 =========  ==================================================  ==========================
 
 ``authenticate`` runs on every call: an unknown, revoked or expired token, or one whose user is
-disabled (at once: the user row is read on each call), is refused with ``AuthError``. ``record_call``
-then notes the token's last use and writes the call's audit event (with the token id) in one
-transaction.
+disabled (at once: the user row is read on each call), is refused with ``TokenRefused`` (an
+``AuthError`` carrying the refused token's id when the token exists). ``record_call`` then writes the
+call's audit event (with the token id) and, at most once a minute per token, its last use, in one
+transaction; ``record_refusal`` audits a refused call without the token itself.
 """
 
 from __future__ import annotations
@@ -44,6 +45,9 @@ SCOPE_ROLES: dict[str, tuple[str, ...]] = {
 }
 SCOPES = tuple(SCOPE_ROLES)
 DEFAULT_EXPIRY_DAYS = 90
+# A token's last use is written when the one recorded is older than this: a busy token costs one audit
+# insert per call, not an extra row update too.
+LAST_USE_RESOLUTION = dt.timedelta(minutes=1)
 MAX_EXPIRY_DAYS = 365
 _SHOWN_PREFIX = 12  # "mlt_" and 8 characters of the secret: enough to recognise, far too few to guess
 
@@ -86,6 +90,16 @@ class Caller:
     username: str
     role: str
     scopes: tuple[str, ...]
+    last_used_at: dt.datetime | None = None  # as recorded before this call
+
+
+class TokenRefused(AuthError):
+    """A missing, unknown, revoked or expired token, or one whose user is disabled. ``token_id`` and
+    ``user_id`` name the token and its owner when the token exists (never the secret)."""
+
+    def __init__(self, message: str, token_id: int | None = None, user_id: int | None = None) -> None:
+        super().__init__(message)
+        self.token_id, self.user_id = token_id, user_id
 
 
 def scopes_for_role(role: str) -> tuple[str, ...]:
@@ -187,25 +201,25 @@ def revoke_token(ctx: AppContext, token_id: int, *, actor_id: int | None = None)
 
 
 def authenticate(ctx: AppContext, secret: str | None) -> Caller:
-    """The caller behind ``secret``; ``AuthError`` for a missing, unknown, revoked or expired token or a
+    """The caller behind ``secret``; ``TokenRefused`` for a missing, unknown, revoked or expired token or a
     disabled user. The message never repeats the token."""
     if not secret:
-        raise AuthError("an API token is required (header `Authorization: Bearer <token>`)")
+        raise TokenRefused("an API token is required (header `Authorization: Bearer <token>`)")
     if not secret.startswith(TOKEN_PREFIX) or len(secret) > 128:
-        raise AuthError("invalid API token")
+        raise TokenRefused("invalid API token")
     with ctx.reads() as session:
         row = q.token_with_user(session, _hash(secret))
         if row is None:
-            raise AuthError("invalid API token")
+            raise TokenRefused("invalid API token")
         token, user = row
         if token.revoked_at is not None:
-            raise AuthError("this API token has been revoked")
+            raise TokenRefused("this API token has been revoked", token.id, user.id)
         if token.expires_at is not None and _aware(token.expires_at) <= utcnow():
-            raise AuthError("this API token has expired")
+            raise TokenRefused("this API token has expired", token.id, user.id)
         if not user.is_active:
-            raise AuthError("the account of this API token is disabled")
+            raise TokenRefused("the account of this API token is disabled", token.id, user.id)
         return Caller(token_id=token.id, user_id=user.id, username=user.username, role=user.role.value,
-                      scopes=tuple(token.scopes))
+                      scopes=tuple(token.scopes), last_used_at=token.last_used_at)
 
 
 def authorise(caller: Caller, scopes: tuple[str, ...], roles: tuple[str, ...] = ()) -> None:
@@ -218,11 +232,21 @@ def authorise(caller: Caller, scopes: tuple[str, ...], roles: tuple[str, ...] = 
 
 
 def record_call(ctx: AppContext, caller: Caller, method: str, route: str, status: int, **details: object) -> None:
-    """Note the token's last use and audit the call (with the token id) in one transaction."""
+    """Audit the call (with the token id) and, when the last use recorded is older than
+    ``LAST_USE_RESOLUTION``, note the token's last use, in one transaction."""
+    now = utcnow()
     with ctx.sessions.begin() as session:
-        token = session.get(ApiToken, caller.token_id)
-        if token is not None:
-            token.last_used_at = utcnow()
+        if caller.last_used_at is None or now - _aware(caller.last_used_at) >= LAST_USE_RESOLUTION:
+            q.touch(session, caller.token_id, now)
         audit.record(session, "api.call", actor_id=caller.user_id, target_type="api_token",
                      target_id=caller.token_id, method=method, route=route, status=status,
                      **{k: v for k, v in details.items() if v is not None})
+
+
+def record_refusal(ctx: AppContext, refused: TokenRefused, method: str, route: str, status: int) -> None:
+    """Audit a call refused for its token (``api.refused``): the reason, and the token's id and owner when
+    the token exists; never the token itself."""
+    with ctx.sessions.begin() as session:
+        audit.record(session, "api.refused", actor_id=refused.user_id,
+                     target_type=None if refused.token_id is None else "api_token", target_id=refused.token_id,
+                     method=method, route=route, status=status, reason=str(refused))

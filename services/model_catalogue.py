@@ -39,7 +39,9 @@ class VersionInfo:
 class ModelInfo:
     name: str
     versions: tuple[VersionInfo, ...]
-    latest: str | None  # NAME:VERSION that NAME alone resolves to (its newest active version, approved or not)
+    # NAME:VERSION that NAME alone resolves to (its newest active version); without ``everything``, None when
+    # that version is not approved (a clinician naming NAME alone would be refused)
+    latest: str | None
 
 
 def _input(spec: dict[str, Any]) -> dict[str, Any]:
@@ -56,7 +58,10 @@ def catalogue(ctx: AppContext, name: str | None = None, *, everything: bool = Fa
         approvers = accounts_q.usernames(session, {m.approved_by_id for m, _ in rows if m.approved_by_id})
         cards = {m.id: card_of(m, approvers.get(m.approved_by_id or -1)) for m, _ in rows}
     grouped: dict[str, list[VersionInfo]] = {}
-    latest = {m.name: f"{m.name}:{m.version}" for m, _ in rows if m.is_active}  # rows are by name, version
+    # rows are by name, version: the last active one is what NAME alone resolves to; shown only to whoever
+    # sees that version (to others it would name a version they are not shown, and NAME alone is refused)
+    latest = {m.name: f"{m.name}:{m.version}" if everything or m.approved_at is not None else None
+              for m, _ in rows if m.is_active}
     for m, metrics in rows:
         approved = m.approved_at is not None
         if not (everything or (m.is_active and approved)):

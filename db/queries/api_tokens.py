@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+import datetime as dt
+
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from db.models import ApiToken, User
@@ -20,3 +22,8 @@ def tokens(session: Session, user_id: int | None = None) -> list[tuple[ApiToken,
     if user_id is not None:
         stmt = stmt.where(ApiToken.user_id == user_id)
     return [(t, u) for t, u in session.execute(stmt.order_by(ApiToken.id.desc()))]
+
+
+def touch(session: Session, token_id: int, when: dt.datetime) -> None:
+    """Record a token's last use (one UPDATE, no read)."""
+    session.execute(update(ApiToken).where(ApiToken.id == token_id).values(last_used_at=when))

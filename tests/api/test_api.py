@@ -125,6 +125,58 @@ def test_missing_invalid_revoked_and_expired_tokens_are_refused(api: Api) -> Non
         assert secret not in response.text and expired not in response.text
 
 
+def test_refused_tokens_are_audited_without_the_token(api: Api) -> None:
+    doc_id, doc = api.user("clinician")
+    with api.ctx.reads() as session:
+        before = int(session.scalar(select(func.max(AuditEvent.id))) or 0)
+    unknown = "mlt_" + "x" * 43
+    with api.client(unknown) as client:
+        assert client.get("/models").status_code == 401
+    with api.client() as client:
+        assert client.get("/predictions").status_code == 401
+    token_id, secret = api.token(doc, "read")
+    api_tokens_revoke(api, token_id)
+    with api.client(secret) as client:
+        assert client.get("/models/cxr-tiny").status_code == 401
+    with api.ctx.reads() as session:
+        refused = session.scalars(select(AuditEvent).where(AuditEvent.action == "api.refused",
+                                                           AuditEvent.id > before).order_by(AuditEvent.id)).all()
+    assert [(e.actor_id, e.target_type, e.target_id) for e in refused] == [
+        (None, None, None), (None, None, None), (doc_id, "api_token", str(token_id))]
+    assert [(e.payload["route"], e.payload["status"]) for e in refused] == [
+        ("/api/v1/models", 401), ("/api/v1/predictions", 401), ("/api/v1/models/{name}", 401)]
+    assert "revoked" in refused[2].payload["reason"] and "required" in refused[1].payload["reason"]
+    stored = json.dumps([e.payload for e in refused])
+    assert unknown not in stored and secret not in stored and secret[4:16] not in stored
+
+
+def test_last_use_is_written_at_most_once_a_minute(api: Api) -> None:
+    _, doc = api.user("clinician")
+    token_id, secret = api.token(doc, "read")
+
+    def last_use() -> dt.datetime | None:
+        with api.ctx.reads() as session:
+            return session.get(ApiToken, token_id).last_used_at
+
+    def calls() -> int:
+        with api.ctx.reads() as session:
+            return int(session.scalar(select(func.count()).select_from(AuditEvent).where(
+                AuditEvent.action == "api.call", AuditEvent.target_id == str(token_id))) or 0)
+
+    with api.client(secret) as client:
+        assert last_use() is None
+        assert client.get("/models").status_code == 200
+        first = last_use()
+        assert first is not None
+        assert client.get("/models").status_code == 200
+        assert last_use() == first  # within the minute: no second write
+        with api.ctx.sessions.begin() as session:
+            session.get(ApiToken, token_id).last_used_at = first - dt.timedelta(minutes=2)
+        assert client.get("/models").status_code == 200
+        assert last_use() > first - dt.timedelta(minutes=2)  # type: ignore[operator]
+    assert calls() == 3  # every call is audited all the same
+
+
 def api_tokens_revoke(api: Api, token_id: int) -> None:
     from services.api_tokens import revoke_token
 
@@ -421,14 +473,18 @@ def test_models_list_and_detail(api: Api) -> None:
         assert unknown.status_code == 404
 
 
+def _clinician_and_lead(api: Api) -> tuple[str, int, str, str, str]:
+    """A clinician with a `predict` token and a lead with a `read` token."""
+    _, doc = api.user("clinician")
+    lead_id, lead = api.user("lead")
+    return doc, lead_id, lead, api.token(doc, "predict")[1], api.token(lead, "read")[1]
+
+
 def test_clinicians_see_and_use_approved_versions_only(api: Api) -> None:
     from services import model_cards
     from services.models import register_model
 
-    _, doc = api.user("clinician")
-    lead_id, lead = api.user("lead")
-    _, doc_token = api.token(doc, "predict")
-    _, lead_token = api.token(lead, "read")
+    doc, lead_id, lead, doc_token, lead_token = _clinician_and_lead(api)
     name = f"unapproved-{doc}"
     fresh = register_model(api.ctx, api.model_bytes, name=name, labels=LABELS)
     ref = f"{fresh.name}:{fresh.version}"
@@ -447,6 +503,33 @@ def test_clinicians_see_and_use_approved_versions_only(api: Api) -> None:
         card = listed["versions"][0]["card"]
         assert card["approved_by"] == lead and card["training_data"] == "synthetic test images"
         assert _predict(client, ref, xray_png()).status_code == 201
+
+
+def test_clinicians_are_not_shown_unapproved_or_removed_versions(api: Api) -> None:
+    from services import model_cards
+    from services.models import deactivate, register_model
+
+    doc, lead_id, lead, doc_token, lead_token = _clinician_and_lead(api)
+    name = f"two-versions-{doc}"
+    v1 = register_model(api.ctx, api.model_bytes, name=name, labels=LABELS)
+    model_cards.approve(api.ctx, f"{name}:{v1.version}", lead_id, project=None)
+    v2 = register_model(api.ctx, api.model_bytes, name=name, labels=LABELS)
+    assert v2.version == v1.version + 1
+    with api.client(doc_token) as client:
+        shown = client.get(f"/models/{name}").json()
+        assert [v["ref"] for v in shown["versions"]] == [f"{name}:{v1.version}"]
+        assert shown["latest"] is None  # NAME alone means v2, which this caller is not shown
+        assert shown == next(m for m in client.get("/models").json() if m["name"] == name)
+        assert f"{name}:{v2.version}" not in client.get("/models").text
+    with api.client(lead_token) as client:
+        assert client.get(f"/models/{name}").json()["latest"] == f"{name}:{v2.version}"
+    deactivate(api.ctx, f"{name}:{v2.version}")
+    with api.client(doc_token) as client:
+        assert client.get(f"/models/{name}").json()["latest"] == f"{name}:{v1.version}"
+    deactivate(api.ctx, f"{name}:{v1.version}")  # an approved version removed from use: not listed
+    with api.client(doc_token) as client:
+        assert name not in [m["name"] for m in client.get("/models").json()]
+        assert client.get(f"/models/{name}").status_code == 404
 
 
 # --- projects -----------------------------------------------------------------------------------
