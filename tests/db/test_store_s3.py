@@ -21,8 +21,7 @@ from PIL import Image, ImageDraw
 from sqlalchemy import select
 
 from db.models import Item
-from db.store import ContentStore, open_store
-from db.store_fsspec import FsspecContentStore
+from db.store import ContentStore, FsspecContentStore, open_store
 from medlabel.benchmarks.deid_corpus import study_pair
 from medlabel.errors import ConfigError, NotFoundError
 from medlabel.settings import Settings

@@ -1,6 +1,6 @@
 """The content store on any fsspec URL: ``s3://bucket/prefix`` on S3 or MinIO, ``gs://``, ``az://``...
 
-Same layout and semantics as the local folder (see ``db.store``):
+Same layout and semantics as the local folder (see ``db.store.local``):
 
 - **Write then publish.** On object stores an object appears under its key only once all of its
   bytes have arrived: a single PUT is atomic, and a multipart upload (s3fs uses one above
@@ -25,7 +25,7 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
-from db.store import BlobStore
+from db.store.base import BlobStore
 from medlabel.errors import ConfigError, NotFoundError
 
 DEFAULT_CACHE_BYTES = 64 * 2**20

@@ -1,0 +1,102 @@
+"""The content store on a local folder (the default): temp file, fsync, rename."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+from db.store.base import BlobStore
+from medlabel.errors import ConfigError, NotFoundError
+
+
+class ContentStore(BlobStore):
+    """A local folder of immutable blobs named by their sha256 (writes: temp file, fsync, rename)."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self.url = str(self.root)
+
+    def path_for(self, digest: str, suffix: str = "") -> Path:
+        return self.root / self.key_for(digest, suffix)
+
+    def put(self, data: bytes, suffix: str = "") -> tuple[str, str]:
+        digest = hashlib.sha256(data).hexdigest()
+        target = self.path_for(digest, suffix)
+        relative = target.relative_to(self.root).as_posix()
+        if target.exists():
+            return digest, relative
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=suffix)
+        except OSError as exc:
+            raise ConfigError(f"{self.root}: content store is not writable ({exc.strerror})") from None
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        _fsync_dir(target.parent)
+        return digest, relative
+
+    def put_derived(self, source_digest: str, name: str, data: bytes) -> None:
+        target = self.root / self.derived_key(source_digest, name)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+        except OSError as exc:
+            raise ConfigError(f"{self.root}: content store is not writable ({exc.strerror})") from None
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def get_derived(self, source_digest: str, name: str) -> bytes | None:
+        try:
+            return (self.root / self.derived_key(source_digest, name)).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def delete(self, relative: str) -> None:
+        path = self._resolve(relative)
+        derived = self.root / self.derived_prefix(self.digest_of(relative))
+        path.unlink(missing_ok=True)
+        if derived.is_dir():
+            for child in derived.iterdir():
+                child.unlink(missing_ok=True)
+            derived.rmdir()
+
+    def get(self, relative: str) -> bytes:
+        path = self._resolve(relative)
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            raise NotFoundError(f"{relative}: not in the content store") from None
+
+    def exists(self, relative: str) -> bool:
+        return self._resolve(relative).exists()
+
+    def _resolve(self, relative: str) -> Path:
+        path = (self.root / relative).resolve()
+        if self.root.resolve() not in path.parents:
+            raise ValueError(f"path escapes the content store: {relative!r}")
+        return path
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
