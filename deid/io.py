@@ -14,7 +14,6 @@ import errno
 import hashlib
 import os
 import stat
-import tempfile
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from pathlib import Path
 from deid.engine import deidentify_bytes
 from deid.types import DeidOptions
 from medlabel.errors import InputError
+from medlabel.files import write_atomic
 
 MIN_KEY_BYTES = 32
 
@@ -79,20 +79,6 @@ def read_regular(path: Path) -> bytes:
         if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
             raise InputError(path, "not a regular file")
         return handle.read()
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _output_name(result_kind: str, patient: str | None, study: str | None, series: str | None, data: bytes,

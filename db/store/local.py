@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from pathlib import Path
 
 from db.store.base import BlobStore
 from medlabel.errors import ConfigError, NotFoundError
+from medlabel.files import write_atomic
 
 
 class ContentStore(BlobStore):
@@ -25,39 +24,19 @@ class ContentStore(BlobStore):
         digest = hashlib.sha256(data).hexdigest()
         target = self.path_for(digest, suffix)
         relative = target.relative_to(self.root).as_posix()
-        if target.exists():
-            return digest, relative
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=suffix)
-        except OSError as exc:
-            raise ConfigError(f"{self.root}: content store is not writable ({exc.strerror})") from None
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        _fsync_dir(target.parent)
+        if not target.exists():
+            self._write(target, data, durable=True, suffix=suffix)
         return digest, relative
 
     def put_derived(self, source_digest: str, name: str, data: bytes) -> None:
-        target = self.root / self.derived_key(source_digest, name)
+        # A rendition can be derived again, so it is not fsynced.
+        self._write(self.root / self.derived_key(source_digest, name), data, durable=False)
+
+    def _write(self, target: Path, data: bytes, *, durable: bool, suffix: str = "") -> None:
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+            write_atomic(target, data, durable=durable, suffix=suffix)
         except OSError as exc:
-            raise ConfigError(f"{self.root}: content store is not writable ({exc.strerror})") from None
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+            raise ConfigError(f"{self.root}: content store is not writable ({exc.strerror or exc})") from None
 
     def get_derived(self, source_digest: str, name: str) -> bytes | None:
         try:
@@ -90,13 +69,3 @@ class ContentStore(BlobStore):
             raise ValueError(f"path escapes the content store: {relative!r}")
         return path
 
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

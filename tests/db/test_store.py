@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from db import ContentStore
-from medlabel.errors import NotFoundError
+from medlabel.errors import ConfigError, NotFoundError
 
 
 def test_put_is_content_addressed_and_deduplicated(tmp_path: Path) -> None:
@@ -24,13 +24,14 @@ def test_put_is_content_addressed_and_deduplicated(tmp_path: Path) -> None:
 
 
 def test_failed_write_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A write that fails half-way (disk full) leaves no file and says which store refused it."""
     store = ContentStore(tmp_path / "store")
 
     def boom(src: str, dst: str) -> None:
-        raise OSError("disk full")
+        raise OSError(28, "No space left on device")
 
     monkeypatch.setattr("os.replace", boom)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(ConfigError, match=r"store: content store is not writable \(No space left on device\)"):
         store.put(b"half", ".dcm")
     assert [p for p in (tmp_path / "store").rglob("*") if p.is_file()] == []
 
