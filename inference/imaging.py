@@ -226,14 +226,17 @@ def modality_values(ds: Dataset, *, frame: int = 0, max_size: int | None = 512,
     if arr.ndim == 3:
         return None
     attrs = frame_attributes(ds, frame)
-    if "ModalityLUTSequence" in attrs:
-        values = apply_modality_lut(arr, attrs).astype(np.float32)
+    size = target_size(arr.shape[0], arr.shape[1], max_size)
+    # Block means of the stored integers first (as dicom_unit does), so a 2000x2000 frame is not turned
+    # into floats and filtered at full resolution for statistics taken at 512 px.
+    if "ModalityLUTSequence" in attrs:  # a table: apply at full resolution, on integers
+        values = area_reduce(apply_modality_lut(arr, attrs), size).astype(np.float32)
     else:
-        values = arr.astype(np.float32)
+        values = area_reduce(arr, size).astype(np.float32)
         slope = float(attrs.get("RescaleSlope", 1.0) or 1.0)
         intercept = float(attrs.get("RescaleIntercept", 0.0) or 0.0)
         values = values * np.float32(slope) + np.float32(intercept)
-    return resize_float(values, target_size(values.shape[0], values.shape[1], max_size))
+    return resize_float(values, size)
 
 
 def dicom_unit(ds: Dataset, *, frame: int = 0, window: tuple[float, float] | None = None,

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Sequence
+import logging
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from PIL import Image
 
@@ -26,6 +29,11 @@ CT_PRESETS: tuple[tuple[str, float, float], ...] = tuple(
 DISPLAY_SIZE = 1024  # longer side of what is sent to the browser (sharp on a 2x screen at ~560 CSS px)
 FULL_SIZE = 4096  # longer side of the rendition zoomed views are cut from
 MIN_DISPLAY = 512
+RENDER_WAIT_S = 60.0  # a view waits at most this long for the same rendition being made by another thread
+PREFETCH_QUEUE = 4  # renditions waiting in the background thread; more requests are dropped
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -68,6 +76,55 @@ class WindowChoices:
         return self.window(name) or self.auto
 
 
+class _SingleFlight:
+    """One computation per key at a time: a second caller for a key being computed waits for the first
+    one's result instead of decoding the same file again (the prefetch thread and the page)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._calls: dict[str, Future[Any]] = {}
+
+    def do(self, key: str, compute: Callable[[], T]) -> T:
+        with self._lock:
+            running = self._calls.get(key)
+            if running is None:
+                mine: Future[Any] = Future()
+                self._calls[key] = mine
+        if running is not None:
+            return running.result(timeout=RENDER_WAIT_S)  # type: ignore[no-any-return]
+        try:
+            result = compute()
+        except BaseException as exc:
+            mine.set_exception(exc)
+            raise
+        else:
+            mine.set_result(result)
+            return result
+        finally:
+            with self._lock:
+                self._calls.pop(key, None)
+
+
+_renders = _SingleFlight()
+
+
+def _derived(ctx: AppContext, content_hash: str, key: str, make: Callable[[], bytes]) -> bytes:
+    """The cached derived bytes, or ``make()`` stored under ``key`` (once, however many threads ask)."""
+    cached = ctx.store.get_derived(content_hash, key)
+    if cached is not None:
+        return cached
+
+    def compute() -> bytes:
+        again = ctx.store.get_derived(content_hash, key)  # made by a caller that finished just before
+        if again is not None:
+            return again
+        data = make()
+        ctx.store.put_derived(content_hash, key, data)
+        return data
+
+    return _renders.do(f"{content_hash}/{key}", compute)
+
+
 def _item(ctx: AppContext, item_id: int) -> tuple[str, str, str | None, int, int, int]:
     with ctx.reads() as session:
         item = session.get(Item, item_id)
@@ -82,16 +139,15 @@ def window_choices(ctx: AppContext, item_id: int, *, frame: int = 0) -> WindowCh
     then a statistics-based window (cached next to the item)."""
     content_hash, stored_path, _, _, _, frames = _item(ctx, item_id)
     frame = max(0, min(frame, frames - 1))
-    key = f"windows/v2/{frame}"
-    cached = ctx.store.get_derived(content_hash, key)
-    if cached is None:
+
+    def make() -> bytes:
         options = inference.window_options(ctx.store.get(stored_path), frame=frame, name=f"item {item_id}")
         data: dict[str, Any] = {"none": True} if options is None else {
             "presets": [[n, None if w is None else w[0], None if w is None else w[1]] for n, w in options.presets],
             "range": list(options.value_range), "auto": list(options.auto)}
-        cached = json.dumps(data).encode()
-        ctx.store.put_derived(content_hash, key, cached)
-    data = json.loads(cached)
+        return json.dumps(data).encode()
+
+    data = json.loads(_derived(ctx, content_hash, f"windows/v2/{frame}", make))
     if data.get("none"):
         return None
     return WindowChoices(presets=tuple((str(n), c, w) for n, c, w in data["presets"]),
@@ -101,12 +157,8 @@ def window_choices(ctx: AppContext, item_id: int, *, frame: int = 0) -> WindowCh
 
 def _rendition(ctx: AppContext, content_hash: str, stored_path: str, frame: int,
                win: tuple[float, float] | None, max_size: int) -> bytes:
-    cache_key = f"display/full/{frame}/{win}/{max_size}"
-    png = ctx.store.get_derived(content_hash, cache_key)
-    if png is None:
-        png = inference.render_png(ctx.store.get(stored_path), frame=frame, window=win, max_size=max_size).png
-        ctx.store.put_derived(content_hash, cache_key, png)
-    return png
+    return _derived(ctx, content_hash, f"display/full/{frame}/{win}/{max_size}", lambda: inference.render_png(
+        ctx.store.get(stored_path), frame=frame, window=win, max_size=max_size).png)
 
 
 def display_image(ctx: AppContext, item_id: int, *, frame: int = 0, window: tuple[float, float] | None = None,
@@ -120,12 +172,8 @@ def display_image(ctx: AppContext, item_id: int, *, frame: int = 0, window: tupl
     win = None if window is None else (round(float(window[0]), 2), round(float(window[1]), 2))
     presets = CT_PRESETS if modality == "CT" else ()
     if zoom <= 1.0:
-        cache_key = f"display/v3/{frame}/{win}/{max_size}"
-        png = ctx.store.get_derived(content_hash, cache_key)
-        if png is None:
-            rendered = inference.render_png(ctx.store.get(stored_path), frame=frame, window=win, max_size=max_size)
-            png = _upscale_small(rendered.png)
-            ctx.store.put_derived(content_hash, cache_key, png)
+        png = _derived(ctx, content_hash, f"display/v3/{frame}/{win}/{max_size}", lambda: _upscale_small(
+            inference.render_png(ctx.store.get(stored_path), frame=frame, window=win, max_size=max_size).png))
         with Image.open(io.BytesIO(png)) as img:
             shown_w, shown_h = img.size
         width, height = width or shown_w, height or shown_h
@@ -140,6 +188,49 @@ def display_image(ctx: AppContext, item_id: int, *, frame: int = 0, window: tupl
     png = inference.crop_view(full, (width, height), view, size)
     return DisplayImage(png=png, width=size[0], height=size[1], original_width=width, original_height=height,
                         frames=frames, presets=presets, view=(view.x0, view.y0, view.x1, view.y1), zoom=float(zoom))
+
+
+_prefetcher: ThreadPoolExecutor | None = None
+_prefetch_lock = threading.Lock()
+_prefetch_waiting = 0
+
+
+def prefetch_display(ctx: AppContext, item_id: int, presets: Mapping[str, str] | None = None) -> Future[None] | None:
+    """Make the item's first view (its window choices and its Fit rendition at the window the viewer
+    opens it with) in a background thread, so that the view is a cache hit when the reader gets there.
+
+    ``presets``: the window preset the reader last chose per modality (the viewer keeps the choice per
+    modality); without one for the item's modality, or one this item does not offer, the viewer's default
+    (the first preset) is assumed.
+    One background thread for the process; when ``PREFETCH_QUEUE`` renditions are waiting the request is
+    dropped (None). A failure is only logged: the page reports it when the item is really shown.
+    """
+    global _prefetcher, _prefetch_waiting
+    with _prefetch_lock:
+        if _prefetch_waiting >= PREFETCH_QUEUE:
+            return None
+        if _prefetcher is None:
+            _prefetcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="medlabel-prefetch")
+        _prefetch_waiting += 1
+    return _prefetcher.submit(_prefetch_one, ctx, item_id, dict(presets or {}))
+
+
+def _prefetch_one(ctx: AppContext, item_id: int, presets: dict[str, str]) -> None:
+    global _prefetch_waiting
+    try:
+        _, _, modality, _, _, _ = _item(ctx, item_id)
+        choices = window_choices(ctx, item_id)
+        window = None
+        if choices is not None:
+            names = [name for name, _, _ in choices.presets]
+            chosen = presets.get(modality or "OT")
+            window = choices.window(chosen if chosen in names else names[0])  # as the viewer falls back
+        display_image(ctx, item_id, window=window)
+    except Exception as exc:  # noqa: BLE001 - a hint only; the real view raises and reports it
+        logger.info("prefetch of item %s failed: %s", item_id, type(exc).__name__)
+    finally:
+        with _prefetch_lock:
+            _prefetch_waiting -= 1
 
 
 def _upscale_small(png: bytes) -> bytes:

@@ -86,6 +86,18 @@ def next_case(ctx: AppContext, project_id: int, user_id: int, *, now: dt.datetim
     return dataclasses.replace(case, reason=_queue_reason(ctx, case.item_id))
 
 
+def upcoming_item(ctx: AppContext, project_id: int, user_id: int, *, now: dt.datetime | None = None) -> int | None:
+    """The item the reader's next new claim would most likely serve (a hint: nothing is claimed), so the
+    Label page can prepare its image while the reader looks at the current case. Due re-reads are not
+    predicted (they are few, and spaced out)."""
+    with ctx.reads() as session:
+        project = session.get(Project, project_id)
+        if project is None:
+            raise NotFoundError(f"no project with id {project_id}")
+        return q.upcoming(session, project_id=project_id, user_id=user_id, now=now or utcnow(),
+                          labels_per_item=project.labels_per_item, by_score=project.queue_strategy != "random")
+
+
 def _spacing(session: Session, reread: Assignment) -> int:
     rnd = session.get(VerificationRound, reread.round_id) if reread.round_id else None
     return int((rnd.settings or {}).get("spacing", REREAD_SPACING)) if rnd is not None else REREAD_SPACING

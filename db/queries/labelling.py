@@ -90,20 +90,7 @@ def claim_next(session: Session, *, project_id: int, user_id: int, now: dt.datet
     conditions = [Item.queue_open.is_(True), *_available(now, user_id, labels_per_item)]
     excluded: list[int] = []
     for _ in range(MAX_CLAIM_ATTEMPTS):
-        item_id = None
-        for segment, order in _segments(by_score):
-            stmt = (
-                select(Item.id)
-                .where(Item.project_id == project_id, *segment, *conditions,
-                       Item.id.not_in(excluded) if excluded else true())
-                .order_by(*order)
-                .limit(1)
-            )
-            if postgres:
-                stmt = stmt.with_for_update(of=Item, skip_locked=True)
-            item_id = session.scalar(stmt)
-            if item_id is not None:
-                break
+        item_id = _first_open(session, project_id, conditions, by_score, excluded, lock=postgres)
         if item_id is None:
             return None
         if postgres and session.scalar(select(Item.id).where(Item.id == item_id, *conditions)) is None:
@@ -115,6 +102,35 @@ def claim_next(session: Session, *, project_id: int, user_id: int, now: dt.datet
         session.flush()
         return claim
     return None
+
+
+def _first_open(session: Session, project_id: int, conditions: list[Any], by_score: bool, excluded: list[int],
+                *, lock: bool) -> int | None:
+    """The first item in queue order meeting ``conditions`` (segment by segment), locked with SKIP LOCKED
+    when ``lock`` (PostgreSQL claims)."""
+    for segment, order in _segments(by_score):
+        stmt = (
+            select(Item.id)
+            .where(Item.project_id == project_id, *segment, *conditions,
+                   Item.id.not_in(excluded) if excluded else true())
+            .order_by(*order)
+            .limit(1)
+        )
+        if lock:
+            stmt = stmt.with_for_update(of=Item, skip_locked=True)
+        item_id = session.scalar(stmt)
+        if item_id is not None:
+            return int(item_id)
+    return None
+
+
+def upcoming(session: Session, *, project_id: int, user_id: int, now: dt.datetime, labels_per_item: int,
+             by_score: bool = False) -> int | None:
+    """The item this reader's next claim would most likely take (nothing is claimed or locked): the
+    first open item in queue order the reader has not read or claimed. Another reader may claim it
+    first; it is a hint for preparing the next image, never a claim."""
+    conditions = [Item.queue_open.is_(True), *_available(now, user_id, labels_per_item)]
+    return _first_open(session, project_id, conditions, by_score, [], lock=False)
 
 
 def count_read(session: Session, item_id: int, labels_per_item: int, delta: int) -> None:

@@ -81,6 +81,13 @@ def window_control(ctx: AppContext, case: CaseDTO, frame: int, slot: Any) -> tup
     return float(center), float(width)
 
 
+def remembered_presets() -> dict[str, str]:
+    """The window preset this session last chose per modality (Manual left out: its sliders decide)."""
+    prefix = "window_preset_"
+    return {str(key)[len(prefix):]: str(value) for key, value in st.session_state.items()
+            if str(key).startswith(prefix) and value not in (None, MANUAL)}
+
+
 def view_controls(key: str, slot: Any) -> tuple[float, tuple[float, float]]:
     """The Zoom control (in ``slot``) and, when zoomed, pan sliders; returns (zoom, center fractions).
     Pan positions are keyed by ``key`` (a case or item), so the next case opens centred."""

@@ -7,9 +7,10 @@ import streamlit as st
 from medlabel.errors import MedlabelError
 from portal.auth import require_role
 from portal.components.picker import pick_project
-from portal.components.viewer import show_case_image
+from portal.components.viewer import remembered_presets, show_case_image
 from portal.resources import app_context
 from services import labelling
+from services.images import prefetch_display
 
 user = require_role("reader", "lead")
 ctx = app_context()
@@ -127,3 +128,11 @@ with panel:
 
     st.checkbox("Uncertain", key=f"uncertain_{case.assignment_id}")
     st.text_input("Comment", key=f"comment_{case.assignment_id}")
+
+# While the reader looks at this case, the next one's image is prepared in the background (once per case):
+# a first view of a full-size DICOM is decoded, windowed and encoded before the key press asks for it.
+if not st.session_state.get(f"prefetched_{case.assignment_id}"):
+    st.session_state[f"prefetched_{case.assignment_id}"] = True
+    upcoming = labelling.upcoming_item(ctx, project.id, user.id)
+    if upcoming is not None:
+        prefetch_display(ctx, upcoming, remembered_presets())
