@@ -43,7 +43,8 @@ from services import audit, model_gate, verification
 from services.consensus import current_reads, final_label
 from services.context import AppContext
 from services.dto import RoundDTO
-from services.job_protocol import JobReporter, JobResult, NullReporter, check_stop
+from services.jobs.kinds import register_kind
+from services.jobs.protocol import JobReporter, JobResult, NullReporter, check_stop
 from services.models import ModelDTO, prediction_rows, prelabel, register_model
 
 log = logging.getLogger(__name__)
@@ -977,7 +978,7 @@ def retrain(ctx: AppContext, project_name: str, *, strategy: str | None = None, 
 
 
 def retrain_job(ctx: AppContext, params: dict[str, Any], reporter: JobReporter) -> JobResult:
-    """Job entry point (services.job_protocol): params ``project`` and optionally ``strategy``,
+    """Job entry point (services.jobs.protocol): params ``project`` and optionally ``strategy``,
     ``batch_size``, ``actor_id``."""
     if not params.get("project"):
         raise InputError(None, "a retrain job needs a 'project'")
@@ -1199,3 +1200,6 @@ __all__ = ["ALStatus", "BATCH_STRATEGIES", "FILTERS", "STRATEGY_CHOICES", "TYPIC
            "RetrainReport", "ScoreReport", "SuspectedError", "configure", "decide", "learning_curve", "maybe_retrain",
            "predictions_vs_truth", "queue_reason", "retrain", "retrain_job", "score_pool", "send_to_verification",
            "setup_active_learning_demo", "status", "suspected_label_errors"]
+
+
+register_kind("retrain", retrain_job)

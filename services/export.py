@@ -17,6 +17,9 @@ from medlabel.text import csv_cell
 from services import audit
 from services.consensus import current_reads, final_label, patient_splits
 from services.context import AppContext
+from services.jobs import params as job_params
+from services.jobs.kinds import register_kind
+from services.jobs.protocol import JobReporter
 
 FORMATS = ("csv", "jsonl", "coco")
 
@@ -118,3 +121,32 @@ def _coco(ctx: AppContext, project_name: str, rows: list[dict[str, Any]]) -> byt
                                 "area": w * h, "iscrowd": 0, "provenance": row["provenance"]})
     return json.dumps({"info": {"description": f"medlabel export of {project_name}"}, "images": images,
                        "annotations": annotations, "categories": categories}, indent=1).encode()
+
+
+# --- as a job (services.jobs) --------------------------------------------------------------------
+
+
+def check_export(ctx: AppContext, params: dict[str, Any]) -> dict[str, Any]:
+    """``project``, ``format`` (csv | jsonl | coco), optional ``seed`` of the patient-level split."""
+    job_params.require(params, "project", "format")
+    job_params.project_id(ctx, params["project"])
+    if params["format"] not in FORMATS:
+        raise InputError(None, f"unknown export format {params['format']!r} (choose {', '.join(FORMATS)})")
+    if not isinstance(params.get("seed", 0), int):
+        raise InputError(None, f"seed must be an integer, got {params.get('seed')!r}")
+    return params
+
+
+def export_job(ctx: AppContext, params: dict[str, Any], reporter: JobReporter) -> dict[str, Any]:
+    """Export a project's labels into the content store; the result names the stored file."""
+    params = check_export(ctx, params)
+    reporter.progress(0, 1, f"exporting {params['project']} as {params['format']}")
+    data = export_project(ctx, params["project"], params["format"], seed=int(params.get("seed", 0)),
+                          actor_id=getattr(reporter, "actor_id", None))
+    suffix = ".json" if params["format"] in ("jsonl", "coco") else ""
+    digest, stored = ctx.store.put(data, suffix)
+    reporter.progress(1, 1, f"{len(data)} bytes")
+    return {"format": params["format"], "bytes": len(data), "sha256": digest, "stored_path": stored}
+
+
+register_kind("export", export_job, check_export)

@@ -43,7 +43,8 @@ from services.active_learning import (
     _targets,
 )
 from services.context import AppContext
-from services.job_protocol import JobReporter, JobResult, NullReporter, check_stop
+from services.jobs.kinds import register_kind
+from services.jobs.protocol import JobReporter, JobResult, NullReporter, check_stop
 from services.models import register_model
 
 log = logging.getLogger(__name__)
@@ -169,3 +170,6 @@ def learn_features_job(ctx: AppContext, params: dict[str, Any], reporter: JobRep
 
 
 __all__ = ["MAX_FEATURE_IMAGES", "FeaturesReport", "learn_features_job", "learn_project_features"]
+
+
+register_kind("learn_features", learn_features_job)

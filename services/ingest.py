@@ -17,8 +17,10 @@ import hashlib
 import hmac
 import io
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 import pydicom
 from cryptography.fernet import Fernet
@@ -33,6 +35,10 @@ from medlabel.errors import InputError, MedlabelError, NotFoundError, Permission
 from services import audit
 from services.context import AppContext
 from services.dto import IngestOutcome, IngestReport
+from services.jobs import params as job_params
+from services.jobs.kinds import register_kind
+from services.jobs.fanout import chunked, fan_out
+from services.jobs.protocol import JobReporter
 
 logger = logging.getLogger(__name__)
 
@@ -217,3 +223,66 @@ def project_id_of(ctx: AppContext, name: str) -> int:
             raise NotFoundError(f"no project named {name!r}")
         return project.id
 
+
+# --- as a job (services.jobs) --------------------------------------------------------------------
+
+DEID_OPTIONS = ("dates", "keep_patient_characteristics")
+
+
+def check_ingest(ctx: AppContext, params: dict[str, Any]) -> dict[str, Any]:
+    """``project``, ``paths`` (files or folders every worker can read), optional ``dates``
+    (shift | remove), ``keep_patient_characteristics`` and ``chunk_size``."""
+    job_params.require(params, "project", "paths")
+    job_params.project_id(ctx, params["project"])
+    paths = params["paths"]
+    if isinstance(paths, str) or not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
+        raise InputError(None, "paths must be a list of file or folder names")
+    resolved = [str(Path(p).expanduser().absolute()) for p in paths]
+    for p in resolved:
+        if not Path(p).exists():
+            raise InputError(p, "no such file or folder")
+    if params.get("dates", "shift") not in ("shift", "remove"):
+        raise InputError(None, f"dates must be 'shift' or 'remove', got {params.get('dates')!r}")
+    job_params.chunk_size(params)
+    return {**params, "paths": resolved}
+
+
+def _without_name(reason: str, source: str) -> str:
+    name = Path(source).name
+    return reason.replace(name, "<file>") if name else reason
+
+
+def ingest_chunk(ctx: AppContext, files: list[tuple[int, str]], *, should_stop: Callable[[], bool], project: str,
+                 options: dict[str, Any], actor_id: int | None) -> dict[str, Any]:
+    """De-identify and store these files. Refusals keep the file's position in the job's listing and the
+    reason, never the file's name (it may hold an identifier)."""
+    report = ingest_paths(ctx, project, [path for _, path in files], actor_id=actor_id,
+                          options=deid.DeidOptions(**options))
+    counts = {s: report.count(s) for s in ("released", "quarantined", "duplicate", "refused")}
+    refused = [[index, _without_name(outcome.reason, outcome.source)]
+               for (index, _), outcome in zip(files, report.outcomes, strict=True) if outcome.status == "refused"]
+    return {**counts, "refused_files": refused}
+
+
+def ingest_job(ctx: AppContext, params: dict[str, Any], reporter: JobReporter) -> dict[str, Any]:
+    """De-identify ``params["paths"]`` into ``params["project"]``; files already there count as duplicates."""
+    params = check_ingest(ctx, params)
+    files = list(enumerate(str(p) for p in iter_files(params["paths"])))
+    chunks = chunked(files, job_params.chunk_size(params))
+    reporter.progress(0, len(files), f"{len(files)} files to de-identify in {len(chunks)} chunks")
+    totals = {"released": 0, "quarantined": 0, "duplicate": 0, "refused": 0}
+    refused: list[list[Any]] = []
+    done = 0
+    options = {k: params[k] for k in DEID_OPTIONS if k in params}
+    with closing(fan_out(ctx, reporter, ingest_chunk, chunks, project=params["project"], options=options,
+                         actor_id=getattr(reporter, "actor_id", None))) as results:
+        for n, out in results:
+            done += n
+            for key in totals:
+                totals[key] += out[key]
+            refused += out["refused_files"]
+            reporter.progress(done, len(files), ", ".join(f"{v} {k}" for k, v in totals.items()))
+    return {"files": len(files), **totals, "refusals": refused[:50]}
+
+
+register_kind("ingest", ingest_job, check_ingest)

@@ -36,7 +36,8 @@ from medlabel.errors import InputError, NotFoundError
 from services import audit
 from services.consensus import FinalLabel, current_reads, final_label
 from services.context import AppContext
-from services.job_protocol import JobReporter, JobResult, NullReporter, check_stop
+from services.jobs.kinds import register_kind
+from services.jobs.protocol import JobReporter, JobResult, NullReporter, check_stop
 from services.models import ModelDTO, register_model, resolve
 
 REFERENCE = ("adjudicated", "consensus")
@@ -552,3 +553,6 @@ def item_predictions(ctx: AppContext, item_id: int) -> ItemPredictions:
     out.sort(key=lambda p: p.model)
     return ItemPredictions(item_id=item_id, project=project_name, final_label=final.labels,
                            provenance=final.provenance, reads=final.reads, predictions=tuple(out))
+
+
+register_kind("quantize", quantize_job)

@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack
+from contextlib import ExitStack, closing
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -34,7 +34,10 @@ from inference.registry import spec_from_dict, spec_to_dict
 from medlabel.errors import ConflictError, InputError, NotFoundError
 from services import audit
 from services.context import AppContext
-from services.job_protocol import JobCancelled, JobReporter, JobResult
+from services.jobs import params as job_params
+from services.jobs.kinds import register_kind
+from services.jobs.fanout import chunked, fan_out
+from services.jobs.protocol import JobCancelled, JobReporter, JobResult
 
 
 @dataclass(frozen=True)
@@ -291,7 +294,8 @@ def prelabel(ctx: AppContext, project_name: str, model_ref: str, *, batch_size: 
 
 
 def prelabel_job(ctx: AppContext, params: dict[str, Any], reporter: JobReporter) -> JobResult:
-    """``prelabel`` as a background job (services/job_protocol.py). Params: ``project``, ``model``
+    """``prelabel`` as a background job (services/jobs/protocol.py; the registered ``prelabel`` kind is
+    :func:`prelabel_chunks_job`). Params: ``project``, ``model``
     (NAME or NAME:VERSION), optional ``item_ids``, ``batch_size``, ``workers``. Progress is in items;
     a cancel stops between batches (``JobCancelled``) and a retry resumes."""
     try:
@@ -329,3 +333,55 @@ def model_input_specs(ctx: AppContext) -> list[Any]:
             spec = spec_from_dict(model.input_spec).input
             specs.setdefault(rendition_key(spec), spec)
     return list(specs.values())
+
+
+# --- as a job (services.jobs) --------------------------------------------------------------------
+
+
+def check_prelabel(ctx: AppContext, params: dict[str, Any]) -> dict[str, Any]:
+    """``project``, ``model`` (NAME or NAME:VERSION, pinned here to the version it names now),
+    optional ``chunk_size`` and ``batch_size``."""
+    job_params.require(params, "project", "model")
+    job_params.project_id(ctx, params["project"])
+    model = resolve(ctx, str(params["model"]))
+    job_params.chunk_size(params)
+    batch = params.get("batch_size", 8)
+    if not isinstance(batch, int) or isinstance(batch, bool) or not 1 <= batch <= 256:
+        raise InputError(None, f"batch_size must be an integer from 1 to 256, got {batch!r}")
+    return {**params, "model": f"{model.name}:{model.version}"}
+
+
+def prelabel_chunk(ctx: AppContext, item_ids: list[int], *, should_stop: Callable[[], bool], project: str,
+                   model: str, batch_size: int) -> dict[str, Any]:
+    """Predict these items (those not predicted yet) and write the predictions. Decoding runs in this
+    worker (``workers=0``): the cluster's workers are the parallelism."""
+    report = prelabel(ctx, project, model, batch_size=batch_size, workers=0, item_ids=item_ids,
+                      should_stop=should_stop)
+    return {"predicted": report.predicted, "skipped": report.skipped_already,
+            "failed": [[int(i), str(r)] for i, r in report.failed]}
+
+
+def prelabel_chunks_job(ctx: AppContext, params: dict[str, Any], reporter: JobReporter) -> dict[str, Any]:
+    """The ``prelabel`` job kind: pre-label, in chunks fanned out over the cluster, every released item of ``params["project"]`` not yet predicted by ``params["model"]``."""
+    params = check_prelabel(ctx, params)
+    model = resolve(ctx, params["model"])
+    with ctx.reads() as session:
+        todo = [item_id for item_id, _ in q.unpredicted_items(session, job_params.project_id(ctx, params["project"]),
+                                                                     model.id)]
+    chunks = chunked(todo, job_params.chunk_size(params))
+    reporter.progress(0, len(todo), f"{len(todo)} items to pre-label in {len(chunks)} chunks")
+    done = predicted = skipped = 0
+    failed: list[list[Any]] = []
+    with closing(fan_out(ctx, reporter, prelabel_chunk, chunks, project=params["project"], model=params["model"],
+                         batch_size=int(params.get("batch_size", 8)))) as results:
+        for n, out in results:
+            done += n
+            predicted += out["predicted"]
+            skipped += out["skipped"]
+            failed += out["failed"]
+            reporter.progress(done, len(todo), f"{predicted} predicted, {len(failed)} failed")
+    return {"model": params["model"], "items": len(todo), "predicted": predicted, "skipped_already": skipped,
+            "failed": len(failed), "failures": failed[:50], "chunks": len(chunks)}
+
+
+register_kind("prelabel", prelabel_chunks_job, check_prelabel)

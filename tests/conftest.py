@@ -19,6 +19,7 @@ from sqlalchemy import create_engine, text
 from db.admin import create_database, drop_database
 from db.base import Base
 from medlabel.settings import Settings, ensure_secret_key
+import services.job_kinds  # noqa: F401 - every job kind is registered for the tests
 from services.context import AppContext
 from services.schema import upgrade
 
@@ -145,7 +146,7 @@ def env_for(tmp_path: Path):  # type: ignore[no-untyped-def]
 @pytest.fixture(scope="module")
 def dask_threads() -> Iterator[None]:
     """Background jobs for a test module: a local Dask cluster of two one-thread workers in the test process."""
-    from services import cluster
+    from services.jobs import cluster
 
     cluster.start_local(2, processes=False)
     yield

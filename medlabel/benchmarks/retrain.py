@@ -73,7 +73,7 @@ def step_name(message: str) -> str:
 
 
 class ClockReporter:
-    """A job reporter (services.job_protocol) that records when each progress message and stop poll came."""
+    """A job reporter (services.jobs.protocol) that records when each progress message and stop poll came."""
 
     def __init__(self) -> None:
         self.messages: list[tuple[float, str]] = []

@@ -59,7 +59,7 @@ def _context(url: str, data_dir: Path) -> Any:
 
 
 def _start(n: int, processes: bool, session_threads: int | None) -> None:
-    from services import cluster
+    from services.jobs import cluster
 
     client = cluster.start_local(n, processes=processes)
     client.wait_for_workers(n)
@@ -67,7 +67,7 @@ def _start(n: int, processes: bool, session_threads: int | None) -> None:
 
 
 def _warm(session_threads: int | None) -> None:
-    import services.jobs_work  # noqa: F401
+    import services.job_kinds  # noqa: F401
     import services.models
 
     if session_threads is not None:
@@ -77,6 +77,7 @@ def _warm(session_threads: int | None) -> None:
 
 
 def _job_rate(ctx: Any, kind: str, params: dict[str, Any], count_key: str) -> dict[str, Any]:
+    import services.job_kinds  # noqa: F401 - every job kind
     from services import jobs
 
     t0 = time.perf_counter()
@@ -126,7 +127,7 @@ def measure(urls: dict[str, str], root: Path, *, model: str, images: int, ingest
     the backends taking turns on it in alternating order, so that load from other work on the machine
     falls on every configuration and backend alike. The best round of each counts."""
     from medlabel.benchmarks.prelabel import model_bytes
-    from services import cluster
+    from services.jobs import cluster
     from services.models import register_model
 
     contexts = {backend: _context(url, root / backend / "data") for backend, url in urls.items()}

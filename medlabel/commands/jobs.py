@@ -18,6 +18,7 @@ STATES = ("queued", "running", "succeeded", "failed", "cancelled")
 
 
 def _ctx():  # type: ignore[no-untyped-def]
+    import services.job_kinds  # noqa: F401 - every job kind, for submit and retry
     from services.context import context_from_environment
 
     return context_from_environment()

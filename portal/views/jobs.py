@@ -11,13 +11,14 @@ from portal.components.picker import pick_project
 from portal.components.results import summary
 from portal.resources import app_context
 from portal.timefmt import when
-from services import jobs
+from services import job_kinds, jobs
 from services.models import list_models
 
 REFRESH_S = 2.0
 SHOWN = 30
 BADGES = {"queued": "gray", "running": "blue", "succeeded": "green", "failed": "red", "cancelled": "orange"}
 NOTICE = "jobs_page_notice"
+KINDS_LOADED = job_kinds.LOADED  # every job kind is registered before this page submits or retries one
 
 user = require_role("lead", "admin")
 ctx = app_context()

@@ -17,7 +17,7 @@ from medlabel.cli import main
 from medlabel.settings import Settings
 from services import jobs
 from services.context import AppContext
-from services.job_protocol import JobReporter
+from services.jobs.protocol import JobReporter
 from services.models import register_model
 from tests.services.factories import make_items, make_project
 
@@ -29,7 +29,7 @@ def fails(ctx: AppContext, params: dict[str, Any], reporter: JobReporter) -> dic
     raise ValueError(params["why"])
 
 
-jobs.register_kind("test_cli_fails", f"{__name__}:fails")
+jobs.register_kind("test_cli_fails", fails)
 
 
 @pytest.fixture

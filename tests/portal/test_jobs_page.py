@@ -8,7 +8,7 @@ from db.models import Job, JobState
 from medlabel.settings import Settings
 from services import accounts, jobs
 from services.context import AppContext
-from services.job_protocol import JobReporter
+from services.jobs.protocol import JobReporter
 from tests.portal.conftest import PASSWORD, signed_in
 
 
@@ -17,7 +17,7 @@ def unreadable_folder(ctx: AppContext, params: dict[str, Any], reporter: JobRepo
     raise ValueError("the DICOM folder is unreadable")
 
 
-jobs.register_kind("test_page_fails", f"{__name__}:unreadable_folder")
+jobs.register_kind("test_page_fails", unreadable_folder)
 
 
 def test_a_failed_jobs_error_reaches_the_page_and_retry_starts_a_new_attempt(

@@ -30,7 +30,7 @@ from services import accounts, labelling, verification
 from services import active_learning as al
 from services.context import AppContext
 from services.ingest import random_key
-from services.job_protocol import JobCancelled, NullReporter
+from services.jobs.protocol import JobCancelled, NullReporter
 from services.models import list_models, prelabel, register_model, resolve
 from tests.services.factories import PASSWORD, make_project, user_id
 

@@ -21,9 +21,10 @@ import inference
 from db.base import utcnow
 from db.models import AuditEvent, Item, Job, JobState, Prediction
 from medlabel.errors import ConfigError, ConflictError, InputError, NotFoundError
-from services import cluster, jobs, jobs_work
+from services import ingest, jobs, models
+from services.jobs import cluster
 from services.context import AppContext
-from services.job_protocol import JobReporter, check_stop
+from services.jobs.protocol import JobReporter, check_stop
 from services.models import prelabel, register_model
 from tests.services.factories import make_items, make_project
 
@@ -70,7 +71,7 @@ def held_after_first_chunk(ctx: AppContext, params: dict[str, Any], reporter: Jo
         while first and n == 1 and not reporter.should_stop() and time.monotonic() < deadline:
             time.sleep(0.05)
 
-    return jobs.resolve(jobs.KINDS[params["inner"]])(ctx, params, _Wrapped(reporter, hold))
+    return jobs.KINDS[params["inner"]].run(ctx, params, _Wrapped(reporter, hold))
 
 
 def dies_once(ctx: AppContext, params: dict[str, Any], reporter: JobReporter) -> dict[str, Any]:
@@ -83,12 +84,12 @@ def dies_once(ctx: AppContext, params: dict[str, Any], reporter: JobReporter) ->
                 os.kill(os.getpid(), signal.SIGKILL)
             raise RuntimeError("the worker was lost mid-way")
 
-    return jobs.resolve(jobs.KINDS[params["inner"]])(ctx, params, _Wrapped(reporter, die))
+    return jobs.KINDS[params["inner"]].run(ctx, params, _Wrapped(reporter, die))
 
 
-jobs.register_kind("test_steps", f"{__name__}:steps_job")
-jobs.register_kind("test_held", f"{__name__}:held_after_first_chunk")
-jobs.register_kind("test_dies_once", f"{__name__}:dies_once")
+jobs.register_kind("test_steps", steps_job)
+jobs.register_kind("test_held", held_after_first_chunk)
+jobs.register_kind("test_dies_once", dies_once)
 
 
 # --- fixtures and helpers -----------------------------------------------------------------------
@@ -404,18 +405,18 @@ def test_bad_input_writes_nothing(ctx: AppContext, tiny_model: bytes) -> None:
 
 def test_chunks_run_inline_without_a_cluster(ctx: AppContext, tiny_model: bytes) -> None:
     """The job functions also run synchronously (no Dask task around them): the chunks run in turn."""
-    from services.job_protocol import NullReporter
+    from services.jobs.protocol import NullReporter
 
     pid = make_project(ctx)
     make_items(ctx, pid, 9)
     register_model(ctx, tiny_model, name="tiny", labels=LABELS)
     reporter = NullReporter()
-    result = jobs_work.prelabel_job(ctx, {"project": "Chest", "model": "tiny", "chunk_size": 4}, reporter)
+    result = models.prelabel_chunks_job(ctx, {"project": "Chest", "model": "tiny", "chunk_size": 4}, reporter)
     assert (result["predicted"], result["chunks"], reporter.done, reporter.total) == (9, 3, 9, 9)
 
 
 def test_ingest_job_refusals_keep_no_file_name(ctx: AppContext, tmp_path: Path) -> None:
-    from services.job_protocol import NullReporter
+    from services.jobs.protocol import NullReporter
 
     make_project(ctx)
     folder = tmp_path / "incoming"
@@ -423,7 +424,7 @@ def test_ingest_job_refusals_keep_no_file_name(ctx: AppContext, tmp_path: Path) 
     for source in sorted(SAMPLE_PNGS.glob("*.png"))[:2]:
         (folder / source.name).write_bytes(source.read_bytes())
     (folder / "DOE_JOHN_1961.dcm").write_bytes(b"DICM but not really a DICOM file")
-    result = jobs_work.ingest_job(ctx, {"project": "Chest", "paths": [str(folder)]}, NullReporter())
+    result = ingest.ingest_job(ctx, {"project": "Chest", "paths": [str(folder)]}, NullReporter())
     assert (result["files"], result["released"] + result["quarantined"], result["refused"]) == (3, 2, 1)
     ((index, reason),) = result["refusals"]
     from services.ingest import iter_files

@@ -19,7 +19,7 @@ from services import accounts, audit, model_eval
 from services.context import AppContext
 from services.demo import SAMPLE_DATA
 from services.demo_model import LABELS, train
-from services.job_protocol import JobCancelled, NullReporter
+from services.jobs.protocol import JobCancelled, NullReporter
 from services.models import list_models, register_model, resolve
 from tests.services.factories import PASSWORD, make_items, make_project, user_id
 

@@ -25,7 +25,7 @@ from inference.postprocess import uncertainty
 from medlabel.errors import InputError, NotFoundError
 from medlabel.settings import Settings
 from services.context import AppContext
-from services.job_protocol import JobCancelled, NullReporter
+from services.jobs.protocol import JobCancelled, NullReporter
 from services.models import ModelDTO, prelabel, prelabel_job, prelabel_pending, register_model
 from tests.services.factories import make_items, make_project
 

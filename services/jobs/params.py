@@ -1,0 +1,36 @@
+"""Checks shared by the job kinds' parameter checks (``check(ctx, params) -> params``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from db.queries import projects as projects_q
+from medlabel.errors import InputError, NotFoundError
+from services.context import AppContext
+
+DEFAULT_CHUNK = 64
+MAX_CHUNK = 4096
+
+
+def chunk_size(params: dict[str, Any]) -> int:
+    """``params["chunk_size"]`` (default 64), an integer from 1 to ``MAX_CHUNK``."""
+    raw = params.get("chunk_size", DEFAULT_CHUNK)
+    if not isinstance(raw, int) or isinstance(raw, bool) or not 1 <= raw <= MAX_CHUNK:
+        raise InputError(None, f"chunk_size must be an integer from 1 to {MAX_CHUNK}, got {raw!r}")
+    return raw
+
+
+def require(params: dict[str, Any], *keys: str) -> None:
+    """Refuse parameters that lack any of ``keys`` (or leave them empty)."""
+    missing = [k for k in keys if not params.get(k)]
+    if missing:
+        raise InputError(None, f"missing job parameter(s): {', '.join(missing)}")
+
+
+def project_id(ctx: AppContext, name: str) -> int:
+    """The id of the project a job names; ``NotFoundError`` when there is none."""
+    with ctx.reads() as session:
+        project = projects_q.project_by_name(session, name)
+        if project is None:
+            raise NotFoundError(f"no project named {name!r}")
+        return project.id
