@@ -1,7 +1,7 @@
 """Verification rounds: a seeded random sample read blind by several readers, then adjudication.
 
-Blinding: a verification read is served as a case with no suggestions and no reason, and nothing
-on that path returns another reader's label or the model's prediction for that item.
+Creating rounds (inter-reader, intra-reader re-reads after a washout, automation bias with two arms),
+their sample and assignments, summaries and closing. The reads themselves are in ``reads``.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from db.queries import projects as projects_q
 from db.queries import verification as q
 from medlabel.errors import ConflictError, InputError, NotFoundError
 from services import audit, labelling
-from services.consensus import current_reads, final_label
+from services.verification.consensus import current_reads, final_label
 from services.context import AppContext
 from services.dto import AdjudicationCase, CaseDTO, PriorRead, RoundDTO, Suggestion
 from services.projects import project_dto
@@ -265,73 +265,6 @@ def create_reread_round(ctx: AppContext, project_name: str, *, reader: str, n: i
     return round_summary(ctx, round_id)
 
 
-def next_verification(ctx: AppContext, user_id: int, project_id: int | None = None) -> CaseDTO | None:
-    """The reader's next blinded verification read: no suggestions, no earlier labels."""
-    with ctx.reads() as session:
-        claim = q.open_assignment(session, user_id, AnnotationKind.VERIFICATION, project_id)
-        if claim is None:
-            return None
-        item = session.get(Item, claim.item_id)
-        assert item is not None
-        project = session.get(Project, item.project_id)
-        assert project is not None
-        suggestions: tuple[Suggestion, ...] = ()
-        note, model = "Blinded read: no suggestions or earlier labels are shown.", None
-        if claim.arm == ARMS[0]:
-            suggestions, note, model = labelling.model_suggestions(session, item)
-            note = note or "This round shows the model's suggestion; earlier labels stay hidden."
-        return CaseDTO(assignment_id=claim.id, item_id=item.id, project=project_dto(session, project), kind=item.kind,
-                       modality=item.modality, width=item.width, height=item.height, frames=item.frame_count,
-                       suggestions=suggestions, suggestions_note=note, model=model)
-
-
-def submit_verification(ctx: AppContext, assignment_id: int, user_id: int, **kwargs) -> int:  # type: ignore[no-untyped-def]
-    """Submit a blinded read; when the item's reads are complete and disagree, queue adjudication."""
-    annotation_id = labelling.submit(ctx, assignment_id, user_id, **kwargs)
-    with ctx.sessions.begin() as session:
-        claim = session.get(Assignment, assignment_id)
-        assert claim is not None and claim.round_id is not None
-        rnd = session.get(VerificationRound, claim.round_id)
-        assert rnd is not None
-        if q.count_open(session, rnd.id, AnnotationKind.VERIFICATION, claim.item_id):
-            return annotation_id
-        labels = {tuple(sorted(a.labels)) for a, _ in q.round_annotations(session, rnd.id)
-                  if a.item_id == claim.item_id and a.kind == AnnotationKind.VERIFICATION and not a.retracted}
-        if len(labels) > 1 and rnd.adjudicator_id is not None:
-            session.add(Assignment(item_id=claim.item_id, user_id=rnd.adjudicator_id, round_id=rnd.id,
-                                   kind=AnnotationKind.ADJUDICATION, status=AssignmentStatus.CLAIMED,
-                                   claimed_at=utcnow()))
-            audit.record(session, "round.disagreement", actor_id=None, target_type="item", target_id=claim.item_id,
-                         round_id=rnd.id)
-    return annotation_id
-
-
-def next_adjudication(ctx: AppContext, user_id: int) -> AdjudicationCase | None:
-    """The adjudicator's next disputed item with every read (and reader name) of the round."""
-    with ctx.reads() as session:
-        claim = q.open_assignment(session, user_id, AnnotationKind.ADJUDICATION)
-        if claim is None:
-            return None
-        item = session.get(Item, claim.item_id)
-        assert item is not None and claim.round_id is not None
-        project = session.get(Project, item.project_id)
-        assert project is not None
-        reads = [PriorRead(u, tuple(a.labels), a.uncertain, a.comment)
-                 for a, u in q.round_annotations(session, claim.round_id)
-                 if a.item_id == item.id and a.kind == AnnotationKind.VERIFICATION and not a.retracted]
-        return AdjudicationCase(assignment_id=claim.id, item_id=item.id, round_id=claim.round_id,
-                                project=project_dto(session, project), reads=tuple(reads), kind=item.kind,
-                                modality=item.modality, width=item.width, height=item.height, frames=item.frame_count)
-
-
-def adjudicate(ctx: AppContext, assignment_id: int, user_id: int, *, labels: list[str], note: str) -> int:
-    if not labels:
-        raise InputError(None, "choose the final label: nothing is preselected")
-    if not note.strip():
-        raise InputError(None, "an adjudication needs a note explaining the decision")
-    return labelling.submit(ctx, assignment_id, user_id, labels=labels, comment=note)
-
-
 def round_summary(ctx: AppContext, round_id: int) -> RoundDTO:
     with ctx.reads() as session:
         rnd = session.get(VerificationRound, round_id)
@@ -395,100 +328,3 @@ def close_round(ctx: AppContext, round_id: int, actor_id: int) -> None:
             raise ConflictError("this round is already closed")
         rnd.status = RoundStatus.CLOSED
         audit.record(session, "round.close", actor_id=actor_id, target_type="round", target_id=round_id)
-
-
-def intra_reader_report(ctx: AppContext, round_id: int) -> dict[str, Any]:
-    """A reader against themself: each re-read against the reader's first read of the same item.
-
-    Cohen's kappa with its interval, percent agreement, and the pairs (items whose first read was
-    later amended use the amended label as the first read; retracted first reads drop out)."""
-    with ctx.reads() as session:
-        rnd = session.get(VerificationRound, round_id)
-        if rnd is None or rnd.kind != RoundKind.INTRA_READER:
-            raise NotFoundError(f"no intra-reader round {round_id}")
-        project = session.get(Project, rnd.project_id)
-        assert project is not None
-        reader = str((rnd.settings or {}).get("reader"))
-        rows = export_q.annotations_of_project(session, project.id)
-        categories = [lab.name for lab in project.labels]
-    first = current_reads((a.item_id, u, a.kind.value, a.labels, a.retracted, a.boxes) for a, u in rows
-                          if u == reader and a.kind == AnnotationKind.LABEL)
-    again = current_reads((a.item_id, u, a.kind.value, a.labels, a.retracted, a.boxes) for a, u in rows
-                          if u == reader and a.kind == AnnotationKind.REREAD and a.round_id == round_id)
-    pairs = [(item, "|".join(first[item][0].labels), "|".join(again[item][0].labels))
-             for item in sorted(again) if first.get(item) and again.get(item)]
-    report: dict[str, Any] = {"round_id": round_id, "reader": reader, "n_pairs": len(pairs),
-                              "pairs": [{"item_id": i, "first": a, "reread": b, "agree": a == b} for i, a, b in pairs]}
-    if len(pairs) < 2:
-        report.update(kappa=None, kappa_ci=None, kappa_ci_method=None, percent_agreement=None,
-                      reason="fewer than two re-reads are complete")
-        return report
-    firsts, rereads = [a for _, a, _ in pairs], [b for _, _, b in pairs]
-    kappa = agreement.cohen_kappa(firsts, rereads)
-    report.update(kappa=kappa.value, kappa_ci=kappa.ci, kappa_ci_method=kappa.ci_method, reason=kappa.reason,
-                  percent_agreement=sum(a == b for a, b in zip(firsts, rereads, strict=True)) / len(pairs))
-    if project.ordinal:
-        weighted = agreement.cohen_kappa(firsts, rereads, weights="quadratic", categories=categories)
-        report.update(weighted_kappa_quadratic=weighted.value, weighted_kappa_quadratic_ci=weighted.ci)
-    return report
-
-
-def automation_bias_report(ctx: AppContext, round_id: int) -> dict[str, Any]:
-    """Each arm's agreement with the model's suggestion and with the reference standard.
-
-    Reference: the item's adjudicated label if any round adjudicated it, else the final label of the
-    primary reads (consensus or single read). Model: the top label of the item's latest prediction
-    (labels with probability >= 0.5 for multi-label projects). If suggestions sway readers, the arm
-    that saw them agrees more with the model than the blinded arm, at equal or lower reference agreement.
-    """
-    with ctx.reads() as session:
-        rnd = session.get(VerificationRound, round_id)
-        if rnd is None or rnd.kind != RoundKind.AUTOMATION_BIAS:
-            raise NotFoundError(f"no automation-bias round {round_id}")
-        project = session.get(Project, rnd.project_id)
-        assert project is not None
-        multi = project.task_type.value == "multi_label"
-        arms = dict((rnd.settings or {}).get("arms", {}))
-        round_rows = [(a, u) for a, u in q.round_annotations(session, round_id)
-                      if a.kind == AnnotationKind.VERIFICATION]
-        all_rows = export_q.annotations_of_project(session, project.id)
-        item_ids = sorted({a.item_id for a, _ in round_rows})
-        model_top: dict[int, str] = {}
-        for item_id in item_ids:
-            found = models_q.latest_prediction(session, item_id)
-            if found is None:
-                continue
-            probs = {k: float(v) for k, v in found[0].probabilities.items()}
-            chosen = sorted(k for k, v in probs.items() if v >= 0.5) if multi else [max(probs, key=probs.__getitem__)]
-            model_top[item_id] = "|".join(chosen)
-    reads = current_reads((a.item_id, u, a.kind.value, a.labels, a.retracted, a.boxes) for a, u in round_rows)
-    primary = current_reads((a.item_id, u, a.kind.value, a.labels, a.retracted, a.boxes) for a, u in all_rows
-                            if a.kind in (AnnotationKind.LABEL, AnnotationKind.ADJUDICATION))
-    reference = {}
-    for item, rs in primary.items():
-        final = final_label(rs)
-        if final.labels is not None and final.provenance in ("adjudicated", "consensus", "single read"):
-            reference[item] = ("|".join(final.labels), final.provenance)
-    out: dict[str, Any] = {"round_id": round_id, "arms": {}, "reference": "adjudicated, else primary consensus or "
-                           "single read", "model_items": len(model_top)}
-    for arm in ARMS:
-        members = sorted(r for r, a in arms.items() if a == arm)
-        mine = [(item, "|".join(r.labels)) for item, rs in reads.items() for r in rs if r.reader in members]
-        vs_model = [(label, model_top[item]) for item, label in mine if item in model_top]
-        vs_ref = [(label, reference[item][0]) for item, label in mine if item in reference]
-        out["arms"][arm] = {"readers": members, "reads": len(mine),
-                            "model": _agreement_pair(vs_model), "reference": _agreement_pair(vs_ref)}
-    with_s, blind = out["arms"][ARMS[0]]["model"]["percent"], out["arms"][ARMS[1]]["model"]["percent"]
-    out["model_agreement_difference"] = (with_s - blind) if with_s is not None and blind is not None else None
-    return out
-
-
-def _agreement_pair(pairs: list[tuple[str, str]]) -> dict[str, Any]:
-    """Percent agreement (Wilson interval) and Cohen's kappa of reads against a reference labelling."""
-    if not pairs:
-        return {"n": 0, "percent": None, "percent_ci": None, "kappa": None, "reason": "no reads to compare"}
-    hits = sum(a == b for a, b in pairs)
-    kappa = agreement.cohen_kappa([a for a, _ in pairs], [b for _, b in pairs])
-    return {"n": len(pairs), "percent": hits / len(pairs),
-            "percent_ci": agreement.wilson_interval(hits, len(pairs)),
-            "kappa": kappa.value, "reason": kappa.reason}
