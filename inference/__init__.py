@@ -30,7 +30,7 @@ from inference.display import (
 from inference.heatmap import border_share, legend_png, occlusion_drops, occlusion_map, overlay_png
 from inference.imaging import decode, is_dicom, read_dicom, read_image_meta, window_array
 from inference.models_builtin import build_densenet121_shaped, build_tabular_model, build_tiny_cnn
-from inference.postprocess import sigmoid, softmax, to_probabilities, top_k, uncertainty
+from inference.postprocess import cosine_ranking, sigmoid, softmax, to_probabilities, top_k, uncertainty
 from inference.preprocess import model_rendition, preprocess, preprocess_array, preprocess_batch, tabular_vector
 from inference.registry import (
     EMBEDDING_OUTPUT,
@@ -83,6 +83,7 @@ __all__ = [
     "build_densenet121_shaped",
     "build_tabular_model",
     "build_tiny_cnn",
+    "cosine_ranking",
     "crop_view",
     "decode",
     "default_batcher",

@@ -84,3 +84,15 @@ def uncertainty(probabilities: np.ndarray, multi_label: bool = False) -> Uncerta
     f32 = np.float32
     return Uncertainty(entropy=np.clip(entropy, 0, 1).astype(f32), margin=np.clip(margin, 0, 1).astype(f32),
                        least_confidence=np.clip(least, 0, 1).astype(f32))
+
+
+def cosine_ranking(query: np.ndarray, candidates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(order, similarities): candidate rows by cosine similarity to ``query``, most similar first
+    (ties: lower row first). A zero vector has similarity 0 to everything. For similar-case search
+    over a model's embeddings."""
+    q_norm = float(np.linalg.norm(query))
+    norms = np.linalg.norm(candidates, axis=1)
+    sims = candidates @ query / np.maximum(norms * q_norm, 1e-12)
+    sims = np.where((norms > 0) & (q_norm > 0), sims, 0.0)
+    order = np.argsort(-sims, kind="stable")
+    return order, sims

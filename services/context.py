@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import sys
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import TracebackType
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -25,6 +26,7 @@ class AppContext:
     """For read-only use cases (deferred BEGIN: readers never block each other under WAL)."""
     store: BlobStore
     """The content store: the local folder, or the fsspec URL ``settings.store_url`` (S3, MinIO)."""
+    _before_close: dict[str, Callable[[], None]] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AppContext:
@@ -33,12 +35,23 @@ class AppContext:
         return cls(settings=settings, engine=engine, sessions=make_sessionmaker(writer_engine(engine)),
                    reads=make_sessionmaker(engine), store=store)
 
+    def before_close(self, name: str, hook: Callable[[], None]) -> None:
+        """Run ``hook`` when the context closes, before its engine is disposed (once per ``name``): a
+        use case that leaves background work on this database (a second opinion's image) waits for it."""
+        self._before_close.setdefault(name, hook)
+
     def close(self) -> None:
-        # background work on this database finishes first (only a process that asked a second opinion has any)
-        second_opinion = sys.modules.get("services.second_opinion")
-        if second_opinion is not None:
-            second_opinion.drain(self)
+        # background work on this database finishes first
+        for hook in list(self._before_close.values()):
+            hook()
         self.engine.dispose()
+
+    def __enter__(self) -> AppContext:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
 
 
 def context_from_environment() -> AppContext:

@@ -19,6 +19,8 @@ from medlabel.errors import ConflictError, InputError, NotFoundError, Permission
 from services import accounts, labelling, second_opinion
 from services.context import AppContext
 from services.models import register_model
+from services.second_opinion import common as so_common
+from services.second_opinion import image as so_image
 from tests.services.factories import PASSWORD, approve, make_items, make_project, user_id
 
 LABELS = ["normal", "effusion", "nodule", "pneumonia"]
@@ -255,7 +257,7 @@ def _sha(ctx: AppContext, ref: str) -> str:
 
 
 def test_cosine_ranking_reference() -> None:
-    order, sims = second_opinion.cosine_ranking(np.array([1.0, 0.0]),
+    order, sims = inference.cosine_ranking(np.array([1.0, 0.0]),
                                                 np.array([[0.0, 1.0], [2.0, 0.0], [1.0, 1.0], [0.0, 0.0]]))
     assert list(order) == [1, 2, 0, 3]
     assert sims == pytest.approx([0.0, 1.0, np.sqrt(0.5), 0.0])
@@ -502,9 +504,9 @@ def test_masked_text_keeps_both_answers_and_similar_cases_use_the_stored_image(
     # similar cases are searched with the stored image's embedding (what a re-run of the record gives)
     cached = np.frombuffer(ctx.store.get_derived(request.content_hash, f"second-opinion/embedding/{_sha(ctx, model)}"),
                            dtype="<f4")
-    _, loaded = second_opinion._stored(ctx, opinion.id, None)
-    rerun = second_opinion._run(ctx, loaded, inference.preprocess(stored, loaded.spec.input)).embeddings
-    on_upload_embedding = second_opinion._run(ctx, loaded, inference.preprocess(upload, loaded.spec.input)).embeddings
+    _, loaded = so_image._stored(ctx, opinion.id, None)
+    rerun = so_common._run(ctx, loaded, inference.preprocess(stored, loaded.spec.input)).embeddings
+    on_upload_embedding = so_common._run(ctx, loaded, inference.preprocess(upload, loaded.spec.input)).embeddings
     np.testing.assert_allclose(cached, rerun[0], rtol=1e-5, atol=1e-6)
     assert not np.allclose(cached, on_upload_embedding[0])
 
@@ -515,7 +517,7 @@ def test_a_failing_image_step_is_logged_and_the_request_stays_readable(
     def broken(*args, **kwargs):  # type: ignore[no-untyped-def]
         raise RuntimeError("database went away")
 
-    monkeypatch.setattr(second_opinion, "_image_done", broken)
+    monkeypatch.setattr(so_image, "_image_done", broken)
     opinion = second_opinion.ask(ctx, doc, "x.png", _xray_png(2), model)
     assert second_opinion.wait_for_image(ctx, opinion.id).image_state == "pending"  # no exception raised here
     assert "image step failed" in caplog.text

@@ -1,0 +1,65 @@
+"""Second opinions for clinicians: one uploaded image, run through a model, de-identified and stored.
+
+``ask`` answers first and stores the image after, so the clinician waits for the model, not for text
+detection:
+
+1. The upload (DICOM, PNG or JPEG) is decoded **in memory** to the model's input tensor with
+   ``inference.preprocess`` (the batch path's function: rescale, VOI LUT, MONOCHROME1, EXIF
+   orientation) and run on the process-wide session cache. The request (user, model, version,
+   prediction, top 3) is recorded with its audit event in one transaction, ``image_state`` ``pending``.
+   Nothing of the upload itself is stored: the row holds probabilities, never pixels, tags or the
+   file name.
+2. In a background thread of this process the same bytes go through de-identification exactly as
+   at intake (DICOM PS3.15 basic profile, photo metadata including EXIF GPS dropped by re-encoding,
+   burned-in text detected and masked). Only then are the de-identified bytes stored content-addressed
+   and the request marked ``stored``; an upload the engine refuses is never stored (``refused``), and a
+   request whose process stopped before that is ``lost`` once ``wait_for_image`` finds it orphaned.
+
+Undecodable uploads are refused in step 1 and leave nothing behind; the original file name is shown
+in errors but never stored. Everything that shows or reuses the image (``display_png``, ``heatmap``,
+``neighbours``, ``request_review``) waits for step 2 and works on the de-identified image only.
+
+Separately, on request: ``heatmap`` (occlusion sensitivity over the de-identified image, cached in
+the store), ``neighbours`` (nearest already-labelled items by cosine similarity of the model's
+embeddings, with final labels and their provenance), ``request_review`` (the image enters a
+project's labelling queue at the front), ``history`` (a clinician's own requests).
+
+Modules: ``ask``, ``image`` (de-identification and storage after the answer), ``explain`` (heat map,
+similar cases), ``review`` (into a labelling queue), ``common`` (DTOs, access, the model run).
+"""
+
+from services.second_opinion.ask import (
+    ask,
+)
+from services.second_opinion.common import (
+    ASK_ROLES,
+    available_models,
+    get,
+    history,
+    IMAGE_STATES,
+    ModelChoice,
+    NeighbourDTO,
+    NeighboursDTO,
+    OpinionDTO,
+    review_projects,
+    ReviewDTO,
+    TOP_K,
+    VERIFIED,
+)
+from services.second_opinion.explain import (
+    heatmap,
+    heatmap_details,
+    heatmap_geometry,
+    HeatmapDTO,
+    neighbours,
+)
+from services.second_opinion.image import (
+    display_png,
+    drain,
+    wait_for_image,
+)
+from services.second_opinion.review import (
+    request_review,
+)
+
+__all__ = ["ASK_ROLES", "HeatmapDTO", "IMAGE_STATES", "ModelChoice", "NeighbourDTO", "NeighboursDTO", "OpinionDTO", "ReviewDTO", "TOP_K", "VERIFIED", "ask", "available_models", "display_png", "drain", "get", "heatmap", "heatmap_details", "heatmap_geometry", "history", "neighbours", "request_review", "review_projects", "wait_for_image"]

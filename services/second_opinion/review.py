@@ -1,0 +1,96 @@
+"""``request_review``: a second-opinion image enters a project's labelling queue at the front."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+import deid
+import inference
+from db.models import DeidStatus, Item, ModelVersion, Project, SecondOpinionRequest, User
+from db.queries import accounts as accounts_q
+from db.queries import projects as projects_q
+from db.queries import second_opinion as q
+from medlabel.errors import ConflictError, InputError, MedlabelError, NotFoundError, PermissionDenied
+from services import audit, ood
+from services.verification.consensus import current_reads, final_label
+from services.context import AppContext
+from services.dto import Suggestion
+from services.ingest import random_key
+from services.model_cards import CardDTO, card_of
+from services.second_opinion.common import (
+    _image_problem,
+    _project_name,
+    _request,
+    REVIEW_PRIORITY,
+    ReviewDTO,
+)
+from services.second_opinion.image import wait_for_image
+
+
+def request_review(ctx: AppContext, request_id: int, project_name: str, actor_id: int) -> ReviewDTO:
+    """Put the request's de-identified image into ``project_name``'s labelling queue, at the front.
+
+    Idempotent: asking again for the same project returns the same item. An image the
+    de-identification engine flagged enters quarantined and waits for the De-identification review
+    page, exactly as at intake. Only the requester (or an administrator) may ask.
+    """
+    wait_for_image(ctx, request_id, actor_id=actor_id)
+    for attempt in range(2):
+        try:
+            return _request_review(ctx, request_id, project_name, actor_id)
+        except IntegrityError:  # a concurrent call created the same item first (PostgreSQL)
+            if attempt:
+                raise ConflictError("the image was added to the project concurrently; try again") from None
+    raise AssertionError("unreachable")
+
+
+def _request_review(ctx: AppContext, request_id: int, project_name: str, actor_id: int) -> ReviewDTO:
+    with ctx.sessions.begin() as session:
+        request, _ = _request(session, request_id, actor_id, for_update=True)
+        if request.review_item_id is not None:
+            item = session.get(Item, request.review_item_id)
+            assert item is not None
+            current = _project_name(session, item.project_id)
+            if current != project_name:
+                raise ConflictError(f"this image was already sent for review to project {current!r}")
+            return ReviewDTO(item.id, project_name, False, item.deid_status.value)
+        if request.image_state != "stored" or request.content_hash is None:
+            raise _image_problem(request)
+        project = projects_q.project_by_name(session, project_name)
+        if project is None:
+            raise NotFoundError(f"no project named {project_name!r}")
+        report = dict(request.deid_report or {})
+        facts = report.pop("result", {})
+        flagged = report.pop("status", "released") != "released"
+        item = q.item_in_project(session, project.id, request.content_hash)
+        created = item is None
+        if item is None:
+            item = Item(project_id=project.id, content_hash=request.content_hash, stored_path=request.stored_path,
+                        kind=facts.get("kind") or request.source_kind or "photo", modality=facts.get("modality"),
+                        width=facts.get("width"), height=facts.get("height"), frame_count=facts.get("frames") or 1,
+                        patient_pseudonym=facts.get("patient_pseudonym"),
+                        study_pseudonym=facts.get("study_pseudonym"), series_pseudonym=facts.get("series_pseudonym"),
+                        deid_status=DeidStatus.QUARANTINED if flagged else DeidStatus.RELEASED, deid_report=report,
+                        attributes=dict(facts.get("characteristics") or {}), priority=REVIEW_PRIORITY,
+                        random_key=random_key(project.queue_seed, request.content_hash))
+            session.add(item)
+            session.flush()
+        else:
+            item.priority = max(item.priority, REVIEW_PRIORITY)
+        request.review_item_id = item.id
+        audit.record(session, "second_opinion.review", actor_id=actor_id, target_type="second_opinion",
+                     target_id=request.id, project=project.name, item_id=item.id, created=created,
+                     status=item.deid_status.value)
+        return ReviewDTO(item.id, project.name, created, item.deid_status.value)
