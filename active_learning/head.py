@@ -2,7 +2,7 @@
 
 A logistic regression (scikit-learn) with sigmoid-calibrated probabilities (``CalibratedClassifierCV``);
 multi-label tasks get one such head per finding (``OneVsRestClassifier``). Items count more when their
-label is more trustworthy: ``provenance`` (the final-label provenance of ``services.verification.consensus``) maps to a
+label is more trustworthy: ``provenance`` (the final-label provenance of ``agreement.consensus``) maps to a
 sample weight through ``PROVENANCE_WEIGHTS``, multiplied with any ``sample_weight`` given.
 """
 

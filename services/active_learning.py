@@ -40,7 +40,7 @@ from db.queries import projects as projects_q
 from inference.registry import spec_from_dict
 from medlabel.errors import ConflictError, InputError, NotFoundError, PermissionDenied
 from services import audit, model_gate, verification
-from services.verification.consensus import current_reads, final_label
+from agreement.consensus import current_reads, final_label
 from services.context import AppContext
 from services.dto import RoundDTO
 from services.jobs.kinds import register_kind

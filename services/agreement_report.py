@@ -11,7 +11,7 @@ from db.queries import export as export_q
 from db.queries import projects as projects_q
 from db.queries import verification as verification_q
 from medlabel.errors import InputError, NotFoundError
-from services.verification.consensus import current_reads
+from agreement.consensus import current_reads
 from services.context import AppContext
 
 

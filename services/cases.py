@@ -11,7 +11,7 @@ from db.queries import modelling as models_q
 from db.queries import verification as q
 from medlabel.errors import NotFoundError, PermissionDenied
 from services import audit
-from services.verification.consensus import current_reads, final_label
+from agreement.consensus import current_reads, final_label
 from services.context import AppContext
 from services.dto import CaseDTO, ProjectDTO
 from services.projects import project_dto

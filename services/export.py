@@ -15,7 +15,7 @@ from db.queries import projects as projects_q
 from medlabel.errors import InputError, NotFoundError
 from medlabel.text import csv_cell
 from services import audit
-from services.verification.consensus import current_reads, final_label, patient_splits
+from agreement.consensus import current_reads, final_label, patient_splits
 from services.context import AppContext
 from services.jobs import params as job_params
 from services.jobs.kinds import register_kind

@@ -34,7 +34,7 @@ from inference.registry import spec_from_dict
 from inference.types import ModelSpec
 from medlabel.errors import InputError, NotFoundError
 from services import audit
-from services.verification.consensus import FinalLabel, current_reads, final_label
+from agreement.consensus import FinalLabel, current_reads, final_label
 from services.context import AppContext
 from services.jobs.kinds import register_kind
 from services.jobs.protocol import JobReporter, JobResult, NullReporter, check_stop

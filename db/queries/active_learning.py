@@ -37,7 +37,7 @@ def label_kinds(session: Session, project_id: int) -> dict[str, str]:
 
 def read_rows(session: Session, project_id: int) -> list[tuple[int, str, str, list[Any], bool, list[Any]]]:
     """Every primary, verification and adjudication read of the project's released items, oldest first:
-    ``(item, reader, kind, labels, retracted, boxes)`` as ``services.verification.consensus.current_reads`` takes them."""
+    ``(item, reader, kind, labels, retracted, boxes)`` as ``agreement.consensus.current_reads`` takes them."""
     stmt = (select(Annotation.item_id, User.username, Annotation.kind, Annotation.labels, Annotation.retracted,
                    Annotation.boxes)
             .join(Item, Item.id == Annotation.item_id).join(User, User.id == Annotation.user_id)

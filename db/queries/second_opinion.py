@@ -2,7 +2,7 @@
 
 Neighbour candidates are the items a model version has an embedding for (``Prediction.embedding``,
 float32 little-endian bytes) that at least one reader has labelled; their annotation rows come in a
-second query so the caller can compute final labels with provenance (``services.verification.consensus``).
+second query so the caller can compute final labels with provenance (``agreement.consensus``).
 """
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ def embedded_labelled_items(session: Session, model_id: int) -> list[tuple[int, 
 def annotations_of_embedded_items(session: Session, model_id: int) -> list[tuple[int, str, str, list[Any], bool,
                                                                                    list[Any]]]:
     """Annotation rows ``(item, reader, kind, labels, retracted, boxes)``, oldest first, of the items
-    ``model_id`` has an embedding for (the input ``services.verification.consensus.current_reads`` expects)."""
+    ``model_id`` has an embedding for (the input ``agreement.consensus.current_reads`` expects)."""
     stmt = (
         select(Annotation.item_id, User.username, Annotation.kind, Annotation.labels, Annotation.retracted,
                Annotation.boxes)

@@ -25,7 +25,7 @@ from db.queries import projects as projects_q
 from db.queries import second_opinion as q
 from medlabel.errors import ConflictError, InputError, MedlabelError, NotFoundError, PermissionDenied
 from services import audit, ood
-from services.verification.consensus import current_reads, final_label
+from agreement.consensus import current_reads, final_label
 from services.context import AppContext
 from services.dto import Suggestion
 from services.ingest import random_key

@@ -3,7 +3,8 @@
 - ``rounds``: create (inter-reader, intra-reader re-read, automation bias), list, summarise, close.
 - ``reads``: the blinded verification reads and adjudication.
 - ``reports``: intra-reader and automation-bias reports.
-- ``consensus``: current reads and final labels with provenance, patient-level splits (pure).
+
+Final labels and their provenance (consensus of the current reads) are plain data: ``agreement.consensus``.
 
 The use cases are re-exported here: ``from services import verification; verification.create_round(...)``.
 """

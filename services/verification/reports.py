@@ -30,7 +30,7 @@ from db.queries import projects as projects_q
 from db.queries import verification as q
 from medlabel.errors import ConflictError, InputError, NotFoundError
 from services import audit, labelling
-from services.verification.consensus import current_reads, final_label
+from agreement.consensus import current_reads, final_label
 from services.context import AppContext
 from services.dto import AdjudicationCase, CaseDTO, PriorRead, RoundDTO, Suggestion
 from services.projects import project_dto

@@ -7,7 +7,7 @@ from collections import Counter
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.verification.consensus import Read, current_reads, final_label, item_agreement, patient_splits
+from agreement.consensus import Read, current_reads, final_label, item_agreement, patient_splits
 
 
 def test_final_label_precedence() -> None:
