@@ -32,6 +32,7 @@ import active_learning as al
 import inference
 from active_learning.backbone import build_demo_model, extract_backbone
 from active_learning.label_errors import find_label_issues, find_label_issues_multilabel, out_of_fold_probs
+from agreement.consensus import current_reads, final_label
 from db.models import ActiveLearningRound, ModelVersion, Project, User
 from db.queries import accounts as accounts_q
 from db.queries import active_learning as q
@@ -40,7 +41,6 @@ from db.queries import projects as projects_q
 from inference.registry import spec_from_dict
 from medlabel.errors import ConflictError, InputError, NotFoundError, PermissionDenied
 from services import audit, model_gate, verification
-from agreement.consensus import current_reads, final_label
 from services.context import AppContext
 from services.dto import RoundDTO
 from services.jobs.kinds import register_kind

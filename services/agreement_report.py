@@ -6,12 +6,12 @@ from collections import defaultdict
 from typing import Any
 
 import agreement
+from agreement.consensus import current_reads
 from db.models import AnnotationKind, TaskType
 from db.queries import export as export_q
 from db.queries import projects as projects_q
 from db.queries import verification as verification_q
 from medlabel.errors import InputError, NotFoundError
-from agreement.consensus import current_reads
 from services.context import AppContext
 
 

@@ -6,12 +6,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from agreement.consensus import current_reads, final_label
 from db.models import Item, Project
 from db.queries import modelling as models_q
 from db.queries import verification as q
 from medlabel.errors import NotFoundError, PermissionDenied
 from services import audit
-from agreement.consensus import current_reads, final_label
 from services.context import AppContext
 from services.dto import CaseDTO, ProjectDTO
 from services.projects import project_dto

@@ -9,13 +9,13 @@ import json
 from collections import defaultdict
 from typing import Any
 
+from agreement.consensus import current_reads, final_label, patient_splits
 from db.models import TaskType
 from db.queries import export as export_q
 from db.queries import projects as projects_q
 from medlabel.errors import InputError, NotFoundError
 from medlabel.text import csv_cell
 from services import audit
-from agreement.consensus import current_reads, final_label, patient_splits
 from services.context import AppContext
 from services.jobs import params as job_params
 from services.jobs.kinds import register_kind

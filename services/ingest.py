@@ -36,8 +36,8 @@ from services import audit
 from services.context import AppContext
 from services.dto import IngestOutcome, IngestReport
 from services.jobs import params as job_params
-from services.jobs.kinds import register_kind
 from services.jobs.fanout import chunked, fan_out
+from services.jobs.kinds import register_kind
 from services.jobs.protocol import JobReporter
 
 logger = logging.getLogger(__name__)

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 import inference
+from agreement.consensus import FinalLabel, current_reads, final_label
 from db.models import LabelKind, ModelVersion, Project
 from db.queries import model_eval as q
 from db.queries import projects as projects_q
@@ -34,7 +35,6 @@ from inference.registry import spec_from_dict
 from inference.types import ModelSpec
 from medlabel.errors import InputError, NotFoundError
 from services import audit
-from agreement.consensus import FinalLabel, current_reads, final_label
 from services.context import AppContext
 from services.jobs.kinds import register_kind
 from services.jobs.protocol import JobReporter, JobResult, NullReporter, check_stop

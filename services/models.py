@@ -35,8 +35,8 @@ from medlabel.errors import ConflictError, InputError, NotFoundError
 from services import audit
 from services.context import AppContext
 from services.jobs import params as job_params
-from services.jobs.kinds import register_kind
 from services.jobs.fanout import chunked, fan_out
+from services.jobs.kinds import register_kind
 from services.jobs.protocol import JobCancelled, JobReporter, JobResult
 
 
@@ -362,7 +362,8 @@ def prelabel_chunk(ctx: AppContext, item_ids: list[int], *, should_stop: Callabl
 
 
 def prelabel_chunks_job(ctx: AppContext, params: dict[str, Any], reporter: JobReporter) -> dict[str, Any]:
-    """The ``prelabel`` job kind: pre-label, in chunks fanned out over the cluster, every released item of ``params["project"]`` not yet predicted by ``params["model"]``."""
+    """The ``prelabel`` job kind: pre-label, in chunks fanned out over the cluster, every released item
+    of ``params["project"]`` not yet predicted by ``params["model"]``."""
     params = check_prelabel(ctx, params)
     model = resolve(ctx, params["model"])
     with ctx.reads() as session:

@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
+import services.job_kinds  # noqa: F401 - every job kind is registered for the tests
 from db.admin import create_database, drop_database
 from db.base import Base
 from medlabel.settings import Settings, ensure_secret_key
-import services.job_kinds  # noqa: F401 - every job kind is registered for the tests
 from services.context import AppContext
 from services.schema import upgrade
 

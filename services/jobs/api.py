@@ -33,11 +33,6 @@ class WaitTimeout(ConflictError, TimeoutError):
     """``wait`` gave up: the job is still queued or running (it goes on)."""
 
 
-def new_task_key(job_id: int, attempt: int) -> str:
-    """A Dask key no other database, installation or attempt uses."""
-    return f"medlabel-job-{job_id}-{attempt}-{secrets.token_hex(8)}"
-
-
 @dataclass(frozen=True)
 class JobDTO:
     id: int

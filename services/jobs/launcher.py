@@ -65,27 +65,6 @@ def launch(ctx: AppContext, job_id: int, attempt: int, run: Callable[..., Any], 
     cluster.before_close(_abandon_local_jobs)
 
 
-def launch(ctx: AppContext, job_id: int, attempt: int, run: Callable[..., Any], key: str) -> None:
-    """Hand one attempt to the cluster without waiting for it (``client.submit`` + ``fire_and_forget``)."""
-    from distributed import fire_and_forget
-
-    payload = cluster.settings_payload(ctx.settings)
-    try:
-        client = cluster.get_client(ctx.settings)
-        future = client.submit(run_job, job_id, attempt, run, payload, key=key)
-    except Exception as exc:  # noqa: BLE001 - recorded on the job, then reported to the caller
-        with ctx.sessions.begin() as session:
-            q.fail_active(session, job_id, attempt, f"could not be started: {exc}", utcnow())
-        if isinstance(exc, MedlabelError):
-            raise
-        raise ConfigError(f"the Dask cluster did not take job {job_id}: {exc}") from exc
-    fire_and_forget(future)  # runs even if this process lets go of the future (external scheduler)
-    with _futures_lock:
-        _futures[job_id] = (attempt, future, payload)
-    future.add_done_callback(_forget_finished)
-    cluster.before_close(_abandon_local_jobs)
-
-
 def cancel_queued(job_id: int) -> None:
     """Cancel the Dask future of a queued job this process launched (if any)."""
     entry = _futures.get(job_id)

@@ -33,24 +33,24 @@ from services.second_opinion.ask import (
 )
 from services.second_opinion.common import (
     ASK_ROLES,
-    available_models,
-    get,
-    history,
     IMAGE_STATES,
+    TOP_K,
+    VERIFIED,
     ModelChoice,
     NeighbourDTO,
     NeighboursDTO,
     OpinionDTO,
-    review_projects,
     ReviewDTO,
-    TOP_K,
-    VERIFIED,
+    available_models,
+    get,
+    history,
+    review_projects,
 )
 from services.second_opinion.explain import (
+    HeatmapDTO,
     heatmap,
     heatmap_details,
     heatmap_geometry,
-    HeatmapDTO,
     neighbours,
 )
 from services.second_opinion.image import (
@@ -62,4 +62,7 @@ from services.second_opinion.review import (
     request_review,
 )
 
-__all__ = ["ASK_ROLES", "HeatmapDTO", "IMAGE_STATES", "ModelChoice", "NeighbourDTO", "NeighboursDTO", "OpinionDTO", "ReviewDTO", "TOP_K", "VERIFIED", "ask", "available_models", "display_png", "drain", "get", "heatmap", "heatmap_details", "heatmap_geometry", "history", "neighbours", "request_review", "review_projects", "wait_for_image"]
+__all__ = ["ASK_ROLES", "HeatmapDTO", "IMAGE_STATES", "ModelChoice", "NeighbourDTO", "NeighboursDTO", "OpinionDTO",
+           "ReviewDTO", "TOP_K", "VERIFIED", "ask", "available_models", "display_png", "drain", "get", "heatmap",
+           "heatmap_details", "heatmap_geometry", "history", "neighbours", "request_review", "review_projects",
+           "wait_for_image"]

@@ -3,44 +3,26 @@
 
 from __future__ import annotations
 
-import dataclasses
-import datetime as dt
-import logging
-import threading
-from concurrent.futures import Future, ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import numpy as np
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 
 import deid
 import inference
-from db.models import DeidStatus, Item, ModelVersion, Project, SecondOpinionRequest, User
-from db.queries import accounts as accounts_q
-from db.queries import projects as projects_q
-from db.queries import second_opinion as q
-from medlabel.errors import ConflictError, InputError, MedlabelError, NotFoundError, PermissionDenied
+from db.models import SecondOpinionRequest
+from medlabel.errors import InputError, MedlabelError, PermissionDenied
 from services import audit, ood
-from agreement.consensus import current_reads, final_label
 from services.context import AppContext
 from services.dto import Suggestion
-from services.ingest import random_key
-from services.model_cards import CardDTO, card_of
 from services.second_opinion.common import (
+    _JPEG,
+    _PNG,
+    TOP_K,
+    OpinionDTO,
     _asker,
     _check_format,
     _dto,
-    _JPEG,
     _model,
-    OpinionDTO,
-    _PNG,
     _run,
     _tabular,
-    TOP_K,
 )
 from services.second_opinion.image import _start_image
 

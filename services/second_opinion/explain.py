@@ -4,43 +4,27 @@ with their final labels and provenance."""
 
 from __future__ import annotations
 
-import dataclasses
-import datetime as dt
-import logging
-import threading
-from concurrent.futures import Future, ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
 import numpy as np
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 
-import deid
 import inference
-from db.models import DeidStatus, Item, ModelVersion, Project, SecondOpinionRequest, User
-from db.queries import accounts as accounts_q
-from db.queries import projects as projects_q
-from db.queries import second_opinion as q
-from medlabel.errors import ConflictError, InputError, MedlabelError, NotFoundError, PermissionDenied
-from services import audit, ood
 from agreement.consensus import current_reads, final_label
+from db.models import SecondOpinionRequest
+from db.queries import second_opinion as q
+from medlabel.errors import InputError
 from services.context import AppContext
-from services.dto import Suggestion
-from services.ingest import random_key
-from services.model_cards import CardDTO, card_of
 from services.second_opinion.common import (
     DISPLAY_SIZE,
-    _embedding_key,
     HEATMAP_BATCH,
-    _Model,
+    THUMBNAIL_SIZE,
+    VERIFIED,
     NeighbourDTO,
     NeighboursDTO,
+    _embedding_key,
+    _Model,
     _run,
     _tabular,
-    THUMBNAIL_SIZE,
 )
 from services.second_opinion.image import _display, _stored
 

@@ -3,51 +3,34 @@ stored; ``wait_for_image`` and ``drain`` wait for it, ``display_png`` shows it."
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
-import logging
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
-
-import numpy as np
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 
 import deid
 import inference
-from db.models import DeidStatus, Item, ModelVersion, Project, SecondOpinionRequest, User
-from db.queries import accounts as accounts_q
-from db.queries import projects as projects_q
-from db.queries import second_opinion as q
-from medlabel.errors import ConflictError, InputError, MedlabelError, NotFoundError, PermissionDenied
-from services import audit, ood
-from agreement.consensus import current_reads, final_label
+from db.models import ModelVersion, SecondOpinionRequest
+from medlabel.errors import InputError, MedlabelError, NotFoundError
+from services import audit
 from services.context import AppContext
-from services.dto import Suggestion
-from services.ingest import random_key
-from services.model_cards import CardDTO, card_of
 from services.second_opinion.common import (
+    DISPLAY_SIZE,
+    IMAGE_WAIT_S,
+    LOST_AFTER,
+    OpinionDTO,
     _aware,
     _deid_report,
-    DISPLAY_SIZE,
     _embedding_key,
-    get,
     _image_problem,
-    IMAGE_WAIT_S,
-    logger,
-    LOST_AFTER,
     _Model,
     _model_of,
-    OpinionDTO,
     _request,
     _run,
     _tabular,
+    get,
+    logger,
 )
-
 
 _executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="second-opinion-deid")
 

@@ -2,39 +2,21 @@
 
 from __future__ import annotations
 
-import dataclasses
-import datetime as dt
-import logging
-import threading
-from concurrent.futures import Future, ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
-
-import numpy as np
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 
-import deid
-import inference
-from db.models import DeidStatus, Item, ModelVersion, Project, SecondOpinionRequest, User
-from db.queries import accounts as accounts_q
+from db.models import DeidStatus, Item
 from db.queries import projects as projects_q
 from db.queries import second_opinion as q
-from medlabel.errors import ConflictError, InputError, MedlabelError, NotFoundError, PermissionDenied
-from services import audit, ood
-from agreement.consensus import current_reads, final_label
+from medlabel.errors import ConflictError, NotFoundError
+from services import audit
 from services.context import AppContext
-from services.dto import Suggestion
 from services.ingest import random_key
-from services.model_cards import CardDTO, card_of
 from services.second_opinion.common import (
+    REVIEW_PRIORITY,
+    ReviewDTO,
     _image_problem,
     _project_name,
     _request,
-    REVIEW_PRIORITY,
-    ReviewDTO,
 )
 from services.second_opinion.image import wait_for_image
 

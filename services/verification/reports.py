@@ -3,37 +3,22 @@ bias (agreement with the model in the arm that saw its suggestions vs the blinde
 
 from __future__ import annotations
 
-import datetime as dt
-from collections import Counter, defaultdict
-from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 import agreement
-from db.base import utcnow
+from agreement.consensus import current_reads, final_label
 from db.models import (
     AnnotationKind,
-    Assignment,
-    AssignmentStatus,
-    Item,
     Project,
     RoundKind,
-    RoundStatus,
-    User,
     VerificationRound,
 )
-from db.queries import accounts as accounts_q
 from db.queries import export as export_q
 from db.queries import modelling as models_q
-from db.queries import projects as projects_q
 from db.queries import verification as q
-from medlabel.errors import ConflictError, InputError, NotFoundError
-from services import audit, labelling
-from agreement.consensus import current_reads, final_label
+from medlabel.errors import NotFoundError
 from services.context import AppContext
-from services.dto import AdjudicationCase, CaseDTO, PriorRead, RoundDTO, Suggestion
-from services.projects import project_dto
+from services.verification.rounds import ARMS
 
 
 def intra_reader_report(ctx: AppContext, round_id: int) -> dict[str, Any]:

@@ -13,13 +13,12 @@ from typing import Any
 
 import numpy as np
 
-import agreement
+from agreement.consensus import current_reads, final_label
 from db.base import utcnow
 from db.models import (
     AnnotationKind,
     Assignment,
     AssignmentStatus,
-    Item,
     Project,
     RoundKind,
     RoundStatus,
@@ -28,15 +27,12 @@ from db.models import (
 )
 from db.queries import accounts as accounts_q
 from db.queries import export as export_q
-from db.queries import modelling as models_q
 from db.queries import projects as projects_q
 from db.queries import verification as q
 from medlabel.errors import ConflictError, InputError, NotFoundError
-from services import audit, labelling
-from agreement.consensus import current_reads, final_label
+from services import audit
 from services.context import AppContext
-from services.dto import AdjudicationCase, CaseDTO, PriorRead, RoundDTO, Suggestion
-from services.projects import project_dto
+from services.dto import RoundDTO
 
 
 def draw_sample(strata: dict[int, str], *, n: int, seed: int, stratified: bool) -> list[int]:

@@ -22,8 +22,8 @@ from db.base import utcnow
 from db.models import AuditEvent, Item, Job, JobState, Prediction
 from medlabel.errors import ConfigError, ConflictError, InputError, NotFoundError
 from services import ingest, jobs, models
-from services.jobs import cluster
 from services.context import AppContext
+from services.jobs import cluster
 from services.jobs.protocol import JobReporter, check_stop
 from services.models import prelabel, register_model
 from tests.services.factories import make_items, make_project
