@@ -18,6 +18,7 @@ import io
 import re
 import warnings
 import zlib
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -182,7 +183,8 @@ def deidentify_bytes(data: bytes, *, key: bytes, name: str, options: DeidOptions
             if ds is None:
                 return _photo(data, key=key, name=name, options=options, ocr=ocr)
             _check_pixels(ds, name, options.max_pixel_bytes)
-            return _dicom(ds, key=key, name=name, options=options, ocr=ocr)
+            return _dicom(ds, key=key, name=name, options=options, ocr=ocr,
+                          original=lambda: _read(data, name, options.max_pixel_bytes))  # type: ignore[return-value]
     except MedlabelError:
         raise
     except RecursionError:
@@ -269,7 +271,9 @@ def _safe_words(ds: Dataset) -> set[str]:
     return {w.lower() for w in words}
 
 
-def _dicom(ds: Dataset, *, key: bytes, name: str, options: DeidOptions, ocr: px.Detector | None) -> DeidResult:
+def _dicom(ds: Dataset, *, key: bytes, name: str, options: DeidOptions, ocr: px.Detector | None,
+           original: Callable[[], Dataset]) -> DeidResult:
+    """``original`` reads the input again, unchanged (the profile changes ``ds`` in place)."""
     original_id = str(ds.get("PatientID", "") or "").strip() or f"study:{ds.get('StudyInstanceUID', '')}"
     pseudo = patient_pseudonym(key, original_id)
     characteristics = _kept_characteristics(ds, options)
@@ -279,13 +283,13 @@ def _dicom(ds: Dataset, *, key: bytes, name: str, options: DeidOptions, ocr: px.
         raise InputError(name, "Modality (0008,0060) is not a valid code string (up to 16 capitals, digits, spaces "
                                "or underscores)")
     changes = px.geometry_changes(ds)
-    safe = _safe_words(ds)
     ctx = TagContext(key=key, dates=options.dates, keep_characteristics=options.keep_patient_characteristics,
                      clean_descriptors=options.clean_descriptors, shift_days=date_shift_days(key, pseudo))
     ctx.phi.add(original_id)
     ctx.names.add(original_id)
 
-    arr, decompressed = _pixels(ds, name)
+    scan = options.scan_pixels and px.needs_scan(modality, burned_in)
+    arr, decompressed = _pixels(ds, name, decode=scan)
     process_dataset(ds, ctx)
     _meta(ds, ctx)
     clean_descriptors(ctx)
@@ -295,7 +299,7 @@ def _dicom(ds: Dataset, *, key: bytes, name: str, options: DeidOptions, ocr: px.
     reason = ""
     scanned = False
     indices: list[int] = []
-    if arr is not None and options.scan_pixels and px.needs_scan(modality, burned_in):
+    if arr is not None and scan:
         frames = arr if _frames(ds) > 1 else arr[None, ...]
         indices = px.frames_to_scan(modality, burned_in, frames.shape[0], changes)
         boxes, unmasked = px.split_large(px.detect(frames, indices, ocr or px.default_detector()),
@@ -327,11 +331,14 @@ def _dicom(ds: Dataset, *, key: bytes, name: str, options: DeidOptions, ocr: px.
         codes.append(item)
     ds.DeidentificationMethodCodeSequence = codes
 
-    output = _serialise(ds)
-    header = _header_bytes(output)
+    output, header = _serialise_split(ds)
     # A value that also appears in a kept technical attribute (a manufacturer named in the
     # institution's name, say) is not a leak -- unless it is part of a person's name or the patient id.
-    leaks = [v for v in find_leaks(header, ctx.phi) if v in ctx.names or v.lower() not in safe]
+    # The kept attributes' words are read from the original only when there is a hit to excuse (rare).
+    leaks = find_leaks(header, ctx.phi)
+    if any(v not in ctx.names for v in leaks):
+        safe = _safe_words(original())
+        leaks = [v for v in leaks if v in ctx.names or v.lower() not in safe]
     report = {"method": METHOD, "options": {"dates": options.dates, "keep_patient_characteristics":
                                            options.keep_patient_characteristics,
                                            "clean_descriptors": options.clean_descriptors,
@@ -359,20 +366,38 @@ def _frames(ds: Dataset) -> int:
     return int(ds.get("NumberOfFrames", 1) or 1)
 
 
-def _pixels(ds: Dataset, name: str) -> tuple[np.ndarray | None, bool]:
-    """Decoded pixels (decompressing the dataset in place when needed)."""
+def _pixels(ds: Dataset, name: str, decode: bool = True) -> tuple[np.ndarray | None, bool]:
+    """Decoded pixels (decompressing the dataset in place when needed). Compressed pixel data is always
+    decompressed (a codestream can carry text of its own: JPEG comments and application segments, JPEG 2000
+    boxes); uncompressed pixel data that nothing will look at (``decode`` False: no pixel scan) is only
+    checked as pydicom checks it before decoding (transfer syntax, the Image Pixel attributes, the length)
+    and passes through as it is: None is returned for it."""
     if "PixelData" not in ds:
         return None, False
     compressed = ds.file_meta.TransferSyntaxUID.is_compressed if "TransferSyntaxUID" in ds.file_meta else False
     try:
         if compressed:
             ds.decompress()
+        elif not decode:
+            _validate_native(ds)
+            return None, False
         arr = ds.pixel_array
     except MemoryError:
         raise
     except Exception as exc:  # noqa: BLE001 - codecs raise many types; their messages are not shown
         raise DicomReadError(name, f"cannot decode pixel data ({_syntax_name(ds)}, {type(exc).__name__})") from None
     return arr, compressed
+
+
+def _validate_native(ds: Dataset) -> None:
+    """What ``pixel_array`` checks of uncompressed pixel data before reading it (pydicom's own checks:
+    a decoder for the transfer syntax, consistent Image Pixel attributes, enough bytes), without reading it."""
+    from pydicom.pixels import get_decoder
+    from pydicom.pixels.decoders.base import DecodeRunner
+
+    runner = DecodeRunner(get_decoder(ds.file_meta.TransferSyntaxUID).UID)
+    runner.set_source(ds)
+    runner.validate()
 
 
 def _syntax_name(ds: Dataset) -> str:
@@ -412,6 +437,35 @@ def _header_bytes(output: bytes) -> bytes:
     """
     cut = output.rfind(b"\xe0\x7f\x10\x00")
     return output[:cut] if cut > 0 else output
+
+
+PIXEL_TAG = b"\xe0\x7f\x10\x00"  # (7FE0,0010) little endian
+
+
+def _serialise_split(ds: Dataset) -> tuple[bytes, bytes]:
+    """(the file's bytes, its bytes before Pixel Data) -- the second is what the leak scan reads.
+
+    Uncompressed Explicit VR Little Endian output with Pixel Data as the last element (the profile has
+    removed everything after it: digital signatures, trailing padding, private groups) is written as the
+    rest of the dataset followed by the Pixel Data element, encoded here: large pixel data is copied once,
+    not through pydicom's per-element buffer. Anything else goes through ``_serialise`` whole."""
+    elem = ds["PixelData"] if "PixelData" in ds else None
+    last = max(ds.keys()) if elem is not None else None
+    syntax = ds.file_meta.get("TransferSyntaxUID")
+    if (elem is None or last != 0x7FE00010 or not isinstance(elem.value, bytes | bytearray)
+            or (syntax is not None and syntax.is_compressed)):
+        output = _serialise(ds)
+        return output, _header_bytes(output)
+    vr = elem.VR if elem.VR in ("OB", "OW") else ("OW" if int(ds.get("BitsAllocated", 8) or 8) > 8 else "OB")
+    value = bytes(elem.value)
+    del ds["PixelData"]
+    try:
+        header = _serialise(ds)
+    finally:
+        ds["PixelData"] = elem
+    padding = b"\x00" if len(value) % 2 else b""
+    return b"".join((header, PIXEL_TAG, vr.encode(), b"\x00\x00", (len(value) + len(padding)).to_bytes(4, "little"),
+                     value, padding)), header
 
 
 def _serialise(ds: Dataset) -> bytes:

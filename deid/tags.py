@@ -9,12 +9,14 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import cache
 
-from pydicom.dataelem import DataElement
+from pydicom.datadict import dictionary_has_tag, dictionary_keyword
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
-from deid.profile import DATE_VRS, SAFE_TEXT, TEXT_VRS, Action, resolve, rules
+from deid.profile import DATE_VRS, SAFE_TEXT, TEXT_VRS, Action, Rule, resolve, rules
 from deid.pseudonyms import is_standard_uid, remap_uid, shift_da, shift_dt
 
 DUMMY_BY_VR = {"PN": "ANONYMOUS", "LO": "ANONYMOUS", "SH": "ANON", "DA": "19000101", "TM": "000000",
@@ -22,6 +24,9 @@ DUMMY_BY_VR = {"PN": "ANONYMOUS", "LO": "ANONYMOUS", "SH": "ANON", "DA": "190001
                "UT": "ANONYMOUS", "AS": "000Y", "IS": "0", "DS": "0", "UI": "2.25.0"}
 MIN_TOKEN = 3
 _DECIMAL = re.compile(r"^[+-]?\d*\.\d+$")
+_SEPARATORS = re.compile(r"[\^\s,=;/\\()]+")
+_DATE_LIKE = re.compile(r"\d{1,4}[/.-]\d{1,2}[/.-]\d{2,4}")
+_SPACES = re.compile(r"\s{2,}")
 
 
 @dataclass
@@ -66,7 +71,7 @@ def collect_phi(elem: DataElement, ctx: TagContext, *, descriptive: bool = False
             ctx.phi.add(value)
             if elem.VR == "PN":
                 ctx.names.add(value)
-        for token in re.split(r"[\^\s,=;/\\()]+", value):
+        for token in _SEPARATORS.split(value):
             # Name parts are the classic leak; in other text only ID-like tokens (with a digit) count.
             if (elem.VR == "PN" and len(token) >= MIN_TOKEN) or (len(token) >= 5 and any(c.isdigit() for c in token)):
                 ctx.phi.add(token)
@@ -88,26 +93,75 @@ def _zero(elem: DataElement) -> None:
     elem.value = None if elem.VR not in ("SQ",) else Sequence()
 
 
+@cache
+def _action(rule: Rule, dates: str, keep_characteristics: bool, clean_descriptors: bool) -> Action:
+    return resolve(rule, dates=dates, keep_characteristics=keep_characteristics, clean_descriptors=clean_descriptors)
+
+
 def process_dataset(ds: Dataset, ctx: TagContext, *, top: bool = True) -> None:
-    """Transform ``ds`` in place (recursing into sequences)."""
+    """Transform ``ds`` in place (recursing into sequences).
+
+    Private elements (odd groups) are removed at every level as they are met, unread: every nested
+    dataset that survives is processed here too (sequences that are not kept are removed or emptied)."""
     table = rules()
-    ds.remove_private_tags()
-    for elem in list(ds):
-        tag = int(elem.tag)
+    for tag in sorted(ds.keys()):
         group = tag >> 16
-        if 0x5000 <= group <= 0x50FF or (0x6000 <= group <= 0x60FF and (group % 2 == 0)):
-            del ds[elem.tag]  # curves and overlays (may hold burned-in annotations)
+        if group % 2 == 1:
+            del ds[tag]  # private
+            continue
+        if 0x5000 <= group <= 0x50FF or 0x6000 <= group <= 0x60FF:
+            del ds[tag]  # curves and overlays (may hold burned-in annotations)
             ctx.counts["X:overlay/curve"] += 1
             continue
         if tag == 0x7FE00010:  # PixelData: handled by deid.pixels
             continue
-        rule = table.get(tag)
-        if rule is not None:
-            action = resolve(rule, dates=ctx.dates, keep_characteristics=ctx.keep_characteristics,
-                             clean_descriptors=ctx.clean_descriptors)
-            _apply(ds, elem, action, ctx, rule.option)
+        rule = table.get(int(tag))
+        action = None if rule is None else _action(rule, ctx.dates, ctx.keep_characteristics, ctx.clean_descriptors)
+        raw = ds.get_item(tag)
+        vr = raw.VR if isinstance(raw, RawDataElement) else None
+        if vr is not None and vr not in ("UN", "SQ"):
+            # Still as read, with its VR in the file (explicit VR, which reading does not change): an element
+            # kept as it is or removed whole needs no decoding, and is written back from its original bytes.
+            kind = "keep" if action is Action.KEEP else None if action is not None else _default_kind(vr, _keyword(tag))
+            if kind == "keep":
+                ctx.counts["K"] += 1
+                continue
+            if kind == "binary":
+                del ds[tag]
+                ctx.counts["X:unlisted-binary"] += 1
+                continue
+        elem = ds[tag]
+        if action is not None:
+            _apply(ds, elem, action, ctx, rule.option)  # type: ignore[union-attr]
             continue
         _default(ds, elem, ctx)
+
+
+_KEPT_BINARY = frozenset({"RedPaletteColorLookupTableData", "GreenPaletteColorLookupTableData",
+                          "BluePaletteColorLookupTableData", "LUTData", "FloatPixelData", "DoubleFloatPixelData"})
+_BINARY_VRS = frozenset({"OB", "OW", "OF", "OD", "OL", "OV"})
+
+
+def _keyword(tag: int) -> str:
+    """``DataElement.keyword`` without making the element: '' for unknown tags."""
+    return dictionary_keyword(tag) if dictionary_has_tag(tag) else ""
+
+
+def _default_kind(vr: str, keyword: str) -> str:
+    """What happens to an attribute the table does not list, by its VR and keyword (fail closed for free
+    text): sequence (recursed), uid (remapped), date (shifted or removed), text (removed: free text and
+    unknown VRs), binary (removed: blobs other than pixels and LUTs can embed anything) or keep."""
+    if vr == "SQ":
+        return "sequence"
+    if vr == "UI":
+        return "uid"
+    if vr in DATE_VRS:
+        return "date"
+    if vr == "UN" or (vr in TEXT_VRS and keyword not in SAFE_TEXT):
+        return "text"
+    if vr in _BINARY_VRS and keyword not in _KEPT_BINARY:
+        return "binary"
+    return "keep"
 
 
 def _apply(ds: Dataset, elem: DataElement, action: Action, ctx: TagContext, option: str) -> None:
@@ -137,34 +191,29 @@ def _apply(ds: Dataset, elem: DataElement, action: Action, ctx: TagContext, opti
 
 
 def _default(ds: Dataset, elem: DataElement, ctx: TagContext) -> None:
-    """Attributes the table does not list (fail closed for free text)."""
-    if elem.VR == "SQ":
+    """Attributes the table does not list (fail closed for free text): see ``_default_kind``."""
+    kind = _default_kind(elem.VR, elem.keyword)
+    if kind == "sequence":
         for item in elem.value or []:
             process_dataset(item, ctx, top=False)
-        return
-    if elem.VR == "UI":
+    elif kind == "uid":
         _remap(elem, ctx)
-        return
-    if elem.VR in DATE_VRS:
+    elif kind == "date":
         collect_phi(elem, ctx)
         if ctx.dates == "shift":
             _shift(ds, elem, ctx)
         else:
             del ds[elem.tag]
             ctx.counts["X:date"] += 1
-        return
-    if elem.VR == "UN" or (elem.VR in TEXT_VRS and elem.keyword not in SAFE_TEXT):
+    elif kind == "text":
         collect_phi(elem, ctx, descriptive=elem.VR != "PN")
         del ds[elem.tag]
         ctx.counts["X:unlisted-text"] += 1
-        return
-    if elem.VR in ("OB", "OW", "OF", "OD", "OL", "OV") and elem.keyword not in (
-            "RedPaletteColorLookupTableData", "GreenPaletteColorLookupTableData", "BluePaletteColorLookupTableData",
-            "LUTData", "FloatPixelData", "DoubleFloatPixelData"):
-        del ds[elem.tag]  # binary blobs other than pixels and LUTs can embed anything
+    elif kind == "binary":
+        del ds[elem.tag]
         ctx.counts["X:unlisted-binary"] += 1
-        return
-    ctx.counts["K"] += 1
+    else:
+        ctx.counts["K"] += 1
 
 
 def _remap(elem: DataElement, ctx: TagContext) -> None:
@@ -200,6 +249,15 @@ def _shift(ds: Dataset, elem: DataElement, ctx: TagContext) -> None:
     ctx.counts["S"] += 1
 
 
+def _remove(token: str, text: str) -> str:
+    """``text`` without any case-insensitive occurrence of ``token`` (``re.sub`` with IGNORECASE). When
+    both are ASCII, where case-insensitive matching is ``lower()`` equality, a token that does not occur
+    is skipped without compiling its pattern (most tokens of a file occur in none of its descriptors)."""
+    if token.isascii() and text.isascii() and token.lower() not in text.lower():
+        return text
+    return re.sub(re.escape(token), "", text, flags=re.IGNORECASE)
+
+
 def clean_descriptors(ctx: TagContext) -> None:
     """Keep each C-action text only with every known PHI value of the file removed."""
     tokens = sorted((t for t in ctx.phi if len(t) >= MIN_TOKEN), key=len, reverse=True)
@@ -211,9 +269,9 @@ def clean_descriptors(ctx: TagContext) -> None:
             continue
         text = str(elem.value or "")
         for token in tokens:
-            text = re.sub(re.escape(token), "", text, flags=re.IGNORECASE)
-        text = re.sub(r"\d{1,4}[/.-]\d{1,2}[/.-]\d{2,4}", "", text)  # date-like strings
-        text = re.sub(r"\s{2,}", " ", text).strip()
+            text = _remove(token, text)
+        text = _DATE_LIKE.sub("", text)  # date-like strings
+        text = _SPACES.sub(" ", text).strip()
         if text:
             elem.value = text
             ctx.counts["C:kept"] += 1
