@@ -148,3 +148,22 @@ def test_spec_round_trips_through_json() -> None:
     spec = inspect_model(model, ["a", "b"], meta)
     assert spec_from_dict(json.loads(json.dumps(spec_to_dict(spec)))) == spec
     assert spec_from_dict(json.loads(json.dumps(spec_to_dict(inspect_model(TINY, ["a", "b"]))))).tabular is None
+
+
+def test_a_model_that_passed_is_not_parsed_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import inference.registry as registry
+
+    parsed: list[int] = []
+    real = registry._parse
+    monkeypatch.setattr(registry, "_parse", lambda data, source: parsed.append(1) or real(data, source))
+    monkeypatch.setattr(registry, "_INSPECTED", {})
+    first = inspect_model(TINY, ["normal", "pneumonia"])
+    path = tmp_path / "same.onnx"
+    path.write_bytes(TINY)
+    again = inspect_model(path, ["normal", "pneumonia"])
+    assert len(parsed) == 1 and again == first.__class__(**{**first.__dict__, "source": str(path)})
+    # Other labels or meta are checked again (and may be refused).
+    with pytest.raises(InputError, match="classes"):
+        inspect_model(TINY, ["a", "b", "c"])
+    inspect_model(TINY, ["normal", "pneumonia"], {"notes": "x"})
+    assert len(parsed) == 3
