@@ -8,8 +8,8 @@
   new version is registered only once its ONNX is complete and validated, and the project switches to
   it (``Project.settings["model"]``) in the last transaction, together with the new scores and the
   round; any failure or cancel before that withdraws the new version (inactive, its predictions gone).
-* ``learning_curve``, ``predictions_vs_truth``, ``suspected_label_errors`` (confident learning) and
-  ``send_to_verification`` feed the Active learning page.
+* ``learning_curve``, ``predictions_vs_truth`` and ``suspected_label_errors`` (confident learning) feed the
+  Active learning page; it sends suspected errors to ``services.verification.send_to_verification``.
 
 Project settings: ``settings["model"]`` = "NAME:VERSION" of the project's model; ``settings["active_learning"]``
 = ``{"batch_size", "retrain_every", "model_name", "label_counts"}``. See docs/active-learning.md.
@@ -40,9 +40,8 @@ from db.queries import modelling_write as models_q
 from db.queries import projects as projects_q
 from inference.registry import spec_from_dict
 from medlabel.errors import ConflictError, InputError, NotFoundError, PermissionDenied
-from services import audit, model_gate, verification
+from services import audit, model_gate
 from services.context import AppContext
-from services.dto import RoundDTO
 from services.jobs.kinds import register_kind
 from services.jobs.protocol import JobReporter, JobResult, NullReporter, check_stop
 from services.models import ModelDTO, prediction_rows, prelabel, register_model
@@ -1131,19 +1130,6 @@ def suspected_label_errors(ctx: AppContext, project_name: str, k: int = 20) -> l
     return out
 
 
-def send_to_verification(ctx: AppContext, project_name: str, item_ids: Sequence[int], readers: Sequence[str],
-                         actor_id: int | None, *, adjudicator: str | None = None, name: str | None = None,
-                         readers_per_item: int = 2) -> RoundDTO:
-    """A verification round over exactly these items (e.g. the suspected label errors), read blind."""
-    ids = sorted({int(i) for i in item_ids})
-    if not ids:
-        raise InputError(None, "choose at least one item to send to verification")
-    title = name or f"Suspected label errors ({len(ids)} items)"
-    return verification.create_round(ctx, project_name, name=title, readers=list(readers),
-                                     readers_per_item=readers_per_item, item_ids=ids, adjudicator=adjudicator,
-                                     actor_id=actor_id)
-
-
 # ---------------------------------------------------------------------------------------------------- demo
 
 
@@ -1198,7 +1184,7 @@ def setup_active_learning_demo(ctx: AppContext, project_name: str, *, npz: Path 
 __all__ = ["ALStatus", "BATCH_STRATEGIES", "FILTERS", "STRATEGY_CHOICES", "TYPICAL_REASON", "LearningRound",
            "PredictionRow", "QueuedCase", "queued_cases",
            "RetrainReport", "ScoreReport", "SuspectedError", "configure", "decide", "learning_curve", "maybe_retrain",
-           "predictions_vs_truth", "queue_reason", "retrain", "retrain_job", "score_pool", "send_to_verification",
+           "predictions_vs_truth", "queue_reason", "retrain", "retrain_job", "score_pool",
            "setup_active_learning_demo", "status", "suspected_label_errors"]
 
 

@@ -11,7 +11,7 @@ from portal.components.picker import pick_project
 from portal.resources import app_context
 from portal.timefmt import when
 from services import active_learning as al
-from services import jobs
+from services import jobs, verification
 from services.projects import reader_names
 
 FILTER_NAMES = {"All": "all", "False positives": "false_positive", "False negatives": "false_negative",
@@ -171,7 +171,7 @@ with st.form("send_suspects"):
                              [r for r in reader_names(ctx) if r != user.username])
     if st.form_submit_button("Send to verification"):
         try:
-            rnd = al.send_to_verification(ctx, project, chosen, readers, user.id, adjudicator=user.username)
+            rnd = verification.send_to_verification(ctx, project, chosen, readers, user.id, adjudicator=user.username)
         except MedlabelError as exc:
             st.error(str(exc))
         else:

@@ -23,8 +23,10 @@ from services.verification.rounds import (
     round_ratings,
     round_summary,
     rounds,
+    send_to_verification,
 )
 
 __all__ = ["ARMS", "RoundCheck", "adjudicate", "assign_arms", "automation_bias_report", "check_round", "close_round",
            "create_reread_round", "create_round", "draw_sample", "intra_reader_report", "next_adjudication",
-           "next_verification", "round_ratings", "round_summary", "rounds", "submit_verification"]
+           "next_verification", "round_ratings", "round_summary", "rounds", "send_to_verification",
+           "submit_verification"]

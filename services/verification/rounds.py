@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -324,3 +325,16 @@ def close_round(ctx: AppContext, round_id: int, actor_id: int) -> None:
             raise ConflictError("this round is already closed")
         rnd.status = RoundStatus.CLOSED
         audit.record(session, "round.close", actor_id=actor_id, target_type="round", target_id=round_id)
+
+
+def send_to_verification(ctx: AppContext, project_name: str, item_ids: Sequence[int], readers: Sequence[str],
+                         actor_id: int | None, *, adjudicator: str | None = None, name: str | None = None,
+                         readers_per_item: int = 2) -> RoundDTO:
+    """A verification round over exactly these items (e.g. the suspected label errors of the Active
+    learning page), read blind."""
+    ids = sorted({int(i) for i in item_ids})
+    if not ids:
+        raise InputError(None, "choose at least one item to send to verification")
+    title = name or f"Suspected label errors ({len(ids)} items)"
+    return create_round(ctx, project_name, name=title, readers=list(readers), readers_per_item=readers_per_item,
+                        item_ids=ids, adjudicator=adjudicator, actor_id=actor_id)

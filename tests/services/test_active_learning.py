@@ -526,7 +526,7 @@ def test_send_to_verification_covers_exactly_those_items(ctx: AppContext, projec
         pytest.skip("needs services.verification.create_round(..., item_ids=[...]) (the lead is adding it)")
     items = project["items"][:8]
     label_truthfully(ctx, project, items)
-    rnd = al.send_to_verification(ctx, PROJECT, items[2:5], ["rad2", "rad3"], user_id(ctx, "rad1"))
+    rnd = verification.send_to_verification(ctx, PROJECT, items[2:5], ["rad2", "rad3"], user_id(ctx, "rad1"))
     assert rnd.sample_size == 3 and rnd.reads_total == 6
     with ctx.reads() as session:
         from db.models import Assignment
@@ -534,7 +534,7 @@ def test_send_to_verification_covers_exactly_those_items(ctx: AppContext, projec
         chosen = set(session.scalars(select(Assignment.item_id).where(Assignment.round_id == rnd.id)))
     assert chosen == set(items[2:5])
     with pytest.raises(InputError, match="at least one item"):
-        al.send_to_verification(ctx, PROJECT, [], ["rad2", "rad3"], None)
+        verification.send_to_verification(ctx, PROJECT, [], ["rad2", "rad3"], None)
 
 
 # ---------------------------------------------------------------------------------------------------- demo
