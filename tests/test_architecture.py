@@ -27,18 +27,36 @@ def test_only_db_speaks_sql() -> None:
     assert offenders == []
 
 
-def test_the_api_is_a_declared_shell() -> None:
-    """The API package is linted like the portal: a root package, a shell layer, its own forbidden contract."""
+def _linter_config() -> dict:  # type: ignore[type-arg]
     import tomllib
 
-    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def test_the_api_is_a_declared_shell() -> None:
+    """The API package is linted like the portal: a root package, a shell layer, and no import of the
+    database, SQL, a model runtime or a pure package (it is not among their allowed importers)."""
+    config = _linter_config()
     linter = config["tool"]["importlinter"]
     assert "api" in linter["root_packages"]
     layers = next(c for c in linter["contracts"] if c["type"] == "layers")["layers"]
     assert any("api" in layer.split(" | ") and "portal" in layer.split(" | ") for layer in layers)
-    shell = next(c for c in linter["contracts"] if c.get("source_modules") == ["api"])
-    assert {"db", "sqlalchemy", "onnxruntime", "inference", "deid"} <= set(shell["forbidden_modules"])
+    protected = {m: c["allowed_importers"] for c in linter["contracts"] if c["type"] == "protected"
+                 for m in c["protected_modules"]}
+    for module in ("db", "sqlalchemy", "onnxruntime", "inference", "deid", "agreement", "active_learning"):
+        assert not {"api", "portal"} & set(protected[module]), module
+    assert protected["streamlit"] == ["portal"]
     assert "api*" in config["tool"]["setuptools"]["packages"]["find"]["include"]
+
+
+def test_the_contracts_see_every_page_and_check_indirect_imports() -> None:
+    """Pages are modules of the package ``portal.views`` (import-linter sees only packages), no contract
+    lets indirect imports through, and services/ and db/ have no import cycles."""
+    assert (ROOT / "portal" / "views" / "__init__.py").exists()
+    contracts = _linter_config()["tool"]["importlinter"]["contracts"]
+    assert not any(c.get("allow_indirect_imports") for c in contracts)
+    acyclic = next(c for c in contracts if c["type"] == "acyclic_siblings")
+    assert set(acyclic["ancestors"]) == {"services", "db"}
 
 
 def test_the_token_cli_repeats_the_services_scopes() -> None:
