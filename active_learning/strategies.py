@@ -253,32 +253,41 @@ class TypiClust(Strategy):
         return picked
 
 
-#: The budget-adaptive default's switching rule: typicality while fewer than this many labels per output
-#: (class of a single-label task, finding of a multi-label one) are labelled, then uncertainty with diversity.
+#: The budget-adaptive default's switching rule: typicality while fewer than this many labels per class are
+#: labelled, then uncertainty with diversity. Classes: those of a single-label task; a multi-label task is one
+#: binary decision per finding, every one answered by each labelled item, so it counts two classes.
 SWITCH_LABELS_PER_OUTPUT = 20
 
 
-def adaptive_phase(n_labeled: int, n_outputs: int, per_output: int | None = None) -> str:
-    """``"typical"`` while ``n_labeled < per_output * n_outputs``, else ``"uncertain"`` (the switching rule;
-    ``per_output`` defaults to ``SWITCH_LABELS_PER_OUTPUT``)."""
+def switch_classes(n_outputs: int, multilabel: bool = False) -> int:
+    """The number of classes the switching rule counts: ``n_outputs`` for a single-label task, 2 for a
+    multi-label one (each finding is present or absent, and every labelled item answers every finding)."""
     if n_outputs < 1:
         raise ValueError("n_outputs must be at least 1")
+    return 2 if multilabel else n_outputs
+
+
+def adaptive_phase(n_labeled: int, n_outputs: int, per_output: int | None = None, *, multilabel: bool = False) -> str:
+    """``"typical"`` while ``n_labeled < per_output * switch_classes(n_outputs, multilabel)``, else
+    ``"uncertain"`` (the switching rule; ``per_output`` defaults to ``SWITCH_LABELS_PER_OUTPUT``)."""
     per = SWITCH_LABELS_PER_OUTPUT if per_output is None else per_output
-    return "typical" if n_labeled < per * n_outputs else "uncertain"
+    return "typical" if n_labeled < per * switch_classes(n_outputs, multilabel) else "uncertain"
 
 
 class BudgetAdaptive(Strategy):
     """The default: TypiClust while labels are few (cold start), then margin with diversity (the hybrid:
-    the ``beta * k`` smallest-margin items clustered, one per cluster). The switch is
-    :func:`adaptive_phase` on the number of labelled items and the number of outputs (probability columns;
-    a 1-D binary array counts as 2). ``last_phase`` and ``last_reasons`` describe the latest selection:
-    ``"typical"`` for a TypiClust pick, ``"uncertain, diverse"`` for a hybrid pick."""
+    the ``beta * k`` smallest-margin items clustered, one per cluster; multi-label: the margin of the finding
+    the model is least sure of, ``aggregate="max"``). The switch is :func:`adaptive_phase` on the number of
+    labelled items and the number of outputs (probability columns; a 1-D binary array counts as 2; a
+    multi-label task counts as 2 whatever its number of findings). ``last_phase`` and ``last_reasons``
+    describe the latest selection: ``"typical"`` for a TypiClust pick, ``"uncertain, diverse"`` for a hybrid
+    pick."""
 
     name = "adaptive"
     needs_embeddings = True
 
     def __init__(self, per_output: int | None = None, beta: int = 10, multilabel: bool = False,
-                 aggregate: str = "mean") -> None:
+                 aggregate: str = "max") -> None:
         self.per_output = per_output
         self.multilabel = multilabel
         self.typical = TypiClust()
@@ -289,7 +298,7 @@ class BudgetAdaptive(Strategy):
 
     def phase(self, probs: Any, n_labeled: int) -> str:
         n_outputs = 2 if probs is None or np.ndim(probs) == 1 else int(np.shape(probs)[-1])
-        return adaptive_phase(n_labeled, n_outputs, self.per_output)
+        return adaptive_phase(n_labeled, n_outputs, self.per_output, multilabel=self.multilabel)
 
     def score(self, probs, *, labeled_mask=None, labels=None):  # noqa: ANN001
         return self.uncertain.score(probs)
@@ -338,4 +347,4 @@ def make_strategy(name: str, *, multilabel: bool = False, **params: Any) -> Stra
 __all__ = ["DEFAULT_STRATEGY", "STRATEGY_NAMES", "SWITCH_LABELS_PER_OUTPUT", "BudgetAdaptive",
            "ClassBalancedUncertainty", "HybridUncertaintyDiversity", "KCenterGreedy", "KMeansPPSampling",
            "RandomSampling", "Strategy", "TTADisagreement", "TypiClust", "UncertaintySampling", "adaptive_phase",
-           "make_strategy"]
+           "make_strategy", "switch_classes"]

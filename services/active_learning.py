@@ -438,7 +438,7 @@ def _phase(strategy: str, labelled: _Labelled, model: _Model) -> str | None:
     """The budget-adaptive default's phase at this scoring ("typical" or "uncertain"); None for other strategies."""
     if strategy != "adaptive":
         return None
-    return al.adaptive_phase(len(labelled.final), len(model.labels))
+    return al.adaptive_phase(len(labelled.final), len(model.labels), multilabel=model.multilabel)
 
 
 # ---------------------------------------------------------------------------------------------------- settings

@@ -91,10 +91,27 @@ def test_switching_rule() -> None:
     assert adaptive_phase(0, 2) == "typical"
     assert adaptive_phase(2 * per - 1, 2) == "typical"
     assert adaptive_phase(2 * per, 2) == "uncertain"
-    assert adaptive_phase(2 * per, 14) == "typical"  # a 14-finding task stays with typicality longer
+    assert adaptive_phase(2 * per, 14) == "typical"  # 14 mutually exclusive classes: 20 labels per class
     assert adaptive_phase(14 * per, 14) == "uncertain"
+    # 14 findings of a multi-label task are 14 binary decisions answered by every labelled item: as binary
+    assert adaptive_phase(2 * per - 1, 14, multilabel=True) == "typical"
+    assert adaptive_phase(2 * per, 14, multilabel=True) == "uncertain"
     with pytest.raises(ValueError):
         adaptive_phase(5, 0)
+    with pytest.raises(ValueError):
+        adaptive_phase(5, 0, multilabel=True)
+
+
+def test_the_multilabel_default_switches_at_forty_labels_whatever_the_number_of_findings() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(120, 3))
+    probs = rng.random((120, 14))
+    strat = al.make_strategy("adaptive", multilabel=True)
+    for n, phase in ((39, "typical"), (40, "uncertain")):
+        mask = np.zeros(120, bool)
+        mask[:n] = True
+        strat.select(probs, x, mask, 5, np.random.default_rng(0))
+        assert strat.last_phase == phase
 
 
 def test_adaptive_default_switches_from_typical_to_uncertain_picks() -> None:
