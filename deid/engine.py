@@ -24,12 +24,15 @@ from typing import Any
 import numpy as np
 import pydicom
 from PIL import Image, ImageOps
+from pydicom.charset import default_encoding
 from pydicom.config import disable_value_validation
 from pydicom.dataelem import RawDataElement
-from pydicom.dataset import Dataset
+from pydicom.dataset import Dataset, validate_file_meta
+from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import _read_file_meta_info, read_preamble
-from pydicom.filewriter import write_file_meta_info
+from pydicom.filewriter import write_data_element, write_dataset, write_file_meta_info
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
+from pydicom.valuerep import EXPLICIT_VR_LENGTH_32
 
 from deid import pixels as px
 from deid.leaks import find_leaks
@@ -283,6 +286,10 @@ def _dicom(ds: Dataset, *, key: bytes, name: str, options: DeidOptions, ocr: px.
         raise InputError(name, "Modality (0008,0060) is not a valid code string (up to 16 capitals, digits, spaces "
                                "or underscores)")
     changes = px.geometry_changes(ds)
+    # Words of the kept technical attributes, which excuse a leak-scan hit (below). Implicit VR input is
+    # already decoded element by element (the structure check needs each VR), so they cost little now;
+    # explicit VR input is mostly still as read, and the original is read again only if a hit needs them.
+    safe = _safe_words(ds) if ds.original_encoding[0] else None
     ctx = TagContext(key=key, dates=options.dates, keep_characteristics=options.keep_patient_characteristics,
                      clean_descriptors=options.clean_descriptors, shift_days=date_shift_days(key, pseudo))
     ctx.phi.add(original_id)
@@ -334,10 +341,9 @@ def _dicom(ds: Dataset, *, key: bytes, name: str, options: DeidOptions, ocr: px.
     output, header = _serialise_split(ds)
     # A value that also appears in a kept technical attribute (a manufacturer named in the
     # institution's name, say) is not a leak -- unless it is part of a person's name or the patient id.
-    # The kept attributes' words are read from the original only when there is a hit to excuse (rare).
     leaks = find_leaks(header, ctx.phi)
     if any(v not in ctx.names for v in leaks):
-        safe = _safe_words(original())
+        safe = _safe_words(original()) if safe is None else safe
         leaks = [v for v in leaks if v in ctx.names or v.lower() not in safe]
     report = {"method": METHOD, "options": {"dates": options.dates, "keep_patient_characteristics":
                                            options.keep_patient_characteristics,
@@ -474,10 +480,64 @@ def _serialise(ds: Dataset) -> bytes:
         ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     if not ds.file_meta.TransferSyntaxUID.is_compressed:
         ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        if _can_write_directly(ds):
+            return _write_explicit_le(ds)
         ds.save_as(out, enforce_file_format=True, implicit_vr=False, little_endian=True)
     else:
         ds.save_as(out, enforce_file_format=True)
     return out.getvalue()
+
+
+def _can_write_directly(ds: Dataset) -> bool:
+    """What ``save_as`` would write as it is: read little endian (it refuses to convert from big endian:
+    the pixel bytes would stay swapped), no command or file meta elements in the dataset, a 128-byte
+    preamble or none. Anything else goes to ``save_as``, which writes or refuses it."""
+    preamble = getattr(ds, "preamble", None)
+    return (ds.original_encoding[1] is not False and not any(tag >> 16 in (0, 2) for tag in ds.keys())
+            and (not preamble or len(preamble) == 128))
+
+
+def _write_explicit_le(ds: Dataset) -> bytes:
+    """``ds.save_as(enforce_file_format=True, implicit_vr=False, little_endian=True)``, byte for byte,
+    without its per-element buffers for elements still as read: ``dcmwrite``'s steps on the dataset's
+    own file meta (this dataset is written once and dropped: no copy), then the dataset, where an element
+    read from an Explicit VR Little Endian file and never decoded is written from its original bytes
+    (what pydicom's ``write_data_element`` does for it, without the buffer) and every other element by
+    ``write_data_element`` itself."""
+    meta = ds.file_meta
+    ds_class, ds_instance = ds.get("SOPClassUID", None), ds.get("SOPInstanceUID", None)
+    meta_class, meta_instance = meta.get("MediaStorageSOPClassUID", None), meta.get("MediaStorageSOPInstanceUID", None)
+    if meta_class is None or (ds_class and ds_class != meta_class):
+        meta.MediaStorageSOPClassUID = ds_class
+    if meta_instance is None or (ds_instance and ds_instance != meta_instance):
+        meta.MediaStorageSOPInstanceUID = ds_instance
+    validate_file_meta(meta, enforce_standard=True)
+    if "PixelData" in ds:
+        ds["PixelData"].is_undefined_length = False
+    fp = DicomBytesIO()
+    fp.is_implicit_VR, fp.is_little_endian = False, True
+    fp.write(getattr(ds, "preamble", None) or b"\x00" * 128)
+    fp.write(b"DICM")
+    write_file_meta_info(fp, meta, enforce_standard=True)
+    if ds.original_encoding != (False, True) or ds.original_character_set != ds._character_set:  # noqa: SLF001
+        write_dataset(fp, ds)  # pydicom re-encodes every element then: nothing is written as read
+        return fp.getvalue()
+    encodings = ds.get("SpecificCharacterSet", default_encoding)
+    for tag in sorted(ds.keys()):
+        if tag.element == 0 and tag.group > 6:
+            continue  # retired group lengths are not written (PS3.5 7.2), as pydicom does
+        elem = ds.get_item(tag)
+        if (isinstance(elem, RawDataElement) and elem.VR is not None and not elem.is_implicit_VR
+                and elem.is_little_endian and elem.length != UNDEFINED_LENGTH and elem.value is not None
+                and (elem.VR in EXPLICIT_VR_LENGTH_32 or len(elem.value) <= 0xFFFF)):
+            vr = elem.VR.encode()
+            head = (vr + b"\x00\x00" + len(elem.value).to_bytes(4, "little") if elem.VR in EXPLICIT_VR_LENGTH_32
+                    else vr + len(elem.value).to_bytes(2, "little"))
+            fp.write(b"".join((tag.group.to_bytes(2, "little"), tag.element.to_bytes(2, "little"), head,
+                               elem.value)))
+        else:
+            write_data_element(fp, elem, encodings)  # type: ignore[arg-type]
+    return fp.getvalue()
 
 
 # --- photos -------------------------------------------------------------------------------------

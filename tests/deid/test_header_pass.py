@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import io
 import re
+import warnings
 
 import numpy as np
 import pydicom
 import pytest
+from pydicom.config import disable_value_validation
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
@@ -19,7 +21,7 @@ import deid
 from deid import engine
 from deid.tags import _remove
 from medlabel.benchmarks.deid_corpus import dicom_from_array, plant, real
-from medlabel.errors import DicomReadError
+from medlabel.errors import DicomReadError, InputError
 
 KEY = bytes(range(32))
 HEADER_ONLY = deid.DeidOptions(scan_pixels=False)
@@ -117,3 +119,28 @@ def test_the_split_write_is_byte_for_byte_the_whole_write(bits: int, side: int, 
 ])
 def test_descriptor_removal_is_the_case_insensitive_regex(token: str, text: str) -> None:
     assert _remove(token, text) == re.sub(re.escape(token), "", text, flags=re.IGNORECASE)
+
+
+@pytest.mark.parametrize("name", ["CT_small.dcm", "MR_small.dcm", "rtplan.dcm", "rtdose.dcm", "SC_rgb_gdcm_KY.dcm",
+                                  "priv_SQ.dcm", "JPEG2000.dcm"])
+def test_the_direct_write_is_byte_for_byte_what_pydicom_writes(name: str) -> None:
+    def load() -> Dataset:
+        ds = real(name)
+        ds.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+        ds.StudyDescription = "changed"  # one element decoded and changed, the others as read
+        return ds
+
+    with disable_value_validation(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # some of pydicom's test files break value rules, as the engine allows
+        expected = io.BytesIO()
+        load().save_as(expected, enforce_file_format=True, implicit_vr=False, little_endian=True)
+        assert engine._write_explicit_le(load()) == expected.getvalue()  # noqa: SLF001 - the function under test
+
+
+def test_big_endian_input_is_still_refused_not_rewritten() -> None:
+    ds = real("MR_small_bigendian.dcm")
+    assert not engine._can_write_directly(ds)  # noqa: SLF001 - save_as refuses to convert it, and so do we
+    out = io.BytesIO()
+    ds.save_as(out)
+    with pytest.raises(InputError, match="be.dcm: cannot be de-identified"):
+        deid.deidentify_bytes(out.getvalue(), key=KEY, name="be.dcm", options=HEADER_ONLY)
