@@ -9,8 +9,8 @@ from fastapi import APIRouter, Depends, Request
 from api import PREFIX
 from api.auth import caller
 from api.schemas import Error, Model, ModelVersion
-from services import model_catalogue
 from services.api_tokens import Caller
+from services.models import catalogue as model_catalogue
 
 router = APIRouter(prefix=f"{PREFIX}/models", tags=["models"])
 READ = caller(("read", "predict"))

@@ -36,7 +36,7 @@ _SETTINGS = {"input_size", "channels", "layout", "scaling", "mean", "std", "outp
              "embedding_output", "tabular_input", "features", "crop"}
 _DESCRIPTIVE = {"name", "description", "version", "labels", "license", "licence", "source", "url", "citation",
                 "authors", "task", "modality", "notes", "created", "sha256",
-                # model card (services/model_cards.py): shown to clinicians once a lead approves the version
+                # model card (services/models/cards.py): shown to clinicians once a lead approves the version
                 "intended_input", "training_data", "validation", "limitations",
                 "head_C"}  # head_C: the L2 strength active-learning retrains of this model use
 # Ops between the classifier layer and the output that do not change what the values mean.

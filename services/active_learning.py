@@ -40,11 +40,12 @@ from db.queries import modelling_write as models_q
 from db.queries import projects as projects_q
 from inference.registry import spec_from_dict
 from medlabel.errors import ConflictError, InputError, NotFoundError, PermissionDenied
-from services import audit, model_gate
+from services import audit
 from services.context import AppContext
 from services.jobs.kinds import register_kind
 from services.jobs.protocol import JobReporter, JobResult, NullReporter, check_stop
 from services.models import ModelDTO, prediction_rows, prelabel, register_model
+from services.models import gate as model_gate
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +120,7 @@ class LearningRound:
     n_holdout: int
     metrics: dict[str, Any] = field(default_factory=dict)
     state: str = "adopted"  # adopted | held (waits for a lead) | approved (a lead adopted it) | rejected
-    gate: dict[str, Any] = field(default_factory=dict)  # services.model_gate.GateDecision.as_dict()
+    gate: dict[str, Any] = field(default_factory=dict)  # services.models.gate.GateDecision.as_dict()
     decided_by: str | None = None
     trained_on: str = ""  # what the head learnt from: project labels, or the demo's seed labels
 
@@ -147,7 +148,7 @@ class RetrainReport:
     metrics: dict[str, Any]
     predicted: int
     scored: int
-    adopted: bool = True  # False: held for a lead (services.model_gate); the project kept previous_model
+    adopted: bool = True  # False: held for a lead (services.models.gate); the project kept previous_model
     gate: dict[str, Any] = field(default_factory=dict)
 
 
@@ -807,7 +808,7 @@ def _install(ctx: AppContext, new: ModelDTO, c: _Candidate, reporter: JobReporte
 def _gate(rows: Sequence[tuple[int, dict[str, Any], bytes | None]], model: _Model, x: np.ndarray, y: np.ndarray,
           provenance: np.ndarray, ids: np.ndarray, *, seed: int, previous: str | None,
           head_c: float | None = None) -> model_gate.GateDecision:
-    """The adoption gate (services/model_gate.py) against the current model's stored predictions; the
+    """The adoption gate (services/models/gate.py) against the current model's stored predictions; the
     candidate's head has L2 strength ``head_c`` (default: the current model's)."""
     current = {int(i): np.array([float(p[label]) for label in model.labels]) for i, p, _ in rows
                if all(label in p for label in model.labels)}

@@ -249,7 +249,7 @@ def _demo_model(ctx: AppContext, data_dir: Path) -> str:
 def _approve_for_clinicians(ctx: AppContext, model_ref: str) -> str:
     """The lead approves the demo's second-opinion model, validated on the verified labels of the 28x28
     simulation project (the images it was made for)."""
-    from services import model_cards
+    from services.models import cards as model_cards
 
     card = model_cards.approve(ctx, model_ref, _user_ids(ctx)["lead"], project=AL_PROJECT.name)
     return f"{card.model} approved for second opinions ({card.validation_line()})"
@@ -258,8 +258,8 @@ def _approve_for_clinicians(ctx: AppContext, model_ref: str) -> str:
 def _fit_unusual_input_check(ctx: AppContext, data_dir: Path, model_ref: str,
                              native_side: tuple[int, int] | None) -> dict[str, object]:
     """The unusual-input check of a model trained on PneumoniaMNIST: fitted on its train split, calibrated on
-    its validation split to a 5 % false-alarm rate (services/ood.py)."""
-    from services import ood
+    its validation split to a 5 % false-alarm rate (services/models/ood.py)."""
+    from services.models import ood
 
     arrays = np.load(data_dir / "pneumoniamnist" / "pneumoniamnist.npz")
     return ood.fit_on_images(ctx, model_ref, arrays["train_images"], arrays["val_images"],

@@ -6,7 +6,7 @@ current model's input, learns single-layer k-means patch features on them
 features, exports features + head as one ONNX model and installs it exactly as a retrain does
 (``services.active_learning``): registered as a new version of the project's model name, the pool
 pre-labelled and scored, a round recorded, the new version withdrawn on any failure. It passes the same
-adoption gate as a retrain (``services/model_gate.py``): the project switches to it only if it is not worse
+adoption gate as a retrain (``services/models/gate.py``): the project switches to it only if it is not worse
 than the current model on the project's verified labels (held-out predictions of a head on the new features
 fitted without them); otherwise the round is held and the version waits, inactive, for a lead's decision
 (``services.active_learning.decide``). Later retrains keep these features and refit only the head.
@@ -66,7 +66,7 @@ class FeaturesReport:
     scored: int
     metrics: dict[str, Any]
     adopted: bool = True  # False: held for a lead by the adoption gate; the project kept its model
-    gate: dict[str, Any] = field(default_factory=dict)  # services.model_gate.GateDecision.as_dict()
+    gate: dict[str, Any] = field(default_factory=dict)  # services.models.gate.GateDecision.as_dict()
 
 
 def _tensors(ctx: AppContext, paths: list[tuple[int, str]], spec: Any) -> tuple[list[int], np.ndarray]:

@@ -2,14 +2,14 @@
 
 Each noun registers its own kinds with ``services.jobs.register_kind`` when its module is imported
 (``prelabel`` in ``services.models``, ``ingest``, ``export``, ``retrain`` in ``services.active_learning``,
-``learn_features``, ``quantize`` in ``services.model_eval``), so the import graph shows every kind and
+``learn_features``, ``quantize`` in ``services.models``), so the import graph shows every kind and
 ``services.jobs`` never imports the use cases it runs. The shells that submit or retry jobs (CLI,
 portal resources, API, benchmarks) import this module so that every kind is known there.
 """
 
 from __future__ import annotations
 
-from services import active_learning, export, feature_learning, ingest, model_eval, models
+from services import active_learning, export, feature_learning, ingest, models
 
-LOADED = (active_learning, export, feature_learning, ingest, model_eval, models)
+LOADED = (active_learning, export, feature_learning, ingest, models)
 """The modules whose import registered the kinds."""

@@ -34,9 +34,9 @@ class ModelVersion(CreatedAt, Base):
     # approved for clinicians' second opinions by a lead (None: not approved; clinicians never see it)
     approved_at: Mapped[dt.datetime | None]
     approved_by_id: Mapped[int | None]  # users.id (no foreign key: adding one rebuilds this table on SQLite)
-    # the model card shown beside every answer: intended input, training data, validation (services/model_cards.py)
+    # the model card shown beside every answer: intended input, training data, validation (services/models/cards.py)
     card: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
-    # the out-of-distribution detector, calibrated on validation images (services/ood.py); None: none fitted
+    # the out-of-distribution detector, calibrated on validation images (services/models/ood.py); None: none fitted
     ood: Mapped[dict[str, Any] | None]
 
     def __repr__(self) -> str:
@@ -79,7 +79,7 @@ class ActiveLearningRound(CreatedAt, Base):
     n_labels: Mapped[int]
     metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
     # adopted (the project switched to model_id) | held (not shown to be not worse: waits for a lead) |
-    # approved (a lead adopted a held version) | rejected (a lead withdrew it); see services/model_gate.py
+    # approved (a lead adopted a held version) | rejected (a lead withdrew it); see services/models/gate.py
     state: Mapped[str] = mapped_column(String(16), default="adopted", server_default="adopted")
     gate: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")  # the comparison behind it
     decided_by_id: Mapped[int | None]  # users.id (no foreign key, as model_versions.approved_by_id)
@@ -109,7 +109,7 @@ class SecondOpinionRequest(CreatedAt, Base):
     source_kind: Mapped[str | None] = mapped_column(String(16))
     stored_path: Mapped[str | None] = mapped_column(String(512))
     deid_report: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    # how unlike the model's training data the upload is (services/ood.py); None: the model has no detector
+    # how unlike the model's training data the upload is (services/models/ood.py); None: the model has no detector
     ood: Mapped[dict[str, Any] | None]
 
     def __repr__(self) -> str:

@@ -287,7 +287,7 @@ def run(items: int = 10_000, labels: int = 500, repeats: int = 3, backbone: str 
         "strategy": report.strategy,
         "predicted_items": report.predicted,
         "scored_items": report.scored,
-        # The corpus has single reads only, so the adoption gate (services.model_gate) holds the new
+        # The corpus has single reads only, so the adoption gate (services.models.gate) holds the new
         # version for a lead: the pool is scored, but the scores are not written (scored_items 0).
         "adopted": report.adopted,
         "score_pool_scored": scored_by,

@@ -68,12 +68,12 @@ def _start(n: int, processes: bool, session_threads: int | None) -> None:
 
 def _warm(session_threads: int | None) -> None:
     import services.job_kinds  # noqa: F401
-    import services.models
+    import services.models.prelabelling
 
     if session_threads is not None:
         # Benchmark-only: the onnxruntime threads of each worker's session (services.models.prelabel
         # uses min(INFERENCE_THREADS, cores), 2 here, and takes no parameter for it yet).
-        services.models.INFERENCE_THREADS = session_threads  # type: ignore[attr-defined]
+        services.models.prelabelling.INFERENCE_THREADS = session_threads  # type: ignore[attr-defined]
 
 
 def _job_rate(ctx: Any, kind: str, params: dict[str, Any], count_key: str) -> dict[str, Any]:

@@ -25,7 +25,7 @@ def _ctx():  # type: ignore[no-untyped-def]
 @click.option("--project", default=None, help="Project whose released images calibrate static-int8 (64 sampled).")
 def command(model: str, mode: str, project: str | None) -> None:
     """Register a quantized variant of MODEL (NAME or NAME:VERSION) as NAME-VARIANT."""
-    from services.model_eval import quantize
+    from services.models import quantize
 
     ctx = _ctx()
     try:
@@ -47,7 +47,7 @@ def _ci(ci: tuple[float, float] | list[float] | None) -> str:
 @click.option("--seed", default=0, show_default=True, help="Seed of the bootstrap intervals.")
 def evaluate_command(model: str, project: str, as_json: bool, seed: int) -> None:
     """Evaluate MODEL (NAME or NAME:VERSION) on PROJECT's adjudicated and consensus labels."""
-    from services.model_eval import evaluate
+    from services.models import evaluate
 
     ctx = _ctx()
     try:

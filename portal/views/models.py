@@ -10,7 +10,8 @@ from medlabel.errors import MedlabelError
 from portal.auth import require_role
 from portal.components.picker import pick_project
 from portal.resources import app_context
-from services import model_cards, model_eval
+from services import models
+from services.models import cards as model_cards
 from services.projects import projects_for
 
 RESULTS = "models_page_comparison"  # session state: (model, project) -> VariantComparison
@@ -20,7 +21,7 @@ user = require_role("lead", "admin")
 ctx = app_context()
 st.title("Models")
 
-rows = model_eval.model_rows(ctx)
+rows = models.model_rows(ctx)
 if not rows:
     st.info("No models registered yet: `medlabel models add FILE.onnx --name NAME --labels a,b`.")
     st.stop()
@@ -52,7 +53,7 @@ key = (model, project)
 if model and st.button("Measure and evaluate", type="primary"):
     with st.spinner("Running every variant..."):
         try:
-            results[key] = model_eval.compare_variants(ctx, model, None if project == NO_PROJECT else project)
+            results[key] = models.compare_variants(ctx, model, None if project == NO_PROJECT else project)
         except MedlabelError as exc:
             st.error(str(exc))
 comparison = results.get(key)
@@ -151,7 +152,7 @@ st.subheader("One item")
 item_id = st.number_input("Item id", min_value=1, step=1, value=None, placeholder="an item id")
 if item_id:
     try:
-        view = model_eval.item_predictions(ctx, int(item_id))
+        view = models.item_predictions(ctx, int(item_id))
     except MedlabelError as exc:
         st.info(str(exc))
         st.stop()

@@ -3,8 +3,8 @@
 A version reaches clinicians only once a lead (or an administrator) approves it on the Models page
 (``approve``), after reading what its card will say: the intended input (what images, at what size and
 preprocessing), the training data, the validation on a project's *verified* labels (adjudicated and
-consensus reads, with 95 % bootstrap intervals, ``services.model_eval.evaluate``), and the
-out-of-distribution detector (services/ood.py). The card is stored with the approval; ``revoke`` takes
+consensus reads, with 95 % bootstrap intervals, ``services.models.evaluate``), and the
+out-of-distribution detector (services/models/ood.py). The card is stored with the approval; ``revoke`` takes
 the version away from clinicians again. Both are audited.
 """
 
@@ -20,7 +20,8 @@ from db.queries import second_opinion as so_q
 from medlabel.errors import InputError, NotFoundError, PermissionDenied
 from services import audit
 from services.context import AppContext
-from services.models import resolve
+from services.models.evaluation import evaluate
+from services.models.registry import resolve
 
 APPROVER_ROLES = ("lead", "admin")
 
@@ -89,9 +90,7 @@ def _approver(session: Any, actor_id: int) -> User:
 
 
 def _validation(ctx: AppContext, ref: str, project: str) -> dict[str, Any]:
-    from services import model_eval
-
-    ev = model_eval.evaluate(ctx, ref, project)
+    ev = evaluate(ctx, ref, project)
     return {"project": project, "n_items": ev.n_items, "provenance": dict(ev.provenance),
             "reference": "adjudicated or consensus labels", "macro_auroc": ev.macro_auroc,
             "macro_auroc_ci": ev.macro_auroc_ci, "accuracy": ev.accuracy, "accuracy_ci": ev.accuracy_ci,

@@ -1,7 +1,7 @@
 """The model catalogue as API clients see it: each version's labels, input, metrics, approval and card.
 
 As on the portal, clinicians (and readers) see only the active versions a lead approved for second
-opinions (services/model_cards.py); leads and administrators see every version with its state.
+opinions (services/models/cards.py); leads and administrators see every version with its state.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from db.queries import accounts as accounts_q
 from db.queries import modelling as q
 from medlabel.errors import NotFoundError
 from services.context import AppContext
-from services.model_cards import card_of
+from services.models.cards import card_of
 
 
 @dataclass(frozen=True)

@@ -122,7 +122,7 @@ def fit_on_images(ctx: AppContext, model_ref: str, reference: np.ndarray, valida
     validation splits): preprocessed exactly as an upload, run through the model for its embedding when it
     has one, else pooled."""
     from inference.preprocess import preprocess_array
-    from services.models import resolve
+    from services.models.registry import resolve
 
     model = resolve(ctx, model_ref)
     spec = inference.spec_from_dict(model.input_spec)

@@ -9,9 +9,10 @@ import deid
 import inference
 from db.models import SecondOpinionRequest
 from medlabel.errors import InputError, MedlabelError, PermissionDenied
-from services import audit, ood
+from services import audit
 from services.context import AppContext
 from services.dto import Suggestion
+from services.models import ood
 from services.second_opinion.common import (
     _JPEG,
     _PNG,

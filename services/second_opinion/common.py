@@ -22,7 +22,7 @@ from db.queries import second_opinion as q
 from medlabel.errors import ConflictError, InputError, MedlabelError, NotFoundError, PermissionDenied
 from services.context import AppContext
 from services.dto import Suggestion
-from services.model_cards import CardDTO, card_of
+from services.models.cards import CardDTO, card_of
 
 logger = logging.getLogger("services.second_opinion")
 
@@ -83,7 +83,7 @@ class OpinionDTO:
     masked_prediction: dict[str, float] | None = field(default=None, hash=False)
     review_item_id: int | None = None
     review_project: str | None = None
-    # how unlike the model's training data the upload is (services/ood.py); None: the model has no detector
+    # how unlike the model's training data the upload is (services/models/ood.py); None: the model has no detector
     ood: dict[str, Any] | None = field(default=None, hash=False)
 
     def as_record(self) -> dict[str, Any]:
@@ -143,7 +143,7 @@ class ModelChoice:
     ref: str  # NAME:VERSION, what ``ask`` takes
     title: str
     labels: tuple[str, ...]
-    approved: bool = True  # approved by a lead for clinicians (services/model_cards.py)
+    approved: bool = True  # approved by a lead for clinicians (services/models/cards.py)
     card: CardDTO | None = field(default=None, hash=False, compare=False)
 
 
@@ -200,7 +200,7 @@ def _model_of(row: ModelVersion) -> _Model:
 
 def available_models(ctx: AppContext, *, include_unapproved: bool = False) -> list[ModelChoice]:
     """The model versions a second opinion may use, with their cards, for a picker: the active versions
-    a lead approved (services/model_cards.py); ``include_unapproved`` adds the others (administrators
+    a lead approved (services/models/cards.py); ``include_unapproved`` adds the others (administrators
     trying a version before approval; a clinician's ``ask`` refuses them)."""
     with ctx.reads() as session:
         rows = [m for m in q.active_models(session) if include_unapproved or m.approved_at is not None]

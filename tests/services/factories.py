@@ -57,7 +57,7 @@ def _png(project_id: int, i: int, width: int, height: int) -> bytes:
 
 def approve(ctx: AppContext, model_ref: str) -> None:
     """A lead ('approver', created on first use) approves the version for clinicians' second opinions."""
-    from services import model_cards
+    from services.models import cards as model_cards
 
     if "approver" not in {u.username for u in accounts.list_users(ctx)}:
         accounts.add_user(ctx, "approver", PASSWORD, "lead")

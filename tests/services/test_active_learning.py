@@ -216,7 +216,7 @@ def test_multilabel_project(ctx: AppContext) -> None:
         label(ctx, item, "rad1", findings(item))
     report = al.retrain(ctx, PROJECT)
     assert report.model == "chest-al v1" and report.metrics["auroc"] is not None
-    # single reads only: nothing verified shows it is not worse, so a lead adopts it (services/model_gate.py)
+    # single reads only: nothing verified shows it is not worse, so a lead adopts it (services/models/gate.py)
     assert not report.adopted and "verified" in report.gate["reason"]
     lead = accounts.add_user(ctx, "lead", PASSWORD, "lead").id
     assert al.decide(ctx, report.round_id, "adopt", lead).state == "approved"

@@ -15,7 +15,7 @@ from db.models import Annotation, AnnotationKind, DeidStatus, ModelVersion, Pred
 from db.queries import model_eval as model_eval_queries
 from medlabel.errors import InputError, NotFoundError
 from medlabel.settings import Settings
-from services import accounts, audit, model_eval
+from services import accounts, audit, models
 from services.context import AppContext
 from services.demo import SAMPLE_DATA
 from services.demo_model import LABELS, train
@@ -68,11 +68,11 @@ def test_quantize_registers_variants_with_their_parent(ctx: AppContext, demo_mod
     labelled_project(ctx)
     original = register_model(ctx, demo_model, name="cxr", labels=list(LABELS), meta={"scaling": "0-1"})
     reporter = NullReporter()
-    static = model_eval.quantize(ctx, "cxr", "static-int8", "Chest", user_id(ctx, "lead1"), reporter=reporter)
+    static = models.quantize(ctx, "cxr", "static-int8", "Chest", user_id(ctx, "lead1"), reporter=reporter)
     assert (static.name, static.version) == ("cxr-int8-static", 1)
     assert reporter.done == reporter.total and "registered" in reporter.message
-    dynamic = model_eval.quantize(ctx, "cxr:1", "dynamic")
-    half = model_eval.quantize(ctx, "cxr", "fp16")
+    dynamic = models.quantize(ctx, "cxr:1", "dynamic")
+    half = models.quantize(ctx, "cxr", "fp16")
     with ctx.reads() as session:
         rows = {m.id: m for m in session.query(ModelVersion)}
     assert {(rows[m.id].variant, rows[m.id].parent_id) for m in (static, dynamic, half)} == {
@@ -82,14 +82,14 @@ def test_quantize_registers_variants_with_their_parent(ctx: AppContext, demo_mod
     assert resolve(ctx, "cxr").id == original.id  # the float32 original still resolves by name
     assert all(m.size_bytes < original.size_bytes for m in (static, dynamic, half))
     # Idempotent: the same version and mode returns the existing variant.
-    assert model_eval.quantize(ctx, "cxr", "static-int8", "Chest").id == static.id
-    listed = {r.name: r for r in model_eval.model_rows(ctx)}
+    assert models.quantize(ctx, "cxr", "static-int8", "Chest").id == static.id
+    listed = {r.name: r for r in models.model_rows(ctx)}
     assert listed["cxr-int8-static"].parent == "cxr v1" and listed["cxr-fp16"].variant == "fp16"
     assert "1x28x28 NCHW" in listed["cxr"].input_summary
     events = [e for e in audit.recent_events(ctx) if e.action == "model.quantize"]
     assert len(events) == 3
     with pytest.raises(InputError, match="itself a int8-static variant"):
-        model_eval.quantize(ctx, "cxr-int8-static", "fp16")
+        models.quantize(ctx, "cxr-int8-static", "fp16")
 
 
 def test_a_failing_quantization_leaves_nothing_registered(ctx: AppContext, demo_model: bytes,
@@ -97,27 +97,27 @@ def test_a_failing_quantization_leaves_nothing_registered(ctx: AppContext, demo_
     make_project(ctx)  # no released items
     register_model(ctx, demo_model, name="cxr", labels=list(LABELS))
     with pytest.raises(InputError, match="give a project"):
-        model_eval.quantize(ctx, "cxr", "static-int8")
+        models.quantize(ctx, "cxr", "static-int8")
     with pytest.raises(InputError, match="no released items"):
-        model_eval.quantize(ctx, "cxr", "static-int8", "Chest")
+        models.quantize(ctx, "cxr", "static-int8", "Chest")
     with pytest.raises(NotFoundError):
-        model_eval.quantize(ctx, "cxr", "static-int8", "Nope")
+        models.quantize(ctx, "cxr", "static-int8", "Nope")
     with pytest.raises(InputError, match="unknown quantization mode"):
-        model_eval.quantize(ctx, "cxr", "int4")
+        models.quantize(ctx, "cxr", "int4")
 
     class StopNow(NullReporter):
         def should_stop(self) -> bool:
             return True
 
     with pytest.raises(JobCancelled):
-        model_eval.quantize_job(ctx, {"model": "cxr", "mode": "dynamic"}, StopNow())
+        models.quantize_job(ctx, {"model": "cxr", "mode": "dynamic"}, StopNow())
 
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("lost the connection")
 
     monkeypatch.setattr(model_eval_queries, "set_variant", broken)
     with pytest.raises(RuntimeError):
-        model_eval.quantize(ctx, "cxr", "fp16")
+        models.quantize(ctx, "cxr", "fp16")
     assert [m.name for m in list_models(ctx)] == ["cxr"]
     undone = [e for e in audit.recent_events(ctx) if e.action == "model.quantize.undone"]
     assert len(undone) == 1
@@ -127,11 +127,11 @@ def test_quantize_job_reports_the_variant(ctx: AppContext, demo_model: bytes) ->
     labelled_project(ctx)
     original = register_model(ctx, demo_model, name="cxr", labels=list(LABELS))
     reporter = NullReporter()
-    result = model_eval.quantize_job(ctx, {"model": "cxr", "mode": "static-int8", "project": "Chest"}, reporter)
+    result = models.quantize_job(ctx, {"model": "cxr", "mode": "static-int8", "project": "Chest"}, reporter)
     assert result["variant"] == "int8-static" and result["parent_id"] == original.id
     assert result["name"] == "cxr-int8-static" and json.loads(json.dumps(result)) == result
     assert reporter.total == 8 + 2 and reporter.done == reporter.total  # 8 calibration items, quantize, register
-    again = model_eval.quantize_job(ctx, {"model": "cxr", "mode": "static-int8", "project": "Chest"}, NullReporter())
+    again = models.quantize_job(ctx, {"model": "cxr", "mode": "static-int8", "project": "Chest"}, NullReporter())
     assert again["model_id"] == result["model_id"]
 
 
@@ -142,7 +142,7 @@ def test_evaluation_uses_only_adjudicated_and_consensus_labels(ctx: AppContext, 
     # the others are predicted too but must not count.
     for key, normal in (("A", 0.8), ("B", 0.3), ("C", 0.6), ("D", 0.9), ("E", 0.9), ("F", 0.9), ("G", 0.1)):
         store_prediction(ctx, items[key], original.id, normal)
-    result = model_eval.evaluate(ctx, "cxr", "Chest", n_boot=100)
+    result = models.evaluate(ctx, "cxr", "Chest", n_boot=100)
     assert result.n_items == 3 and result.provenance == {"adjudicated": 1, "consensus": 2}
     assert result.excluded == {"disputed": 1, "indeterminate or insufficient quality": 1, "single read": 1,
                                "unlabelled": 2}
@@ -156,8 +156,8 @@ def test_evaluation_uses_only_adjudicated_and_consensus_labels(ctx: AppContext, 
     assert result.ece == pytest.approx((0.2 + 0.3 + 0.6) / 3)
     assert sum(b["count"] for b in result.bins) == 3
 
-    variant = model_eval.quantize(ctx, "cxr", "fp16")
-    computed = model_eval.evaluate(ctx, f"{variant.name}:{variant.version}", "Chest", n_boot=0)
+    variant = models.quantize(ctx, "cxr", "fp16")
+    computed = models.evaluate(ctx, f"{variant.name}:{variant.version}", "Chest", n_boot=0)
     assert (computed.stored_predictions, computed.computed_predictions) == (0, 3)
     with ctx.reads() as session:
         assert session.query(Prediction).filter(Prediction.model_id == variant.id).count() == 0  # nothing written
@@ -179,30 +179,30 @@ def test_evaluation_without_reference_labels_is_refused(ctx: AppContext, demo_mo
     annotate(ctx, only, "rad1", ["normal"])
     register_model(ctx, demo_model, name="cxr", labels=list(LABELS))
     with pytest.raises(InputError, match="no adjudicated or consensus labels.*single read: 1"):
-        model_eval.evaluate(ctx, "cxr", "Chest")
+        models.evaluate(ctx, "cxr", "Chest")
 
 
 def test_compare_variants_measures_each(ctx: AppContext, demo_model: bytes) -> None:
     labelled_project(ctx)
     register_model(ctx, demo_model, name="cxr", labels=list(LABELS))
-    model_eval.quantize(ctx, "cxr", "static-int8", "Chest")
-    comparison = model_eval.compare_variants(ctx, "cxr-int8-static", "Chest", n_boot=50)  # a variant's name works
+    models.quantize(ctx, "cxr", "static-int8", "Chest")
+    comparison = models.compare_variants(ctx, "cxr-int8-static", "Chest", n_boot=50)  # a variant's name works
     assert comparison.original == "cxr v1" and [r.variant for r in comparison.rows] == ["fp32", "int8-static"]
     base, static = comparison.rows
     assert base.size_ratio == 1.0 and base.latency_ratio == 1.0 and static.size_ratio < 1
     assert all(r.latency_p50_ms > 0 and r.throughput_per_s > 0 for r in comparison.rows)
     assert all(r.evaluation is not None and r.evaluation.n_items == 3 for r in comparison.rows)
     assert "median of" in comparison.method
-    without = model_eval.compare_variants(ctx, "cxr", None)
+    without = models.compare_variants(ctx, "cxr", None)
     assert all(r.evaluation is None and r.evaluation_error is None for r in without.rows)
 
 
 def test_item_predictions_show_ground_truth_and_each_model(ctx: AppContext, demo_model: bytes) -> None:
     items = labelled_project(ctx)
     original = register_model(ctx, demo_model, name="cxr", labels=list(LABELS))
-    variant = model_eval.quantize(ctx, "cxr", "dynamic")
+    variant = models.quantize(ctx, "cxr", "dynamic")
     store_prediction(ctx, items["C"], original.id, 0.6)
-    view = model_eval.item_predictions(ctx, items["C"])
+    view = models.item_predictions(ctx, items["C"])
     assert view.final_label == ("pneumonia",) and view.provenance == "adjudicated" and view.project == "Chest"
     by_model = {p.model: p for p in view.predictions}
     assert set(by_model) == {"cxr v1", "cxr-int8-dynamic v1"}
@@ -213,10 +213,10 @@ def test_item_predictions_show_ground_truth_and_each_model(ctx: AppContext, demo
     assert computed.source == "computed" and computed.model_id == variant.id and computed.error is None
     assert sum(computed.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
     assert computed.agrees == (computed.predicted == ("pneumonia",))
-    undecided = model_eval.item_predictions(ctx, items["E"])
+    undecided = models.item_predictions(ctx, items["E"])
     assert undecided.provenance == "disputed" and all(p.agrees is None for p in undecided.predictions)
     with pytest.raises(NotFoundError):
-        model_eval.item_predictions(ctx, 10_000)
+        models.item_predictions(ctx, 10_000)
 
 
 def test_cli_quantize_and_evaluate(ctx: AppContext, settings: Settings, env_for, demo_model: bytes) -> None:  # type: ignore[no-untyped-def]

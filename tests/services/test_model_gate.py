@@ -15,10 +15,12 @@ import pytest
 from db.models import AnnotationKind
 from medlabel.benchmarks.retrain import png, tiny_model
 from medlabel.errors import ConflictError, NotFoundError, PermissionDenied
-from services import accounts, model_cards, model_gate
+from services import accounts
 from services import active_learning as al
 from services import second_opinion as so
 from services.context import AppContext
+from services.models import cards as model_cards
+from services.models import gate as model_gate
 from services.models import list_models, prelabel, register_model, resolve
 from tests.services.factories import PASSWORD, make_project, user_id
 from tests.services.test_active_learning import PAIRS, label, make_pattern_items, scores, truth

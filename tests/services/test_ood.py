@@ -15,12 +15,12 @@ from PIL import Image
 from inference import ood as math
 from inference.preprocess import preprocess_array
 from inference.registry import spec_from_dict
-from services import accounts, ood
+from services import accounts
 from services import second_opinion as so
 from services.context import AppContext
 from services.demo import SAMPLE_DATA
 from services.demo_model import LABELS, train, train_fullsize
-from services.models import register_model
+from services.models import ood, register_model
 from tests.services.factories import PASSWORD, approve
 
 NPZ = SAMPLE_DATA / "pneumoniamnist" / "pneumoniamnist.npz"
