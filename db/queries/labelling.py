@@ -8,9 +8,10 @@ runs it in a ``BEGIN IMMEDIATE`` transaction (``db.session.writer_engine``), whi
 from __future__ import annotations
 
 import datetime as dt
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import and_, exists, func, or_, select, true, update
+from sqlalchemy import Select, and_, bindparam, exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from db.models import Annotation, AnnotationKind, Assignment, AssignmentStatus, DeidStatus, Item
@@ -23,15 +24,20 @@ def _active(now: dt.datetime) -> Any:
 def active_claim(session: Session, project_id: int, user_id: int, now: dt.datetime) -> Assignment | None:
     """The reader's newest unexpired primary-read claim in this project, if any (resumed before a new
     claim). Newest first: an undone case is claimed again and comes back before the case left open."""
-    stmt = (
+    return session.scalars(_active_claim_statement(), {"project_id": project_id, "user_id": user_id,
+                                                       "now": now}).first()
+
+
+@lru_cache(maxsize=1)
+def _active_claim_statement() -> Select[Any]:
+    return (
         select(Assignment)
         .join(Item, Item.id == Assignment.item_id)
-        .where(Item.project_id == project_id, Assignment.user_id == user_id,
-               Assignment.kind == AnnotationKind.LABEL, _active(now))
+        .where(Item.project_id == bindparam("project_id"), Assignment.user_id == bindparam("user_id"),
+               Assignment.kind == AnnotationKind.LABEL, _active(bindparam("now")))  # type: ignore[arg-type]
         .order_by(Assignment.claimed_at.desc(), Assignment.id.desc())
         .limit(1)
     )
-    return session.scalars(stmt).first()
 
 
 def _available(now: dt.datetime, user_id: int, labels_per_item: int) -> list[Any]:
@@ -87,13 +93,13 @@ def claim_next(session: Session, *, project_id: int, user_id: int, now: dt.datet
     IMMEDIATE transaction already serialises writers.
     """
     postgres = session.get_bind().dialect.name == "postgresql"
-    conditions = [Item.queue_open.is_(True), *_available(now, user_id, labels_per_item)]
+    params = {"project_id": project_id, "user_id": user_id, "now": now, "labels_per_item": labels_per_item}
     excluded: list[int] = []
     for _ in range(MAX_CLAIM_ATTEMPTS):
-        item_id = _first_open(session, project_id, conditions, by_score, excluded, lock=postgres)
+        item_id = _first_open(session, params, by_score, excluded, lock=postgres)
         if item_id is None:
             return None
-        if postgres and session.scalar(select(Item.id).where(Item.id == item_id, *conditions)) is None:
+        if postgres and session.scalar(_recheck_statement(), {**params, "item_id": item_id}) is None:
             excluded.append(item_id)  # claimed by someone else between our snapshot and our lock
             continue
         claim = Assignment(item_id=item_id, user_id=user_id, kind=AnnotationKind.LABEL,
@@ -104,21 +110,40 @@ def claim_next(session: Session, *, project_id: int, user_id: int, now: dt.datet
     return None
 
 
-def _first_open(session: Session, project_id: int, conditions: list[Any], by_score: bool, excluded: list[int],
-                *, lock: bool) -> int | None:
-    """The first item in queue order meeting ``conditions`` (segment by segment), locked with SKIP LOCKED
-    when ``lock`` (PostgreSQL claims)."""
+def _open_conditions() -> list[Any]:
+    """The claim's conditions on an item, on bound parameters ``now``, ``user_id``, ``labels_per_item``."""
+    return [Item.queue_open.is_(True),
+            *_available(bindparam("now"), bindparam("user_id"), bindparam("labels_per_item"))]  # type: ignore[arg-type]
+
+
+@lru_cache(maxsize=8)
+def _open_statements(by_score: bool, lock: bool) -> tuple[Select[Any], ...]:
+    """The queue walk's statements, one per segment, built once: a claim only binds its parameters
+    (building these expressions cost more Python time than the database took to run them)."""
+    conditions = _open_conditions()
+    out = []
     for segment, order in _segments(by_score):
-        stmt = (
-            select(Item.id)
-            .where(Item.project_id == project_id, *segment, *conditions,
-                   Item.id.not_in(excluded) if excluded else true())
-            .order_by(*order)
-            .limit(1)
-        )
+        stmt = (select(Item.id).where(Item.project_id == bindparam("project_id"), *segment, *conditions)
+                .order_by(*order).limit(1))
         if lock:
             stmt = stmt.with_for_update(of=Item, skip_locked=True)
-        item_id = session.scalar(stmt)
+        out.append(stmt)
+    return tuple(out)
+
+
+@lru_cache(maxsize=1)
+def _recheck_statement() -> Select[Any]:
+    return select(Item.id).where(Item.id == bindparam("item_id"), *_open_conditions())
+
+
+def _first_open(session: Session, params: dict[str, Any], by_score: bool, excluded: list[int],
+                *, lock: bool) -> int | None:
+    """The first item in queue order meeting the claim's conditions (segment by segment), locked with
+    SKIP LOCKED when ``lock`` (PostgreSQL claims); ``excluded`` items are passed over."""
+    for stmt in _open_statements(by_score, lock):
+        if excluded:
+            stmt = stmt.where(Item.id.not_in(excluded))
+        item_id = session.scalar(stmt, params)
         if item_id is not None:
             return int(item_id)
     return None
@@ -129,8 +154,8 @@ def upcoming(session: Session, *, project_id: int, user_id: int, now: dt.datetim
     """The item this reader's next claim would most likely take (nothing is claimed or locked): the
     first open item in queue order the reader has not read or claimed. Another reader may claim it
     first; it is a hint for preparing the next image, never a claim."""
-    conditions = [Item.queue_open.is_(True), *_available(now, user_id, labels_per_item)]
-    return _first_open(session, project_id, conditions, by_score, [], lock=False)
+    params = {"project_id": project_id, "user_id": user_id, "now": now, "labels_per_item": labels_per_item}
+    return _first_open(session, params, by_score, [], lock=False)
 
 
 def count_read(session: Session, item_id: int, labels_per_item: int, delta: int) -> None:
@@ -200,15 +225,20 @@ def assignment_for(session: Session, item_id: int, user_id: int, kind: Annotatio
 
 def due_reread(session: Session, project_id: int, user_id: int, now: dt.datetime) -> Assignment | None:
     """The reader's oldest intra-reader re-read in this project whose washout has ended."""
-    stmt = (
+    return session.scalars(_due_reread_statement(), {"project_id": project_id, "user_id": user_id,
+                                                      "now": now}).first()
+
+
+@lru_cache(maxsize=1)
+def _due_reread_statement() -> Select[Any]:
+    return (
         select(Assignment).join(Item, Item.id == Assignment.item_id)
-        .where(Item.project_id == project_id, Item.deid_status == DeidStatus.RELEASED,
-               Assignment.user_id == user_id, Assignment.kind == AnnotationKind.REREAD,
+        .where(Item.project_id == bindparam("project_id"), Item.deid_status == DeidStatus.RELEASED,
+               Assignment.user_id == bindparam("user_id"), Assignment.kind == AnnotationKind.REREAD,
                Assignment.status == AssignmentStatus.CLAIMED,
-               or_(Assignment.available_at.is_(None), Assignment.available_at <= now))
+               or_(Assignment.available_at.is_(None), Assignment.available_at <= bindparam("now")))
         .order_by(Assignment.available_at, Assignment.id).limit(1)
     )
-    return session.scalars(stmt).first()
 
 
 def labels_since_last_reread(session: Session, project_id: int, user_id: int) -> int:
