@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from medlabel.errors import (
     AuthError,
+    Busy,
     ConfigError,
     ConflictError,
     DatabaseError,
@@ -36,6 +37,7 @@ STATUS: tuple[tuple[type[MedlabelError], int, str], ...] = (
     (ConflictError, 409, "conflict"),
     (InputError, 422, "invalid_input"),
     (ConfigError, 503, "unavailable"),
+    (Busy, 503, "unavailable"),
     (DatabaseError, 503, "unavailable"),
 )
 HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
@@ -63,7 +65,8 @@ def _medlabel(request: Request, exc: Exception) -> JSONResponse:
             status, code = kind_status, kind_code
             break
     message = exc.reason if isinstance(exc, InputError) else str(exc)
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {"Retry-After": "30"} if isinstance(
+        exc, Busy) else None
     return error_response(status, code, message, headers)
 
 

@@ -45,6 +45,10 @@ class DicomReadError(InputError):
     """A file that is not readable DICOM (empty, truncated, wrong format, unknown codec)."""
 
 
+class Busy(MedlabelError):
+    """Too much work is queued in this process; the caller may retry shortly."""
+
+
 class NotFoundError(MedlabelError):
     """A named object does not exist."""
 

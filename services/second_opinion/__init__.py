@@ -9,9 +9,11 @@ detection:
    prediction, top 3) is recorded with its audit event in one transaction, ``image_state`` ``pending``.
    Nothing of the upload itself is stored: the row holds probabilities, never pixels, tags or the
    file name.
-2. In a background thread of this process the same bytes go through de-identification exactly as
-   at intake (DICOM PS3.15 basic profile, photo metadata including EXIF GPS dropped by re-encoding,
-   burned-in text detected and masked). Only then are the de-identified bytes stored content-addressed
+2. In a background thread of this process (at a lower CPU priority than the answers) the same bytes
+   go through de-identification exactly as at intake (DICOM PS3.15 basic profile, photo metadata
+   including EXIF GPS dropped by re-encoding, burned-in text detected and masked). At most
+   ``MAX_PENDING_IMAGES`` uploads wait for it; a request beyond that waits for a slot (up to
+   ``BACKLOG_WAIT_S``, then ``Busy``). Only then are the de-identified bytes stored content-addressed
    and the request marked ``stored``; an upload the engine refuses is never stored (``refused``), and a
    request whose process stopped before that is ``lost`` once ``wait_for_image`` finds it orphaned.
 

@@ -8,11 +8,12 @@ from pathlib import Path
 import deid
 import inference
 from db.models import SecondOpinionRequest
-from medlabel.errors import InputError, MedlabelError, PermissionDenied
+from medlabel.errors import Busy, InputError, MedlabelError, PermissionDenied
 from services import audit
 from services.context import AppContext
 from services.dto import Suggestion
 from services.models import ood
+from services.second_opinion import image
 from services.second_opinion.common import (
     _JPEG,
     _PNG,
@@ -25,7 +26,6 @@ from services.second_opinion.common import (
     _run,
     _tabular,
 )
-from services.second_opinion.image import _start_image
 
 
 def _source_kind(data: bytes) -> str:
@@ -48,43 +48,53 @@ def ask(ctx: AppContext, user_id: int, filename: str, data: bytes, model_ref: st
                                    "lead approves it on the Models page")
     if top_k < 1:
         raise InputError(None, "top must be at least 1")
-    batcher = inference.default_batcher()
-    batcher.announce(model.spec.sha256)
+    backlog = image._backlog
+    if not backlog.acquire(timeout=image.BACKLOG_WAIT_S):  # released when its image step ends
+        raise Busy(f"{image.MAX_PENDING_IMAGES} uploads are already waiting for de-identification on this "
+                   "server; try again in a minute")
+    handed_over = False
     try:
-        _check_format(data, name)
-        # The shared portal process decodes this upload: refuse what would exhaust its memory or stack first.
-        deid.check_file(data, name, ctx.settings.pixel_budget_bytes)
-        kind = _source_kind(data)
+        batcher = inference.default_batcher()
+        batcher.announce(model.spec.sha256)
         try:
-            x = inference.preprocess(data, model.spec.input, name=name)
-        except MedlabelError:
+            _check_format(data, name)
+            # The shared portal process decodes this upload: refuse what would exhaust its memory or stack first.
+            deid.check_file(data, name, ctx.settings.pixel_budget_bytes)
+            kind = _source_kind(data)
+            try:
+                x = inference.preprocess(data, model.spec.input, name=name)
+            except MedlabelError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - one odd upload is refused; its message may quote a value
+                raise InputError(name, f"cannot be read ({type(exc).__name__})") from None
+            characteristics = deid.patient_characteristics(data, name=name) if model.spec.tabular is not None else {}
+            tabular = _tabular(model, characteristics, name)
+        except BaseException:
+            batcher.withdraw(model.spec.sha256)
             raise
-        except Exception as exc:  # noqa: BLE001 - one odd upload is refused; its message may quote a value
-            raise InputError(name, f"cannot be read ({type(exc).__name__})") from None
-        characteristics = deid.patient_characteristics(data, name=name) if model.spec.tabular is not None else {}
-        tabular = _tabular(model, characteristics, name)
-    except BaseException:
-        batcher.withdraw(model.spec.sha256)
-        raise
-    out = batcher.run(model.spec.sha256, x, tabular, lambda xs, rows: _run(ctx, model, xs, rows), announced=True)
-    probabilities = out.probabilities[0]
-    prediction = {label: round(float(p), 6) for label, p in zip(model.spec.labels, probabilities, strict=True)}
-    top = tuple(Suggestion(label, round(p, 6)) for label, p in inference.top_k(probabilities, model.spec.labels,
-                                                                               top_k))
-    embedding = None if out.embeddings is None else out.embeddings[0].astype("<f4").tobytes()
-    unusual = ood.check(ctx, model.ood, x, None if out.embeddings is None else out.embeddings[:1],
-                        ood.native_size(data, name) if model.ood else None)  # the size: only for a detector
-    with ctx.sessions.begin() as session:
-        request = SecondOpinionRequest(user_id=user_id, model_id=model.id, content_hash=None, image_state="pending",
-                                       prediction=prediction, top=[{"label": s.label, "probability": s.probability}
-                                                                   for s in top],
-                                       model_name=model.name, model_version=model.version, source_kind=kind,
-                                       stored_path=None, deid_report={"status": "pending"}, ood=unusual)
-        session.add(request)
-        session.flush()
-        audit.record(session, "second_opinion.ask", actor_id=user_id, target_type="second_opinion",
-                     target_id=request.id, model=model.name, version=model.version,
-                     top=top[0].label if top else None, image="pending")
-        opinion = _dto(request, username)
-    _start_image(ctx, opinion.id, data, name, model, embedding)
+        out = batcher.run(model.spec.sha256, x, tabular, lambda xs, rows: _run(ctx, model, xs, rows), announced=True)
+        probabilities = out.probabilities[0]
+        prediction = {label: round(float(p), 6) for label, p in zip(model.spec.labels, probabilities, strict=True)}
+        top = tuple(Suggestion(label, round(p, 6)) for label, p in inference.top_k(probabilities, model.spec.labels,
+                                                                                   top_k))
+        embedding = None if out.embeddings is None else out.embeddings[0].astype("<f4").tobytes()
+        unusual = ood.check(ctx, model.ood, x, None if out.embeddings is None else out.embeddings[:1],
+                            ood.native_size(data, name) if model.ood else None)  # the size: only for a detector
+        with ctx.sessions.begin() as session:
+            request = SecondOpinionRequest(user_id=user_id, model_id=model.id, content_hash=None, image_state="pending",
+                                           prediction=prediction, top=[{"label": s.label, "probability": s.probability}
+                                                                       for s in top],
+                                           model_name=model.name, model_version=model.version, source_kind=kind,
+                                           stored_path=None, deid_report={"status": "pending"}, ood=unusual)
+            session.add(request)
+            session.flush()
+            audit.record(session, "second_opinion.ask", actor_id=user_id, target_type="second_opinion",
+                         target_id=request.id, model=model.name, version=model.version,
+                         top=top[0].label if top else None, image="pending")
+            opinion = _dto(request, username)
+        image._start_image(ctx, opinion.id, data, name, model, embedding, backlog.release)
+        handed_over = True
+    finally:
+        if not handed_over:
+            backlog.release()
     return opinion

@@ -4,7 +4,10 @@ stored; ``wait_for_image`` and ``drain`` wait for it, ``display_png`` shows it."
 from __future__ import annotations
 
 import datetime as dt
+import os
+import sys
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 
@@ -32,7 +35,30 @@ from services.second_opinion.common import (
     logger,
 )
 
-_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="second-opinion-deid")
+BACKGROUND_NICENESS = 10  # how much lower the de-identification thread's CPU priority is than the answers'
+# Uploads held in memory for the background step, at most: under a sustained load faster than
+# de-identification, a new request waits (up to BACKLOG_WAIT_S) for a slot instead of growing memory.
+MAX_PENDING_IMAGES = 64
+BACKLOG_WAIT_S = 30.0
+
+
+def _background_priority() -> None:
+    """The de-identification thread's initializer: lower its CPU priority (on Linux a thread has its own
+    nice value, inherited by the threads it starts, such as the text detector's), so that on a busy
+    machine the answers clinicians wait for go first and storing their images follows as the CPU
+    frees up (``wait_for_image`` waits for it)."""
+    if sys.platform != "linux":  # elsewhere a thread id is no process id: leave the priority alone
+        return
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + BACKGROUND_NICENESS))
+    except OSError as exc:  # not permitted (a seccomp profile): run at the same priority as the answers
+        logger.warning("could not lower the de-identification thread's priority (%s)", exc.__class__.__name__)
+
+
+_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="second-opinion-deid",
+                               initializer=_background_priority)
+_backlog = threading.BoundedSemaphore(MAX_PENDING_IMAGES)
 
 
 _futures: dict[tuple[str, int], Future[None]] = {}
@@ -46,13 +72,15 @@ def _future_key(ctx: AppContext, request_id: int) -> tuple[str, int]:
 
 
 def _start_image(ctx: AppContext, request_id: int, data: bytes, name: str, model: _Model,
-                 embedding: bytes | None) -> None:
+                 embedding: bytes | None, done: Callable[[], None]) -> None:
+    """Queue the background step; ``done`` is called when it has finished (its backlog slot)."""
     key = _future_key(ctx, request_id)
     ctx.before_close("second_opinion.drain", lambda: drain(ctx))
 
     def forget(_: Future[None]) -> None:
         with _futures_lock:
             _futures.pop(key, None)
+        done()
 
     with _futures_lock:
         future = _futures[key] = _executor.submit(_store_image, ctx, request_id, data, name, model, embedding)

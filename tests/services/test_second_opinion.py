@@ -428,6 +428,65 @@ def test_the_answer_comes_first_and_nothing_is_stored_before_deidentification(
     assert second_opinion.history(ctx, doc)[0].image_state == "stored"
 
 
+def test_a_full_background_backlog_makes_a_request_wait_then_refuses_it(
+        ctx: AppContext, model: str, doc: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    import deid
+    from medlabel.errors import Busy
+
+    release, real_deid = threading.Event(), deid.deidentify_bytes
+
+    def held(*args, **kwargs):  # type: ignore[no-untyped-def]
+        assert release.wait(30), "the test never released de-identification"
+        return real_deid(*args, **kwargs)
+
+    monkeypatch.setattr(deid, "deidentify_bytes", held)
+    from services.second_opinion import image
+
+    monkeypatch.setattr(image, "_backlog", threading.BoundedSemaphore(2))
+    monkeypatch.setattr(image, "BACKLOG_WAIT_S", 0.2)
+    first = second_opinion.ask(ctx, doc, "a.png", _xray_png(1), model)
+    for _ in range(3):
+        with pytest.raises(InputError):
+            second_opinion.ask(ctx, doc, "d.png", b"not an image", model)  # refused: its slot comes back at once
+    second_opinion.ask(ctx, doc, "b.png", _xray_png(2), model)
+    with pytest.raises(Busy, match="waiting for de-identification"):
+        second_opinion.ask(ctx, doc, "c.png", _xray_png(3), model)  # both slots held: refused after the wait
+    assert len(second_opinion.history(ctx, doc)) == 2
+    release.set()
+    assert second_opinion.wait_for_image(ctx, first.id, actor_id=doc).image_state == "stored"
+    second_opinion.drain(ctx)
+    third = second_opinion.ask(ctx, doc, "c.png", _xray_png(3), model)  # the slots are free again
+    assert second_opinion.wait_for_image(ctx, third.id, actor_id=doc).image_state == "stored"
+
+
+def test_the_background_step_runs_at_a_lower_cpu_priority(ctx: AppContext, model: str, doc: int,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+    import sys
+
+    import deid
+    from services.second_opinion import image
+
+    if sys.platform != "linux":
+        pytest.skip("per-thread priorities are Linux's")
+    seen, real_deid = [], deid.deidentify_bytes
+
+    def observed(*args, **kwargs):  # type: ignore[no-untyped-def]
+        import threading
+
+        seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        return real_deid(*args, **kwargs)
+
+    monkeypatch.setattr(deid, "deidentify_bytes", observed)
+    opinion = second_opinion.ask(ctx, doc, "a.png", _xray_png(1), model)
+    assert second_opinion.wait_for_image(ctx, opinion.id, actor_id=doc).image_state == "stored"
+    mine = os.getpriority(os.PRIO_PROCESS, 0)
+    assert seen == [min(19, mine + image.BACKGROUND_NICENESS)]
+    assert os.getpriority(os.PRIO_PROCESS, 0) == mine  # the answering thread keeps its priority
+
+
 def test_an_upload_deidentification_refuses_keeps_its_answer_but_never_its_image(
         ctx: AppContext, model: str, doc: int, monkeypatch: pytest.MonkeyPatch) -> None:
     import dataclasses
