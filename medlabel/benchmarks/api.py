@@ -94,7 +94,8 @@ def run(requests: int = 20, per_client: int = 6, clients: int = 8, warmup: int =
 
     import inference
     from medlabel.benchmarks.installation import throwaway_installation
-    from services import accounts, api_tokens, model_cards
+    from services import accounts, api_tokens
+    from services.models import cards as model_cards
     from services.models import register_model
 
     cache = inference.SessionCache()  # the server's options: 1 intra-op thread, no spinning

@@ -342,7 +342,8 @@ def test_prediction_is_the_portals_second_opinion(api: Api, monkeypatch: pytest.
 
 
 def test_an_unusual_upload_carries_the_models_warning(api: Api) -> None:
-    from services import model_cards, ood
+    from services.models import cards as model_cards
+    from services.models import ood
     from services.models import register_model
 
     lead_id, _ = api.user("lead")
@@ -481,7 +482,7 @@ def _clinician_and_lead(api: Api) -> tuple[str, int, str, str, str]:
 
 
 def test_clinicians_see_and_use_approved_versions_only(api: Api) -> None:
-    from services import model_cards
+    from services.models import cards as model_cards
     from services.models import register_model
 
     doc, lead_id, lead, doc_token, lead_token = _clinician_and_lead(api)
@@ -506,7 +507,7 @@ def test_clinicians_see_and_use_approved_versions_only(api: Api) -> None:
 
 
 def test_clinicians_are_not_shown_unapproved_or_removed_versions(api: Api) -> None:
-    from services import model_cards
+    from services.models import cards as model_cards
     from services.models import deactivate, register_model
 
     doc, lead_id, lead, doc_token, lead_token = _clinician_and_lead(api)
