@@ -343,8 +343,7 @@ def test_prediction_is_the_portals_second_opinion(api: Api, monkeypatch: pytest.
 
 def test_an_unusual_upload_carries_the_models_warning(api: Api) -> None:
     from services.models import cards as model_cards
-    from services.models import ood
-    from services.models import register_model
+    from services.models import ood, register_model
 
     lead_id, _ = api.user("lead")
     _, doc = api.user("clinician")
