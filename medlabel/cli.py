@@ -15,15 +15,10 @@ from pathlib import Path
 import click
 
 from medlabel import __version__
+from medlabel.commands import app_context
 from medlabel.errors import MedlabelError
 
 logger = logging.getLogger(__name__)
-
-
-def _context():  # type: ignore[no-untyped-def]
-    from services.context import context_from_environment
-
-    return context_from_environment()
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -102,11 +97,8 @@ def demo(images: int) -> None:
     """Create the demo users and projects and ingest the sample data (idempotent)."""
     from services.demo import DEMO_PASSWORD, load_demo
 
-    ctx = _context()
-    try:
+    with app_context() as ctx:
         report = load_demo(ctx, images=images)
-    finally:
-        ctx.close()
     for user in report.users_created:
         click.echo(f"created user {user} (password: {DEMO_PASSWORD})")
     for name in report.projects_created:
@@ -147,12 +139,9 @@ def ingest(project: str, paths: tuple[str, ...], dates: str, keep_patient_charac
     import deid
     from services.ingest import ingest_paths
 
-    ctx = _context()
-    try:
+    with app_context() as ctx:
         report = ingest_paths(ctx, project, paths, options=deid.DeidOptions(
             dates=dates, keep_patient_characteristics=keep_patient_characteristics))  # type: ignore[arg-type]
-    finally:
-        ctx.close()
     _echo_ingest(report)
     if report.count("refused"):
         raise SystemExit(1)
@@ -167,11 +156,8 @@ def export(project: str, fmt: str, out: str | None, seed: int) -> None:
     """Export a project's labels: one row per item, pseudonymous ids only, with a patient-level split."""
     from services.export import export_project
 
-    ctx = _context()
-    try:
+    with app_context() as ctx:
         data = export_project(ctx, project, fmt, seed=seed)
-    finally:
-        ctx.close()
     if out:
         tmp = Path(out).with_name(Path(out).name + ".tmp")
         tmp.write_bytes(data)
@@ -208,11 +194,8 @@ def users_add(username: str, role: str, display_name: str, password_stdin: bool)
     from services.accounts import add_user
 
     password = _read_password(password_stdin)
-    ctx = _context()
-    try:
+    with app_context() as ctx:
         user = add_user(ctx, username, password, role, display_name=display_name)
-    finally:
-        ctx.close()
     click.echo(f"added {user.username} ({user.role})")
 
 
@@ -221,11 +204,8 @@ def users_list() -> None:
     """List users, their roles and whether they are active."""
     from services.accounts import list_users
 
-    ctx = _context()
-    try:
+    with app_context() as ctx:
         rows = list_users(ctx)
-    finally:
-        ctx.close()
     for u in rows:
         state = "active" if u.is_active else "disabled"
         click.echo(f"{u.username:<24} {u.role:<10} {state:<9} {u.display_name}")
@@ -238,11 +218,8 @@ def users_disable(username: str, enable: bool) -> None:
     """Disable (or with --enable, re-enable) a user's account."""
     from services.accounts import set_active
 
-    ctx = _context()
-    try:
+    with app_context() as ctx:
         user = set_active(ctx, username, enable)
-    finally:
-        ctx.close()
     click.echo(f"{user.username} is now {'active' if user.is_active else 'disabled'}")
 
 
@@ -254,11 +231,8 @@ def users_passwd(username: str, password_stdin: bool) -> None:
     from services.accounts import set_password
 
     password = _read_password(password_stdin)
-    ctx = _context()
-    try:
+    with app_context() as ctx:
         set_password(ctx, username, password)
-    finally:
-        ctx.close()
     click.echo(f"password of {username} changed")
 
 
@@ -301,11 +275,8 @@ def audit_verify() -> None:
     """Recompute the audit trail's hash chain; print the first broken link (exit status 1) or the last hash."""
     from services.audit import verify
 
-    ctx = _context()
-    try:
+    with app_context() as ctx:
         report = verify(ctx)
-    finally:
-        ctx.close()
     if report.broken_at is not None:
         click.echo(f"audit trail broken at event {report.broken_at} (event {report.events} in order): "
                    f"{report.reason}", err=True)

@@ -37,14 +37,11 @@ def command(ratings: Path | None, level: str, categories: str | None, n_boot: in
     if (ratings is None) == (project is None):
         raise click.UsageError("give a ratings CSV (RATINGS) or --project NAME, not both")
     if project is not None:
+        from medlabel.commands import app_context
         from services.agreement_report import agreement_for_project
-        from services.context import context_from_environment
 
-        ctx = context_from_environment()
-        try:
+        with app_context() as ctx:
             report = agreement_for_project(ctx, project, round_id=round_id, n_boot=n_boot, seed=seed)
-        finally:
-            ctx.close()
         click.echo(json.dumps(report, indent=2) if as_json or "per_label" in report else render_table(report))
         return
     cats = None if categories is None else [c.strip() for c in categories.split(",") if c.strip()]

@@ -14,14 +14,10 @@ from typing import Any
 
 import click
 
+from medlabel.commands import app_context
+
 STATES = ("queued", "running", "succeeded", "failed", "cancelled")
 
-
-def _ctx():  # type: ignore[no-untyped-def]
-    import services.job_kinds  # noqa: F401 - every job kind, for submit and retry
-    from services.context import context_from_environment
-
-    return context_from_environment()
 
 
 def _progress(job: Any) -> str:
@@ -70,11 +66,8 @@ def list_(state: str | None, limit: int) -> None:
     """List jobs, newest first (jobs whose worker died are marked failed first)."""
     from services import jobs
 
-    ctx = _ctx()
-    try:
+    with app_context() as ctx:
         rows = jobs.list_jobs(ctx, state=state, limit=limit)
-    finally:
-        ctx.close()
     for j in rows:
         click.echo(f"{j.id:>5}  {j.kind:<10} {j.state:<10} {_progress(j):>11}  {j.project or '-':<24} "
                    f"{j.created_by or 'cli':<12} {j.created_at:%Y-%m-%d %H:%M}  {j.error_line or j.message}")
@@ -86,11 +79,8 @@ def show(job_id: int) -> None:
     """Show job JOB_ID as JSON (parameters, progress, result, error)."""
     from services import jobs
 
-    ctx = _ctx()
-    try:
+    with app_context() as ctx:
         click.echo(json.dumps(asdict(jobs.job(ctx, job_id)), indent=2, default=str))
-    finally:
-        ctx.close()
 
 
 @command.command("cancel")
@@ -99,11 +89,8 @@ def cancel(job_id: int) -> None:
     """Cancel job JOB_ID: at once if queued, at its next chunk if running."""
     from services import jobs
 
-    ctx = _ctx()
-    try:
+    with app_context() as ctx:
         job = jobs.cancel(ctx, job_id, None)
-    finally:
-        ctx.close()
     click.echo(f"job {job.id} {'cancelled' if job.state == 'cancelled' else 'will stop at its next chunk'}")
 
 
@@ -114,13 +101,11 @@ def cancel(job_id: int) -> None:
               help="Give up waiting after this many seconds (exit status 1). Default: until the job ends.")
 def retry(job_id: int, wait: bool, timeout: float | None) -> None:
     """Run failed or cancelled job JOB_ID again; it resumes where it stopped."""
+    import services.job_kinds  # noqa: F401 - every job kind
     from services import jobs
 
-    ctx = _ctx()
-    try:
+    with app_context() as ctx:
         _follow(ctx, jobs.retry(ctx, job_id, None), wait, timeout)
-    finally:
-        ctx.close()
 
 
 @command.group("submit")
@@ -129,13 +114,11 @@ def submit() -> None:
 
 
 def _submit(kind: str, params: dict[str, Any], wait: bool, timeout: float | None) -> None:
+    import services.job_kinds  # noqa: F401 - every job kind
     from services import jobs
 
-    ctx = _ctx()
-    try:
+    with app_context() as ctx:
         _follow(ctx, jobs.submit(ctx, kind, params, None), wait, timeout)
-    finally:
-        ctx.close()
 
 
 _WAIT_FLAG = click.option("--wait", is_flag=True, help="Wait for the job to end (always, without a Dask scheduler).")

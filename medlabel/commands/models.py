@@ -7,16 +7,13 @@ from pathlib import Path
 
 import click
 
+from medlabel.commands import app_context
+
 
 @click.group("models")
 def command() -> None:
     """Register, list, show and remove ONNX models (validated, versioned per name)."""
 
-
-def _ctx():  # type: ignore[no-untyped-def]
-    from services.context import context_from_environment
-
-    return context_from_environment()
 
 
 @command.command("add")
@@ -36,12 +33,9 @@ def add(file: Path, name: str, labels: str, meta_file: Path | None) -> None:
             meta = json.loads(meta_file.read_text())
         except json.JSONDecodeError as exc:
             raise InputError(meta_file, f"not valid JSON ({exc.msg} at line {exc.lineno})") from None
-    ctx = _ctx()
-    try:
+    with app_context() as ctx:
         model = register_model(ctx, file, name=name, labels=[s.strip() for s in labels.split(",") if s.strip()],
                                meta=meta)
-    finally:
-        ctx.close()
     click.echo(f"registered {model.name} v{model.version} ({model.sha256[:12]}, {model.size_bytes} bytes, "
                f"{model.output_kind}, labels {', '.join(model.labels)})")
 
@@ -51,11 +45,8 @@ def list_() -> None:
     """List model versions."""
     from services.models import list_models
 
-    ctx = _ctx()
-    try:
+    with app_context() as ctx:
         rows = list_models(ctx)
-    finally:
-        ctx.close()
     for m in rows:
         state = "active" if m.is_active else "removed"
         click.echo(f"{m.name}:{m.version:<4} {state:<8} {m.output_kind:<8} {m.predictions:>7} predictions  "
@@ -70,11 +61,8 @@ def show(model: str) -> None:
 
     from services.models import resolve
 
-    ctx = _ctx()
-    try:
+    with app_context() as ctx:
         click.echo(json.dumps(asdict(resolve(ctx, model)), indent=2, default=str))
-    finally:
-        ctx.close()
 
 
 @command.command("remove")
@@ -83,11 +71,8 @@ def remove(model: str) -> None:
     """Take MODEL (NAME or NAME:VERSION) out of use; its predictions stay on record."""
     from services.models import deactivate
 
-    ctx = _ctx()
-    try:
+    with app_context() as ctx:
         m = deactivate(ctx, model)
-    finally:
-        ctx.close()
     click.echo(f"{m.name} v{m.version} removed from use")
 
 
@@ -103,15 +88,12 @@ def prelabel_command(project: str, model_ref: str, batch_size: int, workers: int
     what is done). Stores probabilities, uncertainty scores and embeddings; bad items are listed."""
     from services.models import prelabel, prelabel_pending
 
-    ctx = _ctx()
-    try:
+    with app_context() as ctx:
         total = prelabel_pending(ctx, project, model_ref)
         with click.progressbar(length=total, label=f"pre-labelling {total} items", show_pos=True,
                                file=click.get_text_stream("stderr")) as bar:
             report = prelabel(ctx, project, model_ref, batch_size=batch_size, workers=workers,
                               progress=bar.update)
-    finally:
-        ctx.close()
     seconds = report.timings.get("wall_s", 0.0)
     rate = f", {report.predicted / seconds:.1f} images/s" if seconds and report.predicted else ""
     click.echo(f"{report.model}: {report.predicted} predicted, {report.skipped_already} already predicted, "

@@ -8,13 +8,10 @@ import json
 
 import click
 
+from medlabel.commands import app_context
+
 MODES = ("dynamic", "static-int8", "fp16")  # inference.quantize.MODES, without importing onnxruntime here
 
-
-def _ctx():  # type: ignore[no-untyped-def]
-    from services.context import context_from_environment
-
-    return context_from_environment()
 
 
 @click.command("quantize")
@@ -27,11 +24,8 @@ def command(model: str, mode: str, project: str | None) -> None:
     """Register a quantized variant of MODEL (NAME or NAME:VERSION) as NAME-VARIANT."""
     from services.models import quantize
 
-    ctx = _ctx()
-    try:
+    with app_context() as ctx:
         variant = quantize(ctx, model, mode, project)
-    finally:
-        ctx.close()
     click.echo(f"registered {variant.name} v{variant.version} ({variant.sha256[:12]}, {variant.size_bytes} bytes, "
                f"labels {', '.join(variant.labels)})")
 
@@ -49,11 +43,8 @@ def evaluate_command(model: str, project: str, as_json: bool, seed: int) -> None
     """Evaluate MODEL (NAME or NAME:VERSION) on PROJECT's adjudicated and consensus labels."""
     from services.models import evaluate
 
-    ctx = _ctx()
-    try:
+    with app_context() as ctx:
         result = evaluate(ctx, model, project, seed=seed)
-    finally:
-        ctx.close()
     if as_json:
         click.echo(json.dumps(dataclasses.asdict(result), indent=2))
         return

@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import click
 
+from medlabel.commands import app_context
+
 # services.api_tokens's values, repeated so that the CLI starts without the database layer (a test compares)
 SCOPES = ("predict", "read", "ingest", "export")
 DEFAULT_EXPIRY_DAYS = 90
 MAX_EXPIRY_DAYS = 365
 
-
-def _context():  # type: ignore[no-untyped-def]
-    from services.context import context_from_environment
-
-    return context_from_environment()
 
 
 @click.group("tokens")
@@ -32,11 +29,8 @@ def create(username: str, name: str, scopes: tuple[str, ...], expires_days: int)
     """Create a token for USERNAME and print it (once: only its hash is kept)."""
     from services.api_tokens import create_token
 
-    ctx = _context()
-    try:
+    with app_context() as ctx:
         new = create_token(ctx, username, name, scopes, expires_days=expires_days)
-    finally:
-        ctx.close()
     token = new.token
     click.echo(f"token {token.id} for {token.user} ({', '.join(token.scopes)}), expires "
                f"{token.expires_at:%Y-%m-%d}; shown only now:", err=True)
@@ -49,11 +43,8 @@ def list_(username: str | None) -> None:
     """List tokens (never the tokens themselves): id, user, name, scopes, state, last use."""
     from services.api_tokens import list_tokens
 
-    ctx = _context()
-    try:
+    with app_context() as ctx:
         tokens = list_tokens(ctx, username=username)
-    finally:
-        ctx.close()
     for t in tokens:
         last = "never used" if t.last_used_at is None else f"last used {t.last_used_at:%Y-%m-%d %H:%M}"
         expires = "" if t.expires_at is None else f"expires {t.expires_at:%Y-%m-%d}"
@@ -67,9 +58,6 @@ def revoke(token_id: int) -> None:
     """Revoke token TOKEN_ID at once."""
     from services.api_tokens import revoke_token
 
-    ctx = _context()
-    try:
+    with app_context() as ctx:
         token = revoke_token(ctx, token_id)
-    finally:
-        ctx.close()
     click.echo(f"token {token.id} of {token.user} revoked")
