@@ -169,7 +169,7 @@ def display_image(ctx: AppContext, item_id: int, *, frame: int = 0, window: tupl
     display size."""
     content_hash, stored_path, modality, width, height, frames = _item(ctx, item_id)
     frame = max(0, min(frame, frames - 1))
-    win = None if window is None else (round(float(window[0]), 2), round(float(window[1]), 2))
+    win = _rounded(window)
     presets = CT_PRESETS if modality == "CT" else ()
     if zoom <= 1.0:
         png = _derived(ctx, content_hash, f"display/v3/{frame}/{win}/{max_size}", lambda: _upscale_small(
@@ -195,15 +195,17 @@ _prefetch_lock = threading.Lock()
 _prefetch_waiting = 0
 
 
-def prefetch_display(ctx: AppContext, item_id: int, presets: Mapping[str, str] | None = None) -> Future[None] | None:
+def prefetch_display(ctx: AppContext, item_id: int, presets: Mapping[str, str] | None = None, *,
+                     zoomed: bool = False) -> Future[None] | None:
     """Make the item's first view (its window choices and its Fit rendition at the window the viewer
     opens it with) in a background thread, so that the view is a cache hit when the reader gets there.
 
     ``presets``: the window preset the reader last chose per modality (the viewer keeps the choice per
     modality); without one for the item's modality, or one this item does not offer, the viewer's default
-    (the first preset) is assumed.
-    One background thread for the process; when ``PREFETCH_QUEUE`` renditions are waiting the request is
-    dropped (None). A failure is only logged: the page reports it when the item is really shown.
+    (the first preset) is assumed. ``zoomed``: the reader views zoomed in, so the full-resolution
+    rendition the zoomed views are cut from is made instead of the Fit one. One background thread for
+    the process; when ``PREFETCH_QUEUE`` renditions are waiting the request is dropped (None). A failure
+    is only logged: the page reports it when the item is really shown.
     """
     global _prefetcher, _prefetch_waiting
     with _prefetch_lock:
@@ -212,10 +214,10 @@ def prefetch_display(ctx: AppContext, item_id: int, presets: Mapping[str, str] |
         if _prefetcher is None:
             _prefetcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="medlabel-prefetch")
         _prefetch_waiting += 1
-    return _prefetcher.submit(_prefetch_one, ctx, item_id, dict(presets or {}))
+    return _prefetcher.submit(_prefetch_one, ctx, item_id, dict(presets or {}), zoomed)
 
 
-def _prefetch_one(ctx: AppContext, item_id: int, presets: dict[str, str]) -> None:
+def _prefetch_one(ctx: AppContext, item_id: int, presets: dict[str, str], zoomed: bool) -> None:
     global _prefetch_waiting
     try:
         _, _, modality, _, _, _ = _item(ctx, item_id)
@@ -225,12 +227,21 @@ def _prefetch_one(ctx: AppContext, item_id: int, presets: dict[str, str]) -> Non
             names = [name for name, _, _ in choices.presets]
             chosen = presets.get(modality or "OT")
             window = choices.window(chosen if chosen in names else names[0])  # as the viewer falls back
-        display_image(ctx, item_id, window=window)
+        if zoomed:
+            content_hash, stored_path, _, _, _, _ = _item(ctx, item_id)
+            _rendition(ctx, content_hash, stored_path, 0, _rounded(window), FULL_SIZE)
+        else:
+            display_image(ctx, item_id, window=window)
     except Exception as exc:  # noqa: BLE001 - a hint only; the real view raises and reports it
         logger.info("prefetch of item %s failed: %s", item_id, type(exc).__name__)
     finally:
         with _prefetch_lock:
             _prefetch_waiting -= 1
+
+
+def _rounded(window: tuple[float, float] | None) -> tuple[float, float] | None:
+    """The window as it keys renditions (0.01 steps)."""
+    return None if window is None else (round(float(window[0]), 2), round(float(window[1]), 2))
 
 
 def _upscale_small(png: bytes) -> bytes:

@@ -135,4 +135,4 @@ if not st.session_state.get(f"prefetched_{case.assignment_id}"):
     st.session_state[f"prefetched_{case.assignment_id}"] = True
     upcoming = labelling.upcoming_item(ctx, project.id, user.id)
     if upcoming is not None:
-        prefetch_display(ctx, upcoming, remembered_presets())
+        prefetch_display(ctx, upcoming, remembered_presets(), zoomed=st.session_state.get("zoom") not in (None, "Fit"))

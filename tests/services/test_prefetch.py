@@ -89,3 +89,20 @@ def test_concurrent_requests_for_one_rendition_render_it_once(ctx: AppContext, m
         t.join(timeout=60)
     assert len(results) == 3 and len(set(results)) == 1
     assert len(calls) == 1  # the prefetch thread and the page never decode the same file twice
+
+
+def test_a_zoomed_reader_gets_the_full_rendition_prepared(ctx: AppContext) -> None:
+    pid = make_project(ctx)
+    item_id = _ct_item(ctx, pid)
+    future = images.prefetch_display(ctx, item_id, {}, zoomed=True)
+    assert future is not None
+    future.result(timeout=60)
+    choices = images.window_choices(ctx, item_id)
+    assert choices is not None
+    window = choices.window(choices.presets[0][0])
+    with ctx.reads() as session:
+        item = session.get(Item, item_id)
+        assert item is not None
+        content_hash = item.content_hash
+    assert ctx.store.get_derived(content_hash, f"display/full/0/{window}/{images.FULL_SIZE}") is not None
+    assert not _cached(ctx, item_id, window)  # the Fit view is not what a zoomed reader sees
