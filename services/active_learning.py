@@ -21,7 +21,8 @@ import datetime as dt
 import logging
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -422,6 +423,19 @@ def _label_counts(labelled: _Labelled, model: _Model, kinds: dict[str, str]) -> 
     return {label: counts.get(i, 0) for i, label in enumerate(model.labels)}
 
 
+@contextmanager
+def one_blas_thread() -> Iterator[None]:
+    """One BLAS / OpenMP thread for the head fits and the selection: their matrices are small (a head on a few
+    hundred items, k-means over 10,000 256-d embeddings), and on a shared 2-core machine contended threads made
+    a typical-phase batch over 10,000 items take 11.7 s against 1.4 s on one (docs/benchmarks-al.md)."""
+    import sklearn.cluster  # noqa: F401  (loaded first: threadpoolctl limits only the libraries already loaded)
+    import sklearn.linear_model  # noqa: F401
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):
+        yield
+
+
 def _compute_pool_scores(ctx: AppContext, model: _Model, rows: Sequence[tuple[int, dict[str, Any], bytes | None]],
                          labelled: _Labelled, kinds: dict[str, str], strategy: str, batch_size: int,
                          seed: Sequence[int]) -> dict[int, float]:
@@ -430,8 +444,9 @@ def _compute_pool_scores(ctx: AppContext, model: _Model, rows: Sequence[tuple[in
     pool = _pool(ctx, model, rows, labelled, kinds, strategy)
     if pool.ids.size == 0:
         return {}
-    scores = _scores(strategy, pool.probs, pool.embeddings, pool.mask, pool.labels, multilabel=model.multilabel,
-                     batch_size=batch_size, rng=np.random.default_rng(list(seed)))
+    with one_blas_thread():
+        scores = _scores(strategy, pool.probs, pool.embeddings, pool.mask, pool.labels,
+                         multilabel=model.multilabel, batch_size=batch_size, rng=np.random.default_rng(list(seed)))
     return {int(i): float(s) for i, s in zip(pool.ids, scores, strict=True)}
 
 
@@ -642,6 +657,13 @@ def _fit(x: np.ndarray, y: np.ndarray, provenance: np.ndarray, model: _Model, se
         if missing:
             raise InputError(None, f"retraining needs labelled items of every class the model predicts; none yet "
                                    f"for: {', '.join(missing)}")
+    with one_blas_thread():
+        return _fit_heads(x, y, provenance, model, seed)
+
+
+def _fit_heads(x: np.ndarray, y: np.ndarray, provenance: np.ndarray, model: _Model,
+               seed: int) -> tuple[Any, dict[str, Any]]:
+    n_classes = len(model.labels)
     holdout = np.isin(provenance, HOLDOUT_PROVENANCE)
     metrics: dict[str, Any] | None = None
     if holdout.sum() >= MIN_VERIFIED_HOLDOUT and (~holdout).sum() >= 2:

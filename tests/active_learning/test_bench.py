@@ -69,6 +69,8 @@ def test_bench_runs_end_to_end(tmp_path: Path, task: str) -> None:
     assert out["target"] == pytest.approx(out["ceiling"] - 0.01, abs=2e-4)
     assert out["ceiling"] == pytest.approx(float(np.mean(out["ceiling_per_seed"])), abs=2e-4)
     assert out["retrain_rescore_10k_s"] > 0
+    assert set(out["retrain_select_10k_s"]) == {"adaptive@typical", "adaptive"}
+    assert all(v > 0 for v in out["retrain_select_10k_s"].values())
     for name, curve in out["curves"].items():  # "stays above": from labels_to_target on, the mean curve never dips
         assert curve["n_labels"][0] == 10 and curve["n_labels"][-1] == 160
         start = curve["n_labels"].index(out["strategies"][name]["labels_to_target"])
