@@ -29,24 +29,27 @@ EMBEDDING = "embedding"
 IMAGE_INPUT = "image"
 
 
-def _flat_name(model: ModelProto, tensor: str) -> tuple[ModelProto, str]:
-    """``tensor`` if it is already (N, D), else a Flatten of it appended as ``<tensor>/flat``."""
-    inferred = onnx.shape_inference.infer_shapes(model)
+def _flat_name(model: ModelProto, tensor: str, data: bytes | None = None) -> tuple[ModelProto, str, ModelProto | None]:
+    """``tensor`` if it is already (N, D), else a Flatten of it appended as ``<tensor>/flat``; with the
+    model's inferred shapes when it is returned unchanged (None otherwise). ``data``: the model's bytes,
+    if the caller has them (shape inference then skips serialising a 28 MB ModelProto)."""
+    inferred = onnx.shape_inference.infer_shapes(data if data is not None else model)
     info = next((v for v in [*inferred.graph.value_info, *inferred.graph.output] if v.name == tensor), None)
     if info is not None and info.type.tensor_type.HasField("shape") and len(info.type.tensor_type.shape.dim) == 2:
-        return model, tensor
+        return model, tensor, inferred
     flat = f"{tensor}/flat"
     out = ModelProto()
     out.CopyFrom(model)
     if not any(flat in node.output for node in out.graph.node):
         out.graph.node.append(helper.make_node("Flatten", [tensor], [flat], axis=1, name=f"{tensor}/flatten"))
-    return out, flat
+    return out, flat, None
 
 
 def extract_backbone(model: ModelProto | bytes, tensor: str) -> tuple[ModelProto, str]:
     """The sub-model from the (single) graph input to ``tensor``; returns it and its (N, D) output name."""
-    if isinstance(model, bytes | bytearray):
-        model = onnx.load_from_string(bytes(model))
+    data = bytes(model) if isinstance(model, bytes | bytearray) else None
+    if data is not None:
+        model = onnx.load_from_string(data)
     initializers = {t.name for t in model.graph.initializer}
     inputs = [i.name for i in model.graph.input if i.name not in initializers]
     if len(inputs) != 1:
@@ -54,8 +57,9 @@ def extract_backbone(model: ModelProto | bytes, tensor: str) -> tuple[ModelProto
     known = {o for node in model.graph.node for o in node.output}
     if tensor not in known:
         raise InputError(None, f"the model has no tensor {tensor!r} to use as the embedding")
-    model, name = _flat_name(model, tensor)
-    inferred = onnx.shape_inference.infer_shapes(model)
+    model, name, inferred = _flat_name(model, tensor, data)
+    if inferred is None:  # a Flatten was appended: infer again
+        inferred = onnx.shape_inference.infer_shapes(model)
     if not any(v.name == name for v in [*inferred.graph.value_info, *inferred.graph.output]):
         inferred.graph.value_info.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
     sub = onnx.utils.Extractor(inferred).extract_model(inputs, [name])
