@@ -14,16 +14,36 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
 from medlabel.settings import Settings
 
+T = TypeVar("T")
+
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                  "--disable-background-networking", "--disable-component-update", "--no-first-run",
                  "--disable-sync"]
+
+
+def wait_until(check: Callable[[], T], *, timeout_s: float, interval_s: float = 0.2,
+               ignore: tuple[type[BaseException], ...] = ()) -> T:
+    """Call ``check`` until it returns something truthy, and return that; at the deadline return its last
+    value (the caller's assertion then shows what was there). An exception of a type in ``ignore`` counts
+    as "not yet"; one still raised at the deadline is raised. The one polling loop of the browser tests."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            value = check()
+        except ignore:
+            if time.monotonic() > deadline:
+                raise
+        else:
+            if value or time.monotonic() > deadline:
+                return value
+        time.sleep(interval_s)
 
 
 def free_port() -> int:
@@ -40,17 +60,19 @@ def start_portal(env: dict[str, str], log_path: Path, port: int | None = None) -
                                  "--address", "127.0.0.1"], env=env, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
+
+    def started() -> str | None:
+        if proc.poll() is not None:
+            return "exited"
         try:
-            if urllib.request.urlopen(url + "/_stcore/health", timeout=1).read() == b"ok":
-                return proc, url
+            return "up" if urllib.request.urlopen(url + "/_stcore/health", timeout=1).read() == b"ok" else None
         except OSError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            stop_portal(proc)
-            raise RuntimeError(f"portal did not start:\n{log_path.read_text()}")
-        time.sleep(0.25)
+            return None
+
+    if wait_until(started, timeout_s=60, interval_s=0.25) != "up":
+        stop_portal(proc)
+        raise RuntimeError(f"portal did not start:\n{log_path.read_text()}")
+    return proc, url
 
 
 def stop_portal(proc: subprocess.Popen[bytes]) -> None:

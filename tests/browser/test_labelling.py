@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -17,7 +16,7 @@ from services import accounts
 from services.context import AppContext
 from services.ingest import ingest_uploads
 from services.projects import LabelSpec, ProjectSpec, create_project
-from tests.browser.conftest import other_context, sign_in
+from tests.browser.conftest import other_context, sign_in, wait_until
 
 pytestmark = pytest.mark.browser
 PASSWORD = "browser-pass-1"
@@ -97,9 +96,7 @@ def test_reader_labels_by_keyboard_and_click_while_a_second_reader_works(
         expected.append(("rad1", case, [name], 0))
         if step < 4:
             expect(page.get_by_text(f"case #{case} ")).to_have_count(0)
-    deadline = time.monotonic() + 15
-    while len(_annotations(ctx)) < 5 and time.monotonic() < deadline:
-        time.sleep(0.2)
+    wait_until(lambda: len(_annotations(ctx)) >= 5, timeout_s=15)
     assert _annotations(ctx) == expected
     assert other_case not in {case for _, case, _, _ in expected}
 
@@ -121,9 +118,7 @@ def test_box_project_stores_a_drawn_box(ctx: AppContext, settings: Settings,
     page.mouse.up()
     page.wait_for_timeout(500)
     page.get_by_role("button", name="Submit boxes").click()
-    deadline = time.monotonic() + 15
-    while not _annotations(ctx) and time.monotonic() < deadline:
-        time.sleep(0.2)
+    wait_until(lambda: _annotations(ctx), timeout_s=15)
     with ctx.reads() as session:
         (ann,) = session.scalars(select(Annotation)).all()
     assert ann.item_id == case and len(ann.boxes) == 1

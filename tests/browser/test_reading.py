@@ -21,7 +21,7 @@ from services import accounts
 from services.context import AppContext
 from services.ingest import ingest_uploads
 from services.projects import LabelSpec, ProjectSpec, create_project
-from tests.browser.conftest import sign_in
+from tests.browser.conftest import sign_in, wait_until
 
 pytestmark = pytest.mark.browser
 PASSWORD = "browser-pass-1"
@@ -62,19 +62,20 @@ def _square_on_screen(canvas: Any, min_width: float, deadline_s: float = 20) -> 
     """The square's extent in the canvas once it is at least ``min_width`` wide (the background loads late)."""
     from playwright.sync_api import Error
 
-    deadline = time.monotonic() + deadline_s
-    extent = None
-    while True:
+    seen: list[tuple[int, int, int, int] | None] = [None]
+
+    def drawn() -> tuple[int, int, int, int] | None:
         try:
-            extent = _white_extent(canvas.screenshot(timeout=5_000))
+            extent = seen[0] = _white_extent(canvas.screenshot(timeout=5_000))
         except Error:  # the canvas of the previous view is being replaced
-            extent = None
+            return None
         square = extent is not None and abs((extent[2] - extent[0]) - (extent[3] - extent[1])) <= 4
-        if square and extent is not None and extent[2] - extent[0] >= min_width:  # the film, fully drawn
-            return extent
-        if time.monotonic() > deadline:
-            raise AssertionError(f"square never reached {min_width} px on screen (last extent {extent})")
-        time.sleep(0.3)
+        return extent if square and extent is not None and extent[2] - extent[0] >= min_width else None  # fully drawn
+
+    extent = wait_until(drawn, timeout_s=deadline_s, interval_s=0.3)
+    if extent is None:
+        raise AssertionError(f"square never reached {min_width} px on screen (last extent {seen[0]})")
+    return extent
 
 
 def test_zoom_enlarges_the_image_and_a_box_drawn_zoomed_is_stored_in_original_pixels(
@@ -115,13 +116,11 @@ def test_zoom_enlarges_the_image_and_a_box_drawn_zoomed_is_stored_in_original_pi
     page.mouse.up()
     expect(page.get_by_text("1 box(es)", exact=False)).to_be_visible()
     page.get_by_role("button", name="Submit boxes").click()
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
+    def stored_boxes() -> list[Any]:
         with ctx.reads() as session:
-            boxes = session.scalars(select(Annotation.boxes)).all()
-        if boxes:
-            break
-        time.sleep(0.3)
+            return list(session.scalars(select(Annotation.boxes)).all())
+
+    boxes = wait_until(stored_boxes, timeout_s=20, interval_s=0.3)
     assert len(boxes) == 1 and len(boxes[0]) == 1, boxes
     stored = boxes[0][0]
     # Stored in original pixels: the square's 180..220 x 130..170, within a screen pixel's worth (0.4 px

@@ -14,7 +14,6 @@ import json
 import os
 import signal
 import subprocess
-import time
 import urllib.request
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -32,7 +31,7 @@ from services.context import AppContext
 from services.ingest import ingest_uploads
 from services.projects import LabelSpec, ProjectSpec, create_project
 from services.schema import init_installation
-from tests.browser.conftest import free_port, other_context, sign_in, start_portal, stop_portal
+from tests.browser.conftest import free_port, other_context, sign_in, start_portal, stop_portal, wait_until
 from tests.db.test_store_s3 import make_bucket, moto_s3, s3_client, s3_options
 from tests.test_deploy import NGINX, loopback_nginx_config
 
@@ -146,9 +145,7 @@ def test_two_replicas_never_serve_an_item_twice(tmp_path: Path, shared: tuple[Se
             for n, (username, page, _) in enumerate(readers):
                 key = "123"[(step + n) % 3]
                 expected.append((username, _label_by_key(page, key), KEYS[key]))
-        deadline = time.monotonic() + 15
-        while len(_labels(ctx)) < len(expected) and time.monotonic() < deadline:
-            time.sleep(0.2)
+        wait_until(lambda: len(_labels(ctx)) >= len(expected), timeout_s=15)
         labels = _labels(ctx)
         assert sorted(labels) == sorted(expected)  # every label stored, by the reader who gave it
 
@@ -237,15 +234,7 @@ def test_proxy_keeps_each_browser_on_one_replica_and_moves_it_when_the_replica_d
         proxy_port = free_port()
         access_log = nginx(proxy_port, (ports[0], ports[1]))
         proxy = f"http://127.0.0.1:{proxy_port}"
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                _get(proxy + "/_stcore/health")
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
+        wait_until(lambda: _get(proxy + "/_stcore/health") or True, timeout_s=20, ignore=(OSError,))
         access_log.write_text("")
 
         # A client without the cookie is given one; with it, it always reaches the same replica.

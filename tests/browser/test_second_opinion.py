@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import re
 import shutil
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -21,7 +20,7 @@ from medlabel.settings import Settings
 from services import accounts
 from services.context import AppContext
 from services.models import register_model
-from tests.browser.conftest import sign_in
+from tests.browser.conftest import sign_in, wait_until
 from tests.services.factories import approve, make_project
 
 pytestmark = pytest.mark.browser
@@ -42,13 +41,6 @@ def _png() -> bytes:
     buffer = io.BytesIO()
     img.save(buffer, format="PNG")
     return buffer.getvalue()
-
-
-def _wait_for(check: Callable[[], Any], seconds: float = 20) -> Any:
-    deadline = time.monotonic() + seconds
-    while not (found := check()) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    return found
 
 
 def test_clinician_uploads_sees_top3_and_requests_review(ctx: AppContext, settings: Settings,
@@ -72,7 +64,7 @@ def test_clinician_uploads_sees_top3_and_requests_review(ctx: AppContext, settin
     ask.click()
     expect(page.get_by_text("Request #")).to_be_visible()
 
-    request = _wait_for(lambda: _request(ctx))
+    request = wait_until(lambda: _request(ctx), timeout_s=20)
     assert request is not None
     for top in request.top:  # the three labels with their percentages, as stored
         expect(page.get_by_text(f"{top['label']}: {top['probability']:.1%}", exact=True)).to_be_visible()
@@ -81,7 +73,7 @@ def test_clinician_uploads_sees_top3_and_requests_review(ctx: AppContext, settin
 
     page.get_by_role("button", name=re.compile("Request expert review")).click()
     expect(page.get_by_text(re.compile(r"Sent for expert review: case #\d+ in Chest"))).to_be_visible()
-    item_id = _wait_for(lambda: _request(ctx).review_item_id)
+    item_id = wait_until(lambda: _request(ctx).review_item_id, timeout_s=20)
     request = _request(ctx)  # the image was stored (de-identified) before the review could be sent
     with ctx.reads() as session:
         item = session.get(Item, item_id)

@@ -17,7 +17,7 @@ import pytest
 from medlabel.settings import Settings
 from services import accounts
 from services.context import AppContext
-from tests.browser.conftest import other_context, start_portal, stop_portal
+from tests.browser.conftest import other_context, start_portal, stop_portal, wait_until
 from tests.services.factories import make_items, make_project
 
 pytestmark = pytest.mark.browser
@@ -56,15 +56,9 @@ def _sign_in(page: Any, username: str, password: str = PASSWORD) -> None:
 
 def _session_cookie(context: Any) -> dict[str, Any] | None:
     """The session cookie once the browser holds it (the invisible hand-off request is asynchronous)."""
-    import time
-
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        found = [c for c in context.cookies() if c["name"] == "medlabel_session"]
-        if found:
-            return found[0]
-        time.sleep(0.1)
-    return None
+    found = wait_until(lambda: [c for c in context.cookies() if c["name"] == "medlabel_session"], timeout_s=15,
+                       interval_s=0.1)
+    return found[0] if found else None
 
 
 def _shot(page: Any, name: str) -> None:
