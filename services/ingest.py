@@ -28,13 +28,14 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 import deid
-from db.models import DeidStatus, Item, PseudonymKey
+from db.models import DeidStatus, PseudonymKey
 from db.queries import imaging as imaging_q
 from db.queries import projects as projects_q
 from medlabel.errors import InputError, MedlabelError, NotFoundError, PermissionDenied
 from services import audit
 from services.context import AppContext
 from services.dto import IngestOutcome, IngestReport
+from services.items import add_item
 from services.jobs import params as job_params
 from services.jobs.fanout import chunked, fan_out
 from services.jobs.kinds import register_kind
@@ -46,12 +47,6 @@ logger = logging.getLogger(__name__)
 def _fernet(secret: bytes) -> Fernet:
     key = hmac.new(secret, b"medlabel/reidentification/v1", hashlib.sha256).digest()
     return Fernet(base64.urlsafe_b64encode(key))
-
-
-def random_key(seed: int, content_hash: str) -> float:
-    """A seeded, reproducible position in the random queue order."""
-    digest = hashlib.sha256(f"{seed}:{content_hash}".encode()).digest()
-    return int.from_bytes(digest[:6], "big") / float(1 << 48)
 
 
 def iter_files(paths: Iterable[str | Path]) -> Iterator[Path]:
@@ -150,14 +145,11 @@ def _ingest_one(ctx: AppContext, project_id: int, seed: int, reid: bool, source:
     status = DeidStatus.RELEASED if result.status == "released" else DeidStatus.QUARANTINED
     try:
         with ctx.sessions.begin() as session:
-            item = Item(project_id=project_id, content_hash=digest, stored_path=relative, kind=result.kind,
-                        modality=result.modality, width=result.width, height=result.height,
-                        frame_count=result.frames or 1, patient_pseudonym=result.patient_pseudonym,
-                        study_pseudonym=result.study_pseudonym, series_pseudonym=result.series_pseudonym,
-                        deid_status=status, deid_report=_report(result),
-                        attributes=dict(result.characteristics or {}), random_key=random_key(seed, digest))
-            session.add(item)
-            session.flush()
+            item = add_item(session, project_id=project_id, queue_seed=seed, content_hash=digest, stored_path=relative,
+                            kind=result.kind, modality=result.modality, width=result.width, height=result.height,
+                            frames=result.frames, patient_pseudonym=result.patient_pseudonym,
+                            study_pseudonym=result.study_pseudonym, series_pseudonym=result.series_pseudonym,
+                            deid_status=status, deid_report=_report(result), attributes=result.characteristics)
             if reid and result.kind == "dicom" and result.patient_pseudonym:
                 _remember_patient(session, project_id, result.patient_pseudonym, data, key)
             audit.record(session, "item.ingest", actor_id=actor_id, target_type="item", target_id=item.id,

@@ -138,7 +138,7 @@ class _Corpus:
 def build_corpus(ctx: Any, project_id: int, images: int, dicom_size: int, seed: int = 0) -> dict[str, int]:
     """Store ``images`` files (2 in 3 DICOM) and insert them as released items; returns the counts."""
     from db.admin import bulk_insert_items
-    from services.ingest import random_key
+    from services.items import random_key
 
     corpus = _Corpus(dicom_size, seed)
     rows, counts = [], {"dicom": 0, "png": 0, "bytes": 0}

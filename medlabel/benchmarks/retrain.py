@@ -185,7 +185,7 @@ def _corpus(ctx: Any, items: int, labels: int, backbone: str = "tiny") -> str:
     from db.models import Annotation, AnnotationKind, DeidStatus, Item
     from services import accounts
     from services import active_learning as al
-    from services.ingest import random_key
+    from services.items import random_key
     from services.models import prelabel, register_model
     from services.projects import LabelSpec, ProjectSpec, create_project
 

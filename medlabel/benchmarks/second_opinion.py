@@ -104,7 +104,7 @@ def _labelled_corpus(ctx: Any, model_id: int, dim: int, n: int, seed: int = 0) -
 
     from db.models import Annotation, AnnotationKind, DeidStatus, Item, Prediction
     from services import accounts
-    from services.ingest import random_key
+    from services.items import random_key
     from services.projects import LabelSpec, ProjectSpec, create_project
 
     reader = accounts.add_user(ctx, "bench-reader", "bench-password", "reader")

@@ -10,7 +10,7 @@ from db.queries import second_opinion as q
 from medlabel.errors import ConflictError, NotFoundError
 from services import audit
 from services.context import AppContext
-from services.ingest import random_key
+from services.items import add_item
 from services.second_opinion.common import (
     REVIEW_PRIORITY,
     ReviewDTO,
@@ -59,16 +59,15 @@ def _request_review(ctx: AppContext, request_id: int, project_name: str, actor_i
         item = q.item_in_project(session, project.id, request.content_hash)
         created = item is None
         if item is None:
-            item = Item(project_id=project.id, content_hash=request.content_hash, stored_path=request.stored_path,
-                        kind=facts.get("kind") or request.source_kind or "photo", modality=facts.get("modality"),
-                        width=facts.get("width"), height=facts.get("height"), frame_count=facts.get("frames") or 1,
-                        patient_pseudonym=facts.get("patient_pseudonym"),
-                        study_pseudonym=facts.get("study_pseudonym"), series_pseudonym=facts.get("series_pseudonym"),
-                        deid_status=DeidStatus.QUARANTINED if flagged else DeidStatus.RELEASED, deid_report=report,
-                        attributes=dict(facts.get("characteristics") or {}), priority=REVIEW_PRIORITY,
-                        random_key=random_key(project.queue_seed, request.content_hash))
-            session.add(item)
-            session.flush()
+            item = add_item(session, project_id=project.id, queue_seed=project.queue_seed,
+                            content_hash=request.content_hash, stored_path=request.stored_path,
+                            kind=facts.get("kind") or request.source_kind or "photo", modality=facts.get("modality"),
+                            width=facts.get("width"), height=facts.get("height"), frames=facts.get("frames"),
+                            patient_pseudonym=facts.get("patient_pseudonym"),
+                            study_pseudonym=facts.get("study_pseudonym"),
+                            series_pseudonym=facts.get("series_pseudonym"),
+                            deid_status=DeidStatus.QUARANTINED if flagged else DeidStatus.RELEASED, deid_report=report,
+                            attributes=facts.get("characteristics"), priority=REVIEW_PRIORITY)
         else:
             item.priority = max(item.priority, REVIEW_PRIORITY)
         request.review_item_id = item.id

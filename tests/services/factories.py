@@ -7,7 +7,7 @@ import hashlib
 from db.models import DeidStatus, Item
 from services import accounts
 from services.context import AppContext
-from services.ingest import random_key
+from services.items import random_key
 from services.projects import LabelSpec, ProjectSpec, create_project
 
 PASSWORD = "a-test-password"

@@ -29,7 +29,7 @@ from medlabel.errors import ConflictError, InputError, NotFoundError
 from services import accounts, labelling, verification
 from services import active_learning as al
 from services.context import AppContext
-from services.ingest import random_key
+from services.items import random_key
 from services.jobs.protocol import JobCancelled, NullReporter
 from services.models import list_models, prelabel, register_model, resolve
 from tests.services.factories import PASSWORD, make_project, user_id
