@@ -21,7 +21,9 @@ Method (figures and discussion in docs/benchmarks.md):
   came is drained afterwards, outside the throughput, and that drain's time is reported as
   ``background_drain_s``.
 - ``raw_batch8_images_per_s``: `session.run` on batches of 8 ready tensors in this process, with
-  the server idle; ``throughput_ratio`` = clients8 / raw batch-8, from the same run.
+  the server idle: the median of ``batch_runs`` runs, half just before the 8-client phase and half
+  after its drain, so that both sides of the ratio see the same load; ``throughput_ratio`` =
+  clients8 / raw batch-8, from the same run.
 """
 
 from __future__ import annotations
@@ -111,6 +113,16 @@ def run(requests: int = 20, per_client: int = 6, clients: int = 8, warmup: int =
         session = cache.session(spec, model_bytes=onnx_bytes)
         uploads = typical_uploads(warmup + requests + clients * per_client)
         tensors = {i: inference.preprocess(uploads[i], spec.input) for i in range(warmup, warmup + requests)}
+        x8 = np.concatenate([tensors[warmup + (i % requests)] for i in range(8)])
+        session.run(None, {spec.input_name: x8})  # warm the batch-8 shapes
+
+        def raw_batch8(runs: int) -> list[float]:
+            times = []
+            for _ in range(runs):
+                start = time.perf_counter()
+                session.run(None, {spec.input_name: x8})
+                times.append(time.perf_counter() - start)
+            return times
         proc, url = _start(ctx.settings, ctx.settings.data_dir / "api.log")
         headers = {"Authorization": f"Bearer {secret}"}
         try:
@@ -137,6 +149,9 @@ def run(requests: int = 20, per_client: int = 6, clients: int = 8, warmup: int =
                     session.run(None, {spec.input_name: tensors[i]})
                     raw_single.append((time.perf_counter() - start) * 1000)
 
+                # raw batch-8 runs bracket the 8-client phase (half just before it, half after the drain, the
+                # server idle both times), so that a load that changes meanwhile weighs on both sides alike
+                batch_times = raw_batch8(batch_runs // 2)
                 first = warmup + requests
                 answered: list[int] = []
                 ids: list[int] = []
@@ -167,13 +182,7 @@ def run(requests: int = 20, per_client: int = 6, clients: int = 8, warmup: int =
                 drain_s = time.perf_counter() - start
         finally:
             _stop(proc)
-        x8 = np.concatenate([tensors[warmup + (i % requests)] for i in range(8)])
-        session.run(None, {spec.input_name: x8})  # warm the batch-8 shapes
-        batch_times = []
-        for _ in range(batch_runs):
-            start = time.perf_counter()
-            session.run(None, {spec.input_name: x8})
-            batch_times.append(time.perf_counter() - start)
+        batch_times += raw_batch8(batch_runs - batch_runs // 2)
         raw_batch_rate = 8 / (sorted(batch_times)[len(batch_times) // 2])
     single_p50, raw_p50 = _p(single, 0.5), _p(raw_single, 0.5)
     return {
