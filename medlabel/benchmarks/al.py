@@ -129,10 +129,11 @@ def time_retrain_select(n: int = 10_000, dim: int = 256, repeats: int = 3, seed:
                 probs = head.predict_proba(x)
                 if name == "adaptive@typical":  # the phase's largest labelled set for 2 classes: 39 labels
                     typical = np.zeros(n, dtype=bool)
-                    typical[:2 * SWITCH_LABELS_PER_OUTPUT - 1] = True
-                    typiclust_select(x, typical, 20, np.random.default_rng(seed))
+                    typical[:min(2 * SWITCH_LABELS_PER_OUTPUT - 1, n // 2)] = True
+                    typiclust_select(x, typical, min(20, n - int(typical.sum())), np.random.default_rng(seed))
                 else:
-                    make_strategy(name).select(probs, x, mask, 20, np.random.default_rng(seed))
+                    make_strategy(name).select(probs, x, mask, min(20, n - int(mask.sum())),
+                                               np.random.default_rng(seed))
             best = min(best, time.perf_counter() - start)
         out[name] = round(best, 3)
     return out
