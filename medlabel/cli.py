@@ -44,6 +44,14 @@ def init() -> None:
     click.echo(f"database {report.database}: schema {before} -> {report.revision_after}")
     if report.created_secret:
         click.echo("created the installation secret key (0600)")
+    if report.created_reid_key:
+        click.echo("created the re-identification key (0600)")
+    if report.rekeyed:
+        click.echo(f"moved {report.rekeyed} re-identification keys to the re-identification key")
+    if report.swept:
+        click.echo(f"removed {report.swept} temporary files left in the content store by interrupted writes")
+    if report.unreadable_keys:
+        click.echo(f"warning: {report.unreadable_keys} re-identification keys open with neither key", err=True)
 
 
 @cli.command()
@@ -333,6 +341,10 @@ def _register() -> None:
     from medlabel.commands import tokens
 
     cli.add_command(tokens.command)
+    from medlabel.commands import deploy, store
+
+    cli.add_command(deploy.command)
+    cli.add_command(store.command)
     bench.add_command(bench_api.command)
 
 

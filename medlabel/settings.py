@@ -6,6 +6,7 @@ by editing code. ``docs/configuration.md`` documents each field (a test keeps it
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import secrets
@@ -18,6 +19,7 @@ from typing import Any
 from medlabel.errors import ConfigError
 
 SECRET_FILE_NAME = "secret.key"
+REID_FILE_NAME = "reid.key"
 SECRET_BYTES = 32
 
 
@@ -39,6 +41,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("MEDLABEL_SECRET_KEY_FILE", None,
             "File holding the installation secret (pseudonyms, sessions); default `secret.key` "
             "in the data folder, created by `medlabel init` with 0600 permissions."),
+    Setting("MEDLABEL_REID_KEY_FILE", None,
+            "File holding the re-identification key (a Fernet key that encrypts the original patient ids of "
+            "projects that allow re-identification), separate from the installation secret; default `reid.key` "
+            "next to the secret key file, created by `medlabel init` with 0600 permissions."),
     Setting("MEDLABEL_CLAIM_MINUTES", "30",
             "Minutes after which an unfinished claim on an item expires and the item returns to the queue."),
     Setting("MEDLABEL_STORE_URL", None,
@@ -61,6 +67,9 @@ SETTINGS: tuple[Setting, ...] = (
             "Pixel budget of one file, in MiB of decoded pixels (rows x columns x frames x samples x bytes per "
             "sample): a DICOM file or image over it is refused before decoding, and deflated DICOM may not inflate "
             "past it (docs/security.md). 256 MiB holds a 600-slice 512 x 512 CT or a 9000 x 9000 RGB photo."),
+    Setting("MEDLABEL_MODEL_MAX_MB", "4096",
+            "Largest ONNX model file `medlabel models add` (and every other registration) accepts, in MiB; "
+            "a larger one is refused before it is read."),
     Setting("MEDLABEL_SESSION_IDLE_MINUTES", "30",
             "Minutes without any interaction after which a portal session ends (decimals allowed)."),
     Setting("MEDLABEL_SESSION_MAX_HOURS", "12",
@@ -117,6 +126,8 @@ class Settings:
     api_max_upload_mb: int = 50
     api_rate_per_minute: int = 120
     pixel_budget_mb: int = 256
+    model_max_mb: int = 4096
+    reid_key_file: Path | None = None  # None: `reid.key` next to the secret key file
     session_idle_minutes: float = 30.0
     session_max_hours: float = 12.0
     login_client_limit: int = 30
@@ -127,6 +138,32 @@ class Settings:
     @property
     def pixel_budget_bytes(self) -> int:
         return self.pixel_budget_mb << 20
+
+    @property
+    def model_max_bytes(self) -> int:
+        return self.model_max_mb << 20
+
+    @property
+    def reid_key_path(self) -> Path:
+        return self.reid_key_file or self.secret_key_file.with_name(REID_FILE_NAME)
+
+    def reid_key(self) -> bytes:
+        """The re-identification (Fernet) key; ``ConfigError`` if ``medlabel init`` has not made it."""
+        if "reid" not in self._secret_cache:
+            path = self.reid_key_path
+            try:
+                key = path.read_bytes().strip()
+            except FileNotFoundError:
+                raise ConfigError(f"{path}: re-identification key not found; run `medlabel init` first") from None
+            except OSError as exc:
+                raise ConfigError(f"{path}: cannot read the re-identification key ({exc.strerror})") from None
+            try:
+                if len(base64.urlsafe_b64decode(key)) != SECRET_BYTES:
+                    raise ValueError
+            except ValueError:
+                raise ConfigError(f"{path}: not a re-identification key (44 characters of url-safe base64)") from None
+            self._secret_cache["reid"] = key
+        return self._secret_cache["reid"]
 
     @property
     def store_dir(self) -> Path:
@@ -156,6 +193,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     data_dir = Path(env.get("MEDLABEL_DATA_DIR") or "./medlabel-data").expanduser().absolute()
     url = env.get("MEDLABEL_DATABASE_URL") or f"sqlite:///{data_dir / 'medlabel.db'}"
     key_file = Path(env.get("MEDLABEL_SECRET_KEY_FILE") or data_dir / SECRET_FILE_NAME)
+    reid_file = env.get("MEDLABEL_REID_KEY_FILE") or None
     raw_claim = env.get("MEDLABEL_CLAIM_MINUTES") or "30"
     try:
         claim_minutes = int(raw_claim)
@@ -179,6 +217,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         raise ConfigError(f"MEDLABEL_DASK_WORKERS must be a positive integer, got {raw_workers!r}") from None
     return Settings(data_dir=data_dir, database_url=url, secret_key_file=key_file, claim_minutes=claim_minutes,
                     pixel_budget_mb=_positive(env, "MEDLABEL_PIXEL_BUDGET_MB", "256"),
+                    model_max_mb=_positive(env, "MEDLABEL_MODEL_MAX_MB", "4096"),
+                    reid_key_file=Path(reid_file).expanduser() if reid_file else None,
                     store_url=env.get("MEDLABEL_STORE_URL") or None, store_options=store_options,
                     dask_scheduler=env.get("MEDLABEL_DASK_SCHEDULER") or None, dask_workers=dask_workers,
                     api_max_upload_mb=_positive(env, "MEDLABEL_API_MAX_UPLOAD_MB", "50"),
@@ -265,18 +305,44 @@ def ensure_secret_key(settings: Settings) -> bool:
     """Create the secret key file (0600) if missing. Returns True when it was created."""
     path = settings.secret_key_file
     if path.exists():
-        mode = stat.S_IMODE(path.stat().st_mode)
-        if mode & 0o077:
-            raise ConfigError(f"{path}: secret key is readable by others (mode {mode:o}); chmod 600 it")
+        _check_private(path, "secret key")
         settings.secret_key()
         return False
+    write_private(path, secrets.token_bytes(SECRET_BYTES), "secret key")
+    return True
+
+
+def ensure_reid_key(settings: Settings) -> bool:
+    """Create the re-identification key file (0600, a random Fernet key) if missing; True when created."""
+    path = settings.reid_key_path
+    if path.exists():
+        _check_private(path, "re-identification key")
+        settings.reid_key()
+        return False
+    write_private(path, base64.urlsafe_b64encode(secrets.token_bytes(SECRET_BYTES)) + b"\n", "re-identification key")
+    return True
+
+
+def _check_private(path: Path, what: str) -> None:
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        raise ConfigError(f"{path}: {what} is readable by others (mode {mode:o}); chmod 600 it")
+
+
+def write_private(path: Path, data: bytes, what: str) -> None:
+    """Create ``path`` 0600 holding ``data``, whole or not at all (a temporary file, fsync'd, then linked
+    into place, which never overwrites); ``ConfigError`` naming it otherwise."""
+    tmp = path.with_name(f".tmp-{path.name}-{secrets.token_hex(4)}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(secrets.token_bytes(SECRET_BYTES))
-            handle.flush()
-            os.fsync(handle.fileno())
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.link(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot create secret key ({exc.strerror})") from None
-    return True
+        raise ConfigError(f"{path}: cannot create {what} ({exc.strerror})") from None

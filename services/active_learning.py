@@ -719,6 +719,21 @@ def _withdraw(ctx: AppContext, model: ModelDTO, actor_id: int | None, why: str) 
         log.exception("could not withdraw model %s v%s", model.name, model.version)
 
 
+def _withdraw_unfinished(session: Any, new: ModelDTO, c: _Candidate, actor_id: int | None) -> None:
+    """In the transaction that installs ``new``: withdraw the versions that earlier runs for this project,
+    killed (kill -9, a lost machine) between registering and installing, left active with some predictions.
+    Only versions under the project's retrain name, described as learnt on this project, in no round and
+    no project's settings; a live concurrent run would fail its own install anyway (the model changed)."""
+    mark = f"of {c.project_name!r}"
+    for row in q.unfinished_versions(session, new.name, new.id):
+        if mark not in str((row.meta or {}).get("description", "")):
+            continue
+        deleted = q.withdraw_version(session, row.id)
+        audit.record(session, "al.withdraw", actor_id=actor_id, target_type="model", target_id=row.id,
+                     name=row.name, version=row.version, predictions=deleted,
+                     reason="registered by a retrain that did not finish")
+
+
 HEAD_WRITE_BATCH = 2000
 
 
@@ -802,6 +817,7 @@ def _install(ctx: AppContext, new: ModelDTO, c: _Candidate, reporter: JobReporte
                 raise NotFoundError(f"project {c.project_name!r} was deleted")
             if (project.settings or {}).get("model") != c.previous_ref:
                 raise ConflictError(f"the model of project {c.project_name!r} changed while retraining; try again")
+            _withdraw_unfinished(session, new, c, actor_id)
             if gate is not None and not gate.adopt:
                 round_id = _hold(session, new, c, gate, actor_id)
                 reporter.progress(_RETRAIN_STEPS, _RETRAIN_STEPS, f"held for a lead: {model.title}")

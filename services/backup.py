@@ -2,7 +2,8 @@
 
 The database is copied first (one consistent snapshot: SQLite's online backup, ``pg_dump``), then the
 store: blobs never change and a blob is stored before the row that names it, so every blob the copy
-refers to is in the later store copy. The secret key goes with them (pseudonyms are keyed by it).
+refers to is in the later store copy. The secret key goes with them (pseudonyms are keyed by it), and
+the re-identification key (it opens the encrypted original patient ids).
 Restore goes into an empty data folder (and, for PostgreSQL, an empty database) and brings the
 schema to head. A store in S3/MinIO is backed up with ``mc mirror`` (docs/deploy.md).
 """
@@ -18,7 +19,7 @@ from pathlib import Path
 
 from db import backup as db_backup
 from medlabel.errors import ConfigError, ConflictError
-from medlabel.settings import Settings, ensure_data_dir
+from medlabel.settings import Settings, ensure_data_dir, write_private
 
 MANIFEST = "medlabel-backup.json"
 
@@ -44,6 +45,9 @@ def backup(settings: Settings, folder: Path) -> BackupReport:
     database = db_backup.dump(settings.database_url, folder)  # first: every blob it names exists already
     shutil.copy2(settings.secret_key_file, folder / "secret.key")
     os.chmod(folder / "secret.key", 0o600)
+    if settings.reid_key_path.exists():
+        shutil.copy2(settings.reid_key_path, folder / "reid.key")
+        os.chmod(folder / "reid.key", 0o600)
     blobs = _blobs(settings.store_dir)
     for blob in blobs:
         target = folder / "store" / blob.relative_to(settings.store_dir)
@@ -62,14 +66,13 @@ def restore(settings: Settings, folder: Path) -> BackupReport:
     manifest = json.loads(manifest_path.read_text())
     if settings.store_url:
         raise ConfigError("the content store is in a bucket: restore it with `mc mirror` (docs/deploy.md)")
-    if settings.secret_key_file.exists() or _blobs(settings.store_dir):
+    if settings.secret_key_file.exists() or settings.reid_key_path.exists() or _blobs(settings.store_dir):
         raise ConflictError(f"{settings.data_dir}: not an empty data folder; restore into a new one")
     ensure_data_dir(settings)
     db_backup.restore(settings.database_url, folder)
-    settings.secret_key_file.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(settings.secret_key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write((folder / "secret.key").read_bytes())
+    write_private(settings.secret_key_file, (folder / "secret.key").read_bytes(), "secret key")
+    if (folder / "reid.key").exists():  # a backup from before the separate key: `init` below makes one
+        write_private(settings.reid_key_path, (folder / "reid.key").read_bytes(), "re-identification key")
     blobs = _blobs(folder / "store")
     for blob in blobs:
         target = settings.store_dir / blob.relative_to(folder / "store")

@@ -40,6 +40,10 @@ class InitReport:
     revision_before: str | None
     revision_after: str
     created_secret: bool
+    created_reid_key: bool = False
+    rekeyed: int = 0  # re-identification rows moved from the secret-derived key to the re-identification key
+    unreadable_keys: int = 0
+    swept: int = 0  # leftover temporary files removed from the content store
 
 
 @dataclass(frozen=True)

@@ -11,10 +11,8 @@ and every file is held to the installation's pixel budget (``MEDLABEL_PIXEL_BUDG
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import hashlib
-import hmac
 import io
 import logging
 from collections.abc import Callable, Iterable, Iterator
@@ -23,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pydicom
-from cryptography.fernet import Fernet
+from cryptography.fernet import InvalidToken
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -31,8 +29,9 @@ import deid
 from db.models import DeidStatus, PseudonymKey
 from db.queries import imaging as imaging_q
 from db.queries import projects as projects_q
-from medlabel.errors import InputError, MedlabelError, NotFoundError, PermissionDenied
-from services import audit
+from medlabel.errors import ConfigError, InputError, MedlabelError, NotFoundError, PermissionDenied
+from medlabel.settings import Settings
+from services import audit, reid_keys
 from services.context import AppContext
 from services.dto import IngestOutcome, IngestReport
 from services.items import add_item
@@ -44,9 +43,6 @@ from services.jobs.protocol import JobReporter
 logger = logging.getLogger(__name__)
 
 
-def _fernet(secret: bytes) -> Fernet:
-    key = hmac.new(secret, b"medlabel/reidentification/v1", hashlib.sha256).digest()
-    return Fernet(base64.urlsafe_b64encode(key))
 
 
 def iter_files(paths: Iterable[str | Path]) -> Iterator[Path]:
@@ -85,6 +81,8 @@ def ingest_blobs(ctx: AppContext, project_name: str, blobs: Iterable[tuple[str, 
         if project is None:
             raise NotFoundError(f"no project named {project_name!r}")
         project_id, seed, reid = project.id, project.queue_seed, project.allow_reidentification
+    if reid:
+        reid_keys.fernet(ctx.settings)  # a missing re-identification key stops the batch before any file
     from services.models import model_input_specs  # late: the model registry pulls in onnx
 
     specs = model_input_specs(ctx)
@@ -151,7 +149,7 @@ def _ingest_one(ctx: AppContext, project_id: int, seed: int, reid: bool, source:
                             study_pseudonym=result.study_pseudonym, series_pseudonym=result.series_pseudonym,
                             deid_status=status, deid_report=_report(result), attributes=result.characteristics)
             if reid and result.kind == "dicom" and result.patient_pseudonym:
-                _remember_patient(session, project_id, result.patient_pseudonym, data, key)
+                _remember_patient(session, project_id, result.patient_pseudonym, data, ctx.settings)
             audit.record(session, "item.ingest", actor_id=actor_id, target_type="item", target_id=item.id,
                          status=status.value, sha256=digest)
             item_id = item.id
@@ -179,14 +177,14 @@ def _original_patient_id(data: bytes) -> str | None:
     return value or None
 
 
-def _remember_patient(session: Session, project_id: int, pseudonym: str, data: bytes, key: bytes) -> None:
+def _remember_patient(session: Session, project_id: int, pseudonym: str, data: bytes, settings: Settings) -> None:
     """Store pseudonym -> original PatientID, encrypted, for projects that allow re-identification."""
     original = _original_patient_id(data)
     if original is None:
         return
     if imaging_q.pseudonym_key(session, project_id, pseudonym) is None:
         session.add(PseudonymKey(project_id=project_id, pseudonym=pseudonym,
-                                 encrypted_original=_fernet(key).encrypt(original.encode())))
+                                 encrypted_original=reid_keys.fernet(settings).encrypt(original.encode())))
 
 
 def reidentify(ctx: AppContext, project_name: str, pseudonym: str, *, actor_id: int, actor_role: str) -> str:
@@ -205,7 +203,11 @@ def reidentify(ctx: AppContext, project_name: str, pseudonym: str, *, actor_id: 
         token = None if row is None else row.encrypted_original
     if token is None:
         raise NotFoundError(f"no re-identification key for pseudonym {pseudonym!r}")
-    return _fernet(ctx.settings.secret_key()).decrypt(token).decode()
+    try:
+        return reid_keys.fernet(ctx.settings).decrypt(token).decode()
+    except InvalidToken:
+        raise ConfigError(f"the re-identification key ({ctx.settings.reid_key_path}) does not open the key of "
+                          f"pseudonym {pseudonym!r}; run `medlabel init` (it moves keys written before 0.9)") from None
 
 
 def project_id_of(ctx: AppContext, name: str) -> int:

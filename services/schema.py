@@ -19,7 +19,7 @@ import migrations
 from db import make_engine
 from db.session import take_migration_lock, writer_engine
 from medlabel.errors import DatabaseError
-from medlabel.settings import Settings, ensure_data_dir, ensure_secret_key
+from medlabel.settings import Settings, ensure_data_dir, ensure_reid_key, ensure_secret_key
 from services.dto import InitReport
 
 MIGRATIONS_DIR = Path(migrations.__file__).resolve().parent
@@ -117,17 +117,29 @@ def init_installation(settings: Settings) -> InitReport:
     """Create the data folder and secret key, then bring the schema to head. Idempotent."""
     ensure_data_dir(settings)
     created = ensure_secret_key(settings)
+    created_reid = ensure_reid_key(settings)
     engine = make_engine(settings.database_url)  # refuses a malformed URL with a one-line error first
     _create_sqlite_file(settings.database_url)
     try:
         before = current_revision(engine)
         upgrade(engine)
         after = current_revision(engine)
+        from services.reid_keys import migrate_legacy_rows
+
+        rekey = migrate_legacy_rows(settings, engine)  # keys written under the secret-derived key move over
     finally:
         engine.dispose()
     assert after is not None
     return InitReport(database=_safe_url(engine), revision_before=before, revision_after=after,
-                      created_secret=created)
+                      created_secret=created, created_reid_key=created_reid, rekeyed=rekey.rekeyed,
+                      unreadable_keys=rekey.unreadable, swept=_sweep_store(settings))
+
+
+def _sweep_store(settings: Settings) -> int:
+    """Temporary files of writes killed mid-way (older than an hour: a live write elsewhere is left alone)."""
+    from db.store import open_store
+
+    return open_store(settings.store_url, settings.store_options, settings.store_dir).sweep()
 
 
 def _create_sqlite_file(url: str) -> None:

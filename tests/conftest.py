@@ -19,7 +19,7 @@ from sqlalchemy import create_engine, text
 import services.job_kinds  # noqa: F401 - every job kind is registered for the tests
 from db.admin import create_database, drop_database
 from db.base import Base
-from medlabel.settings import Settings, ensure_secret_key
+from medlabel.settings import Settings, ensure_reid_key, ensure_secret_key
 from services.context import AppContext
 from services.schema import upgrade
 
@@ -120,6 +120,7 @@ def settings(tmp_path: Path, db_url: str) -> Settings:
     s = Settings(data_dir=tmp_path / "data", database_url=db_url, secret_key_file=tmp_path / "data" / "secret.key")
     s.data_dir.mkdir(parents=True, exist_ok=True)
     ensure_secret_key(s)
+    ensure_reid_key(s)
     return s
 
 

@@ -54,7 +54,8 @@ def test_portal_command_sequence_on_host(fresh_pg_url: str, tmp_path: Path) -> N
     command = portal["command"][-1].replace("--port 8501 --address 0.0.0.0", f"--port {port} --address 127.0.0.1")
     env = {k: v for k, v in os.environ.items() if not k.startswith("MEDLABEL_")}
     env.update(portal["environment"])
-    env["MEDLABEL_SECRET_KEY_FILE"] = str(tmp_path / "data" / "secret.key")  # compose mounts it from a secret
+    env["MEDLABEL_SECRET_KEY_FILE"] = str(tmp_path / "data" / "secret.key")  # compose: the secrets volume
+    env["MEDLABEL_REID_KEY_FILE"] = str(tmp_path / "data" / "reid.key")
     env["MEDLABEL_DATABASE_URL"] = fresh_pg_url
     env["MEDLABEL_DATA_DIR"] = str(tmp_path / "data")
     env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
@@ -81,6 +82,7 @@ def test_portal_command_sequence_on_host(fresh_pg_url: str, tmp_path: Path) -> N
     finally:
         engine.dispose()
     assert (tmp_path / "data" / "secret.key").stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "data" / "reid.key").stat().st_mode & 0o777 == 0o600
 
 
 def test_only_the_proxy_is_published_and_the_bucket_keeps_no_deleted_blobs() -> None:

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import yaml
+from sqlalchemy.engine import make_url
 
 from medlabel.settings import SETTINGS, load_settings
 from tests.browser.conftest import free_port
@@ -66,8 +67,8 @@ def test_compose_file_is_valid_for_compose() -> None:
 
 def test_compose_has_the_production_services() -> None:
     services = _compose()["services"]
-    assert set(services) == {"db", "minio", "minio-init", "migrate", "scheduler", "worker", "portal", "portal-2",
-                             "api", "proxy"}
+    assert set(services) == {"secrets", "db", "minio", "minio-init", "migrate", "scheduler", "worker", "portal",
+                             "portal-2", "api", "proxy"}
     medlabel = [services[name] for name in MEDLABEL_SERVICES]
     assert {(s["build"], s["image"]) for s in medlabel} == {(".", "medlabel:local")}  # one image for all
     assert services["scheduler"]["command"][:2] == ["dask", "scheduler"]
@@ -76,7 +77,7 @@ def test_compose_has_the_production_services() -> None:
     assert services["portal"]["command"] == services["portal-2"]["command"]
     # the containers listen on every interface, explicitly (medlabel serve listens on 127.0.0.1 by default)
     assert services["portal"]["command"][-1].endswith("exec medlabel serve --port 8501 --address 0.0.0.0")
-    assert services["migrate"]["command"] == ["medlabel", "init"]
+    assert services["migrate"]["command"][-1].startswith("medlabel init && exec medlabel deploy first-admin")
     for name in REPLICAS:  # the schema is migrated once, before any replica starts
         assert services[name]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
         assert services[name]["depends_on"]["minio-init"]["condition"] == "service_completed_successfully"
@@ -92,30 +93,82 @@ def test_compose_has_the_production_services() -> None:
     assert not any("ports" in services[name] for name in MEDLABEL_SERVICES)  # readers come in through the proxy
 
 
-def test_every_medlabel_container_gets_the_same_settings_and_secret() -> None:
+def test_every_medlabel_container_gets_the_same_settings_and_secrets() -> None:
     compose = _compose()
     services = compose["services"]
     known = {s.env for s in SETTINGS}
     envs = {name: _env(services[name]) for name in MEDLABEL_SERVICES}
     first = envs["portal"]
-    assert all(env == first for env in envs.values())  # replicas and workers: same database, store, key
+    assert all(env == first for env in envs.values())  # replicas and workers: same database, store, keys
     assert {k for k in first if k.startswith("MEDLABEL_")} <= known  # no misspelt setting
     settings = load_settings(first)
     assert settings.database_url.startswith("postgresql+psycopg://") and "@db:5432/" in settings.database_url
     assert settings.store_url == "s3://medlabel/store"
     assert settings.store_options == {"endpoint_url": "http://minio:9000"}
     assert settings.dask_scheduler == "tcp://scheduler:8786"
-    assert settings.secret_key_file == Path("/run/secrets/medlabel_secret_key")
+    # every key and credential is a file in the secrets volume, which `medlabel deploy secrets` fills
+    assert settings.secret_key_file == Path("/secrets/medlabel/secret.key")
+    assert settings.reid_key_path == Path("/secrets/medlabel/reid.key") != settings.secret_key_file
+    assert first["PGPASSFILE"] == "/secrets/medlabel/pgpass"
+    assert first["AWS_SHARED_CREDENTIALS_FILE"] == "/secrets/medlabel/aws-credentials"
     for name in MEDLABEL_SERVICES:
-        assert services[name]["secrets"] == ["medlabel_secret_key"]  # mounted at /run/secrets/<name>
-    secret_file = ROOT / compose["secrets"]["medlabel_secret_key"]["file"]
-    assert secret_file.parent == ROOT / "deploy" / "secrets"
-    assert (secret_file.parent / ".gitignore").read_text().splitlines()[1:] == ["*", "!.gitignore"]
-    # The bucket's own credentials (minio-init) are the ones the portal and the workers use.
-    init_env = _env(services["minio-init"])
-    assert (init_env["MEDLABEL_S3_ACCESS_KEY"], init_env["MEDLABEL_S3_SECRET_KEY"]) == (
-        first["AWS_ACCESS_KEY_ID"], first["AWS_SECRET_ACCESS_KEY"])
-    assert _env(services["minio"])["MINIO_ROOT_USER"] == init_env["MINIO_ROOT_USER"]
+        assert "secrets:/secrets:ro" in services[name]["volumes"]
+    for name in ("db", "minio", "minio-init", "proxy"):
+        assert "secrets:/secrets:ro" in services[name]["volumes"]
+    assert "secrets" in compose["volumes"]
+
+
+def _strings(node: Any) -> list[str]:
+    if isinstance(node, dict):
+        return [s for k, v in node.items() for s in (str(k), *_strings(v))]
+    if isinstance(node, list):
+        return [s for v in node for s in _strings(v)]
+    return [str(node)]
+
+
+def test_no_password_or_key_is_written_in_the_compose_file() -> None:
+    compose = _compose()
+    services = compose["services"]
+    for name, service in services.items():
+        for key, value in (service.get("environment") or {}).items():
+            if re.search(r"PASSWORD|SECRET|ACCESS_KEY|_KEY\b|TOKEN", key):
+                assert key.endswith("_FILE") and str(value).startswith("/secrets/"), (name, key, value)
+    url = make_url(_env(services["portal"])["MEDLABEL_DATABASE_URL"])
+    assert url.password is None  # libpq reads it from PGPASSFILE
+    text = (ROOT / "docker-compose.yml").read_text()
+    assert not re.search(r"\$\{[A-Z_]*(PASSWORD|SECRET|KEY|USER)[A-Z_]*:-", text)  # no development defaults
+    assert services["db"]["environment"]["POSTGRES_PASSWORD_FILE"] == "/secrets/postgres/password"
+    assert "/secrets/minio/root-password" in " ".join(_strings(services["minio"]))
+    init = (ROOT / "deploy" / "minio" / "init.sh").read_text()
+    for name in ("root-user", "root-password", "s3-access-key", "s3-secret-key"):
+        assert f"$(cat /secrets/minio/{name})" in init
+    # the one-shot that generates them runs first, with no network, and the first admin comes from it
+    first = services["secrets"]
+    assert first["command"][:4] == ["medlabel", "deploy", "secrets", "/secrets"] and first["network_mode"] == "none"
+    assert "secrets:/secrets" in first["volumes"]
+    for name in ("db", "minio", "scheduler", "proxy"):
+        assert services[name]["depends_on"]["secrets"]["condition"] == "service_completed_successfully"
+    assert "medlabel deploy first-admin --password-file /secrets/medlabel/admin-password" in \
+        services["migrate"]["command"][-1]
+
+
+def test_only_the_tls_proxy_is_published_and_the_backend_network_is_internal() -> None:
+    compose = _compose()
+    services = compose["services"]
+    assert sorted(name for name, service in services.items() if service.get("ports")) == ["proxy"]
+    assert services["proxy"]["ports"] == ["443:443", "80:80"]  # 80 only redirects to https
+    assert compose["networks"]["backend"]["internal"] is True  # no route in from outside, none out
+    for name in ("db", "minio", "minio-init", "migrate", "scheduler", "worker"):
+        assert services[name]["networks"] == ["backend"], name  # the scheduler: compose network only
+    for name in (*REPLICAS, "api"):
+        assert services[name]["networks"] == ["edge", "backend"], name
+    assert services["proxy"]["networks"] == ["edge"]  # the proxy cannot reach the database or the scheduler
+    conf = NGINX_CONF.read_text()
+    plain = conf.split("listen 80;", 1)[1].split("}\n}", 1)[0]
+    assert "return 301 https://$host$request_uri;" in plain and "proxy_pass" not in plain
+    assert "ssl_certificate /secrets/tls/cert.pem;" in conf and "ssl_protocols TLSv1.2 TLSv1.3;" in conf
+    assert conf.count('add_header Strict-Transport-Security "max-age=31536000" always;') == 2  # both locations
+    assert "HttpOnly; Secure; SameSite=Lax" in conf
 
 
 def test_bucket_setup_matches_the_store_url() -> None:
@@ -155,16 +208,29 @@ def test_proxy_config_is_sticky_and_passes_websockets() -> None:
 # --- nginx itself accepts the config (tests/browser/test_replicas.py runs it in front of two replicas) ---
 
 
-def loopback_nginx_config(tmp: Path, port: int, replicas: tuple[int, int], api: int | None = None) -> Path:
+def loopback_nginx_config(tmp: Path, port: int, replicas: tuple[int, int], api: int | None = None, *,
+                          tls: tuple[Path, Path] | None = None, http_port: int | None = None) -> Path:
     """deploy/nginx/medlabel.conf on loopback ports (the API's on ``api``, default any free port), inside a
-    main config that logs the chosen upstream."""
+    main config that logs the chosen upstream. With ``tls`` (certificate, key) the HTTPS server listens on
+    ``port`` and the redirecting HTTP one on ``http_port``; without, the HTTPS server is served as plain
+    HTTP on ``port`` (for the browser tests) and the redirect is left out."""
     conf = NGINX_CONF.read_text()
-    for old, new in (("server portal:8501", f"server 127.0.0.1:{replicas[0]}"),
-                     ("server portal-2:8501", f"server 127.0.0.1:{replicas[1]}"),
-                     ("server api:8502", f"server 127.0.0.1:{api or free_port()}"),
-                     ("listen 80;", f"listen 127.0.0.1:{port};")):
+    replacements = [("server portal:8501", f"server 127.0.0.1:{replicas[0]}"),
+                    ("server portal-2:8501", f"server 127.0.0.1:{replicas[1]}"),
+                    ("server api:8502", f"server 127.0.0.1:{api or free_port()}")]
+    if tls is not None:
+        replacements += [("listen 443 ssl;", f"listen 127.0.0.1:{port} ssl;"),
+                         ("listen 80;", f"listen 127.0.0.1:{http_port or free_port()};"),
+                         ("ssl_certificate /secrets/tls/cert.pem;", f"ssl_certificate {tls[0]};"),
+                         ("ssl_certificate_key /secrets/tls/key.pem;", f"ssl_certificate_key {tls[1]};")]
+    else:
+        redirect = conf[conf.index("server {\n    listen 80;"):conf.index("server {\n    listen 443 ssl;")]
+        replacements += [(redirect, ""), ("listen 443 ssl;", f"listen 127.0.0.1:{port};"), ("; Secure;", ";")]
+    for old, new in replacements:
         assert conf.count(old) == 1, old
         conf = conf.replace(old, new)
+    if tls is None:
+        conf = "\n".join(line for line in conf.splitlines() if not line.strip().startswith("ssl_"))
     (tmp / "medlabel.conf").write_text(conf)
     temp_paths = "\n".join(f"  {kind}_temp_path {tmp}/{kind};" for kind in
                            ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))

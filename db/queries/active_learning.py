@@ -119,6 +119,17 @@ def model_version(session: Session, model_id: int) -> ModelVersion | None:
     return session.get(ModelVersion, model_id)
 
 
+def unfinished_versions(session: Session, name: str, below_id: int) -> list[ModelVersion]:
+    """Active versions of ``name`` older than ``below_id`` that no round and no project refers to: what a
+    retrain killed between registering its version and installing it left behind."""
+    in_rounds = select(ActiveLearningRound.model_id).where(ActiveLearningRound.model_id.is_not(None))
+    rows = session.scalars(select(ModelVersion).where(
+        ModelVersion.name == name, ModelVersion.is_active.is_(True), ModelVersion.id < below_id,
+        ModelVersion.id.not_in(in_rounds)).order_by(ModelVersion.id)).all()
+    used = {str((p or {}).get("model")) for p in session.scalars(select(Project.settings))}
+    return [m for m in rows if f"{m.name}:{m.version}" not in used]
+
+
 def withdraw_version(session: Session, model_id: int) -> int:
     """Deactivate a version and delete its predictions (a retrain that did not finish); returns the rows
     deleted."""

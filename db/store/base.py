@@ -11,9 +11,32 @@ from __future__ import annotations
 import hashlib
 import posixpath
 from abc import ABC, abstractmethod
+from pathlib import Path
+
+from medlabel.errors import InputError
 
 _ALLOWED_SUFFIXES = {"", ".dcm", ".png", ".jpg", ".onnx", ".npy", ".json"}
 _HEX = frozenset("0123456789abcdef")
+CHUNK = 1 << 20
+TMP_PREFIX = ".tmp-"  # medlabel.files.write_atomic's temporary names
+SWEEP_MIN_AGE_S = 3600.0  # a temporary file this old belongs to no live write (one blob takes seconds)
+
+
+def hash_file(source: Path, max_bytes: int | None = None) -> tuple[str, int]:
+    """``(sha256, size)`` of a file read in 1 MiB chunks (never whole into memory); ``InputError`` naming
+    it past ``max_bytes``."""
+    digest, size = hashlib.sha256(), 0
+    with open(source, "rb") as handle:
+        while chunk := handle.read(CHUNK):
+            size += len(chunk)
+            check_size(source, size, max_bytes)
+            digest.update(chunk)
+    return digest.hexdigest(), size
+
+
+def check_size(source: Path, size: int, max_bytes: int | None) -> None:
+    if max_bytes is not None and size > max_bytes:
+        raise InputError(source, f"larger than the limit of {max_bytes >> 20} MiB")
 
 
 class BlobStore(ABC):
@@ -24,6 +47,16 @@ class BlobStore(ABC):
     @abstractmethod
     def put(self, data: bytes, suffix: str = "") -> tuple[str, str]:
         """Store ``data``; returns ``(sha256, relative key)``. Identical bytes are stored once."""
+
+    @abstractmethod
+    def put_file(self, source: Path, suffix: str = "", *, max_bytes: int | None = None) -> tuple[str, str]:
+        """Like :meth:`put` for a file on disk, streamed in chunks (a multi-GB model never sits in memory
+        whole); ``InputError`` naming ``source`` once it is past ``max_bytes``, with nothing stored."""
+
+    @abstractmethod
+    def sweep(self, min_age_s: float = SWEEP_MIN_AGE_S) -> int:
+        """Remove temporary files left by writes that were killed (older than ``min_age_s``, so a write in
+        progress in another process is left alone); returns how many were removed."""
 
     @abstractmethod
     def get(self, relative: str) -> bytes:

@@ -19,13 +19,16 @@ Same layout and semantics as the local folder (see ``db.store.local``):
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
+import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
-from db.store.base import BlobStore
+from db.store.base import SWEEP_MIN_AGE_S, BlobStore, hash_file
 from medlabel.errors import ConfigError, NotFoundError
 
 DEFAULT_CACHE_BYTES = 64 * 2**20
@@ -75,6 +78,45 @@ class FsspecContentStore(BlobStore):
             raise ConfigError(f"{self.url}: content store is not writable ({_reason(exc)})") from None
         self._cache.put(relative, data)
         return digest, relative
+
+    def put_file(self, source: Path, suffix: str = "", *, max_bytes: int | None = None) -> tuple[str, str]:
+        """Hashed in one streamed pass, then uploaded from the file (s3fs: a multipart upload of 50 MiB
+        parts); the file must not change in between (size and modification time are compared)."""
+        before = os.stat(source)
+        digest, _ = hash_file(source, max_bytes)
+        relative = self.key_for(digest, suffix)
+        path = self._path(relative)
+        try:
+            if not self._fs.exists(path):
+                after = os.stat(source)
+                if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
+                    raise ConfigError(f"{source}: the file changed while it was being stored; try again")
+                self._publish_file(path, source)
+        except (PermissionError, FileNotFoundError) as exc:
+            raise ConfigError(f"{self.url}: content store is not writable ({_reason(exc)})") from None
+        return digest, relative
+
+    def sweep(self, min_age_s: float = SWEEP_MIN_AGE_S) -> int:
+        """Object stores publish atomically and leave no temporary key (an incomplete multipart upload is
+        invisible and expires by the bucket's lifecycle); other filesystems may leave ``.tmp/`` keys."""
+        if self._atomic_put:
+            return 0
+        try:
+            entries = self._fs.ls(self._path(".tmp"), detail=True)
+        except FileNotFoundError:
+            return 0
+        cutoff = time.time() - min_age_s
+        removed = 0
+        for entry in entries:
+            modified = entry.get("mtime") or entry.get("LastModified") or entry.get("created")
+            stamp = modified.timestamp() if hasattr(modified, "timestamp") else modified
+            if isinstance(stamp, int | float) and stamp <= cutoff:
+                try:
+                    self._fs.rm_file(entry["name"])
+                    removed += 1
+                except FileNotFoundError:
+                    continue
+        return removed
 
     def get(self, relative: str) -> bytes:
         relative = self.check_key(relative)
@@ -131,13 +173,19 @@ class FsspecContentStore(BlobStore):
 
     def _publish(self, path: str, data: bytes) -> None:
         """Make ``data`` appear under ``path`` all at once, or not at all."""
+        self._publish_with(path, lambda target, **kw: self._fs.pipe_file(target, data, **kw))
+
+    def _publish_file(self, path: str, source: Path) -> None:
+        """Like ``_publish`` for a file on disk, uploaded from it (a multipart upload past 2 parts)."""
+        self._publish_with(path, lambda target, **kw: self._fs.put_file(str(source), target, **kw))
+
+    def _publish_with(self, path: str, write: Callable[..., Any]) -> None:
         if self._atomic_put:
-            kwargs = {"chunksize": self.part_size} if self.part_size else {}
-            self._fs.pipe_file(path, data, **kwargs)
+            write(path, **({"chunksize": self.part_size} if self.part_size else {}))
             return
         tmp = self._path(f".tmp/{uuid.uuid4().hex}")
         try:
-            self._fs.pipe_file(tmp, data)
+            write(tmp)
             self._fs.mv(tmp, path)
         except BaseException:
             try:

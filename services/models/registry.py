@@ -48,9 +48,25 @@ def register_model(ctx: AppContext, source: str | Path | bytes, *, name: str, la
     """Validate (``inference.inspect_model``), store and record a new version of ``name``."""
     if not name.strip():
         raise InputError(None, "a model needs a name")
-    data = Path(source).read_bytes() if not isinstance(source, bytes) else source
-    spec = inference.inspect_model(source, labels, meta)
-    _, relative = ctx.store.put(data, ".onnx")
+    limit = ctx.settings.model_max_bytes
+    if isinstance(source, bytes):
+        if len(source) > limit:
+            raise InputError(None, f"the model is {_mib(len(source))}, over the limit of {_mib(limit)} "
+                                   "(MEDLABEL_MODEL_MAX_MB)")
+        spec = inference.inspect_model(source, labels, meta)
+        _, relative = ctx.store.put(source, ".onnx")
+    else:
+        path = Path(source)
+        try:
+            size = path.stat().st_size
+        except OSError as exc:
+            raise InputError(path, f"cannot read the model file ({exc.strerror})") from None
+        if size > limit:  # refused before a byte is read
+            raise InputError(path, f"{_mib(size)}, over the model size limit of {_mib(limit)} (MEDLABEL_MODEL_MAX_MB)")
+        spec = inference.inspect_model(path, labels, meta)  # the one time the model is held in memory
+        digest, relative = ctx.store.put_file(path, ".onnx", max_bytes=limit)  # streamed, hashed as copied
+        if digest != spec.sha256:
+            raise InputError(path, "the file changed while it was being registered; try again")
     try:
         with ctx.sessions.begin() as session:
             version = ModelVersion(name=name.strip(), version=q.next_version(session, name.strip()),
@@ -65,6 +81,10 @@ def register_model(ctx: AppContext, source: str | Path | bytes, *, name: str, la
             return _dto(version)
     except IntegrityError:
         raise ConflictError(f"model {name!r} was registered concurrently; try again") from None
+
+
+def _mib(size: int) -> str:
+    return f"{size / 2**20:,.0f} MiB" if size >= 2**20 else f"{size} bytes"
 
 
 def list_models(ctx: AppContext, name: str | None = None) -> list[ModelDTO]:

@@ -56,3 +56,77 @@ def test_derived_renditions_are_filed_under_their_source_and_deleted_with_it(tmp
     assert not store.exists(rel)
     assert store.get_derived(digest, "display/0/None/1024") is None
     assert [p for p in (tmp_path / "store").rglob("*") if p.is_file()] == []
+
+
+# --- writes killed mid-way leave `.tmp-*` files: `sweep` removes them, never a live write or a blob ---
+
+_KILLED_WRITER = """
+import os, sys, time
+from pathlib import Path
+from db.store import ContentStore
+
+def hang(src, dst):  # the bytes are on disk under .tmp-*, the rename never comes
+    print("written", flush=True)
+    time.sleep(600)
+
+os.replace = hang
+ContentStore(Path(sys.argv[1])).put(os.urandom(1 << 20), ".png")
+"""
+
+
+def test_sweep_removes_what_a_killed_write_left_and_nothing_else(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root = tmp_path / "store"
+    store = ContentStore(root)
+    _, kept = store.put(b"a stored blob", ".dcm")
+    with subprocess.Popen([sys.executable, "-c", _KILLED_WRITER, str(root)], stdout=subprocess.PIPE,
+                          cwd=Path(__file__).resolve().parents[2]) as proc:
+        try:
+            assert proc.stdout is not None and proc.stdout.readline() == b"written\n"
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=30)
+    (left,) = [p for p in root.rglob(".tmp-*")]  # what kill -9 leaves behind
+    assert left.stat().st_size == 1 << 20
+    assert store.sweep() == 0  # fresh: it could be a write in progress in another process
+    old = time.time() - 2 * 3600
+    os.utime(left, (old, old))
+    live = root / "ab" / "cd" / ".tmp-live.png"  # a write in progress elsewhere
+    live.parent.mkdir(parents=True)
+    live.write_bytes(b"half")
+    assert store.sweep() == 1
+    assert not left.exists() and live.exists()
+    assert store.get(kept) == b"a stored blob"
+    assert store.sweep(min_age_s=0) == 1 and not live.exists()
+
+
+def test_sweep_on_a_store_never_written(tmp_path: Path) -> None:
+    assert ContentStore(tmp_path / "nothing-yet").sweep() == 0
+
+
+def test_put_file_streams_hashes_and_deduplicates(tmp_path: Path) -> None:
+    store = ContentStore(tmp_path / "store")
+    source = tmp_path / "model.onnx"
+    data = bytes(range(256)) * 9000  # > 2 chunks
+    source.write_bytes(data)
+    digest, rel = store.put_file(source, ".onnx")
+    assert digest == hashlib.sha256(data).hexdigest() and rel.endswith(f"{digest}.onnx")
+    assert store.get(rel) == data
+    assert store.put_file(source, ".onnx") == (digest, rel)  # stored once
+    assert not list((tmp_path / "store").rglob(".tmp-*"))
+
+
+def test_put_file_past_its_limit_stores_nothing(tmp_path: Path) -> None:
+    from medlabel.errors import InputError
+
+    store = ContentStore(tmp_path / "store")
+    source = tmp_path / "big.onnx"
+    source.write_bytes(b"x" * (3 << 20))
+    with pytest.raises(InputError, match="big.onnx: larger than the limit of 2 MiB"):
+        store.put_file(source, ".onnx", max_bytes=2 << 20)
+    assert not [p for p in (tmp_path / "store").rglob("*") if p.is_file()]

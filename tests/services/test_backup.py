@@ -58,6 +58,7 @@ def test_backup_then_restore_into_an_empty_data_folder(ctx: AppContext, settings
             assert restored.store.get(path) == ctx.store.get(path)
         assert audit.verify(restored).broken_at is None
         assert target.secret_key() == settings.secret_key()
+        assert target.reid_key() == settings.reid_key()  # the separate re-identification key goes with it
         with pytest.raises(ConflictError, match="not an empty data folder"):
             restore(target, tmp_path / "backup")
         with pytest.raises(ConflictError, match="not empty"):
