@@ -7,10 +7,10 @@ Only de-identified bytes are ever given to it. Keys are relative POSIX paths und
 - a rendition derived from a blob: ``derived/<aa>/<sha256>/<sha256 of its name>``.
 
 Two backends share that layout and one API (``put``, ``put_file``, ``get``, ``put_derived``,
-``get_derived``, ``delete``, ``exists``, ``sweep``): :class:`ContentStore` on a local folder (``db.store.local``, the default) and
-:class:`FsspecContentStore` on any fsspec URL (``db.store.fsspec``: ``s3://bucket/prefix`` on S3 or
-MinIO). :func:`open_store` picks one from the settings. Both publish a blob only once all its bytes are
-written, so a reader never sees half a blob under its final key.
+``get_derived``, ``delete``, ``exists``, ``sweep``): :class:`ContentStore` on a local folder
+(``db.store.local``, the default) and :class:`FsspecContentStore` on any fsspec URL (``db.store.fsspec``:
+``s3://bucket/prefix`` on S3 or MinIO). :func:`open_store` picks one from the settings. Both publish a
+blob only once all its bytes are written, so a reader never sees half a blob under its final key.
 """
 
 from __future__ import annotations

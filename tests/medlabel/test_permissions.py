@@ -21,5 +21,6 @@ def test_init_creates_the_data_folder_0700_and_the_database_0600(tmp_path: Path)
     assert mode(settings.data_dir) == 0o700
     database = settings.data_dir / "medlabel.db"
     assert mode(database) == 0o600 and mode(settings.secret_key_file) == 0o600
+    assert mode(settings.reid_key_path) == 0o600 and settings.reid_key_path != settings.secret_key_file
     for extra in (settings.data_dir / "medlabel.db-wal", settings.data_dir / "medlabel.db-shm"):
         assert not extra.exists() or mode(extra) == 0o600

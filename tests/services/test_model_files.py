@@ -50,7 +50,7 @@ def test_register_holds_the_model_in_memory_once_and_streams_it_into_the_store(c
     finally:
         tracemalloc.stop()
     # Read once to be parsed, freed before onnx checks its own copy; the store copy never sits in memory.
-    # (Before: the file read twice and a copy kept alive: 4.0x.)
+    # (Before: the file read whole twice, 3.0x.)
     assert peak < 2.5 * size, peak / size
     (blob,) = _blobs(settings)
     assert blob.read_bytes() == path.read_bytes() and blob.name == f"{model.sha256}.onnx"
