@@ -12,7 +12,6 @@ and every file is held to the installation's pixel budget (``MEDLABEL_PIXEL_BUDG
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import io
 import logging
 from collections.abc import Callable, Iterable, Iterator
