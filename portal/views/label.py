@@ -6,6 +6,7 @@ import streamlit as st
 
 from medlabel.errors import MedlabelError
 from portal.auth import require_role
+from portal.components.label_panel import instructions, label_buttons, read_notes
 from portal.components.picker import pick_project
 from portal.components.viewer import remembered_presets, show_case_image
 from portal.resources import app_context
@@ -105,9 +106,7 @@ with panel:
         reason = st.selectbox("Reason", ["not my expertise", "image will not load", "wrong body part",
                                          "duplicate", "other"], key=f"skip_reason_{case.assignment_id}")
         st.button("Skip this case", key="skip", on_click=_skip, args=(reason,))
-    if project.instructions:
-        with st.expander("Instructions"):
-            st.write(project.instructions)
+    instructions(project.instructions)
     if case.reason:
         st.caption(f"Why this case: {case.reason}")
     if case.suggestions:
@@ -119,13 +118,10 @@ with panel:
 
     findings = list(project.labels)
     # Many labels go in two columns, so the whole list and Submit fit on one screen.
-    grid = st.columns(2 if len(findings) > 6 else 1)
     if project.task_type == "single_label":
-        for i, lab in enumerate(findings):
-            grid[i % len(grid)].button(lab.name, key=f"lab_{lab.name}", shortcut=lab.shortcut, on_click=_submit,
-                                       args=([lab.name],), width="stretch",
-                                       type="primary" if lab.kind == "finding" else "secondary")
+        label_buttons(findings, key_prefix="lab_", on_pick=_submit, columns=2 if len(findings) > 6 else 1)
     elif project.task_type == "multi_label":
+        grid = st.columns(2 if len(findings) > 6 else 1)
         chosen = st.session_state.setdefault(chosen_key, [])
         for i, lab in enumerate(findings):
             grid[i % len(grid)].button(("✓ " if lab.name in chosen else "") + lab.name, key=f"lab_{lab.name}",
@@ -141,8 +137,7 @@ with panel:
             st.button(lab.name, key=f"lab_{lab.name}", shortcut=lab.shortcut, on_click=_submit, args=([lab.name],),
                       width="stretch", type="primary" if lab.kind == "no_finding" else "secondary")
 
-    st.checkbox("Uncertain", key=f"uncertain_{case.assignment_id}")
-    st.text_input("Comment", key=f"comment_{case.assignment_id}")
+    read_notes(case.assignment_id)
 
 # While the reader looks at this case, the next one's image is prepared in the background (once per case):
 # a first view of a full-size DICOM is decoded, windowed and encoded before the key press asks for it.

@@ -7,6 +7,7 @@ import streamlit as st
 
 from medlabel.errors import MedlabelError
 from portal.auth import require_role
+from portal.components.label_panel import instructions, label_buttons, read_notes
 from portal.components.viewer import show_case_image
 from portal.resources import app_context
 from services import verification
@@ -43,11 +44,6 @@ with panel:
                                                                      for s in case.suggestions))
     if "verify_error" in st.session_state:
         st.error(st.session_state.pop("verify_error"))
-    if case.project.instructions:
-        with st.expander("Instructions"):
-            st.write(case.project.instructions)
-    for lab in case.project.labels:
-        st.button(lab.name, key=f"v_{lab.name}", shortcut=lab.shortcut, on_click=_submit, args=([lab.name],),
-                  width="stretch", type="primary" if lab.kind == "finding" else "secondary")
-    st.checkbox("Uncertain", key=f"v_uncertain_{case.assignment_id}")
-    st.text_input("Comment", key=f"v_comment_{case.assignment_id}")
+    instructions(case.project.instructions)
+    label_buttons(case.project.labels, key_prefix="v_", on_pick=_submit)
+    read_notes(case.assignment_id, key_prefix="v_")
