@@ -145,7 +145,9 @@ class Settings:
 
     @property
     def reid_key_path(self) -> Path:
-        return self.reid_key_file or self.secret_key_file.with_name(REID_FILE_NAME)
+        if self.reid_key_file:  # a str when the settings came back from a job's JSON payload
+            return Path(self.reid_key_file)
+        return Path(self.secret_key_file).with_name(REID_FILE_NAME)
 
     def reid_key(self) -> bytes:
         """The re-identification (Fernet) key; ``ConfigError`` if ``medlabel init`` has not made it."""

@@ -97,3 +97,13 @@ def test_a_missing_key_refuses_the_batch_before_any_file(ctx: AppContext, settin
         other.close()
     with ctx.reads() as session:
         assert session.scalars(select(Item)).all() == []
+
+
+def test_a_job_worker_finds_the_same_key(settings: Settings, tmp_path: Path) -> None:
+    from services.jobs.cluster import settings_from_payload, settings_payload
+
+    own = Settings(data_dir=settings.data_dir, database_url=settings.database_url,
+                   secret_key_file=settings.secret_key_file, reid_key_file=settings.reid_key_path)
+    on_worker = settings_from_payload(settings_payload(own))  # what a Dask task gets (JSON data)
+    assert on_worker.reid_key_path == settings.reid_key_path
+    assert on_worker.reid_key() == settings.reid_key()
