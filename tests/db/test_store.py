@@ -130,3 +130,33 @@ def test_put_file_past_its_limit_stores_nothing(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="big.onnx: larger than the limit of 2 MiB"):
         store.put_file(source, ".onnx", max_bytes=2 << 20)
     assert not [p for p in (tmp_path / "store").rglob("*") if p.is_file()]
+
+
+def test_init_and_store_sweep_remove_old_leftovers(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+    import time
+
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("MEDLABEL_")},
+           "MEDLABEL_DATA_DIR": str(tmp_path / "data")}
+
+    def medlabel(*args: str) -> str:
+        done = subprocess.run([sys.executable, "-m", "medlabel.cli", *args], capture_output=True, text=True,
+                              env=env, cwd=Path(__file__).resolve().parents[2], timeout=300)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    def leftover(name: str, age_s: float) -> Path:
+        path = tmp_path / "data" / "store" / "ab" / "cd" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"half a blob")
+        os.utime(path, (time.time() - age_s, time.time() - age_s))
+        return path
+
+    old, fresh = leftover(".tmp-old.dcm", 7200), leftover(".tmp-fresh.dcm", 0)
+    assert "removed 1 temporary files left in the content store" in medlabel("init")
+    assert not old.exists() and fresh.exists()
+    assert medlabel("store", "sweep").strip().endswith("removed 0 leftover temporary files")
+    assert medlabel("store", "sweep", "--min-age-minutes", "0").strip().endswith("removed 1 leftover temporary files")
+    assert not fresh.exists()
