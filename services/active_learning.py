@@ -40,7 +40,9 @@ from db.queries import active_learning as q
 from db.queries import modelling_write as models_q
 from db.queries import projects as projects_q
 from inference.registry import spec_from_dict
+from medlabel import values
 from medlabel.errors import ConflictError, InputError, NotFoundError, PermissionDenied
+from medlabel.values import ModelRef, ProjectSettings, ref_of
 from services import audit
 from services.context import AppContext
 from services.jobs.kinds import register_kind
@@ -67,8 +69,8 @@ STRATEGY_CHOICES: dict[str, str] = {
 #: Why a TypiClust pick (the budget-adaptive default while labels are few) was chosen.
 TYPICAL_REASON = "typical: the most representative case of a group with no labels yet"
 BATCH_STRATEGIES = ("hybrid", "kcenter", "kmeanspp", "typiclust", "adaptive")
-DEFAULT_BATCH_SIZE = 20
-DEFAULT_RETRAIN_EVERY = 0  # 0: retrain on demand only
+DEFAULT_BATCH_SIZE = values.DEFAULT_BATCH_SIZE
+DEFAULT_RETRAIN_EVERY = values.DEFAULT_RETRAIN_EVERY  # 0: retrain on demand only
 HOLDOUT_PROVENANCE = ("adjudicated", "verified")
 MIN_VERIFIED_HOLDOUT = 4
 VALIDATION_ITEMS = 8
@@ -193,7 +195,7 @@ class _Model:
 
     @property
     def ref(self) -> str:
-        return f"{self.name}:{self.version}"
+        return ref_of(self.name, self.version)
 
     @property
     def title(self) -> str:
@@ -234,27 +236,34 @@ def _project(session: Any, name: str) -> Project:
     return project
 
 
-def _al_settings(project: Project) -> dict[str, Any]:
-    return dict((project.settings or {}).get("active_learning") or {})
+def _settings(project: Project) -> ProjectSettings:
+    return ProjectSettings.from_json(project.settings)
+
+
+def _stored_ref(project: Project) -> str | None:
+    """The project's model as its settings name it ("NAME:VERSION"), to check it did not change meanwhile."""
+    ref = _settings(project).model
+    return None if ref is None else str(ref)
 
 
 def _project_model(session: Any, project: Project) -> ModelVersion | None:
     """``settings["model"]`` ("NAME:VERSION"), else the newest active model that predicted the project."""
-    ref = (project.settings or {}).get("model")
+    ref = _settings(project).model
     if ref:
-        name, _, version = str(ref).partition(":")
-        for row in models_q.model_versions(session, name):
-            if str(row.version) == version:
-                return row
-        return None
+        return _model_version(session, ref)
     return q.newest_model_with_predictions(session, project.id)
+
+
+def _model_version(session: Any, ref: ModelRef) -> ModelVersion | None:
+    """The registered version ``ref`` names exactly (a stored reference always carries its version)."""
+    return next((row for row in models_q.model_versions(session, ref.name) if row.version == ref.version), None)
 
 
 def _model_name(project: Project) -> str:
     """Retrained versions are registered under a project-specific name, so no other project's model changes."""
-    named = _al_settings(project).get("model_name")
+    named = _settings(project).active_learning.model_name
     if named:
-        return str(named)
+        return named
     slug = re.sub(r"[^a-z0-9]+", "-", project.name.lower()).strip("-")[:100] or f"project-{project.id}"
     return f"{slug}-al"
 
@@ -468,12 +477,11 @@ def status(ctx: AppContext, project_name: str) -> ALStatus:
         labelled = _Labelled.read(q.read_rows(session, project.id))
         last = q.last_round(session, project.id)
         rounds = q.round_count(session, project.id)
-        cfg = _al_settings(project)
+        cfg = _settings(project).active_learning
         return ALStatus(project=project.name, strategy=project.queue_strategy,
-                        batch_size=int(cfg.get("batch_size", DEFAULT_BATCH_SIZE)),
-                        retrain_every=int(cfg.get("retrain_every", DEFAULT_RETRAIN_EVERY)),
+                        batch_size=cfg.batch_size, retrain_every=cfg.retrain_every,
                         model=None if model is None else f"{model.name} v{model.version}",
-                        model_ref=None if model is None else f"{model.name}:{model.version}",
+                        model_ref=None if model is None else ref_of(model.name, model.version),
                         labelled=len(labelled.final), labelled_at_last_round=None if last is None else last.n_labels,
                         rounds=rounds)
 
@@ -489,8 +497,8 @@ def configure(ctx: AppContext, project_name: str, strategy: str, batch_size: int
         raise InputError(None, "retrain every N labels: N must be 0 (on demand only) or more")
     with ctx.sessions.begin() as session:
         project = _project(session, project_name)
-        cfg = {**_al_settings(project), "batch_size": int(batch_size), "retrain_every": int(retrain_every)}
-        project.settings = {**(project.settings or {}), "active_learning": cfg}
+        project.settings = _settings(project).with_active_learning(
+            batch_size=int(batch_size), retrain_every=int(retrain_every)).to_json()
         project.queue_strategy = strategy
         has_model = _project_model(session, project) is not None
         audit.record(session, "al.configure", actor_id=actor_id, target_type="project", target_id=project.id,
@@ -530,8 +538,7 @@ def score_pool(ctx: AppContext, project_name: str, model_ref: str | None = None)
         strategy = project.queue_strategy
         row = _project_model(session, project)
         if model_ref is not None:
-            name, _, version = model_ref.partition(":")
-            row = next((m for m in models_q.model_versions(session, name) if str(m.version) == version), None)
+            row = _model_version(session, ModelRef.parse(model_ref))
             if row is None:
                 raise NotFoundError(f"no model {model_ref!r}")
         model = None if row is None else _Model.of(row)
@@ -540,11 +547,11 @@ def score_pool(ctx: AppContext, project_name: str, model_ref: str | None = None)
         rows = q.predictions(session, project.id, model.id) if model is not None and strategy != "random" else []
         labelled = _Labelled.read(q.read_rows(session, project.id))
         kinds = q.label_kinds(session, project.id)
-        cfg = _al_settings(project)
+        cfg = _settings(project).active_learning
         seed = (project.queue_seed, q.round_count(session, project.id))
         project_id = project.id
     scores = {} if model is None else _compute_pool_scores(
-        ctx, model, rows, labelled, kinds, strategy, int(cfg.get("batch_size", DEFAULT_BATCH_SIZE)), seed)
+        ctx, model, rows, labelled, kinds, strategy, cfg.batch_size, seed)
     with ctx.sessions.begin() as session:
         project = q.project_for_update(session, project_id)
         if project is None:
@@ -554,9 +561,8 @@ def score_pool(ctx: AppContext, project_name: str, model_ref: str | None = None)
             raise ConflictError(f"the model of project {project_name!r} changed while scoring; score again")
         q.write_scores(session, project_id, scores)
         if model is not None:
-            cfg = {**_al_settings(project), "label_counts": _label_counts(labelled, model, kinds),
-                   "phase": _phase(strategy, labelled, model)}
-            project.settings = {**(project.settings or {}), "active_learning": cfg}
+            project.settings = _settings(project).with_active_learning(
+                label_counts=_label_counts(labelled, model, kinds), phase=_phase(strategy, labelled, model)).to_json()
     return ScoreReport(model=None if model is None else model.title, strategy=strategy, scored=len(scores))
 
 
@@ -588,7 +594,7 @@ def queue_reason(ctx: AppContext, item_id: int) -> str | None:
             return None
         if strategy in ("kcenter", "kmeanspp"):
             return "far from labelled cases"
-        phase = _al_settings(project).get("phase") if strategy == "adaptive" else None
+        phase = _settings(project).active_learning.phase if strategy == "adaptive" else None
         if strategy == "typiclust" or phase == "typical":
             return TYPICAL_REASON if item.al_score > 1.0 else "typical case"
         row = _project_model(session, project)
@@ -600,7 +606,7 @@ def queue_reason(ctx: AppContext, item_id: int) -> str | None:
         if strategy in ("hybrid", "adaptive") and item.al_score > 1.0:
             return f"{text}; unlike the other cases picked"
         if strategy == "balanced":
-            counts = _al_settings(project).get("label_counts") or {}
+            counts = _settings(project).active_learning.label_counts
             values = {label: float(prediction.probabilities.get(label, 0.0)) for label in model.labels}
             likely = max(values, key=lambda label: values[label])
             if counts and counts.get(likely, 0) == min(counts.values()):
@@ -627,7 +633,7 @@ def queued_cases(ctx: AppContext, project_name: str, limit: int | None = None) -
     why it was chosen."""
     with ctx.reads() as session:
         project = _project(session, project_name)
-        n = int(limit if limit is not None else _al_settings(project).get("batch_size", DEFAULT_BATCH_SIZE))
+        n = int(limit if limit is not None else _settings(project).active_learning.batch_size)
         top = [] if project.queue_strategy == "random" else q.top_scored(session, project.id, n)
     out = []
     for item_id, score in top:
@@ -803,7 +809,7 @@ def _install(ctx: AppContext, new: ModelDTO, c: _Candidate, reporter: JobReporte
     try:
         check_stop(reporter)
         from_embeddings = 0 if source is None else _prelabel_from_embeddings(ctx, c, new, source, head, reporter, 4)
-        predicted = from_embeddings + _prelabel(ctx, c.project_name, f"{new.name}:{new.version}", reporter, 4)
+        predicted = from_embeddings + _prelabel(ctx, c.project_name, ref_of(new.name, new.version), reporter, 4)
         check_stop(reporter)
         reporter.progress(5, _RETRAIN_STEPS, "scoring the pool")
         with ctx.reads() as session:
@@ -815,17 +821,17 @@ def _install(ctx: AppContext, new: ModelDTO, c: _Candidate, reporter: JobReporte
             project = q.project_for_update(session, c.project_id)
             if project is None:
                 raise NotFoundError(f"project {c.project_name!r} was deleted")
-            if (project.settings or {}).get("model") != c.previous_ref:
+            if _stored_ref(project) != c.previous_ref:
                 raise ConflictError(f"the model of project {c.project_name!r} changed while retraining; try again")
             _withdraw_unfinished(session, new, c, actor_id)
             if gate is not None and not gate.adopt:
                 round_id = _hold(session, new, c, gate, actor_id)
                 reporter.progress(_RETRAIN_STEPS, _RETRAIN_STEPS, f"held for a lead: {model.title}")
                 return round_id, predicted, 0
-            cfg = {**_al_settings(project), "model_name": c.model_name,
-                   "label_counts": _label_counts(c.labelled, model, c.kinds),
-                   "phase": _phase(c.strategy, c.labelled, model)}
-            project.settings = {**(project.settings or {}), "model": model.ref, "active_learning": cfg}
+            adopted = _settings(project).replace(model=ModelRef.of(model.name, model.version))
+            project.settings = adopted.with_active_learning(
+                model_name=c.model_name, label_counts=_label_counts(c.labelled, model, c.kinds),
+                phase=_phase(c.strategy, c.labelled, model)).to_json()
             project.queue_strategy = c.strategy
             q.write_scores(session, c.project_id, scores)
             rnd = q.add_round(session, project_id=c.project_id, model_id=new.id, strategy=c.strategy,
@@ -865,7 +871,7 @@ def _hold(session: Any, new: ModelDTO, c: _Candidate, gate: model_gate.GateDecis
     rnd.state = "held"
     rnd.gate = gate.as_dict()
     audit.record(session, "al.retrain.held", actor_id=actor_id, target_type="project", target_id=c.project_id,
-                 model=f"{new.name}:{new.version}", previous=c.previous_ref, round_id=rnd.id, reason=gate.reason)
+                 model=ref_of(new.name, new.version), previous=c.previous_ref, round_id=rnd.id, reason=gate.reason)
     return int(rnd.id)
 
 
@@ -892,15 +898,15 @@ def decide(ctx: AppContext, round_id: int, decision: str, actor_id: int) -> Lear
         row = q.model_version(session, rnd.model_id)
         assert row is not None
         new, project_name = _Model.of(row), project.name
-        previous = (project.settings or {}).get("model")
+        previous = _stored_ref(project)
         effective = _project_model(session, project)
         compared = (rnd.gate or {}).get("previous")
-        if compared and (effective is None or f"{effective.name}:{effective.version}" != compared):
+        if compared and (effective is None or ref_of(effective.name, effective.version) != compared):
             raise ConflictError(f"the project's model changed since this version was compared with {compared}; "
                                 "retrain again")
         labelled = _Labelled.read(q.read_rows(session, project.id))
         kinds = q.label_kinds(session, project.id)
-        strategy, cfg = project.queue_strategy, _al_settings(project)
+        strategy, cfg = project.queue_strategy, _settings(project).active_learning
         seed = (project.queue_seed, q.round_count(session, project.id))
     if decision == "reject":
         with ctx.sessions.begin() as session:
@@ -913,18 +919,18 @@ def decide(ctx: AppContext, round_id: int, decision: str, actor_id: int) -> Lear
     with ctx.reads() as session:
         rows = q.predictions(session, rnd.project_id, new.id)
     scores = _compute_pool_scores(ctx, new, rows, labelled, kinds, strategy,
-                                  int(cfg.get("batch_size", DEFAULT_BATCH_SIZE)), seed)
+                                  cfg.batch_size, seed)
     with ctx.sessions.begin() as session:
         project = q.project_for_update(session, rnd.project_id)
         if project is None:
             raise NotFoundError(f"project {project_name!r} was deleted")
-        if (project.settings or {}).get("model") != previous:
+        if _stored_ref(project) != previous:
             raise ConflictError(f"the model of project {project_name!r} changed meanwhile; try again")
         row = q.model_version(session, new.id)
         assert row is not None
         row.is_active = True
-        cfg = {**_al_settings(project), "label_counts": _label_counts(labelled, new, kinds)}
-        project.settings = {**(project.settings or {}), "model": new.ref, "active_learning": cfg}
+        adopted = _settings(project).replace(model=ModelRef.of(new.name, new.version))
+        project.settings = adopted.with_active_learning(label_counts=_label_counts(labelled, new, kinds)).to_json()
         q.write_scores(session, rnd.project_id, scores)
         _decided(session, round_id, "approved", actor_id)
         audit.record(session, "al.adopt", actor_id=actor_id, target_type="project", target_id=rnd.project_id,
@@ -962,11 +968,11 @@ def retrain(ctx: AppContext, project_name: str, *, strategy: str | None = None, 
         model = _Model.of(row)
         labelled = _Labelled.read(q.read_rows(session, project.id))
         kinds = q.label_kinds(session, project.id)
-        cfg = _al_settings(project)
+        cfg = _settings(project).active_learning
         candidate = _Candidate(project_id=project.id, project_name=project.name,
-                               previous_ref=(project.settings or {}).get("model"), model_name=_model_name(project),
+                               previous_ref=_stored_ref(project), model_name=_model_name(project),
                                strategy=strategy or project.queue_strategy,
-                               batch_size=int(batch_size or cfg.get("batch_size", DEFAULT_BATCH_SIZE)),
+                               batch_size=int(batch_size or cfg.batch_size),
                                n_labels=0, metrics={}, labelled=labelled, kinds=kinds,
                                seed=(project.queue_seed, q.round_count(session, project.id) + 1))
     if not model.embedding_output:
@@ -1009,7 +1015,7 @@ def retrain(ctx: AppContext, project_name: str, *, strategy: str | None = None, 
     round_id, predicted, scored = _install(ctx, new, candidate, reporter, actor_id, "al.retrain", source=model,
                                            head=head, gate=gate)
     return RetrainReport(project=project_name, model=f"{new.name} v{new.version}",
-                         model_ref=f"{new.name}:{new.version}", previous_model=candidate.previous_ref or model.ref,
+                         model_ref=ref_of(new.name, new.version), previous_model=candidate.previous_ref or model.ref,
                          round_id=round_id, n_labels=int(ids.size),
                          strategy=candidate.strategy, batch_size=candidate.batch_size, metrics=metrics,
                          predicted=predicted, scored=scored, adopted=gate.adopt, gate=gate.as_dict())
@@ -1190,13 +1196,13 @@ def setup_active_learning_demo(ctx: AppContext, project_name: str, *, npz: Path 
     reporter = reporter or NullReporter()
     with ctx.reads() as session:
         project = _project(session, project_name)
-        if (project.settings or {}).get("model"):
-            return f"active learning: already set up ({project.settings['model']})"
+        if _stored_ref(project):
+            return f"active learning: already set up ({_stored_ref(project)})"
         strategy = project.queue_strategy if project.queue_strategy != "random" else al.DEFAULT_STRATEGY
-        cfg = _al_settings(project)
+        cfg = _settings(project).active_learning
         candidate = _Candidate(project_id=project.id, project_name=project.name, previous_ref=None,
                                model_name=_model_name(project), strategy=strategy,
-                               batch_size=int(cfg.get("batch_size", DEFAULT_BATCH_SIZE)), n_labels=0, metrics={},
+                               batch_size=cfg.batch_size, n_labels=0, metrics={},
                                labelled=_Labelled.read(q.read_rows(session, project.id)),
                                kinds=q.label_kinds(session, project.id), seed=(project.queue_seed, 0))
     reporter.progress(1, _RETRAIN_STEPS, "learning patch features without labels, then the seed head")

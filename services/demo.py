@@ -11,6 +11,7 @@ import numpy as np
 from PIL import Image
 
 from db.queries import accounts as accounts_q
+from medlabel.values import ref_of
 from services.accounts import add_user
 from services.context import AppContext
 from services.dto import IngestReport
@@ -239,8 +240,8 @@ def _demo_model(ctx: AppContext, data_dir: Path) -> str:
                                  "training_data": f"PneumoniaMNIST train split ({trained.train_size} paediatric "
                                                   "chest X-rays at 28x28); its test split: AUROC "
                                                   f"{trained.test_auroc:.3f} on {trained.test_size} images"})
-    report = prelabel(ctx, AL_PROJECT.name, f"{model.name}:{model.version}")
-    _fit_unusual_input_check(ctx, data_dir, f"{model.name}:{model.version}", native_side=(28, 28))
+    report = prelabel(ctx, AL_PROJECT.name, ref_of(model.name, model.version))
+    _fit_unusual_input_check(ctx, data_dir, ref_of(model.name, model.version), native_side=(28, 28))
     return (f"model {model.name} v{model.version}: test AUROC {trained.test_auroc:.3f}, accuracy "
             f"{trained.test_accuracy:.3f} on {trained.test_size} held-out images; "
             f"pre-labelled {report.predicted} items")
@@ -287,7 +288,7 @@ def _demo_fullsize_model(ctx: AppContext, data_dir: Path) -> str:
                            f"{trained.films_accuracy:.2f}; PneumoniaMNIST test AUROC {trained.test_auroc:.3f}. "
                            "Not for clinical use."}
     model = register_model(ctx, trained.onnx_bytes, name="pneumonia-fullsize", labels=list(LABELS), meta=meta)
-    ref = f"{model.name}:{model.version}"
+    ref = ref_of(model.name, model.version)
     report = prelabel(ctx, DEMO_PROJECT.name, ref)
     check = _fit_unusual_input_check(ctx, data_dir, ref, native_side=None)
     return (f"model {model.name} v{model.version} for full-size films: AUROC {trained.films_auroc:.3f} on the "

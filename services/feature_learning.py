@@ -27,9 +27,8 @@ from db.queries import active_learning as q
 from inference.registry import spec_from_dict
 from inference.types import Layout, Scaling
 from medlabel.errors import InputError, NotFoundError
+from medlabel.values import ref_of
 from services.active_learning import (
-    DEFAULT_BATCH_SIZE,
-    _al_settings,
     _Candidate,
     _fit,
     _gate,
@@ -40,6 +39,8 @@ from services.active_learning import (
     _model_name,
     _project,
     _project_model,
+    _settings,
+    _stored_ref,
     _targets,
 )
 from services.context import AppContext
@@ -100,13 +101,13 @@ def learn_project_features(ctx: AppContext, project_name: str, *, actor_id: int 
         model = _Model.of(row)
         labelled = _Labelled.read(q.read_rows(session, project.id))
         kinds = q.label_kinds(session, project.id)
-        cfg = _al_settings(project)
+        cfg = _settings(project).active_learning
         pool_ids = q.released_item_ids(session, project.id)
         current_rows = q.predictions(session, project.id, model.id)
         candidate = _Candidate(project_id=project.id, project_name=project.name,
-                               previous_ref=(project.settings or {}).get("model"), model_name=_model_name(project),
+                               previous_ref=_stored_ref(project), model_name=_model_name(project),
                                strategy=project.queue_strategy,
-                               batch_size=int(cfg.get("batch_size", DEFAULT_BATCH_SIZE)),
+                               batch_size=cfg.batch_size,
                                n_labels=0, metrics={}, labelled=labelled, kinds=kinds,
                                seed=(project.queue_seed, q.round_count(session, project.id) + 1))
     ids, y, provenance = _targets(labelled, model, kinds)
@@ -155,7 +156,7 @@ def learn_project_features(ctx: AppContext, project_name: str, *, actor_id: int 
     candidate = replace(candidate, n_labels=int(ids.size), metrics=metrics)
     round_id, predicted, scored = _install(ctx, new, candidate, reporter, actor_id, "al.features", gate=gate)
     return FeaturesReport(project=project_name, model=f"{new.name} v{new.version}",
-                          model_ref=f"{new.name}:{new.version}", images=len(in_sample), n_labels=int(ids.size),
+                          model_ref=ref_of(new.name, new.version), images=len(in_sample), n_labels=int(ids.size),
                           dimensions=fx.n_features, round_id=round_id, predicted=predicted, scored=scored,
                           metrics=metrics, adopted=gate.adopt, gate=gate.as_dict())
 

@@ -25,6 +25,7 @@ from db.models import (
 from db.queries import labelling as q
 from db.queries import modelling as models_q
 from medlabel.errors import ConflictError, InputError, MedlabelError, NotFoundError, PermissionDenied
+from medlabel.values import DEFAULT_REREAD_SPACING, ProjectSettings, RoundSettings
 from services import audit
 from services.context import AppContext
 from services.dto import CaseDTO, HistoryRow, Suggestion
@@ -32,7 +33,7 @@ from services.projects import project_dto
 
 logger = logging.getLogger(__name__)
 
-REREAD_SPACING = 3
+REREAD_SPACING = DEFAULT_REREAD_SPACING
 """Default number of new cases served between two due re-reads (intra-reader rounds may override)."""
 
 
@@ -100,7 +101,7 @@ def upcoming_item(ctx: AppContext, project_id: int, user_id: int, *, now: dt.dat
 
 def _spacing(session: Session, reread: Assignment) -> int:
     rnd = session.get(VerificationRound, reread.round_id) if reread.round_id else None
-    return int((rnd.settings or {}).get("spacing", REREAD_SPACING)) if rnd is not None else REREAD_SPACING
+    return RoundSettings.from_json(rnd.settings).spacing if rnd is not None else REREAD_SPACING
 
 
 def _queue_reason(ctx: AppContext, item_id: int) -> str:
@@ -199,7 +200,7 @@ def submit(ctx: AppContext, assignment_id: int, user_id: int, *, labels: Sequenc
                      annotation_id=annotation.id, kind=claim.kind.value)
         annotation_id = annotation.id
         auto_retrain = (claim.kind == AnnotationKind.LABEL
-                        and int(((project.settings or {}).get("active_learning") or {}).get("retrain_every") or 0) > 0)
+                        and ProjectSettings.from_json(project.settings).active_learning.retrain_every > 0)
         project_name = project.name
     if auto_retrain:
         from services import active_learning  # late: scikit-learn, Dask

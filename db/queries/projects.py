@@ -17,6 +17,7 @@ from db.models import (
     User,
     VerificationRound,
 )
+from medlabel.values import ProjectSettings
 
 
 def project_by_name(session: Session, name: str) -> Project | None:
@@ -102,7 +103,7 @@ def project_ids_with(session: Session, what: str) -> set[int]:
         found = select(Prediction.id).join(Item, Item.id == Prediction.item_id).where(of_project)
     elif what == "active_learning":
         found = select(ActiveLearningRound.id).where(ActiveLearningRound.project_id == Project.id)
-        with_model = {p.id for p in session.scalars(select(Project)) if (p.settings or {}).get("model")}
+        with_model = {p.id for p in session.scalars(select(Project)) if ProjectSettings.from_json(p.settings).model}
         return with_model | {int(i) for i in session.scalars(select(Project.id).where(found.exists()))}
     else:
         raise ValueError(f"unknown kind of project data {what!r}")

@@ -40,6 +40,7 @@ from typing import Any
 import click
 
 from medlabel.benchmarks.second_opinion import MODELS, _model, typical_uploads
+from medlabel.values import ref_of
 
 
 def _p(values: list[float], q: float) -> float:
@@ -106,7 +107,7 @@ def run(requests: int = 20, per_client: int = 6, clients: int = 8, warmup: int =
         secret = api_tokens.create_token(ctx, "bench-clinician", "bench", ("predict", "read")).secret
         onnx_bytes, labels = _model(model_kind, 0)
         model = register_model(ctx, onnx_bytes, name=model_kind, labels=labels)
-        ref = f"{model.name}:{model.version}"
+        ref = ref_of(model.name, model.version)
         lead = accounts.add_user(ctx, "bench-lead", "bench-password", "lead").id
         model_cards.approve(ctx, ref, lead, project=None)  # clinicians use approved versions only
         spec = inference.spec_from_dict(model.input_spec)

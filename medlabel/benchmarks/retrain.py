@@ -40,6 +40,8 @@ from typing import Any
 
 import click
 
+from medlabel.values import ModelRef, ref_of
+
 GOAL_S = 10
 PROJECT = "Bench retrain"
 LABELS = ("normal", "pneumonia")
@@ -213,7 +215,7 @@ def _corpus(ctx: Any, items: int, labels: int, backbone: str = "tiny") -> str:
     with ctx.sessions.begin() as session:
         session.add_all(Annotation(item_id=item_id, user_id=reader.id, kind=AnnotationKind.LABEL,
                                    labels=[truth(pair)]) for item_id, pair in zip(ids[:labels], pairs, strict=False))
-    return f"{model.name}:{model.version}"
+    return ref_of(model.name, model.version)
 
 
 def _best_score_pool(ctx: Any, strategy: str, repeats: int) -> tuple[float, int]:
@@ -264,7 +266,7 @@ def run(items: int = 10_000, labels: int = 500, repeats: int = 3, backbone: str 
         for strategy in SCORE_STRATEGIES:
             seconds, scored = _best_score_pool(ctx, strategy, repeats)
             score_pool_s[strategy], scored_by[strategy] = round(seconds, 4), scored
-    name, _, version = report.model_ref.partition(":")
+    new_model = ModelRef.parse(report.model_ref)
     return {
         "items": items,
         "labels": labels,
@@ -279,8 +281,8 @@ def run(items: int = 10_000, labels: int = 500, repeats: int = 3, backbone: str 
         "cpu_count": os.cpu_count(),
         "previous_model": previous,
         "new_model": report.model_ref,
-        "new_model_name": name,
-        "new_model_version": int(version),
+        "new_model_name": new_model.name,
+        "new_model_version": new_model.version,
         "trained_on": report.n_labels,
         "holdout": report.metrics.get("holdout"),
         "auroc": report.metrics.get("auroc"),

@@ -39,6 +39,8 @@ from typing import Any
 
 import click
 
+from medlabel.values import ref_of
+
 MODELS = ("densenet121", "demo")
 CHEXNET_LABELS = ("Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia",
                   "Pneumothorax", "Consolidation", "Edema", "Emphysema", "Fibrosis", "Pleural_Thickening", "Hernia")
@@ -166,7 +168,7 @@ def run(model_kind: str = "densenet121", requests: int = 30, warmup: int = 3, la
         lead = accounts.add_user(ctx, "bench-lead", "bench-password", "lead").id
         onnx_bytes, labels = _model(model_kind, 0)
         model = register_model(ctx, onnx_bytes, name=model_kind, labels=labels)
-        ref = f"{model.name}:{model.version}"
+        ref = ref_of(model.name, model.version)
         model_cards.approve(ctx, ref, lead, project=None)  # clinicians use approved versions only
         spec = inference.spec_from_dict(model.input_spec)
         _labelled_corpus(ctx, model.id, spec.embedding_dim or 1, labelled)
@@ -195,9 +197,9 @@ def run(model_kind: str = "densenet121", requests: int = 30, warmup: int = 3, la
         for seed in range(1, memory_models):
             extra, extra_labels = _model(model_kind, seed)
             version = register_model(ctx, extra, name=f"{model_kind}-{seed}", labels=extra_labels)
-            model_cards.approve(ctx, f"{version.name}:{version.version}", lead, project=None)
+            model_cards.approve(ctx, ref_of(version.name, version.version), lead, project=None)
             so.wait_for_image(ctx, so.ask(ctx, clinician, f"memory-{seed}.png", uploads[seed % len(uploads)],
-                                          f"{version.name}:{version.version}").id)
+                                          ref_of(version.name, version.version)).id)
         rss_after = process.memory_info().rss
     p50, raw_p50 = _p(asked, 0.5), _p(raw, 0.5)
     mib = 1 << 20

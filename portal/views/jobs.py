@@ -6,6 +6,7 @@ The list refreshes itself every few seconds (a fragment); no rerun ever waits fo
 import streamlit as st
 
 from medlabel.errors import MedlabelError
+from medlabel.values import ref_of
 from portal.auth import require_role
 from portal.components.picker import pick_project
 from portal.components.results import summary
@@ -29,7 +30,7 @@ st.caption("Ingest, pre-labelling, retraining and exports run in the background 
 with st.expander("New pre-labelling job"):
     chosen_project = pick_project(user, key="jobs_project", empty=None)
     with st.form("new_prelabel_job"):
-        model = st.selectbox("Model", [f"{m.name}:{m.version}" for m in reversed(list_models(ctx)) if m.is_active])
+        model = st.selectbox("Model", [ref_of(m.name, m.version) for m in reversed(list_models(ctx)) if m.is_active])
         start = st.form_submit_button("Start", type="primary", disabled=chosen_project is None)
     if start and chosen_project is not None:
         try:

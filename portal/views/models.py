@@ -7,6 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from medlabel.errors import MedlabelError
+from medlabel.values import ref_of
 from portal.auth import require_role
 from portal.components.picker import pick_project
 from portal.resources import app_context
@@ -35,7 +36,7 @@ st.dataframe(pd.DataFrame([{
 st.subheader("Variants compared")
 st.caption("Quantize with `medlabel models quantize NAME --mode dynamic|static-int8|fp16 --project P`. "
            "Evaluation uses the project's adjudicated and consensus labels only.")
-originals = [f"{r.name}:{r.version}" for r in rows if r.variant == "fp32" and r.is_active]
+originals = [ref_of(r.name, r.version) for r in rows if r.variant == "fp32" and r.is_active]
 left, right = st.columns(2)
 model = left.selectbox("Model", originals, index=len(originals) - 1 if originals else None)
 chosen_project = pick_project(user, key="models_project", needs="predictions", empty=None, none_option=NO_PROJECT,
@@ -122,7 +123,7 @@ NONE = "(keep the registered validation)"
 left, right = st.columns(2)
 ref = left.selectbox("Version to approve", refs, key="mc_ref",
                      format_func=lambda r: r + (" (approved)" if next(c for c in cards if c.ref == r).approved else ""))
-wanted = set(next((r.labels for r in rows if f"{r.name}:{r.version}" == ref), ()))
+wanted = set(next((r.labels for r in rows if ref_of(r.name, r.version) == ref), ()))
 # projects whose labels include every label of the version first: the others cannot score it
 projects = sorted((p for p in projects_for(ctx, user.id, user.role)),
                   key=lambda p: not wanted <= {label.name for label in p.labels})

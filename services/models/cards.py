@@ -18,6 +18,7 @@ from db.models import ModelVersion, User
 from db.queries import accounts as accounts_q
 from db.queries import second_opinion as so_q
 from medlabel.errors import InputError, NotFoundError, PermissionDenied
+from medlabel.values import ref_of
 from services import audit
 from services.context import AppContext
 from services.models.evaluation import evaluate
@@ -73,7 +74,7 @@ def _input_text(row: ModelVersion) -> str:
 def card_of(row: ModelVersion, approver: str | None = None) -> CardDTO:
     card = dict(row.card or {})
     meta = dict(row.meta or {})
-    return CardDTO(model_id=row.id, model=f"{row.name} v{row.version}", ref=f"{row.name}:{row.version}",
+    return CardDTO(model_id=row.id, model=f"{row.name} v{row.version}", ref=ref_of(row.name, row.version),
                    approved=row.approved_at is not None, approved_by=approver, approved_at=row.approved_at,
                    intended_input=str(card.get("intended_input") or _input_text(row)),
                    training_data=str(card.get("training_data") or meta.get("training_data")
@@ -119,7 +120,7 @@ def approve(ctx: AppContext, model_ref: str, actor_id: int, *, project: str | No
     model = resolve(ctx, model_ref)
     with ctx.reads() as session:
         _approver(session, actor_id)
-    validation = _validation(ctx, f"{model.name}:{model.version}", project) if project else None
+    validation = _validation(ctx, ref_of(model.name, model.version), project) if project else None
     with ctx.sessions.begin() as session:
         actor = _approver(session, actor_id)
         row = session.get(ModelVersion, model.id)

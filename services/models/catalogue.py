@@ -12,6 +12,7 @@ from typing import Any
 from db.queries import accounts as accounts_q
 from db.queries import modelling as q
 from medlabel.errors import NotFoundError
+from medlabel.values import ref_of
 from services.context import AppContext
 from services.models.cards import card_of
 
@@ -60,7 +61,7 @@ def catalogue(ctx: AppContext, name: str | None = None, *, everything: bool = Fa
     grouped: dict[str, list[VersionInfo]] = {}
     # rows are by name, version: the last active one is what NAME alone resolves to; shown only to whoever
     # sees that version (to others it would name a version they are not shown, and NAME alone is refused)
-    latest = {m.name: f"{m.name}:{m.version}" if everything or m.approved_at is not None else None
+    latest = {m.name: ref_of(m.name, m.version) if everything or m.approved_at is not None else None
               for m, _ in rows if m.is_active}
     for m, metrics in rows:
         approved = m.approved_at is not None
@@ -68,7 +69,7 @@ def catalogue(ctx: AppContext, name: str | None = None, *, everything: bool = Fa
             continue
         card = cards[m.id]
         grouped.setdefault(m.name, []).append(VersionInfo(
-            name=m.name, version=m.version, ref=f"{m.name}:{m.version}", variant=m.variant, labels=tuple(m.labels),
+            name=m.name, version=m.version, ref=ref_of(m.name, m.version), variant=m.variant, labels=tuple(m.labels),
             output=m.output_kind, input=_input(dict(m.input_spec or {})), sha256=m.sha256, size_bytes=m.size_bytes,
             active=m.is_active, description=str((m.meta or {}).get("description", "")),
             created_at=m.created_at.isoformat(), metrics=metrics, approved=approved,

@@ -29,6 +29,7 @@ from inference.pipeline import (
 from inference.postprocess import uncertainty
 from inference.registry import spec_from_dict
 from medlabel.errors import InputError, NotFoundError
+from medlabel.values import ref_of
 from services import audit
 from services.context import AppContext
 from services.jobs import params as job_params
@@ -254,7 +255,7 @@ def check_prelabel(ctx: AppContext, params: dict[str, Any]) -> dict[str, Any]:
     batch = params.get("batch_size", 8)
     if not isinstance(batch, int) or isinstance(batch, bool) or not 1 <= batch <= 256:
         raise InputError(None, f"batch_size must be an integer from 1 to 256, got {batch!r}")
-    return {**params, "model": f"{model.name}:{model.version}"}
+    return {**params, "model": ref_of(model.name, model.version)}
 
 
 def prelabel_chunk(ctx: AppContext, item_ids: list[int], *, should_stop: Callable[[], bool], project: str,

@@ -13,6 +13,7 @@ from db.queries import model_eval as q
 from inference.quantize import MODES, VARIANTS, quantize_model
 from inference.types import ModelSpec
 from medlabel.errors import InputError
+from medlabel.values import ref_of
 from services import audit
 from services.context import AppContext
 from services.jobs.kinds import register_kind
@@ -76,7 +77,7 @@ def quantize(ctx: AppContext, model_ref: str, mode: str, project_name: str | Non
             _project(session, project_name)
         existing = q.active_variant(session, row.id, variant)
         if existing is not None:
-            return resolve(ctx, f"{existing.name}:{existing.version}")
+            return resolve(ctx, ref_of(existing.name, existing.version))
     calibration, tabular, used, steps = (None, None, 0, 0)
     if mode == "static-int8" and project_name is not None:
         calibration, tabular, used, steps = _calibration(ctx, spec, project_name, reporter)

@@ -17,6 +17,7 @@ from inference.pipeline import (
 )
 from inference.registry import spec_from_dict, spec_to_dict
 from medlabel.errors import ConflictError, InputError, NotFoundError
+from medlabel.values import ModelRef
 from services import audit
 from services.context import AppContext
 
@@ -92,14 +93,14 @@ def list_models(ctx: AppContext, name: str | None = None) -> list[ModelDTO]:
         return [_dto(m, q.prediction_count(session, m.id)) for m in q.model_versions(session, name)]
 
 
-def resolve(ctx: AppContext, ref: str) -> ModelDTO:
+def resolve(ctx: AppContext, ref: str | ModelRef) -> ModelDTO:
     """``NAME`` (newest active version) or ``NAME:VERSION``."""
-    name, _, version = ref.partition(":")
-    candidates = [m for m in list_models(ctx, name) if m.is_active or version]
-    if version:
-        candidates = [m for m in candidates if str(m.version) == version]
+    wanted = ref if isinstance(ref, ModelRef) else ModelRef.parse(ref)
+    candidates = [m for m in list_models(ctx, wanted.name) if m.is_active or wanted.version is not None]
+    if wanted.version is not None:
+        candidates = [m for m in candidates if m.version == wanted.version]
     if not candidates:
-        raise NotFoundError(f"no model {ref!r} (see `medlabel models list`)")
+        raise NotFoundError(f"no model {str(ref)!r} (see `medlabel models list`)")
     return candidates[-1]
 
 

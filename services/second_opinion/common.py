@@ -20,6 +20,7 @@ from db.queries import accounts as accounts_q
 from db.queries import projects as projects_q
 from db.queries import second_opinion as q
 from medlabel.errors import ConflictError, InputError, MedlabelError, NotFoundError, PermissionDenied
+from medlabel.values import ModelRef, ref_of
 from services.context import AppContext
 from services.dto import Suggestion
 from services.models.cards import CardDTO, card_of
@@ -181,10 +182,8 @@ def _request(session: Session, request_id: int, actor_id: int | None, *,
 
 
 def _model(session: Session, ref: str) -> _Model:
-    name, _, version = ref.strip().partition(":")
-    if version and not version.isdigit():
-        raise InputError(None, f"model {ref!r}: the version after ':' must be a number")
-    row = q.model_by_ref(session, name, int(version) if version else None)
+    wanted = ModelRef.parse(ref)
+    row = q.model_by_ref(session, wanted.name, wanted.version)
     if row is None:
         raise NotFoundError(f"no model {ref!r} (see `medlabel models list`)")
     if not row.is_active:
@@ -205,7 +204,7 @@ def available_models(ctx: AppContext, *, include_unapproved: bool = False) -> li
     with ctx.reads() as session:
         rows = [m for m in q.active_models(session) if include_unapproved or m.approved_at is not None]
         users = accounts_q.usernames(session, {m.approved_by_id for m in rows if m.approved_by_id})
-        return [ModelChoice(f"{m.name}:{m.version}", f"{m.name} v{m.version}"
+        return [ModelChoice(ref_of(m.name, m.version), f"{m.name} v{m.version}"
                             + (f" ({m.variant})" if m.variant and m.variant != "fp32" else ""), tuple(m.labels),
                             m.approved_at is not None, card_of(m, users.get(m.approved_by_id or -1)))
                 for m in rows]

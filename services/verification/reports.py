@@ -17,6 +17,7 @@ from db.queries import export as export_q
 from db.queries import modelling as models_q
 from db.queries import verification as q
 from medlabel.errors import NotFoundError
+from medlabel.values import RoundSettings
 from services.context import AppContext
 from services.verification.rounds import ARMS
 
@@ -32,7 +33,7 @@ def intra_reader_report(ctx: AppContext, round_id: int) -> dict[str, Any]:
             raise NotFoundError(f"no intra-reader round {round_id}")
         project = session.get(Project, rnd.project_id)
         assert project is not None
-        reader = str((rnd.settings or {}).get("reader"))
+        reader = RoundSettings.from_json(rnd.settings).reader or ""
         rows = export_q.annotations_of_project(session, project.id)
         categories = [lab.name for lab in project.labels]
     first = current_reads((a.item_id, u, a.kind.value, a.labels, a.retracted, a.boxes) for a, u in rows
@@ -72,7 +73,7 @@ def automation_bias_report(ctx: AppContext, round_id: int) -> dict[str, Any]:
         project = session.get(Project, rnd.project_id)
         assert project is not None
         multi = project.task_type.value == "multi_label"
-        arms = dict((rnd.settings or {}).get("arms", {}))
+        arms = dict(RoundSettings.from_json(rnd.settings).arms)
         round_rows = [(a, u) for a, u in q.round_annotations(session, round_id)
                       if a.kind == AnnotationKind.VERIFICATION]
         all_rows = export_q.annotations_of_project(session, project.id)

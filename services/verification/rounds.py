@@ -31,6 +31,7 @@ from db.queries import export as export_q
 from db.queries import projects as projects_q
 from db.queries import verification as q
 from medlabel.errors import ConflictError, InputError, NotFoundError
+from medlabel.values import RoundSettings
 from services import audit
 from services.context import AppContext
 from services.dto import RoundDTO
@@ -108,11 +109,8 @@ def create_round(ctx: AppContext, project_name: str, *, name: str, readers: list
         if adjudicator and adjudicator_user is None:
             raise InputError(None, f"no user named {adjudicator!r} to adjudicate")
         arms = assign_arms(sorted(pool), seed) if round_kind == RoundKind.AUTOMATION_BIAS else {}
-        settings: dict[str, Any] = {"fraction": fraction, "readers": sorted(pool)}
-        if arms:
-            settings["arms"] = arms
-        if item_ids is not None:
-            settings["explicit_items"] = True
+        settings = RoundSettings(fraction=fraction, readers=tuple(sorted(pool)), arms=arms,
+                                 explicit_items=item_ids is not None).to_json()
         rnd = VerificationRound(project_id=project.id, name=name.strip() or f"Round {seed}", seed=seed,
                                 kind=round_kind, sample_size=len(sample), readers_per_item=readers_per_item,
                                 stratified=stratified, adjudicator_id=adjudicator_user.id if adjudicator_user else None,
@@ -248,8 +246,8 @@ def create_reread_round(ctx: AppContext, project_name: str, *, reader: str, n: i
         rnd = VerificationRound(project_id=project.id, name=name.strip() or f"Re-read {reader} ({seed})", seed=seed,
                                 kind=RoundKind.INTRA_READER, sample_size=n, readers_per_item=1, stratified=False,
                                 created_by_id=actor_id,
-                                settings={"reader": reader, "washout_days": washout_days, "spacing": spacing,
-                                          "washout_until": until.isoformat()})
+                                settings=RoundSettings(reader=reader, washout_days=washout_days, spacing=spacing,
+                                                       washout_until=until).to_json())
         session.add(rnd)
         session.flush()
         for item_id in sample:
@@ -272,6 +270,7 @@ def round_summary(ctx: AppContext, round_id: int) -> RoundDTO:
         adjudicator = session.get(User, rnd.adjudicator_id) if rnd.adjudicator_id else None
         assignments = q.round_assignments(session, rnd.id)
         annotations = q.round_annotations(session, rnd.id)
+        settings = RoundSettings.from_json(rnd.settings)
     verification = [(a, u) for a, u in assignments if a.kind in (AnnotationKind.VERIFICATION, AnnotationKind.REREAD)]
     per_reader: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     for a, u in verification:
@@ -290,12 +289,7 @@ def round_summary(ctx: AppContext, round_id: int) -> RoundDTO:
                     per_reader=tuple((u, d, t) for u, (d, t) in sorted(per_reader.items())),
                     disagreements=sum(1 for s in by_item.values() if len(s) > 1), adjudicated=len(adjudicated),
                     created_at=rnd.created_at, kind=rnd.kind.value,
-                    arms=tuple(sorted((rnd.settings or {}).get("arms", {}).items())),
-                    washout_until=_parse_time((rnd.settings or {}).get("washout_until")))
-
-
-def _parse_time(value: str | None) -> dt.datetime | None:
-    return dt.datetime.fromisoformat(value) if value else None
+                    arms=tuple(sorted(settings.arms.items())), washout_until=settings.washout_until)
 
 
 def rounds(ctx: AppContext, project_name: str) -> list[RoundDTO]:
