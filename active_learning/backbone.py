@@ -117,7 +117,8 @@ def pca_backbone(images: np.ndarray, n_components: int = 50, seed: int = 0) -> M
 
 def build_demo_backbone(npz: Path, n_components: int = 50, seed: int = 0) -> bytes:
     """The demo backbone as ONNX bytes: PCA fitted without labels on the file's train images."""
-    return pca_backbone(_load(Path(npz))["train_images"], n_components, seed).SerializeToString()
+    data: bytes = pca_backbone(_load(Path(npz))["train_images"], n_components, seed).SerializeToString()
+    return data
 
 
 @dataclass(frozen=True)
@@ -137,7 +138,7 @@ def _embed(model: ModelProto, x: np.ndarray) -> np.ndarray:
     """Run the PCA graph's arithmetic in numpy (identical to onnxruntime up to float32 rounding)."""
     inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
     flat = x.reshape(x.shape[0], -1)
-    return ((flat - inits["pca_mean"]) @ inits["pca_components"]).astype(np.float32)
+    return np.asarray(((flat - inits["pca_mean"]) @ inits["pca_components"]).astype(np.float32))
 
 
 def build_demo_model(npz: Path, *, seed_size: int = 20, n_components: int = 50, seed: int = 0,

@@ -26,7 +26,7 @@ def _sq_dist_to_nearest(x: np.ndarray, centers: np.ndarray) -> np.ndarray:
 
 def _sq_dist_to(x: np.ndarray, center: np.ndarray) -> np.ndarray:
     diff = x - center[None, :]
-    return np.einsum("ij,ij->i", diff, diff)
+    return np.asarray(np.einsum("ij,ij->i", diff, diff))
 
 
 def _check(embeddings: np.ndarray, labeled_mask: np.ndarray, k: int,

@@ -149,7 +149,7 @@ class PatchKMeansFeatures:
     def _normalise(self, v: np.ndarray) -> np.ndarray:
         m = v.mean(axis=1, keepdims=True)
         var = v.var(axis=1, keepdims=True)
-        return (v - m) / np.sqrt(var + self.params.norm_eps)
+        return np.asarray((v - m) / np.sqrt(var + self.params.norm_eps))
 
     # -- encoding -----------------------------------------------------------------------------------------
     def _maps(self, x: np.ndarray) -> np.ndarray:
@@ -163,7 +163,7 @@ class PatchKMeansFeatures:
     def _normalise_positions(self, v: np.ndarray) -> np.ndarray:
         m = v.mean(axis=-1, keepdims=True)
         var = np.maximum((v * v).mean(axis=-1, keepdims=True) - m * m, 0.0)
-        return (v - m) / np.sqrt(var + np.float32(self.params.norm_eps))
+        return np.asarray((v - m) / np.sqrt(var + np.float32(self.params.norm_eps)))
 
     def _pool(self, maps: np.ndarray) -> np.ndarray:
         _, k2, hh, ww = maps.shape
@@ -190,11 +190,12 @@ class PatchKMeansFeatures:
         if x.shape[1:] != self.shape_:
             raise ValueError(f"images of shape {x.shape[1:]} do not match the fitted shape {self.shape_}")
         pooled = self._pooled(x)
-        return (((pooled - self.feat_mean_) * self.feat_scale_ - self.proj_mean_) @ self.proj_).astype(np.float32)
+        projected = ((pooled - self.feat_mean_) * self.feat_scale_ - self.proj_mean_) @ self.proj_
+        return np.asarray(projected, dtype=np.float32)
 
     def fit_transform(self, images: np.ndarray, progress: Any = None) -> np.ndarray:
         """``fit`` then the embeddings of the same images (computed once, during the fit)."""
-        return self.fit(images, progress).fit_embedding_
+        return np.asarray(self.fit(images, progress).fit_embedding_)
 
     @property
     def n_features(self) -> int:
@@ -227,17 +228,18 @@ class PatchKMeansFeatures:
             const("fx/proj_mean", self.proj_mean_[None, :]),
             const("fx/proj", self.proj_),
         ]
-        conv = {"strides": [s, s]}
+        strides = [s, s]
         nodes = [
-            helper.make_node("Conv", [input_name, "fx/ones"], ["fx/m"], name="fx/patch_mean", **conv),
+            helper.make_node("Conv", [input_name, "fx/ones"], ["fx/m"], name="fx/patch_mean", strides=strides),
             helper.make_node("Mul", [input_name, input_name], ["fx/x2"]),
-            helper.make_node("Conv", ["fx/x2", "fx/ones"], ["fx/m2"], name="fx/patch_sq_mean", **conv),
+            helper.make_node("Conv", ["fx/x2", "fx/ones"], ["fx/m2"], name="fx/patch_sq_mean", strides=strides),
             helper.make_node("Mul", ["fx/m", "fx/m"], ["fx/mm"]),
             helper.make_node("Sub", ["fx/m2", "fx/mm"], ["fx/var_raw"]),
             helper.make_node("Relu", ["fx/var_raw"], ["fx/var"]),
             helper.make_node("Add", ["fx/var", "fx/eps"], ["fx/var_eps"]),
             helper.make_node("Sqrt", ["fx/var_eps"], ["fx/sd"]),
-            helper.make_node("Conv", [input_name, "fx/filters"], ["fx/dot"], name="fx/centroid_filters", **conv),
+            helper.make_node("Conv", [input_name, "fx/filters"], ["fx/dot"], name="fx/centroid_filters",
+                             strides=strides),
             helper.make_node("Mul", ["fx/m", "fx/filter_sum"], ["fx/m_g"]),
             helper.make_node("Sub", ["fx/dot", "fx/m_g"], ["fx/dot_c"]),
             helper.make_node("Div", ["fx/dot_c", "fx/sd"], ["fx/dot_n"]),

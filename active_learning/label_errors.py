@@ -66,7 +66,7 @@ def confident_thresholds(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
         members = y == j
         if members.any():
             out[j] = p[members, j].mean()
-    return np.maximum(out, _LOWER_BOUND)
+    return np.asarray(np.maximum(out, _LOWER_BOUND))
 
 
 def confident_classes(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
@@ -103,7 +103,7 @@ def _round_keeping_row_totals(m: np.ndarray) -> np.ndarray:
         if missing > 0:
             order = np.argsort(-(m[r] - floor[r]), kind="stable")
             out[r, order[:missing]] += 1
-    return out
+    return np.asarray(out)
 
 
 def normalised_margin(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
@@ -112,7 +112,7 @@ def normalised_margin(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
     rows = np.arange(p.shape[0])
     others = p.copy()
     others[rows, y] = -np.inf
-    return p[rows, y] - others.max(axis=1)
+    return np.asarray(p[rows, y] - others.max(axis=1))
 
 
 def _prune_by_noise_rate(y: np.ndarray, p: np.ndarray, joint: np.ndarray) -> np.ndarray:

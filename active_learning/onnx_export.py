@@ -37,7 +37,8 @@ def head_to_onnx(head: Any, n_features: int, input_name: str = "embedding",
     names = [o.name for o in model.graph.output]
     if names != list(HEAD_OUTPUTS):
         raise ValueError(f"unexpected head outputs {names}")
-    return model
+    proto: onnx.ModelProto = model
+    return proto
 
 
 def _expose_output(model: ModelProto, name: str) -> ModelProto:

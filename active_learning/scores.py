@@ -39,22 +39,22 @@ def as_probs(probs: np.ndarray, *, multilabel: bool, ndim: int = 2) -> tuple[np.
 
 def _aggregate(per_label: np.ndarray, aggregate: str) -> np.ndarray:
     if aggregate == "mean":
-        return per_label.mean(axis=-1)
+        return np.asarray(per_label.mean(axis=-1))
     if aggregate == "max":
-        return per_label.max(axis=-1)
+        return np.asarray(per_label.max(axis=-1))
     raise ValueError(f"aggregate must be one of {AGGREGATES}, got {aggregate!r}")
 
 
 def _binary_entropy(p: np.ndarray) -> np.ndarray:
     """Entropy of Bernoulli(p) in bits (0..1)."""
     q = 1.0 - p
-    return -(p * np.log2(np.maximum(p, _EPS)) + q * np.log2(np.maximum(q, _EPS)))
+    return np.asarray(-(p * np.log2(np.maximum(p, _EPS)) + q * np.log2(np.maximum(q, _EPS))))
 
 
 def _entropy(p: np.ndarray) -> np.ndarray:
     """Entropy over the last axis, normalised by log C (0..1)."""
     c = p.shape[-1]
-    return -(p * np.log(np.maximum(p, _EPS))).sum(axis=-1) / np.log(c)
+    return np.asarray(-(p * np.log(np.maximum(p, _EPS))).sum(axis=-1) / np.log(c))
 
 
 def least_confidence(probs: np.ndarray, *, multilabel: bool = False, aggregate: str = "mean") -> np.ndarray:
@@ -63,7 +63,7 @@ def least_confidence(probs: np.ndarray, *, multilabel: bool = False, aggregate: 
     if multilabel:
         return _aggregate(2.0 * (1.0 - np.maximum(p, 1.0 - p)), aggregate)
     c = p.shape[1]
-    return (1.0 - p.max(axis=1)) / (1.0 - 1.0 / c)
+    return np.asarray((1.0 - p.max(axis=1)) / (1.0 - 1.0 / c))
 
 
 def margin(probs: np.ndarray, *, multilabel: bool = False, aggregate: str = "mean") -> np.ndarray:
@@ -96,7 +96,7 @@ def tta_disagreement(probs_tta: np.ndarray, *, multilabel: bool = False, aggrega
     if multilabel:
         mi = _binary_entropy(mean) - _binary_entropy(p).mean(axis=0)
         return _aggregate(np.maximum(mi, 0.0), aggregate)
-    return np.maximum(_entropy(mean) - _entropy(p).mean(axis=0), 0.0)
+    return np.asarray(np.maximum(_entropy(mean) - _entropy(p).mean(axis=0), 0.0))
 
 
 def rarity(probs: np.ndarray, class_counts: np.ndarray, *, multilabel: bool = False) -> np.ndarray:
@@ -111,7 +111,7 @@ def rarity(probs: np.ndarray, class_counts: np.ndarray, *, multilabel: bool = Fa
         raise ValueError(f"class_counts has {counts.shape[0]} entries for {p.shape[1]} probability columns")
     w = 1.0 / (np.maximum(counts, 0.0) + 1.0)
     w = w / w.max()
-    return (p * w).max(axis=1) if multilabel else p @ w
+    return np.asarray((p * w).max(axis=1) if multilabel else p @ w)
 
 
 SCORES = {"least_confidence": least_confidence, "margin": margin, "entropy": entropy}

@@ -65,13 +65,13 @@ def _class_counts(probs: np.ndarray, mask: np.ndarray, labels: np.ndarray | None
     p, multilabel = S.as_probs(probs, multilabel=multilabel)
     n_classes = p.shape[1]
     if labels is None:
-        return p[mask].sum(axis=0)
+        return np.asarray(p[mask].sum(axis=0))
     lab = np.asarray(labels)
     if multilabel:
         lab = lab.reshape(lab.shape[0], -1)
         if lab.shape[1] != n_classes:
             raise ValueError(f"multi-label labels have {lab.shape[1]} columns for {n_classes} probability columns")
-        return lab[mask].astype(np.float64).sum(axis=0)
+        return np.asarray(lab[mask].astype(np.float64).sum(axis=0))
     ids = lab.reshape(-1)[mask].astype(np.int64)
     if ids.size and (ids.min() < 0 or ids.max() >= n_classes):
         raise ValueError(f"labelled class ids must lie in [0, {n_classes})")
@@ -114,7 +114,8 @@ class RandomSampling(Strategy):
 
     name = "random"
 
-    def _select(self, probs, embeddings, mask, k, rng, labels):  # noqa: ANN001
+    def _select(self, probs: Any, embeddings: Any, mask: np.ndarray, k: int, rng: np.random.Generator,
+                labels: Any) -> np.ndarray:
         return rng.choice(np.flatnonzero(~mask), size=k, replace=False).astype(np.intp)
 
 
@@ -129,10 +130,11 @@ class UncertaintySampling(Strategy):
         self.aggregate = aggregate
 
     @property
-    def name(self) -> str:  # type: ignore[override]
+    def name(self) -> str:  # type: ignore[override]  # read-only here: the measure names the strategy
         return self.measure
 
-    def score(self, probs, *, labeled_mask=None, labels=None):  # noqa: ANN001
+    def score(self, probs: np.ndarray, *, labeled_mask: np.ndarray | None = None,
+              labels: np.ndarray | None = None) -> np.ndarray:
         return S.SCORES[self.measure](_mean_over_passes(probs), multilabel=self.multilabel, aggregate=self.aggregate)
 
 
@@ -146,7 +148,8 @@ class TTADisagreement(Strategy):
         self.multilabel = multilabel
         self.aggregate = aggregate
 
-    def score(self, probs, *, labeled_mask=None, labels=None):  # noqa: ANN001
+    def score(self, probs: np.ndarray, *, labeled_mask: np.ndarray | None = None,
+              labels: np.ndarray | None = None) -> np.ndarray:
         return S.tta_disagreement(probs, multilabel=self.multilabel, aggregate=self.aggregate)
 
 
@@ -156,7 +159,8 @@ class KCenterGreedy(Strategy):
     name = "kcenter"
     needs_embeddings = True
 
-    def _select(self, probs, embeddings, mask, k, rng, labels):  # noqa: ANN001
+    def _select(self, probs: Any, embeddings: Any, mask: np.ndarray, k: int, rng: np.random.Generator,
+                labels: Any) -> np.ndarray:
         return k_center_greedy(embeddings, mask, k, rng)
 
 
@@ -166,7 +170,8 @@ class KMeansPPSampling(Strategy):
     name = "kmeanspp"
     needs_embeddings = True
 
-    def _select(self, probs, embeddings, mask, k, rng, labels):  # noqa: ANN001
+    def _select(self, probs: Any, embeddings: Any, mask: np.ndarray, k: int, rng: np.random.Generator,
+                labels: Any) -> np.ndarray:
         return kmeanspp_seeding(embeddings, mask, k, rng)
 
 
@@ -188,10 +193,12 @@ class HybridUncertaintyDiversity(Strategy):
         self.multilabel = multilabel
         self.aggregate = aggregate
 
-    def score(self, probs, *, labeled_mask=None, labels=None):  # noqa: ANN001
+    def score(self, probs: np.ndarray, *, labeled_mask: np.ndarray | None = None,
+              labels: np.ndarray | None = None) -> np.ndarray:
         return S.SCORES[self.measure](_mean_over_passes(probs), multilabel=self.multilabel, aggregate=self.aggregate)
 
-    def _select(self, probs, embeddings, mask, k, rng, labels):  # noqa: ANN001
+    def _select(self, probs: Any, embeddings: Any, mask: np.ndarray, k: int, rng: np.random.Generator,
+                labels: Any) -> np.ndarray:
         unlabeled = np.flatnonzero(~mask)
         u = self.score(probs)
         cand = _top_k(u, unlabeled, min(unlabeled.shape[0], self.beta * k), rng)
@@ -200,7 +207,7 @@ class HybridUncertaintyDiversity(Strategy):
         x = np.asarray(embeddings, dtype=np.float64)[cand]
         reps = weighted_kmeans_representatives(x, u[cand] + 1e-6, k, rng)
         picked = cand[reps]
-        return picked[np.argsort(-u[picked], kind="stable")]
+        return np.asarray(picked[np.argsort(-u[picked], kind="stable")])
 
 
 class ClassBalancedUncertainty(Strategy):
@@ -224,7 +231,8 @@ class ClassBalancedUncertainty(Strategy):
         self.multilabel = multilabel
         self.aggregate = aggregate
 
-    def score(self, probs, *, labeled_mask=None, labels=None):  # noqa: ANN001
+    def score(self, probs: np.ndarray, *, labeled_mask: np.ndarray | None = None,
+              labels: np.ndarray | None = None) -> np.ndarray:
         p = _mean_over_passes(probs)
         n = p.shape[0]
         mask = np.zeros(n, dtype=bool) if labeled_mask is None else np.asarray(labeled_mask, dtype=bool)
@@ -247,7 +255,8 @@ class TypiClust(Strategy):
 
     last_base: np.ndarray | None = None  # typicality of every item at the latest selection, 0..1
 
-    def _select(self, probs, embeddings, mask, k, rng, labels):  # noqa: ANN001
+    def _select(self, probs: Any, embeddings: Any, mask: np.ndarray, k: int, rng: np.random.Generator,
+                labels: Any) -> np.ndarray:
         picked, self.last_base = typiclust_select(embeddings, mask, k, rng, max_clusters=self.max_clusters,
                                                   min_cluster=self.min_cluster, knn=self.knn)
         return picked
@@ -300,10 +309,12 @@ class BudgetAdaptive(Strategy):
         n_outputs = 2 if probs is None or np.ndim(probs) == 1 else int(np.shape(probs)[-1])
         return adaptive_phase(n_labeled, n_outputs, self.per_output, multilabel=self.multilabel)
 
-    def score(self, probs, *, labeled_mask=None, labels=None):  # noqa: ANN001
+    def score(self, probs: np.ndarray, *, labeled_mask: np.ndarray | None = None,
+              labels: np.ndarray | None = None) -> np.ndarray:
         return self.uncertain.score(probs)
 
-    def _select(self, probs, embeddings, mask, k, rng, labels):  # noqa: ANN001
+    def _select(self, probs: Any, embeddings: Any, mask: np.ndarray, k: int, rng: np.random.Generator,
+                labels: Any) -> np.ndarray:
         self.last_phase = self.phase(probs, int(mask.sum()))
         if self.last_phase == "typical":
             picked = self.typical._select(probs, embeddings, mask, k, rng, labels)
@@ -341,7 +352,8 @@ def make_strategy(name: str, *, multilabel: bool = False, **params: Any) -> Stra
         raise ValueError(f"unknown strategy {name!r}; choose from {', '.join(STRATEGY_NAMES)}")
     if name in _MULTILABEL_AWARE:
         params["multilabel"] = multilabel
-    return _FACTORIES[name](**params)
+    strategy: Strategy = _FACTORIES[name](**params)
+    return strategy
 
 
 __all__ = ["DEFAULT_STRATEGY", "STRATEGY_NAMES", "SWITCH_LABELS_PER_OUTPUT", "BudgetAdaptive",

@@ -38,9 +38,9 @@ def cluster_pool(x: np.ndarray, n_clusters: int, seed: int) -> np.ndarray:
     with warnings.catch_warnings():  # duplicate points give fewer distinct clusters: fine for selection
         warnings.simplefilter("ignore", ConvergenceWarning)
         if x.shape[0] <= KMEANS_SAMPLE:
-            return km.fit_predict(x).astype(np.intp)
+            return np.asarray(km.fit_predict(x).astype(np.intp))
         sample = np.random.default_rng(seed).choice(x.shape[0], size=KMEANS_SAMPLE, replace=False)
-        return km.fit(x[np.sort(sample)]).predict(x).astype(np.intp)
+        return np.asarray(km.fit(x[np.sort(sample)]).predict(x).astype(np.intp))
 
 
 def typicality(x: np.ndarray, clusters: np.ndarray, knn: int = 20, seed: int = 0) -> np.ndarray:
@@ -90,7 +90,7 @@ def typiclust_select(embeddings: np.ndarray, labeled_mask: np.ndarray, k: int, r
     taken = mask.copy()
     remaining = {int(c): int(n) for c, n in zip(*np.unique(clusters[~mask], return_counts=True), strict=True)}
     picks: list[int] = []
-    tiebreak = rng.random(x.shape[0])
+    tiebreak = rng.random(size=(x.shape[0],))
     for _ in range(k):
         open_clusters = [c for c, n in remaining.items() if n > 0]
         big = [c for c in open_clusters if size[c] >= min_cluster] or open_clusters

@@ -8,8 +8,9 @@ and is skipped; a row repeated with the same label is counted once. Errors name 
 from __future__ import annotations
 
 import csv
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Protocol
 
 from medlabel.errors import InputError
 
@@ -33,14 +34,24 @@ def read_ratings_csv(path: str | Path, categories: Sequence[str] | None = None) 
         raise InputError(path, f"not a readable CSV: {exc}") from None
 
 
-def _parse(path: Path, rows: csv.reader, allowed: set[str] | None) -> list[tuple[str, str, str]]:  # type: ignore[valid-type]
+class _Rows(Protocol):
+    """What ``_parse`` needs of a ``csv.reader``: its rows and the line it has reached."""
+
+    line_num: int
+
+    def __iter__(self) -> Iterator[list[str]]: ...
+
+    def __next__(self) -> list[str]: ...
+
+
+def _parse(path: Path, rows: _Rows, allowed: set[str] | None) -> list[tuple[str, str, str]]:
     header = next(rows, None)
     while header is not None and not any(cell.strip() for cell in header):
         header = next(rows, None)
     if header is None:
         raise InputError(path, "line 1: empty file; expected a header item,reader,label")
     names = [cell.strip().lower() for cell in header]
-    header_line = rows.line_num  # type: ignore[attr-defined]
+    header_line = rows.line_num
     missing = [c for c in REQUIRED if c not in names]
     if missing:
         raise InputError(path, f"line {header_line}: missing column(s) {', '.join(missing)} "
@@ -50,7 +61,7 @@ def _parse(path: Path, rows: csv.reader, allowed: set[str] | None) -> list[tuple
     records: list[tuple[str, str, str]] = []
     seen: dict[tuple[str, str], tuple[str, int]] = {}
     for row in rows:
-        line = rows.line_num  # type: ignore[attr-defined]
+        line = rows.line_num
         if not any(cell.strip() for cell in row):
             continue
         if len(row) < width:

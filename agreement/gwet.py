@@ -21,7 +21,7 @@ NO_CHANCE_ROOM = "chance agreement is 1, so the coefficient is 0/0"
 
 def _pe(pi: np.ndarray, weights: np.ndarray) -> np.ndarray:
     q = weights.shape[0]
-    return weights.sum() * (pi * (1.0 - pi)).sum(axis=-1) / (q * (q - 1))
+    return np.asarray(weights.sum() * (pi * (1.0 - pi)).sum(axis=-1) / (q * (q - 1)))
 
 
 def ac_from_sums(sums: np.ndarray, weights: np.ndarray) -> np.ndarray:

@@ -11,6 +11,8 @@ per-unit coincidence terms below, which that package does not expose, serve the 
 
 from __future__ import annotations
 
+from typing import Literal, cast
+
 import krippendorff as _package
 import numpy as np
 
@@ -42,7 +44,7 @@ def _delta_upper(n_c: np.ndarray, level: str, values: np.ndarray | None) -> np.n
         return np.ones((len(n_c), len(upper_r)))
     if level == "ordinal":
         cum = np.cumsum(n_c, axis=1)
-        return (cum[:, upper_c] - cum[:, upper_r] + (n_c[:, upper_r] - n_c[:, upper_c]) / 2.0) ** 2
+        return np.asarray((cum[:, upper_c] - cum[:, upper_r] + (n_c[:, upper_r] - n_c[:, upper_c]) / 2.0) ** 2)
     if level == "interval":
         x = np.arange(q, dtype=float) if values is None else np.asarray(values, dtype=float)
         return np.broadcast_to((x[upper_r] - x[upper_c]) ** 2, (len(n_c), len(upper_r)))
@@ -62,6 +64,9 @@ def alpha_from_sums(sums: np.ndarray, q: int, level: str, values: np.ndarray | N
         return np.where((n > 1) & (expected > 0), 1.0 - (n - 1.0) * observed / expected, np.nan)
 
 
+_Level = Literal["nominal", "ordinal", "interval", "ratio"]
+
+
 def krippendorff_alpha(counts: np.ndarray, level: str = "nominal", values: np.ndarray | None = None) -> Estimate:
     """Point estimate (no interval: see ``agreement.report`` for the bootstrap)."""
     if level not in LEVELS:
@@ -74,5 +79,5 @@ def krippendorff_alpha(counts: np.ndarray, level: str = "nominal", values: np.nd
     if not np.isfinite(own):
         return Estimate(None, NO_VARIATION, n=len(pairable))
     domain = np.arange(q, dtype=float) if level != "interval" or values is None else np.asarray(values, float)
-    value = float(_package.alpha(value_counts=pairable, value_domain=domain, level_of_measurement=level))
+    value = float(_package.alpha(value_counts=pairable, value_domain=domain, level_of_measurement=cast(_Level, level)))
     return Estimate(value, n=len(pairable))

@@ -31,12 +31,12 @@ def item_terms(counts: np.ndarray, weights: np.ndarray) -> np.ndarray:
 def pa_from_sums(sums: np.ndarray) -> np.ndarray:
     """p_a from (..., 3 + q) sums of ``item_terms``; NaN where no item has two ratings."""
     sums = np.atleast_2d(sums)
-    return np.divide(sums[:, 0], sums[:, 1], out=np.full(len(sums), np.nan), where=sums[:, 1] > 0)
+    return np.asarray(np.divide(sums[:, 0], sums[:, 1], out=np.full(len(sums), np.nan), where=sums[:, 1] > 0))
 
 
 def pi_from_sums(sums: np.ndarray) -> np.ndarray:
     sums = np.atleast_2d(sums)
-    return np.divide(sums[:, 3:], sums[:, 2:3], out=np.zeros_like(sums[:, 3:]), where=sums[:, 2:3] > 0)
+    return np.asarray(np.divide(sums[:, 3:], sums[:, 2:3], out=np.zeros_like(sums[:, 3:]), where=sums[:, 2:3] > 0))
 
 
 def percent_agreement(counts: np.ndarray, weights: np.ndarray | None = None) -> Estimate:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterable, Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -72,7 +73,7 @@ def _bootstrap_plan(table: RatingTable, counts: np.ndarray, level: str,
         else:  # the two-reader kappas
             blocks.setdefault("pair", kappa.pair_terms(table.codes[:, 0], table.codes[:, 1], q, weight_list))
             column = {"cohen_kappa": 0, "weighted_kappa_linear": 1, "weighted_kappa_quadratic": 2}[name]
-            plan[name] = ("pair", lambda s, c=column: kappa.cohen_from_sums(s, q, weight_list[c], c))
+            plan[name] = ("pair", partial(kappa.cohen_from_sums, q=q, weights=weight_list[column], column=column))
     return blocks, plan
 
 
@@ -134,7 +135,7 @@ def report_from_table(table: RatingTable, *, level: str = "nominal", n_boot: int
     report: dict[str, Any] = {"n_items": table.n_items, "n_readers": n_readers,
                               "n_ratings": int(counts.sum()), "level": level,
                               "categories": list(table.categories)}
-    methods: dict[str, str] = {}
+    methods: dict[str, str | None] = {}
     for name, est in estimates.items():
         report[name] = _round(est.value)
         interval = est.ci if est.ci is not None else boot.get(name)

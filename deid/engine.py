@@ -19,6 +19,7 @@ import re
 import warnings
 import zlib
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -31,7 +32,7 @@ from pydicom.dataset import Dataset, validate_file_meta
 from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import _read_file_meta_info, read_preamble
 from pydicom.filewriter import write_data_element, write_dataset, write_file_meta_info
-from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
 from pydicom.valuerep import EXPLICIT_VR_LENGTH_32
 
 from deid import pixels as px
@@ -78,7 +79,7 @@ def _inflated(data: bytes, name: str, cap: int) -> bytes:
         return data
     start = fp.tell()
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    prefix = io.BytesIO()
+    prefix = DicomBytesIO()
     prefix.write(data[:128] + b"DICM")
     write_file_meta_info(prefix, meta, enforce_standard=True)
     inflater = zlib.decompressobj(-zlib.MAX_WBITS)
@@ -354,18 +355,17 @@ def _dicom(ds: Dataset, *, key: bytes, name: str, options: DeidOptions, ocr: px.
               "unmasked_regions": [[b.frame, b.x0, b.y0, b.x1, b.y1] for b in unmasked],
               "decompressed": decompressed, "leak_scan": {"values_checked": len(ctx.phi), "hits": len(leaks)},
               "codes": [CID7050[o][0] for o in used]}
-    common = dict(kind="dicom", suffix=".dcm", patient_pseudonym=pseudo,
-                  study_pseudonym=str(ds.get("StudyInstanceUID", "")) or None,
-                  series_pseudonym=str(ds.get("SeriesInstanceUID", "")) or None, modality=modality,
-                  width=int(ds.get("Columns", 0) or 0) or None, height=int(ds.get("Rows", 0) or 0) or None,
-                  frames=_frames(ds), characteristics=characteristics,
-                  boxes=tuple((b.frame, b.x0, b.y0, b.x1, b.y1, b.score) for b in boxes), report=report)
+    result = partial(DeidResult, kind="dicom", suffix=".dcm", patient_pseudonym=pseudo,
+                     study_pseudonym=str(ds.get("StudyInstanceUID", "")) or None,
+                     series_pseudonym=str(ds.get("SeriesInstanceUID", "")) or None, modality=modality,
+                     width=int(ds.get("Columns", 0) or 0) or None, height=int(ds.get("Rows", 0) or 0) or None,
+                     frames=_frames(ds), characteristics=characteristics,
+                     boxes=tuple((b.frame, b.x0, b.y0, b.x1, b.y1, b.score) for b in boxes), report=report)
     if leaks:
-        return DeidResult(status="refused", output=None, reason=f"withheld: {len(leaks)} original identifying "
-                          "value(s) still present after de-identification", **common)  # type: ignore[arg-type]
-    status = "flagged" if reason else "released"
+        return result(status="refused", output=None, reason=f"withheld: {len(leaks)} original identifying "
+                      "value(s) still present after de-identification")
     report["reason"] = reason
-    return DeidResult(status=status, output=output, reason=reason, **common)  # type: ignore[arg-type]
+    return result(status="flagged" if reason else "released", output=output, reason=reason)
 
 
 def _frames(ds: Dataset) -> int:
@@ -430,7 +430,7 @@ def _meta(ds: Dataset, ctx: TagContext) -> None:
     if "MediaStorageSOPInstanceUID" in meta:
         original = str(meta.MediaStorageSOPInstanceUID)
         ctx.phi.add(original)
-        meta.MediaStorageSOPInstanceUID = remap_uid(ctx.key, original)
+        meta.MediaStorageSOPInstanceUID = UID(remap_uid(ctx.key, original))
     if "SOPInstanceUID" in ds and "MediaStorageSOPInstanceUID" in meta:
         meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
 
@@ -548,7 +548,7 @@ BYTES_PER_BAND = {"I;16": 2, "I;16B": 2, "I;16L": 2, "I": 4, "F": 4}
 
 def _photo(data: bytes, *, key: bytes, name: str, options: DeidOptions, ocr: px.Detector | None) -> DeidResult:
     try:
-        img = Image.open(io.BytesIO(data))  # reads the header only
+        img: Image.Image = Image.open(io.BytesIO(data))  # reads the header only
     except Image.DecompressionBombError:
         raise InputError(name, f"image over the pixel budget of {_mib(options.max_pixel_bytes)}; refused before "
                                "decoding") from None
@@ -585,21 +585,19 @@ def _photo(data: bytes, *, key: bytes, name: str, options: DeidOptions, ocr: px.
     Image.fromarray(arr).save(out, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
     output = out.getvalue()
     leaks = find_leaks(output, phi)
-    digest = hashlib.sha256(memoryview(np.ascontiguousarray(arr)).cast("B")).hexdigest()
+    digest = hashlib.sha256(np.ascontiguousarray(arr).data.cast("B")).hexdigest()
     pseudo = content_pseudonym(digest)
     report = {"method": "medlabel deid 1: photo re-encoded from pixels, metadata dropped",
               "pixels_scanned": options.scan_pixels, "text_regions": len(boxes),
               "metadata_fields_dropped": len(phi), "leak_scan": {"values_checked": len(phi), "hits": len(leaks)},
               "unmasked_regions": [[b.frame, b.x0, b.y0, b.x1, b.y1] for b in unmasked],
               "reason": reason}
-    common = dict(kind="photo", suffix=".png", patient_pseudonym=pseudo, study_pseudonym=pseudo,
-                  series_pseudonym=pseudo, modality="XC", width=arr.shape[1], height=arr.shape[0], frames=1,
-                  boxes=tuple((b.frame, b.x0, b.y0, b.x1, b.y1, b.score) for b in boxes), report=report)
+    result = partial(DeidResult, kind="photo", suffix=".png", patient_pseudonym=pseudo, study_pseudonym=pseudo,
+                     series_pseudonym=pseudo, modality="XC", width=int(arr.shape[1]), height=int(arr.shape[0]),
+                     frames=1, boxes=tuple((b.frame, b.x0, b.y0, b.x1, b.y1, b.score) for b in boxes), report=report)
     if leaks:
-        return DeidResult(status="refused", output=None, reason="withheld: metadata survived re-encoding",
-                          **common)  # type: ignore[arg-type]
-    return DeidResult(status="flagged" if reason else "released", output=output, reason=reason,
-                      **common)  # type: ignore[arg-type]
+        return result(status="refused", output=None, reason="withheld: metadata survived re-encoding")
+    return result(status="flagged" if reason else "released", output=output, reason=reason)
 
 
 def apply_masks(data: bytes, rects: list[tuple[int, int, int, int]]) -> bytes:

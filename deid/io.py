@@ -87,7 +87,9 @@ def _output_name(result_kind: str, patient: str | None, study: str | None, serie
     top = Path("_flagged") if flagged else Path()
     if result_kind == "photo":
         return top / "photos" / f"{digest}{suffix}"
-    short = lambda uid: hashlib.sha256((uid or "").encode()).hexdigest()[:12]  # noqa: E731
+    def short(uid: str | None) -> str:
+        return hashlib.sha256((uid or "").encode()).hexdigest()[:12]
+
     return top / (patient or "unknown") / f"study-{short(study)}" / f"series-{short(series)}" / f"{digest}{suffix}"
 
 
@@ -134,7 +136,7 @@ def deidentify_tree(src: Path, dst: Path, *, key: bytes, options: DeidOptions, w
                 if progress:
                     progress(outcome)
     rows = sorted((o for o in outcomes if o.output), key=lambda o: o.output or "")
-    buffer = [["file", "status", "patient_id", "study_uid", "series_uid"]]
+    buffer: list[list[str | None]] = [["file", "status", "patient_id", "study_uid", "series_uid"]]
     buffer += [[o.output, o.status, o.patient, o.study, o.series] for o in rows]
     import io
 

@@ -135,7 +135,8 @@ class DynamicBatcher:
     def _run_batch(self, lane: _Lane, batch: list[_Slot], runner: Runner) -> None:
         try:
             xs = np.stack([s.x for s in batch])
-            tabular = None if batch[0].tabular is None else np.stack([s.tabular for s in batch])  # type: ignore[misc]
+            rows = [s.tabular for s in batch if s.tabular is not None]
+            tabular = None if batch[0].tabular is None else np.stack(rows)
             out = runner(xs, tabular)
             for i, slot in enumerate(batch):
                 slot.output = RunOutput(probabilities=out.probabilities[i:i + 1],

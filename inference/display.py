@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -196,8 +197,8 @@ def crop_view(png: bytes, original_size: tuple[int, int], view: View, size: tupl
     return buffer.getvalue()
 
 
-def shown_to_original(boxes: list[dict], view: View, shown: tuple[int, int],
-                      image: tuple[int, int]) -> list[dict]:
+def shown_to_original(boxes: list[dict[str, Any]], view: View, shown: tuple[int, int],
+                      image: tuple[int, int]) -> list[dict[str, Any]]:
     """Boxes drawn on the shown view (left, top, width, height in shown pixels) -> original pixel
     x0, y0, x1, y1 (rounded to 0.1, clipped to the image)."""
     sx, sy = view.width / shown[0], view.height / shown[1]
@@ -212,7 +213,7 @@ def shown_to_original(boxes: list[dict], view: View, shown: tuple[int, int],
     return out
 
 
-def original_to_shown(boxes: list[dict], view: View, shown: tuple[int, int]) -> list[dict]:
+def original_to_shown(boxes: list[dict[str, Any]], view: View, shown: tuple[int, int]) -> list[dict[str, Any]]:
     """Boxes in original pixels (x0, y0, x1, y1) -> left, top, width, height on the shown view, for the
     boxes that overlap the view. A box is not cut at the view's edge (it may reach past the canvas), so
     mapping it back gives the whole box again."""

@@ -106,7 +106,7 @@ def confusion_matrix(true_index: np.ndarray, predicted_index: np.ndarray, n_clas
 
 def _bin_index(confidence: np.ndarray, n_bins: int) -> np.ndarray:
     edges = np.linspace(0.0, 1.0, n_bins + 1)
-    return np.digitize(confidence, edges[1:-1], right=True)  # ((m-1)/M, m/M]; 0 goes to the first bin
+    return np.asarray(np.digitize(confidence, edges[1:-1], right=True))  # ((m-1)/M, m/M]; 0 goes to the first bin
 
 
 def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, n_bins: int = DEFAULT_BINS
@@ -159,7 +159,7 @@ def _validate(probabilities: np.ndarray, truth: np.ndarray, labels: Sequence[str
     return p, t.astype(np.int64), False
 
 
-def _percentile(values: list[float]) -> tuple[float, float] | None:
+def _percentile(values: Sequence[float | None]) -> tuple[float, float] | None:
     finite = [v for v in values if v is not None and np.isfinite(v)]
     if not finite:
         return None

@@ -37,7 +37,7 @@ def _blurred(x: np.ndarray, h_axis: int, w_axis: int, sigma: float) -> np.ndarra
 
     sigmas = [0.0] * x.ndim
     sigmas[h_axis] = sigmas[w_axis] = sigma
-    return gaussian_filter(x.astype(np.float32), sigma=sigmas, mode="nearest").astype(x.dtype)
+    return np.asarray(gaussian_filter(x.astype(np.float32), sigma=sigmas, mode="nearest").astype(x.dtype))
 
 
 def occlusion_map(predict: Callable[[np.ndarray], np.ndarray], x: np.ndarray, target: int, *, patch: int = 32,
@@ -80,7 +80,7 @@ def occlusion_drops(predict: Callable[[np.ndarray], np.ndarray], x: np.ndarray, 
         chunk = boxes[i:i + batch_size]
         batch = np.repeat(x, len(chunk), axis=0)
         for j, (top, left) in enumerate(chunk):
-            index = [j, slice(None), slice(None), slice(None)]
+            index: list[int | slice] = [j, slice(None), slice(None), slice(None)]
             index[h_axis], index[w_axis] = slice(top, top + patch), slice(left, left + patch)
             batch[tuple(index)] = source[(0, *index[1:])]
         probs = np.asarray(predict(batch))[:, target]
@@ -96,7 +96,7 @@ def jet(heat: np.ndarray) -> np.ndarray:
     v = np.clip(np.asarray(heat, dtype=np.float32), 0.0, 1.0)[..., None]
     centres = np.array([0.75, 0.5, 0.25], dtype=np.float32)  # r, g, b peaks
     rgb = np.clip(1.5 - np.abs(4.0 * (v - centres)), 0.0, 1.0)
-    return np.rint(rgb * 255).astype(np.uint8)
+    return np.asarray(np.rint(rgb * 255).astype(np.uint8))
 
 
 def legend_png(width: int = 256, height: int = 14) -> bytes:

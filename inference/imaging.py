@@ -30,6 +30,7 @@ windowing first by at most the filter's smoothing, invisible at display and mode
 from __future__ import annotations
 
 import io
+from typing import Any
 
 import numpy as np
 import pydicom
@@ -37,7 +38,8 @@ from PIL import Image, ImageOps
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
-from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, pixel_array
+from pydicom.pixels.processing import apply_color_lut, apply_modality_lut, apply_voi_lut
+from pydicom.pixels.utils import pixel_array
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from inference.types import Decoded, ImageKind, ImageMeta, WindowPreset
@@ -61,10 +63,10 @@ def read_dicom(data: bytes, name: str = "<bytes>", *, stop_before_pixels: bool =
         raise DicomReadError(name, f"not readable DICOM ({type(exc).__name__})") from None  # its text may quote values
 
 
-def _values(element: object) -> list[float]:
+def _values(element: Any) -> list[float]:  # a DICOM element's value: a number or several
     if isinstance(element, MultiValue | list | tuple):
         return [float(v) for v in element]
-    return [float(element)]  # type: ignore[arg-type]
+    return [float(element)]
 
 
 def file_windows(ds: Dataset) -> tuple[WindowPreset, ...]:
@@ -106,7 +108,7 @@ def window_array(values: np.ndarray, center: float, width: float, function: str 
     x = np.asarray(values, dtype=np.float32)
     function = (function or "LINEAR").upper()
     if function == "SIGMOID":
-        return (1.0 / (1.0 + np.exp(-4.0 * (x - center) / max(width, 1e-6)))).astype(np.float32)
+        return np.asarray((1.0 / (1.0 + np.exp(-4.0 * (x - center) / max(width, 1e-6)))).astype(np.float32))
     if function == "LINEAR_EXACT":
         y = (x - np.float32(center)) / np.float32(max(width, 1e-6)) + np.float32(0.5)
     else:  # LINEAR; width must be >= 1
@@ -136,7 +138,7 @@ def to_uint8(unit: np.ndarray) -> np.ndarray:
     """0..1 float to 0..255 uint8 by rounding (0.5 -> 128)."""
     scaled = np.asarray(unit, dtype=np.float32) * np.float32(255.0)
     np.clip(scaled, 0.0, 255.0, out=scaled)
-    return np.rint(scaled, out=scaled).astype(np.uint8)
+    return np.asarray(np.rint(scaled, out=scaled).astype(np.uint8))
 
 
 def target_size(height: int, width: int, max_size: int | None) -> tuple[int, int]:
@@ -312,8 +314,8 @@ def photo_unit(img: Image.Image, *, window: tuple[float, float] | None = None,
         gray, top = True, 0.0
     else:
         img, gray, top = img.convert("RGB"), False, 255.0
-    meta = {"original_width": img.width, "original_height": img.height, "frames": 1, "modality": None,
-            "photometric": mode}
+    meta: dict[str, Any] = {"original_width": img.width, "original_height": img.height, "frames": 1,
+                            "modality": None, "photometric": mode}
     out_size = size or target_size(img.height, img.width, max_size)
     if not gray:
         resized = img if out_size == (img.height, img.width) else img.resize(
@@ -321,8 +323,9 @@ def photo_unit(img: Image.Image, *, window: tuple[float, float] | None = None,
         return Decoded(np.asarray(resized, dtype=np.float32) / np.float32(255.0), window_used=None, **meta)
     values = resize_float(area_reduce(np.asarray(img), out_size).astype(np.float32), out_size)
     if window is not None:
-        used: tuple[float, float] | None = (float(window[0]), float(window[1]))
-        unit = window_array(values, *used)  # type: ignore[misc]
+        center, width = float(window[0]), float(window[1])
+        used: tuple[float, float] | None = (center, width)
+        unit = window_array(values, center, width)
     elif top:
         used, unit = None, np.clip(values / np.float32(top), 0.0, 1.0)
     else:

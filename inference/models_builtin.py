@@ -6,6 +6,8 @@ embedding extraction and the throughput figures are exercised on what real expor
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
@@ -32,7 +34,7 @@ class _Graph:
         self.inits.append(numpy_helper.from_array(np.asarray(value, dtype=np.float32), name))
         return name
 
-    def node(self, op: str, inputs: list[str], output: str | None = None, **attrs: object) -> str:
+    def node(self, op: str, inputs: list[str], output: str | None = None, **attrs: Any) -> str:
         out = output or self.name(op.lower())
         self.nodes.append(helper.make_node(op, inputs, [out], name=self.name(op), **attrs))
         return out
@@ -72,13 +74,14 @@ class _Graph:
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="medlabel")
         model.ir_version = IR_VERSION
         onnx.checker.check_model(model)
-        return model.SerializeToString()
+        data: bytes = model.SerializeToString()
+        return data
 
 
 def _image_input(name: str, hw: tuple[int, int], channels: int, layout: str) -> onnx.ValueInfoProto:
     if layout not in ("NCHW", "NHWC"):
         raise ValueError(f"layout must be NCHW or NHWC, not {layout!r}")
-    shape = ["N", channels, *hw] if layout == "NCHW" else ["N", *hw, channels]
+    shape: list[str | int] = ["N", channels, *hw] if layout == "NCHW" else ["N", *hw, channels]
     return helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
 
 

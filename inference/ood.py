@@ -46,7 +46,7 @@ class Detector:
         z = x @ self.components.T
         residual = np.maximum(np.einsum("ij,ij->i", x, x) - np.einsum("ij,ij->i", z, z), 0.0)
         d2 = (z * z / self.variances).sum(axis=1) + residual / self.noise
-        return np.sqrt(d2 / x.shape[1])
+        return np.asarray(np.sqrt(d2 / x.shape[1]))
 
     def to_bytes(self) -> bytes:
         out = io.BytesIO()
@@ -72,7 +72,7 @@ def pooled_input(x: np.ndarray, side: int = POOL_SIDE) -> np.ndarray:
     fh, fw = max(1, math.ceil(h / side)), max(1, math.ceil(w / side))
     hh, ww = h // fh * fh, w // fw * fw
     pooled = x[:, :, :hh, :ww].reshape(n, c, hh // fh, fh, ww // fw, fw).mean(axis=(3, 5))
-    return pooled.reshape(n, -1)
+    return np.asarray(pooled.reshape(n, -1))
 
 
 def fit(reference: np.ndarray, n_components: int | None = None) -> Detector:

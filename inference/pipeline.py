@@ -195,8 +195,8 @@ def _rendition(source: Source, spec: InputSpec, cache: RenditionCache | None,
                timings: dict[str, float]) -> np.ndarray:
     key = source.cache_key if cache is not None else None
     t0 = time.perf_counter()
-    if key is not None:
-        blob = cache.get(key)  # type: ignore[union-attr]
+    if key is not None and cache is not None:
+        blob = cache.get(key)
         if blob is not None and (cached := decode_rendition(blob, spec)) is not None:
             timings["load_s"] += time.perf_counter() - t0
             timings["cache_hits"] += 1
@@ -207,9 +207,9 @@ def _rendition(source: Source, spec: InputSpec, cache: RenditionCache | None,
     t2 = time.perf_counter()
     timings["load_s"] += t1 - t0
     timings["decode_s"] += t2 - t1
-    if key is not None:
+    if key is not None and cache is not None:
         try:
-            cache.put(key, encode_rendition(image))  # type: ignore[union-attr]
+            cache.put(key, encode_rendition(image))
             timings["cache_writes"] += 1
         except (OSError, MedlabelError) as exc:  # a full or read-only cache only costs speed
             logger.warning("%s: model rendition not cached (%s)", source.label, exc)

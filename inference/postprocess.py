@@ -28,7 +28,7 @@ def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
     x = np.asarray(logits, dtype=np.float64)
     x = x - x.max(axis=axis, keepdims=True)
     e = np.exp(x)
-    return (e / e.sum(axis=axis, keepdims=True)).astype(np.float32)
+    return np.asarray((e / e.sum(axis=axis, keepdims=True)).astype(np.float32))
 
 
 def sigmoid(logits: np.ndarray) -> np.ndarray:

@@ -179,7 +179,7 @@ def _run_quantizer(model: onnx.ModelProto, spec: ModelSpec, mode: str, images: n
                 quantize_dynamic(model, out, weight_type=QuantType.QInt8)
             else:
                 x, t = _calibration_arrays(spec, images, tabular)
-                quantize_static(model, out, _Calibration(spec, x, t, batch), quant_format=QuantFormat.QDQ,  # type: ignore[arg-type]
+                quantize_static(model, out, _Calibration(spec, x, t, batch), quant_format=QuantFormat.QDQ,
                                 per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                                 # 7-bit weights: x86 CPUs without VNNI (AVX2, this 2-core AMD EPYC) sum u8 x s8
                                 # pairs in 16 bits and saturate with full-range weights (onnxruntime's docs).

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 from pathlib import Path
 from typing import Any
 
@@ -195,7 +196,7 @@ def _output_semantics(model: onnx.ModelProto, output: str, meta: dict[str, Any],
         raise InputError(source, f"meta 'output' must be softmax, sigmoid or logits, not {said!r}")
     if last is not None and last.op_type == "LogSoftmax":
         raise InputError(source, "the output is LogSoftmax; export probabilities or logits instead")
-    if found is not None:
+    if found is not None and last is not None:
         if said == "logits" or (said is not None and said != found.value):
             raise InputError(source, f"meta says the output is {said!r} but the graph ends with {last.op_type}")
         return found, True
@@ -227,7 +228,8 @@ def find_embedding_tensor(model: onnx.ModelProto, output: str) -> str | None:
         return None
     if node.op_type == "Gemm" and any(a.name == "transA" and a.i == 1 for a in node.attribute):
         return None
-    return node.input[0]
+    name: str | None = node.input[0]
+    return name
 
 
 def with_embedding_output(model_bytes: bytes, tensor_name: str) -> bytes:
@@ -246,7 +248,8 @@ def with_embedding_output(model_bytes: bytes, tensor_name: str) -> bytes:
     for value in inferred.graph.output:
         if value.name == EMBEDDING_OUTPUT:
             model.graph.output[-1].CopyFrom(value)
-    return model.SerializeToString()
+    data: bytes = model.SerializeToString()
+    return data
 
 
 _INSPECTED: dict[tuple[str, tuple[str, ...], str], ModelSpec] = {}
@@ -295,7 +298,7 @@ def _inspect(data: bytes, source: str, labels: list[str] | tuple[str, ...], meta
         raise InputError(source, "meta.json maps tabular features but the model has a single input")
     outputs = [o.name for o in model.graph.output]
     output = meta.get("output_name") or (outputs[0] if len(outputs) == 1 else None)
-    if output not in outputs:
+    if output is None or output not in outputs:
         raise InputError(source, f"the model has outputs {outputs}; set 'output_name' in meta.json to one of them")
     activation, in_graph = _output_semantics(model, output, meta, source)
     out_dims = _dims(_value_infos(inferred)[output])
@@ -315,9 +318,7 @@ def _inspect(data: bytes, source: str, labels: list[str] | tuple[str, ...], meta
             raise InputError(source, f"meta 'embedding_output' names {embedding!r}, which is not in the graph")
         dims = _dims(infos[embedding]) if embedding in infos else None
         if dims and all(d is not None for d in dims[1:]):
-            embedding_dim = 1
-            for d in dims[1:]:
-                embedding_dim *= d  # type: ignore[operator]
+            embedding_dim = math.prod(d for d in dims[1:] if d is not None)
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     return ModelSpec(sha256=hashlib.sha256(data).hexdigest(), size_bytes=len(data), opset=opset,
                      input_name=image.name, input=input_spec, output_name=output, activation=activation,

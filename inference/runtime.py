@@ -168,7 +168,9 @@ class SessionCache:
     def _feeds(spec: ModelSpec, batch: np.ndarray, tabular: np.ndarray | None) -> dict[str, np.ndarray]:
         feeds = {spec.input_name: batch}
         if spec.tabular is not None:
-            feeds[spec.tabular.input_name] = tabular  # type: ignore[assignment]
+            if tabular is None:
+                raise ValueError("tabular rows are required exactly when the model has a tabular input")
+            feeds[spec.tabular.input_name] = tabular
         return feeds
 
     def run(self, spec: ModelSpec, batch: np.ndarray, tabular: np.ndarray | None = None, *,
@@ -182,11 +184,11 @@ class SessionCache:
             raise ValueError(f"batch has shape {batch.shape}, the model wants {expected}")
         if (spec.tabular is None) != (tabular is None):
             raise ValueError("tabular rows are required exactly when the model has a tabular input")
-        if tabular is not None:
+        if tabular is not None and spec.tabular is not None:
             tabular = np.ascontiguousarray(tabular, dtype=np.float32)
-            if tabular.shape != (batch.shape[0], spec.tabular.width):  # type: ignore[union-attr]
+            if tabular.shape != (batch.shape[0], spec.tabular.width):
                 raise ValueError(f"tabular has shape {tabular.shape}, expected "
-                                 f"{(batch.shape[0], spec.tabular.width)}")  # type: ignore[union-attr]
+                                 f"{(batch.shape[0], spec.tabular.width)}")
         entry = self._entry(spec, model_bytes, intra_op_threads)
         outputs = entry.outputs if embeddings else entry.outputs[:1]
         n = batch.shape[0]
@@ -222,6 +224,8 @@ def default_cache() -> SessionCache:
         return _default
 
 
-def run(spec: ModelSpec, batch: np.ndarray, tabular: np.ndarray | None = None, **kwargs: object) -> RunOutput:
+def run(spec: ModelSpec, batch: np.ndarray, tabular: np.ndarray | None = None, *, model_bytes: bytes | None = None,
+        intra_op_threads: int | None = None, embeddings: bool = True) -> RunOutput:
     """``default_cache().run(...)``."""
-    return default_cache().run(spec, batch, tabular, **kwargs)  # type: ignore[arg-type]
+    return default_cache().run(spec, batch, tabular, model_bytes=model_bytes, intra_op_threads=intra_op_threads,
+                               embeddings=embeddings)

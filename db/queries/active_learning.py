@@ -20,6 +20,7 @@ from db.models import (
     Project,
     User,
 )
+from db.queries._results import affected
 
 _READ_KINDS = (AnnotationKind.LABEL, AnnotationKind.VERIFICATION, AnnotationKind.ADJUDICATION)
 
@@ -112,7 +113,7 @@ def top_scored(session: Session, project_id: int, limit: int) -> list[tuple[int,
         .where(Item.project_id == project_id, Item.deid_status == DeidStatus.RELEASED, Item.al_score.is_not(None),
                Item.id.not_in(labelled))
         .order_by(Item.al_score.desc(), Item.id).limit(limit)).all()
-    return [(int(i), float(s)) for i, s in rows]
+    return [(int(i), float(s)) for i, s in rows if s is not None]
 
 
 def model_version(session: Session, model_id: int) -> ModelVersion | None:
@@ -135,7 +136,7 @@ def withdraw_version(session: Session, model_id: int) -> int:
     deleted."""
     session.execute(update(ModelVersion).where(ModelVersion.id == model_id).values(is_active=False))
     result = session.execute(delete(Prediction).where(Prediction.model_id == model_id))
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+    return affected(result)
 
 
 def newest_model_with_predictions(session: Session, project_id: int) -> ModelVersion | None:

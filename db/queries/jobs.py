@@ -10,18 +10,18 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import CursorResult, select, update
+from sqlalchemy import Result, select, update
 from sqlalchemy.orm import Session
 
 from db.models import Job, JobState, Project, User
+from db.queries._results import affected
 
 ACTIVE = (JobState.QUEUED, JobState.RUNNING)
 RETRYABLE = (JobState.FAILED, JobState.CANCELLED)
 
 
-def _changed(result: Any) -> bool:
-    assert isinstance(result, CursorResult)
-    return bool(result.rowcount)
+def _changed(result: Result[Any]) -> bool:
+    return bool(affected(result))
 
 
 def jobs_with_names(session: Session, *, job_id: int | None = None, states: tuple[JobState, ...] = (),

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Insert, func, select
 from sqlalchemy.orm import Session
 
 from db.models import DeidStatus, Item, ModelVersion, Prediction
@@ -97,13 +97,16 @@ def insert_predictions(session: Session, rows: Sequence[dict[str, Any]]) -> set[
     if not rows:
         return set()
     dialect = session.get_bind().dialect.name
+    upsert: Insert
     if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+        from sqlalchemy.dialects import postgresql
+
+        upsert = postgresql.insert(Prediction).on_conflict_do_nothing(index_elements=["item_id", "model_id"])
     elif dialect == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+        from sqlalchemy.dialects import sqlite
+
+        upsert = sqlite.insert(Prediction).on_conflict_do_nothing(index_elements=["item_id", "model_id"])
     else:  # pragma: no cover - medlabel supports SQLite and PostgreSQL only
         raise NotImplementedError(f"insert_predictions does not support {dialect!r}")
-    table = Prediction.__table__
-    stmt = (dialect_insert(table).on_conflict_do_nothing(index_elements=["item_id", "model_id"])
-            .returning(table.c.item_id))
+    stmt = upsert.returning(Prediction.item_id)
     return {int(i) for i in session.execute(stmt, list(rows)).scalars()}

@@ -85,7 +85,7 @@ def embedded_labelled_items(session: Session, model_id: int) -> list[tuple[int, 
                Item.deid_status == DeidStatus.RELEASED, _labelled())
         .order_by(Item.id)
     )
-    return [(i, p, h, s, e) for i, p, h, s, e in session.execute(stmt)]
+    return [(i, p, h, s, e) for i, p, h, s, e in session.execute(stmt) if e is not None]
 
 
 def annotations_of_embedded_items(session: Session, model_id: int) -> list[tuple[int, str, str, list[Any], bool,

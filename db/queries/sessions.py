@@ -9,6 +9,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from db.models import AuthSession, KnownDevice, LoginThrottle
+from db.queries._results import affected
 
 
 def session_by_id(session: Session, session_id: int) -> AuthSession | None:
@@ -36,14 +37,14 @@ def revoke_sessions(session: Session, user_id: int, reason: str, now: dt.datetim
             .values(revoked_at=now, revoked_reason=reason, handoff_hash=None))
     if except_id is not None:
         stmt = stmt.where(AuthSession.id != except_id)
-    return int(session.execute(stmt).rowcount or 0)  # type: ignore[attr-defined]
+    return affected(session.execute(stmt))
 
 
 def end_session(session: Session, session_id: int, reason: str, now: dt.datetime) -> bool:
     """Mark one session ended (if still open); True when this call ended it."""
     stmt = (update(AuthSession).where(AuthSession.id == session_id, AuthSession.revoked_at.is_(None))
             .values(revoked_at=now, revoked_reason=reason, handoff_hash=None))
-    return bool(session.execute(stmt).rowcount)  # type: ignore[attr-defined]
+    return bool(affected(session.execute(stmt)))
 
 
 def touch_session(session: Session, session_id: int, now: dt.datetime) -> None:
