@@ -10,6 +10,7 @@ import itertools
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -21,7 +22,7 @@ class Read:
     reader: str
     kind: str  # label | verification | adjudication
     labels: tuple[str, ...]
-    boxes: tuple[dict, ...] = ()  # type: ignore[type-arg]
+    boxes: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -30,10 +31,14 @@ class FinalLabel:
     provenance: str  # adjudicated | consensus | single read | disputed | unlabelled
     reads: int
     agreement: float | None
-    boxes: tuple[dict, ...] = ()  # type: ignore[type-arg]
+    boxes: tuple[dict[str, Any], ...] = ()
 
 
-def current_reads(rows: Iterable[tuple[int, str, str, Sequence[str], bool, Sequence[dict]]]) -> dict[int, list[Read]]:  # type: ignore[type-arg]
+ReadRow = tuple[int, str, str, Sequence[str], bool, Sequence[dict[str, Any]]]
+"""(item id, reader, kind, labels, retracted, boxes) of one stored annotation."""
+
+
+def current_reads(rows: Iterable[ReadRow]) -> dict[int, list[Read]]:
     """From annotation rows ``(item, reader, kind, labels, retracted, boxes)`` in insertion order,
     keep each reader's newest row per item and kind; a retraction removes the read."""
     latest: dict[tuple[int, str, str], tuple[bool, Read]] = {}

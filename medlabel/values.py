@@ -86,6 +86,15 @@ def _int(where: str, value: Any, default: int, *, minimum: int = 0) -> int:
     return number
 
 
+def _number(where: str, value: Any) -> float | None:
+    """A stored number as it was written (an int stays an int), or None."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{where}: expected a number, got {value!r}")
+    return value
+
+
 def _mapping(where: str, value: Any) -> Mapping[str, Any]:
     if value is None:
         return {}
@@ -186,7 +195,7 @@ class RoundSettings:
     explicit_items: bool = False
     arms: Mapping[str, str] = field(default_factory=dict)
     reader: str | None = None
-    washout_days: int | None = None
+    washout_days: float | None = None
     washout_until: dt.datetime | None = None
     spacing: int = DEFAULT_REREAD_SPACING
     extra: Mapping[str, Any] = field(default_factory=dict)
@@ -212,8 +221,7 @@ class RoundSettings:
                    explicit_items=bool(data.get("explicit_items", False)),
                    arms={str(k): str(v) for k, v in _mapping("round settings: arms", data.get("arms")).items()},
                    reader=None if data.get("reader") is None else str(data["reader"]),
-                   washout_days=None if data.get("washout_days") is None
-                   else _int("round settings: washout_days", data["washout_days"], 0),
+                   washout_days=_number("round settings: washout_days", data.get("washout_days")),
                    washout_until=washout_until,
                    spacing=_int("round settings: spacing", data.get("spacing"), DEFAULT_REREAD_SPACING),
                    extra={k: v for k, v in data.items() if k not in cls._KEYS})

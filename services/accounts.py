@@ -42,7 +42,7 @@ def backoff_seconds(failures: int) -> int:
     """Seconds an account name waits after ``failures`` consecutive failed sign-ins: 0, 0, 2, 4, 8 ... 900."""
     if failures < FREE_FAILURES:
         return 0
-    return min(2 ** (failures - FREE_FAILURES + 1), MAX_BACKOFF_SECONDS)
+    return min(int(2 ** (failures - FREE_FAILURES + 1)), MAX_BACKOFF_SECONDS)
 
 
 def _dto(user: User) -> UserDTO:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -101,11 +102,11 @@ def _png(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def _pneumoniamnist(data_dir: Path, count: int) -> Iterator[tuple[str, object]]:
+def _pneumoniamnist(data_dir: Path, count: int) -> Iterator[tuple[str, Callable[[], bytes]]]:
     arrays = np.load(data_dir / "pneumoniamnist" / "pneumoniamnist.npz")
     images = arrays["test_images"]
     for i in range(min(count, len(images))):
-        yield f"pneumoniamnist-test-{i:04d}.png", (lambda a=images[i]: _png(a))
+        yield f"pneumoniamnist-test-{i:04d}.png", partial(_png, images[i])
 
 
 def _kermany(data_dir: Path) -> list[Path]:

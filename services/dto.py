@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -108,7 +109,7 @@ class HistoryRow:
     annotation_id: int
     item_id: int
     labels: tuple[str, ...]
-    boxes: tuple[dict, ...]  # type: ignore[type-arg]
+    boxes: tuple[dict[str, Any], ...]
     uncertain: bool
     comment: str
     retracted: bool

@@ -107,7 +107,8 @@ def _coco(ctx: AppContext, project_name: str, rows: list[dict[str, Any]]) -> byt
                                    f"{project.task_type.value.replace('_', '-')}")
         categories = [{"id": i + 1, "name": label.name} for i, label in enumerate(project.labels)]
     ids = {c["name"]: c["id"] for c in categories}
-    images, annotations = [], []
+    images: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
     for row in rows:
         # final_label carries an image-level answer ('no finding', 'indeterminate'): an image without
         # annotations is then a read normal study, not an unread one.

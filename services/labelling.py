@@ -139,7 +139,7 @@ def model_suggestions(session: Session, item: Item) -> tuple[tuple[Suggestion, .
 def _validate(project: Project, item: Item, labels: Sequence[str], boxes: Sequence[dict[str, Any]]) -> None:
     names = {label.name for label in project.labels}
     unknown = [name for name in labels if name not in names]
-    unknown += [b.get("label") for b in boxes if b.get("label") not in names]
+    unknown += [str(b.get("label")) for b in boxes if b.get("label") not in names]
     if unknown:
         raise InputError(None, f"unknown label(s) for project {project.name!r}: {', '.join(map(str, unknown))}")
     if len(set(labels)) != len(labels):

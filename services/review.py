@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
+from typing import Any
 
 from PIL import Image, ImageDraw
+from sqlalchemy.orm import Session
 
 import deid
 from db.models import DeidStatus, Item
@@ -28,8 +30,8 @@ def review_queue(ctx: AppContext, project_id: int | None = None) -> list[ReviewI
         rows = imaging_q.quarantined(session, project_id)
         return [ReviewItem(item_id=i.id, project=p.name, modality=i.modality, width=i.width, height=i.height,
                            frames=i.frame_count, reason=str(i.deid_report.get("reason", "flagged for review")),
-                           boxes=tuple(tuple(b[1:5]) for b in [*i.deid_report.get("text_boxes", []),  # type: ignore[misc]
-                                                               *i.deid_report.get("unmasked_regions", [])]))
+                           boxes=tuple(_box(b) for b in [*i.deid_report.get("text_boxes", []),
+                                                         *i.deid_report.get("unmasked_regions", [])]))
                 for i, p in rows]
 
 
@@ -46,7 +48,13 @@ def review_image(ctx: AppContext, item_id: int, boxes: Sequence[Box], *, max_siz
     return out.getvalue()
 
 
-def _quarantined(session, item_id: int) -> Item:  # type: ignore[no-untyped-def]
+def _box(region: Sequence[Any]) -> tuple[int, int, int, int]:
+    """x0, y0, x1, y1 of a de-identification report's region (frame, x0, y0, x1, y1[, score])."""
+    x0, y0, x1, y1 = region[1:5]
+    return x0, y0, x1, y1
+
+
+def _quarantined(session: Session, item_id: int) -> Item:
     item = session.get(Item, item_id, with_for_update=True)
     if item is None:
         raise NotFoundError(f"no item {item_id}")
@@ -64,7 +72,8 @@ def release(ctx: AppContext, item_id: int, masks: Sequence[Box], *, actor_id: in
         item = _quarantined(session, item_id)
         old_path = new_path = item.stored_path
         if masks:
-            masked = deid.apply_masks(ctx.store.get(old_path), [tuple(int(v) for v in m) for m in masks])
+            rects = [(int(m[0]), int(m[1]), int(m[2]), int(m[3])) for m in masks]
+            masked = deid.apply_masks(ctx.store.get(old_path), rects)
             digest, new_path = ctx.store.put(masked, "." + old_path.rsplit(".", 1)[-1] if "." in old_path else "")
             item.content_hash, item.stored_path = digest, new_path
         item.deid_status = DeidStatus.RELEASED

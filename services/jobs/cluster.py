@@ -110,7 +110,7 @@ def _workers_skip_main_module() -> None:
             data.pop("init_main_from_name", None)
         return data
 
-    get_preparation_data.medlabel_patched = True  # type: ignore[attr-defined]
+    get_preparation_data.medlabel_patched = True  # type: ignore[attr-defined]  # a marker so the patch is applied once
     spawn.get_preparation_data = get_preparation_data
 
 
@@ -193,7 +193,7 @@ def local_owner_gone(tag: str | None) -> str | None:
     """For a worker text holding ``local:<host>:<pid>`` of this host: why that cluster is gone, or None
     if it may still run (or runs elsewhere)."""
     at = -1 if not tag else tag.find("local:")
-    if at < 0:
+    if tag is None or at < 0:
         return None
     host, _, pid_text = tag[at + len("local:"):].rpartition(":")
     if host != socket.gethostname() or not pid_text.isdigit():

@@ -84,7 +84,7 @@ def card_of(row: ModelVersion, approver: str | None = None) -> CardDTO:
 
 
 def _approver(session: Any, actor_id: int) -> User:
-    actor = session.get(User, actor_id)
+    actor: User | None = session.get(User, actor_id)
     if actor is None or not actor.is_active or actor.role.value not in APPROVER_ROLES:
         raise PermissionDenied("only a lead or an administrator approves models for second opinions")
     return actor
@@ -127,15 +127,16 @@ def approve(ctx: AppContext, model_ref: str, actor_id: int, *, project: str | No
         if row is None or not row.is_active:
             raise NotFoundError(f"model {model_ref!r} is not in use")
         base = card_of(row)
+        checked = validation or base.validation
         card = {"intended_input": intended_input.strip() or base.intended_input,
                 "training_data": training_data.strip() or base.training_data,
-                "validation": validation or base.validation, "limitations": limitations.strip() or base.limitations}
+                "validation": checked, "limitations": limitations.strip() or base.limitations}
         row.card = card
         row.approved_at = dt.datetime.now(dt.UTC)
         row.approved_by_id = actor.id
         audit.record(session, "model.approve", actor_id=actor.id, target_type="model", target_id=row.id,
                      name=row.name, version=row.version, project=project,
-                     macro_auroc=(card["validation"] or {}).get("macro_auroc"))
+                     macro_auroc=(checked or {}).get("macro_auroc"))
         return card_of(row, actor.username)
 
 
