@@ -45,20 +45,24 @@ demo: setup
 	$(BIN)/medlabel api --port $(API_PORT) & api=$$!; trap "kill $$api 2>/dev/null" EXIT INT TERM; \
 	  $(BIN)/medlabel serve --port $(PORT)
 
-## test: install everything and run the whole suite (SQLite, PostgreSQL, browser, benchmarks)
-test: setup system-deps
+## test: install everything, lint (ruff, import contracts, mypy --strict) and run the whole suite (SQLite,
+## PostgreSQL, browser, benchmarks)
+test: setup system-deps lint
 	$(BIN)/python -m pytest
 
 ## test-fast: the suite without browser and slow tests
 test-fast: setup
 	$(BIN)/python -m pytest -m "not browser and not slow and not bench"
 
+## lint: ruff, the import-linter contracts, and mypy --strict on the packages listed in pyproject.toml [tool.mypy]
+## (cached in .mypy_cache: a few seconds after the first run)
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) medlabel-data .pytest_cache
+	rm -rf $(VENV) medlabel-data .pytest_cache .mypy_cache
 
 ## bench-peers: a separate virtualenv with dicognito and pydicom's deid (pinned) for `medlabel bench deid`
 ## (pydicom's package is also called `deid`, so it cannot share .venv with medlabel)
