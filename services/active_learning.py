@@ -799,7 +799,7 @@ class _Candidate:
 
 
 def _install(ctx: AppContext, new: ModelDTO, c: _Candidate, reporter: JobReporter, actor_id: int | None,
-             event: str, *, source: _Model | None = None, head: Any = None,
+             event: audit.AuditAction, *, source: _Model | None = None, head: Any = None,
              gate: model_gate.GateDecision | None = None) -> tuple[int, int, int]:
     """Pre-label with ``new`` (from ``source``'s stored embeddings through ``head`` when given, the
     rest through the model), score the pool, then in one transaction point the project at ``new``, write

@@ -8,7 +8,7 @@ import io
 import json
 from contextlib import closing
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, get_args
 
 from sqlalchemy.orm import Session
 
@@ -19,11 +19,25 @@ from db.queries import audit as audit_q
 from services.context import AppContext
 from services.dto import AuditEventDTO
 
+AuditAction = Literal["al.adopt", "al.configure", "al.features", "al.reject", "al.retrain", "al.retrain.held",
+    "al.setup", "al.withdraw", "annotation.amend", "annotation.submit", "annotation.undo", "api.call", "api.refused",
+    "api_token.create", "api_token.revoke", "case.view", "export", "ingest", "item.ingest", "job.cancel",
+    "job.retry", "job.submit", "login", "login.failed", "login.refused", "logout", "model.add", "model.approve",
+    "model.quantize", "model.quantize.undone", "model.remove", "model.revoke", "prelabel", "project.create",
+    "project.update", "queue.claim", "queue.skip", "reidentify", "review.reject", "review.release", "round.close",
+    "round.create", "round.disagreement", "second_opinion.ask", "second_opinion.image", "second_opinion.review",
+    "session.end", "user.add", "user.disable", "user.enable", "user.password", "user.role"]
+"""The fixed vocabulary of audit actions: mypy checks every ``record`` call in the services against it, and
+``record`` refuses any other action at run time (a new kind of event is added here first)."""
+ACTIONS: frozenset[str] = frozenset(get_args(AuditAction))
 
-def record(session: Session, action: str, *, actor_id: int | None, target_type: str | None = None,
+
+def record(session: Session, action: AuditAction, *, actor_id: int | None, target_type: str | None = None,
            target_id: object = None, **payload: Any) -> None:
     """Append one audit event, chained to the one before. ``payload`` must never hold a password or an
     original identifier; it is stored as the JSON it hashes to."""
+    if action not in ACTIONS:
+        raise ValueError(f"unknown audit action {action!r}: add it to services.audit.AuditAction")
     canonical = json.loads(json.dumps(payload, sort_keys=True, default=str))
     audit_q.append(session, AuditEvent(at=utcnow(), actor_id=actor_id, action=action, target_type=target_type,
                                        target_id=None if target_id is None else str(target_id), payload=canonical))

@@ -17,7 +17,7 @@ from services.context import AppContext
 def _events(ctx: AppContext, n: int) -> None:
     for i in range(n):
         with ctx.sessions.begin() as session:
-            audit.record(session, "test.event", actor_id=None, target_type="item", target_id=i, n=i, note="x")
+            audit.record(session, "case.view", actor_id=None, target_type="item", target_id=i, n=i, note="x")
 
 
 def _verify(capsys: pytest.CaptureFixture[str], settings: Settings, monkeypatch: pytest.MonkeyPatch
@@ -104,3 +104,13 @@ def test_exports_and_case_views_are_audited(ctx: AppContext) -> None:
                   .filter(AuditEvent.action.in_(["export", "case.view"])).order_by(AuditEvent.id)]
     assert events == [("export", lead, "project", str(pid)), ("case.view", lead, "item", str(item))]
     assert audit.verify(ctx).broken_at is None
+
+
+def test_an_action_outside_the_vocabulary_is_refused(ctx: AppContext) -> None:
+    """Audit actions are a fixed vocabulary (services.audit.AuditAction): a misspelt one fails loudly and
+    writes nothing."""
+    assert {"login", "al.adopt", "model.approve", "user.disable"} <= audit.ACTIONS
+    with pytest.raises(ValueError, match="unknown audit action 'login.fail'"):
+        with ctx.sessions.begin() as session:
+            audit.record(session, "login.fail", actor_id=None)  # type: ignore[arg-type]  # the misspelling under test
+    assert audit.recent_events(ctx) == []
