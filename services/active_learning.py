@@ -229,13 +229,6 @@ class _Labelled:
         return cls(out)
 
 
-def _project(session: Any, name: str) -> Project:
-    project = projects_q.project_by_name(session, name)
-    if project is None:
-        raise NotFoundError(f"no project named {name!r}")
-    return project
-
-
 def _settings(project: Project) -> ProjectSettings:
     return ProjectSettings.from_json(project.settings)
 
@@ -472,7 +465,7 @@ def _phase(strategy: str, labelled: _Labelled, model: _Model) -> str | None:
 def status(ctx: AppContext, project_name: str) -> ALStatus:
     """The project's strategy, batch size, retrain interval, model and label counts."""
     with ctx.reads() as session:
-        project = _project(session, project_name)
+        project = projects_q.require_project(session, project_name)
         model = _project_model(session, project)
         labelled = _Labelled.read(q.read_rows(session, project.id))
         last = q.last_round(session, project.id)
@@ -496,7 +489,7 @@ def configure(ctx: AppContext, project_name: str, strategy: str, batch_size: int
     if isinstance(retrain_every, bool) or int(retrain_every) < 0:
         raise InputError(None, "retrain every N labels: N must be 0 (on demand only) or more")
     with ctx.sessions.begin() as session:
-        project = _project(session, project_name)
+        project = projects_q.require_project(session, project_name)
         project.settings = _settings(project).with_active_learning(
             batch_size=int(batch_size), retrain_every=int(retrain_every)).to_json()
         project.queue_strategy = strategy
@@ -534,7 +527,7 @@ def score_pool(ctx: AppContext, project_name: str, model_ref: str | None = None)
     """Write ``Item.al_score`` for the project's released items from the stored predictions of its model
     (or ``model_ref``, "NAME:VERSION") and its strategy; "random" clears them. Returns how many were scored."""
     with ctx.reads() as session:
-        project = _project(session, project_name)
+        project = projects_q.require_project(session, project_name)
         strategy = project.queue_strategy
         row = _project_model(session, project)
         if model_ref is not None:
@@ -632,7 +625,7 @@ def queued_cases(ctx: AppContext, project_name: str, limit: int | None = None) -
     """The next unlabelled cases the queue serves (the current batch: ``batch_size`` by default), each with
     why it was chosen."""
     with ctx.reads() as session:
-        project = _project(session, project_name)
+        project = projects_q.require_project(session, project_name)
         n = int(limit if limit is not None else _settings(project).active_learning.batch_size)
         top = [] if project.queue_strategy == "random" else q.top_scored(session, project.id, n)
     out = []
@@ -960,7 +953,7 @@ def retrain(ctx: AppContext, project_name: str, *, strategy: str | None = None, 
         raise InputError(None, "the batch size must be at least 1")
     reporter.progress(0, _RETRAIN_STEPS, "reading labels and embeddings")
     with ctx.reads() as session:
-        project = _project(session, project_name)
+        project = projects_q.require_project(session, project_name)
         row = _project_model(session, project)
         if row is None:
             raise NotFoundError(f"project {project_name!r} has no model to retrain: register a model and pre-label "
@@ -1040,7 +1033,7 @@ def learning_curve(ctx: AppContext, project_name: str) -> list[LearningRound]:
     A round without a project hold-out (the demo's round 0, whose head learnt from seed labels outside the
     project) reports the AUROC measured on its reference split instead, saying so in ``holdout``."""
     with ctx.reads() as session:
-        project = _project(session, project_name)
+        project = projects_q.require_project(session, project_name)
         rows = q.rounds(session, project.id)
         names = accounts_q.usernames(session, {r.decided_by_id for r, _ in rows if r.decided_by_id is not None})
         return [_learning_round(r, m, names.get(r.decided_by_id or -1)) for r, m in rows]
@@ -1068,7 +1061,7 @@ def _labelled_predictions(ctx: AppContext, project_name: str) -> tuple[_Model, l
                                                                                           bytes | None]],
                                                                          _Labelled, dict[str, str]]:
     with ctx.reads() as session:
-        project = _project(session, project_name)
+        project = projects_q.require_project(session, project_name)
         row = _project_model(session, project)
         if row is None:
             raise NotFoundError(f"project {project_name!r} has no model yet")
@@ -1195,7 +1188,7 @@ def setup_active_learning_demo(ctx: AppContext, project_name: str, *, npz: Path 
     """
     reporter = reporter or NullReporter()
     with ctx.reads() as session:
-        project = _project(session, project_name)
+        project = projects_q.require_project(session, project_name)
         if _stored_ref(project):
             return f"active learning: already set up ({_stored_ref(project)})"
         strategy = project.queue_strategy if project.queue_strategy != "random" else al.DEFAULT_STRATEGY

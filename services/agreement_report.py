@@ -24,9 +24,7 @@ def project_ratings(ctx: AppContext, project_name: str, round_id: int | None = N
     reader's intra-reader re-reads are not a second reader's rating).
     """
     with ctx.reads() as session:
-        project = projects_q.project_by_name(session, project_name)
-        if project is None:
-            raise NotFoundError(f"no project named {project_name!r}")
+        project = projects_q.require_project(session, project_name)
         if round_id is not None:
             if round_id not in {r.id for r in verification_q.rounds_of(session, project.id)}:
                 raise NotFoundError(f"project {project_name!r} has no round {round_id}")

@@ -13,7 +13,7 @@ from agreement.consensus import current_reads, final_label, patient_splits
 from db.models import TaskType
 from db.queries import export as export_q
 from db.queries import projects as projects_q
-from medlabel.errors import InputError, NotFoundError
+from medlabel.errors import InputError
 from medlabel.text import csv_cell
 from services import audit
 from services.context import AppContext
@@ -26,9 +26,7 @@ FORMATS = ("csv", "jsonl", "coco")
 
 def export_rows(ctx: AppContext, project_name: str, *, seed: int = 0) -> list[dict[str, Any]]:
     with ctx.reads() as session:
-        project = projects_q.project_by_name(session, project_name)
-        if project is None:
-            raise NotFoundError(f"no project named {project_name!r}")
+        project = projects_q.require_project(session, project_name)
         items = export_q.released_items(session, project.id)
         annotations = export_q.annotations_of_project(session, project.id)
         predictions = export_q.predictions_of_project(session, project.id)

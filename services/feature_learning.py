@@ -24,6 +24,7 @@ import inference
 from active_learning.features import EMBEDDING, FEATURE_HEAD_C, PatchFeatureParams, learn_features
 from active_learning.onnx_export import compose_backbone_head, head_to_onnx
 from db.queries import active_learning as q
+from db.queries import projects as projects_q
 from inference.registry import spec_from_dict
 from inference.types import Layout, Scaling
 from medlabel.errors import InputError, NotFoundError
@@ -37,7 +38,6 @@ from services.active_learning import (
     _Labelled,
     _Model,
     _model_name,
-    _project,
     _project_model,
     _settings,
     _stored_ref,
@@ -93,7 +93,7 @@ def learn_project_features(ctx: AppContext, project_name: str, *, actor_id: int 
         raise InputError(None, "feature learning needs at least 2 images")
     reporter.progress(0, _STEPS, "reading the project's images")
     with ctx.reads() as session:
-        project = _project(session, project_name)
+        project = projects_q.require_project(session, project_name)
         row = _project_model(session, project)
         if row is None:
             raise NotFoundError(f"project {project_name!r} has no model yet: its classes and input size come from "

@@ -76,9 +76,7 @@ def ingest_blobs(ctx: AppContext, project_name: str, blobs: Iterable[tuple[str, 
     """De-identify and store each ``(source name, read())`` pair; returns one outcome per file."""
     key = ctx.settings.secret_key()
     with ctx.reads() as session:
-        project = projects_q.project_by_name(session, project_name)
-        if project is None:
-            raise NotFoundError(f"no project named {project_name!r}")
+        project = projects_q.require_project(session, project_name)
         project_id, seed, reid = project.id, project.queue_seed, project.allow_reidentification
     if reid:
         reid_keys.fernet(ctx.settings)  # a missing re-identification key stops the batch before any file
@@ -191,9 +189,7 @@ def reidentify(ctx: AppContext, project_name: str, pseudonym: str, *, actor_id: 
     if actor_role != "admin":
         raise PermissionDenied("only administrators may re-identify")
     with ctx.sessions.begin() as session:
-        project = projects_q.project_by_name(session, project_name)
-        if project is None:
-            raise NotFoundError(f"no project named {project_name!r}")
+        project = projects_q.require_project(session, project_name)
         if not project.allow_reidentification:
             raise PermissionDenied(f"project {project_name!r} does not allow re-identification")
         row = imaging_q.pseudonym_key(session, project.id, pseudonym)
@@ -211,9 +207,7 @@ def reidentify(ctx: AppContext, project_name: str, pseudonym: str, *, actor_id: 
 
 def project_id_of(ctx: AppContext, name: str) -> int:
     with ctx.reads() as session:
-        project = projects_q.project_by_name(session, name)
-        if project is None:
-            raise NotFoundError(f"no project named {name!r}")
+        project = projects_q.require_project(session, name)
         return project.id
 
 

@@ -146,9 +146,7 @@ def projects_for(ctx: AppContext, user_id: int, role: str) -> list[ProjectDTO]:
 
 def get_project(ctx: AppContext, name: str) -> ProjectDTO:
     with ctx.reads() as session:
-        project = projects_q.project_by_name(session, name)
-        if project is None:
-            raise NotFoundError(f"no project named {name!r}")
+        project = projects_q.require_project(session, name)
         return project_dto(session, project)
 
 
@@ -169,9 +167,7 @@ class ProjectChanges:
 
 def update_project(ctx: AppContext, name: str, changes: ProjectChanges, *, actor_id: int | None = None) -> ProjectDTO:
     with ctx.sessions.begin() as session:
-        project = projects_q.project_by_name(session, name)
-        if project is None:
-            raise NotFoundError(f"no project named {name!r}")
+        project = projects_q.require_project(session, name)
         per_item_before = project.labels_per_item
         for attr in ("description", "instructions", "labels_per_item", "show_suggestions", "ordinal"):
             value = getattr(changes, attr)

@@ -17,11 +17,20 @@ from db.models import (
     User,
     VerificationRound,
 )
+from medlabel.errors import NotFoundError
 from medlabel.values import ProjectSettings
 
 
 def project_by_name(session: Session, name: str) -> Project | None:
     return session.scalars(select(Project).where(Project.name == name)).one_or_none()
+
+
+def require_project(session: Session, name: str) -> Project:
+    """The project called ``name``; ``NotFoundError`` naming it when there is none."""
+    project = project_by_name(session, name)
+    if project is None:
+        raise NotFoundError(f"no project named {name!r}")
+    return project
 
 
 def project_counts(session: Session) -> list[tuple[Project, int, int, int, int]]:

@@ -112,9 +112,7 @@ def prediction_rows(model_id: int, labels: tuple[str, ...], multi_label: bool, i
 def _prelabel_scope(ctx: AppContext, project_name: str, model: ModelDTO,
                     item_ids: Sequence[int] | None) -> tuple[list[q.PrelabelCandidate], int, str]:
     with ctx.reads() as session:
-        project = projects_q.project_by_name(session, project_name)
-        if project is None:
-            raise NotFoundError(f"no project named {project_name!r}")
+        project = projects_q.require_project(session, project_name)
         todo, already = q.prelabel_scope(session, project.id, model.id, item_ids)
         version = session.get(ModelVersion, model.id)
         assert version is not None
