@@ -187,8 +187,12 @@ def deidentify_bytes(data: bytes, *, key: bytes, name: str, options: DeidOptions
             if ds is None:
                 return _photo(data, key=key, name=name, options=options, ocr=ocr)
             _check_pixels(ds, name, options.max_pixel_bytes)
-            return _dicom(ds, key=key, name=name, options=options, ocr=ocr,
-                          original=lambda: _read(data, name, options.max_pixel_bytes))  # type: ignore[return-value]
+            def original() -> Dataset:
+                again = _read(data, name, options.max_pixel_bytes)
+                assert again is not None  # the same bytes were read as DICOM just above
+                return again
+
+            return _dicom(ds, key=key, name=name, options=options, ocr=ocr, original=original)
     except MedlabelError:
         raise
     except RecursionError:
@@ -398,8 +402,7 @@ def _pixels(ds: Dataset, name: str, decode: bool = True) -> tuple[np.ndarray | N
 def _validate_native(ds: Dataset) -> None:
     """What ``pixel_array`` checks of uncompressed pixel data before reading it (pydicom's own checks:
     a decoder for the transfer syntax, consistent Image Pixel attributes, enough bytes), without reading it."""
-    from pydicom.pixels import get_decoder
-    from pydicom.pixels.decoders.base import DecodeRunner
+    from pydicom.pixels.decoders.base import DecodeRunner, get_decoder
 
     runner = DecodeRunner(get_decoder(ds.file_meta.TransferSyntaxUID).UID)
     runner.set_source(ds)
@@ -536,7 +539,7 @@ def _write_explicit_le(ds: Dataset) -> bytes:
             fp.write(b"".join((tag.group.to_bytes(2, "little"), tag.element.to_bytes(2, "little"), head,
                                elem.value)))
         else:
-            write_data_element(fp, elem, encodings)  # type: ignore[arg-type]
+            write_data_element(fp, elem, encodings)
     return fp.getvalue()
 
 

@@ -11,7 +11,7 @@ import datetime as dt
 import hashlib
 import hmac
 
-from pydicom.uid import UID_dictionary
+from pydicom._uid_dict import UID_dictionary
 
 MAX_SHIFT_DAYS = 3650
 MIN_SHIFT_DAYS = 365

@@ -131,8 +131,8 @@ def process_dataset(ds: Dataset, ctx: TagContext, *, top: bool = True) -> None:
                 ctx.counts["X:unlisted-binary"] += 1
                 continue
         elem = ds[tag]
-        if action is not None:
-            _apply(ds, elem, action, ctx, rule.option)  # type: ignore[union-attr]
+        if action is not None and rule is not None:  # an action comes from a rule
+            _apply(ds, elem, action, ctx, rule.option)
             continue
         _default(ds, elem, ctx)
 

@@ -33,7 +33,7 @@ import active_learning as al
 import inference
 from active_learning.backbone import build_demo_model, extract_backbone
 from active_learning.label_errors import find_label_issues, find_label_issues_multilabel, out_of_fold_probs
-from agreement.consensus import current_reads, final_label
+from agreement.consensus import ReadRow, current_reads, final_label
 from db.models import ActiveLearningRound, ModelVersion, Project, User
 from db.queries import accounts as accounts_q
 from db.queries import active_learning as q
@@ -216,7 +216,7 @@ class _Labelled:
     final: dict[int, tuple[tuple[str, ...], str]]
 
     @classmethod
-    def read(cls, rows: Sequence[tuple[int, str, str, Sequence[str], bool, Sequence[dict]]]) -> _Labelled:  # type: ignore[type-arg]
+    def read(cls, rows: Sequence[ReadRow]) -> _Labelled:
         out = {}
         for item, reads in current_reads(rows).items():
             result = final_label(reads)
@@ -273,7 +273,9 @@ def _targets(labelled: _Labelled, model: _Model, kinds: dict[str, str]) -> tuple
     row over the model's labels (items carrying an indeterminate or insufficient-quality answer are left out).
     """
     index = {label: i for i, label in enumerate(model.labels)}
-    ids, ys, prov = [], [], []
+    ids: list[int] = []
+    ys: list[np.ndarray | int] = []
+    prov: list[str] = []
     for item, (labels, provenance) in sorted(labelled.final.items()):
         if model.multilabel:
             if any(kinds.get(label, "finding") != "finding" for label in labels):
@@ -354,7 +356,7 @@ def _distance_to_labelled(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
         np.minimum(nearest, np.maximum(d.min(axis=1), 0.0), out=nearest)
     dist = np.sqrt(nearest)
     top = dist.max()
-    return dist / top if top > 0 else dist
+    return np.asarray(dist / top if top > 0 else dist)
 
 
 def _scores(strategy: str, probs: np.ndarray, embeddings: np.ndarray | None, mask: np.ndarray,
@@ -370,6 +372,7 @@ def _scores(strategy: str, probs: np.ndarray, embeddings: np.ndarray | None, mas
     k = int(min(batch_size, int((~mask).sum())))
     picks = strat.select(probs, embeddings, mask, k, rng, labels=labels)
     if strategy in ("adaptive", "typiclust"):
+        assert isinstance(strat, al.TypiClust | al.BudgetAdaptive)
         base = strat.last_base if strat.last_base is not None else np.zeros(mask.shape[0])
     else:
         base = strat.score(probs) if strategy == "hybrid" else _distance_to_labelled(embeddings, mask)
@@ -546,15 +549,15 @@ def score_pool(ctx: AppContext, project_name: str, model_ref: str | None = None)
     scores = {} if model is None else _compute_pool_scores(
         ctx, model, rows, labelled, kinds, strategy, cfg.batch_size, seed)
     with ctx.sessions.begin() as session:
-        project = q.project_for_update(session, project_id)
-        if project is None:
+        locked = q.project_for_update(session, project_id)
+        if locked is None:
             raise NotFoundError(f"project {project_name!r} was deleted")
-        current = _project_model(session, project)
+        current = _project_model(session, locked)
         if model_ref is None and model is not None and (current is None or current.id != model.id):
             raise ConflictError(f"the model of project {project_name!r} changed while scoring; score again")
         q.write_scores(session, project_id, scores)
         if model is not None:
-            project.settings = _settings(project).with_active_learning(
+            locked.settings = _settings(locked).with_active_learning(
                 label_counts=_label_counts(labelled, model, kinds), phase=_phase(strategy, labelled, model)).to_json()
     return ScoreReport(model=None if model is None else model.title, strategy=strategy, scored=len(scores))
 
@@ -744,13 +747,13 @@ def _prelabel_from_embeddings(ctx: AppContext, c: _Candidate, new: ModelDTO, sou
     bulk like ``prelabel`` (same rows, ``ON CONFLICT DO NOTHING``); items without one are left to it."""
     with ctx.reads() as session:
         rows = [r for r in q.predictions(session, c.project_id, source.id) if r[2]]
-    width = len(rows[0][2]) if rows else 0
-    rows = [r for r in rows if len(r[2] or b"") == width]
+    width = len(rows[0][2] or b"") if rows else 0
+    rows = [r for r in rows if r[2] is not None and len(r[2]) == width]
     done = 0
     for start in range(0, len(rows), HEAD_WRITE_BATCH):
         check_stop(reporter)
         chunk = rows[start:start + HEAD_WRITE_BATCH]
-        emb = np.frombuffer(b"".join(r[2] for r in chunk), dtype="<f4").reshape(len(chunk), -1)
+        emb = np.frombuffer(b"".join(r[2] or b"" for r in chunk), dtype="<f4").reshape(len(chunk), -1)
         probs = np.asarray(head.predict_proba(emb.astype(np.float64)), dtype=np.float32)
         out = inference.RunOutput(probabilities=probs, embeddings=emb)
         written = prediction_rows(new.id, tuple(source.labels), source.multilabel, tuple(r[0] for r in chunk), out)
@@ -806,7 +809,9 @@ def _install(ctx: AppContext, new: ModelDTO, c: _Candidate, reporter: JobReporte
         check_stop(reporter)
         reporter.progress(5, _RETRAIN_STEPS, "scoring the pool")
         with ctx.reads() as session:
-            model = _Model.of(q.model_version(session, new.id))  # type: ignore[arg-type]
+            registered = q.model_version(session, new.id)
+            assert registered is not None  # registered by this retrain, never deleted
+            model = _Model.of(registered)
             rows = q.predictions(session, c.project_id, new.id)
         scores = _compute_pool_scores(ctx, model, rows, c.labelled, c.kinds, c.strategy, c.batch_size, c.seed)
         check_stop(reporter)
@@ -991,10 +996,10 @@ def retrain(ctx: AppContext, project_name: str, *, strategy: str | None = None, 
     backbone, embedding = extract_backbone(ctx.store.get(model.stored_path), model.embedding_output)
     composed = al.compose_backbone_head(backbone, embedding, al.head_to_onnx(head, x.shape[1], "features"))
     data = composed.SerializeToString()
-    meta = {"output_name": "probabilities", "output": "sigmoid" if model.multilabel else "softmax",
-            "embedding_output": embedding,
-            "description": f"active-learning head on {ids.size} labels of {project_name!r}, backbone of "
-                           f"{model.title}"}
+    meta: dict[str, Any] = {
+        "output_name": "probabilities", "output": "sigmoid" if model.multilabel else "softmax",
+        "embedding_output": embedding,
+        "description": f"active-learning head on {ids.size} labels of {project_name!r}, backbone of {model.title}"}
     if model.head_c != 1.0:
         meta["head_C"] = model.head_c
     _validate(ctx, data, model, meta, head, [(int(i), x[n].astype(np.float32)) for n, i in

@@ -91,7 +91,8 @@ class _SingleFlight:
                 mine: Future[Any] = Future()
                 self._calls[key] = mine
         if running is not None:
-            return running.result(timeout=RENDER_WAIT_S)  # type: ignore[no-any-return]
+            rendered: T = running.result(timeout=RENDER_WAIT_S)
+            return rendered
         try:
             result = compute()
         except BaseException as exc:

@@ -14,8 +14,9 @@ from __future__ import annotations
 import dataclasses
 import io
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import closing
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ import deid
 from db.models import DeidStatus, PseudonymKey
 from db.queries import imaging as imaging_q
 from db.queries import projects as projects_q
+from inference.types import InputSpec
 from medlabel.errors import ConfigError, InputError, MedlabelError, NotFoundError, PermissionDenied
 from medlabel.settings import Settings
 from services import audit, reid_keys
@@ -61,17 +63,18 @@ def ingest_paths(ctx: AppContext, project_name: str, paths: Iterable[str | Path]
     from deid.io import read_regular
 
     files = list(iter_files(paths))
-    return ingest_blobs(ctx, project_name, ((str(p), lambda p=p: read_regular(p)) for p in files),
+    return ingest_blobs(ctx, project_name, ((str(p), partial(read_regular, p)) for p in files),
                         actor_id=actor_id, options=options)
 
 
 def ingest_uploads(ctx: AppContext, project_name: str, uploads: Iterable[tuple[str, bytes]], *,
                    actor_id: int | None = None, options: deid.DeidOptions | None = None) -> IngestReport:
-    return ingest_blobs(ctx, project_name, ((name, (lambda d=data: d)) for name, data in uploads),
+    # bytes(data) is data itself: the upload is not copied
+    return ingest_blobs(ctx, project_name, ((name, partial(bytes, data)) for name, data in uploads),
                         actor_id=actor_id, options=options)
 
 
-def ingest_blobs(ctx: AppContext, project_name: str, blobs: Iterable[tuple[str, object]], *,
+def ingest_blobs(ctx: AppContext, project_name: str, blobs: Iterable[tuple[str, Callable[[], bytes]]], *,
                  actor_id: int | None = None, options: deid.DeidOptions | None = None) -> IngestReport:
     """De-identify and store each ``(source name, read())`` pair; returns one outcome per file."""
     key = ctx.settings.secret_key()
@@ -87,7 +90,7 @@ def ingest_blobs(ctx: AppContext, project_name: str, blobs: Iterable[tuple[str, 
     outcomes = []
     for source, read in blobs:
         try:
-            data = read()  # type: ignore[operator]
+            data = read()
             outcomes.append(_ingest_one(ctx, project_id, seed, reid, source, data, key, actor_id, options, specs))
         except MedlabelError as exc:
             outcomes.append(IngestOutcome(source=source, status="refused", reason=_reason(exc)))
@@ -105,7 +108,7 @@ def ingest_blobs(ctx: AppContext, project_name: str, blobs: Iterable[tuple[str, 
     return report
 
 
-def _save_model_renditions(ctx: AppContext, digest: str, data: bytes, specs: list) -> None:  # type: ignore[type-arg]
+def _save_model_renditions(ctx: AppContext, digest: str, data: bytes, specs: Sequence[InputSpec]) -> None:
     """Decode once at intake: keep each registered model size's rendition, so pre-labelling skips decoding.
 
     A rendition that cannot be made is simply not saved (pre-labelling decodes the item then and reports
@@ -128,7 +131,7 @@ def _reason(exc: MedlabelError) -> str:
 
 
 def _ingest_one(ctx: AppContext, project_id: int, seed: int, reid: bool, source: str, data: bytes, key: bytes,
-                actor_id: int | None, options: deid.DeidOptions, specs: list | None = None,  # type: ignore[type-arg]
+                actor_id: int | None, options: deid.DeidOptions, specs: Sequence[InputSpec] | None = None,
                 ) -> IngestOutcome:
     # The engine sees only the file's base name for its messages; the name itself is never stored.
     result = deid.deidentify_bytes(data, key=key, name=Path(source).name, options=options)
@@ -157,7 +160,7 @@ def _ingest_one(ctx: AppContext, project_id: int, seed: int, reid: bool, source:
     return IngestOutcome(source=source, status=status.value, item_id=item_id, reason=result.reason or "")
 
 
-def _report(result: deid.DeidResult) -> dict:  # type: ignore[type-arg]
+def _report(result: deid.DeidResult) -> dict[str, Any]:
     """The engine's report plus the detected text boxes: coordinates and scores only, never the text."""
     report = dict(result.report)
     report["text_boxes"] = [[int(b[0]), *(int(round(v)) for v in b[1:5]), round(float(b[5]), 3)]

@@ -11,13 +11,13 @@ import datetime as dt
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Select, and_, bindparam, exists, func, or_, select, update
+from sqlalchemy import BindParameter, Select, and_, bindparam, exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from db.models import Annotation, AnnotationKind, Assignment, AssignmentStatus, DeidStatus, Item
 
 
-def _active(now: dt.datetime) -> Any:
+def _active(now: dt.datetime | BindParameter[Any]) -> Any:
     return and_(Assignment.status == AssignmentStatus.CLAIMED, Assignment.expires_at > now)
 
 
@@ -34,13 +34,14 @@ def _active_claim_statement() -> Select[Any]:
         select(Assignment)
         .join(Item, Item.id == Assignment.item_id)
         .where(Item.project_id == bindparam("project_id"), Assignment.user_id == bindparam("user_id"),
-               Assignment.kind == AnnotationKind.LABEL, _active(bindparam("now")))  # type: ignore[arg-type]
+               Assignment.kind == AnnotationKind.LABEL, _active(bindparam("now")))
         .order_by(Assignment.claimed_at.desc(), Assignment.id.desc())
         .limit(1)
     )
 
 
-def _available(now: dt.datetime, user_id: int, labels_per_item: int) -> list[Any]:
+def _available(now: dt.datetime | BindParameter[Any], user_id: int | BindParameter[Any],
+               labels_per_item: int | BindParameter[Any]) -> list[Any]:
     """Conditions for an item this reader may claim for a primary read (correlated on ``Item``)."""
     mine = exists().where(
         Assignment.item_id == Item.id, Assignment.user_id == user_id, Assignment.kind == AnnotationKind.LABEL,
@@ -113,7 +114,7 @@ def claim_next(session: Session, *, project_id: int, user_id: int, now: dt.datet
 def _open_conditions() -> list[Any]:
     """The claim's conditions on an item, on bound parameters ``now``, ``user_id``, ``labels_per_item``."""
     return [Item.queue_open.is_(True),
-            *_available(bindparam("now"), bindparam("user_id"), bindparam("labels_per_item"))]  # type: ignore[arg-type]
+            *_available(bindparam("now"), bindparam("user_id"), bindparam("labels_per_item"))]
 
 
 @lru_cache(maxsize=8)

@@ -100,9 +100,7 @@ def submit(ctx: AppContext, kind: str, params: dict[str, Any], actor_id: int | N
         params = job_kind.check(ctx, params) or params
     if project_id is None and isinstance(params.get("project"), str):
         with ctx.reads() as session:
-            project = projects_q.project_by_name(session, params["project"])
-            if project is None:
-                raise NotFoundError(f"no project named {params['project']!r}")
+            project = projects_q.require_project(session, params["project"])
             project_id = project.id
     with ctx.sessions.begin() as session:
         row = Job(kind=kind, params=params, state=JobState.QUEUED, attempts=1, project_id=project_id,

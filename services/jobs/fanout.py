@@ -20,7 +20,7 @@ ingested again is a ``duplicate``. A retried job therefore resumes where the las
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from typing import Any
 
 from services.context import AppContext
@@ -65,7 +65,7 @@ def chunked(values: Sequence[Any], size: int) -> list[list[Any]]:
 
 
 def fan_out(ctx: AppContext, reporter: JobReporter, fn: ChunkFn, chunks: list[list[Any]],
-            **kwargs: Any) -> Iterator[tuple[int, dict[str, Any]]]:
+            **kwargs: Any) -> Generator[tuple[int, dict[str, Any]], None, None]:
     """Run ``fn(ctx, chunk, should_stop=..., **kwargs)`` for every chunk and yield ``(len(chunk), result)``
     as chunks complete: as Dask tasks when called inside one, else here, one after the other.
 

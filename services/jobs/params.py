@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from db.queries import projects as projects_q
-from medlabel.errors import InputError, NotFoundError
+from medlabel.errors import InputError
 from services.context import AppContext
 
 DEFAULT_CHUNK = 64
@@ -30,7 +30,5 @@ def require(params: dict[str, Any], *keys: str) -> None:
 def project_id(ctx: AppContext, name: str) -> int:
     """The id of the project a job names; ``NotFoundError`` when there is none."""
     with ctx.reads() as session:
-        project = projects_q.project_by_name(session, name)
-        if project is None:
-            raise NotFoundError(f"no project named {name!r}")
+        project = projects_q.require_project(session, name)
         return project.id

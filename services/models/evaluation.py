@@ -125,13 +125,6 @@ def _version(ctx: AppContext, model_ref: str) -> tuple[ModelVersion, ModelSpec]:
     return row, spec_from_dict(row.input_spec)
 
 
-def _project(session: Any, name: str) -> Any:
-    project = projects_q.project_by_name(session, name)
-    if project is None:
-        raise NotFoundError(f"no project named {name!r}")
-    return project
-
-
 def model_rows(ctx: AppContext) -> list[ModelRow]:
     """Every registered version with its lineage and input spec, by name and version."""
     with ctx.reads() as session:
@@ -167,7 +160,7 @@ def _predict(ctx: AppContext, spec: ModelSpec, model_bytes: bytes, items: list[t
     for start in range(0, len(items), PREDICT_BATCH):
         ids, x, t, bad = _tensors(ctx, spec, items[start:start + PREDICT_BATCH])
         failed.update(bad)
-        if ids:
+        if ids and x is not None:
             probs = inference.run(spec, x, t, model_bytes=model_bytes, embeddings=False).probabilities
             out.update(zip(ids, probs, strict=True))
     return out, failed
@@ -178,7 +171,7 @@ def _reference(ctx: AppContext, project_name: str) -> tuple[list[tuple[int, str,
     from db.queries import export as export_q
 
     with ctx.reads() as session:
-        project = _project(session, project_name)
+        project = projects_q.require_project(session, project_name)
         items = q.released_items(session, project.id)
         annotations = export_q.annotations_of_project(session, project.id)
         not_findings = {label.name for label in project.labels if label.kind != LabelKind.FINDING}

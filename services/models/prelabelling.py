@@ -28,7 +28,7 @@ from inference.pipeline import (
 )
 from inference.postprocess import uncertainty
 from inference.registry import spec_from_dict
-from medlabel.errors import InputError, NotFoundError
+from medlabel.errors import InputError
 from medlabel.values import ref_of
 from services import audit
 from services.context import AppContext

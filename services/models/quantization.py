@@ -10,6 +10,7 @@ import numpy as np
 
 from db.models import ModelVersion
 from db.queries import model_eval as q
+from db.queries import projects as projects_q
 from inference.quantize import MODES, VARIANTS, quantize_model
 from inference.types import ModelSpec
 from medlabel.errors import InputError
@@ -18,7 +19,7 @@ from services import audit
 from services.context import AppContext
 from services.jobs.kinds import register_kind
 from services.jobs.protocol import JobReporter, JobResult, NullReporter, check_stop
-from services.models.evaluation import _display, _project, _version
+from services.models.evaluation import _display, _version
 from services.models.feed import tensors as _tensors
 from services.models.registry import ModelDTO, register_model, resolve
 
@@ -32,7 +33,7 @@ def _calibration(ctx: AppContext, spec: ModelSpec, project_name: str, reporter: 
                  ) -> tuple[np.ndarray, np.ndarray | None, int, int]:
     """Preprocessed calibration inputs: (images, tabular rows, items used, items sampled)."""
     with ctx.reads() as session:
-        project = _project(session, project_name)
+        project = projects_q.require_project(session, project_name)
         items = q.released_items(session, project.id)
     if not items:
         raise InputError(None, f"project {project_name!r} has no released items to calibrate on")
@@ -43,7 +44,7 @@ def _calibration(ctx: AppContext, spec: ModelSpec, project_name: str, reporter: 
     for done, item in enumerate(sample):
         check_stop(reporter)
         ids, x, t, _ = _tensors(ctx, spec, [item])
-        if ids:
+        if ids and x is not None:
             images.append(x)
             if t is not None:
                 rows.append(t)
@@ -74,7 +75,7 @@ def quantize(ctx: AppContext, model_ref: str, mode: str, project_name: str | Non
         raise InputError(None, f"{_display(row)} is itself a {row.variant} variant; quantize its float32 original")
     with ctx.reads() as session:
         if project_name is not None:
-            _project(session, project_name)
+            projects_q.require_project(session, project_name)
         existing = q.active_variant(session, row.id, variant)
         if existing is not None:
             return resolve(ctx, ref_of(existing.name, existing.version))

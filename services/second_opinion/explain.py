@@ -57,14 +57,14 @@ def heatmap_details(ctx: AppContext, request_id: int, label: str | None = None, 
                     actor_id: int | None = None) -> HeatmapDTO:
     """``heatmap`` with what its colours mean: the label's probability, the largest drop (the red end of
     the scale) and the colour scale itself."""
-    request, model = _stored(ctx, request_id, actor_id)
+    request, model, digest = _stored(ctx, request_id, actor_id)
     target = label or (request.top[0]["label"] if request.top else model.spec.labels[0])
     if target not in model.spec.labels:
         raise InputError(None, f"model {model.name} v{model.version} has no label {target!r}")
     patch, stride = heatmap_geometry(model.spec.input)
     key = f"second-opinion/heatmap/v2-blur/{model.spec.sha256}/{patch}/{stride}/{DISPLAY_SIZE}/{target}"
-    cached = ctx.store.get_derived(request.content_hash, key)
-    scale = ctx.store.get_derived(request.content_hash, key + "/scale")
+    cached = ctx.store.get_derived(digest, key)
+    scale = ctx.store.get_derived(digest, key + "/scale")
     if cached is not None and scale is not None:
         probability, max_drop = (float(v) for v in scale.decode().split())
         return HeatmapDTO(cached, target, probability, max_drop, inference.legend_png())
@@ -80,14 +80,14 @@ def heatmap_details(ctx: AppContext, request_id: int, label: str | None = None, 
                                             layout=model.spec.input.layout.value, batch_size=HEATMAP_BATCH)
     max_drop = float(drops.max())
     heat = drops / max_drop if max_drop > 0 else drops
-    png = inference.overlay_png(_display(ctx, request.content_hash, request.stored_path or "", DISPLAY_SIZE), heat)
-    ctx.store.put_derived(request.content_hash, key, png)
-    ctx.store.put_derived(request.content_hash, key + "/scale", f"{base:.6f} {max_drop:.6f}".encode())
+    png = inference.overlay_png(_display(ctx, digest, request.stored_path or "", DISPLAY_SIZE), heat)
+    ctx.store.put_derived(digest, key, png)
+    ctx.store.put_derived(digest, key + "/scale", f"{base:.6f} {max_drop:.6f}".encode())
     return HeatmapDTO(png, target, float(base), max_drop, inference.legend_png())
 
 
-def _query_embedding(ctx: AppContext, request: SecondOpinionRequest, model: _Model) -> np.ndarray | None:
-    raw = ctx.store.get_derived(request.content_hash, _embedding_key(model))
+def _query_embedding(ctx: AppContext, request: SecondOpinionRequest, digest: str, model: _Model) -> np.ndarray | None:
+    raw = ctx.store.get_derived(digest, _embedding_key(model))
     if raw is None:  # the derived cache was cleared: run the model again (same tensor, same session)
         data = ctx.store.get(request.stored_path or "")
         characteristics = (request.deid_report or {}).get("result", {}).get("characteristics", {})
@@ -96,27 +96,27 @@ def _query_embedding(ctx: AppContext, request: SecondOpinionRequest, model: _Mod
         if out.embeddings is None:
             return None
         raw = out.embeddings[0].astype("<f4").tobytes()
-        ctx.store.put_derived(request.content_hash, _embedding_key(model), raw)
+        ctx.store.put_derived(digest, _embedding_key(model), raw)
     return np.frombuffer(raw, dtype="<f4")
 
 
 def neighbours(ctx: AppContext, request_id: int, k: int = 5, *, actor_id: int | None = None) -> NeighboursDTO:
     """The ``k`` already-labelled items most similar to the request's image on this model version's
     embeddings (cosine similarity), each with its final label, provenance and a thumbnail."""
-    request, model = _stored(ctx, request_id, actor_id)
+    request, model, digest = _stored(ctx, request_id, actor_id)
     where = f"{model.name} v{model.version}"
     if model.spec.embedding_tensor is None:
         return NeighboursDTO((), f"{where} exposes no embedding layer, so similar cases cannot be found.")
     with ctx.reads() as session:
         rows = q.embedded_labelled_items(session, model.id)
         annotations = q.annotations_of_embedded_items(session, model.id)
-    rows = [r for r in rows if r[2] != request.content_hash]  # not the image itself (sent for review)
+    rows = [r for r in rows if r[2] != digest]  # not the image itself (sent for review)
     finals = {item: final_label(reads) for item, reads in current_reads(annotations).items()}
     rows = [r for r in rows if r[0] in finals and finals[r[0]].labels is not None]
     if not rows:
         return NeighboursDTO((), f"No labelled cases have embeddings from {where} yet (pre-label a project "
                                  f"with this model to find similar cases).")
-    query = _query_embedding(ctx, request, model)
+    query = _query_embedding(ctx, request, digest, model)
     if query is None:
         return NeighboursDTO((), f"{where} returned no embedding for this image.")
     rows = [r for r in rows if len(r[4]) == query.nbytes]
@@ -125,9 +125,9 @@ def neighbours(ctx: AppContext, request_id: int, k: int = 5, *, actor_id: int | 
         return NeighboursDTO((), f"The stored embeddings of {where} do not match its current embedding size.")
     order, sims = inference.cosine_ranking(query.astype(np.float64), matrix.astype(np.float64))
     # verified cases (adjudicated or consensus) first, each group by similarity; single reads only fill up
-    order = sorted(order, key=lambda i: finals[rows[int(i)][0]].provenance not in VERIFIED)
+    ranked = sorted(order, key=lambda i: finals[rows[int(i)][0]].provenance not in VERIFIED)
     cases = []
-    for index in order[:max(k, 0)]:
+    for index in ranked[:max(k, 0)]:
         item_id, project, content_hash, stored_path, _ = rows[int(index)]
         final = finals[item_id]
         cases.append(NeighbourDTO(item_id=item_id, project=project, similarity=round(float(sims[index]), 4),

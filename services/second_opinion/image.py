@@ -185,8 +185,9 @@ def _settle(future: Future[None], timeout: float) -> None:
         logger.exception("a second-opinion image step failed")
 
 
-def _stored(ctx: AppContext, request_id: int, actor_id: int | None) -> tuple[SecondOpinionRequest, _Model]:
-    """The request with its stored image (waiting for it if this process is still storing it)."""
+def _stored(ctx: AppContext, request_id: int, actor_id: int | None) -> tuple[SecondOpinionRequest, _Model, str]:
+    """The request, its model and the sha256 of its stored image (waiting for it if this process is still
+    storing it)."""
     wait_for_image(ctx, request_id, actor_id=actor_id)
     with ctx.reads() as session:
         request, _ = _request(session, request_id, actor_id)
@@ -195,14 +196,14 @@ def _stored(ctx: AppContext, request_id: int, actor_id: int | None) -> tuple[Sec
         row = session.get(ModelVersion, request.model_id)
         if row is None:
             raise NotFoundError(f"the model of second opinion {request_id} no longer exists")
-        return request, _model_of(row)
+        return request, _model_of(row), request.content_hash
 
 
 def display_png(ctx: AppContext, request_id: int, *, actor_id: int | None = None,
                 max_size: int = DISPLAY_SIZE) -> bytes:
     """The de-identified image as stored, rendered for display (cached)."""
-    request, _ = _stored(ctx, request_id, actor_id)
-    return _display(ctx, request.content_hash, request.stored_path or "", max_size)
+    request, _, digest = _stored(ctx, request_id, actor_id)
+    return _display(ctx, digest, request.stored_path or "", max_size)
 
 
 def _display(ctx: AppContext, content_hash: str, stored_path: str, max_size: int) -> bytes:

@@ -7,7 +7,7 @@ from sqlalchemy.exc import IntegrityError
 from db.models import DeidStatus, Item
 from db.queries import projects as projects_q
 from db.queries import second_opinion as q
-from medlabel.errors import ConflictError, NotFoundError
+from medlabel.errors import ConflictError
 from services import audit
 from services.context import AppContext
 from services.items import add_item
@@ -50,9 +50,7 @@ def _request_review(ctx: AppContext, request_id: int, project_name: str, actor_i
             return ReviewDTO(item.id, project_name, False, item.deid_status.value)
         if request.image_state != "stored" or request.content_hash is None:
             raise _image_problem(request)
-        project = projects_q.project_by_name(session, project_name)
-        if project is None:
-            raise NotFoundError(f"no project named {project_name!r}")
+        project = projects_q.require_project(session, project_name)
         report = dict(request.deid_report or {})
         facts = report.pop("result", {})
         flagged = report.pop("status", "released") != "released"

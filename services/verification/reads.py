@@ -8,6 +8,8 @@ adjudication for the round's adjudicator.
 
 from __future__ import annotations
 
+from typing import Any
+
 from db.base import utcnow
 from db.models import (
     AnnotationKind,
@@ -46,7 +48,7 @@ def next_verification(ctx: AppContext, user_id: int, project_id: int | None = No
                        suggestions=suggestions, suggestions_note=note, model=model)
 
 
-def submit_verification(ctx: AppContext, assignment_id: int, user_id: int, **kwargs) -> int:  # type: ignore[no-untyped-def]
+def submit_verification(ctx: AppContext, assignment_id: int, user_id: int, **kwargs: Any) -> int:
     """Submit a blinded read; when the item's reads are complete and disagree, queue adjudication."""
     annotation_id = labelling.submit(ctx, assignment_id, user_id, **kwargs)
     with ctx.sessions.begin() as session:

@@ -89,9 +89,7 @@ def create_round(ctx: AppContext, project_name: str, *, name: str, readers: list
     if round_kind == RoundKind.AUTOMATION_BIAS and len(readers) < 2:
         raise InputError(None, "an automation-bias round needs readers in both arms (at least 2)")
     with ctx.sessions.begin() as session:
-        project = projects_q.project_by_name(session, project_name)
-        if project is None:
-            raise NotFoundError(f"no project named {project_name!r}")
+        project = projects_q.require_project(session, project_name)
         sample, reads = _sample(session, project, n=n, fraction=fraction, stratified=stratified, seed=seed,
                                 item_ids=item_ids)
         if actor_id is not None:
@@ -157,7 +155,8 @@ def _sample(session: Any, project: Project, *, n: int | None, fraction: float | 
         if not item_ids:
             raise InputError(None, "no items given for the round")
         return sorted(set(item_ids)), reads
-    size = n if n is not None else max(1, round(len(strata) * float(fraction) / 100))  # type: ignore[arg-type]
+    assert n is not None or fraction is not None  # create_round asks for one of them
+    size = n if n is not None else max(1, round(len(strata) * float(fraction or 0) / 100))
     return draw_sample(strata, n=size, seed=seed, stratified=stratified), reads
 
 
@@ -178,9 +177,7 @@ def check_round(ctx: AppContext, project_name: str, *, readers: list[str], reade
     """Draw the sample ``create_round`` would draw and say, before anything is stored, who could read what:
     readers who labelled sampled items, items without enough other readers, the creator among the readers."""
     with ctx.reads() as session:
-        project = projects_q.project_by_name(session, project_name)
-        if project is None:
-            raise NotFoundError(f"no project named {project_name!r}")
+        project = projects_q.require_project(session, project_name)
         try:
             sample, reads = _sample(session, project, n=n, fraction=fraction, stratified=stratified, seed=seed,
                                     item_ids=None)
@@ -230,9 +227,7 @@ def create_reread_round(ctx: AppContext, project_name: str, *, reader: str, n: i
         raise InputError(None, "the spacing between re-reads cannot be negative")
     now = now or utcnow()
     with ctx.sessions.begin() as session:
-        project = projects_q.project_by_name(session, project_name)
-        if project is None:
-            raise NotFoundError(f"no project named {project_name!r}")
+        project = projects_q.require_project(session, project_name)
         user = accounts_q.user_by_name(session, reader)
         if user is None:
             raise InputError(None, f"no user named {reader!r}")
@@ -277,10 +272,10 @@ def round_summary(ctx: AppContext, round_id: int) -> RoundDTO:
         per_reader[u][1] += 1
         per_reader[u][0] += a.status == AssignmentStatus.DONE
     by_item: dict[int, set[tuple[str, ...]]] = defaultdict(set)
-    for a, _ in annotations:
-        if a.kind == AnnotationKind.VERIFICATION and not a.retracted:
-            by_item[a.item_id].add(tuple(sorted(a.labels)))
-    adjudicated = {a.item_id for a, _ in annotations if a.kind == AnnotationKind.ADJUDICATION}
+    for ann, _ in annotations:
+        if ann.kind == AnnotationKind.VERIFICATION and not ann.retracted:
+            by_item[ann.item_id].add(tuple(sorted(ann.labels)))
+    adjudicated = {ann.item_id for ann, _ in annotations if ann.kind == AnnotationKind.ADJUDICATION}
     done = sum(1 for a, _ in verification if a.status == AssignmentStatus.DONE)
     return RoundDTO(id=rnd.id, project=project.name, name=rnd.name, seed=rnd.seed, sample_size=rnd.sample_size,
                     readers_per_item=rnd.readers_per_item, stratified=rnd.stratified,
@@ -294,9 +289,7 @@ def round_summary(ctx: AppContext, round_id: int) -> RoundDTO:
 
 def rounds(ctx: AppContext, project_name: str) -> list[RoundDTO]:
     with ctx.reads() as session:
-        project = projects_q.project_by_name(session, project_name)
-        if project is None:
-            raise NotFoundError(f"no project named {project_name!r}")
+        project = projects_q.require_project(session, project_name)
         ids = [r.id for r in q.rounds_of(session, project.id)]
     return [round_summary(ctx, i) for i in ids]
 

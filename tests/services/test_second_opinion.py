@@ -563,7 +563,7 @@ def test_masked_text_keeps_both_answers_and_similar_cases_use_the_stored_image(
     # similar cases are searched with the stored image's embedding (what a re-run of the record gives)
     cached = np.frombuffer(ctx.store.get_derived(request.content_hash, f"second-opinion/embedding/{_sha(ctx, model)}"),
                            dtype="<f4")
-    _, loaded = so_image._stored(ctx, opinion.id, None)
+    _, loaded, _ = so_image._stored(ctx, opinion.id, None)
     rerun = so_common._run(ctx, loaded, inference.preprocess(stored, loaded.spec.input)).embeddings
     on_upload_embedding = so_common._run(ctx, loaded, inference.preprocess(upload, loaded.spec.input)).embeddings
     np.testing.assert_allclose(cached, rerun[0], rtol=1e-5, atol=1e-6)
