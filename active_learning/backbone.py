@@ -48,8 +48,8 @@ def _flat_name(model: ModelProto, tensor: str, data: bytes | None = None) -> tup
 def extract_backbone(model: ModelProto | bytes, tensor: str) -> tuple[ModelProto, str]:
     """The sub-model from the (single) graph input to ``tensor``; returns it and its (N, D) output name."""
     data = bytes(model) if isinstance(model, bytes | bytearray) else None
-    if data is not None:
-        model = onnx.load_from_string(data)
+    if isinstance(model, bytes | bytearray):
+        model = onnx.load_from_string(bytes(model))
     initializers = {t.name for t in model.graph.initializer}
     inputs = [i.name for i in model.graph.input if i.name not in initializers]
     if len(inputs) != 1:

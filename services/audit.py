@@ -24,9 +24,10 @@ AuditAction = Literal["al.adopt", "al.configure", "al.features", "al.reject", "a
     "api_token.create", "api_token.revoke", "case.view", "export", "ingest", "item.ingest", "job.cancel",
     "job.retry", "job.submit", "login", "login.failed", "login.refused", "logout", "model.add", "model.approve",
     "model.quantize", "model.quantize.undone", "model.remove", "model.revoke", "prelabel", "project.create",
-    "project.update", "queue.claim", "queue.skip", "reidentify", "review.reject", "review.release", "round.close",
-    "round.create", "round.disagreement", "second_opinion.ask", "second_opinion.image", "second_opinion.review",
-    "session.end", "user.add", "user.disable", "user.enable", "user.password", "user.role"]
+    "project.update", "queue.claim", "queue.skip", "reidentification.rekey", "reidentify", "review.reject",
+    "review.release", "round.close", "round.create", "round.disagreement", "second_opinion.ask",
+    "second_opinion.image", "second_opinion.review", "session.end", "user.add", "user.disable", "user.enable",
+    "user.password", "user.role"]
 """The fixed vocabulary of audit actions: mypy checks every ``record`` call in the services against it, and
 ``record`` refuses any other action at run time (a new kind of event is added here first)."""
 ACTIONS: frozenset[str] = frozenset(get_args(AuditAction))

@@ -21,6 +21,7 @@ from db.models import (
     User,
 )
 from db.queries._results import affected
+from medlabel.values import ModelRef, ProjectSettings
 
 _READ_KINDS = (AnnotationKind.LABEL, AnnotationKind.VERIFICATION, AnnotationKind.ADJUDICATION)
 
@@ -127,8 +128,8 @@ def unfinished_versions(session: Session, name: str, below_id: int) -> list[Mode
     rows = session.scalars(select(ModelVersion).where(
         ModelVersion.name == name, ModelVersion.is_active.is_(True), ModelVersion.id < below_id,
         ModelVersion.id.not_in(in_rounds)).order_by(ModelVersion.id)).all()
-    used = {str((p or {}).get("model")) for p in session.scalars(select(Project.settings))}
-    return [m for m in rows if f"{m.name}:{m.version}" not in used]
+    used = {ProjectSettings.from_json(p).model for p in session.scalars(select(Project.settings))}
+    return [m for m in rows if ModelRef.of(m.name, m.version) not in used]
 
 
 def withdraw_version(session: Session, model_id: int) -> int:
