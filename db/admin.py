@@ -179,3 +179,17 @@ def fully_read_count(engine: Engine, project_id: int, labels_per_item: int) -> i
                 .group_by(Assignment.item_id).having(func.count() >= labels_per_item).subquery())
     with engine.connect() as conn:
         return int(conn.scalar(select(func.count()).select_from(per_item)) or 0)
+
+
+def put_at_queue_head(engine: Engine, item_ids: Sequence[int]) -> list[tuple[int, str]]:
+    """Give ``item_ids`` random keys above every generated one (generated keys are < 1), in the given
+    order, so a random-order queue serves them first; returns (id, content hash) for each, in order."""
+    from sqlalchemy import select, update
+
+    out: list[tuple[int, str]] = []
+    with engine.begin() as conn:
+        for n, item_id in enumerate(item_ids):
+            conn.execute(update(Item).where(Item.id == item_id).values(random_key=3.0 - n / (10 * len(item_ids))))
+            content_hash = conn.execute(select(Item.content_hash).where(Item.id == item_id)).scalar_one()
+            out.append((item_id, content_hash))
+    return out

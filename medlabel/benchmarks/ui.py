@@ -100,10 +100,8 @@ def build(ctx: Any, *, real: int, backlog: int, seed: int = 0) -> tuple[list[Rea
     """The project, ``real`` real-size items at the queue's head (in queue order) plus the service-path
     items, and ``backlog`` generated items behind them. Returns (queue-head items, service items)."""
     import numpy as np
-    from sqlalchemy import update
 
-    from db.admin import analyze, generate_items
-    from db.models import Item
+    from db.admin import analyze, generate_items, put_at_queue_head
     from medlabel.benchmarks.ingest import _dicom
     from services.accounts import add_user
     from services.ingest import ingest_blobs, project_id_of
@@ -122,14 +120,10 @@ def build(ctx: Any, *, real: int, backlog: int, seed: int = 0) -> tuple[list[Rea
     if refused:
         first = refused[0]
         raise click.ClickException(f"{len(refused)} bench file(s) not released: {first.source}: {first.reason}")
-    items: list[RealItem] = []
-    with ctx.sessions.begin() as session:
-        for n, (outcome, kind) in enumerate(zip(report.outcomes, kinds, strict=True)):
-            row = session.get(Item, outcome.item_id)
-            assert row is not None
-            # Queue order is random_key descending; generated keys are < 1, so these come first, in order.
-            session.execute(update(Item).where(Item.id == row.id).values(random_key=3.0 - n / (10 * len(kinds))))
-            items.append(RealItem(row.id, kind, row.content_hash))
+    # Queue order is random_key descending; generated keys are < 1, so these come first, in order.
+    head = put_at_queue_head(ctx.engine, [o.item_id for o in report.outcomes if o.item_id is not None])
+    items = [RealItem(item_id, kind, content_hash)
+             for (item_id, content_hash), kind in zip(head, kinds, strict=True)]
     if backlog:
         generate_items(ctx.engine, project_id=pid, count=backlog, seed=seed)
     analyze(ctx.engine)
