@@ -5,7 +5,12 @@ portal or the inference runtime. Overview and the choice of the default strategy
 """
 
 from active_learning.backbone import DemoModel, build_demo_backbone, build_demo_model, extract_backbone, pca_backbone
-from active_learning.diversity import k_center_greedy, kmeanspp_seeding, weighted_kmeans_representatives
+from active_learning.diversity import (
+    distance_to_labelled,
+    k_center_greedy,
+    kmeanspp_seeding,
+    weighted_kmeans_representatives,
+)
 from active_learning.features import PatchFeatureParams, PatchKMeansFeatures, learn_features
 from active_learning.head import PROVENANCE_WEIGHTS, fit_head, label_kind, macro_auroc, provenance_weights
 from active_learning.label_errors import (
@@ -47,6 +52,7 @@ __all__ = [
     "PatchKMeansFeatures",
     "TypiClust",
     "adaptive_phase",
+    "distance_to_labelled",
     "learn_features",
     "typicality",
     "typiclust_select",

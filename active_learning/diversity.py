@@ -1,4 +1,5 @@
-"""Diversity in embedding space: k-center greedy, k-means++ seeding and a small weighted k-means.
+"""Diversity in embedding space: distance to the labelled set, k-center greedy, k-means++ seeding and a
+small weighted k-means.
 
 All functions work on squared Euclidean distances in chunks, so memory stays O(N * chunk), and take their
 randomness only from an explicit ``rng: np.random.Generator``.
@@ -27,6 +28,16 @@ def _sq_dist_to_nearest(x: np.ndarray, centers: np.ndarray) -> np.ndarray:
 def _sq_dist_to(x: np.ndarray, center: np.ndarray) -> np.ndarray:
     diff = x - center[None, :]
     return np.asarray(np.einsum("ij,ij->i", diff, diff))
+
+
+def distance_to_labelled(x: np.ndarray, labeled_mask: np.ndarray) -> np.ndarray:
+    """Distance of every row to its nearest labelled row, scaled to 0..1 (all 1 without labelled rows): the
+    diversity part of the hybrid and core-set queue scores."""
+    if not labeled_mask.any():
+        return np.ones(x.shape[0])
+    dist: np.ndarray = np.sqrt(_sq_dist_to_nearest(x, x[labeled_mask]))
+    top = float(dist.max())
+    return dist / top if top > 0 else dist
 
 
 def _check(embeddings: np.ndarray, labeled_mask: np.ndarray, k: int,

@@ -154,7 +154,7 @@ def load_demo(ctx: AppContext, *, data_dir: Path | None = None, images: int = 12
         model_line = _demo_model(ctx, data_dir)
         truth = _truth(data_dir, [r for r in reports if r.project == AL_PROJECT.name])
         model_line += "; " + demo_reads(ctx, truth)
-        from services.active_learning import setup_active_learning_demo
+        from services.learning import setup_active_learning_demo
 
         model_line += "; " + setup_active_learning_demo(ctx, AL_PROJECT.name)
         model_line += "; " + _demo_fullsize_model(ctx, data_dir)

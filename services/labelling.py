@@ -106,7 +106,7 @@ def _spacing(session: Session, reread: Assignment) -> int:
 
 def _queue_reason(ctx: AppContext, item_id: int) -> str:
     """Why the project's active-learning strategy chose this item."""
-    from services import active_learning  # imported late: active learning pulls in scikit-learn
+    from services import learning as active_learning  # imported late: active learning pulls in scikit-learn
 
     return active_learning.queue_reason(ctx, item_id) or ""
 
@@ -203,7 +203,7 @@ def submit(ctx: AppContext, assignment_id: int, user_id: int, *, labels: Sequenc
                         and ProjectSettings.from_json(project.settings).active_learning.retrain_every > 0)
         project_name = project.name
     if auto_retrain:
-        from services import active_learning  # late: scikit-learn, Dask
+        from services import learning as active_learning  # late: scikit-learn, Dask
 
         try:
             active_learning.retrain_if_due(ctx, project_name, actor_id=user_id)

@@ -188,7 +188,7 @@ def _pct(sorted_ms: list[float], q: float) -> float | None:
 def measure_backend(backend: str, url: str, data_dir: Path, *, items: int, readers: int, seconds: float,
                     think: float, closed_seconds: float, fractions: tuple[float, ...], orders: tuple[str, ...],
                     labels_per_item: int, seed: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    import services.active_learning  # noqa: F401  (a portal has it loaded; its first import is not a claim)
+    import services.learning  # noqa: F401  (a portal has it loaded; its first import is not a claim)
     from medlabel.settings import Settings, ensure_secret_key
     from services.context import AppContext
     from services.schema import upgrade

@@ -15,7 +15,7 @@ Method (figures and discussion in docs/benchmarks.md, "Active learning in the pr
   pre-labelled with it (so every item has stored probabilities, an embedding and a model-size
   rendition) and its queue set to margin. Then ``labels`` items are labelled truthfully by the reader
   (one transaction). None of this is timed.
-* Timed (``retrain_s``): ``services.active_learning.retrain`` end to end, with a job reporter that
+* Timed (``retrain_s``): ``services.learning.retrain`` end to end, with a job reporter that
   records the clock at every progress message and every ``should_stop`` poll. ``steps_s`` splits the
   run at the progress messages, each mapped by its text to a step name (``STEP_PATTERNS``; a message
   that matches none counts under its own text, digits as N). Retrain sends no message when
@@ -24,7 +24,7 @@ Method (figures and discussion in docs/benchmarks.md, "Active learning in the pr
   is registered; without such a poll the register step would include the pre-label start-up.
   The steps add up to a little less than ``retrain_s`` (argument checks before the first message,
   the report after the last).
-* ``score_pool_s``: ``services.active_learning.score_pool`` alone for margin, hybrid and k-center,
+* ``score_pool_s``: ``services.learning.score_pool`` alone for margin, hybrid and k-center,
   each after ``configure`` set the project's strategy (which scores once, untimed), best of 3
   (``run(repeats=...)``).
 """
@@ -186,7 +186,7 @@ def _corpus(ctx: Any, items: int, labels: int, backbone: str = "tiny") -> str:
     """Reader, project, pattern items, the tiny model with its predictions, margin queue, truthful labels."""
     from db.models import Annotation, AnnotationKind, DeidStatus, Item
     from services import accounts
-    from services import active_learning as al
+    from services import learning as al
     from services.items import random_key
     from services.models import prelabel, register_model
     from services.projects import LabelSpec, ProjectSpec, create_project
@@ -219,10 +219,10 @@ def _corpus(ctx: Any, items: int, labels: int, backbone: str = "tiny") -> str:
 
 
 def _best_score_pool(ctx: Any, strategy: str, repeats: int) -> tuple[float, int]:
-    from services import active_learning as al
+    from services import learning as al
 
     if strategy not in al.STRATEGY_CHOICES:
-        raise click.UsageError(f"services.active_learning has no strategy {strategy!r}")
+        raise click.UsageError(f"services.learning has no strategy {strategy!r}")
     al.configure(ctx, PROJECT, strategy, al.DEFAULT_BATCH_SIZE, 0)
     best, scored = float("inf"), 0
     for _ in range(repeats):
@@ -248,7 +248,7 @@ def check(items: int, labels: int, repeats: int = 3) -> None:
 def run(items: int = 10_000, labels: int = 500, repeats: int = 3, backbone: str = "tiny") -> dict[str, Any]:
     """Build the installation, time one retrain and ``score_pool`` per strategy; the figures as a dict."""
     from medlabel.benchmarks.installation import throwaway_installation
-    from services import active_learning as al
+    from services import learning as al
 
     check(items, labels, repeats)
     with throwaway_installation("medlabel-bench-retrain-") as ctx:

@@ -10,8 +10,8 @@ from portal.auth import require_role
 from portal.components.picker import pick_project
 from portal.resources import app_context
 from portal.timefmt import when
-from services import active_learning as al
 from services import jobs, verification
+from services import learning as al
 from services.projects import reader_names
 
 FILTER_NAMES = {"All": "all", "False positives": "false_positive", "False negatives": "false_negative",

@@ -29,23 +29,12 @@ from inference.registry import spec_from_dict
 from inference.types import Layout, Scaling
 from medlabel.errors import InputError, NotFoundError
 from medlabel.values import ref_of
-from services.active_learning import (
-    _Candidate,
-    _fit,
-    _gate,
-    _install,
-    _label_counts,
-    _Labelled,
-    _Model,
-    _model_name,
-    _project_model,
-    _settings,
-    _stored_ref,
-    _targets,
-)
 from services.context import AppContext
 from services.jobs.kinds import register_kind
 from services.jobs.protocol import JobReporter, JobResult, NullReporter, check_stop
+from services.learning.common import _Labelled, _Model, _model_name, _project_model, _settings, _stored_ref
+from services.learning.pool import _label_counts, _targets
+from services.learning.retraining import _Candidate, _fit, _gate, _install
 from services.models import register_model
 
 log = logging.getLogger(__name__)

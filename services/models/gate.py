@@ -1,5 +1,5 @@
 """The adoption gate: a retrained version replaces a project's model only if it is not worse on the
-project's verified labels; otherwise it waits for a lead (services/active_learning.py, ``decide``).
+project's verified labels; otherwise it waits for a lead (services/learning/, ``decide``).
 
 The rule (fixed here and in docs/active-learning.md, "Adoption gate"):
 

@@ -229,7 +229,7 @@ def walk_role(page: Any, url: str, username: str, password: str) -> Walk:
 
 def build_demo(data_dir: Path, template: Path, images: int = 40) -> Settings:
     """A demo installation (users, three projects, a finished round, models) after one retrain."""
-    from services import active_learning
+    from services import learning as active_learning
     from services.context import AppContext
     from services.demo import AL_PROJECT, load_demo
 

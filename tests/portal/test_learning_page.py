@@ -9,7 +9,7 @@ import pytest
 
 from medlabel.settings import Settings
 from services import accounts, jobs
-from services import active_learning as al
+from services import learning as al
 from services.context import AppContext
 from tests.portal.conftest import PASSWORD, signed_in
 from tests.services.test_active_learning import PROJECT, label, label_truthfully, project  # noqa: F401

@@ -27,10 +27,11 @@ from db.models import ActiveLearningRound, Annotation, AnnotationKind, DeidStatu
 from medlabel.benchmarks.retrain import png, tiny_model  # the bench builds the same pattern project
 from medlabel.errors import ConflictError, InputError, NotFoundError
 from services import accounts, labelling, verification
-from services import active_learning as al
+from services import learning as al
 from services.context import AppContext
 from services.items import random_key
 from services.jobs.protocol import JobCancelled, NullReporter
+from services.learning import retraining as al_retrain
 from services.models import list_models, prelabel, register_model, resolve
 from tests.services.factories import PASSWORD, make_project, user_id
 
@@ -322,7 +323,7 @@ def test_retrain_registers_a_version_equal_to_the_sklearn_head(ctx: AppContext, 
     with ctx.sessions.begin() as session:
         session.execute(Prediction.__table__.delete().where(Prediction.model_id == new.id,
                                                             Prediction.item_id.in_(items[22:])))
-    assert al.prelabel(ctx, PROJECT, "chest-al:1").predicted == len(items) - 22
+    assert prelabel(ctx, PROJECT, "chest-al:1").predicted == len(items) - 22
     again = probabilities(ctx, "chest-al")
     np.testing.assert_allclose([[again[i][lab] for lab in LABELS] for i in items], expected, atol=1e-5)
     # a second retrain builds on the same backbone (the old head pruned), as version 2
@@ -374,7 +375,7 @@ def test_failure_after_export_registers_nothing(ctx: AppContext, labelled_projec
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise OSError("disk full")
 
-    monkeypatch.setattr(al, "register_model", broken)
+    monkeypatch.setattr(al_retrain, "register_model", broken)
     with pytest.raises(OSError, match="disk full"):
         al.retrain(ctx, PROJECT)
     assert [m.name for m in list_models(ctx)] == ["tiny"]
@@ -395,7 +396,7 @@ def test_failure_after_registration_withdraws_the_new_version(ctx: AppContext, l
     if path == "model":
         _forget_pool_embeddings(ctx, labelled_project["id"], set(labelled_project["items"][:16]))
     before = _state(ctx, labelled_project["id"])
-    real = al.prelabel
+    real = al_retrain.prelabel
 
     def half_then_crash(ctx: AppContext, project_name: str, ref: str, **kwargs: Any) -> Any:
         def progress(n: int) -> None:
@@ -406,9 +407,9 @@ def test_failure_after_registration_withdraws_the_new_version(ctx: AppContext, l
     def rows_then_crash(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("worker lost")
 
-    monkeypatch.setattr(al, "prelabel", half_then_crash)
+    monkeypatch.setattr(al_retrain, "prelabel", half_then_crash)
     if path == "stored embeddings":
-        monkeypatch.setattr(al, "prediction_rows", rows_then_crash)
+        monkeypatch.setattr(al_retrain, "prediction_rows", rows_then_crash)
     with pytest.raises(RuntimeError, match="worker lost"):
         al.retrain(ctx, PROJECT)
     (new,) = [m for m in list_models(ctx) if m.name == "chest-al"]
@@ -447,7 +448,7 @@ def test_failure_in_the_final_transaction_rolls_it_all_back(ctx: AppContext, lab
     def crash(*args: Any, **kwargs: Any) -> Any:
         raise ConflictError("simulated")
 
-    monkeypatch.setattr(al.q, "add_round", crash)  # after the scores were written in that transaction
+    monkeypatch.setattr(al_retrain.q, "add_round", crash)  # after the scores were written in that transaction
     with pytest.raises(ConflictError):
         al.retrain(ctx, PROJECT)
     _assert_untouched(ctx, labelled_project, before)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from services import active_learning as al
 from services import jobs, labelling
+from services import learning as al
 from services.context import AppContext
 from tests.services.factories import user_id
 from tests.services.test_active_learning import PROJECT, project  # noqa: F401

@@ -14,9 +14,10 @@ import active_learning.strategies as strategies
 from active_learning.features import PatchFeatureParams
 from db.models import AnnotationKind, Prediction
 from medlabel.errors import InputError
-from services import accounts, feature_learning, jobs
-from services import active_learning as al
+from services import accounts, jobs
+from services import learning as al
 from services.context import AppContext
+from services.learning import features as feature_learning
 from services.models import resolve
 from tests.services.factories import PASSWORD
 from tests.services.test_active_learning import (  # noqa: F401

@@ -86,7 +86,7 @@ def test_kill_9_during_ingest_and_prelabel_then_rerun(ctx: AppContext, settings:
 _RETRAIN = """
 import sys
 import time
-from services import active_learning as al
+from services import learning as al
 from services.context import context_from_environment
 from services.jobs.protocol import NullReporter
 
@@ -134,7 +134,7 @@ def test_kill_9_during_retraining_then_rerun(ctx: AppContext, settings: Settings
                                              db_url: str) -> None:
     rng = random.Random(10)
     env = env_for(settings)
-    # Steps 1..5 of services.active_learning.retrain: fit, export, register, pre-label, score and install.
+    # Steps 1..5 of services.learning.retrain: fit, export, register, pre-label, score and install.
     for step in rng.sample(range(1, 6), 3) + [4]:
         lines = _retrain(env, kill_at=(step, rng.uniform(0.0, 0.5)))
         assert f"step {step}" in lines and not any(line.startswith("done") for line in lines), lines  # killed mid-run

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from db.models import ActiveLearningRound
-from services import active_learning as al
+from services import learning as al
 from services.context import AppContext
 from tests.services.factories import make_project
 

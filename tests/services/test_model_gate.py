@@ -16,7 +16,7 @@ from db.models import AnnotationKind
 from medlabel.benchmarks.retrain import png, tiny_model
 from medlabel.errors import ConflictError, NotFoundError, PermissionDenied
 from services import accounts
-from services import active_learning as al
+from services import learning as al
 from services import second_opinion as so
 from services.context import AppContext
 from services.models import cards as model_cards

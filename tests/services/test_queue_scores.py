@@ -28,7 +28,7 @@ def _served(ctx: AppContext, pid: int, reader: str) -> list[int]:
 
 
 def test_queue_orders_by_score_after_priority(ctx: AppContext, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    from services import active_learning
+    from services import learning as active_learning
 
     monkeypatch.setattr(active_learning, "queue_reason", lambda ctx, item_id: f"score of {item_id}")
     pid = make_project(ctx)

@@ -1,0 +1,20 @@
+"""The automatic retrain: started as a background job when ``retrain_every`` new labels have arrived."""
+
+from __future__ import annotations
+
+from services.context import AppContext
+from services.learning.settings import maybe_retrain
+
+
+def retrain_if_due(ctx: AppContext, project_name: str, *, actor_id: int | None = None) -> int | None:
+    """Start a background retrain job when ``retrain_every`` new labels have arrived since the last round
+    and no retrain of the project is queued or running; returns the job id, or None."""
+    if not maybe_retrain(ctx, project_name):
+        return None
+    from services import jobs  # late: jobs start a Dask client
+
+    busy = [j for j in jobs.list_jobs(ctx) if j.kind == "retrain" and j.state in ("queued", "running")
+            and (j.params or {}).get("project") == project_name]
+    if busy:
+        return None
+    return jobs.submit(ctx, "retrain", {"project": project_name, "actor_id": actor_id}, actor_id).id
