@@ -1,5 +1,9 @@
 """Retraining: a new head on the labelled items' embeddings, validated, gated (``services.models.gate``) and
-installed as a new model version with new scores, or held for a lead (``decide``); the ``retrain`` job kind."""
+installed as a new model version with new scores, or held for a lead (``decide``); the ``retrain`` job kind.
+
+Over 400 lines on purpose: a retrain is all-or-nothing for the project, and its steps (fit, export,
+register, pre-label, score, install or hold) and the rollback that withdraws an unfinished version read
+best side by side; ``services.learning.features`` reuses the same steps for learnt features."""
 
 from __future__ import annotations
 
