@@ -66,8 +66,8 @@ def one(request: Request, who: Annotated[Caller, Depends(READ)], prediction_id: 
     ctx = request.app.state.ctx
     request.state.audit = {"prediction_id": prediction_id}
     if wait > 0:
-        return record(so.wait_for_image(ctx, prediction_id, actor_id=who.user_id, timeout=wait))
-    return record(so.get(ctx, prediction_id, actor_id=who.user_id))
+        return record(so.wait_for_image(ctx, prediction_id, actor=who.user_id, timeout=wait))
+    return record(so.get(ctx, prediction_id, actor=who.user_id))
 
 
 @router.get("/{prediction_id}/heatmap", responses={**ERRORS, 409: {"model": Error},
@@ -82,10 +82,10 @@ def heatmap(request: Request, who: Annotated[Caller, Depends(READ)], prediction_
     administrators."""
     ctx = request.app.state.ctx
     request.state.audit = {"prediction_id": prediction_id}
-    opinion = so.wait_for_image(ctx, prediction_id, actor_id=who.user_id, timeout=wait) if wait > 0 else so.get(
-        ctx, prediction_id, actor_id=who.user_id)
+    opinion = so.wait_for_image(ctx, prediction_id, actor=who.user_id, timeout=wait) if wait > 0 else so.get(
+        ctx, prediction_id, actor=who.user_id)
     if opinion.image_state == "pending":
         raise ApiError(409, "pending", f"the image of prediction {prediction_id} is still being de-identified",
                        {"Retry-After": "1"})
-    png = so.heatmap(ctx, prediction_id, label, actor_id=who.user_id)
+    png = so.heatmap(ctx, prediction_id, label, actor=who.user_id)
     return Response(png, media_type="image/png")

@@ -39,7 +39,7 @@ def add_items(request: Request, who: Annotated[Caller, Depends(INGEST)], project
     ctx = request.app.state.ctx
     name = projects.project_name(ctx, project_id)
     uploads = [(f"upload-{i + 1}", f.file.read()) for i, f in enumerate(files)]  # names may be identifiers
-    report = ingest_uploads(ctx, name, uploads, actor_id=who.user_id)
+    report = ingest_uploads(ctx, name, uploads, actor=who.user_id)
     request.state.audit = {"project_id": project_id, "files": len(files)}
     return IngestResult(project=name, released=report.count("released"), quarantined=report.count("quarantined"),
                         duplicate=report.count("duplicate"), refused=report.count("refused"),
@@ -57,7 +57,7 @@ def export(request: Request, who: Annotated[Caller, Depends(EXPORT)], project_id
     ctx = request.app.state.ctx
     name = projects.project_name(ctx, project_id)
     request.state.audit = {"project_id": project_id, "format": format}
-    return Response(export_project(ctx, name, format, seed=seed), media_type=MEDIA[format])
+    return Response(export_project(ctx, name, format, seed=seed, actor=who.user_id), media_type=MEDIA[format])
 
 
 @router.get("/{project_id}/agreement", responses=ERRORS, summary="The agreement report")
@@ -70,4 +70,4 @@ def agreement(request: Request, who: Annotated[Caller, Depends(READ)], project_i
     ctx = request.app.state.ctx
     name = projects.project_name(ctx, project_id)
     request.state.audit = {"project_id": project_id}
-    return agreement_for_project(ctx, name, round_id=round_id, n_boot=n_boot, seed=seed)
+    return agreement_for_project(ctx, name, round_id=round_id, n_boot=n_boot, seed=seed, actor=who.user_id)

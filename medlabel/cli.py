@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 
 from medlabel import __version__
-from medlabel.commands import app_context
+from medlabel.commands import acting, app_context, local_only, require
 from medlabel.errors import MedlabelError
 
 logger = logging.getLogger(__name__)
@@ -23,10 +23,13 @@ logger = logging.getLogger(__name__)
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="medlabel")
-def cli() -> None:
+@click.option("--as", "as_user", metavar="USER",
+              help="Act as this user, with their role and projects (default: the local administrator).")
+def cli(as_user: str | None) -> None:
     """medlabel: de-identify, label, verify and learn from medical images.
 
-    Settings come from MEDLABEL_* environment variables (see docs/configuration.md).
+    Settings come from MEDLABEL_* environment variables (see docs/configuration.md). Commands act as
+    the local administrator unless --as names a user (docs/security.md: authorization).
     """
 
 
@@ -36,6 +39,7 @@ def init() -> None:
 
     Safe to run again: it only upgrades what is missing.
     """
+    local_only("medlabel init")
     from medlabel.settings import load_settings
     from services.schema import init_installation
 
@@ -103,6 +107,7 @@ def api(port: int, address: str) -> None:
               help="Images per demo project taken from sample_data/.")
 def demo(images: int) -> None:
     """Create the demo users and projects and ingest the sample data (idempotent)."""
+    local_only("medlabel demo")
     from services.demo import DEMO_PASSWORD, load_demo
 
     with app_context() as ctx:
@@ -148,7 +153,7 @@ def ingest(project: str, paths: tuple[str, ...], dates: str, keep_patient_charac
     from services.ingest import ingest_paths
 
     with app_context() as ctx:
-        report = ingest_paths(ctx, project, paths, options=deid.DeidOptions(
+        report = ingest_paths(ctx, project, paths, actor=acting(ctx), options=deid.DeidOptions(
             dates=dates, keep_patient_characteristics=keep_patient_characteristics))  # type: ignore[arg-type]
     _echo_ingest(report)
     if report.count("refused"):
@@ -165,7 +170,7 @@ def export(project: str, fmt: str, out: str | None, seed: int) -> None:
     from services.export import export_project
 
     with app_context() as ctx:
-        data = export_project(ctx, project, fmt, seed=seed)
+        data = export_project(ctx, project, fmt, seed=seed, actor=acting(ctx))
     if out:
         tmp = Path(out).with_name(Path(out).name + ".tmp")
         tmp.write_bytes(data)
@@ -181,6 +186,7 @@ def export(project: str, fmt: str, out: str | None, seed: int) -> None:
 @cli.group()
 def users() -> None:
     """Manage user accounts (passwords are read from a prompt or stdin, never from arguments)."""
+    require(("admin",), "manage users")
 
 
 def _read_password(from_stdin: bool) -> str:
@@ -252,6 +258,7 @@ def users_passwd(username: str, password_stdin: bool) -> None:
 def backup(folder: Path) -> None:
     """Copy the database (a consistent snapshot), the content store and the secret key into FOLDER (new
     or empty; 0700)."""
+    local_only("medlabel backup")
     from medlabel.settings import load_settings
     from services.backup import backup as run
 
@@ -263,6 +270,7 @@ def backup(folder: Path) -> None:
 @click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
 def restore(folder: Path) -> None:
     """Restore a `medlabel backup` FOLDER into an empty data folder (and, for PostgreSQL, an empty database)."""
+    local_only("medlabel restore")
     from medlabel.settings import load_settings
     from services.backup import restore as run
 
@@ -276,6 +284,7 @@ def restore(folder: Path) -> None:
 @cli.group()
 def audit() -> None:
     """The audit trail (append-only, hash-chained: docs/security.md)."""
+    require(("admin",), "verify the audit trail")
 
 
 @audit.command("verify")

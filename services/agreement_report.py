@@ -12,10 +12,11 @@ from db.queries import export as export_q
 from db.queries import projects as projects_q
 from db.queries import verification as verification_q
 from medlabel.errors import InputError, NotFoundError
+from services import authz
 from services.context import AppContext
 
 
-def project_ratings(ctx: AppContext, project_name: str, round_id: int | None = None,
+def project_ratings(ctx: AppContext, project_name: str, round_id: int | None = None, *, actor: authz.ActorRef,
                     ) -> tuple[list[tuple[str, str, str]], dict[str, Any]]:
     """Long-format ratings ``(item, reader, label)`` and the project's scale facts.
 
@@ -23,6 +24,7 @@ def project_ratings(ctx: AppContext, project_name: str, round_id: int | None = N
     primary and verification label per item (adjudications are the reference, not a rating; a
     reader's intra-reader re-reads are not a second reader's rating).
     """
+    authz.require_project(ctx, actor, project_name, roles=authz.LEADS)
     with ctx.reads() as session:
         project = projects_q.require_project(session, project_name)
         if round_id is not None:
@@ -41,10 +43,10 @@ def project_ratings(ctx: AppContext, project_name: str, round_id: int | None = N
 
 
 def agreement_for_project(ctx: AppContext, project_name: str, *, round_id: int | None = None, n_boot: int = 1000,
-                          seed: int = 0) -> dict[str, Any]:
+                          seed: int = 0, actor: authz.ActorRef) -> dict[str, Any]:
     """The full agreement report (the same dict the CLI prints). Multi-label projects get one
     binary report per label under ``per_label``."""
-    records, facts = project_ratings(ctx, project_name, round_id)
+    records, facts = project_ratings(ctx, project_name, round_id, actor=actor)
     if not records:
         raise InputError(None, f"project {project_name!r} has no ratings yet")
     if facts["task_type"] == TaskType.MULTI_LABEL.value:
@@ -64,14 +66,15 @@ def ratings_table(records: list[tuple[str, str, str]]) -> dict[str, dict[str, st
     return dict(table)
 
 
-def readers_vs_reference(ctx: AppContext, project_name: str, round_id: int | None = None) -> list[dict[str, Any]]:
+def readers_vs_reference(ctx: AppContext, project_name: str, round_id: int | None = None, *,
+                         actor: authz.ActorRef) -> list[dict[str, Any]]:
     """Each reader against the reference standard (adjudicated label, else unanimous consensus of at
     least two reads): sensitivity and specificity per class with Wilson 95% intervals."""
     from services.export import export_rows
 
-    reference = {str(r["item_id"]): r["final_label"] for r in export_rows(ctx, project_name)
+    reference = {str(r["item_id"]): r["final_label"] for r in export_rows(ctx, project_name, actor=actor)
                  if r["provenance"] in ("adjudicated", "consensus") and r["final_label"]}
-    records, facts = project_ratings(ctx, project_name, round_id)
+    records, facts = project_ratings(ctx, project_name, round_id, actor=actor)
     by_reader: dict[str, list[tuple[str, str]]] = defaultdict(list)
     for item, reader, label in records:
         if item in reference:
@@ -99,7 +102,7 @@ def reader_confusion(records: list[tuple[str, str, str]], reader_a: str, reader_
 
 
 def agreement_over_rounds(ctx: AppContext, project_name: str, *, n_boot: int = 200,
-                          seed: int = 0) -> list[dict[str, Any]]:
+                          seed: int = 0, actor: authz.ActorRef) -> list[dict[str, Any]]:
     """Agreement of each inter-reader or automation-bias round, oldest first (agreement over time).
 
     Rounds with fewer than two reads on any item are listed with ``None`` values and the reason.
@@ -107,14 +110,14 @@ def agreement_over_rounds(ctx: AppContext, project_name: str, *, n_boot: int = 2
     from services import verification
 
     rows = []
-    for rnd in verification.rounds(ctx, project_name):
+    for rnd in verification.rounds(ctx, project_name, actor=actor):
         if rnd.kind == "intra_reader":
             continue
         row: dict[str, Any] = {"round_id": rnd.id, "round": rnd.name, "kind": rnd.kind, "created_at": rnd.created_at,
                                "reads_done": rnd.reads_done, "n_items": 0, "percent_agreement": None,
                                "fleiss_kappa": None, "fleiss_kappa_ci": None, "reason": None}
         try:
-            report = agreement_for_project(ctx, project_name, round_id=rnd.id, n_boot=n_boot, seed=seed)
+            report = agreement_for_project(ctx, project_name, round_id=rnd.id, n_boot=n_boot, seed=seed, actor=actor)
         except InputError as exc:
             row["reason"] = exc.reason
             rows.append(row)

@@ -21,7 +21,7 @@ from services.dto import AuditEventDTO
 
 AuditAction = Literal["al.adopt", "al.configure", "al.features", "al.reject", "al.retrain", "al.retrain.held",
     "al.setup", "al.withdraw", "annotation.amend", "annotation.submit", "annotation.undo", "api.call", "api.refused",
-    "api_token.create", "api_token.revoke", "case.view", "export", "ingest", "item.ingest", "job.cancel",
+    "api_token.create", "api_token.revoke", "case.view", "export", "image.view", "ingest", "item.ingest", "job.cancel",
     "job.retry", "job.submit", "login", "login.failed", "login.refused", "logout", "model.add", "model.approve",
     "model.quantize", "model.quantize.undone", "model.remove", "model.revoke", "prelabel", "project.create",
     "project.update", "queue.claim", "queue.skip", "reidentification.rekey", "reidentify", "review.reject",

@@ -10,8 +10,8 @@ from agreement.consensus import current_reads, final_label
 from db.models import Item, Project
 from db.queries import modelling as models_q
 from db.queries import verification as q
-from medlabel.errors import NotFoundError, PermissionDenied
-from services import audit
+from medlabel.errors import NotFoundError
+from services import audit, authz
 from services.context import AppContext
 from services.dto import CaseDTO, ProjectDTO
 from services.projects import project_dto
@@ -38,10 +38,9 @@ class CaseDetail:
                        modality=self.modality, width=self.width, height=self.height, frames=self.frames)
 
 
-def case_detail(ctx: AppContext, item_id: int, *, actor_role: str, actor_id: int | None = None) -> CaseDetail:
-    """Every read and prediction of one item (leads and admins); each view is audited."""
-    if actor_role not in ("lead", "admin"):
-        raise PermissionDenied("only leads and admins see every read of a case")
+def case_detail(ctx: AppContext, item_id: int, *, actor: authz.ActorRef) -> CaseDetail:
+    """Every read and prediction of one item (the project's leads and admins); each view is audited."""
+    actor_id = authz.require_item(ctx, actor, item_id, roles=authz.LEADS).user_id
     with ctx.sessions.begin() as session:
         if session.get(Item, item_id) is not None:
             audit.record(session, "case.view", actor_id=actor_id, target_type="item", target_id=item_id)

@@ -13,6 +13,7 @@ from PIL import Image
 
 from db.queries import accounts as accounts_q
 from medlabel.values import ref_of
+from services import authz
 from services.accounts import add_user
 from services.context import AppContext
 from services.dto import IngestReport
@@ -47,6 +48,7 @@ DEMO_PROJECT = ProjectSpec(
     instructions="Label each chest X-ray as normal or pneumonia. Use 'indeterminate' when unsure "
                  "after careful review, and 'insufficient quality' for unreadable images.",
     labels=PNEUMONIA_LABELS,
+    second_opinion=True,
     readers=("reader1", "reader2", "reader3"),
 )
 AL_PROJECT = ProjectSpec(
@@ -57,6 +59,7 @@ AL_PROJECT = ProjectSpec(
     instructions="A simulation set: the images are 28x28 thumbnails. Label normal or pneumonia to feed the "
                  "active-learning loop.",
     labels=PNEUMONIA_LABELS,
+    second_opinion=True,
     readers=("reader1", "reader2", "reader3"),
 )
 
@@ -70,6 +73,7 @@ NIH_PROJECT = ProjectSpec(
                  "Choose 'No finding' for a normal film.",
     labels=(*(LabelSpec(name.replace("_", " ").lower()) for name in NIH_FINDINGS),
             LabelSpec("no finding", shortcut="0", colour="#2ca02c")),
+    second_opinion=True,
     readers=("reader1", "reader2"),
 )
 DICOM_PROJECT = ProjectSpec(
@@ -142,13 +146,14 @@ def load_demo(ctx: AppContext, *, data_dir: Path | None = None, images: int = 12
     if not with_data or not data_dir.exists():
         return DemoReport(tuple(created_users), tuple(created_projects))
     if DEMO_PROJECT.name in created_projects:
-        reports.append(ingest_paths(ctx, DEMO_PROJECT.name, _kermany(data_dir)))
+        reports.append(ingest_paths(ctx, DEMO_PROJECT.name, _kermany(data_dir), actor=authz.LOCAL_ADMIN))
     if NIH_PROJECT.name in created_projects:
-        reports.append(ingest_paths(ctx, NIH_PROJECT.name, _chest_films(data_dir)))
+        reports.append(ingest_paths(ctx, NIH_PROJECT.name, _chest_films(data_dir), actor=authz.LOCAL_ADMIN))
     if DICOM_PROJECT.name in created_projects:
-        reports.append(ingest_paths(ctx, DICOM_PROJECT.name, sorted((data_dir / "dicom-samples").rglob("*.dcm"))))
+        reports.append(ingest_paths(ctx, DICOM_PROJECT.name, sorted((data_dir / "dicom-samples").rglob("*.dcm")),
+                                    actor=authz.LOCAL_ADMIN))
     if AL_PROJECT.name in created_projects:
-        reports.append(ingest_blobs(ctx, AL_PROJECT.name, _pneumoniamnist(data_dir, images)))
+        reports.append(ingest_blobs(ctx, AL_PROJECT.name, _pneumoniamnist(data_dir, images), actor=authz.LOCAL_ADMIN))
     model_line = ""
     if AL_PROJECT.name in created_projects:
         model_line = _demo_model(ctx, data_dir)
@@ -203,7 +208,7 @@ def demo_reads(ctx: AppContext, truth: dict[int, str], *, primary: int = 60, sam
         labelled += 1
     rnd = verification.create_round(ctx, project_name, name="Demo round 1", readers=["reader2", "reader3"],
                                     n=min(sample, labelled), seed=seed, stratified=True, adjudicator="lead",
-                                    actor_id=users["lead"])
+                                    actor=users["lead"])
     for reader, error_rate in (("reader2", 0.10), ("reader3", 0.15)):
         while (case := verification.next_verification(ctx, users[reader])) is not None:
             verification.submit_verification(ctx, case.assignment_id, users[reader],
@@ -214,10 +219,10 @@ def demo_reads(ctx: AppContext, truth: dict[int, str], *, primary: int = 60, sam
                                 labels=[truth.get(disputed.item_id, "indeterminate")],
                                 note="demo adjudication: reviewed against the source data set's label")
         adjudicated += 1
-    verification.close_round(ctx, rnd.id, users["lead"])
+    verification.close_round(ctx, rnd.id, actor=users["lead"])
     verification.create_reread_round(ctx, project_name, reader="reader1", n=min(10, labelled),
                                      washout_days=14, seed=seed, name="reader1 re-read after 2 weeks",
-                                     actor_id=users["lead"])
+                                     actor=users["lead"])
     return (f"reader1 labelled {labelled} cases; verification round '{rnd.name}' read blind by reader2 and "
             f"reader3 ({rnd.sample_size} items), {adjudicated} disagreement(s) adjudicated; a re-read round "
             "for reader1 opens in 14 days")

@@ -78,6 +78,7 @@ class ProjectDTO:
     allow_reidentification: bool
     labels: tuple[LabelOption, ...]
     readers: tuple[str, ...] = ()
+    second_opinion: bool = False
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from db.queries import export as export_q
 from db.queries import projects as projects_q
 from medlabel.errors import InputError
 from medlabel.text import csv_cell
-from services import audit
+from services import audit, authz
 from services.context import AppContext
 from services.jobs import params as job_params
 from services.jobs.kinds import register_kind
@@ -24,7 +24,12 @@ from services.jobs.protocol import JobReporter
 FORMATS = ("csv", "jsonl", "coco")
 
 
-def export_rows(ctx: AppContext, project_name: str, *, seed: int = 0) -> list[dict[str, Any]]:
+def export_rows(ctx: AppContext, project_name: str, *, seed: int = 0, actor: authz.ActorRef) -> list[dict[str, Any]]:
+    authz.require_project(ctx, actor, project_name, roles=authz.LEADS)
+    return _export_rows(ctx, project_name, seed=seed)
+
+
+def _export_rows(ctx: AppContext, project_name: str, *, seed: int = 0) -> list[dict[str, Any]]:
     with ctx.reads() as session:
         project = projects_q.require_project(session, project_name)
         items = export_q.released_items(session, project.id)
@@ -67,11 +72,12 @@ def export_rows(ctx: AppContext, project_name: str, *, seed: int = 0) -> list[di
 
 
 def export_project(ctx: AppContext, project_name: str, fmt: str, *, seed: int = 0,
-                   actor_id: int | None = None) -> bytes:
+                   actor: authz.ActorRef) -> bytes:
     """The project's labels in ``fmt``; every export is audited (who, which project, format, rows)."""
+    actor_id = authz.require_project(ctx, actor, project_name, roles=authz.LEADS).user_id
     if fmt not in FORMATS:
         raise InputError(None, f"unknown export format {fmt!r} (choose {', '.join(FORMATS)})")
-    rows = export_rows(ctx, project_name, seed=seed)
+    rows = _export_rows(ctx, project_name, seed=seed)
     if fmt == "jsonl":
         data = "".join(json.dumps(r, sort_keys=True, default=str) + "\n" for r in rows).encode()
     elif fmt == "csv":
@@ -141,7 +147,7 @@ def export_job(ctx: AppContext, params: dict[str, Any], reporter: JobReporter) -
     params = check_export(ctx, params)
     reporter.progress(0, 1, f"exporting {params['project']} as {params['format']}")
     data = export_project(ctx, params["project"], params["format"], seed=int(params.get("seed", 0)),
-                          actor_id=getattr(reporter, "actor_id", None))
+                          actor=authz.job_actor(getattr(reporter, "actor_id", None)))
     suffix = ".json" if params["format"] in ("jsonl", "coco") else ""
     digest, stored = ctx.store.put(data, suffix)
     reporter.progress(1, 1, f"{len(data)} bytes")

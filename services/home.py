@@ -10,11 +10,12 @@ from db.models import AnnotationKind
 from db.queries import home as home_q
 from db.queries import labelling as labelling_q
 from db.queries import projects as q
+from services import authz
 from services.accounts import get_user
 from services.context import AppContext
 from services.dto import HomeSummary, ProjectSummary, RoundDTO
 from services.jobs import JobDTO, list_jobs
-from services.verification import round_summary
+from services.verification.rounds import _round_summary
 
 RECENT_JOBS = 50  # jobs looked at for failures and running work
 
@@ -67,11 +68,13 @@ def attention(ctx: AppContext, user_id: int) -> Attention:
     """Open rounds with work outstanding, the user's adjudications, failed and running jobs, quarantine."""
     with ctx.reads() as session:
         to_adjudicate = sum(home_q.open_claims(session, user_id, AnnotationKind.ADJUDICATION, utcnow()).values())
-        open_ids = [r.id for r in home_q.open_rounds(session)]
-        quarantined = sum(row[3] for row in q.project_counts(session))
-    rounds = tuple(r for r in (round_summary(ctx, i) for i in open_ids)
+        open_rounds = [(r.id, r.project_id) for r in home_q.open_rounds(session)]
+        counts = [(row[0].id, row[3]) for row in q.project_counts(session)]
+    visible = authz.visible_project_ids(ctx, user_id, [pid for pid, _ in counts])  # the lead's projects only
+    quarantined = sum(n for pid, n in counts if pid in visible)
+    rounds = tuple(r for r in (_round_summary(ctx, i) for i, pid in open_rounds if pid in visible)
                    if r.reads_done < r.reads_total or r.adjudicated < r.disagreements)
-    jobs = list_jobs(ctx, limit=RECENT_JOBS)
+    jobs = list_jobs(ctx, limit=RECENT_JOBS, actor=user_id)
     return Attention(to_adjudicate=to_adjudicate, rounds=rounds,
                      failed_jobs=tuple(j for j in jobs if j.state == "failed"),
                      running_jobs=tuple(j for j in jobs if j.state in ("queued", "running")),

@@ -8,6 +8,7 @@ image really gets larger on screen. Boxes drawn on a view map back to original p
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import json
 import logging
@@ -20,8 +21,11 @@ from typing import Any, TypeVar
 from PIL import Image
 
 import inference
-from db.models import Item
-from medlabel.errors import NotFoundError
+from db.base import utcnow
+from db.models import DeidStatus, Item
+from db.queries import authz as authz_q
+from medlabel.errors import NotFoundError, PermissionDenied
+from services import audit, authz
 from services.context import AppContext
 
 CT_PRESETS: tuple[tuple[str, float, float], ...] = tuple(
@@ -34,6 +38,8 @@ PREFETCH_QUEUE = 4  # renditions waiting in the background thread; more requests
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+VIEW_SPAN = dt.timedelta(minutes=10)
+"""Renders of the same item for the same user within this span are one audited view."""
 
 
 @dataclass(frozen=True)
@@ -135,9 +141,14 @@ def _item(ctx: AppContext, item_id: int) -> tuple[str, str, str | None, int, int
                 item.frame_count)
 
 
-def window_choices(ctx: AppContext, item_id: int, *, frame: int = 0) -> WindowChoices | None:
+def window_choices(ctx: AppContext, item_id: int, *, frame: int = 0, actor: authz.ActorRef) -> WindowChoices | None:
     """The window presets for this item and frame: the file's own VOI first, CT presets only for CT,
     then a statistics-based window (cached next to the item)."""
+    authz.require_item(ctx, actor, item_id, assigned=True)
+    return _window_choices(ctx, item_id, frame=frame)
+
+
+def _window_choices(ctx: AppContext, item_id: int, *, frame: int = 0) -> WindowChoices | None:
     content_hash, stored_path, _, _, _, frames = _item(ctx, item_id)
     frame = max(0, min(frame, frames - 1))
 
@@ -162,12 +173,24 @@ def _rendition(ctx: AppContext, content_hash: str, stored_path: str, frame: int,
         ctx.store.get(stored_path), frame=frame, window=win, max_size=max_size).png)
 
 
-def display_image(ctx: AppContext, item_id: int, *, frame: int = 0, window: tuple[float, float] | None = None,
-                  max_size: int = DISPLAY_SIZE, zoom: float = 1.0,
+def display_image(ctx: AppContext, item_id: int, *, actor: authz.ActorRef, frame: int = 0,
+                  window: tuple[float, float] | None = None, max_size: int = DISPLAY_SIZE, zoom: float = 1.0,
                   center: tuple[float, float] = (0.5, 0.5)) -> DisplayImage:
     """The item as shown: at zoom 1 the whole image (at most ``max_size``; thumbnails enlarged to
     ``MIN_DISPLAY``); at zoom z > 1 the view of 1/z of the image around ``center`` (fractions), at
-    display size."""
+    display size.
+
+    Readers see the items of their projects and those they hold a claim on; every view is audited
+    (``image.view``, see ``record_view``)."""
+    who = authz.require_item(ctx, actor, item_id, assigned=True)
+    _released_or_lead(ctx, who, item_id)
+    record_view(ctx, who, item_id, frame=frame)
+    return _display_image(ctx, item_id, frame=frame, window=window, max_size=max_size, zoom=zoom, center=center)
+
+
+def _display_image(ctx: AppContext, item_id: int, *, frame: int = 0, window: tuple[float, float] | None = None,
+                   max_size: int = DISPLAY_SIZE, zoom: float = 1.0,
+                   center: tuple[float, float] = (0.5, 0.5)) -> DisplayImage:
     content_hash, stored_path, modality, width, height, frames = _item(ctx, item_id)
     frame = max(0, min(frame, frames - 1))
     win = _rounded(window)
@@ -222,7 +245,7 @@ def _prefetch_one(ctx: AppContext, item_id: int, presets: dict[str, str], zoomed
     global _prefetch_waiting
     try:
         _, _, modality, _, _, _ = _item(ctx, item_id)
-        choices = window_choices(ctx, item_id)
+        choices = _window_choices(ctx, item_id)  # a cache warmer: no view yet, so no check and no audit
         window = None
         if choices is not None:
             names = [name for name, _, _ in choices.presets]
@@ -232,12 +255,35 @@ def _prefetch_one(ctx: AppContext, item_id: int, presets: dict[str, str], zoomed
             content_hash, stored_path, _, _, _, _ = _item(ctx, item_id)
             _rendition(ctx, content_hash, stored_path, 0, _rounded(window), FULL_SIZE)
         else:
-            display_image(ctx, item_id, window=window)
+            _display_image(ctx, item_id, window=window)
     except Exception as exc:  # noqa: BLE001 - a hint only; the real view raises and reports it
         logger.info("prefetch of item %s failed: %s", item_id, type(exc).__name__)
     finally:
         with _prefetch_lock:
             _prefetch_waiting -= 1
+def _released_or_lead(ctx: AppContext, who: authz.Actor, item_id: int) -> None:
+    """Only released items reach readers; quarantined ones are for the De-identification review."""
+    if who.role in authz.LEADS:
+        return
+    with ctx.reads() as session:
+        item = session.get(Item, item_id)
+        if item is None or item.deid_status != DeidStatus.RELEASED:
+            raise PermissionDenied(f"item {item_id} is not released for reading")
+
+
+def record_view(ctx: AppContext, who: authz.Actor, item_id: int, *, frame: int = 0) -> bool:
+    """Audit one view of an item's image: an ``image.view`` event per user and item. The viewer renders
+    again on every zoom, pan, frame and window change; renders within ``VIEW_SPAN`` of the user's last
+    recorded view of the item are the same view and are not recorded again. Returns whether an event
+    was written."""
+    since = utcnow() - VIEW_SPAN
+    with ctx.reads() as session:
+        last = authz_q.last_event_at(session, "image.view", who.user_id, "item", str(item_id))
+    if last is not None and last.replace(tzinfo=None) >= since.replace(tzinfo=None):
+        return False
+    with ctx.sessions.begin() as session:
+        audit.record(session, "image.view", actor_id=who.user_id, target_type="item", target_id=item_id, frame=frame)
+    return True
 
 
 def _rounded(window: tuple[float, float] | None) -> tuple[float, float] | None:

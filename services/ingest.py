@@ -32,7 +32,7 @@ from db.queries import projects as projects_q
 from inference.types import InputSpec
 from medlabel.errors import ConfigError, InputError, MedlabelError, NotFoundError, PermissionDenied
 from medlabel.settings import Settings
-from services import audit, reid_keys
+from services import audit, authz, reid_keys
 from services.context import AppContext
 from services.dto import IngestOutcome, IngestReport
 from services.items import add_item
@@ -59,24 +59,27 @@ def iter_files(paths: Iterable[str | Path]) -> Iterator[Path]:
 
 
 def ingest_paths(ctx: AppContext, project_name: str, paths: Iterable[str | Path], *,
-                 actor_id: int | None = None, options: deid.DeidOptions | None = None) -> IngestReport:
+                 actor: authz.ActorRef, options: deid.DeidOptions | None = None) -> IngestReport:
     from deid.io import read_regular
 
+    authz.require_project(ctx, actor, project_name, roles=authz.LEADS)
     files = list(iter_files(paths))
     return ingest_blobs(ctx, project_name, ((str(p), partial(read_regular, p)) for p in files),
-                        actor_id=actor_id, options=options)
+                        actor=actor, options=options)
 
 
 def ingest_uploads(ctx: AppContext, project_name: str, uploads: Iterable[tuple[str, bytes]], *,
-                   actor_id: int | None = None, options: deid.DeidOptions | None = None) -> IngestReport:
+                   actor: authz.ActorRef, options: deid.DeidOptions | None = None) -> IngestReport:
     # bytes(data) is data itself: the upload is not copied
     return ingest_blobs(ctx, project_name, ((name, partial(bytes, data)) for name, data in uploads),
-                        actor_id=actor_id, options=options)
+                        actor=actor, options=options)
 
 
 def ingest_blobs(ctx: AppContext, project_name: str, blobs: Iterable[tuple[str, Callable[[], bytes]]], *,
-                 actor_id: int | None = None, options: deid.DeidOptions | None = None) -> IngestReport:
-    """De-identify and store each ``(source name, read())`` pair; returns one outcome per file."""
+                 actor: authz.ActorRef, options: deid.DeidOptions | None = None) -> IngestReport:
+    """De-identify and store each ``(source name, read())`` pair; returns one outcome per file.
+    Leads ingest into the projects they lead (services/authz.py)."""
+    actor_id = authz.require_project(ctx, actor, project_name, roles=authz.LEADS).user_id
     key = ctx.settings.secret_key()
     with ctx.reads() as session:
         project = projects_q.require_project(session, project_name)
@@ -187,10 +190,9 @@ def _remember_patient(session: Session, project_id: int, pseudonym: str, data: b
                                  encrypted_original=reid_keys.fernet(settings).encrypt(original.encode())))
 
 
-def reidentify(ctx: AppContext, project_name: str, pseudonym: str, *, actor_id: int, actor_role: str) -> str:
+def reidentify(ctx: AppContext, project_name: str, pseudonym: str, *, actor: authz.ActorRef) -> str:
     """Admins only, projects that allow it only, and every look-up (found or not) is audited."""
-    if actor_role != "admin":
-        raise PermissionDenied("only administrators may re-identify")
+    actor_id = authz.require_project(ctx, actor, project_name, roles=authz.ADMIN).user_id
     with ctx.sessions.begin() as session:
         project = projects_q.require_project(session, project_name)
         if not project.allow_reidentification:
@@ -246,7 +248,8 @@ def ingest_chunk(ctx: AppContext, files: list[tuple[int, str]], *, should_stop: 
                  options: dict[str, Any], actor_id: int | None) -> dict[str, Any]:
     """De-identify and store these files. Refusals keep the file's position in the job's listing and the
     reason, never the file's name (it may hold an identifier)."""
-    report = ingest_paths(ctx, project, [path for _, path in files], actor_id=actor_id,
+    # the submitter's rights, checked again at every chunk
+    report = ingest_paths(ctx, project, [path for _, path in files], actor=authz.job_actor(actor_id),
                           options=deid.DeidOptions(**options))
     counts = {s: report.count(s) for s in ("released", "quarantined", "duplicate", "refused")}
     refused = [[index, _without_name(outcome.reason, outcome.source)]

@@ -26,7 +26,7 @@ from db.queries import labelling as q
 from db.queries import modelling as models_q
 from medlabel.errors import ConflictError, InputError, MedlabelError, NotFoundError, PermissionDenied
 from medlabel.values import DEFAULT_REREAD_SPACING, ProjectSettings, RoundSettings
-from services import audit
+from services import audit, authz
 from services.context import AppContext
 from services.dto import CaseDTO, HistoryRow, Suggestion
 from services.projects import project_dto
@@ -45,6 +45,7 @@ def next_case(ctx: AppContext, project_id: int, user_id: int, *, now: dt.datetim
     suggestion, no earlier label, nothing saying it is a re-read. Projects whose queue strategy is
     not ``random`` serve items by their stored active-learning score, and say why an item was chosen.
     """
+    authz.require_project(ctx, user_id, project_id, roles=authz.LABELLERS)
     now = now or utcnow()
     expires = now + dt.timedelta(minutes=ctx.settings.claim_minutes)
     with ctx.sessions.begin() as session:  # the write lock (SQLite) is held for the claim only
@@ -91,6 +92,7 @@ def upcoming_item(ctx: AppContext, project_id: int, user_id: int, *, now: dt.dat
     """The item the reader's next new claim would most likely serve (a hint: nothing is claimed), so the
     Label page can prepare its image while the reader looks at the current case. Due re-reads are not
     predicted (they are few, and spaced out)."""
+    authz.require_project(ctx, user_id, project_id, roles=authz.LABELLERS)
     with ctx.reads() as session:
         project = session.get(Project, project_id)
         if project is None:
@@ -113,6 +115,7 @@ def _queue_reason(ctx: AppContext, item_id: int) -> str:
 
 def queue_progress(ctx: AppContext, project_id: int, user_id: int) -> int:
     """How many released items this reader could still be served (a count over the project: cache it)."""
+    authz.require_project(ctx, user_id, project_id, roles=authz.LABELLERS)
     with ctx.reads() as session:
         project = session.get(Project, project_id)
         if project is None:
@@ -229,6 +232,7 @@ def undo_last(ctx: AppContext, project_id: int, user_id: int) -> int | None:
 
     The history keeps both rows: the label and its retraction. Returns the item id, or None.
     """
+    authz.require_project(ctx, user_id, project_id, roles=authz.LABELLERS)
     now = utcnow()
     with ctx.sessions.begin() as session:
         rows = q.latest_annotations(session, user_id=user_id, project_id=project_id, kind=AnnotationKind.LABEL,
@@ -254,6 +258,7 @@ def undo_last(ctx: AppContext, project_id: int, user_id: int) -> int | None:
 
 
 def history(ctx: AppContext, project_id: int, user_id: int, limit: int = 50) -> list[HistoryRow]:
+    authz.require_project(ctx, user_id, project_id, roles=authz.LABELLERS)
     with ctx.reads() as session:
         rows = q.latest_annotations(session, user_id=user_id, project_id=project_id, kind=AnnotationKind.LABEL,
                                     limit=limit)

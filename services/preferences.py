@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from db.queries import preferences as q
 from db.queries import projects as projects_q
+from services import authz
 from services.context import AppContext
 from services.dto import ProjectDTO
 from services.projects import project_dto
@@ -35,9 +36,10 @@ def project_choice(ctx: AppContext, user_id: int, role: str, needs: str | None =
     if needs is not None and needs not in NEEDS:
         raise ValueError(f"unknown page need {needs!r}; expected one of {sorted(NEEDS)}")
     with ctx.reads() as session:
-        rows = projects_q.all_projects(session) if role in ("admin", "lead") else projects_q.projects_of_reader(
+        actor = authz.actor_in(session, user_id)  # the database's role, not the caller's copy
+        rows = projects_q.all_projects(session) if actor.role in ("admin", "lead") else projects_q.projects_of_reader(
             session, user_id)
-        projects = tuple(project_dto(session, p) for p in rows)
+        projects = tuple(project_dto(session, p) for p in rows if authz.may_touch(session, actor, p))
         last = q.get_preference(session, user_id, LAST_PROJECT)
         with_data = projects_q.project_ids_with(session, NEEDS[needs]) if needs else {p.id for p in projects}
     if not projects:

@@ -13,7 +13,7 @@ from db.queries import accounts as accounts_q
 from db.queries import labelling as labelling_q
 from db.queries import projects as projects_q
 from medlabel.errors import ConflictError, InputError, NotFoundError
-from services import audit
+from services import audit, authz
 from services.context import AppContext
 from services.dto import LabelOption, ProjectDTO
 
@@ -44,6 +44,9 @@ class ProjectSpec:
     show_suggestions: bool = True
     allow_reidentification: bool = False
     readers: tuple[str, ...] = field(default_factory=tuple)
+    second_opinion: bool = False
+    """Clinicians' similar cases may come from this project and they may send images to it for expert
+    review (services/authz.py)."""
 
 
 def assign_shortcuts(labels: tuple[LabelSpec, ...]) -> tuple[LabelSpec, ...]:
@@ -105,7 +108,7 @@ def create_project(ctx: AppContext, spec: ProjectSpec, *, actor_id: int | None =
                 name=spec.name.strip(), task_type=TaskType(spec.task_type), description=spec.description,
                 instructions=spec.instructions, ordinal=spec.ordinal, labels_per_item=spec.labels_per_item,
                 show_suggestions=spec.show_suggestions, allow_reidentification=spec.allow_reidentification,
-                created_by_id=actor_id,
+                created_by_id=actor_id, settings={"second_opinion": True} if spec.second_opinion else {},
                 labels=[Label(name=lab.name.strip(), shortcut=lab.shortcut, colour=lab.colour, code=lab.code,
                               kind=LabelKind(lab.kind), position=i) for i, lab in enumerate(spec.labels)],
             )
@@ -133,18 +136,22 @@ def project_dto(session: Session, project: Project) -> ProjectDTO:
         labels=tuple(LabelOption(name=lab.name, shortcut=lab.shortcut, colour=lab.colour, kind=lab.kind.value,
                                  code=lab.code) for lab in project.labels),
         readers=readers,
+        second_opinion=authz.accepts_second_opinions(project),
     )
 
 
 def projects_for(ctx: AppContext, user_id: int, role: str) -> list[ProjectDTO]:
-    """Readers see the projects they are assigned to; leads and admins see every project."""
+    """The projects the user may touch (services/authz.py): readers their own, leads those they lead,
+    admins every project, clinicians none. ``role`` is the caller's view; the database's role decides."""
     with ctx.reads() as session:
-        rows = projects_q.all_projects(session) if role in ("admin", "lead") else projects_q.projects_of_reader(
+        actor = authz.actor_in(session, user_id)
+        rows = projects_q.all_projects(session) if actor.role in ("admin", "lead") else projects_q.projects_of_reader(
             session, user_id)
-        return [project_dto(session, p) for p in rows]
+        return [project_dto(session, p) for p in rows if authz.may_touch(session, actor, p)]
 
 
-def get_project(ctx: AppContext, name: str) -> ProjectDTO:
+def get_project(ctx: AppContext, name: str, *, actor: authz.ActorRef) -> ProjectDTO:
+    authz.require_project(ctx, actor, name, roles=authz.ANY)
     with ctx.reads() as session:
         project = projects_q.require_project(session, name)
         return project_dto(session, project)
@@ -160,12 +167,14 @@ class ProjectChanges:
     show_suggestions: bool | None = None
     ordinal: bool | None = None
     readers: tuple[str, ...] | None = None
+    second_opinion: bool | None = None
     new_labels: tuple[LabelSpec, ...] = ()
     shortcuts: dict[str, str | None] = field(default_factory=dict)
     colours: dict[str, str] = field(default_factory=dict)
 
 
-def update_project(ctx: AppContext, name: str, changes: ProjectChanges, *, actor_id: int | None = None) -> ProjectDTO:
+def update_project(ctx: AppContext, name: str, changes: ProjectChanges, *, actor: authz.ActorRef) -> ProjectDTO:
+    actor_id = authz.require_project(ctx, actor, name, roles=authz.LEADS).user_id
     with ctx.sessions.begin() as session:
         project = projects_q.require_project(session, name)
         per_item_before = project.labels_per_item
@@ -173,6 +182,8 @@ def update_project(ctx: AppContext, name: str, changes: ProjectChanges, *, actor
             value = getattr(changes, attr)
             if value is not None:
                 setattr(project, attr, value)
+        if changes.second_opinion is not None:
+            project.settings = {**(project.settings or {}), "second_opinion": changes.second_opinion}
         by_name = {label.name: label for label in project.labels}
         for label_name, key in changes.shortcuts.items():
             by_name[label_name].shortcut = key

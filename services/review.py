@@ -17,7 +17,7 @@ import deid
 from db.models import DeidStatus, Item
 from db.queries import imaging as imaging_q
 from medlabel.errors import ConflictError, InputError, NotFoundError
-from services import audit
+from services import audit, authz
 from services.context import AppContext
 from services.dto import ReviewItem
 from services.images import display_image
@@ -25,19 +25,27 @@ from services.images import display_image
 Box = tuple[int, int, int, int]
 
 
-def review_queue(ctx: AppContext, project_id: int | None = None) -> list[ReviewItem]:
+def review_queue(ctx: AppContext, project_id: int | None = None, *, actor: authz.ActorRef) -> list[ReviewItem]:
+    """Quarantined items of the projects the actor leads (administrators: all)."""
+    who = authz.require_role(ctx, actor, authz.LEADS, "review quarantined items")
+    if project_id is not None:
+        authz.require_project(ctx, who, project_id, roles=authz.LEADS)
     with ctx.reads() as session:
-        rows = imaging_q.quarantined(session, project_id)
-        return [ReviewItem(item_id=i.id, project=p.name, modality=i.modality, width=i.width, height=i.height,
-                           frames=i.frame_count, reason=str(i.deid_report.get("reason", "flagged for review")),
-                           boxes=tuple(_box(b) for b in [*i.deid_report.get("text_boxes", []),
-                                                         *i.deid_report.get("unmasked_regions", [])]))
-                for i, p in rows]
+        rows = [(i.project_id, ReviewItem(
+            item_id=i.id, project=p.name, modality=i.modality, width=i.width, height=i.height, frames=i.frame_count,
+            reason=str(i.deid_report.get("reason", "flagged for review")),
+            boxes=tuple(_box(b) for b in [*i.deid_report.get("text_boxes", []),
+                                          *i.deid_report.get("unmasked_regions", [])])))
+            for i, p in imaging_q.quarantined(session, project_id)]
+    visible = authz.visible_project_ids(ctx, who, sorted({pid for pid, _ in rows}))
+    return [r for pid, r in rows if pid in visible]
 
 
-def review_image(ctx: AppContext, item_id: int, boxes: Sequence[Box], *, max_size: int = 1024) -> bytes:
+def review_image(ctx: AppContext, item_id: int, boxes: Sequence[Box], *, max_size: int = 1024,
+                 actor: authz.ActorRef) -> bytes:
     """The item's display rendition with ``boxes`` (original pixel coordinates) outlined in red."""
-    image = display_image(ctx, item_id, max_size=max_size)
+    who = authz.require_item(ctx, actor, item_id, roles=authz.LEADS)
+    image = display_image(ctx, item_id, max_size=max_size, actor=who)
     sx, sy = image.width / image.original_width, image.height / image.original_height
     canvas = Image.open(io.BytesIO(image.png)).convert("RGB")
     draw = ImageDraw.Draw(canvas)
@@ -63,8 +71,9 @@ def _quarantined(session: Session, item_id: int) -> Item:
     return item
 
 
-def release(ctx: AppContext, item_id: int, masks: Sequence[Box], *, actor_id: int) -> int:
+def release(ctx: AppContext, item_id: int, masks: Sequence[Box], *, actor: authz.ActorRef) -> int:
     """Mask ``masks`` (original pixel coordinates, every frame) and release the item to the queue."""
+    actor_id = authz.require_item(ctx, actor, item_id, roles=authz.LEADS).user_id
     for x0, y0, x1, y1 in masks:
         if not (x0 < x1 and y0 < y1):
             raise InputError(None, f"mask {x0, y0, x1, y1} has no area")
@@ -92,8 +101,9 @@ def _delete_if_unused(ctx: AppContext, stored_path: str) -> None:
         ctx.store.delete(stored_path)
 
 
-def reject(ctx: AppContext, item_id: int, reason: str, *, actor_id: int) -> None:
+def reject(ctx: AppContext, item_id: int, reason: str, *, actor: authz.ActorRef) -> None:
     """Withhold the item for good: it never reaches a queue and its bytes are deleted."""
+    actor_id = authz.require_item(ctx, actor, item_id, roles=authz.LEADS).user_id
     if not reason.strip():
         raise InputError(None, "give a reason for rejecting")
     with ctx.sessions.begin() as session:

@@ -210,6 +210,7 @@ def ingest_once(folder: Path, parent: Path | None, model: bytes) -> tuple[float,
     import services.ingest as ingest_service
     from medlabel.benchmarks.installation import throwaway_installation
     from medlabel.benchmarks.prelabel import CHEXNET_LABELS, IMAGENET
+    from services import authz
     from services.models import register_model
     from services.projects import LabelSpec, ProjectSpec, create_project
 
@@ -221,7 +222,7 @@ def ingest_once(folder: Path, parent: Path | None, model: bytes) -> tuple[float,
         with (_timed(deid, "deidentify_bytes", steps, "deid"), _timed(ctx.store, "put", steps, "store"),
               _timed(ingest_service, "_save_model_renditions", steps, "renditions")):
             t0 = time.perf_counter()
-            report = ingest_service.ingest_paths(ctx, PROJECT, [folder])
+            report = ingest_service.ingest_paths(ctx, PROJECT, [folder], actor=authz.LOCAL_ADMIN)
             seconds = time.perf_counter() - t0
     statuses = [o.status for o in report.outcomes]
     return seconds, steps, statuses

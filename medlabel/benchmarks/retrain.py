@@ -185,7 +185,7 @@ def densenet_model() -> bytes:
 def _corpus(ctx: Any, items: int, labels: int, backbone: str = "tiny") -> str:
     """Reader, project, pattern items, the tiny model with its predictions, margin queue, truthful labels."""
     from db.models import Annotation, AnnotationKind, DeidStatus, Item
-    from services import accounts
+    from services import accounts, authz
     from services import learning as al
     from services.items import random_key
     from services.models import prelabel, register_model
@@ -211,7 +211,7 @@ def _corpus(ctx: Any, items: int, labels: int, backbone: str = "tiny") -> str:
     predicted = prelabel(ctx, PROJECT, "tiny").predicted
     if predicted != items:
         raise RuntimeError(f"the tiny model pre-labelled {predicted} of {items} items")
-    al.configure(ctx, PROJECT, "margin", al.DEFAULT_BATCH_SIZE, 0)
+    al.configure(ctx, PROJECT, "margin", al.DEFAULT_BATCH_SIZE, 0, actor=authz.LOCAL_ADMIN)
     with ctx.sessions.begin() as session:
         session.add_all(Annotation(item_id=item_id, user_id=reader.id, kind=AnnotationKind.LABEL,
                                    labels=[truth(pair)]) for item_id, pair in zip(ids[:labels], pairs, strict=False))
@@ -219,11 +219,12 @@ def _corpus(ctx: Any, items: int, labels: int, backbone: str = "tiny") -> str:
 
 
 def _best_score_pool(ctx: Any, strategy: str, repeats: int) -> tuple[float, int]:
+    from services import authz
     from services import learning as al
 
     if strategy not in al.STRATEGY_CHOICES:
         raise click.UsageError(f"services.learning has no strategy {strategy!r}")
-    al.configure(ctx, PROJECT, strategy, al.DEFAULT_BATCH_SIZE, 0)
+    al.configure(ctx, PROJECT, strategy, al.DEFAULT_BATCH_SIZE, 0, actor=authz.LOCAL_ADMIN)
     best, scored = float("inf"), 0
     for _ in range(repeats):
         start = time.perf_counter()

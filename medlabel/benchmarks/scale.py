@@ -78,10 +78,10 @@ def _warm(session_threads: int | None) -> None:
 
 def _job_rate(ctx: Any, kind: str, params: dict[str, Any], count_key: str) -> dict[str, Any]:
     import services.job_kinds  # noqa: F401 - every job kind
-    from services import jobs
+    from services import authz, jobs
 
     t0 = time.perf_counter()
-    submitted = jobs.submit(ctx, kind, params, None)
+    submitted = jobs.submit(ctx, kind, params, authz.LOCAL_ADMIN)
     done = jobs.wait(ctx, submitted.id, timeout_s=None, poll_s=0.2)  # a lost task fails the job: it ends
     wall = time.perf_counter() - t0
     if done.state != "succeeded":

@@ -111,6 +111,7 @@ def _labelled_corpus(ctx: Any, model_id: int, dim: int, n: int, seed: int = 0) -
 
     reader = accounts.add_user(ctx, "bench-reader", "bench-password", "reader")
     pid = create_project(ctx, ProjectSpec(name="bench", task_type="single_label", readers=("bench-reader",),
+                                          second_opinion=True,
                                           labels=(LabelSpec("normal", "1"), LabelSpec("abnormal", "2"))))
     rng = np.random.default_rng(seed)
     with ctx.sessions.begin() as session:
@@ -176,22 +177,22 @@ def run(model_kind: str = "densenet121", requests: int = 30, warmup: int = 3, la
         rss_before = process.memory_info().rss
 
         for i in range(warmup):
-            so.wait_for_image(ctx, so.ask(ctx, clinician, f"warmup-{i}.png", uploads[i], ref).id)
+            so.wait_for_image(ctx, so.ask(ctx, clinician, f"warmup-{i}.png", uploads[i], ref).id, actor=clinician)
         session = cache.session(spec)
         asked, imaged, raw, ids = [], [], [], []
         for i in range(warmup, warmup + requests):
             ms, opinion = _ms(lambda n=i: so.ask(ctx, clinician, f"upload-{n}.png", uploads[n], ref))
             asked.append(ms)
             ids.append(opinion.id)
-            ms, stored = _ms(lambda o=opinion: so.wait_for_image(ctx, o.id))
+            ms, stored = _ms(lambda o=opinion: so.wait_for_image(ctx, o.id, actor=clinician))
             if stored.image_state != "stored":
                 raise RuntimeError(f"request {opinion.id}: image {stored.image_state} ({stored.deid_reason})")
             imaged.append(ms)
             x = inference.preprocess(uploads[i], spec.input)
             raw.append(_ms(lambda t=x: session.run(None, {spec.input_name: t}))[0])
         stages = _stages(ctx, model, uploads[warmup:warmup + min(requests, 10)], ctx.settings.data_dir)
-        heat = [_ms(lambda r=r: so.heatmap(ctx, r))[0] for r in ids[:max(heatmaps, 1)]]
-        near = [_ms(lambda r=r: so.neighbours(ctx, r, k=5))[0] for r in ids[:5]]
+        heat = [_ms(lambda r=r: so.heatmap(ctx, r, actor=clinician))[0] for r in ids[:max(heatmaps, 1)]]
+        near = [_ms(lambda r=r: so.neighbours(ctx, r, k=5, actor=clinician))[0] for r in ids[:5]]
         runs = _occlusion_runs(spec.input.height, spec.input.width, *so.heatmap_geometry(spec.input))
 
         for seed in range(1, memory_models):
@@ -199,7 +200,7 @@ def run(model_kind: str = "densenet121", requests: int = 30, warmup: int = 3, la
             version = register_model(ctx, extra, name=f"{model_kind}-{seed}", labels=extra_labels)
             model_cards.approve(ctx, ref_of(version.name, version.version), lead, project=None)
             so.wait_for_image(ctx, so.ask(ctx, clinician, f"memory-{seed}.png", uploads[seed % len(uploads)],
-                                          ref_of(version.name, version.version)).id)
+                                          ref_of(version.name, version.version)).id, actor=clinician)
         rss_after = process.memory_info().rss
     p50, raw_p50 = _p(asked, 0.5), _p(raw, 0.5)
     mib = 1 << 20

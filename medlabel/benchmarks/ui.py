@@ -103,6 +103,7 @@ def build(ctx: Any, *, real: int, backlog: int, seed: int = 0) -> tuple[list[Rea
 
     from db.admin import analyze, generate_items, put_at_queue_head
     from medlabel.benchmarks.ingest import _dicom
+    from services import authz
     from services.accounts import add_user
     from services.ingest import ingest_blobs, project_id_of
     from services.projects import LabelSpec, ProjectSpec, create_project
@@ -115,7 +116,7 @@ def build(ctx: Any, *, real: int, backlog: int, seed: int = 0) -> tuple[list[Rea
     rng = np.random.default_rng(seed)
     kinds = [kind_of(i) for i in range(real + extra)]
     report = ingest_blobs(ctx, PROJECT, ((f"{i:05d}-{k.lower()}.dcm", lambda i=i, k=k: _dicom(k, i, rng, 2000))
-                                         for i, k in enumerate(kinds)))
+                                         for i, k in enumerate(kinds)), actor=authz.LOCAL_ADMIN)
     refused = [o for o in report.outcomes if o.status != "released" or o.item_id is None]
     if refused:
         first = refused[0]
@@ -132,16 +133,19 @@ def build(ctx: Any, *, real: int, backlog: int, seed: int = 0) -> tuple[list[Rea
 
 
 def service_times(ctx: Any, items: list[RealItem]) -> dict[str, dict[str, float]]:
-    """First-view work alone (window choices, then the Fit rendition at the first preset), per kind."""
+    """First-view work alone (window choices, then the Fit rendition at the first preset), per kind, as
+    the bench reader (the access checks and the image-view audit event included, as on the page)."""
+    from services import authz
     from services.images import display_image, window_choices
 
+    reader = authz.actor_named(ctx, "bench")
     by_kind: dict[str, list[tuple[float, float]]] = {}
     for item in items:
         t0 = time.perf_counter()
-        choices = window_choices(ctx, item.item_id)
+        choices = window_choices(ctx, item.item_id, actor=reader)
         t1 = time.perf_counter()
         window = choices.window(choices.presets[0][0]) if choices is not None else None
-        display_image(ctx, item.item_id, window=window)
+        display_image(ctx, item.item_id, window=window, actor=reader)
         t2 = time.perf_counter()
         by_kind.setdefault(item.kind, []).append(((t1 - t0) * 1000, (t2 - t1) * 1000))
     return {kind: {"items": len(rows), "window_choices_ms": round(statistics.median(r[0] for r in rows), 1),

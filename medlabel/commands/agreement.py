@@ -8,6 +8,8 @@ from typing import Any
 
 import click
 
+from medlabel.commands import acting
+
 ORDER = ("percent_agreement", "cohen_kappa", "weighted_kappa_linear", "weighted_kappa_quadratic", "fleiss_kappa",
          "krippendorff_alpha", "gwet_ac1", "gwet_ac2")
 
@@ -41,7 +43,8 @@ def command(ratings: Path | None, level: str, categories: str | None, n_boot: in
         from services.agreement_report import agreement_for_project
 
         with app_context() as ctx:
-            report = agreement_for_project(ctx, project, round_id=round_id, n_boot=n_boot, seed=seed)
+            report = agreement_for_project(ctx, project, round_id=round_id, n_boot=n_boot, seed=seed,
+                                           actor=acting(ctx))
         click.echo(json.dumps(report, indent=2) if as_json or "per_label" in report else render_table(report))
         return
     cats = None if categories is None else [c.strip() for c in categories.split(",") if c.strip()]

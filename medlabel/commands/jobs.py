@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from medlabel.commands import app_context
+from medlabel.commands import acting, app_context
 
 STATES = ("queued", "running", "succeeded", "failed", "cancelled")
 
@@ -67,7 +67,7 @@ def list_(state: str | None, limit: int) -> None:
     from services import jobs
 
     with app_context() as ctx:
-        rows = jobs.list_jobs(ctx, state=state, limit=limit)
+        rows = jobs.list_jobs(ctx, state=state, limit=limit, actor=acting(ctx))
     for j in rows:
         click.echo(f"{j.id:>5}  {j.kind:<10} {j.state:<10} {_progress(j):>11}  {j.project or '-':<24} "
                    f"{j.created_by or 'cli':<12} {j.created_at:%Y-%m-%d %H:%M}  {j.error_line or j.message}")
@@ -80,7 +80,7 @@ def show(job_id: int) -> None:
     from services import jobs
 
     with app_context() as ctx:
-        click.echo(json.dumps(asdict(jobs.job(ctx, job_id)), indent=2, default=str))
+        click.echo(json.dumps(asdict(jobs.job(ctx, job_id, actor=acting(ctx))), indent=2, default=str))
 
 
 @command.command("cancel")
@@ -90,7 +90,7 @@ def cancel(job_id: int) -> None:
     from services import jobs
 
     with app_context() as ctx:
-        job = jobs.cancel(ctx, job_id, None)
+        job = jobs.cancel(ctx, job_id, acting(ctx))
     click.echo(f"job {job.id} {'cancelled' if job.state == 'cancelled' else 'will stop at its next chunk'}")
 
 
@@ -105,7 +105,7 @@ def retry(job_id: int, wait: bool, timeout: float | None) -> None:
     from services import jobs
 
     with app_context() as ctx:
-        _follow(ctx, jobs.retry(ctx, job_id, None), wait, timeout)
+        _follow(ctx, jobs.retry(ctx, job_id, acting(ctx)), wait, timeout)
 
 
 @command.group("submit")
@@ -118,7 +118,7 @@ def _submit(kind: str, params: dict[str, Any], wait: bool, timeout: float | None
     from services import jobs
 
     with app_context() as ctx:
-        _follow(ctx, jobs.submit(ctx, kind, params, None), wait, timeout)
+        _follow(ctx, jobs.submit(ctx, kind, params, acting(ctx)), wait, timeout)
 
 
 _WAIT_FLAG = click.option("--wait", is_flag=True, help="Wait for the job to end (always, without a Dask scheduler).")

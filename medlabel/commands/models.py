@@ -7,12 +7,13 @@ from pathlib import Path
 
 import click
 
-from medlabel.commands import app_context
+from medlabel.commands import app_context, require
 
 
 @click.group("models")
 def command() -> None:
     """Register, list, show and remove ONNX models (validated, versioned per name)."""
+    require(("lead", "admin"), "manage models")
 
 
 
@@ -86,6 +87,7 @@ def remove(model: str) -> None:
 def prelabel_command(project: str, model_ref: str, batch_size: int, workers: int | None) -> None:
     """Predict every released item of PROJECT not yet predicted by the model (resumable: a rerun skips
     what is done). Stores probabilities, uncertainty scores and embeddings; bad items are listed."""
+    require(("lead", "admin"), "pre-label", project)
     from services.models import prelabel, prelabel_pending
 
     with app_context() as ctx:

@@ -12,9 +12,10 @@ from typing import Any
 
 import streamlit as st
 
+from portal.auth import current_user
 from portal.components.text import md
 from services.context import AppContext
-from services.dto import CaseDTO
+from services.dto import CaseDTO, UserDTO
 from services.images import (
     DisplayImage,
     WindowChoices,
@@ -38,6 +39,15 @@ def _slider_range(choices: WindowChoices, modality: str) -> tuple[int, int, int]
     return lo, max(hi, lo + 1), max(2 * (hi - lo), 2)
 
 
+def _viewer() -> UserDTO:
+    """The signed-in user the services check (pages call ``require_role`` before any viewer)."""
+    user = current_user()
+    if user is None:
+        st.error("Please sign in.")
+        st.stop()
+    return user
+
+
 def window_control(ctx: AppContext, case: CaseDTO, frame: int, slot: Any) -> tuple[float, float] | None:
     """The Window selectbox (and Manual sliders) for a grayscale DICOM frame; the (center, width) to
     show, or None for the file's own VOI LUT table, photos and colour images.
@@ -48,7 +58,7 @@ def window_control(ctx: AppContext, case: CaseDTO, frame: int, slot: Any) -> tup
     """
     if case.kind != "dicom":
         return None
-    choices = window_choices(ctx, case.item_id, frame=frame)
+    choices = window_choices(ctx, case.item_id, frame=frame, actor=_viewer())
     if choices is None:
         return None
     modality = case.modality or "OT"
@@ -116,7 +126,7 @@ def show_case_image(ctx: AppContext, case: CaseDTO, *, boxes: bool = False) -> l
         frame = controls[2].number_input("Frame", 1, case.frames, 1, key=f"frame_{case.item_id}") - 1
     zoom, center = view_controls(str(case.item_id), controls[1])
     window = window_control(ctx, case, frame, controls[0])
-    image = display_image(ctx, case.item_id, frame=frame, window=window, zoom=zoom, center=center)
+    image = display_image(ctx, case.item_id, frame=frame, window=window, zoom=zoom, center=center, actor=_viewer())
     if not boxes:
         st.image(image.png, caption=_caption(case, image), output_format="PNG", width="stretch")
         return []

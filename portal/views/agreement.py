@@ -29,14 +29,14 @@ user = require_role("lead", "admin")
 ctx = app_context()
 st.title("Agreement")
 project = pick_project(user, key="agreement_project", needs="agreement").name
-rounds = verification.rounds(ctx, project)
+rounds = verification.rounds(ctx, project, actor=user)
 scope = st.selectbox("Reads", ["All reads", *[f"Round {r.id}: {r.name}" for r in rounds]])
 round_id = None if scope == "All reads" else int(scope.split(":")[0].split()[1])
 
 
 @st.cache_data(ttl=60, show_spinner="Computing agreement (1000 bootstrap resamples)...")
 def _report(database: str, project: str, round_id: int | None) -> dict:
-    return agreement_for_project(ctx, project, round_id=round_id)
+    return agreement_for_project(ctx, project, round_id=round_id, actor=user)
 
 
 def _metric_rows(report: dict) -> list[dict]:
@@ -103,11 +103,11 @@ with right:
         st.altair_chart(heat + labels, width="stretch")
         st.download_button("Download CSV", csv_text(pairs), "reader-pairs.csv", key="dl_pairs")
 
-records, _ = project_ratings(ctx, project, round_id)
+records, _ = project_ratings(ctx, project, round_id, actor=user)
 st.subheader("Readers against the reference standard")
 st.caption("Reference: the adjudicated label, else a unanimous consensus of at least two reads. "
            "Sensitivity and specificity per class with Wilson 95% intervals.")
-reference_rows = readers_vs_reference(ctx, project, round_id)
+reference_rows = readers_vs_reference(ctx, project, round_id, actor=user)
 if reference_rows:
     def _with_ci(value: float | None, ci: list[float] | None) -> str:
         return "—" if value is None else f"{value:.2f}" + (f" ({ci[0]:.2f}–{ci[1]:.2f})" if ci else "")
@@ -146,7 +146,7 @@ st.subheader("Agreement over time (per round)")
 
 @st.cache_data(ttl=60, show_spinner="Computing agreement per round...")
 def _over_rounds(database: str, project: str) -> list[dict]:
-    return agreement_over_rounds(ctx, project)
+    return agreement_over_rounds(ctx, project, actor=user)
 
 
 over = _over_rounds(ctx.settings.database_url, project)

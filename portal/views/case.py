@@ -24,7 +24,7 @@ if not raw.strip():
     st.info("Enter an item id, or open a case from the Agreement page's disagreement list.")
     st.stop()
 try:
-    case = case_detail(ctx, int(raw), actor_role=user.role, actor_id=user.id)
+    case = case_detail(ctx, int(raw), actor=user)
 except ValueError:
     st.error(f"{raw!r} is not an item id")
     st.stop()

@@ -19,7 +19,7 @@ files = st.file_uploader("DICOM files or photos", accept_multiple_files=True)
 if files and st.button("De-identify and ingest", type="primary"):
     with st.spinner("De-identifying..."):
         try:
-            report = ingest_uploads(ctx, project, [(f.name, f.getvalue()) for f in files], actor_id=user.id)
+            report = ingest_uploads(ctx, project, [(f.name, f.getvalue()) for f in files], actor=user)
         except MedlabelError as exc:
             st.error(str(exc))
             st.stop()

@@ -62,7 +62,7 @@ def job_list() -> None:
     if NOTICE in st.session_state:
         kind, text = st.session_state.pop(NOTICE)
         (st.error if kind == "error" else st.info)(text)
-    rows = jobs.list_jobs(ctx, limit=SHOWN)
+    rows = jobs.list_jobs(ctx, limit=SHOWN, actor=user)
     if not rows:
         st.info("No jobs yet.")
         return

@@ -21,7 +21,7 @@ user = require_role("lead", "admin")
 ctx = app_context()
 st.title("Active learning")
 project = pick_project(user, key="learning_project", needs="active_learning").name
-status = al.status(ctx, project)
+status = al.status(ctx, project, actor=user)
 
 
 def _retrain(project: str) -> str:
@@ -41,7 +41,7 @@ with st.form("al_settings"):
                                value=status.retrain_every)
     if st.form_submit_button("Save"):
         try:
-            status = al.configure(ctx, project, strategy, int(batch), int(every), actor_id=user.id)
+            status = al.configure(ctx, project, strategy, int(batch), int(every), actor=user)
         except MedlabelError as exc:
             st.error(str(exc))
         else:
@@ -61,9 +61,9 @@ if st.button("Retrain now", type="primary", disabled=status.model is None):
         st.error(str(exc))
     else:
         st.success(message)
-        status = al.status(ctx, project)
+        status = al.status(ctx, project, actor=user)
 
-curve = al.learning_curve(ctx, project)
+curve = al.learning_curve(ctx, project, actor=user)
 STATES = {"adopted": "adopted (not worse)", "held": "waiting for a lead", "approved": "adopted by a lead",
           "rejected": "rejected by a lead"}
 
@@ -136,7 +136,7 @@ if status.model is None:
     st.stop()
 
 st.subheader("Queued next, and why")
-queued = al.queued_cases(ctx, project)
+queued = al.queued_cases(ctx, project, actor=user)
 if queued:
     st.dataframe(pd.DataFrame([{"Item": c.item_id, "Why": c.why, "Reason": c.reason, "Score": c.score}
                                for c in queued]), hide_index=True, width="stretch")
@@ -147,7 +147,7 @@ else:
 
 st.subheader("Predictions beside the labels")
 shown = st.radio("Show", list(FILTER_NAMES), horizontal=True)
-rows = al.predictions_vs_truth(ctx, project, FILTER_NAMES[shown])
+rows = al.predictions_vs_truth(ctx, project, FILTER_NAMES[shown], actor=user)
 if rows:
     st.dataframe(pd.DataFrame([{"Item": r.item_id, "Label": ", ".join(r.truth), "Provenance": r.provenance,
                                 "Model": ", ".join(r.predicted) or "nothing", "Confidence": round(r.probability, 3),
@@ -157,7 +157,7 @@ else:
     st.caption("No labelled items with a prediction match this filter.")
 
 st.subheader("Suspected label errors")
-suspects = al.suspected_label_errors(ctx, project)
+suspects = al.suspected_label_errors(ctx, project, actor=user)
 if not suspects:
     st.caption("None found: the model does not confidently disagree with any label.")
     st.stop()
@@ -171,7 +171,7 @@ with st.form("send_suspects"):
                              [r for r in reader_names(ctx) if r != user.username])
     if st.form_submit_button("Send to verification"):
         try:
-            rnd = verification.send_to_verification(ctx, project, chosen, readers, user.id, adjudicator=user.username)
+            rnd = verification.send_to_verification(ctx, project, chosen, readers, user, adjudicator=user.username)
         except MedlabelError as exc:
             st.error(str(exc))
         else:

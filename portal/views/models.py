@@ -153,7 +153,7 @@ st.subheader("One item")
 item_id = st.number_input("Item id", min_value=1, step=1, value=None, placeholder="an item id")
 if item_id:
     try:
-        view = models.item_predictions(ctx, int(item_id))
+        view = models.item_predictions(ctx, int(item_id), actor=user)
     except MedlabelError as exc:
         st.info(str(exc))
         st.stop()

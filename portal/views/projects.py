@@ -19,6 +19,8 @@ from services.projects import (
 )
 
 user = require_role("lead", "admin")
+SECOND_OPINION = ("Take second opinions: clinicians' similar cases may come from this project, and they may send "
+                  "images to it for expert review")
 ctx = app_context()
 st.title("Projects")
 projects = projects_for(ctx, user.id, user.role)
@@ -44,6 +46,7 @@ with create_tab, st.form("new_project"):
     suggestions = st.checkbox("Show model suggestions during primary labelling", value=True)
     reid = st.checkbox("Allow re-identification by administrators (keys stored encrypted, every look-up audited)")
     chosen = st.multiselect("Readers", readers)
+    second = st.checkbox(SECOND_OPINION)
     if st.form_submit_button("Create project", type="primary"):
         rows = [r for r in table.to_dict("records") if str(r.get("name") or "").strip()]
         labels = [LabelSpec(str(r["name"]).strip(), (str(r.get("shortcut") or "").strip() or None),
@@ -59,7 +62,7 @@ with create_tab, st.form("new_project"):
             create_project(ctx, ProjectSpec(name=name, task_type=TASKS[task], labels=tuple(labels),
                                             instructions=instructions, ordinal=ordinal, labels_per_item=int(per_item),
                                             show_suggestions=suggestions, allow_reidentification=reid,
-                                            readers=tuple(chosen)), actor_id=user.id)
+                                            readers=tuple(chosen), second_opinion=second), actor_id=user.id)
         except MedlabelError as exc:
             st.error(str(exc))
         else:
@@ -78,6 +81,7 @@ with edit_tab:
             per_item = st.number_input("Labels per item", 1, 10, value=project.labels_per_item)
             suggestions = st.checkbox("Show model suggestions", value=project.show_suggestions)
             chosen = st.multiselect("Readers", readers, default=[r for r in project.readers if r in readers])
+            second = st.checkbox(SECOND_OPINION, value=project.second_opinion)
             new_label = st.text_input("Add a label (name)")
             new_key = st.text_input("Its shortcut")
             if st.form_submit_button("Save changes"):
@@ -85,7 +89,7 @@ with edit_tab:
                 try:
                     update_project(ctx, project.name, ProjectChanges(
                         instructions=instructions, labels_per_item=int(per_item), show_suggestions=suggestions,
-                        readers=tuple(chosen), new_labels=extra), actor_id=user.id)
+                        readers=tuple(chosen), new_labels=extra, second_opinion=second), actor=user)
                 except MedlabelError as exc:
                     st.error(str(exc))
                 else:
@@ -98,7 +102,7 @@ with export_tab:
         seed = st.number_input("Split seed", min_value=0, value=0)
         if st.button("Prepare export"):
             try:
-                data = export_project(ctx, name, fmt, seed=int(seed), actor_id=user.id)
+                data = export_project(ctx, name, fmt, seed=int(seed), actor=user)
             except MedlabelError as exc:
                 st.error(str(exc))
             else:

@@ -17,7 +17,7 @@ from services.images import display_image
 user = require_role("admin", "lead")
 ctx = app_context()
 st.title("De-identification review")
-queue = review.review_queue(ctx)
+queue = review.review_queue(ctx, actor=user)
 if not queue:
     st.success("Nothing is waiting for review.")
     st.stop()
@@ -27,7 +27,7 @@ item = by_id[st.selectbox("Item", list(by_id), format_func=lambda i: f"#{i}", ke
 st.write(f"**{md(item.project)}** · {md(item.modality)} · {item.width}×{item.height} · {item.frames} frame(s) · "
          f"reason: {md(item.reason)}")
 zoom, center = view_controls(f"review_{item.item_id}", st.columns(2)[0])
-image = display_image(ctx, item.item_id, zoom=zoom, center=center)
+image = display_image(ctx, item.item_id, zoom=zoom, center=center, actor=user)
 st.caption("Draw a rectangle over any text still visible; to move or resize one, turn on the canvas's edit "
            "toggle (its toolbar) and drag it. Masks are kept in original pixels whatever the zoom.")
 drawn = box_canvas(image, f"masks_{item.item_id}", label="mask", initial=[
@@ -39,7 +39,7 @@ st.dataframe(pd.DataFrame(rects, columns=["x0", "y0", "x1", "y1"]), hide_index=T
 left, right = st.columns(2)
 if left.button("Apply masks and release", type="primary"):
     try:
-        review.release(ctx, item.item_id, rects, actor_id=user.id)
+        review.release(ctx, item.item_id, rects, actor=user)
     except MedlabelError as exc:
         st.error(str(exc))
     else:
@@ -48,7 +48,7 @@ with right.popover("Reject"):
     reason = st.text_input("Reason", key="reject_reason")
     if st.button("Reject item"):
         try:
-            review.reject(ctx, item.item_id, reason, actor_id=user.id)
+            review.reject(ctx, item.item_id, reason, actor=user)
         except MedlabelError as exc:
             st.error(str(exc))
         else:

@@ -46,7 +46,7 @@ with st.expander("New round", expanded=False):
                   "fraction": float(amount) if how != "Number of items" else None, "stratified": stratified,
                   "seed": seed}
         candidates = [r for r in reader_names(ctx) if r != user.username]  # the round's creator knows the sample
-        labelled_by = verification.check_round(ctx, project, readers=candidates, **sample).labelled_by
+        labelled_by = verification.check_round(ctx, project, readers=candidates, actor=user, **sample).labelled_by
 
         def _reader(name: str) -> str:
             return f"{name} (labelled {labelled_by[name]} sampled item(s))" if labelled_by.get(name) else name
@@ -55,7 +55,7 @@ with st.expander("New round", expanded=False):
         per_item = int(st.number_input("Readers per item", min_value=2, max_value=10, value=2, key="round_per_item"))
         adjudicator = st.selectbox("Adjudicator", [user.username, *candidates], key="round_adjudicator")
         check = verification.check_round(ctx, project, readers=readers, readers_per_item=per_item,
-                                         actor=user.username, **sample)
+                                         actor=user, **sample)
         problems = check.problems
         if problems:
             st.warning("Cannot create this round yet: " + "; ".join(problems), icon=":material/block:")
@@ -67,12 +67,12 @@ with st.expander("New round", expanded=False):
             if kind == "intra_reader":
                 created = verification.create_reread_round(
                     ctx, project, reader=reader, n=int(amount), washout_days=float(washout), seed=seed,
-                    spacing=int(spacing), name=name, actor_id=user.id)
+                    spacing=int(spacing), name=name, actor=user)
             else:
                 created = verification.create_round(
                     ctx, project, name=name, readers=readers, readers_per_item=per_item, n=sample["n"],
                     fraction=sample["fraction"], stratified=stratified, seed=seed, adjudicator=adjudicator,
-                    actor_id=user.id, kind=kind)
+                    actor=user, kind=kind)
         except MedlabelError as exc:
             st.error(str(exc))
         else:
@@ -97,7 +97,7 @@ def _arm_rows(report: dict) -> list[dict]:
     return rows
 
 
-for rnd in reversed(verification.rounds(ctx, project)):
+for rnd in reversed(verification.rounds(ctx, project, actor=user)):
     with st.container(border=True):
         title = {"inter_reader": "", "automation_bias": " · automation bias",
                  "intra_reader": " · intra-reader"}[rnd.kind]
@@ -107,7 +107,7 @@ for rnd in reversed(verification.rounds(ctx, project)):
         if rnd.kind == "intra_reader":
             if rnd.washout_until is not None:
                 st.caption(f"Re-reads are served from {when(rnd.washout_until)}.")
-            report = verification.intra_reader_report(ctx, rnd.id)
+            report = verification.intra_reader_report(ctx, rnd.id, actor=user)
             cols = st.columns(3)
             cols[0].metric("Pairs", report["n_pairs"])
             cols[1].metric("Agreement with own first read", _pct(report["percent_agreement"]))
@@ -127,7 +127,7 @@ for rnd in reversed(verification.rounds(ctx, project)):
         st.dataframe([{"Reader": r, "Done": d, "Assigned": t, **({"Arm": dict(rnd.arms).get(r)} if rnd.arms else {})}
                       for r, d, t in rnd.per_reader], hide_index=True)
         if rnd.kind == "automation_bias":
-            report = verification.automation_bias_report(ctx, rnd.id)
+            report = verification.automation_bias_report(ctx, rnd.id, actor=user)
             st.caption("Does seeing the model's suggestion sway readers? Each arm's agreement with the model's top "
                        "label and with the reference (adjudicated, else the primary consensus or single read).")
             frame = pd.DataFrame(_arm_rows(report))

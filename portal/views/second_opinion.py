@@ -65,7 +65,7 @@ def _similar(opinion: so.OpinionDTO) -> None:
     st.subheader("Similar labelled cases")
     st.caption("Closest by the model's own features. Verified cases (adjudicated, or a consensus of readers) come "
                "first; a single reader's label is shown only to fill up, and says so.")
-    similar = so.neighbours(ctx, opinion.id, k=5, actor_id=user.id)
+    similar = so.neighbours(ctx, opinion.id, k=5, actor=user)
     if similar.cases:
         for column, case in zip(st.columns(5), similar.cases, strict=False):
             column.image(case.thumbnail, width="stretch")
@@ -103,7 +103,7 @@ def _show(request_id: int) -> None:
     """Laid out image | results, similar cases below; run in order of cost: the top 3 first (the model
     has answered), then the de-identified image is awaited, then the similar cases, the heat map
     (seconds for a large model, then cached) last."""
-    opinion = so.get(ctx, request_id, actor_id=user.id)
+    opinion = so.get(ctx, request_id, actor=user)
     image_col, result_col = st.columns([3, 2], gap="large")
     below = st.container()
     with result_col:
@@ -117,7 +117,7 @@ def _show(request_id: int) -> None:
         _card(opinion)
         if opinion.image_state == "pending":
             with st.spinner("Masking burned-in text and storing the de-identified image..."):
-                opinion = so.wait_for_image(ctx, request_id, actor_id=user.id)
+                opinion = so.wait_for_image(ctx, request_id, actor=user)
         if opinion.image_state == "pending":
             st.info("The image is still being de-identified; open the request again in a moment.")
             return
@@ -140,7 +140,7 @@ def _show(request_id: int) -> None:
         ranked = sorted(opinion.prediction, key=lambda label: -opinion.prediction[label])
         target = st.selectbox("Heat map for", ranked, key=f"so_heat_{opinion.id}")
         with st.spinner("Computing the occlusion heat map..."):
-            heat = so.heatmap_details(ctx, opinion.id, target, actor_id=user.id)
+            heat = so.heatmap_details(ctx, opinion.id, target, actor=user)
         st.image(heat.png, caption=f"Where hiding the image lowers the model's '{target}' most (occlusion "
                                    "sensitivity), over the de-identified image")
         scale_left, scale_bar, scale_right = st.columns([1, 4, 2], vertical_alignment="center")
@@ -152,7 +152,7 @@ def _show(request_id: int) -> None:
                    f"no colour (no drop) to red (the largest drop in this image, {heat.max_drop:.1%} points). "
                    "It shows what the model relied on, not where disease is, and is relative to this image only.")
         with st.expander("The de-identified image without the heat map"):
-            st.image(so.display_png(ctx, opinion.id, actor_id=user.id))
+            st.image(so.display_png(ctx, opinion.id, actor=user))
 
 
 if st.session_state.get(CURRENT) is not None:

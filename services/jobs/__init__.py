@@ -18,8 +18,10 @@ from services.jobs.api import (
     cancel,
     job,
     list_jobs,
+    list_jobs_unchecked,
     retry,
     submit,
+    submit_unchecked,
     wait,
 )
 from services.jobs.kinds import KINDS, JobKind, kind_of, register_kind
@@ -27,4 +29,5 @@ from services.jobs.launcher import LOST_AFTER_S, STALE_AFTER_S, reap
 from services.jobs.worker import run_job, stop_requested
 
 __all__ = ["KINDS", "LOST_AFTER_S", "STALE_AFTER_S", "JobDTO", "JobKind", "WaitTimeout", "cancel", "job", "kind_of",
-           "list_jobs", "reap", "register_kind", "retry", "run_job", "stop_requested", "submit", "wait"]
+           "list_jobs", "list_jobs_unchecked", "reap", "register_kind", "retry", "run_job", "stop_requested", "submit",
+           "submit_unchecked", "wait"]

@@ -22,7 +22,7 @@ from db.models import Job, JobState
 from db.queries import jobs as q
 from db.queries import projects as projects_q
 from medlabel.errors import ConflictError, InputError, NotFoundError
-from services import audit
+from services import audit, authz
 from services.context import AppContext
 from services.jobs import cluster
 from services.jobs.kinds import kind_of
@@ -53,6 +53,8 @@ class JobDTO:
     finished_at: dt.datetime | None
     heartbeat_at: dt.datetime | None
     worker: str | None
+    project_id: int | None = None
+    created_by_id: int | None = None
 
     @property
     def active(self) -> bool:
@@ -79,15 +81,29 @@ def _dto(job: Job, username: str | None, project: str | None) -> JobDTO:
                   error=job.error, result=dict(job.result or {}), attempts=job.attempts,
                   cancel_requested=job.cancel_requested, project=project, created_by=username,
                   created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at,
-                  heartbeat_at=job.heartbeat_at, worker=job.worker)
+                  heartbeat_at=job.heartbeat_at, worker=job.worker, project_id=job.project_id,
+                  created_by_id=job.created_by_id)
 
 
-def submit(ctx: AppContext, kind: str, params: dict[str, Any], actor_id: int | None,
+def submit(ctx: AppContext, kind: str, params: dict[str, Any], actor: authz.ActorRef,
            project_id: int | None = None) -> JobDTO:
+    """Record a job and start it (``submit_unchecked``). Leads submit jobs for the projects they lead
+    (services/authz.py); the job then runs with the rights checked here."""
+    who = authz.require_role(ctx, actor, authz.LEADS, "submit jobs")
+    if project_id is not None:
+        authz.require_project(ctx, who, project_id, roles=authz.LEADS)
+    if isinstance(params, dict) and isinstance(params.get("project"), str):
+        authz.require_project(ctx, who, params["project"], roles=authz.LEADS)
+    return submit_unchecked(ctx, kind, params, who.user_id, project_id)
+
+
+def submit_unchecked(ctx: AppContext, kind: str, params: dict[str, Any], actor_id: int | None,
+                     project_id: int | None = None) -> JobDTO:
     """Record a job and start it on the cluster; returns at once (the job is queued or running).
 
     ``params`` must be JSON; ``params["project"]`` (a project name) sets ``project_id`` when not given.
-    Bad parameters raise before anything is written.
+    Bad parameters raise before anything is written. No access check: callers check (``submit``) or
+    start system work (an automatic retrain after a reader's label).
     """
     job_kind = kind_of(kind)
     try:
@@ -112,12 +128,26 @@ def submit(ctx: AppContext, kind: str, params: dict[str, Any], actor_id: int | N
                      project_id=project_id)
         job_id = row.id
     launch(ctx, job_id, 1, job_kind.run, key)
-    return job(ctx, job_id)
+    return _job(ctx, job_id)
 
 
 def list_jobs(ctx: AppContext, *, state: str | None = None, project_id: int | None = None,
-              kind: str | None = None, limit: int = 100) -> list[JobDTO]:
-    """Jobs, newest first. Jobs whose worker died are marked failed first."""
+              kind: str | None = None, limit: int = 100, actor: authz.ActorRef) -> list[JobDTO]:
+    """Jobs the actor may see (services/authz.py: require_job), newest first. Jobs whose worker died
+    are marked failed first."""
+    who = authz.require_role(ctx, actor, authz.LEADS, "see jobs")
+    if project_id is not None:
+        authz.require_project(ctx, who, project_id, roles=authz.LEADS)
+    rows = list_jobs_unchecked(ctx, state=state, project_id=project_id, kind=kind, limit=limit)
+    if who.role == "admin":
+        return rows
+    visible = authz.visible_project_ids(ctx, who, sorted({j.project_id for j in rows if j.project_id is not None}))
+    return [j for j in rows
+            if (j.project_id in visible if j.project_id is not None else j.created_by_id == who.user_id)]
+
+
+def list_jobs_unchecked(ctx: AppContext, *, state: str | None = None, project_id: int | None = None,
+                        kind: str | None = None, limit: int = 100) -> list[JobDTO]:
     states: tuple[JobState, ...] = ()
     if state is not None:
         try:
@@ -131,7 +161,12 @@ def list_jobs(ctx: AppContext, *, state: str | None = None, project_id: int | No
         return [_dto(j, u, p) for j, u, p in rows]
 
 
-def job(ctx: AppContext, job_id: int) -> JobDTO:
+def job(ctx: AppContext, job_id: int, *, actor: authz.ActorRef) -> JobDTO:
+    authz.require_job(ctx, actor, job_id)
+    return _job(ctx, job_id)
+
+
+def _job(ctx: AppContext, job_id: int) -> JobDTO:
     reap(ctx)
     with ctx.reads() as session:
         rows = q.jobs_with_names(session, job_id=job_id, limit=1)
@@ -140,8 +175,9 @@ def job(ctx: AppContext, job_id: int) -> JobDTO:
         return _dto(*rows[0])
 
 
-def cancel(ctx: AppContext, job_id: int, actor_id: int | None) -> JobDTO:
+def cancel(ctx: AppContext, job_id: int, actor: authz.ActorRef) -> JobDTO:
     """A queued job is cancelled at once; a running one is asked to stop at its next chunk."""
+    actor_id = authz.require_job(ctx, actor, job_id).user_id
     now = utcnow()
     with ctx.sessions.begin() as session:
         if q.cancel_queued(session, job_id, now):
@@ -157,12 +193,13 @@ def cancel(ctx: AppContext, job_id: int, actor_id: int | None) -> JobDTO:
         audit.record(session, "job.cancel", actor_id=actor_id, target_type="job", target_id=job_id, was=how)
     if how == "queued":
         cancel_queued(job_id)
-    return job(ctx, job_id)
+    return _job(ctx, job_id)
 
 
-def retry(ctx: AppContext, job_id: int, actor_id: int | None) -> JobDTO:
+def retry(ctx: AppContext, job_id: int, actor: authz.ActorRef) -> JobDTO:
     """A new attempt of a failed or cancelled job, with the same parameters; it resumes where the
     work stopped (job functions skip what is already done)."""
+    actor_id = authz.require_job(ctx, actor, job_id).user_id
     with ctx.sessions.begin() as session:
         row = session.get(Job, job_id)
         if row is None:
@@ -174,7 +211,7 @@ def retry(ctx: AppContext, job_id: int, actor_id: int | None) -> JobDTO:
             raise ConflictError(f"job {job_id} is {row.state.value}; only failed or cancelled jobs can be retried")
         audit.record(session, "job.retry", actor_id=actor_id, target_type="job", target_id=job_id, attempt=attempt)
     launch(ctx, job_id, attempt, run, key)
-    return job(ctx, job_id)
+    return _job(ctx, job_id)
 
 
 def wait(ctx: AppContext, job_id: int, *, timeout_s: float | None, poll_s: float = 0.5,
@@ -185,7 +222,7 @@ def wait(ctx: AppContext, job_id: int, *, timeout_s: float | None, poll_s: float
     whose worker or task is lost is marked failed). Raises ``WaitTimeout`` past the deadline."""
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     while True:
-        current = job(ctx, job_id)
+        current = _job(ctx, job_id)
         if on_update is not None:
             on_update(current)
         if not current.active:

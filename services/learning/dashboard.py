@@ -14,6 +14,7 @@ from db.queries import accounts as accounts_q
 from db.queries import active_learning as q
 from db.queries import projects as projects_q
 from medlabel.errors import InputError, NotFoundError
+from services import authz
 from services.context import AppContext
 from services.learning.common import (
     FILTERS,
@@ -27,7 +28,13 @@ from services.learning.common import (
 from services.learning.pool import _embeddings, _probs, _targets
 
 
-def learning_curve(ctx: AppContext, project_name: str) -> list[LearningRound]:
+def learning_curve(ctx: AppContext, project_name: str, *, actor: authz.ActorRef) -> list[LearningRound]:
+    """Every round of the project, oldest first (checked; ``_learning_curve``)."""
+    authz.require_project(ctx, actor, project_name, roles=authz.LEADS)
+    return _learning_curve(ctx, project_name)
+
+
+def _learning_curve(ctx: AppContext, project_name: str) -> list[LearningRound]:
     """Every round of the project, oldest first: held-out metric against the number of labels.
 
     A round without a project hold-out (the demo's round 0, whose head learnt from seed labels outside the
@@ -71,7 +78,7 @@ def _labelled_predictions(ctx: AppContext, project_name: str) -> tuple[_Model, l
 
 
 def predictions_vs_truth(ctx: AppContext, project_name: str, filter: str = "all",  # noqa: A002
-                         limit: int = 200) -> list[PredictionRow]:
+                         limit: int = 200, *, actor: authz.ActorRef) -> list[PredictionRow]:
     """Labelled items with the model's prediction beside the final label and its provenance (items whose
     label is not one of the model's classes, e.g. 'indeterminate', are left out).
 
@@ -80,6 +87,7 @@ def predictions_vs_truth(ctx: AppContext, project_name: str, filter: str = "all"
     the reverse. Both sorted by the model's confidence in the wrong answer. ``uncertain``: the labelled
     items the model is least sure about first. ``all``: item order.
     """
+    authz.require_project(ctx, actor, project_name, roles=authz.LEADS)
     if filter not in FILTERS:
         raise InputError(None, f"unknown filter {filter!r}; choose from {', '.join(FILTERS)}")
     model, rows, labelled, kinds = _labelled_predictions(ctx, project_name)
@@ -126,10 +134,12 @@ def predictions_vs_truth(ctx: AppContext, project_name: str, filter: str = "all"
     return out[:limit]
 
 
-def suspected_label_errors(ctx: AppContext, project_name: str, k: int = 20) -> list[SuspectedError]:
+def suspected_label_errors(ctx: AppContext, project_name: str, k: int = 20, *,
+                           actor: authz.ActorRef) -> list[SuspectedError]:
     """Labelled items whose label a confident model disagrees with (confident learning), most suspicious
     first. Probabilities are out-of-fold (a logistic head on the embeddings, 5-fold) when every class has
     at least 2 labelled items with embeddings, else the stored predictions of the project's model."""
+    authz.require_project(ctx, actor, project_name, roles=authz.LEADS)
     model, rows, labelled, kinds = _labelled_predictions(ctx, project_name)
     ids, y, provenance = _targets(labelled, model, kinds)
     by_item = {i: (p, e) for i, p, e in rows}

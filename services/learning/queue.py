@@ -11,6 +11,7 @@ from db.queries import active_learning as q
 from db.queries import projects as projects_q
 from medlabel.errors import ConflictError, NotFoundError
 from medlabel.values import ModelRef
+from services import authz
 from services.context import AppContext
 from services.learning.common import (
     TYPICAL_REASON,
@@ -123,9 +124,11 @@ def _why(reason: str) -> str:
     return ", ".join(tags) or "scored"
 
 
-def queued_cases(ctx: AppContext, project_name: str, limit: int | None = None) -> list[QueuedCase]:
+def queued_cases(ctx: AppContext, project_name: str, limit: int | None = None, *,
+                 actor: authz.ActorRef) -> list[QueuedCase]:
     """The next unlabelled cases the queue serves (the current batch: ``batch_size`` by default), each with
     why it was chosen."""
+    authz.require_project(ctx, actor, project_name, roles=authz.LEADS)
     with ctx.reads() as session:
         project = projects_q.require_project(session, project_name)
         n = int(limit if limit is not None else _settings(project).active_learning.batch_size)

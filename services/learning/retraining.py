@@ -24,7 +24,7 @@ from db.queries import modelling_write as models_q
 from db.queries import projects as projects_q
 from medlabel.errors import ConflictError, InputError, NotFoundError, PermissionDenied
 from medlabel.values import ModelRef, ref_of
-from services import audit
+from services import audit, authz
 from services.context import AppContext
 from services.jobs.kinds import register_kind
 from services.jobs.protocol import JobReporter, JobResult, NullReporter, check_stop
@@ -44,7 +44,7 @@ from services.learning.common import (
     _stored_ref,
     log,
 )
-from services.learning.dashboard import learning_curve
+from services.learning.dashboard import _learning_curve
 from services.learning.pool import _compute_pool_scores, _embeddings, _label_counts, _phase, _targets, one_blas_thread
 from services.models import ModelDTO, prediction_rows, prelabel, register_model
 from services.models import gate as model_gate
@@ -298,6 +298,7 @@ def decide(ctx: AppContext, round_id: int, decision: str, actor_id: int) -> Lear
         rnd = session.get(ActiveLearningRound, round_id)
         if rnd is None or rnd.model_id is None:
             raise NotFoundError(f"no retrain round {round_id}")
+        authz.require_project(ctx, actor_id, rnd.project_id, roles=authz.LEADS)
         if rnd.state != "held":
             raise ConflictError(f"round {round_id} was already decided ({rnd.state})")
         project = session.get(Project, rnd.project_id)
@@ -321,7 +322,7 @@ def decide(ctx: AppContext, round_id: int, decision: str, actor_id: int) -> Lear
             _decided(session, round_id, "rejected", actor_id)
             audit.record(session, "al.reject", actor_id=actor_id, target_type="project", target_id=rnd.project_id,
                          model=new.ref, round_id=round_id)
-        return next(r for r in learning_curve(ctx, project_name) if r.id == round_id)
+        return next(r for r in _learning_curve(ctx, project_name) if r.id == round_id)
     _prelabel(ctx, project_name, new.ref, NullReporter(), 4)  # items added since the retrain
     with ctx.reads() as session:
         rows = q.predictions(session, rnd.project_id, new.id)
@@ -342,7 +343,7 @@ def decide(ctx: AppContext, round_id: int, decision: str, actor_id: int) -> Lear
         _decided(session, round_id, "approved", actor_id)
         audit.record(session, "al.adopt", actor_id=actor_id, target_type="project", target_id=rnd.project_id,
                      model=new.ref, previous=previous, round_id=round_id)
-    return next(r for r in learning_curve(ctx, project_name) if r.id == round_id)
+    return next(r for r in _learning_curve(ctx, project_name) if r.id == round_id)
 
 
 def _decided(session: Any, round_id: int, state: str, actor_id: int) -> None:

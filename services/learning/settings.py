@@ -6,13 +6,19 @@ from db.queries import active_learning as q
 from db.queries import projects as projects_q
 from medlabel.errors import InputError
 from medlabel.values import ref_of
-from services import audit
+from services import audit, authz
 from services.context import AppContext
 from services.learning.common import ALStatus, _check_strategy, _Labelled, _project_model, _settings
 from services.learning.queue import score_pool
 
 
-def status(ctx: AppContext, project_name: str) -> ALStatus:
+def status(ctx: AppContext, project_name: str, *, actor: authz.ActorRef) -> ALStatus:
+    """The project's strategy, batch size, retrain interval, model and label counts."""
+    authz.require_project(ctx, actor, project_name, roles=authz.LEADS)
+    return _status(ctx, project_name)
+
+
+def _status(ctx: AppContext, project_name: str) -> ALStatus:
     """The project's strategy, batch size, retrain interval, model and label counts."""
     with ctx.reads() as session:
         project = projects_q.require_project(session, project_name)
@@ -30,9 +36,10 @@ def status(ctx: AppContext, project_name: str) -> ALStatus:
 
 
 def configure(ctx: AppContext, project_name: str, strategy: str, batch_size: int, retrain_every: int, *,
-              actor_id: int | None = None) -> ALStatus:
+              actor: authz.ActorRef) -> ALStatus:
     """Set the queue strategy, the batch size and the automatic retrain interval (0 = on demand only),
     then re-score the pool for the new strategy when the project has a model."""
+    actor_id = authz.require_project(ctx, actor, project_name, roles=authz.LEADS).user_id
     _check_strategy(strategy)
     if isinstance(batch_size, bool) or int(batch_size) < 1:
         raise InputError(None, "the batch size must be at least 1")
@@ -48,9 +55,9 @@ def configure(ctx: AppContext, project_name: str, strategy: str, batch_size: int
                      strategy=strategy, batch_size=int(batch_size), retrain_every=int(retrain_every))
     if has_model or strategy == "random":
         score_pool(ctx, project_name)
-    return status(ctx, project_name)
+    return _status(ctx, project_name)
 
 
 def maybe_retrain(ctx: AppContext, project_name: str) -> bool:
     """Whether ``retrain_every`` new labels arrived since the last round (never when it is 0)."""
-    return status(ctx, project_name).retrain_due
+    return _status(ctx, project_name).retrain_due

@@ -13,8 +13,9 @@ def retrain_if_due(ctx: AppContext, project_name: str, *, actor_id: int | None =
         return None
     from services import jobs  # late: jobs start a Dask client
 
-    busy = [j for j in jobs.list_jobs(ctx) if j.kind == "retrain" and j.state in ("queued", "running")
+    busy = [j for j in jobs.list_jobs_unchecked(ctx) if j.kind == "retrain" and j.state in ("queued", "running")
             and (j.params or {}).get("project") == project_name]
     if busy:
         return None
-    return jobs.submit(ctx, "retrain", {"project": project_name, "actor_id": actor_id}, actor_id).id
+    # system work triggered by a label (the reader who labelled is recorded, not checked as a lead)
+    return jobs.submit_unchecked(ctx, "retrain", {"project": project_name, "actor_id": actor_id}, actor_id).id

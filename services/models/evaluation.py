@@ -19,6 +19,7 @@ from inference.evaluation import evaluate as evaluate_probabilities
 from inference.registry import spec_from_dict
 from inference.types import ModelSpec
 from medlabel.errors import InputError, NotFoundError
+from services import authz
 from services.context import AppContext
 from services.models.feed import tensors as _tensors
 from services.models.registry import resolve
@@ -249,9 +250,10 @@ def _agrees(predicted: tuple[str, ...], final: FinalLabel, labels: tuple[str, ..
     return predicted == final.labels if len(final.labels) == 1 and final.labels[0] in labels else None
 
 
-def item_predictions(ctx: AppContext, item_id: int) -> ItemPredictions:
+def item_predictions(ctx: AppContext, item_id: int, *, actor: authz.ActorRef) -> ItemPredictions:
     """The item's final label and provenance beside every model version's prediction: stored ones, and
     computed now (not written) for active versions whose labels are all labels of the project."""
+    authz.require_item(ctx, actor, item_id, roles=authz.LEADS)
     with ctx.reads() as session:
         item = q.released_item(session, item_id)
         if item is None:

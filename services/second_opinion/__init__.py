@@ -30,12 +30,16 @@ Modules: ``ask``, ``image`` (de-identification and storage after the answer), ``
 similar cases), ``review`` (into a labelling queue), ``common`` (DTOs, access, the model run).
 """
 
+from services import authz
+from services.context import AppContext
 from services.second_opinion.ask import (
     ask,
 )
 from services.second_opinion.common import (
     ASK_ROLES,
+    DISPLAY_SIZE,
     IMAGE_STATES,
+    IMAGE_WAIT_S,
     TOP_K,
     VERIFIED,
     ModelChoice,
@@ -43,22 +47,22 @@ from services.second_opinion.common import (
     NeighboursDTO,
     OpinionDTO,
     ReviewDTO,
+    _get,
     available_models,
-    get,
     history,
     review_projects,
 )
 from services.second_opinion.explain import (
     HeatmapDTO,
-    heatmap,
-    heatmap_details,
+    _heatmap,
+    _heatmap_details,
+    _neighbours,
     heatmap_geometry,
-    neighbours,
 )
 from services.second_opinion.image import (
-    display_png,
+    _display_png,
+    _wait_for_image,
     drain,
-    wait_for_image,
 )
 from services.second_opinion.review import (
     request_review,
@@ -68,3 +72,36 @@ __all__ = ["ASK_ROLES", "HeatmapDTO", "IMAGE_STATES", "ModelChoice", "NeighbourD
            "ReviewDTO", "TOP_K", "VERIFIED", "ask", "available_models", "display_png", "drain", "get", "heatmap",
            "heatmap_details", "heatmap_geometry", "history", "neighbours", "request_review", "review_projects",
            "wait_for_image"]
+
+
+# --- the checked entry points (services/authz.py): only the requester or an administrator ---------
+
+
+def get(ctx: AppContext, request_id: int, *, actor: authz.ActorRef) -> OpinionDTO:
+    """One request: only its owner or an administrator."""
+    return _get(ctx, request_id, actor_id=authz.require_request(ctx, actor, request_id).user_id)
+
+
+def wait_for_image(ctx: AppContext, request_id: int, *, actor: authz.ActorRef,
+                   timeout: float = IMAGE_WAIT_S) -> OpinionDTO:
+    return _wait_for_image(ctx, request_id, actor_id=authz.require_request(ctx, actor, request_id).user_id,
+                           timeout=timeout)
+
+
+def display_png(ctx: AppContext, request_id: int, *, actor: authz.ActorRef, max_size: int = DISPLAY_SIZE) -> bytes:
+    return _display_png(ctx, request_id, actor_id=authz.require_request(ctx, actor, request_id).user_id,
+                        max_size=max_size)
+
+
+def heatmap(ctx: AppContext, request_id: int, label: str | None = None, *, actor: authz.ActorRef) -> bytes:
+    return _heatmap(ctx, request_id, label, actor_id=authz.require_request(ctx, actor, request_id).user_id)
+
+
+def heatmap_details(ctx: AppContext, request_id: int, label: str | None = None, *,
+                    actor: authz.ActorRef) -> HeatmapDTO:
+    return _heatmap_details(ctx, request_id, label, actor_id=authz.require_request(ctx, actor, request_id).user_id)
+
+
+def neighbours(ctx: AppContext, request_id: int, k: int = 5, *, actor: authz.ActorRef) -> NeighboursDTO:
+    """Similar labelled cases, only from the projects that take second opinions."""
+    return _neighbours(ctx, request_id, k, actor_id=authz.require_request(ctx, actor, request_id).user_id)

@@ -17,10 +17,10 @@ import deid
 import inference
 from db.models import Item, ModelVersion, Project, SecondOpinionRequest, User
 from db.queries import accounts as accounts_q
-from db.queries import projects as projects_q
 from db.queries import second_opinion as q
 from medlabel.errors import ConflictError, InputError, MedlabelError, NotFoundError, PermissionDenied
 from medlabel.values import ModelRef, ref_of
+from services import authz
 from services.context import AppContext
 from services.dto import Suggestion
 from services.models.cards import CardDTO, card_of
@@ -211,9 +211,8 @@ def available_models(ctx: AppContext, *, include_unapproved: bool = False) -> li
 
 
 def review_projects(ctx: AppContext) -> list[str]:
-    """Projects an image may be sent to for expert review."""
-    with ctx.reads() as session:
-        return [p.name for p in projects_q.all_projects(session)]
+    """Projects an image may be sent to for expert review: those that take second opinions."""
+    return sorted(authz.second_opinion_projects(ctx))
 
 
 def _run(ctx: AppContext, model: _Model, batch: np.ndarray, tabular: np.ndarray | None = None, *,
@@ -308,7 +307,7 @@ def history(ctx: AppContext, user_id: int, limit: int = 100) -> list[OpinionDTO]
         return [_dto(r, username, project) for r, username, project in q.requests_of_user(session, user_id, limit)]
 
 
-def get(ctx: AppContext, request_id: int, *, actor_id: int | None = None) -> OpinionDTO:
+def _get(ctx: AppContext, request_id: int, *, actor_id: int | None = None) -> OpinionDTO:
     """One request (with ``actor_id``: only its owner or an administrator)."""
     with ctx.reads() as session:
         request, owner = _request(session, request_id, actor_id)

@@ -13,6 +13,7 @@ from agreement.consensus import current_reads, final_label
 from db.models import SecondOpinionRequest
 from db.queries import second_opinion as q
 from medlabel.errors import InputError
+from services import authz
 from services.context import AppContext
 from services.second_opinion.common import (
     DISPLAY_SIZE,
@@ -47,13 +48,13 @@ class HeatmapDTO:
                    "colour = how much that lowered the probability of the label, relative to the largest drop")
 
 
-def heatmap(ctx: AppContext, request_id: int, label: str | None = None, *, actor_id: int | None = None) -> bytes:
+def _heatmap(ctx: AppContext, request_id: int, label: str | None = None, *, actor_id: int | None = None) -> bytes:
     """An occlusion-sensitivity heat map of ``label`` (default: the top label) over the de-identified
     image, as a display PNG overlay. Computed once (batched model runs) and cached in the store."""
-    return heatmap_details(ctx, request_id, label, actor_id=actor_id).png
+    return _heatmap_details(ctx, request_id, label, actor_id=actor_id).png
 
 
-def heatmap_details(ctx: AppContext, request_id: int, label: str | None = None, *,
+def _heatmap_details(ctx: AppContext, request_id: int, label: str | None = None, *,
                     actor_id: int | None = None) -> HeatmapDTO:
     """``heatmap`` with what its colours mean: the label's probability, the largest drop (the red end of
     the scale) and the colour scale itself."""
@@ -100,7 +101,7 @@ def _query_embedding(ctx: AppContext, request: SecondOpinionRequest, digest: str
     return np.frombuffer(raw, dtype="<f4")
 
 
-def neighbours(ctx: AppContext, request_id: int, k: int = 5, *, actor_id: int | None = None) -> NeighboursDTO:
+def _neighbours(ctx: AppContext, request_id: int, k: int = 5, *, actor_id: int | None = None) -> NeighboursDTO:
     """The ``k`` already-labelled items most similar to the request's image on this model version's
     embeddings (cosine similarity), each with its final label, provenance and a thumbnail."""
     request, model, digest = _stored(ctx, request_id, actor_id)
@@ -110,7 +111,8 @@ def neighbours(ctx: AppContext, request_id: int, k: int = 5, *, actor_id: int | 
     with ctx.reads() as session:
         rows = q.embedded_labelled_items(session, model.id)
         annotations = q.annotations_of_embedded_items(session, model.id)
-    rows = [r for r in rows if r[2] != digest]  # not the image itself (sent for review)
+    allowed = authz.second_opinion_projects(ctx)  # only projects that lend their cases to second opinions
+    rows = [r for r in rows if r[2] != digest and r[1] in allowed]  # not the image itself (sent for review)
     finals = {item: final_label(reads) for item, reads in current_reads(annotations).items()}
     rows = [r for r in rows if r[0] in finals and finals[r[0]].labels is not None]
     if not rows:

@@ -25,13 +25,13 @@ from services.second_opinion.common import (
     _aware,
     _deid_report,
     _embedding_key,
+    _get,
     _image_problem,
     _Model,
     _model_of,
     _request,
     _run,
     _tabular,
-    get,
     logger,
 )
 
@@ -145,14 +145,14 @@ def _image_done(ctx: AppContext, request_id: int, state: str, *, reason: str = "
                      deid=None if result is None else result.status, reason=reason or None)
 
 
-def wait_for_image(ctx: AppContext, request_id: int, *, actor_id: int | None = None,
+def _wait_for_image(ctx: AppContext, request_id: int, *, actor_id: int | None = None,
                    timeout: float = IMAGE_WAIT_S) -> OpinionDTO:
     """The request once its image is stored, refused or lost (or still pending after ``timeout``).
 
     A pending request that no thread of this process is working on, and that is older than
     ``LOST_AFTER``, belonged to a process that stopped: it is marked ``lost`` (its prediction stays).
     """
-    opinion = get(ctx, request_id, actor_id=actor_id)  # access check first
+    opinion = _get(ctx, request_id, actor_id=actor_id)  # access check first
     if opinion.image_state != "pending":
         return opinion
     with _futures_lock:
@@ -161,7 +161,7 @@ def wait_for_image(ctx: AppContext, request_id: int, *, actor_id: int | None = N
         _settle(future, timeout)
     elif dt.datetime.now(dt.UTC) - _aware(opinion.time) > LOST_AFTER:
         _image_done(ctx, request_id, "lost", reason="the portal process stopped before the image was stored")
-    return get(ctx, request_id, actor_id=actor_id)
+    return _get(ctx, request_id, actor_id=actor_id)
 
 
 def drain(ctx: AppContext | None = None, timeout: float = IMAGE_WAIT_S) -> None:
@@ -188,7 +188,7 @@ def _settle(future: Future[None], timeout: float) -> None:
 def _stored(ctx: AppContext, request_id: int, actor_id: int | None) -> tuple[SecondOpinionRequest, _Model, str]:
     """The request, its model and the sha256 of its stored image (waiting for it if this process is still
     storing it)."""
-    wait_for_image(ctx, request_id, actor_id=actor_id)
+    _wait_for_image(ctx, request_id, actor_id=actor_id)
     with ctx.reads() as session:
         request, _ = _request(session, request_id, actor_id)
         if request.image_state != "stored" or request.content_hash is None:
@@ -199,7 +199,7 @@ def _stored(ctx: AppContext, request_id: int, actor_id: int | None) -> tuple[Sec
         return request, _model_of(row), request.content_hash
 
 
-def display_png(ctx: AppContext, request_id: int, *, actor_id: int | None = None,
+def _display_png(ctx: AppContext, request_id: int, *, actor_id: int | None = None,
                 max_size: int = DISPLAY_SIZE) -> bytes:
     """The de-identified image as stored, rendered for display (cached)."""
     request, _, digest = _stored(ctx, request_id, actor_id)

@@ -7,8 +7,8 @@ from sqlalchemy.exc import IntegrityError
 from db.models import DeidStatus, Item
 from db.queries import projects as projects_q
 from db.queries import second_opinion as q
-from medlabel.errors import ConflictError
-from services import audit
+from medlabel.errors import ConflictError, PermissionDenied
+from services import audit, authz
 from services.context import AppContext
 from services.items import add_item
 from services.second_opinion.common import (
@@ -18,17 +18,20 @@ from services.second_opinion.common import (
     _project_name,
     _request,
 )
-from services.second_opinion.image import wait_for_image
+from services.second_opinion.image import _wait_for_image
 
 
-def request_review(ctx: AppContext, request_id: int, project_name: str, actor_id: int) -> ReviewDTO:
+def request_review(ctx: AppContext, request_id: int, project_name: str, actor: authz.ActorRef) -> ReviewDTO:
     """Put the request's de-identified image into ``project_name``'s labelling queue, at the front.
 
     Idempotent: asking again for the same project returns the same item. An image the
     de-identification engine flagged enters quarantined and waits for the De-identification review
-    page, exactly as at intake. Only the requester (or an administrator) may ask.
+    page, exactly as at intake. Only the requester (or an administrator) may ask, only into a project
+    that takes second opinions, and always at ``REVIEW_PRIORITY``.
     """
-    wait_for_image(ctx, request_id, actor_id=actor_id)
+    actor_id = authz.require_request(ctx, actor, request_id).user_id
+    authz.require_second_opinion_project(ctx, actor, project_name)
+    _wait_for_image(ctx, request_id, actor_id=actor_id)
     for attempt in range(2):
         try:
             return _request_review(ctx, request_id, project_name, actor_id)
@@ -51,6 +54,8 @@ def _request_review(ctx: AppContext, request_id: int, project_name: str, actor_i
         if request.image_state != "stored" or request.content_hash is None:
             raise _image_problem(request)
         project = projects_q.require_project(session, project_name)
+        if not authz.accepts_second_opinions(project):
+            raise PermissionDenied(f"project {project_name!r} does not take second-opinion images for expert review")
         report = dict(request.deid_report or {})
         facts = report.pop("result", {})
         flagged = report.pop("status", "released") != "released"

@@ -18,15 +18,17 @@ from db.queries import modelling as models_q
 from db.queries import verification as q
 from medlabel.errors import NotFoundError
 from medlabel.values import RoundSettings
+from services import authz
 from services.context import AppContext
 from services.verification.rounds import ARMS
 
 
-def intra_reader_report(ctx: AppContext, round_id: int) -> dict[str, Any]:
+def intra_reader_report(ctx: AppContext, round_id: int, *, actor: authz.ActorRef) -> dict[str, Any]:
     """A reader against themself: each re-read against the reader's first read of the same item.
 
     Cohen's kappa with its interval, percent agreement, and the pairs (items whose first read was
     later amended use the amended label as the first read; retracted first reads drop out)."""
+    authz.require_round(ctx, actor, round_id)
     with ctx.reads() as session:
         rnd = session.get(VerificationRound, round_id)
         if rnd is None or rnd.kind != RoundKind.INTRA_READER:
@@ -58,7 +60,7 @@ def intra_reader_report(ctx: AppContext, round_id: int) -> dict[str, Any]:
     return report
 
 
-def automation_bias_report(ctx: AppContext, round_id: int) -> dict[str, Any]:
+def automation_bias_report(ctx: AppContext, round_id: int, *, actor: authz.ActorRef) -> dict[str, Any]:
     """Each arm's agreement with the model's suggestion and with the reference standard.
 
     Reference: the item's adjudicated label if any round adjudicated it, else the final label of the
@@ -66,6 +68,7 @@ def automation_bias_report(ctx: AppContext, round_id: int) -> dict[str, Any]:
     (labels with probability >= 0.5 for multi-label projects). If suggestions sway readers, the arm
     that saw them agrees more with the model than the blinded arm, at equal or lower reference agreement.
     """
+    authz.require_round(ctx, actor, round_id)
     with ctx.reads() as session:
         rnd = session.get(VerificationRound, round_id)
         if rnd is None or rnd.kind != RoundKind.AUTOMATION_BIAS:

@@ -32,7 +32,7 @@ from db.queries import projects as projects_q
 from db.queries import verification as q
 from medlabel.errors import ConflictError, InputError, NotFoundError
 from medlabel.values import RoundSettings
-from services import audit
+from services import audit, authz
 from services.context import AppContext
 from services.dto import RoundDTO
 
@@ -71,7 +71,7 @@ def assign_arms(readers: list[str], seed: int) -> dict[str, str]:
 
 def create_round(ctx: AppContext, project_name: str, *, name: str, readers: list[str], readers_per_item: int = 2,
                  n: int | None = None, fraction: float | None = None, stratified: bool = False, seed: int = 0,
-                 adjudicator: str | None = None, actor_id: int | None = None, item_ids: list[int] | None = None,
+                 adjudicator: str | None = None, actor: authz.ActorRef, item_ids: list[int] | None = None,
                  kind: str = RoundKind.INTER_READER.value) -> RoundDTO:
     """A blinded verification round over a seeded random sample (``n`` items or ``fraction`` percent of
     the labelled items, optionally stratified by current label) or over exactly ``item_ids``.
@@ -79,6 +79,7 @@ def create_round(ctx: AppContext, project_name: str, *, name: str, readers: list
     ``kind="automation_bias"`` randomises the readers (seeded) into two arms: one sees the model's
     suggestion during its read, the other reads blind; each item is read by both arms where possible.
     """
+    actor_id = authz.require_project(ctx, actor, project_name, roles=authz.LEADS).user_id
     round_kind = RoundKind(kind)
     if round_kind == RoundKind.INTRA_READER:
         raise InputError(None, "intra-reader rounds are created with create_reread_round")
@@ -93,9 +94,9 @@ def create_round(ctx: AppContext, project_name: str, *, name: str, readers: list
         sample, reads = _sample(session, project, n=n, fraction=fraction, stratified=stratified, seed=seed,
                                 item_ids=item_ids)
         if actor_id is not None:
-            actor = session.get(User, actor_id)
-            if actor is not None and actor.username in readers:
-                raise InputError(None, f"{actor.username} creates this round and knows its sample: choose other "
+            creator = session.get(User, actor_id)
+            if creator is not None and creator.username in readers:
+                raise InputError(None, f"{creator.username} creates this round and knows its sample: choose other "
                                        "readers for the blinded reads")
         pool = {}
         for username in readers:
@@ -137,7 +138,7 @@ def create_round(ctx: AppContext, project_name: str, *, name: str, readers: list
                      project=project.name, sample=len(sample), seed=seed, readers_per_item=readers_per_item,
                      kind=round_kind.value)
         round_id = rnd.id
-    return round_summary(ctx, round_id)
+    return _round_summary(ctx, round_id)
 
 
 def _sample(session: Any, project: Project, *, n: int | None, fraction: float | None, stratified: bool, seed: int,
@@ -173,9 +174,10 @@ class RoundCheck:
 
 def check_round(ctx: AppContext, project_name: str, *, readers: list[str], readers_per_item: int = 2,
                 n: int | None = None, fraction: float | None = None, stratified: bool = False, seed: int = 0,
-                actor: str | None = None) -> RoundCheck:
+                actor: authz.ActorRef) -> RoundCheck:
     """Draw the sample ``create_round`` would draw and say, before anything is stored, who could read what:
     readers who labelled sampled items, items without enough other readers, the creator among the readers."""
+    creator = authz.require_project(ctx, actor, project_name, roles=authz.LEADS).username
     with ctx.reads() as session:
         project = projects_q.require_project(session, project_name)
         try:
@@ -184,8 +186,8 @@ def check_round(ctx: AppContext, project_name: str, *, readers: list[str], reade
         except InputError as exc:
             return RoundCheck(0, {}, (exc.reason,))
     problems = []
-    if actor is not None and actor in readers:
-        problems.append(f"{actor} creates this round and knows its sample: choose other readers")
+    if creator in readers:
+        problems.append(f"{creator} creates this round and knows its sample: choose other readers")
     labelled_by = {r: sum(1 for item in sample if r in {x.reader for x in reads[item]}) for r in readers}
     short = [item for item in sample
              if len([r for r in readers if r not in {x.reader for x in reads[item]}]) < readers_per_item]
@@ -213,12 +215,13 @@ def _balanced_by_arm(ranked: list[str], arms: dict[str, str], k: int) -> list[st
 
 
 def create_reread_round(ctx: AppContext, project_name: str, *, reader: str, n: int, washout_days: float,
-                        seed: int = 0, spacing: int = 3, name: str = "", actor_id: int | None = None,
+                        seed: int = 0, spacing: int = 3, name: str = "", actor: authz.ActorRef,
                         now: dt.datetime | None = None) -> RoundDTO:
     """Intra-reader reliability: re-show a seeded sample of ``n`` of the reader's own labelled cases
     after a washout of ``washout_days``. The re-reads are mixed into the reader's labelling queue (one
     after every ``spacing`` new cases), blinded: no suggestion, no earlier label, no sign that it is a
     re-read. The report compares each re-read with the reader's first read (Cohen's kappa)."""
+    actor_id = authz.require_project(ctx, actor, project_name, roles=authz.LEADS).user_id
     if n < 2:
         raise InputError(None, "re-read at least 2 cases")
     if washout_days < 0:
@@ -252,10 +255,15 @@ def create_reread_round(ctx: AppContext, project_name: str, *, reader: str, n: i
                      project=project.name, sample=n, seed=seed, kind=RoundKind.INTRA_READER.value, reader=reader,
                      washout_days=washout_days)
         round_id = rnd.id
-    return round_summary(ctx, round_id)
+    return _round_summary(ctx, round_id)
 
 
-def round_summary(ctx: AppContext, round_id: int) -> RoundDTO:
+def round_summary(ctx: AppContext, round_id: int, *, actor: authz.ActorRef) -> RoundDTO:
+    authz.require_round(ctx, actor, round_id)
+    return _round_summary(ctx, round_id)
+
+
+def _round_summary(ctx: AppContext, round_id: int) -> RoundDTO:
     with ctx.reads() as session:
         rnd = session.get(VerificationRound, round_id)
         if rnd is None:
@@ -287,15 +295,17 @@ def round_summary(ctx: AppContext, round_id: int) -> RoundDTO:
                     arms=tuple(sorted(settings.arms.items())), washout_until=settings.washout_until)
 
 
-def rounds(ctx: AppContext, project_name: str) -> list[RoundDTO]:
+def rounds(ctx: AppContext, project_name: str, *, actor: authz.ActorRef) -> list[RoundDTO]:
+    authz.require_project(ctx, actor, project_name, roles=authz.LEADS)
     with ctx.reads() as session:
         project = projects_q.require_project(session, project_name)
         ids = [r.id for r in q.rounds_of(session, project.id)]
-    return [round_summary(ctx, i) for i in ids]
+    return [_round_summary(ctx, i) for i in ids]
 
 
-def round_ratings(ctx: AppContext, round_id: int) -> list[tuple[str, str, str]]:
+def round_ratings(ctx: AppContext, round_id: int, *, actor: authz.ActorRef) -> list[tuple[str, str, str]]:
     """Long-format (item, reader, label) of the round's blinded reads, for the agreement statistics."""
+    authz.require_round(ctx, actor, round_id)
     with ctx.reads() as session:
         rows = q.round_annotations(session, round_id)
     reads = current_reads((a.item_id, u, a.kind.value, a.labels, a.retracted, a.boxes) for a, u in rows
@@ -303,7 +313,8 @@ def round_ratings(ctx: AppContext, round_id: int) -> list[tuple[str, str, str]]:
     return [(str(item), r.reader, "|".join(r.labels)) for item, rs in sorted(reads.items()) for r in rs]
 
 
-def close_round(ctx: AppContext, round_id: int, actor_id: int) -> None:
+def close_round(ctx: AppContext, round_id: int, *, actor: authz.ActorRef) -> None:
+    actor_id = authz.require_round(ctx, actor, round_id).user_id
     with ctx.sessions.begin() as session:
         rnd = session.get(VerificationRound, round_id)
         if rnd is None:
@@ -315,7 +326,7 @@ def close_round(ctx: AppContext, round_id: int, actor_id: int) -> None:
 
 
 def send_to_verification(ctx: AppContext, project_name: str, item_ids: Sequence[int], readers: Sequence[str],
-                         actor_id: int | None, *, adjudicator: str | None = None, name: str | None = None,
+                         actor: authz.ActorRef, *, adjudicator: str | None = None, name: str | None = None,
                          readers_per_item: int = 2) -> RoundDTO:
     """A verification round over exactly these items (e.g. the suspected label errors of the Active
     learning page), read blind."""
@@ -324,4 +335,4 @@ def send_to_verification(ctx: AppContext, project_name: str, item_ids: Sequence[
         raise InputError(None, "choose at least one item to send to verification")
     title = name or f"Suspected label errors ({len(ids)} items)"
     return create_round(ctx, project_name, name=title, readers=list(readers), readers_per_item=readers_per_item,
-                        item_ids=ids, adjudicator=adjudicator, actor_id=actor_id)
+                        item_ids=ids, adjudicator=adjudicator, actor=actor)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from services import labelling, verification
 from services.agreement_report import agreement_for_project
+from services.authz import LOCAL_ADMIN
 from services.context import AppContext
 from tests.agreement.test_statistics import KRIPP
 from tests.services.factories import make_items, make_project, user_id
@@ -52,7 +53,7 @@ def test_project_round_report(ctx: AppContext) -> None:
     rad1 = user_id(ctx, "rad1")
     while (case := labelling.next_case(ctx, pid, rad1)) is not None:
         labelling.submit(ctx, case.assignment_id, rad1, labels=["normal"])
-    rnd = verification.create_round(ctx, "Chest", name="R", readers=["rad2", "rad3"], n=6, seed=0)
+    rnd = verification.create_round(ctx, "Chest", name="R", readers=["rad2", "rad3"], n=6, seed=0, actor=LOCAL_ADMIN)
     for reader in ("rad2", "rad3"):
         uid = user_id(ctx, reader)
         i = 0
@@ -63,13 +64,13 @@ def test_project_round_report(ctx: AppContext) -> None:
                 label = "pneumonia"
             verification.submit_verification(ctx, case.assignment_id, uid, labels=[label])
             i += 1
-    report = agreement_for_project(ctx, "Chest", round_id=rnd.id, n_boot=100)
+    report = agreement_for_project(ctx, "Chest", round_id=rnd.id, n_boot=100, actor=LOCAL_ADMIN)
     assert report["n_items"] == 6 and report["n_readers"] == 2
     assert abs(report["percent_agreement"] - 5 / 6) < 1e-6
     # 2x2 table: both pneumonia 3, rad2 normal / rad3 pneumonia 1, both normal 2 -> po 5/6, pe 1/2 * ... exact:
     po, pe = 5 / 6, (3 / 6) * (4 / 6) + (3 / 6) * (2 / 6)
     assert abs(report["cohen_kappa"] - (po - pe) / (1 - pe)) < 1e-6
-    everything = agreement_for_project(ctx, "Chest", n_boot=0)
+    everything = agreement_for_project(ctx, "Chest", n_boot=0, actor=LOCAL_ADMIN)
     assert everything["n_readers"] == 3
 
 
@@ -78,7 +79,7 @@ def test_project_mode_reads_the_database(ctx: AppContext, settings, env_for) -> 
 
     pid = make_project(ctx, readers=("rad1", "rad2"))
     make_items(ctx, pid, 4)
-    update_project(ctx, "Chest", ProjectChanges(labels_per_item=2))  # both readers read every item
+    update_project(ctx, "Chest", ProjectChanges(labels_per_item=2), actor=LOCAL_ADMIN)  # both readers read every item
     for reader in ("rad1", "rad2"):
         uid = user_id(ctx, reader)
         while (case := labelling.next_case(ctx, pid, uid)) is not None:

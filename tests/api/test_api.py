@@ -24,6 +24,7 @@ from db.models import Annotation, AnnotationKind, ApiToken, AuditEvent, SecondOp
 from inference.postprocess import probabilities_for
 from services import accounts, second_opinion
 from services.agreement_report import agreement_for_project
+from services.authz import LOCAL_ADMIN
 from services.export import export_project
 from tests.api.conftest import LABELS, MAX_UPLOAD_MB, PASSWORD, RATE_PER_MINUTE, Api, xray_png
 from tests.services.factories import make_items, make_project
@@ -570,11 +571,11 @@ def test_lead_ingests_exports_and_reads_agreement(api: Api) -> None:
         for fmt in ("csv", "jsonl"):
             exported = client.get(f"/projects/{project}/export", params={"format": fmt, "seed": 3})
             assert exported.status_code == 200, exported.text
-            assert exported.content == export_project(api.ctx, name, fmt, seed=3)
+            assert exported.content == export_project(api.ctx, name, fmt, seed=3, actor=LOCAL_ADMIN)
         bad = client.get(f"/projects/{project}/export", params={"format": "xlsx"})
         assert bad.status_code == 422 and _error(bad)["code"] == "invalid_input"
         report = client.get(f"/projects/{project}/agreement", params={"n_boot": 50}).json()
-        assert report == json.loads(json.dumps(agreement_for_project(api.ctx, name, n_boot=50)))
+        assert report == json.loads(json.dumps(agreement_for_project(api.ctx, name, n_boot=50, actor=LOCAL_ADMIN)))
         assert report["n_items"] == 4
     with api.ctx.reads() as session:
         ingest = session.scalars(select(AuditEvent).where(AuditEvent.action == "ingest",

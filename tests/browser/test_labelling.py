@@ -13,6 +13,7 @@ from sqlalchemy import select
 from db.models import Annotation, User
 from medlabel.settings import Settings
 from services import accounts
+from services.authz import LOCAL_ADMIN
 from services.context import AppContext
 from services.ingest import ingest_uploads
 from services.projects import LabelSpec, ProjectSpec, create_project
@@ -45,7 +46,7 @@ def _setup(ctx: AppContext, task_type: str, n: int) -> None:
     create_project(ctx, ProjectSpec(name="Chest", task_type=task_type, readers=("rad1", "rad2"),
                                     labels=(LabelSpec("normal", "1"), LabelSpec("pneumonia", "2"),
                                             LabelSpec("indeterminate", "3", kind="indeterminate"))))
-    report = ingest_uploads(ctx, "Chest", [(f"img{i}.png", _png(i)) for i in range(n)])
+    report = ingest_uploads(ctx, "Chest", [(f"img{i}.png", _png(i)) for i in range(n)], actor=LOCAL_ADMIN)
     assert report.count("released") == n, report
 
 

@@ -18,6 +18,7 @@ from sqlalchemy import select
 from db.models import Annotation, DeidStatus, Item
 from medlabel.settings import Settings
 from services import accounts
+from services.authz import LOCAL_ADMIN
 from services.context import AppContext
 from services.ingest import ingest_uploads
 from services.projects import LabelSpec, ProjectSpec, create_project
@@ -87,7 +88,7 @@ def test_zoom_enlarges_the_image_and_a_box_drawn_zoomed_is_stored_in_original_pi
     accounts.add_user(ctx, "rad1", PASSWORD, "reader")
     create_project(ctx, ProjectSpec(name="Films", task_type="boxes", readers=("rad1",),
                                     labels=(LabelSpec("nodule", "1"),)))
-    assert ingest_uploads(ctx, "Films", [("film.png", _film())]).count("released") == 1
+    assert ingest_uploads(ctx, "Films", [("film.png", _film())], actor=LOCAL_ADMIN).count("released") == 1
     url = portal_server(settings)
     sign_in(page, url, "rad1", PASSWORD, then="Label")
     expect(page.get_by_text("case #")).to_be_visible()
@@ -139,7 +140,7 @@ def test_skip_menu_opens_on_screen_with_fifteen_labels(
              "pneumothorax", "consolidation", "edema", "emphysema", "fibrosis", "pleural thickening", "hernia")
     create_project(ctx, ProjectSpec(name="NIH", task_type="multi_label", readers=("rad1",),
                                     labels=(*(LabelSpec(n) for n in names), LabelSpec("no finding", "0"))))
-    assert ingest_uploads(ctx, "NIH", [("film.png", _film())]).count("released") == 1
+    assert ingest_uploads(ctx, "NIH", [("film.png", _film())], actor=LOCAL_ADMIN).count("released") == 1
     url = portal_server(settings)
     sign_in(page, url, "rad1", PASSWORD, then="Label")
     expect(page.get_by_text("case #")).to_be_visible()
@@ -160,7 +161,7 @@ def test_reviewer_draws_a_mask_on_the_image(
     expect.set_options(timeout=30_000)  # a rerun on a loaded 2-core machine can take seconds
     accounts.add_user(ctx, "boss", PASSWORD, "admin")
     create_project(ctx, ProjectSpec(name="Films", task_type="single_label", labels=(LabelSpec("normal", "1"),)))
-    ingest_uploads(ctx, "Films", [("film.png", _film())])
+    ingest_uploads(ctx, "Films", [("film.png", _film())], actor=LOCAL_ADMIN)
     with ctx.sessions.begin() as session:
         item = session.scalars(select(Item)).one()
         item.deid_status = DeidStatus.QUARANTINED

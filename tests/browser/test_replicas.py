@@ -27,6 +27,7 @@ from sqlalchemy import select
 from db.models import Annotation, AnnotationKind, Assignment, User
 from medlabel.settings import Settings, ensure_secret_key
 from services import accounts
+from services.authz import LOCAL_ADMIN
 from services.context import AppContext
 from services.ingest import ingest_uploads
 from services.projects import LabelSpec, ProjectSpec, create_project
@@ -65,7 +66,7 @@ def shared(tmp_path: Path, fresh_pg_url: str, s3_endpoint: str) -> Iterator[tupl
                                     readers=("rad1", "rad2"),
                                     labels=(LabelSpec("normal", "1"), LabelSpec("pneumonia", "2"),
                                             LabelSpec("indeterminate", "3", kind="indeterminate"))))
-    report = ingest_uploads(ctx, "Chest", [(f"img{i}.png", _png(i)) for i in range(ITEMS)])
+    report = ingest_uploads(ctx, "Chest", [(f"img{i}.png", _png(i)) for i in range(ITEMS)], actor=LOCAL_ADMIN)
     assert report.count("released") == ITEMS, report
     yield settings, ctx, bucket
     ctx.close()

@@ -14,6 +14,7 @@ from sqlalchemy import select
 from db.models import Annotation, AnnotationKind, ModelVersion, Prediction
 from medlabel.settings import Settings
 from services import accounts, labelling, verification
+from services.authz import LOCAL_ADMIN
 from services.context import AppContext
 from services.projects import ProjectChanges, projects_for, update_project
 from tests.browser.conftest import other_context, sign_in
@@ -67,7 +68,7 @@ def test_round_from_creation_to_adjudication(ctx: AppContext, settings: Settings
     _setup(ctx, "single_label", 3)
     accounts.add_user(ctx, "rad3", PASSWORD, "reader", display_name="Reader Three")
     accounts.add_user(ctx, "lead1", PASSWORD, "lead", display_name="Lead One")
-    update_project(ctx, "Chest", ProjectChanges(readers=("rad1", "rad2", "rad3")))
+    update_project(ctx, "Chest", ProjectChanges(readers=("rad1", "rad2", "rad3")), actor=LOCAL_ADMIN)
     rad1 = next(u.id for u in accounts.list_users(ctx) if u.username == "rad1")
     pid = next(p.id for p in projects_for(ctx, rad1, "reader"))
     item_ids = []
@@ -133,7 +134,7 @@ def test_round_from_creation_to_adjudication(ctx: AppContext, settings: Settings
     lead.get_by_role("button", name="Record final label").click()
     expect(lead.get_by_text("No disagreements waiting for you.")).to_be_visible()
 
-    rnd = verification.rounds(ctx, "Chest")[0]
+    rnd = verification.rounds(ctx, "Chest", actor=LOCAL_ADMIN)[0]
     assert (rnd.reads_done, rnd.disagreements, rnd.adjudicated) == (6, 1, 1)
     with ctx.reads() as session:
         final = session.scalars(select(Annotation).where(Annotation.kind == AnnotationKind.ADJUDICATION)).one()

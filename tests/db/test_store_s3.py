@@ -25,6 +25,7 @@ from db.store import ContentStore, FsspecContentStore, open_store
 from medlabel.benchmarks.deid_corpus import study_pair
 from medlabel.errors import ConfigError, NotFoundError
 from medlabel.settings import Settings
+from services.authz import LOCAL_ADMIN
 from services.context import AppContext
 from services.images import display_image
 from services.ingest import ingest_uploads
@@ -248,20 +249,20 @@ def test_ingest_and_display_with_an_s3_store(settings: Settings, endpoint: str, 
         assert isinstance(ctx.store, FsspecContentStore)
         make_project(ctx)
         dicom, _ = study_pair()
-        report = ingest_uploads(ctx, "Chest", [("a.png", _png(1)), ("b.png", _png(2)), ("ct.dcm", dicom.data)])
+        report = ingest_uploads(ctx, "Chest", [("a.png", _png(1)), ("b.png", _png(2)), ("ct.dcm", dicom.data)], actor=LOCAL_ADMIN)
         assert report.count("released") + report.count("quarantined") == 3, report
         with ctx.reads() as session:
             items = session.scalars(select(Item).order_by(Item.id)).all()
         keys = _keys(endpoint, bucket)
         assert {f"medlabel/{i.stored_path}" for i in items} == set(keys)  # every blob went to the bucket
         for item in items:
-            shown = display_image(ctx, item.id)
+            shown = display_image(ctx, item.id, actor=LOCAL_ADMIN)
             with Image.open(io.BytesIO(shown.png)) as img:
                 assert img.format == "PNG" and img.size == (shown.width, shown.height)
             assert shown.original_width == item.width
         derived = [k for k in _keys(endpoint, bucket) if k.startswith("medlabel/derived/")]
         assert len(derived) == 3  # one display rendition per item, stored beside the blobs
-        again = ingest_uploads(ctx, "Chest", [("a-again.png", _png(1))])
+        again = ingest_uploads(ctx, "Chest", [("a-again.png", _png(1))], actor=LOCAL_ADMIN)
         assert again.count("duplicate") == 1 and len(_keys(endpoint, bucket)) == 6
         assert not (settings.data_dir / "store").exists()  # nothing fell back to the local folder
     finally:

@@ -21,6 +21,7 @@ import inference
 from medlabel.errors import InputError
 from medlabel.settings import Settings
 from services import accounts, second_opinion
+from services.authz import LOCAL_ADMIN
 from services.context import AppContext
 from services.ingest import ingest_paths
 from services.models import register_model
@@ -122,7 +123,7 @@ def test_ingest_refuses_each_hostile_file_and_stores_the_rest(ctx: AppContext, t
     make_project(ctx)
     src, outside = tmp_path / "src", tmp_path / "outside"
     expected = hostile.hostile_tree(src, outside)
-    report = ingest_paths(ctx, "Chest", [src])
+    report = ingest_paths(ctx, "Chest", [src], actor=LOCAL_ADMIN)
     by_name = {Path(o.source).name: o for o in report.outcomes}
     for name, reason in expected.items():
         if reason:

@@ -16,6 +16,7 @@ from db.models import Job, Prediction
 from medlabel.cli import main
 from medlabel.settings import Settings
 from services import jobs
+from services.authz import LOCAL_ADMIN
 from services.context import AppContext
 from services.jobs.protocol import JobReporter
 from services.models import register_model
@@ -85,11 +86,11 @@ def test_submit_prelabel_waits_then_list_and_show(ctx: AppContext, cli_env: Sett
 
 def test_retry_cancel_and_errors(ctx: AppContext, cli_env: Settings, dask_threads: None,
                                  capsys: pytest.CaptureFixture[str]) -> None:
-    failed = jobs.wait(ctx, jobs.submit(ctx, "test_cli_fails", {"why": "disk full"}, None).id, timeout_s=60)
+    failed = jobs.wait(ctx, jobs.submit(ctx, "test_cli_fails", {"why": "disk full"}, LOCAL_ADMIN).id, timeout_s=60)
     assert failed.state == "failed"
     status, out, err = medlabel(capsys, "jobs", "retry", str(failed.id), "--wait", "--timeout", "60")
     assert status == 1 and f"job {failed.id} failed: ValueError (an internal error" in err and "disk full" not in err
-    assert jobs.job(ctx, failed.id).attempts == 2
+    assert jobs.job(ctx, failed.id, actor=LOCAL_ADMIN).attempts == 2
     status, _, err = medlabel(capsys, "jobs", "cancel", str(failed.id))
     assert status == 1 and err.strip() == f"error: job {failed.id} has already failed; only queued or running " \
                                           "jobs can be cancelled"
@@ -120,7 +121,7 @@ def test_a_medlabel_process_runs_its_job_on_an_embedded_cluster(ctx: AppContext,
                           timeout=300)
     assert done.returncode == 0, done.stderr
     assert "job 1 succeeded" in done.stdout and predictions(ctx) == 12
-    shown = jobs.job(ctx, 1)
+    shown = jobs.job(ctx, 1, actor=LOCAL_ADMIN)
     assert shown.worker is not None and shown.worker.startswith("tcp://127.0.0.1:")  # a worker process
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from medlabel.settings import Settings
 from services import accounts, labelling, verification
+from services.authz import LOCAL_ADMIN
 from services.context import AppContext
 from tests.portal.conftest import PASSWORD, signed_in
 from tests.services.factories import make_items, make_project, user_id
@@ -16,7 +17,7 @@ def disagreement(ctx: AppContext) -> None:
     rad1 = user_id(ctx, "rad1")
     while (case := labelling.next_case(ctx, pid, rad1)) is not None:
         labelling.submit(ctx, case.assignment_id, rad1, labels=["normal"])
-    verification.create_round(ctx, "Alpha", name="R1", readers=["rad2", "rad3"], n=1, seed=0, adjudicator="lead1")
+    verification.create_round(ctx, "Alpha", name="R1", readers=["rad2", "rad3"], n=1, seed=0, adjudicator="lead1", actor=LOCAL_ADMIN)
     for reader, label in (("rad2", "normal"), ("rad3", "pneumonia")):
         uid = user_id(ctx, reader)
         case = verification.next_verification(ctx, uid)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from medlabel.settings import Settings
 from services import accounts, labelling, verification
+from services.authz import LOCAL_ADMIN
 from services.context import AppContext
 from tests.portal.conftest import PASSWORD, signed_in
 from tests.services.factories import make_items, make_project, user_id
@@ -15,7 +16,7 @@ def test_lead_reads_round_agreement(ctx: AppContext, portal_env: Settings) -> No
     rad1 = user_id(ctx, "rad1")
     while (case := labelling.next_case(ctx, pid, rad1)) is not None:
         labelling.submit(ctx, case.assignment_id, rad1, labels=["normal"])
-    verification.create_round(ctx, "Chest", name="R", readers=["rad2", "rad3"], n=8, seed=0)
+    verification.create_round(ctx, "Chest", name="R", readers=["rad2", "rad3"], n=8, seed=0, actor=LOCAL_ADMIN)
     for reader, flip in (("rad2", -1), ("rad3", 0)):
         uid, i = user_id(ctx, reader), 0
         while (case := verification.next_verification(ctx, uid)) is not None:
@@ -45,7 +46,7 @@ def test_readers_against_reference(ctx: AppContext) -> None:
     make_items(ctx, pid, 4)
     from services.projects import ProjectChanges, update_project
 
-    update_project(ctx, "Chest", ProjectChanges(labels_per_item=2))
+    update_project(ctx, "Chest", ProjectChanges(labels_per_item=2), actor=LOCAL_ADMIN)
     answers = {"rad1": ["pneumonia", "normal", "normal", "pneumonia"], "rad2": ["pneumonia", "normal", "normal", "normal"]}
     for reader, labels in answers.items():
         uid = user_id(ctx, reader)
@@ -53,13 +54,13 @@ def test_readers_against_reference(ctx: AppContext) -> None:
         while (case := labelling.next_case(ctx, pid, uid)) is not None:
             labelling.submit(ctx, case.assignment_id, uid, labels=[labels[served]])
             served += 1
-    rows = readers_vs_reference(ctx, "Chest")
+    rows = readers_vs_reference(ctx, "Chest", actor=LOCAL_ADMIN)
     # Three items are consensus (reference); the fourth is disputed and not used.
     assert {r["reader"] for r in rows} == {"rad1", "rad2"} and all(r["n"] == 3 for r in rows)
     pneumonia = {r["reader"]: r for r in rows if r["class"] == "pneumonia"}
     assert pneumonia["rad1"]["sensitivity"] == 1.0 and pneumonia["rad1"]["sensitivity_ci"][1] == 1.0
     from services.agreement_report import project_ratings
 
-    records, _ = project_ratings(ctx, "Chest")
+    records, _ = project_ratings(ctx, "Chest", actor=LOCAL_ADMIN)
     confusion = reader_confusion(records, "rad1", "rad2")
     assert sum(sum(v.values()) for v in confusion.values()) == 4 and confusion["pneumonia"]["normal"] == 1

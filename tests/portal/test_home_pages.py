@@ -6,6 +6,7 @@ from __future__ import annotations
 from db.models import DeidStatus, Job, JobState
 from medlabel.settings import Settings
 from services import accounts, labelling, verification
+from services.authz import LOCAL_ADMIN
 from services.context import AppContext
 from services.home import attention, reader_queues
 from tests.portal.conftest import PASSWORD, signed_in
@@ -48,7 +49,7 @@ def test_lead_sees_what_needs_attention(ctx: AppContext, portal_env: Settings) -
     while (case := labelling.next_case(ctx, pid, rad1)) is not None:
         labelling.submit(ctx, case.assignment_id, rad1, labels=["normal"])
     rnd = verification.create_round(ctx, "Alpha", name="R1", readers=["rad2", "rad3"], n=4, seed=0,
-                                    adjudicator="lead1")
+                                    adjudicator="lead1", actor=LOCAL_ADMIN)
     for reader, label in (("rad2", "normal"), ("rad3", "pneumonia")):
         uid = user_id(ctx, reader)
         case = verification.next_verification(ctx, uid)

@@ -8,6 +8,7 @@ from db.models import AuditEvent, DeidStatus, Item
 from medlabel.benchmarks.deid_corpus import plant, real
 from medlabel.settings import Settings
 from services import accounts
+from services.authz import LOCAL_ADMIN
 from services.context import AppContext
 from tests.portal.conftest import PASSWORD, signed_in
 from tests.services.factories import make_items, make_project
@@ -34,7 +35,7 @@ def test_reviewer_releases_a_quarantined_item(ctx: AppContext, portal_env: Setti
     pid = make_project(ctx)
     from services.ingest import ingest_uploads
 
-    ingest_uploads(ctx, "Chest", [("a.dcm", plant(real("MR_small.dcm"), "RV").data)])
+    ingest_uploads(ctx, "Chest", [("a.dcm", plant(real("MR_small.dcm"), "RV").data)], actor=LOCAL_ADMIN)
     with ctx.sessions.begin() as session:
         item = session.scalars(select(Item)).one()
         item.deid_status = DeidStatus.QUARANTINED

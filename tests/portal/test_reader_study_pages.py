@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from medlabel.settings import Settings
 from services import accounts, labelling, verification
+from services.authz import LOCAL_ADMIN
 from services.context import AppContext
 from tests.portal.conftest import PASSWORD, signed_in
 from tests.services.factories import make_items, make_project, user_id
@@ -20,18 +21,18 @@ def _study(ctx: AppContext) -> tuple[int, list[int]]:
         labelling.submit(ctx, case.assignment_id, rad1, labels=["normal"])
     _predict(ctx, items, "pneumonia")
     rnd = verification.create_round(ctx, "Chest", name="Arms", readers=["rad2", "rad3"], n=6, seed=2,
-                                    kind="automation_bias")
+                                    kind="automation_bias", actor=LOCAL_ADMIN)
     for reader, arm in rnd.arms:
         uid = user_id(ctx, reader)
         while (case := verification.next_verification(ctx, uid)) is not None:
             label = "pneumonia" if arm == "suggestions" else "normal"
             verification.submit_verification(ctx, case.assignment_id, uid, labels=[label])
     study = verification.create_reread_round(ctx, "Chest", reader="rad1", n=3, washout_days=0, spacing=0,
-                                             name="Washout")
+                                             name="Washout", actor=LOCAL_ADMIN)
     while (case := labelling.next_case(ctx, pid, rad1)) is not None:
         labelling.submit(ctx, case.assignment_id, rad1, labels=["normal"])
     accounts.add_user(ctx, "lead1", PASSWORD, "lead")
-    assert verification.round_summary(ctx, study.id).reads_done == 3
+    assert verification.round_summary(ctx, study.id, actor=LOCAL_ADMIN).reads_done == 3
     return pid, items
 
 

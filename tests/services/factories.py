@@ -14,13 +14,15 @@ PASSWORD = "a-test-password"
 
 
 def make_project(ctx: AppContext, name: str = "Chest", *, task_type: str = "single_label",
-                 labels_per_item: int = 1, readers: tuple[str, ...] = ("rad1", "rad2")) -> int:
+                 labels_per_item: int = 1, readers: tuple[str, ...] = ("rad1", "rad2"),
+                 second_opinion: bool = False) -> int:
     existing = {u.username for u in accounts.list_users(ctx)}
     for reader in readers:
         if reader not in existing:
             accounts.add_user(ctx, reader, PASSWORD, "reader")
     return create_project(ctx, ProjectSpec(
         name=name, task_type=task_type, labels_per_item=labels_per_item, readers=readers,
+        second_opinion=second_opinion,
         labels=(LabelSpec("normal", "1"), LabelSpec("pneumonia", "2"),
                 LabelSpec("indeterminate", "3", kind="indeterminate"))))
 

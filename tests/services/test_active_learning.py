@@ -28,6 +28,7 @@ from medlabel.benchmarks.retrain import png, tiny_model  # the bench builds the 
 from medlabel.errors import ConflictError, InputError, NotFoundError
 from services import accounts, labelling, verification
 from services import learning as al
+from services.authz import LOCAL_ADMIN
 from services.context import AppContext
 from services.items import random_key
 from services.jobs.protocol import JobCancelled, NullReporter
@@ -126,7 +127,7 @@ def label_truthfully(ctx: AppContext, project: dict[str, Any], items: list[int],
 
 
 def test_margin_scores_put_the_most_uncertain_item_first(ctx: AppContext, project: dict[str, Any]) -> None:
-    al.configure(ctx, PROJECT, "margin", 10, 0)
+    al.configure(ctx, PROJECT, "margin", 10, 0, actor=LOCAL_ADMIN)
     stored = scores(ctx, project["id"])
     probs = probabilities(ctx, "tiny")
     gap = {i: abs(p["pneumonia"] - p["normal"]) for i, p in probs.items()}
@@ -144,12 +145,12 @@ def test_margin_scores_put_the_most_uncertain_item_first(ctx: AppContext, projec
 def test_queue_reason_per_strategy(ctx: AppContext, project: dict[str, Any]) -> None:
     item = project["items"][0]
     assert al.queue_reason(ctx, item) is None  # random order: no reason, no scores
-    al.configure(ctx, PROJECT, "entropy", 10, 0)
+    al.configure(ctx, PROJECT, "entropy", 10, 0, actor=LOCAL_ADMIN)
     assert re.fullmatch(r"model unsure: (normal|pneumonia) \d+%, (normal|pneumonia) \d+%", al.queue_reason(ctx, item))
     label_truthfully(ctx, project, project["items"][:4])
-    al.configure(ctx, PROJECT, "kcenter", 5, 0)
+    al.configure(ctx, PROJECT, "kcenter", 5, 0, actor=LOCAL_ADMIN)
     assert al.queue_reason(ctx, project["items"][10]) == "far from labelled cases"
-    al.configure(ctx, PROJECT, "random", 5, 0)
+    al.configure(ctx, PROJECT, "random", 5, 0, actor=LOCAL_ADMIN)
     assert al.queue_reason(ctx, item) is None and set(scores(ctx, project["id"]).values()) == {None}
     assert al.queue_reason(ctx, 10**9) is None
 
@@ -158,13 +159,13 @@ def test_batch_strategies_put_their_batch_on_top(ctx: AppContext, project: dict[
     labelled = project["items"][:6]
     label_truthfully(ctx, project, labelled)
     for strategy in ("kcenter", "hybrid", "kmeanspp"):
-        al.configure(ctx, PROJECT, strategy, 5, 0)
+        al.configure(ctx, PROJECT, strategy, 5, 0, actor=LOCAL_ADMIN)
         stored = scores(ctx, project["id"])
         batch = sorted((i for i in stored if stored[i] > 1.0), key=lambda i: -stored[i])  # type: ignore[operator]
         assert len(batch) == 5 and not set(batch) & set(labelled), strategy
         assert all(0.0 <= stored[i] <= 1.0 for i in stored if i not in batch), strategy  # type: ignore[operator]
     # k-center: the first pick is the unlabelled item farthest from every labelled one
-    al.configure(ctx, PROJECT, "kcenter", 5, 0)
+    al.configure(ctx, PROJECT, "kcenter", 5, 0, actor=LOCAL_ADMIN)
     stored = scores(ctx, project["id"])
     first = max(stored, key=lambda i: stored[i])  # type: ignore[arg-type, return-value]
     emb = {i: np.array(project["pairs"][i]) for i in project["items"]}
@@ -181,7 +182,7 @@ def test_missing_embeddings_are_computed_and_stored(ctx: AppContext, project: di
         for row in session.scalars(select(Prediction).where(Prediction.model_id == model.id)):
             row.embedding = None
     label_truthfully(ctx, project, project["items"][:4])
-    al.configure(ctx, PROJECT, "kcenter", 3, 0)
+    al.configure(ctx, PROJECT, "kcenter", 3, 0, actor=LOCAL_ADMIN)
     with ctx.reads() as session:
         refilled = dict(session.execute(select(Prediction.item_id, Prediction.embedding)
                                         .where(Prediction.model_id == model.id)).all())
@@ -199,7 +200,7 @@ def test_multilabel_project(ctx: AppContext) -> None:
     pairs = dict(zip(ids, PAIRS, strict=True))
     register_model(ctx, tiny_multilabel_model(), name="tiny-ml", labels=LABELS)
     prelabel(ctx, PROJECT, "tiny-ml")
-    al.configure(ctx, PROJECT, "margin", 5, 0)
+    al.configure(ctx, PROJECT, "margin", 5, 0, actor=LOCAL_ADMIN)
     probs = probabilities(ctx, "tiny-ml")
     stored = scores(ctx, pid)
     for item in ids:  # multi-label margin: the mean over findings of 1 - |2p - 1|
@@ -225,27 +226,27 @@ def test_multilabel_project(ctx: AppContext) -> None:
     assert report.n_labels == len(learnable)  # 'indeterminate' answers are not findings to learn from
     new = probabilities(ctx, "chest-al")
     assert all(0.0 <= new[i][lab] <= 1.0 for i in ids for lab in LABELS)
-    rows = al.predictions_vs_truth(ctx, PROJECT)
+    rows = al.predictions_vs_truth(ctx, PROJECT, actor=LOCAL_ADMIN)
     assert sorted(r.item_id for r in rows) == sorted(learnable)
     for r in rows:
         assert r.predicted == tuple(lab for lab in LABELS if new[r.item_id][lab] >= 0.5)
         expected = ("false positive" if set(r.predicted) - set(r.truth) else
                     "false negative" if set(r.truth) - set(r.predicted) else "correct")
         assert r.outcome == expected
-    suspects = al.suspected_label_errors(ctx, PROJECT)
+    suspects = al.suspected_label_errors(ctx, PROJECT, actor=LOCAL_ADMIN)
     assert all(s.suggested.endswith((" present", " absent")) for s in suspects)
 
 
 def test_configure_refuses_bad_settings_and_changes_nothing(ctx: AppContext, project: dict[str, Any]) -> None:
     with pytest.raises(InputError, match="unknown strategy 'tta_disagreement'"):
-        al.configure(ctx, PROJECT, "tta_disagreement", 10, 0)
+        al.configure(ctx, PROJECT, "tta_disagreement", 10, 0, actor=LOCAL_ADMIN)
     with pytest.raises(InputError, match="batch size"):
-        al.configure(ctx, PROJECT, "margin", 0, 0)
+        al.configure(ctx, PROJECT, "margin", 0, 0, actor=LOCAL_ADMIN)
     with pytest.raises(InputError, match="retrain every"):
-        al.configure(ctx, PROJECT, "margin", 5, -1)
+        al.configure(ctx, PROJECT, "margin", 5, -1, actor=LOCAL_ADMIN)
     assert project_row(ctx, project["id"])[0] == "random"
     with pytest.raises(NotFoundError):
-        al.configure(ctx, "No such project", "margin", 5, 0)
+        al.configure(ctx, "No such project", "margin", 5, 0, actor=LOCAL_ADMIN)
 
 
 # ---------------------------------------------------------------------------------------------------- retrain
@@ -282,7 +283,7 @@ class HeadSpy:
 
 def test_retrain_registers_a_version_equal_to_the_sklearn_head(ctx: AppContext, project: dict[str, Any],
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    al.configure(ctx, PROJECT, "margin", 5, 0)
+    al.configure(ctx, PROJECT, "margin", 5, 0, actor=LOCAL_ADMIN)
     before = scores(ctx, project["id"])
     items = project["items"]
     label_truthfully(ctx, project, items[:16])
@@ -315,7 +316,7 @@ def test_retrain_registers_a_version_equal_to_the_sklearn_head(ctx: AppContext, 
     assert after != before
     assert all(after[i] == pytest.approx(1 - abs(stored[i]["pneumonia"] - stored[i]["normal"]), abs=1e-5)
                for i in items)
-    (rnd,) = al.learning_curve(ctx, PROJECT)
+    (rnd,) = al.learning_curve(ctx, PROJECT, actor=LOCAL_ADMIN)
     assert (rnd.n_labels, rnd.strategy, rnd.model, rnd.holdout) == (22, "margin", "chest-al v1", "verified")
     assert rnd.auroc is not None and rnd.auroc > 0.9  # the truth is learnable from the embedding
     # pool items without a stored embedding go through the model instead, with the same answers
@@ -330,7 +331,7 @@ def test_retrain_registers_a_version_equal_to_the_sklearn_head(ctx: AppContext, 
     label_truthfully(ctx, project, items[22:28])
     second = al.retrain(ctx, PROJECT)
     assert second.model == "chest-al v2" and second.previous_model == "chest-al:1" and second.n_labels == 28
-    assert [r.n_labels for r in al.learning_curve(ctx, PROJECT)] == [22, 28]
+    assert [r.n_labels for r in al.learning_curve(ctx, PROJECT, actor=LOCAL_ADMIN)] == [22, 28]
     model = onnx.load_from_string(ctx.store.get(_stored_path(ctx, resolve(ctx, "chest-al").id)))
     assert sum(n.op_type == "MatMul" for n in model.graph.node if not n.name.startswith("head")) <= 2
 
@@ -363,7 +364,7 @@ def _assert_untouched(ctx: AppContext, project: dict[str, Any], before: tuple[An
 
 @pytest.fixture
 def labelled_project(ctx: AppContext, project: dict[str, Any]) -> dict[str, Any]:
-    al.configure(ctx, PROJECT, "margin", 5, 0)
+    al.configure(ctx, PROJECT, "margin", 5, 0, actor=LOCAL_ADMIN)
     label_truthfully(ctx, project, project["items"][:16])
     return project
 
@@ -468,16 +469,16 @@ def test_retrain_refuses_what_it_cannot_learn(ctx: AppContext, project: dict[str
 
 
 def test_retrain_is_due_after_n_new_labels(ctx: AppContext, project: dict[str, Any]) -> None:
-    al.configure(ctx, PROJECT, "margin", 5, 4)
+    al.configure(ctx, PROJECT, "margin", 5, 4, actor=LOCAL_ADMIN)
     label_truthfully(ctx, project, project["items"][:10])
     assert al.maybe_retrain(ctx, PROJECT)  # 10 labels, no round yet
     al.retrain(ctx, PROJECT)
     assert not al.maybe_retrain(ctx, PROJECT)
     label_truthfully(ctx, project, project["items"][10:13])
-    assert not al.maybe_retrain(ctx, PROJECT) and al.status(ctx, PROJECT).new_labels == 3
+    assert not al.maybe_retrain(ctx, PROJECT) and al.status(ctx, PROJECT, actor=LOCAL_ADMIN).new_labels == 3
     label_truthfully(ctx, project, project["items"][13:14])
     assert al.maybe_retrain(ctx, PROJECT)
-    al.configure(ctx, PROJECT, "margin", 5, 0)
+    al.configure(ctx, PROJECT, "margin", 5, 0, actor=LOCAL_ADMIN)
     assert not al.maybe_retrain(ctx, PROJECT)  # 0: on demand only
 
 
@@ -490,21 +491,21 @@ def test_predictions_beside_the_labels(ctx: AppContext, project: dict[str, Any])
     for item in items:
         right = truth(project["pairs"][item])
         label(ctx, item, "rad1", [right if item not in wrong else ({"normal", "pneumonia"} - {right}).pop()])
-    rows = al.predictions_vs_truth(ctx, PROJECT)
+    rows = al.predictions_vs_truth(ctx, PROJECT, actor=LOCAL_ADMIN)
     assert sorted(r.item_id for r in rows) == sorted(items)
-    fp = al.predictions_vs_truth(ctx, PROJECT, "false_positive")
-    fn = al.predictions_vs_truth(ctx, PROJECT, "false_negative")
+    fp = al.predictions_vs_truth(ctx, PROJECT, "false_positive", actor=LOCAL_ADMIN)
+    fn = al.predictions_vs_truth(ctx, PROJECT, "false_negative", actor=LOCAL_ADMIN)
     assert sorted(r.item_id for r in fp + fn) == sorted(wrong)  # the tiny model is right wherever the label is
     assert all(r.truth == ("normal",) and r.predicted == ("pneumonia",) for r in fp)
     assert all(r.truth == ("pneumonia",) and r.predicted == ("normal",) for r in fn)
     assert [r.probability for r in fp] == sorted((r.probability for r in fp), reverse=True)
-    uncertain = al.predictions_vs_truth(ctx, PROJECT, "uncertain")
+    uncertain = al.predictions_vs_truth(ctx, PROJECT, "uncertain", actor=LOCAL_ADMIN)
     probs = probabilities(ctx, "tiny")
     gaps = [abs(probs[r.item_id]["pneumonia"] - probs[r.item_id]["normal"]) for r in uncertain]
     assert gaps == sorted(gaps) and all(r.provenance == "single read" for r in uncertain)
     assert [r.uncertainty for r in uncertain] == pytest.approx([1 - g for g in gaps], abs=1e-5)
     with pytest.raises(InputError, match="unknown filter"):
-        al.predictions_vs_truth(ctx, PROJECT, "wrong")
+        al.predictions_vs_truth(ctx, PROJECT, "wrong", actor=LOCAL_ADMIN)
 
 
 def test_suspected_label_errors_find_planted_flips(ctx: AppContext, project: dict[str, Any]) -> None:
@@ -514,7 +515,7 @@ def test_suspected_label_errors_find_planted_flips(ctx: AppContext, project: dic
     for item in items:
         right = truth(project["pairs"][item])
         label(ctx, item, "rad1", [right if item not in flipped else ({"normal", "pneumonia"} - {right}).pop()])
-    suspects = al.suspected_label_errors(ctx, PROJECT, k=10)
+    suspects = al.suspected_label_errors(ctx, PROJECT, k=10, actor=LOCAL_ADMIN)
     assert flipped <= {s.item_id for s in suspects}, suspects
     assert len(suspects) <= len(flipped) + 2 and suspects[0].source == "cross-validated"
     for s in suspects:
@@ -535,7 +536,7 @@ def test_send_to_verification_covers_exactly_those_items(ctx: AppContext, projec
         chosen = set(session.scalars(select(Assignment.item_id).where(Assignment.round_id == rnd.id)))
     assert chosen == set(items[2:5])
     with pytest.raises(InputError, match="at least one item"):
-        verification.send_to_verification(ctx, PROJECT, [], ["rad2", "rad3"], None)
+        verification.send_to_verification(ctx, PROJECT, [], ["rad2", "rad3"], LOCAL_ADMIN)
 
 
 # ---------------------------------------------------------------------------------------------------- demo
@@ -563,7 +564,7 @@ def test_demo_loop_label_retrain_reorder(ctx: AppContext) -> None:
     strategy, settings = project_row(ctx, pid)
     assert strategy == "adaptive" and settings["model"] == "demo-al:1"
     assert settings["active_learning"]["phase"] == "typical"  # no label yet: typical cases first
-    (round0,) = al.learning_curve(ctx, "Demo")
+    (round0,) = al.learning_curve(ctx, "Demo", actor=LOCAL_ADMIN)
     assert round0.n_labels == 0 and round0.metrics["seed_labels"] == 20
     assert al.setup_active_learning_demo(ctx, "Demo").endswith("already set up (demo-al:1)")
     first = labelling.next_case(ctx, pid, user_id(ctx, "rad1"))
@@ -582,4 +583,4 @@ def test_demo_loop_label_retrain_reorder(ctx: AppContext) -> None:
     lead = accounts.add_user(ctx, "lead", PASSWORD, "lead").id
     al.decide(ctx, report.round_id, "adopt", lead)
     assert scores(ctx, pid) != before
-    assert [r.n_labels for r in al.learning_curve(ctx, "Demo")] == [0, 16]
+    assert [r.n_labels for r in al.learning_curve(ctx, "Demo", actor=LOCAL_ADMIN)] == [0, 16]

@@ -97,8 +97,8 @@ def test_exports_and_case_views_are_audited(ctx: AppContext) -> None:
     pid = make_project(ctx)
     (item,) = make_items(ctx, pid, 1)
     lead = accounts.add_user(ctx, "lead9", "a-long-password", "lead").id
-    export_project(ctx, "Chest", "csv", actor_id=lead)
-    case_detail(ctx, item, actor_role="lead", actor_id=lead)
+    export_project(ctx, "Chest", "csv", actor=lead)
+    case_detail(ctx, item, actor=lead)
     with ctx.reads() as session:
         events = [(e.action, e.actor_id, e.target_type, e.target_id) for e in session.query(AuditEvent)
                   .filter(AuditEvent.action.in_(["export", "case.view"])).order_by(AuditEvent.id)]

@@ -14,6 +14,7 @@ from medlabel.cli import main
 from medlabel.errors import ConflictError
 from medlabel.settings import Settings
 from services import audit
+from services.authz import LOCAL_ADMIN
 from services.backup import backup, restore
 from services.context import AppContext
 from services.ingest import ingest_uploads
@@ -35,7 +36,7 @@ def test_backup_then_restore_into_an_empty_data_folder(ctx: AppContext, settings
                                                        request: pytest.FixtureRequest,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     make_project(ctx)
-    report = ingest_uploads(ctx, "Chest", [(f"f{i}.dcm", hostile.good_dicom()) for i in range(3)])
+    report = ingest_uploads(ctx, "Chest", [(f"f{i}.dcm", hostile.good_dicom()) for i in range(3)], actor=LOCAL_ADMIN)
     assert report.count("released") + report.count("quarantined") == 3
     _cli(monkeypatch, settings, "backup", str(tmp_path / "backup"))
     assert stat.S_IMODE((tmp_path / "backup").stat().st_mode) == 0o700

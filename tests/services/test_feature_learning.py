@@ -16,6 +16,7 @@ from db.models import AnnotationKind, Prediction
 from medlabel.errors import InputError
 from services import accounts, jobs
 from services import learning as al
+from services.authz import LOCAL_ADMIN
 from services.context import AppContext
 from services.learning import features as feature_learning
 from services.models import resolve
@@ -47,7 +48,7 @@ def test_learnt_features_become_the_projects_model(ctx: AppContext, project: dic
     assert settings["model"] == report.model_ref  # switched, like a retrain
     new = resolve(ctx, report.model_ref)
     assert new.embedding_output == "embedding"
-    (rnd,) = al.learning_curve(ctx, PROJECT)
+    (rnd,) = al.learning_curve(ctx, PROJECT, actor=LOCAL_ADMIN)
     assert rnd.n_labels == 16 and rnd.metrics["features"] == {"kind": "patch-kmeans", "images": 32, "dimensions": 12}
     assert rnd.state == "adopted" and rnd.gate["n_verified"] == 6
     # every pool item is pre-labelled by the new model, with its 12-d embedding stored
@@ -83,7 +84,7 @@ def test_learnt_features_wait_for_a_lead_when_nothing_verified_shows_them_not_wo
     report = feature_learning.learn_project_features(ctx, PROJECT, params=SMALL)
     assert not report.adopted and "verified" in report.gate["reason"]
     assert (project_row(ctx, project["id"]), scores(ctx, project["id"])) == before  # the project kept its model
-    (rnd,) = al.learning_curve(ctx, PROJECT)
+    (rnd,) = al.learning_curve(ctx, PROJECT, actor=LOCAL_ADMIN)
     assert rnd.state == "held" and rnd.model == report.model
     assert not resolve(ctx, report.model_ref).is_active
     lead = accounts.add_user(ctx, "lead", PASSWORD, "lead").id
@@ -106,30 +107,30 @@ def test_feature_learning_runs_as_a_job_with_progress(ctx: AppContext, project: 
     monkeypatch.setattr(feature_learning, "learn_features",
                         lambda images, params=None, seed=0, progress=None: learn(images, SMALL, seed, progress))
     label_truthfully(ctx, project, project["items"][:8])
-    job = jobs.submit(ctx, "learn_features", {"project": PROJECT}, None)
+    job = jobs.submit(ctx, "learn_features", {"project": PROJECT}, LOCAL_ADMIN)
     done = jobs.wait(ctx, job.id, timeout_s=300)
     assert done.state == "succeeded", done.error
     assert done.progress_total == 6 and done.progress_done == 6
     # single reads only: the job's version waits for a lead, as a retrain's would
     assert done.result["adopted"] is False and "verified" in done.result["gate"]["reason"]
     assert project_row(ctx, project["id"])[1].get("model") != done.result["model_ref"]
-    assert [r.state for r in al.learning_curve(ctx, PROJECT)] == ["held"]
+    assert [r.state for r in al.learning_curve(ctx, PROJECT, actor=LOCAL_ADMIN)] == ["held"]
 
 
 def test_adaptive_queue_says_typical_then_uncertain_and_diverse(ctx: AppContext, project: dict[str, Any],  # noqa: F811
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     items = project["items"]
     label_truthfully(ctx, project, items[:4])
-    al.configure(ctx, PROJECT, "adaptive", 5, 0)
+    al.configure(ctx, PROJECT, "adaptive", 5, 0, actor=LOCAL_ADMIN)
     stored = scores(ctx, project["id"])
     batch = sorted((i for i in stored if stored[i] > 1.0), key=lambda i: -stored[i])  # type: ignore[operator]
     assert len(batch) == 5 and not set(batch) & set(items[:4])
     assert al.queue_reason(ctx, batch[0]) == al.TYPICAL_REASON
-    queued = al.queued_cases(ctx, PROJECT)
+    queued = al.queued_cases(ctx, PROJECT, actor=LOCAL_ADMIN)
     assert [c.item_id for c in queued] == batch and {c.why for c in queued} == {"typical"}
     # past the switch (20 labels per class for 2 classes; 2 per class here): uncertainty, diversified
     monkeypatch.setattr(strategies, "SWITCH_LABELS_PER_OUTPUT", 2)
-    al.configure(ctx, PROJECT, "adaptive", 5, 0)
-    queued = al.queued_cases(ctx, PROJECT)
+    al.configure(ctx, PROJECT, "adaptive", 5, 0, actor=LOCAL_ADMIN)
+    queued = al.queued_cases(ctx, PROJECT, actor=LOCAL_ADMIN)
     assert {c.why for c in queued} == {"uncertain, diverse"}
     assert queued[0].reason.startswith("model unsure: ") and queued[0].reason.endswith("unlike the other cases picked")

@@ -16,6 +16,7 @@ from deid.leaks import find_leaks
 from medlabel.benchmarks.deid_corpus import PATIENT_ID, dicom_from_array, plant, real, study_pair, text_image
 from medlabel.errors import NotFoundError, PermissionDenied
 from services import labelling, review
+from services.authz import LOCAL_ADMIN
 from services.context import AppContext
 from services.ingest import ingest_paths, ingest_uploads, reidentify
 from services.projects import LabelSpec, ProjectSpec, create_project
@@ -44,7 +45,7 @@ def test_nothing_identifying_reaches_the_database_or_the_store(ctx: AppContext, 
     (folder / "Quixote_1.dcm").write_bytes(a.data)
     (folder / "Quixote_2.dcm").write_bytes(b.data)
     (folder / "broken.dcm").write_bytes(b"DICM? no")
-    report = ingest_paths(ctx, "Chest", [folder])
+    report = ingest_paths(ctx, "Chest", [folder], actor=LOCAL_ADMIN)
     statuses = sorted(o.status for o in report.outcomes)
     assert statuses.count("refused") == 1 and len(statuses) == 3
     assert next(o for o in report.outcomes if o.source.endswith("broken.dcm")).reason
@@ -55,7 +56,7 @@ def test_nothing_identifying_reaches_the_database_or_the_store(ctx: AppContext, 
         items = session.scalars(select(Item)).all()
     assert len(items) == 2 and len({i.patient_pseudonym for i in items}) == 1
     assert all(i.deid_report["leak_scan"]["hits"] == 0 for i in items)
-    again = ingest_paths(ctx, "Chest", [folder])
+    again = ingest_paths(ctx, "Chest", [folder], actor=LOCAL_ADMIN)
     assert sorted(o.status for o in again.outcomes) == ["duplicate", "duplicate", "refused"]
 
 
@@ -77,16 +78,16 @@ def test_flagged_items_are_quarantined_and_never_served(ctx: AppContext) -> None
     original = ingest_module.deid.deidentify_bytes
     ingest_module.deid.deidentify_bytes = lambda d, **kw: original(d, **{**kw, "ocr": flag_everything})
     try:
-        report = ingest_uploads(ctx, "Chest", [("x.dcm", data)], options=DeidOptions())
+        report = ingest_uploads(ctx, "Chest", [("x.dcm", data)], options=DeidOptions(), actor=LOCAL_ADMIN)
     finally:
         ingest_module.deid.deidentify_bytes = original
     assert [o.status for o in report.outcomes] == ["quarantined"]
     assert labelling.next_case(ctx, pid, rad1) is None  # quarantined: no queue serves it
-    (waiting,) = review.review_queue(ctx)
+    (waiting,) = review.review_queue(ctx, actor=LOCAL_ADMIN)
     assert waiting.boxes and "large" in waiting.reason
     with ctx.reads() as session:
         old_path = session.get(Item, waiting.item_id).stored_path
-    review.release(ctx, waiting.item_id, [(0, 0, 200, 40)], actor_id=rad1)
+    review.release(ctx, waiting.item_id, [(0, 0, 200, 40)], actor=LOCAL_ADMIN)
     with ctx.reads() as session:
         item = session.get(Item, waiting.item_id)
         assert item.deid_status == DeidStatus.RELEASED and item.stored_path != old_path
@@ -107,19 +108,19 @@ def test_reidentification_is_encrypted_admin_only_and_audited(ctx: AppContext) -
                                     labels=(LabelSpec("a", "1"),)))
     make_project(ctx, name="NoReid")
     planted = plant(real("CT_small.dcm"), "R")
-    ingest_uploads(ctx, "Reid", [("r.dcm", planted.data)])
-    ingest_uploads(ctx, "NoReid", [("r.dcm", planted.data)])
+    ingest_uploads(ctx, "Reid", [("r.dcm", planted.data)], actor=LOCAL_ADMIN)
+    ingest_uploads(ctx, "NoReid", [("r.dcm", planted.data)], actor=LOCAL_ADMIN)
     with ctx.reads() as session:
         keys = session.scalars(select(PseudonymKey)).all()
         pseudo = session.scalars(select(Item.patient_pseudonym).limit(1)).one()
     assert len(keys) == 1 and PATIENT_ID.encode() not in keys[0].encrypted_original  # only the opted-in project
-    assert reidentify(ctx, "Reid", pseudo, actor_id=admin.id, actor_role="admin") == PATIENT_ID
+    assert reidentify(ctx, "Reid", pseudo, actor=admin.id) == PATIENT_ID
     with pytest.raises(PermissionDenied):
-        reidentify(ctx, "Reid", pseudo, actor_id=lead.id, actor_role="lead")
+        reidentify(ctx, "Reid", pseudo, actor=lead.id)
     with pytest.raises(PermissionDenied, match="does not allow"):
-        reidentify(ctx, "NoReid", pseudo, actor_id=admin.id, actor_role="admin")
+        reidentify(ctx, "NoReid", pseudo, actor=admin.id)
     with pytest.raises(NotFoundError):
-        reidentify(ctx, "Reid", "MLNOBODY", actor_id=admin.id, actor_role="admin")
+        reidentify(ctx, "Reid", "MLNOBODY", actor=admin.id)
     with ctx.reads() as session:
         lookups = session.scalars(select(AuditEvent).where(AuditEvent.action == "reidentify")).all()
     assert [e.payload["found"] for e in lookups] == [True, False]
@@ -135,7 +136,7 @@ def test_photos_are_ingested_without_metadata(ctx: AppContext) -> None:
     exif[0x010E] = "Dulcinea Quixote knee"  # ImageDescription
     buffer = io.BytesIO()
     img.save(buffer, format="JPEG", exif=exif.tobytes())
-    report = ingest_uploads(ctx, "Chest", [("Dulcinea.jpg", buffer.getvalue())])
+    report = ingest_uploads(ctx, "Chest", [("Dulcinea.jpg", buffer.getvalue())], actor=LOCAL_ADMIN)
     assert [o.status for o in report.outcomes] == ["released"]
     assert b"Dulcinea" not in _stored(ctx) and find_leaks(_dump(ctx), {"Dulcinea"}) == []
 
@@ -148,16 +149,16 @@ def test_reject_deletes_bytes_only_when_no_other_item_shares_them(ctx: AppContex
     make_project(ctx, name="P2")
     data = plant(real("MR_small.dcm"), "S").data
     for name in ("P1", "P2"):
-        ingest_uploads(ctx, name, [("s.dcm", data)])
+        ingest_uploads(ctx, name, [("s.dcm", data)], actor=LOCAL_ADMIN)
     with ctx.sessions.begin() as session:
         items = session.scalars(select(Item).order_by(Item.id)).all()
         for item in items:
             item.deid_status = DeidStatus.QUARANTINED
         paths = [i.stored_path for i in items]
     assert paths[0] == paths[1]  # identical de-identified bytes are stored once
-    review.reject(ctx, items[0].id, "unsure", actor_id=admin.id)
+    review.reject(ctx, items[0].id, "unsure", actor=admin.id)
     assert ctx.store.exists(paths[1])  # still used by the other project's item
-    review.reject(ctx, items[1].id, "unsure", actor_id=admin.id)
+    review.reject(ctx, items[1].id, "unsure", actor=admin.id)
     assert not ctx.store.exists(paths[1])
     with ctx.reads() as session:
         assert {i.deid_status for i in session.scalars(select(Item))} == {DeidStatus.REJECTED}

@@ -22,6 +22,7 @@ from db.base import utcnow
 from db.models import AuditEvent, Item, Job, JobState, Prediction
 from medlabel.errors import ConfigError, ConflictError, InputError, NotFoundError
 from services import ingest, jobs, models
+from services.authz import LOCAL_ADMIN
 from services.context import AppContext
 from services.jobs import cluster
 from services.jobs.protocol import JobReporter, check_stop
@@ -124,7 +125,7 @@ def finished(ctx: AppContext, job_id: int) -> jobs.JobDTO:
 
 
 def test_a_job_runs_to_success_with_its_result_and_progress(ctx: AppContext, dask_threads: None) -> None:
-    submitted = jobs.submit(ctx, "test_steps", {"steps": 7}, None)
+    submitted = jobs.submit(ctx, "test_steps", {"steps": 7}, LOCAL_ADMIN)
     assert submitted.state in ("queued", "running") and submitted.attempts == 1
     done = finished(ctx, submitted.id)
     assert (done.state, done.result, done.progress_done, done.progress_total) == ("succeeded", {"steps": 7}, 7, 7)
@@ -133,24 +134,24 @@ def test_a_job_runs_to_success_with_its_result_and_progress(ctx: AppContext, das
     with ctx.reads() as session:
         actions = session.scalars(select(AuditEvent.action).where(AuditEvent.target_type == "job")).all()
     assert actions == ["job.submit"]
-    assert [j.id for j in jobs.list_jobs(ctx, state="succeeded")] == [submitted.id]
-    assert jobs.list_jobs(ctx, state="failed") == []
+    assert [j.id for j in jobs.list_jobs(ctx, state="succeeded", actor=LOCAL_ADMIN)] == [submitted.id]
+    assert jobs.list_jobs(ctx, state="failed", actor=LOCAL_ADMIN) == []
 
 
 def test_a_failing_job_is_failed_with_its_error_and_can_be_retried(ctx: AppContext, dask_threads: None) -> None:
     # an exception's message may quote a value read from a file (here a planted name): it is never kept
     job = finished(ctx, jobs.submit(ctx, "test_steps", {"steps": 3, "fail": "invalid literal 'DOE^PLANTED'"},
-                                    None).id)
+                                    LOCAL_ADMIN).id)
     assert job.state == "failed" and job.error_line == "ValueError (an internal error; its message is not kept, as it may quote data)"
     assert job.error is not None and "Traceback" in job.error and "steps_job" in job.error
     assert "PLANTED" not in job.error
     assert job.progress_done == 3  # progress up to the failure is kept
     with pytest.raises(ConflictError, match="already failed"):
-        jobs.cancel(ctx, job.id, None)
-    again = finished(ctx, jobs.retry(ctx, job.id, None).id)
+        jobs.cancel(ctx, job.id, LOCAL_ADMIN)
+    again = finished(ctx, jobs.retry(ctx, job.id, LOCAL_ADMIN).id)
     assert (again.state, again.attempts) == ("failed", 2)  # same parameters, same outcome
     with pytest.raises(ConflictError, match="only failed or cancelled"):
-        jobs.retry(ctx, finished(ctx, jobs.submit(ctx, "test_steps", {"steps": 1}, None).id).id, None)
+        jobs.retry(ctx, finished(ctx, jobs.submit(ctx, "test_steps", {"steps": 1}, LOCAL_ADMIN).id).id, LOCAL_ADMIN)
 
 
 def test_prelabel_job_fans_out_and_stores_every_prediction(ctx: AppContext, dask_threads: None,
@@ -158,13 +159,13 @@ def test_prelabel_job_fans_out_and_stores_every_prediction(ctx: AppContext, dask
     pid = make_project(ctx)
     ids = make_items(ctx, pid, 20)
     model = register_model(ctx, tiny_model, name="tiny", labels=LABELS)
-    job = finished(ctx, jobs.submit(ctx, "prelabel", {"project": "Chest", "model": "tiny", "chunk_size": 6}, None).id)
+    job = finished(ctx, jobs.submit(ctx, "prelabel", {"project": "Chest", "model": "tiny", "chunk_size": 6}, LOCAL_ADMIN).id)
     assert job.state == "succeeded", job.error
     assert job.params["model"] == "tiny:1"  # pinned at submit: a retry uses the same version
     assert (job.result["items"], job.result["predicted"], job.result["chunks"], job.result["failed"]) == (20, 20, 4, 0)
     assert (job.progress_done, job.progress_total) == (20, 20)
     assert [row[0] for row in prediction_rows(ctx, model.id)] == ids
-    again = finished(ctx, jobs.submit(ctx, "prelabel", {"project": "Chest", "model": "tiny:1"}, None).id)
+    again = finished(ctx, jobs.submit(ctx, "prelabel", {"project": "Chest", "model": "tiny:1"}, LOCAL_ADMIN).id)
     assert (again.state, again.result["items"], again.result["predicted"]) == ("succeeded", 0, 0)
 
 
@@ -174,11 +175,11 @@ def test_cancel_stops_a_running_job_at_the_next_chunk_and_a_retry_finishes(ctx: 
     make_items(ctx, pid, 40)
     model = register_model(ctx, tiny_model, name="tiny", labels=LABELS)
     job = jobs.submit(ctx, "test_held", {"inner": "prelabel", "project": "Chest", "model": "tiny", "chunk_size": 4},
-                      None)
+                      LOCAL_ADMIN)
     deadline = time.monotonic() + WAIT_S
-    while jobs.job(ctx, job.id).progress_done == 0 and time.monotonic() < deadline:
+    while jobs.job(ctx, job.id, actor=LOCAL_ADMIN).progress_done == 0 and time.monotonic() < deadline:
         time.sleep(0.05)
-    running = jobs.cancel(ctx, job.id, None)
+    running = jobs.cancel(ctx, job.id, LOCAL_ADMIN)
     assert running.state == "running" and running.cancel_requested
     stopped = finished(ctx, job.id)
     assert stopped.state == "cancelled" and stopped.error is None
@@ -186,7 +187,7 @@ def test_cancel_stops_a_running_job_at_the_next_chunk_and_a_retry_finishes(ctx: 
     # only the chunks already handed out before the cancel (a window of 2 x 2 worker threads) ran
     assert 4 <= written <= 4 * 4 < 40
     assert stopped.progress_done < 40
-    resumed = finished(ctx, jobs.retry(ctx, job.id, None).id)
+    resumed = finished(ctx, jobs.retry(ctx, job.id, LOCAL_ADMIN).id)
     assert (resumed.state, resumed.attempts) == ("succeeded", 2)
     assert resumed.result["items"] == 40 - written  # resumed: only what was left
     assert count(ctx, Prediction.item_id) == (40, 40)
@@ -197,12 +198,12 @@ def test_an_export_job_stores_the_export_and_every_action_is_audited(ctx: AppCon
 
     pid = make_project(ctx)
     make_items(ctx, pid, 3)
-    job = finished(ctx, jobs.submit(ctx, "export", {"project": "Chest", "format": "jsonl"}, None).id)
+    job = finished(ctx, jobs.submit(ctx, "export", {"project": "Chest", "format": "jsonl"}, LOCAL_ADMIN).id)
     assert job.state == "succeeded", job.error
-    assert ctx.store.get(job.result["stored_path"]) == export_project(ctx, "Chest", "jsonl")
+    assert ctx.store.get(job.result["stored_path"]) == export_project(ctx, "Chest", "jsonl", actor=LOCAL_ADMIN)
     assert job.project == "Chest"
-    failed = finished(ctx, jobs.submit(ctx, "test_steps", {"steps": 1, "fail": "x"}, None).id)
-    jobs.retry(ctx, failed.id, None)
+    failed = finished(ctx, jobs.submit(ctx, "test_steps", {"steps": 1, "fail": "x"}, LOCAL_ADMIN).id)
+    jobs.retry(ctx, failed.id, LOCAL_ADMIN)
     finished(ctx, failed.id)
     with ctx.reads() as session:
         actions = session.scalars(select(AuditEvent.action).where(AuditEvent.target_type == "job")
@@ -218,8 +219,8 @@ def test_an_unreachable_scheduler_fails_the_job_with_a_clear_error(ctx: AppConte
     elsewhere = dataclasses.replace(ctx, settings=dataclasses.replace(ctx.settings,
                                                                       dask_scheduler="tcp://127.0.0.1:9"))
     with pytest.raises(ConfigError, match="MEDLABEL_DASK_SCHEDULER=tcp://127.0.0.1:9: cannot reach"):
-        jobs.submit(elsewhere, "test_steps", {"steps": 1}, None)
-    (job,) = jobs.list_jobs(ctx)
+        jobs.submit(elsewhere, "test_steps", {"steps": 1}, LOCAL_ADMIN)
+    (job,) = jobs.list_jobs(ctx, actor=LOCAL_ADMIN)
     assert job.state == "failed" and job.error_line.startswith("could not be started: MEDLABEL_DASK_SCHEDULER")
     assert cluster.local_cluster_running()  # the local cluster was left alone
 
@@ -230,10 +231,10 @@ def test_a_queued_job_is_cancelled_at_once(ctx: AppContext) -> None:
         session.add(row)
         session.flush()
         job_id = row.id
-    cancelled = jobs.cancel(ctx, job_id, None)
+    cancelled = jobs.cancel(ctx, job_id, LOCAL_ADMIN)
     assert (cancelled.state, cancelled.message) == ("cancelled", "cancelled before it started")
     with pytest.raises(NotFoundError):
-        jobs.cancel(ctx, job_id + 1, None)
+        jobs.cancel(ctx, job_id + 1, LOCAL_ADMIN)
 
 
 def test_a_prelabel_job_killed_mid_way_and_retried_has_no_duplicates(ctx: AppContext, dask_threads: None,
@@ -242,11 +243,11 @@ def test_a_prelabel_job_killed_mid_way_and_retried_has_no_duplicates(ctx: AppCon
     make_items(ctx, pid, 30)
     model = register_model(ctx, tiny_model, name="tiny", labels=LABELS)
     job = finished(ctx, jobs.submit(ctx, "test_dies_once", {"inner": "prelabel", "die_after": 2, "project": "Chest",
-                                                            "model": "tiny", "chunk_size": 5}, None).id)
+                                                            "model": "tiny", "chunk_size": 5}, LOCAL_ADMIN).id)
     assert job.state == "failed" and job.error_line.startswith("RuntimeError (an internal error")
     partial = len(prediction_rows(ctx, model.id))
     assert 10 <= partial < 30
-    retried = finished(ctx, jobs.retry(ctx, job.id, None).id)
+    retried = finished(ctx, jobs.retry(ctx, job.id, LOCAL_ADMIN).id)
     assert retried.state == "succeeded", retried.error
     assert retried.result["items"] == 30 - partial
     assert count(ctx, Prediction.item_id) == (30, 30)
@@ -260,11 +261,11 @@ def test_an_ingest_job_killed_mid_way_and_retried_has_no_duplicates(ctx: AppCont
     for source in sorted(SAMPLE_PNGS.glob("*.png"))[:20]:
         (folder / source.name).write_bytes(source.read_bytes())
     job = finished(ctx, jobs.submit(ctx, "test_dies_once", {"inner": "ingest", "die_after": 1, "project": "Chest",
-                                                            "paths": [str(folder)], "chunk_size": 2}, None).id)
+                                                            "paths": [str(folder)], "chunk_size": 2}, LOCAL_ADMIN).id)
     assert job.state == "failed"
     partial = count(ctx, Item.content_hash)[0]
     assert 2 <= partial < 20  # the chunks handed out before it died (a window of 4, plus one) at most
-    retried = finished(ctx, jobs.retry(ctx, job.id, None).id)
+    retried = finished(ctx, jobs.retry(ctx, job.id, LOCAL_ADMIN).id)
     assert retried.state == "succeeded", retried.error
     result = retried.result
     assert result["files"] == 20 and result["duplicate"] == partial and result["refused"] == 0
@@ -279,7 +280,7 @@ def test_the_dask_path_and_the_direct_path_store_identical_predictions(ctx: AppC
     on_dask = register_model(ctx, tiny_model, name="tiny", labels=LABELS)
     direct = register_model(ctx, tiny_model, name="tiny", labels=LABELS)
     job = finished(ctx, jobs.submit(ctx, "prelabel", {"project": "Chest", "model": "tiny:1", "chunk_size": 8,
-                                                      "batch_size": 8}, None).id)
+                                                      "batch_size": 8}, LOCAL_ADMIN).id)
     assert job.state == "succeeded", job.error
     report = prelabel(ctx, "Chest", "tiny:2", batch_size=8)
     assert report.predicted == 24
@@ -302,7 +303,7 @@ def test_dead_workers_are_marked_failed_when_jobs_are_listed(ctx: AppContext) ->
         session.add_all([stale, fresh, orphan])
         session.flush()
         ids = stale.id, fresh.id, orphan.id
-    by_id = {j.id: j for j in jobs.list_jobs(ctx)}
+    by_id = {j.id: j for j in jobs.list_jobs(ctx, actor=LOCAL_ADMIN)}
     assert by_id[ids[0]].state == "failed" and "no heartbeat" in by_id[ids[0]].error_line
     assert "tcp://10.0.0.7:40123" in by_id[ids[0]].error_line and "retry to resume" in by_id[ids[0]].error_line
     assert by_id[ids[1]].state == "running"
@@ -320,16 +321,16 @@ def test_two_databases_sharing_one_cluster_never_swap_tasks(ctx: AppContext, das
     shutil.copyfile(sqlite_template, tmp_path / "other.db")
     other = AppContext.from_settings(dataclasses.replace(ctx.settings, database_url=f"sqlite:///{tmp_path / 'other.db'}"))
     try:
-        held = jobs.submit(ctx, "test_held", {"inner": "test_steps", "steps": 3}, None)
+        held = jobs.submit(ctx, "test_held", {"inner": "test_steps", "steps": 3}, LOCAL_ADMIN)
         deadline = time.monotonic() + WAIT_S
-        while jobs.job(ctx, held.id).progress_done == 0 and time.monotonic() < deadline:
+        while jobs.job(ctx, held.id, actor=LOCAL_ADMIN).progress_done == 0 and time.monotonic() < deadline:
             time.sleep(0.05)
-        mine = jobs.submit(other, "test_steps", {"steps": 2}, None)
+        mine = jobs.submit(other, "test_steps", {"steps": 2}, LOCAL_ADMIN)
         assert mine.id == held.id  # the same id in each database
         done = jobs.wait(other, mine.id, timeout_s=30, poll_s=0.1)
         assert (done.state, done.result) == ("succeeded", {"steps": 2})
-        assert jobs.job(ctx, held.id).state == "running"  # the first database's job was left alone
-        jobs.cancel(ctx, held.id, None)
+        assert jobs.job(ctx, held.id, actor=LOCAL_ADMIN).state == "running"  # the first database's job was left alone
+        jobs.cancel(ctx, held.id, LOCAL_ADMIN)
         assert finished(ctx, held.id).state == "cancelled"
         with other.reads() as session:
             keys = session.scalars(select(Job.task_key)).all()
@@ -357,10 +358,10 @@ def test_a_job_whose_task_the_scheduler_does_not_know_is_failed_and_a_retry_runs
     failed = jobs.wait(ctx, lost_id, timeout_s=30, poll_s=0.1)
     assert failed.state == "failed" and "unknown to the scheduler" in failed.error_line
     assert failed.error_line.endswith("retry to resume")
-    assert jobs.job(ctx, recent_id).state == "queued"
-    retried = finished(ctx, jobs.retry(ctx, lost_id, None).id)
+    assert jobs.job(ctx, recent_id, actor=LOCAL_ADMIN).state == "queued"
+    retried = finished(ctx, jobs.retry(ctx, lost_id, LOCAL_ADMIN).id)
     assert (retried.state, retried.attempts, retried.result) == ("succeeded", 2, {"steps": 2})
-    jobs.cancel(ctx, recent_id, None)
+    jobs.cancel(ctx, recent_id, LOCAL_ADMIN)
 
 
 def test_wait_gives_up_at_its_deadline_with_a_one_line_error(ctx: AppContext) -> None:
@@ -385,19 +386,19 @@ def test_bad_input_writes_nothing(ctx: AppContext, tiny_model: bytes) -> None:
     make_project(ctx)
     register_model(ctx, tiny_model, name="tiny", labels=LABELS)
     with pytest.raises(InputError, match="unknown job kind 'nope'"):
-        jobs.submit(ctx, "nope", {}, None)
+        jobs.submit(ctx, "nope", {}, LOCAL_ADMIN)
     with pytest.raises(InputError, match="JSON"):
-        jobs.submit(ctx, "test_steps", {"steps": {1, 2}}, None)
+        jobs.submit(ctx, "test_steps", {"steps": {1, 2}}, LOCAL_ADMIN)
     with pytest.raises(NotFoundError, match="no model 'missing'"):
-        jobs.submit(ctx, "prelabel", {"project": "Chest", "model": "missing"}, None)
+        jobs.submit(ctx, "prelabel", {"project": "Chest", "model": "missing"}, LOCAL_ADMIN)
     with pytest.raises(NotFoundError, match="no project named 'Elsewhere'"):
-        jobs.submit(ctx, "prelabel", {"project": "Elsewhere", "model": "tiny"}, None)
+        jobs.submit(ctx, "prelabel", {"project": "Elsewhere", "model": "tiny"}, LOCAL_ADMIN)
     with pytest.raises(InputError, match="chunk_size"):
-        jobs.submit(ctx, "prelabel", {"project": "Chest", "model": "tiny", "chunk_size": 0}, None)
+        jobs.submit(ctx, "prelabel", {"project": "Chest", "model": "tiny", "chunk_size": 0}, LOCAL_ADMIN)
     with pytest.raises(InputError, match="no such file or folder"):
-        jobs.submit(ctx, "ingest", {"project": "Chest", "paths": ["/nonexistent/scans"]}, None)
+        jobs.submit(ctx, "ingest", {"project": "Chest", "paths": ["/nonexistent/scans"]}, LOCAL_ADMIN)
     with pytest.raises(InputError, match="unknown job state"):
-        jobs.list_jobs(ctx, state="exploded")
+        jobs.list_jobs(ctx, state="exploded", actor=LOCAL_ADMIN)
     assert count(ctx, Job.id) == (0, 0)
     with ctx.reads() as session:
         assert session.scalar(select(func.count()).where(AuditEvent.action.like("job.%"))) == 0
@@ -445,11 +446,11 @@ def test_a_killed_worker_process_fails_the_job_and_a_retry_finishes(ctx: AppCont
     try:
         job = finished(ctx, jobs.submit(ctx, "test_dies_once", {"inner": "prelabel", "die_after": 2, "kill": True,
                                                                 "project": "Chest", "model": "tiny", "chunk_size": 4},
-                                        None).id)
+                                        LOCAL_ADMIN).id)
         assert job.state == "failed" and "its Dask worker died" in job.error_line, job.error
         partial = len(prediction_rows(ctx, model.id))
         assert partial < 24
-        retried = finished(ctx, jobs.retry(ctx, job.id, None).id)
+        retried = finished(ctx, jobs.retry(ctx, job.id, LOCAL_ADMIN).id)
         assert retried.state == "succeeded", retried.error
         assert retried.worker is not None and retried.worker.startswith("tcp://")
         assert count(ctx, Prediction.item_id) == (24, 24)

@@ -12,6 +12,7 @@ from db.models import Annotation, AssignmentStatus, DeidStatus
 from db.models import Assignment as AssignmentRow
 from medlabel.errors import ConflictError, InputError, PermissionDenied
 from services import labelling
+from services.authz import LOCAL_ADMIN
 from services.context import AppContext
 from tests.services.factories import make_items, make_project, user_id
 
@@ -177,9 +178,9 @@ def test_items_count_their_reads_and_leave_the_queue_when_fully_read(ctx: AppCon
     assert _queue_state(ctx, item) == (1, True)  # the undone read is claimed again, not done
     labelling.submit(ctx, labelling.next_case(ctx, pid, rad2).assignment_id, rad2, labels=["pneumonia"])
     assert _queue_state(ctx, item) == (2, False)
-    update_project(ctx, "Chest", ProjectChanges(labels_per_item=3))
+    update_project(ctx, "Chest", ProjectChanges(labels_per_item=3), actor=LOCAL_ADMIN)
     assert _queue_state(ctx, item) == (2, True)  # the project now asks for a third read
-    update_project(ctx, "Chest", ProjectChanges(labels_per_item=1))
+    update_project(ctx, "Chest", ProjectChanges(labels_per_item=1), actor=LOCAL_ADMIN)
     assert _queue_state(ctx, item) == (2, False)
 
 

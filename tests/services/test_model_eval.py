@@ -16,6 +16,7 @@ from db.queries import model_eval as model_eval_queries
 from medlabel.errors import InputError, NotFoundError
 from medlabel.settings import Settings
 from services import accounts, audit, models
+from services.authz import LOCAL_ADMIN
 from services.context import AppContext
 from services.demo import SAMPLE_DATA
 from services.demo_model import LABELS, train
@@ -202,7 +203,7 @@ def test_item_predictions_show_ground_truth_and_each_model(ctx: AppContext, demo
     original = register_model(ctx, demo_model, name="cxr", labels=list(LABELS))
     variant = models.quantize(ctx, "cxr", "dynamic")
     store_prediction(ctx, items["C"], original.id, 0.6)
-    view = models.item_predictions(ctx, items["C"])
+    view = models.item_predictions(ctx, items["C"], actor=LOCAL_ADMIN)
     assert view.final_label == ("pneumonia",) and view.provenance == "adjudicated" and view.project == "Chest"
     by_model = {p.model: p for p in view.predictions}
     assert set(by_model) == {"cxr v1", "cxr-int8-dynamic v1"}
@@ -213,10 +214,10 @@ def test_item_predictions_show_ground_truth_and_each_model(ctx: AppContext, demo
     assert computed.source == "computed" and computed.model_id == variant.id and computed.error is None
     assert sum(computed.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
     assert computed.agrees == (computed.predicted == ("pneumonia",))
-    undecided = models.item_predictions(ctx, items["E"])
+    undecided = models.item_predictions(ctx, items["E"], actor=LOCAL_ADMIN)
     assert undecided.provenance == "disputed" and all(p.agrees is None for p in undecided.predictions)
     with pytest.raises(NotFoundError):
-        models.item_predictions(ctx, 10_000)
+        models.item_predictions(ctx, 10_000, actor=LOCAL_ADMIN)
 
 
 def test_cli_quantize_and_evaluate(ctx: AppContext, settings: Settings, env_for, demo_model: bytes) -> None:  # type: ignore[no-untyped-def]

@@ -18,6 +18,7 @@ from medlabel.errors import ConflictError, NotFoundError, PermissionDenied
 from services import accounts
 from services import learning as al
 from services import second_opinion as so
+from services.authz import LOCAL_ADMIN
 from services.context import AppContext
 from services.models import cards as model_cards
 from services.models import gate as model_gate
@@ -35,7 +36,7 @@ def pattern(ctx: AppContext) -> dict[str, Any]:
     ids = make_pattern_items(ctx, pid, PAIRS)
     register_model(ctx, tiny_model(), name="tiny", labels=LABELS)
     prelabel(ctx, PROJECT, "tiny")
-    al.configure(ctx, PROJECT, "margin", 5, 0)
+    al.configure(ctx, PROJECT, "margin", 5, 0, actor=LOCAL_ADMIN)
     accounts.add_user(ctx, "lead", PASSWORD, "lead")
     accounts.add_user(ctx, "doc", PASSWORD, "clinician")
     return {"id": pid, "items": ids, "pairs": dict(zip(ids, PAIRS, strict=True))}
@@ -94,12 +95,12 @@ def test_a_worse_retrain_is_held_unseen_by_clinicians_until_a_lead_decides(ctx: 
     gate = report.gate
     assert gate["n_verified"] == 6 and gate["current_auroc"] == 1.0 and gate["candidate_auroc"] < 0.5
     assert gate["delta_ci"] is not None and gate["previous"] == "tiny:1"
-    assert al.status(ctx, PROJECT).model == "tiny v1" and scores(ctx, pattern["id"]) == before_scores
+    assert al.status(ctx, PROJECT, actor=LOCAL_ADMIN).model == "tiny v1" and scores(ctx, pattern["id"]) == before_scores
     with pytest.raises(NotFoundError):
         resolve(ctx, "chest-al")  # held versions are not in use
     assert [m.ref for m in so.available_models(ctx, include_unapproved=True)] == ["tiny:1"]
     assert so.available_models(ctx) == []  # nothing approved for clinicians at all
-    (held,) = al.learning_curve(ctx, PROJECT)
+    (held,) = al.learning_curve(ctx, PROJECT, actor=LOCAL_ADMIN)
     assert held.state == "held" and held.gate["reason"].startswith("held for a lead: worse")
     # only a lead or an administrator decides; a reject withdraws the version and its predictions
     with pytest.raises(PermissionDenied):
@@ -113,7 +114,7 @@ def test_a_worse_retrain_is_held_unseen_by_clinicians_until_a_lead_decides(ctx: 
     second = al.retrain(ctx, PROJECT)
     assert not second.adopted
     adopted = al.decide(ctx, second.round_id, "adopt", user_id(ctx, "lead"))
-    assert adopted.state == "approved" and al.status(ctx, PROJECT).model == "chest-al v2"
+    assert adopted.state == "approved" and al.status(ctx, PROJECT, actor=LOCAL_ADMIN).model == "chest-al v2"
     assert scores(ctx, pattern["id"]) != before_scores
     assert so.available_models(ctx) == []  # adopted for the queue is not approved for clinicians
 
@@ -125,8 +126,8 @@ def test_a_retrain_not_worse_on_the_verified_labels_is_adopted(ctx: AppContext, 
         label(ctx, item, "rad1", [truth(pattern["pairs"][item])])
     report = al.retrain(ctx, PROJECT)
     assert report.adopted and report.gate["reason"].startswith("adopted: not worse on 8 verified items")
-    assert al.status(ctx, PROJECT).model == "chest-al v1"
-    (rnd,) = al.learning_curve(ctx, PROJECT)
+    assert al.status(ctx, PROJECT, actor=LOCAL_ADMIN).model == "chest-al v1"
+    (rnd,) = al.learning_curve(ctx, PROJECT, actor=LOCAL_ADMIN)
     assert rnd.state == "adopted" and rnd.gate["candidate_auroc"] >= rnd.gate["current_auroc"] - 0.02
 
 

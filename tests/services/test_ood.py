@@ -73,7 +73,7 @@ def test_a_full_size_film_is_flagged_for_a_28x28_model_and_its_own_images_are_no
         opinion = so.ask(ctx, doc, film.name, film.read_bytes(), ref)
         assert opinion.ood is not None and opinion.ood["unusual"]
         assert opinion.ood_warning.startswith("Unusual input for this model") and "pixels" in opinion.ood_warning
-        stored = so.get(ctx, opinion.id, actor_id=doc)
+        stored = so.get(ctx, opinion.id, actor=doc)
         assert stored.ood == opinion.ood and stored.as_record()["ood"]["unusual"] is True
 
 

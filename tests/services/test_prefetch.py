@@ -10,6 +10,7 @@ import numpy as np
 import inference
 from db.models import Item
 from services import images, labelling
+from services.authz import LOCAL_ADMIN
 from services.context import AppContext
 from tests.inference.dicoms import make_dicom
 from tests.services.factories import make_items, make_project, user_id
@@ -47,7 +48,7 @@ def test_prefetch_makes_the_view_the_page_then_shows(ctx: AppContext) -> None:
     future = images.prefetch_display(ctx, item_id, {"CT": "Lung"})
     assert future is not None
     future.result(timeout=60)
-    choices = images.window_choices(ctx, item_id)
+    choices = images.window_choices(ctx, item_id, actor=LOCAL_ADMIN)
     assert choices is not None
     assert _cached(ctx, item_id, choices.window("Lung"))  # the reader's remembered CT preset
     assert not _cached(ctx, item_id, choices.window(choices.presets[0][0]))  # not the file's window
@@ -55,7 +56,7 @@ def test_prefetch_makes_the_view_the_page_then_shows(ctx: AppContext) -> None:
     future = images.prefetch_display(ctx, plain, {"MR": "Auto"})
     assert future is not None
     future.result(timeout=60)
-    plain_choices = images.window_choices(ctx, plain)
+    plain_choices = images.window_choices(ctx, plain, actor=LOCAL_ADMIN)
     assert plain_choices is not None and plain_choices.presets[0][0] == "File window"
     assert _cached(ctx, plain, plain_choices.window("File window"))
 
@@ -81,7 +82,7 @@ def test_concurrent_requests_for_one_rendition_render_it_once(ctx: AppContext, m
 
     monkeypatch.setattr(inference, "render_png", slow_render)
     results: list[bytes] = []
-    threads = [threading.Thread(target=lambda: results.append(images.display_image(ctx, item_id).png))
+    threads = [threading.Thread(target=lambda: results.append(images.display_image(ctx, item_id, actor=LOCAL_ADMIN).png))
                for _ in range(3)]
     for t in threads:
         t.start()
@@ -97,7 +98,7 @@ def test_a_zoomed_reader_gets_the_full_rendition_prepared(ctx: AppContext) -> No
     future = images.prefetch_display(ctx, item_id, {}, zoomed=True)
     assert future is not None
     future.result(timeout=60)
-    choices = images.window_choices(ctx, item_id)
+    choices = images.window_choices(ctx, item_id, actor=LOCAL_ADMIN)
     assert choices is not None
     window = choices.window(choices.presets[0][0])
     with ctx.reads() as session:

@@ -24,6 +24,7 @@ from inference.pipeline import rendition_key
 from inference.postprocess import uncertainty
 from medlabel.errors import InputError, NotFoundError
 from medlabel.settings import Settings
+from services.authz import LOCAL_ADMIN
 from services.context import AppContext
 from services.jobs.protocol import JobCancelled, NullReporter
 from services.models import ModelDTO, prelabel, prelabel_job, prelabel_pending, register_model
@@ -335,7 +336,7 @@ def test_intake_keeps_model_renditions_for_registered_models(ctx: AppContext, ti
     img = Image.new("L", (300, 200), 90)
     buffer = io.BytesIO()
     img.save(buffer, format="PNG")
-    report = ingest_uploads(ctx, "Chest", [("scan.png", buffer.getvalue())])
+    report = ingest_uploads(ctx, "Chest", [("scan.png", buffer.getvalue())], actor=LOCAL_ADMIN)
     assert report.count("released") == 1, report
     (spec,) = model_input_specs(ctx)
     with ctx.reads() as session:

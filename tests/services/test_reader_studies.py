@@ -11,6 +11,7 @@ from db.base import utcnow
 from db.models import Annotation, AnnotationKind, ModelVersion, Prediction
 from medlabel.errors import InputError, NotFoundError
 from services import agreement_report, export, labelling, verification
+from services.authz import LOCAL_ADMIN
 from services.context import AppContext
 from tests.services.factories import make_items, make_project, user_id
 from tests.services.test_verification import _labelled_project
@@ -28,14 +29,14 @@ def test_round_over_chosen_items(ctx: AppContext) -> None:
     pid = _labelled_project(ctx)
     with ctx.reads() as session:
         ids = sorted(a.item_id for a in session.query(Annotation).all())
-    rnd = verification.create_round(ctx, "Chest", name="Suspects", readers=["rad2", "rad3"], item_ids=ids[:3])
+    rnd = verification.create_round(ctx, "Chest", name="Suspects", readers=["rad2", "rad3"], item_ids=ids[:3], actor=LOCAL_ADMIN)
     assert rnd.sample_size == 3 and rnd.reads_total == 6
     with pytest.raises(InputError, match="not labelled items"):
-        verification.create_round(ctx, "Chest", name="Bad", readers=["rad2", "rad3"], item_ids=[ids[0], 99999])
+        verification.create_round(ctx, "Chest", name="Bad", readers=["rad2", "rad3"], item_ids=[ids[0], 99999], actor=LOCAL_ADMIN)
     unlabelled = make_items(ctx, pid, 1, start=500)
     with pytest.raises(InputError, match=str(unlabelled[0])):
-        verification.create_round(ctx, "Chest", name="Bad", readers=["rad2", "rad3"], item_ids=unlabelled)
-    assert len(verification.rounds(ctx, "Chest")) == 1  # the refused rounds left nothing behind
+        verification.create_round(ctx, "Chest", name="Bad", readers=["rad2", "rad3"], item_ids=unlabelled, actor=LOCAL_ADMIN)
+    assert len(verification.rounds(ctx, "Chest", actor=LOCAL_ADMIN)) == 1  # the refused rounds left nothing behind
 
 
 def test_rereads_wait_for_the_washout_and_mix_into_the_queue(ctx: AppContext) -> None:
@@ -44,7 +45,7 @@ def test_rereads_wait_for_the_washout_and_mix_into_the_queue(ctx: AppContext) ->
     first = _label_all(ctx, pid, "rad1", lambda item: "pneumonia" if item % 2 else "normal")
     start = utcnow()
     study = verification.create_reread_round(ctx, "Chest", reader="rad1", n=4, washout_days=14, seed=3, spacing=2,
-                                             now=start)
+                                             now=start, actor=LOCAL_ADMIN)
     assert study.kind == "intra_reader" and study.reads_total == 4 and study.washout_until is not None
     make_items(ctx, pid, 6, start=100)
     rad1 = user_id(ctx, "rad1")
@@ -69,15 +70,15 @@ def test_rereads_wait_for_the_washout_and_mix_into_the_queue(ctx: AppContext) ->
     # new item is left the remaining re-reads follow.
     assert served == ["R", "N", "N", "R", "N", "N", "R", "N", "R"]
 
-    report = verification.intra_reader_report(ctx, study.id)
+    report = verification.intra_reader_report(ctx, study.id, actor=LOCAL_ADMIN)
     assert report["n_pairs"] == 4 and report["reader"] == "rad1"
     expected = sum(p["first"] == "normal" for p in report["pairs"]) / 4
     assert report["percent_agreement"] == pytest.approx(expected)
     assert all(p["first"] == ("pneumonia" if p["item_id"] % 2 else "normal") for p in report["pairs"])
     # Re-reads are not a second reader: agreement and the export only see one read per item.
-    rows = {r["item_id"]: r for r in export.export_rows(ctx, "Chest")}
+    rows = {r["item_id"]: r for r in export.export_rows(ctx, "Chest", actor=LOCAL_ADMIN)}
     assert all(len(rows[p["item_id"]]["reader_labels"]) == 1 for p in report["pairs"])
-    records, _ = agreement_report.project_ratings(ctx, "Chest")
+    records, _ = agreement_report.project_ratings(ctx, "Chest", actor=LOCAL_ADMIN)
     assert len(records) == len({item for item, _, _ in records})
     with ctx.reads() as session:
         kinds = {a.kind for a in session.query(Annotation).filter(Annotation.round_id == study.id)}
@@ -90,20 +91,20 @@ def test_intra_reader_kappa_and_refusals(ctx: AppContext) -> None:
     truth = {}
     first = _label_all(ctx, pid, "rad1", lambda item: truth.setdefault(item, "pneumonia" if item % 2 else "normal"))
     with pytest.raises(InputError, match="only 6"):
-        verification.create_reread_round(ctx, "Chest", reader="rad1", n=7, washout_days=1)
+        verification.create_reread_round(ctx, "Chest", reader="rad1", n=7, washout_days=1, actor=LOCAL_ADMIN)
     with pytest.raises(InputError, match="no user"):
-        verification.create_reread_round(ctx, "Chest", reader="ghost", n=2, washout_days=1)
-    study = verification.create_reread_round(ctx, "Chest", reader="rad1", n=6, washout_days=0, spacing=0)
-    empty = verification.intra_reader_report(ctx, study.id)
+        verification.create_reread_round(ctx, "Chest", reader="ghost", n=2, washout_days=1, actor=LOCAL_ADMIN)
+    study = verification.create_reread_round(ctx, "Chest", reader="rad1", n=6, washout_days=0, spacing=0, actor=LOCAL_ADMIN)
+    empty = verification.intra_reader_report(ctx, study.id, actor=LOCAL_ADMIN)
     assert empty["kappa"] is None and "fewer than two" in empty["reason"]
     rad1 = user_id(ctx, "rad1")
     while (case := labelling.next_case(ctx, pid, rad1)) is not None:
         labelling.submit(ctx, case.assignment_id, rad1, labels=[truth[case.item_id]])  # perfectly consistent
-    report = verification.intra_reader_report(ctx, study.id)
+    report = verification.intra_reader_report(ctx, study.id, actor=LOCAL_ADMIN)
     assert report["n_pairs"] == len(first) == 6
     assert report["percent_agreement"] == 1.0 and report["kappa"] == pytest.approx(1.0)
     with pytest.raises(NotFoundError):
-        verification.automation_bias_report(ctx, study.id)
+        verification.automation_bias_report(ctx, study.id, actor=LOCAL_ADMIN)
 
 
 def _predict(ctx: AppContext, item_ids: list[int], label: str) -> None:
@@ -123,13 +124,13 @@ def test_automation_bias_arms(ctx: AppContext) -> None:
     _label_all(ctx, pid, "rad1", lambda item: "normal")
     _predict(ctx, items, "pneumonia")  # the model disagrees with the reference on every item
     rnd = verification.create_round(ctx, "Chest", name="AB", readers=["rad2", "rad3", "rad4", "rad5"],
-                                    readers_per_item=2, n=6, seed=5, kind="automation_bias")
+                                    readers_per_item=2, n=6, seed=5, kind="automation_bias", actor=LOCAL_ADMIN)
     arms = dict(rnd.arms)
     assert sorted(arms.values()) == ["blinded", "blinded", "suggestions", "suggestions"]
     assert arms == dict(verification.create_round(ctx, "Chest", name="AB2", readers=["rad2", "rad3", "rad4", "rad5"],
-                                                  readers_per_item=2, n=6, seed=5, kind="automation_bias").arms)
-    ab2 = verification.rounds(ctx, "Chest")[-1]
-    verification.close_round(ctx, ab2.id, user_id(ctx, "rad1"))
+                                                  readers_per_item=2, n=6, seed=5, kind="automation_bias", actor=LOCAL_ADMIN).arms)
+    ab2 = verification.rounds(ctx, "Chest", actor=LOCAL_ADMIN)[-1]
+    verification.close_round(ctx, ab2.id, actor=LOCAL_ADMIN)
     for reader, arm in arms.items():
         uid = user_id(ctx, reader)
         while (case := verification.next_verification(ctx, uid)) is not None:
@@ -140,7 +141,7 @@ def test_automation_bias_arms(ctx: AppContext) -> None:
                 assert case.suggestions == () and "Blinded" in case.suggestions_note
                 label = "normal"
             verification.submit_verification(ctx, case.assignment_id, uid, labels=[label])
-    report = verification.automation_bias_report(ctx, rnd.id)
+    report = verification.automation_bias_report(ctx, rnd.id, actor=LOCAL_ADMIN)
     with_s, blind = report["arms"]["suggestions"], report["arms"]["blinded"]
     assert with_s["reads"] == blind["reads"] == 6  # every item read once in each arm
     assert with_s["model"]["percent"] == 1.0 and blind["model"]["percent"] == 0.0
@@ -149,4 +150,4 @@ def test_automation_bias_arms(ctx: AppContext) -> None:
     lo, hi = blind["reference"]["percent_ci"]
     assert 0 < lo < 1.0 <= hi + 1e-12
     with pytest.raises(NotFoundError):
-        verification.intra_reader_report(ctx, rnd.id)
+        verification.intra_reader_report(ctx, rnd.id, actor=LOCAL_ADMIN)

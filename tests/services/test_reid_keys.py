@@ -15,6 +15,7 @@ from medlabel.benchmarks.deid_corpus import PATIENT_ID, plant, real
 from medlabel.errors import ConfigError
 from medlabel.settings import Settings
 from services import accounts, audit
+from services.authz import LOCAL_ADMIN
 from services.context import AppContext
 from services.ingest import ingest_uploads, reidentify
 from services.projects import LabelSpec, ProjectSpec, create_project
@@ -26,7 +27,7 @@ def _reid_project(ctx: AppContext) -> int:
     admin = accounts.add_user(ctx, "boss", "a-long-password", "admin")
     create_project(ctx, ProjectSpec(name="Reid", task_type="single_label", allow_reidentification=True,
                                     labels=(LabelSpec("a", "1"),)))
-    ingest_uploads(ctx, "Reid", [("r.dcm", plant(real("CT_small.dcm"), "R").data)])
+    ingest_uploads(ctx, "Reid", [("r.dcm", plant(real("CT_small.dcm"), "R").data)], actor=LOCAL_ADMIN)
     return admin.id
 
 
@@ -44,7 +45,7 @@ def test_the_installation_secret_alone_opens_no_original_id(ctx: AppContext, set
     with pytest.raises(InvalidToken):  # what the secret derived before: no longer a way in
         legacy_fernet(settings.secret_key()).decrypt(token)
     assert Fernet(settings.reid_key_path.read_bytes().strip()).decrypt(token).decode() == PATIENT_ID
-    assert reidentify(ctx, "Reid", pseudonym, actor_id=admin, actor_role="admin") == PATIENT_ID
+    assert reidentify(ctx, "Reid", pseudonym, actor=admin) == PATIENT_ID
 
 
 def test_init_moves_rows_of_an_older_installation_and_pseudonyms_stay(ctx: AppContext, settings: Settings) -> None:
@@ -69,9 +70,9 @@ def test_init_moves_rows_of_an_older_installation_and_pseudonyms_stay(ctx: AppCo
         legacy_fernet(upgraded.secret_key()).decrypt(token)
     again = AppContext.from_settings(upgraded)
     try:
-        assert reidentify(again, "Reid", pseudonym, actor_id=admin, actor_role="admin") == PATIENT_ID
+        assert reidentify(again, "Reid", pseudonym, actor=admin) == PATIENT_ID
         # the same patient ingested again after the upgrade gets the same pseudonym, stored once
-        ingest_uploads(again, "Reid", [("r2.dcm", plant(real("CT_small.dcm"), "S").data)])
+        ingest_uploads(again, "Reid", [("r2.dcm", plant(real("CT_small.dcm"), "S").data)], actor=LOCAL_ADMIN)
         with again.reads() as session:
             assert {p for _, p in items_before} == set(session.scalars(select(Item.patient_pseudonym)))
             assert len(session.scalars(select(PseudonymKey)).all()) == 1
@@ -92,7 +93,7 @@ def test_a_missing_key_refuses_the_batch_before_any_file(ctx: AppContext, settin
     other = AppContext.from_settings(cold)
     try:
         with pytest.raises(ConfigError, match="re-identification key not found; run `medlabel init` first"):
-            ingest_uploads(other, "Reid", [("r.dcm", plant(real("CT_small.dcm"), "R").data)])
+            ingest_uploads(other, "Reid", [("r.dcm", plant(real("CT_small.dcm"), "R").data)], actor=LOCAL_ADMIN)
     finally:
         other.close()
     with ctx.reads() as session:

@@ -17,6 +17,7 @@ from db.models import Annotation, AnnotationKind, AuditEvent, Item, Prediction, 
 from medlabel.benchmarks.deid_corpus import plant, real
 from medlabel.errors import ConflictError, InputError, NotFoundError, PermissionDenied
 from services import accounts, labelling, second_opinion
+from services.authz import LOCAL_ADMIN
 from services.context import AppContext
 from services.models import register_model
 from services.second_opinion import common as so_common
@@ -70,7 +71,7 @@ def test_dicom_upload_is_deidentified_and_the_request_recorded(ctx: AppContext, 
     planted = plant(real("MR_small.dcm"), "SO")
     opinion = second_opinion.ask(ctx, doc, "Quixote_Dulcinea_MRN-7781.dcm", planted.data, model)
     assert opinion.image_state in ("pending", "stored")
-    stored_opinion = second_opinion.wait_for_image(ctx, opinion.id, actor_id=doc)
+    stored_opinion = second_opinion.wait_for_image(ctx, opinion.id, actor=doc)
     assert stored_opinion.image_state == "stored" and stored_opinion.top == opinion.top
 
     with ctx.reads() as session:
@@ -123,7 +124,7 @@ def test_photo_metadata_and_gps_are_gone_before_storage(ctx: AppContext, model: 
     Image.open(io.BytesIO(_xray_png(2))).save(png, format="PNG", pnginfo=info)
 
     for name, data in (("phone.jpg", jpeg.getvalue()), ("screen.png", png.getvalue())):
-        opinion = second_opinion.wait_for_image(ctx, second_opinion.ask(ctx, doc, name, data, model).id)
+        opinion = second_opinion.wait_for_image(ctx, second_opinion.ask(ctx, doc, name, data, model).id, actor=LOCAL_ADMIN)
         with ctx.reads() as session:
             request = session.get(SecondOpinionRequest, opinion.id)
         stored = ctx.store.get(request.stored_path)
@@ -143,11 +144,11 @@ def test_history_shows_only_the_callers_requests(ctx: AppContext, model: str, do
     assert [o.id for o in second_opinion.history(ctx, other)] == [theirs]
     assert all(o.user == "doc" for o in second_opinion.history(ctx, doc))
     with pytest.raises(PermissionDenied):
-        second_opinion.get(ctx, theirs, actor_id=doc)
+        second_opinion.get(ctx, theirs, actor=doc)
     with pytest.raises(PermissionDenied):
-        second_opinion.heatmap(ctx, theirs, actor_id=doc)
+        second_opinion.heatmap(ctx, theirs, actor=doc)
     admin = accounts.add_user(ctx, "boss", PASSWORD, "admin").id
-    assert second_opinion.get(ctx, theirs, actor_id=admin).user == "doc2"
+    assert second_opinion.get(ctx, theirs, actor=admin).user == "doc2"
 
 
 @pytest.mark.parametrize("role", ["reader", "lead"])
@@ -204,11 +205,11 @@ def _unit_orthogonal(q: np.ndarray, seed: int) -> np.ndarray:
 
 def test_neighbours_are_ranked_by_cosine_similarity_with_final_labels(ctx: AppContext, model: str,
                                                                       doc: int) -> None:
-    pid = make_project(ctx, readers=("rad1", "rad2", "lead1"))
+    pid = make_project(ctx, second_opinion=True, readers=("rad1", "rad2", "lead1"))
     items = make_items(ctx, pid, 6, width=32, height=32)
     opinion = second_opinion.ask(ctx, doc, "q.png", _xray_png(4), model)
-    assert second_opinion.neighbours(ctx, opinion.id).cases == ()
-    assert "No labelled cases" in second_opinion.neighbours(ctx, opinion.id).note
+    assert second_opinion.neighbours(ctx, opinion.id, actor=LOCAL_ADMIN).cases == ()
+    assert "No labelled cases" in second_opinion.neighbours(ctx, opinion.id, actor=LOCAL_ADMIN).note
 
     with ctx.reads() as session:
         request = session.get(SecondOpinionRequest, opinion.id)
@@ -234,7 +235,7 @@ def test_neighbours_are_ranked_by_cosine_similarity_with_final_labels(ctx: AppCo
     _read(ctx, items[4], "rad2", ["pneumonia"])
     _read(ctx, items[5], "rad1", ["normal"])
 
-    result = second_opinion.neighbours(ctx, opinion.id, k=3)
+    result = second_opinion.neighbours(ctx, opinion.id, k=3, actor=LOCAL_ADMIN)
     # verified cases first (by similarity), then the single read, although it is the most similar
     assert [c.item_id for c in result.cases] == [items[1], items[2], items[0]]
     assert [c.similarity for c in result.cases] == pytest.approx([np.cos(0.1), np.cos(0.6), np.cos(0.05)], abs=1e-4)
@@ -245,7 +246,7 @@ def test_neighbours_are_ranked_by_cosine_similarity_with_final_labels(ctx: AppCo
     assert [c.verified for c in result.cases] == [True, True, False]
     assert "1 of these 3 carry a single reader's label" in result.note
     assert all(c.thumbnail.startswith(b"\x89PNG") and c.project == "Chest" for c in result.cases)
-    everything = second_opinion.neighbours(ctx, opinion.id, k=10)
+    everything = second_opinion.neighbours(ctx, opinion.id, k=10, actor=LOCAL_ADMIN)
     assert [c.item_id for c in everything.cases] == [items[1], items[2], items[0], items[5]]
     assert "Only 4" in everything.note
 
@@ -264,8 +265,8 @@ def test_cosine_ranking_reference() -> None:
 
 
 def test_request_review_puts_the_image_first_in_the_queue_once(ctx: AppContext, model: str, doc: int) -> None:
-    pid = make_project(ctx)
-    make_project(ctx, "Other")
+    pid = make_project(ctx, second_opinion=True)
+    make_project(ctx, "Other", second_opinion=True)
     make_items(ctx, pid, 5)
     opinion = second_opinion.ask(ctx, doc, "urgent.png", _xray_png(7), model)
     review = second_opinion.request_review(ctx, opinion.id, "Chest", doc)
@@ -294,16 +295,16 @@ def test_request_review_puts_the_image_first_in_the_queue_once(ctx: AppContext, 
 
 def test_heat_map_is_a_cached_overlay_of_the_deidentified_image(ctx: AppContext, model: str, doc: int) -> None:
     opinion = second_opinion.ask(ctx, doc, "x.png", _xray_png(5), model)
-    png = second_opinion.heatmap(ctx, opinion.id, actor_id=doc)
+    png = second_opinion.heatmap(ctx, opinion.id, actor=doc)
     shown = Image.open(io.BytesIO(png))
     assert shown.size == (96, 96) and shown.mode == "RGB"
-    display = Image.open(io.BytesIO(second_opinion.display_png(ctx, opinion.id)))
+    display = Image.open(io.BytesIO(second_opinion.display_png(ctx, opinion.id, actor=LOCAL_ADMIN)))
     assert display.size == (96, 96)
-    assert second_opinion.heatmap(ctx, opinion.id) == png  # cached
-    other = second_opinion.heatmap(ctx, opinion.id, LABELS[-1])
+    assert second_opinion.heatmap(ctx, opinion.id, actor=LOCAL_ADMIN) == png  # cached
+    other = second_opinion.heatmap(ctx, opinion.id, LABELS[-1], actor=LOCAL_ADMIN)
     assert other.startswith(b"\x89PNG")
     with pytest.raises(InputError, match="no label"):
-        second_opinion.heatmap(ctx, opinion.id, "fracture")
+        second_opinion.heatmap(ctx, opinion.id, "fracture", actor=LOCAL_ADMIN)
 
 
 def _flat_model(side: int = 16, classes: int = 2) -> bytes:
@@ -347,9 +348,9 @@ def test_neighbours_use_the_embeddings_prelabelling_stored(ctx: AppContext, doc:
     flat = register_model(ctx, _flat_model(), name="flat", labels=["normal", "abnormal"])
     model = f"{flat.name}:{flat.version}"
     approve(ctx, model)
-    make_project(ctx)
+    make_project(ctx, second_opinion=True)
     uploads = [_pattern(kind) for kind in range(4)]
-    report = ingest_uploads(ctx, "Chest", [(f"u{i}.png", data) for i, data in enumerate(uploads)])
+    report = ingest_uploads(ctx, "Chest", [(f"u{i}.png", data) for i, data in enumerate(uploads)], actor=LOCAL_ADMIN)
     items = [o.item_id for o in report.outcomes]
     assert report.count("released") == 4
     assert prelabel(ctx, "Chest", model, workers=0).predicted == 4
@@ -362,13 +363,13 @@ def test_neighbours_use_the_embeddings_prelabelling_stored(ctx: AppContext, doc:
 
     # the third upload again: de-identification gives the very bytes intake stored, and the
     # second-opinion run gives the embedding prelabelling stored for that item
-    opinion = second_opinion.wait_for_image(ctx, second_opinion.ask(ctx, doc, "again.png", uploads[2], model).id)
+    opinion = second_opinion.wait_for_image(ctx, second_opinion.ask(ctx, doc, "again.png", uploads[2], model).id, actor=LOCAL_ADMIN)
     assert opinion.content_hash == same.content_hash
     query = np.frombuffer(ctx.store.get_derived(opinion.content_hash, f"second-opinion/embedding/{flat.sha256}"),
                           dtype="<f4").astype(np.float64)
     np.testing.assert_allclose(query, stored[items[2]], rtol=1e-5, atol=1e-6)
 
-    cases = second_opinion.neighbours(ctx, opinion.id, k=5).cases  # the image itself is not its own neighbour
+    cases = second_opinion.neighbours(ctx, opinion.id, k=5, actor=LOCAL_ADMIN).cases  # the image itself is not its own neighbour
     others = [i for i in items if i != items[2]]
     cosine = {i: float(stored[i] @ query / np.linalg.norm(stored[i]) / np.linalg.norm(query)) for i in others}
     assert len({round(c, 3) for c in cosine.values()}) == 3  # clearly different similarities
@@ -413,7 +414,7 @@ def test_the_answer_comes_first_and_nothing_is_stored_before_deidentification(
     assert [s.label for s in opinion.top] == [LABELS[i] for i in np.argsort(-expected, kind="stable")[:3]]
     assert opinion.image_state == "pending" and opinion.content_hash is None
     # ... while no byte of the upload is stored, and whatever needs the image waits or says why not
-    assert second_opinion.wait_for_image(ctx, opinion.id, timeout=0.05).image_state == "pending"
+    assert second_opinion.wait_for_image(ctx, opinion.id, timeout=0.05, actor=LOCAL_ADMIN).image_state == "pending"
     assert _store_files(ctx) == before
     with ctx.reads() as session:
         request = session.get(SecondOpinionRequest, opinion.id)
@@ -421,10 +422,10 @@ def test_the_answer_comes_first_and_nothing_is_stored_before_deidentification(
     assert "Dulcinea" not in repr(request.deid_report)
 
     release.set()
-    done = second_opinion.wait_for_image(ctx, opinion.id, actor_id=doc)
+    done = second_opinion.wait_for_image(ctx, opinion.id, actor=doc)
     assert done.image_state == "stored" and done.deid_status == "released" and done.content_hash
     assert _store_files(ctx) != before
-    assert second_opinion.display_png(ctx, opinion.id).startswith(b"\x89PNG")
+    assert second_opinion.display_png(ctx, opinion.id, actor=LOCAL_ADMIN).startswith(b"\x89PNG")
     assert second_opinion.history(ctx, doc)[0].image_state == "stored"
 
 
@@ -455,10 +456,10 @@ def test_a_full_background_backlog_makes_a_request_wait_then_refuses_it(
         second_opinion.ask(ctx, doc, "c.png", _xray_png(3), model)  # both slots held: refused after the wait
     assert len(second_opinion.history(ctx, doc)) == 2
     release.set()
-    assert second_opinion.wait_for_image(ctx, first.id, actor_id=doc).image_state == "stored"
+    assert second_opinion.wait_for_image(ctx, first.id, actor=doc).image_state == "stored"
     second_opinion.drain(ctx)
     third = second_opinion.ask(ctx, doc, "c.png", _xray_png(3), model)  # the slots are free again
-    assert second_opinion.wait_for_image(ctx, third.id, actor_id=doc).image_state == "stored"
+    assert second_opinion.wait_for_image(ctx, third.id, actor=doc).image_state == "stored"
 
 
 def test_the_background_step_runs_at_a_lower_cpu_priority(ctx: AppContext, model: str, doc: int,
@@ -481,7 +482,7 @@ def test_the_background_step_runs_at_a_lower_cpu_priority(ctx: AppContext, model
 
     monkeypatch.setattr(deid, "deidentify_bytes", observed)
     opinion = second_opinion.ask(ctx, doc, "a.png", _xray_png(1), model)
-    assert second_opinion.wait_for_image(ctx, opinion.id, actor_id=doc).image_state == "stored"
+    assert second_opinion.wait_for_image(ctx, opinion.id, actor=doc).image_state == "stored"
     mine = os.getpriority(os.PRIO_PROCESS, 0)
     assert seen == [min(19, mine + image.BACKGROUND_NICENESS)]
     assert os.getpriority(os.PRIO_PROCESS, 0) == mine  # the answering thread keeps its priority
@@ -501,14 +502,14 @@ def test_an_upload_deidentification_refuses_keeps_its_answer_but_never_its_image
                                    reason="withheld: 1 original identifying value(s) still present")
 
     monkeypatch.setattr(deid, "deidentify_bytes", refusing)
-    pid = make_project(ctx, readers=("rad1",))
+    pid = make_project(ctx, second_opinion=True, readers=("rad1",))
     before = _store_files(ctx)
-    opinion = second_opinion.wait_for_image(ctx, second_opinion.ask(ctx, doc, "x.png", _xray_png(6), model).id)
+    opinion = second_opinion.wait_for_image(ctx, second_opinion.ask(ctx, doc, "x.png", _xray_png(6), model).id, actor=LOCAL_ADMIN)
     assert opinion.image_state == "refused" and "withheld" in opinion.deid_reason
     assert len(opinion.top) == 3  # the answer stays on record
     assert _store_files(ctx) == before
-    for call in (lambda: second_opinion.heatmap(ctx, opinion.id), lambda: second_opinion.neighbours(ctx, opinion.id),
-                 lambda: second_opinion.display_png(ctx, opinion.id)):
+    for call in (lambda: second_opinion.heatmap(ctx, opinion.id, actor=LOCAL_ADMIN), lambda: second_opinion.neighbours(ctx, opinion.id, actor=LOCAL_ADMIN),
+                 lambda: second_opinion.display_png(ctx, opinion.id, actor=LOCAL_ADMIN)):
         with pytest.raises(NotFoundError, match="not kept: de-identification refused it"):
             call()
     with pytest.raises(NotFoundError, match="not kept"):
@@ -522,7 +523,7 @@ def test_an_upload_deidentification_refuses_keeps_its_answer_but_never_its_image
 def test_a_pending_image_no_process_works_on_is_given_up(ctx: AppContext, model: str, doc: int) -> None:
     import datetime as dt
 
-    opinion = second_opinion.wait_for_image(ctx, second_opinion.ask(ctx, doc, "x.png", _xray_png(8), model).id)
+    opinion = second_opinion.wait_for_image(ctx, second_opinion.ask(ctx, doc, "x.png", _xray_png(8), model).id, actor=LOCAL_ADMIN)
     with ctx.sessions.begin() as session:
         model_id = session.get(SecondOpinionRequest, opinion.id).model_id
         now = dt.datetime.now(dt.UTC)
@@ -532,13 +533,13 @@ def test_a_pending_image_no_process_works_on_is_given_up(ctx: AppContext, model:
         session.add_all(rows)
         session.flush()
         old, recent = (r.id for r in rows)
-    lost = second_opinion.wait_for_image(ctx, old, timeout=0.01)
+    lost = second_opinion.wait_for_image(ctx, old, timeout=0.01, actor=LOCAL_ADMIN)
     assert lost.image_state == "lost" and "stopped" in lost.deid_reason
     with pytest.raises(NotFoundError, match="not kept"):
-        second_opinion.heatmap(ctx, old)
-    assert second_opinion.wait_for_image(ctx, recent, timeout=0.01).image_state == "pending"
+        second_opinion.heatmap(ctx, old, actor=LOCAL_ADMIN)
+    assert second_opinion.wait_for_image(ctx, recent, timeout=0.01, actor=LOCAL_ADMIN).image_state == "pending"
     with pytest.raises(ConflictError, match="still being de-identified"):
-        second_opinion.heatmap(ctx, recent)
+        second_opinion.heatmap(ctx, recent, actor=LOCAL_ADMIN)
 
 
 def test_masked_text_keeps_both_answers_and_similar_cases_use_the_stored_image(
@@ -548,7 +549,7 @@ def test_masked_text_keeps_both_answers_and_similar_cases_use_the_stored_image(
     buffer = io.BytesIO()
     Image.fromarray(text_image(8), "L").save(buffer, format="PNG")
     upload = buffer.getvalue()
-    opinion = second_opinion.wait_for_image(ctx, second_opinion.ask(ctx, doc, "burned.png", upload, model).id)
+    opinion = second_opinion.wait_for_image(ctx, second_opinion.ask(ctx, doc, "burned.png", upload, model).id, actor=LOCAL_ADMIN)
     assert opinion.image_state == "stored"
     with ctx.reads() as session:
         request = session.get(SecondOpinionRequest, opinion.id)
@@ -578,7 +579,7 @@ def test_a_failing_image_step_is_logged_and_the_request_stays_readable(
 
     monkeypatch.setattr(so_image, "_image_done", broken)
     opinion = second_opinion.ask(ctx, doc, "x.png", _xray_png(2), model)
-    assert second_opinion.wait_for_image(ctx, opinion.id).image_state == "pending"  # no exception raised here
+    assert second_opinion.wait_for_image(ctx, opinion.id, actor=LOCAL_ADMIN).image_state == "pending"  # no exception raised here
     assert "image step failed" in caplog.text
 
 
@@ -592,7 +593,7 @@ def test_an_unexpected_deidentification_error_marks_the_image_lost_and_logs_no_p
 
     monkeypatch.setattr(deid, "deidentify_bytes", crash)
     opinion = second_opinion.ask(ctx, doc, "Quixote_Dulcinea.png", _xray_png(4), model)
-    lost = second_opinion.wait_for_image(ctx, opinion.id)
+    lost = second_opinion.wait_for_image(ctx, opinion.id, actor=LOCAL_ADMIN)
     assert lost.image_state == "lost" and "ValueError" in lost.deid_reason
     assert "ValueError" in caplog.text
     for secret in ("QUIXOTE", "Quixote"):

@@ -8,6 +8,7 @@ import pytest
 
 from medlabel.errors import InputError
 from services import accounts, labelling, verification
+from services.authz import LOCAL_ADMIN
 from services.context import AppContext
 from tests.services.factories import PASSWORD, make_items, make_project, user_id
 
@@ -37,7 +38,7 @@ def test_draw_sample_is_seeded_and_stratified() -> None:
 def test_round_reads_are_blinded_and_disagreements_go_to_adjudication(ctx: AppContext) -> None:
     _labelled_project(ctx)
     rnd = verification.create_round(ctx, "Chest", name="R1", readers=["rad1", "rad2", "rad3"], readers_per_item=2,
-                                    n=4, seed=1, adjudicator="lead1")
+                                    n=4, seed=1, adjudicator="lead1", actor=LOCAL_ADMIN)
     assert (rnd.sample_size, rnd.reads_total, rnd.reads_done) == (4, 8, 0)
     # The original labeller (rad1) is never asked to verify.
     assert {r for r, _, _ in rnd.per_reader} == {"rad2", "rad3"}
@@ -52,7 +53,7 @@ def test_round_reads_are_blinded_and_disagreements_go_to_adjudication(ctx: AppCo
     while (case := verification.next_verification(ctx, rad3)) is not None:
         verification.submit_verification(ctx, case.assignment_id, rad3, labels=["pneumonia" if first else "normal"])
         first = False
-    summary = verification.round_summary(ctx, rnd.id)
+    summary = verification.round_summary(ctx, rnd.id, actor=LOCAL_ADMIN)
     assert (summary.reads_done, summary.disagreements, summary.adjudicated) == (8, 1, 0)
     adj = verification.next_adjudication(ctx, lead)
     assert adj is not None
@@ -60,14 +61,14 @@ def test_round_reads_are_blinded_and_disagreements_go_to_adjudication(ctx: AppCo
     with pytest.raises(InputError, match="note"):
         verification.adjudicate(ctx, adj.assignment_id, lead, labels=["normal"], note=" ")
     verification.adjudicate(ctx, adj.assignment_id, lead, labels=["normal"], note="consolidation absent")
-    assert verification.round_summary(ctx, rnd.id).adjudicated == 1
-    ratings = verification.round_ratings(ctx, rnd.id)
+    assert verification.round_summary(ctx, rnd.id, actor=LOCAL_ADMIN).adjudicated == 1
+    ratings = verification.round_ratings(ctx, rnd.id, actor=LOCAL_ADMIN)
     assert len(ratings) == 8 and {r for _, r, _ in ratings} == {"rad2", "rad3"}
 
 
 def test_round_needs_enough_other_readers(ctx: AppContext) -> None:
     _labelled_project(ctx)
     with pytest.raises(InputError, match="readers other than its labeller"):
-        verification.create_round(ctx, "Chest", name="R", readers=["rad1", "rad2"], readers_per_item=2, n=2, seed=0)
+        verification.create_round(ctx, "Chest", name="R", readers=["rad1", "rad2"], readers_per_item=2, n=2, seed=0, actor=LOCAL_ADMIN)
     with pytest.raises(InputError, match="either"):
-        verification.create_round(ctx, "Chest", name="R", readers=["rad2", "rad3"], seed=0)
+        verification.create_round(ctx, "Chest", name="R", readers=["rad2", "rad3"], seed=0, actor=LOCAL_ADMIN)
