@@ -196,6 +196,23 @@ def test_a_disabled_users_tokens_stop_at_once(api: Api) -> None:
         assert client.get("/predictions").status_code == 200
 
 
+def test_a_lead_reaches_only_the_projects_they_lead(api: Api) -> None:
+    """The services behind the routes check the project (services/authz.py): another lead's project is
+    403, the lead's own is served."""
+    _, mine = api.user("lead")
+    _, theirs = api.user("lead")
+    own = make_project(api.ctx, f"Led by {mine}", readers=(mine,))
+    other = make_project(api.ctx, f"Led by {theirs}", readers=(theirs,))
+    _, token = api.token(mine, "export", "ingest", "read")
+    with api.client(token) as client:
+        assert client.get(f"/projects/{own}/export").status_code == 200
+        response = client.get(f"/projects/{other}/export")
+        assert response.status_code == 403 and "has no access to project" in _error(response)["message"]
+        assert client.get(f"/projects/{other}/agreement").status_code == 403
+        response = client.post(f"/projects/{other}/items", files=[("files", ("a.png", xray_png(), "image/png"))])
+        assert response.status_code == 403
+
+
 def test_scope_and_role_refusals(api: Api) -> None:
     _, doc = api.user("clinician")
     _, lead = api.user("lead")

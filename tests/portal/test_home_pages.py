@@ -56,7 +56,8 @@ def test_lead_sees_what_needs_attention(ctx: AppContext, portal_env: Settings) -
         assert case is not None
         verification.submit_verification(ctx, case.assignment_id, uid, labels=[label])
     with ctx.sessions.begin() as session:
-        session.add(Job(kind="prelabel", params={}, state=JobState.FAILED, attempts=1, error="ValueError: boom"))
+        session.add(Job(kind="prelabel", params={}, state=JobState.FAILED, attempts=1, error="ValueError: boom",
+                        project_id=pid))  # a lead sees the jobs of the projects they lead
     needs = attention(ctx, lead.id)
     assert needs.to_adjudicate == 1 and needs.quarantined == 2
     assert [r.name for r in needs.rounds] == [rnd.name] and len(needs.failed_jobs) == 1

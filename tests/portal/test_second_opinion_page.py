@@ -37,7 +37,7 @@ def clinic(ctx: AppContext, portal_env: Settings) -> AppContext:
     model = register_model(ctx, inference.build_tiny_cnn(input_hw=(32, 32), n_classes=4, seed=5), name="cxr-tiny",
                            labels=LABELS)
     approve(ctx, "cxr-tiny:1")
-    pid = make_project(ctx)
+    pid = make_project(ctx, second_opinion=True)
     reader = user_id(ctx, "rad1")
     rng = np.random.default_rng(0)
     with ctx.sessions.begin() as session:  # two labelled items with embeddings from this model

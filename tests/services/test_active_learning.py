@@ -528,7 +528,7 @@ def test_send_to_verification_covers_exactly_those_items(ctx: AppContext, projec
         pytest.skip("needs services.verification.create_round(..., item_ids=[...]) (the lead is adding it)")
     items = project["items"][:8]
     label_truthfully(ctx, project, items)
-    rnd = verification.send_to_verification(ctx, PROJECT, items[2:5], ["rad2", "rad3"], user_id(ctx, "rad1"))
+    rnd = verification.send_to_verification(ctx, PROJECT, items[2:5], ["rad2", "rad3"], LOCAL_ADMIN)
     assert rnd.sample_size == 3 and rnd.reads_total == 6
     with ctx.reads() as session:
         from db.models import Assignment
