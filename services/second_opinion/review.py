@@ -41,7 +41,7 @@ def request_review(ctx: AppContext, request_id: int, project_name: str, actor: a
     raise AssertionError("unreachable")
 
 
-def _request_review(ctx: AppContext, request_id: int, project_name: str, actor_id: int) -> ReviewDTO:
+def _request_review(ctx: AppContext, request_id: int, project_name: str, actor_id: int | None) -> ReviewDTO:
     with ctx.sessions.begin() as session:
         request, _ = _request(session, request_id, actor_id, for_update=True)
         if request.review_item_id is not None:
