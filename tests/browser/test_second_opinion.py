@@ -51,7 +51,7 @@ def test_clinician_uploads_sees_top3_and_requests_review(ctx: AppContext, settin
     register_model(ctx, inference.build_tiny_cnn(input_hw=(32, 32), n_classes=4, seed=5), name="cxr-tiny",
                    labels=LABELS)
     approve(ctx, "cxr-tiny:1")
-    make_project(ctx)
+    make_project(ctx, second_opinion=True)  # only such projects receive expert-review requests
     url = portal_server(settings)
 
     sign_in(page, url, "doc", PASSWORD, then="Second opinion")
