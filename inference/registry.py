@@ -271,7 +271,7 @@ def inspect_model(path_or_bytes: str | Path | bytes, labels: list[str] | tuple[s
     except TypeError:
         key = None
     if key is not None and key in _INSPECTED:
-        return dataclasses.replace(_INSPECTED[key], source=source)
+        return dataclasses.replace(_INSPECTED[key], source=_spec_source(source))
     spec = _inspect(data, source, labels, dict(meta or {}))
     if key is not None:
         if len(_INSPECTED) >= _INSPECTED_MAX:
@@ -324,7 +324,12 @@ def _inspect(data: bytes, source: str, labels: list[str] | tuple[str, ...], meta
                      input_name=image.name, input=input_spec, output_name=output, activation=activation,
                      activation_in_graph=in_graph, labels=tuple(labels), tabular=tabular,
                      embedding_tensor=embedding, embedding_dim=embedding_dim, fixed_batch=batch,
-                     source=None if source.startswith("<") else source)
+                     source=_spec_source(source))
+
+
+def _spec_source(source: str) -> str | None:
+    """The file a spec was read from; None for bytes (``<model bytes>`` is a name for messages only)."""
+    return None if source.startswith("<") else source
 
 
 def spec_to_dict(spec: ModelSpec) -> dict[str, Any]:

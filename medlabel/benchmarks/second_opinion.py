@@ -156,8 +156,9 @@ def run(model_kind: str = "densenet121", requests: int = 30, warmup: int = 3, la
 
     import inference
     from medlabel.benchmarks.installation import throwaway_installation
-    from services import accounts, model_cards
+    from services import accounts
     from services import second_opinion as so
+    from services.models import cards as model_cards
     from services.models import register_model
 
     if model_kind not in MODELS:
