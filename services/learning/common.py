@@ -13,9 +13,10 @@ from agreement.consensus import ReadRow, current_reads, final_label
 from db.models import ModelVersion, Project
 from db.queries import active_learning as q
 from db.queries import modelling_write as models_q
+from db.queries import projects as projects_q
 from medlabel import values
-from medlabel.errors import InputError
-from medlabel.values import ModelRef, ProjectSettings, ref_of
+from medlabel.errors import InputError, NotFoundError
+from medlabel.values import ActiveLearningSettings, ModelRef, ProjectSettings, ref_of
 
 log = logging.getLogger(__name__)
 
@@ -225,6 +226,18 @@ def _project_model(session: Any, project: Project) -> ModelVersion | None:
     if ref:
         return _model_version(session, ref)
     return q.newest_model_with_predictions(session, project.id)
+
+
+def _read_project(session: Any, project_name: str, missing: str
+                  ) -> tuple[Project, _Model, _Labelled, dict[str, str], ActiveLearningSettings]:
+    """The project, its model, its labelled items, its label kinds and its active-learning settings, as a
+    retrain or a feature learning run reads them; ``NotFoundError(missing)`` when it has no model."""
+    project = projects_q.require_project(session, project_name)
+    row = _project_model(session, project)
+    if row is None:
+        raise NotFoundError(missing)
+    return (project, _Model.of(row), _Labelled.read(q.read_rows(session, project.id)),
+            q.label_kinds(session, project.id), _settings(project).active_learning)
 
 
 def _model_version(session: Any, ref: ModelRef) -> ModelVersion | None:

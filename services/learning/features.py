@@ -24,15 +24,18 @@ import inference
 from active_learning.features import EMBEDDING, FEATURE_HEAD_C, PatchFeatureParams, learn_features
 from active_learning.onnx_export import compose_backbone_head, head_to_onnx
 from db.queries import active_learning as q
-from db.queries import projects as projects_q
 from inference.registry import spec_from_dict
 from inference.types import Layout, Scaling
-from medlabel.errors import InputError, NotFoundError
+from medlabel.errors import InputError
 from medlabel.values import ref_of
 from services.context import AppContext
 from services.jobs.kinds import register_kind
 from services.jobs.protocol import JobReporter, JobResult, NullReporter, check_stop
-from services.learning.common import _Labelled, _Model, _model_name, _project_model, _settings, _stored_ref
+from services.learning.common import (
+    _model_name,
+    _read_project,
+    _stored_ref,
+)
 from services.learning.pool import _label_counts, _targets
 from services.learning.retraining import _Candidate, _fit, _gate, _install
 from services.models import register_model
@@ -82,15 +85,9 @@ def learn_project_features(ctx: AppContext, project_name: str, *, actor_id: int 
         raise InputError(None, "feature learning needs at least 2 images")
     reporter.progress(0, _STEPS, "reading the project's images")
     with ctx.reads() as session:
-        project = projects_q.require_project(session, project_name)
-        row = _project_model(session, project)
-        if row is None:
-            raise NotFoundError(f"project {project_name!r} has no model yet: its classes and input size come from "
-                                "it; register one and pre-label the project first")
-        model = _Model.of(row)
-        labelled = _Labelled.read(q.read_rows(session, project.id))
-        kinds = q.label_kinds(session, project.id)
-        cfg = _settings(project).active_learning
+        project, model, labelled, kinds, cfg = _read_project(
+            session, project_name, f"project {project_name!r} has no model yet: its classes and input size come "
+                                   "from it; register one and pre-label the project first")
         pool_ids = q.released_item_ids(session, project.id)
         current_rows = q.predictions(session, project.id, model.id)
         candidate = _Candidate(project_id=project.id, project_name=project.name,

@@ -21,7 +21,6 @@ from active_learning.backbone import extract_backbone
 from db.models import ActiveLearningRound, Project, User
 from db.queries import active_learning as q
 from db.queries import modelling_write as models_q
-from db.queries import projects as projects_q
 from medlabel.errors import ConflictError, InputError, NotFoundError, PermissionDenied
 from medlabel.values import ModelRef, ref_of
 from services import audit, authz
@@ -40,6 +39,7 @@ from services.learning.common import (
     _Model,
     _model_name,
     _project_model,
+    _read_project,
     _settings,
     _stored_ref,
     log,
@@ -368,15 +368,9 @@ def retrain(ctx: AppContext, project_name: str, *, strategy: str | None = None, 
         raise InputError(None, "the batch size must be at least 1")
     reporter.progress(0, _RETRAIN_STEPS, "reading labels and embeddings")
     with ctx.reads() as session:
-        project = projects_q.require_project(session, project_name)
-        row = _project_model(session, project)
-        if row is None:
-            raise NotFoundError(f"project {project_name!r} has no model to retrain: register a model and pre-label "
-                                "the project first")
-        model = _Model.of(row)
-        labelled = _Labelled.read(q.read_rows(session, project.id))
-        kinds = q.label_kinds(session, project.id)
-        cfg = _settings(project).active_learning
+        project, model, labelled, kinds, cfg = _read_project(
+            session, project_name, f"project {project_name!r} has no model to retrain: register a model and "
+                                   "pre-label the project first")
         candidate = _Candidate(project_id=project.id, project_name=project.name,
                                previous_ref=_stored_ref(project), model_name=_model_name(project),
                                strategy=strategy or project.queue_strategy,
