@@ -8,6 +8,7 @@ import streamlit as st
 from medlabel.errors import MedlabelError
 from portal.auth import require_role
 from portal.components.picker import pick_project
+from portal.components.text import md
 from portal.resources import app_context
 from portal.timefmt import when
 from services import jobs, verification
@@ -47,11 +48,11 @@ with st.form("al_settings"):
         else:
             st.success(f"Queue strategy: {status.strategy}.")
 
-cols = st.columns(4)
-cols[0].metric("Model", status.model or "none")
-cols[1].metric("Labelled items", status.labelled)
-cols[2].metric("New since last round", status.new_labels)
-cols[3].metric("Rounds", status.rounds)
+st.caption(f"Model: {md(status.model or 'none')}")  # a metric would cut a model's long name to a few letters
+cols = st.columns(3)
+cols[0].metric("Labelled items", status.labelled)
+cols[1].metric("New since last round", status.new_labels)
+cols[2].metric("Rounds", status.rounds)
 if status.retrain_due:
     st.info(f"{status.new_labels} new labels since the last round: a retrain is due.")
 if st.button("Retrain now", type="primary", disabled=status.model is None):
