@@ -15,6 +15,7 @@ were trained on.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -45,6 +46,37 @@ def model_rendition(data: bytes, spec: InputSpec, *, frame: int = 0, window: tup
     return to_uint8(unit[top:top + spec.height, left:left + spec.width])
 
 
+@functools.lru_cache(maxsize=32)
+def _level_table(spec: InputSpec) -> np.ndarray | None:
+    """Per channel, the tensor value of each of the 256 levels of an 8-bit rendition (C x 256 float32,
+    computed with the very operations of the general path, so looking it up gives the same bits), or
+    None when mean/std do not give one value per channel."""
+    mean = np.asarray(spec.mean, dtype=np.float32)
+    std = np.asarray(spec.std, dtype=np.float32)
+    if spec.channels not in (1, 3) or mean.size not in (1, spec.channels) or std.size not in (1, spec.channels):
+        return None
+    levels = np.arange(256, dtype=np.float32) / np.float32(255.0)
+    if spec.scaling is Scaling.BYTE:
+        levels = levels * np.float32(255.0)
+    table = np.empty((spec.channels, 256), dtype=np.float32)
+    for c in range(spec.channels):
+        table[c] = (levels - mean[c % mean.size]) / std[c % std.size]
+    table.setflags(write=False)
+    return table
+
+
+def _by_table(arr: np.ndarray, spec: InputSpec, table: np.ndarray) -> np.ndarray:
+    """``arr`` (HxW grey or HxWx3 colour, uint8) through the level table: one lookup per value, instead of
+    float conversion, channel repeat, scaling and normalisation passes over the whole image."""
+    out = np.empty(spec.shape(1), dtype=np.float32)
+    index = arr.astype(np.intp)  # once, not once per channel inside np.take
+    for c in range(spec.channels):
+        plane = index if index.ndim == 2 else index[..., c]
+        target = out[0, c] if spec.layout is Layout.NCHW else out[0, ..., c]
+        np.take(table[c], plane, out=target)
+    return out
+
+
 def preprocess_array(image: np.ndarray, spec: InputSpec) -> np.ndarray:
     """An 8-bit rendition (HxW, HxWx1 or HxWx3 uint8, already at the model size) to a 1-item batch."""
     arr = np.asarray(image)
@@ -54,6 +86,11 @@ def preprocess_array(image: np.ndarray, spec: InputSpec) -> np.ndarray:
         arr = arr[..., 0]
     if arr.shape[:2] != (spec.height, spec.width):
         raise ValueError(f"rendition is {arr.shape[:2]}, the model wants {(spec.height, spec.width)}")
+    colour = arr.ndim == 3 and arr.shape[2] in (3, 4)
+    if arr.ndim == 2 or (colour and spec.channels == 3):  # no luma mixing: a table lookup per value
+        table = _level_table(spec)
+        if table is not None:
+            return _by_table(arr if arr.ndim == 2 else arr[..., :3], spec, table)
     unit = arr.astype(np.float32) / np.float32(255.0)
     if unit.ndim == 2:
         unit = unit[..., None]

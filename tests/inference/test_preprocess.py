@@ -79,6 +79,35 @@ def test_resizing_to_the_model_size() -> None:
     np.testing.assert_array_equal(preprocess(real, spec), preprocess_array(rendition, spec))
 
 
+@pytest.mark.parametrize("layout", [Layout.NCHW, Layout.NHWC])
+@pytest.mark.parametrize("scaling", [Scaling.UNIT, Scaling.BYTE])
+@pytest.mark.parametrize(("channels", "mean", "std"), [
+    (1, (0.0,), (1.0,)), (1, (0.5,), (0.25,)), (3, (0.5,), (0.25,)),
+    (3, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)), (3, (10.0, 20.0, 30.0), (2.0, 4.0, 5.0))])
+@pytest.mark.parametrize("shape", [(16, 20), (16, 20, 1), (16, 20, 3), (16, 20, 4)])
+def test_every_level_maps_to_the_per_pixel_formula_bit_for_bit(layout: Layout, scaling: Scaling, channels: int,
+                                                             mean: tuple[float, ...], std: tuple[float, ...],
+                                                             shape: tuple[int, ...]) -> None:
+    # preprocess_array looks each 8-bit level up in a table; the tensor must hold exactly the float32 values
+    # of (level / 255 [x 255] - mean) / std computed pixel by pixel, for every level 0..255
+    rng = np.random.default_rng(len(shape) * 10 + channels)
+    arr = rng.integers(0, 256, shape, dtype=np.uint8)
+    arr.reshape(-1)[:256] = np.arange(256, dtype=np.uint8)  # every level present
+    spec = InputSpec(height=16, width=20, channels=channels, layout=layout, scaling=scaling, mean=mean, std=std)
+    x = preprocess_array(arr, spec)
+    unit = arr.astype(np.float32) / np.float32(255.0)
+    unit = unit[..., None] if unit.ndim == 2 else unit
+    if channels == 1 and unit.shape[2] >= 3:
+        unit = (unit[..., :3] @ np.array([0.299, 0.587, 0.114], dtype=np.float32))[..., None]
+    unit = np.repeat(unit, 3, axis=2) if channels == 3 and unit.shape[2] == 1 else unit[..., :channels]
+    if scaling is Scaling.BYTE:
+        unit = unit * np.float32(255.0)
+    expected = (unit - np.asarray(mean, dtype=np.float32)) / np.asarray(std, dtype=np.float32)
+    expected = expected.transpose(2, 0, 1)[None] if layout is Layout.NCHW else expected[None]
+    assert x.shape == spec.shape(1) and x.dtype == np.float32 and x.flags.c_contiguous
+    np.testing.assert_array_equal(x, expected)
+
+
 def test_preprocess_array_checks_and_batches() -> None:
     spec = InputSpec(height=2, width=2)
     with pytest.raises(ValueError, match="uint8"):
