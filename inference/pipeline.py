@@ -167,6 +167,19 @@ def decode_rendition(blob: bytes, spec: InputSpec) -> np.ndarray | None:
     return arr if ok else None
 
 
+PREFETCH_BYTES = 64 << 20  # prepared tensors a batch run may hold ahead of the model (prefetch_window)
+
+
+def prefetch_window(spec: InputSpec, batch_size: int, workers: int) -> int:
+    """Chunks in flight for a batch run: as many as ``PREFETCH_BYTES`` of prepared tensors hold (at least
+    ``workers + 2``, at most 32; 13 chunks of 8 for a 224x224x3 model). While the model loads (a second
+    or more, on one core) the workers then decode the first ~100 items instead of the first 24 and
+    idling: decoding done on a core that would otherwise wait is decoding that does not compete with
+    the inference threads later."""
+    chunk_bytes = 4 * batch_size * spec.channels * spec.height * spec.width
+    return max(workers + 2, min(32, PREFETCH_BYTES // max(chunk_bytes, 1)))
+
+
 def default_workers(inference_threads: int = INFERENCE_THREADS) -> int:
     """Decoding processes beside a batch session of ``inference_threads``: the cores left, at least 1,
     at most 4 (on 2 cores: 1)."""

@@ -24,6 +24,8 @@ from inference.pipeline import (
     Pipeline,
     PipelineStats,
     Source,
+    default_workers,
+    prefetch_window,
     rendition_key,
 )
 from inference.postprocess import uncertainty
@@ -163,8 +165,9 @@ def prelabel(ctx: AppContext, project_name: str, model_ref: str, *, batch_size: 
         reported = 0
         model_bytes = ctx.store.get(stored_path)
         writer = _Writer(ctx)
-        pipe = Pipeline(sources, spec.input, tabular=spec.tabular, batch_size=batch_size, workers=workers,
-                        cache=cache, stats=stats)
+        n_workers = default_workers() if workers is None else workers
+        pipe = Pipeline(sources, spec.input, tabular=spec.tabular, batch_size=batch_size, workers=n_workers,
+                        cache=cache, stats=stats, window=prefetch_window(spec.input, batch_size, n_workers))
         try:
             with ExitStack() as stack:
                 t0 = time.perf_counter()

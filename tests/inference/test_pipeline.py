@@ -19,6 +19,7 @@ from inference.pipeline import (
     batches,
     decode_rendition,
     encode_rendition,
+    prefetch_window,
     rendition_key,
     shutdown_workers,
 )
@@ -213,3 +214,15 @@ def test_arguments_are_checked() -> None:
     with pytest.raises(ValueError, match="executor"):
         Pipeline([], SPEC, executor="gpu")
     assert list(batches([], SPEC, workers=1)) == []
+
+
+def test_prefetch_window_holds_about_64_mib_of_prepared_tensors() -> None:
+    densenet = InputSpec(height=224, width=224, channels=3)
+    assert prefetch_window(densenet, 8, 1) == 13  # 13 chunks of 8 x 3 x 224 x 224 float32 = 62.7 MB
+    assert prefetch_window(densenet, 64, 1) == 3  # one chunk is 38.5 MB: workers + 2
+    assert prefetch_window(InputSpec(height=28, width=28), 8, 2) == 32  # small inputs: at most 32 chunks
+    items = corpus(40)
+    pipe = Pipeline(items, SPEC, batch_size=2, workers=1, window=prefetch_window(densenet, 8, 1))
+    with pipe:  # entering submits the whole window: the workers decode ahead while the model loads
+        assert len(pipe._pending) == 13  # noqa: SLF001
+        assert [i for b in pipe for i in b.ids] == [i for i, _ in items]
