@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import threading
 import time
 from typing import Any
 
@@ -11,6 +13,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from db.audit_chain import chain_hash
 from medlabel.errors import DatabaseError
 
 SQLITE_BUSY_TIMEOUT_MS = 15_000
@@ -33,6 +36,12 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         # BEGIN IMMEDIATE on engines made by writer_engine(), so read-then-write use cases such as
         # claiming the next item take the write lock first instead of failing on a stale snapshot.
         event.listen(engine, "begin", _sqlite_begin)
+        event.listen(engine, "commit", _sqlite_commit)
+        event.listen(engine, "rollback", _sqlite_rollback)
+        # a connection given back, closed or invalidated mid-transaction frees the queue too
+        event.listen(engine, "reset", _release_on_reset)
+        event.listen(engine, "close", _release_on_pool_event)
+        event.listen(engine, "invalidate", _release_on_invalidate)
         return engine
     if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
         parsed = parsed.set(drivername="postgresql+psycopg")
@@ -45,9 +54,82 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         raise DatabaseError(f"cannot create a database engine for {parsed.render_as_string()}: {exc}") from None
 
 
+# SQLite write transactions of one process queue on a Python lock per database file before BEGIN
+# IMMEDIATE. SQLite's own busy handler polls with growing sleeps (up to 100 ms between tries), so under
+# many concurrent writers a waiting transaction keeps sleeping after the lock is free, and the waiters
+# that poll in between take the GIL from the one holding the lock: the tail latency of a claim was that
+# wait (docs/benchmarks.md). A thread waiting here sleeps until the holder commits and is woken at once;
+# other processes (CLI, jobs) still meet at SQLite's lock and its busy handler.
+_WRITER_LOCK_KEY = "medlabel_writer_lock"
+_writer_locks: dict[str, threading.Lock] = {}
+_writer_locks_guard = threading.Lock()
+
+
+def _writer_lock(database: str | None) -> threading.Lock | None:
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None  # a private in-memory database: nothing to share
+    key = os.path.realpath(database)
+    with _writer_locks_guard:
+        return _writer_locks.setdefault(key, threading.Lock())
+
+
 def _sqlite_begin(conn: Any) -> None:
     immediate = conn.get_execution_options().get("medlabel_begin_immediate", False)
-    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+    if not immediate:
+        conn.exec_driver_sql("BEGIN")
+        return
+    lock = _writer_lock(conn.engine.url.database)
+    if lock is not None:
+        if not lock.acquire(timeout=SQLITE_BUSY_TIMEOUT_MS / 1000):
+            raise sqlite3.OperationalError("database is locked (another thread's write did not end in time)")
+        conn.info[_WRITER_LOCK_KEY] = lock
+    try:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+    except BaseException:
+        _release(conn.info)
+        raise
+
+
+def _release(info: dict[str, Any]) -> None:
+    lock = info.pop(_WRITER_LOCK_KEY, None)
+    if lock is not None:
+        lock.release()
+
+
+def _sqlite_commit(conn: Any) -> None:
+    """COMMIT here, then free the writer queue (SQLAlchemy's own commit that follows finds no
+    transaction left and does nothing): the next writer starts only once this one's commit is done."""
+    _end_write(conn, "COMMIT")
+
+
+def _sqlite_rollback(conn: Any) -> None:
+    _end_write(conn, "ROLLBACK")
+
+
+def _end_write(conn: Any, statement: str) -> None:
+    if _WRITER_LOCK_KEY not in conn.info:
+        return
+    try:
+        driver = conn.connection.driver_connection
+        if driver.in_transaction:
+            driver.execute(statement)
+    finally:
+        _release(conn.info)
+
+
+def _release_on_pool_event(dbapi_connection: Any, connection_record: Any) -> None:
+    if connection_record is not None and _WRITER_LOCK_KEY in connection_record.info:
+        if getattr(dbapi_connection, "in_transaction", False):
+            dbapi_connection.execute("ROLLBACK")
+        _release(connection_record.info)
+
+
+def _release_on_reset(dbapi_connection: Any, connection_record: Any, reset_state: Any) -> None:
+    _release_on_pool_event(dbapi_connection, connection_record)
+
+
+def _release_on_invalidate(dbapi_connection: Any, connection_record: Any, exception: Any) -> None:
+    _release_on_pool_event(dbapi_connection, connection_record)
 
 
 def writer_engine(engine: Engine) -> Engine:
@@ -98,6 +180,8 @@ def _sqlite_pragmas(dbapi_connection: Any, connection_record: Any) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
+    # the audit chain's append computes the hash inside its INSERT (db.queries.audit.append)
+    dbapi_connection.create_function("medlabel_chain_hash", 3, chain_hash, deterministic=True)
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

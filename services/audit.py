@@ -14,7 +14,6 @@ from sqlalchemy.orm import Session
 
 from db.audit_chain import GENESIS, event_hash
 from db.base import utcnow
-from db.models import AuditEvent
 from db.queries import audit as audit_q
 from services.context import AppContext
 from services.dto import AuditEventDTO
@@ -40,8 +39,8 @@ def record(session: Session, action: AuditAction, *, actor_id: int | None, targe
     if action not in ACTIONS:
         raise ValueError(f"unknown audit action {action!r}: add it to services.audit.AuditAction")
     canonical = json.loads(json.dumps(payload, sort_keys=True, default=str))
-    audit_q.append(session, AuditEvent(at=utcnow(), actor_id=actor_id, action=action, target_type=target_type,
-                                       target_id=None if target_id is None else str(target_id), payload=canonical))
+    audit_q.append(session, at=utcnow(), actor_id=actor_id, action=action, target_type=target_type,
+                   target_id=None if target_id is None else str(target_id), payload=canonical)
 
 
 @dataclass(frozen=True)

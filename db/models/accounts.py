@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, String, event
+from sqlalchemy import ForeignKey, Index, String, Text, event
 from sqlalchemy.orm import Mapped, mapped_column
 
 from db.base import Base, CreatedAt, str_enum
@@ -121,6 +121,9 @@ class AuditEvent(Base):
     payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
     prev_hash: Mapped[str | None] = mapped_column(String(64))
     hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    chain_tail: Mapped[str | None] = mapped_column(Text)
+    """PostgreSQL: the hashed text's content part (``db.audit_chain.event_tail``) of an event not yet
+    chained; the trigger that chains it at commit clears it (migration 0011). Always NULL once committed."""
 
     def __repr__(self) -> str:
         return f"AuditEvent(id={self.id!r}, action={self.action!r}, actor_id={self.actor_id!r})"

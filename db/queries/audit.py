@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
+from functools import lru_cache
+from typing import Any
 
-from sqlalchemy import ScalarResult, String, cast, or_, select, text, update
+from sqlalchemy import Insert, Integer, ScalarResult, String, Text, bindparam, cast, func, insert, or_, select
 from sqlalchemy.orm import Session
 
-from db.audit_chain import GENESIS, event_hash
+from db.audit_chain import GENESIS, event_tail
 from db.models import AuditEvent, User
 
-CHAIN_LOCK = 7_274_209  # PostgreSQL advisory lock id: one audit append at a time, in id order
+CHAIN_LOCK = 7_274_209  # PostgreSQL advisory lock id: one event chained at a time, in id order (migration 0011)
 
 
 def recent(session: Session, limit: int) -> list[tuple[AuditEvent, str | None]]:
@@ -19,23 +21,35 @@ def recent(session: Session, limit: int) -> list[tuple[AuditEvent, str | None]]:
     return [(e, u) for e, u in session.execute(stmt)]
 
 
-def append(session: Session, event: AuditEvent) -> None:
-    """Insert ``event`` and chain it to the event before it (in the caller's transaction).
+def append(session: Session, *, at: dt.datetime, actor_id: int | None, action: str, target_type: str | None,
+           target_id: str | None, payload: Any) -> None:
+    """Append one event to the chain, in the caller's transaction, in one INSERT.
 
-    PostgreSQL: an advisory transaction lock orders appends. SQLite: the INSERT takes the database's
-    write lock, so the previous event read next is the last committed one. The hash is set by an
-    UPDATE that the append-only trigger allows only while the hash is still empty."""
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": CHAIN_LOCK})
-    session.add(event)
-    session.flush()
-    prev = session.scalar(select(AuditEvent.hash).where(AuditEvent.id < event.id).order_by(AuditEvent.id.desc())
-                          .limit(1)) or GENESIS
-    digest = event_hash(prev, event.id, event.at, event.actor_id, event.action, event.target_type, event.target_id,
-                        event.payload)
-    session.execute(update(AuditEvent).where(AuditEvent.id == event.id, AuditEvent.hash.is_(None))
-                    .values(prev_hash=prev, hash=digest).execution_options(synchronize_session=False))
-    session.expire(event, ["prev_hash", "hash"])
+    PostgreSQL: the event goes in unchained, with its ``chain_tail``; a deferred trigger chains it when
+    the transaction commits, under the chain's advisory lock (migration 0011), so the lock is held for
+    the commit only, not for the rest of the caller's transaction. SQLite: the INSERT takes the
+    database's write lock, reads the last event and computes the hash (``medlabel_chain_hash``,
+    registered on each connection by ``db.session``) in the same statement."""
+    tail = event_tail(at, actor_id, action, target_type, target_id, payload)
+    params = {"at": at, "actor_id": actor_id, "action": action, "target_type": target_type,
+              "target_id": target_id, "payload": payload, "tail": tail}
+    session.execute(_append_statement(session.get_bind().dialect.name == "postgresql"), params)
+
+
+@lru_cache(maxsize=2)
+def _append_statement(postgres: bool) -> Insert:
+    values: dict[str, Any] = {
+        "at": bindparam("at", type_=AuditEvent.at.type), "actor_id": bindparam("actor_id", type_=Integer),
+        "action": bindparam("action", type_=String), "target_type": bindparam("target_type", type_=String),
+        "target_id": bindparam("target_id", type_=String),
+        "payload": bindparam("payload", type_=AuditEvent.payload.type)}
+    if postgres:
+        return insert(AuditEvent).values(**values, chain_tail=bindparam("tail", type_=Text))
+    last = select(AuditEvent.id, AuditEvent.hash).order_by(AuditEvent.id.desc()).limit(1)
+    new_id = func.coalesce(last.with_only_columns(AuditEvent.id).scalar_subquery(), 0) + 1
+    prev = func.coalesce(last.with_only_columns(AuditEvent.hash).scalar_subquery(), GENESIS)
+    return insert(AuditEvent).values(**values, id=new_id, prev_hash=prev,
+                                     hash=func.medlabel_chain_hash(prev, new_id, bindparam("tail", type_=Text)))
 
 
 def chain(session: Session) -> ScalarResult[AuditEvent]:

@@ -114,3 +114,63 @@ def test_an_action_outside_the_vocabulary_is_refused(ctx: AppContext) -> None:
         with ctx.sessions.begin() as session:
             audit.record(session, "login.fail", actor_id=None)  # type: ignore[arg-type]  # the misspelling under test
     assert audit.recent_events(ctx) == []
+
+
+def test_the_hash_finished_from_the_tail_is_the_event_hash() -> None:
+    """An append computes the content part of the hashed text (``event_tail``) before it knows its id and
+    previous hash; ``chain_hash`` (and the PostgreSQL trigger's same expression) finish it."""
+    import datetime as dt
+
+    from db.audit_chain import GENESIS, chain_hash, event_hash, event_tail
+
+    at = dt.datetime(2026, 12, 7, 6, 40, 1, 123456, tzinfo=dt.UTC)
+    for payload in ({}, {"b": 1, "a": [1.5, None, True]}, {"note": "Zoë \u2603 \"quoted\" \\ /", "n": 1e-7},
+                    {"nested": {"z": 1, "y": {"x": "é"}}}):
+        for actor, target_type, target_id in ((None, None, None), (7, "item", "42")):
+            tail = event_tail(at, actor, "case.view", target_type, target_id, payload)
+            assert tail.isascii()
+            assert chain_hash(GENESIS, 12, tail) == event_hash(GENESIS, 12, at, actor, "case.view", target_type,
+                                                                target_id, payload)
+
+
+def test_concurrent_appends_form_one_chain_in_id_order(ctx: AppContext) -> None:
+    """Eight threads append at once, each in its own transactions (PostgreSQL chains each event when its
+    transaction commits): the chain holds, with ids 1..n in chain order."""
+    import threading
+
+    errors: list[BaseException] = []
+
+    def writer(k: int) -> None:
+        try:
+            for i in range(15):
+                with ctx.sessions.begin() as session:
+                    audit.record(session, "case.view", actor_id=None, target_type="item", target_id=k, i=i,
+                                 note="Zoë")
+                    if i % 5 == 0:
+                        audit.record(session, "image.view", actor_id=None, target_type="item", target_id=k, i=i)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors and not any(t.is_alive() for t in threads)
+    report = audit.verify(ctx)
+    assert (report.events, report.broken_at) == (8 * 18, None)
+    with ctx.reads() as session:
+        ids = [r[0] for r in session.execute(text("SELECT id FROM audit_events ORDER BY id"))]
+        assert session.scalar(text("SELECT count(*) FROM audit_events WHERE chain_tail IS NOT NULL")) == 0
+    assert ids == list(range(1, 8 * 18 + 1))
+
+
+def test_an_event_inserted_unchained_is_refused(ctx: AppContext) -> None:
+    """PostgreSQL chains an event at commit from its ``chain_tail``; a row inserted behind the application's
+    back with neither a hash nor a tail is refused, so nothing unchained is ever committed."""
+    if ctx.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite appends in one INSERT that sets the hash itself")
+    with pytest.raises(DBAPIError, match="appended by the application"), ctx.sessions.begin() as session:
+        session.execute(text("INSERT INTO audit_events (at, action, payload) VALUES (now(), 'forged', '{}')"))
+    _events(ctx, 2)
+    assert audit.verify(ctx).events == 2
