@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import logging
 from collections.abc import Sequence
@@ -48,27 +47,18 @@ def next_case(ctx: AppContext, project_id: int, user_id: int, *, now: dt.datetim
     authz.require_project(ctx, user_id, project_id, roles=authz.LABELLERS)
     now = now or utcnow()
     expires = now + dt.timedelta(minutes=ctx.settings.claim_minutes)
+    hint = _claim_hint(ctx, project_id, user_id, now)
     with ctx.sessions.begin() as session:  # the write lock (SQLite) is held for the claim only
-        project = session.get(Project, project_id)
-        if project is None:
-            raise NotFoundError(f"no project with id {project_id}")
-        claim = q.active_claim(session, project_id, user_id, now)
+        claim = None
+        if hint is not None:  # the common case on SQLite: one statement re-checks the item found outside the lock
+            claim = q.claim_hinted(session, item_id=hint, project_id=project_id, user_id=user_id, now=now,
+                                   expires_at=expires)
+            if claim is not None:
+                audit.record(session, "queue.claim", actor_id=user_id, target_type="item", target_id=hint)
         if claim is None:
-            reread = q.due_reread(session, project_id, user_id, now)
-            if reread is not None and q.labels_since_last_reread(session, project_id, user_id) >= _spacing(
-                    session, reread):
-                claim = reread
-            else:
-                claim = q.claim_next(session, project_id=project_id, user_id=user_id, now=now, expires_at=expires,
-                                     labels_per_item=project.labels_per_item,
-                                     by_score=project.queue_strategy != "random")
-                if claim is None:
-                    claim = reread
-                if claim is None:
-                    return None
-                if claim is not reread:
-                    audit.record(session, "queue.claim", actor_id=user_id, target_type="item",
-                                 target_id=claim.item_id)
+            claim = _claim(session, project_id, user_id, now, expires)
+            if claim is None:
+                return None
         claim_id, item_id, rereading = claim.id, claim.item_id, claim.kind == AnnotationKind.REREAD
     with ctx.reads() as session:  # the case itself is read after the claim committed
         project = session.get(Project, project_id)
@@ -79,13 +69,48 @@ def next_case(ctx: AppContext, project_id: int, user_id: int, *, now: dt.datetim
             note, model = "No model suggestion for this case.", None
         else:
             suggestions, note, model = _suggestions(session, project, item)
-        case = CaseDTO(assignment_id=claim_id, item_id=item.id, project=project_dto(session, project),
+        reason = "" if rereading or project.queue_strategy == "random" else _queue_reason(session, project, item)
+        return CaseDTO(assignment_id=claim_id, item_id=item.id, project=project_dto(session, project),
                        kind=item.kind, modality=item.modality, width=item.width, height=item.height,
-                       frames=item.frame_count, suggestions=suggestions, suggestions_note=note, model=model)
-        strategy = project.queue_strategy
-    if rereading or strategy == "random":
-        return case
-    return dataclasses.replace(case, reason=_queue_reason(ctx, case.item_id))
+                       frames=item.frame_count, suggestions=suggestions, suggestions_note=note, model=model,
+                       reason=reason)
+
+
+def _claim(session: Session, project_id: int, user_id: int, now: dt.datetime,
+           expires: dt.datetime) -> Assignment | None:
+    """In the claim's transaction: the reader's open claim, a due re-read, or a new claim (audited)."""
+    project = session.get(Project, project_id)
+    if project is None:
+        raise NotFoundError(f"no project with id {project_id}")
+    claim = q.active_claim(session, project_id, user_id, now)
+    if claim is not None:
+        return claim
+    reread = q.due_reread(session, project_id, user_id, now)
+    if reread is not None and q.labels_since_last_reread(session, project_id, user_id) >= _spacing(session, reread):
+        return reread
+    claim = q.claim_next(session, project_id=project_id, user_id=user_id, now=now, expires_at=expires,
+                         labels_per_item=project.labels_per_item, by_score=project.queue_strategy != "random")
+    if claim is None:
+        return reread
+    audit.record(session, "queue.claim", actor_id=user_id, target_type="item", target_id=claim.item_id)
+    return claim
+
+
+def _claim_hint(ctx: AppContext, project_id: int, user_id: int, now: dt.datetime) -> int | None:
+    """SQLite: the item a new claim would take, found in a read transaction before the write lock is
+    taken, so the write transaction only re-checks it (``q.claim_hinted``) instead of walking the
+    queue while every other writer waits. ``None`` (claim the ordinary way) when the reader holds an
+    open claim or has a due re-read, when the queue is empty, and on PostgreSQL, whose claims lock
+    rows, not the database."""
+    if ctx.engine.dialect.name != "sqlite":
+        return None
+    with ctx.reads() as session:
+        project = session.get(Project, project_id)
+        if (project is None or q.active_claim(session, project_id, user_id, now) is not None
+                or q.due_reread(session, project_id, user_id, now) is not None):
+            return None
+        return q.upcoming(session, project_id=project_id, user_id=user_id, now=now,
+                          labels_per_item=project.labels_per_item, by_score=project.queue_strategy != "random")
 
 
 def upcoming_item(ctx: AppContext, project_id: int, user_id: int, *, now: dt.datetime | None = None) -> int | None:
@@ -106,11 +131,11 @@ def _spacing(session: Session, reread: Assignment) -> int:
     return RoundSettings.from_json(rnd.settings).spacing if rnd is not None else REREAD_SPACING
 
 
-def _queue_reason(ctx: AppContext, item_id: int) -> str:
-    """Why the project's active-learning strategy chose this item."""
+def _queue_reason(session: Session, project: Project, item: Item) -> str:
+    """Why the project's active-learning strategy chose this item (read in the case's own session)."""
     from services import learning as active_learning  # imported late: active learning pulls in scikit-learn
 
-    return active_learning.queue_reason(ctx, item_id) or ""
+    return active_learning.queue_reason_in(session, project, item) or ""
 
 
 def queue_progress(ctx: AppContext, project_id: int, user_id: int) -> int:

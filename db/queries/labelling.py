@@ -11,10 +11,10 @@ import datetime as dt
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import BindParameter, Select, and_, bindparam, exists, func, or_, select, update
+from sqlalchemy import BindParameter, ScalarSelect, Select, and_, bindparam, exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from db.models import Annotation, AnnotationKind, Assignment, AssignmentStatus, DeidStatus, Item
+from db.models import Annotation, AnnotationKind, Assignment, AssignmentStatus, DeidStatus, Item, Project
 
 
 def _active(now: dt.datetime | BindParameter[Any]) -> Any:
@@ -41,7 +41,7 @@ def _active_claim_statement() -> Select[Any]:
 
 
 def _available(now: dt.datetime | BindParameter[Any], user_id: int | BindParameter[Any],
-               labels_per_item: int | BindParameter[Any]) -> list[Any]:
+               labels_per_item: int | BindParameter[Any] | ScalarSelect[Any]) -> list[Any]:
     """Conditions for an item this reader may claim for a primary read (correlated on ``Item``)."""
     mine = exists().where(
         Assignment.item_id == Item.id, Assignment.user_id == user_id, Assignment.kind == AnnotationKind.LABEL,
@@ -109,6 +109,34 @@ def claim_next(session: Session, *, project_id: int, user_id: int, now: dt.datet
         session.flush()
         return claim
     return None
+
+
+def claim_hinted(session: Session, *, item_id: int, project_id: int, user_id: int, now: dt.datetime,
+                 expires_at: dt.datetime) -> Assignment | None:
+    """Claim ``item_id``, found by a walk outside the write lock (SQLite), if it still qualifies and the
+    reader still holds no open claim in the project: one statement re-checks both, with the project's
+    reads per item as it is now. ``None``: claimed by someone else meanwhile, or the reader's state
+    changed; the caller then claims the ordinary way (``active_claim``, ``claim_next``)."""
+    found = session.scalar(_hinted_statement(), {"item_id": item_id, "project_id": project_id,
+                                                 "user_id": user_id, "now": now})
+    if found is None:
+        return None
+    claim = Assignment(item_id=item_id, user_id=user_id, kind=AnnotationKind.LABEL,
+                       status=AssignmentStatus.CLAIMED, claimed_at=now, expires_at=expires_at)
+    session.add(claim)
+    session.flush()
+    return claim
+
+
+@lru_cache(maxsize=1)
+def _hinted_statement() -> Select[Any]:
+    k = select(Project.labels_per_item).where(Project.id == bindparam("project_id")).scalar_subquery()
+    holds = (select(Assignment.id).join(Item, Item.id == Assignment.item_id)
+             .where(Item.project_id == bindparam("project_id"), Assignment.user_id == bindparam("user_id"),
+                    Assignment.kind == AnnotationKind.LABEL, _active(bindparam("now"))))
+    return select(Item.id).where(Item.id == bindparam("item_id"), Item.project_id == bindparam("project_id"),
+                                 Item.queue_open.is_(True), *_available(bindparam("now"), bindparam("user_id"), k),
+                                 ~holds.exists())
 
 
 def _open_conditions() -> list[Any]:

@@ -6,7 +6,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from db.models import Project
+from sqlalchemy.orm import Session
+
+from db.models import Item, Project
 from db.queries import active_learning as q
 from db.queries import projects as projects_q
 from medlabel.errors import ConflictError, NotFoundError
@@ -85,29 +87,35 @@ def queue_reason(ctx: AppContext, item_id: int) -> str | None:
             return None
         project = session.get(Project, item.project_id)
         assert project is not None
-        strategy = project.queue_strategy
-        if strategy == "random" or item.al_score is None:
-            return None
-        if strategy in ("kcenter", "kmeanspp"):
-            return "far from labelled cases"
-        phase = _settings(project).active_learning.phase if strategy == "adaptive" else None
-        if strategy == "typiclust" or phase == "typical":
-            return TYPICAL_REASON if item.al_score > 1.0 else "typical case"
-        row = _project_model(session, project)
-        prediction = None if row is None else q.prediction(session, item_id, row.id)
-        if row is None or prediction is None:
-            return None
-        model = _Model.of(row)
-        text = _unsure(prediction.probabilities, model.labels, model.multilabel)
-        if strategy in ("hybrid", "adaptive") and item.al_score > 1.0:
-            return f"{text}; unlike the other cases picked"
-        if strategy == "balanced":
-            counts = _settings(project).active_learning.label_counts
-            values = {label: float(prediction.probabilities.get(label, 0.0)) for label in model.labels}
-            likely = max(values, key=lambda label: values[label])
-            if counts and counts.get(likely, 0) == min(counts.values()):
-                return f"{text}; few labelled {likely} cases so far"
-        return text
+        return queue_reason_in(session, project, item)
+
+
+def queue_reason_in(session: Session, project: Project, item: Item) -> str | None:
+    """``queue_reason`` in the caller's open session, for ``item`` of ``project`` already loaded (the
+    Label page's claim reads the case and its reason in one session)."""
+    strategy = project.queue_strategy
+    if strategy == "random" or item.al_score is None:
+        return None
+    if strategy in ("kcenter", "kmeanspp"):
+        return "far from labelled cases"
+    phase = _settings(project).active_learning.phase if strategy == "adaptive" else None
+    if strategy == "typiclust" or phase == "typical":
+        return TYPICAL_REASON if item.al_score > 1.0 else "typical case"
+    row = _project_model(session, project)
+    prediction = None if row is None else q.prediction(session, item.id, row.id)
+    if row is None or prediction is None:
+        return None
+    model = _Model.of(row)
+    text = _unsure(prediction.probabilities, model.labels, model.multilabel)
+    if strategy in ("hybrid", "adaptive") and item.al_score > 1.0:
+        return f"{text}; unlike the other cases picked"
+    if strategy == "balanced":
+        counts = _settings(project).active_learning.label_counts
+        values = {label: float(prediction.probabilities.get(label, 0.0)) for label in model.labels}
+        likely = max(values, key=lambda label: values[label])
+        if counts and counts.get(likely, 0) == min(counts.values()):
+            return f"{text}; few labelled {likely} cases so far"
+    return text
 
 
 def _why(reason: str) -> str:
