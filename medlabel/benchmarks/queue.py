@@ -20,7 +20,9 @@ from __future__ import annotations
 import json
 import os
 import random
+import signal
 import statistics
+import sys
 import tempfile
 import threading
 import time
@@ -31,6 +33,17 @@ from typing import Any
 import click
 
 PG_ADMIN_URL = os.environ.get("MEDLABEL_BENCH_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+STATEMENT_TIMEOUT_S = 300
+"""PostgreSQL: no statement of the bench runs longer on the server (``--statement-timeout``), so a
+bench killed without a chance to cancel (SIGKILL) leaves nothing running for longer than that."""
+APPLICATION_NAME = "medlabel-bench-queue"
+_progress = False
+
+
+def _log(message: str) -> None:
+    """One progress line on stderr (``--progress``), with the time: where a long run is."""
+    if _progress:
+        print(f"{time.strftime('%H:%M:%S')} bench queue: {message}", file=sys.stderr, flush=True)
 DEFAULT_ITEMS = {"sqlite": 100_000, "postgresql": 1_000_000}
 DONE_FRACTIONS = (0.0, 0.5, 0.9)
 ORDERS = ("random", "score")
@@ -201,16 +214,20 @@ def measure_backend(backend: str, url: str, data_dir: Path, *, items: int, reade
     try:
         upgrade(ctx.engine)
         t0 = time.perf_counter()
+        _log(f"{backend}: building {items:,} items")
         data = build(ctx, items, readers, labels_per_item=labels_per_item, seed=seed)
         build_s = time.perf_counter() - t0
+        _log(f"{backend}: built in {build_s:.1f} s")
         for fraction in fractions:
             t0 = time.perf_counter()
             read_head(ctx, data, fraction)
+            _log(f"{backend}: read to {fraction:.0%} in {time.perf_counter() - t0:.1f} s")
             prepare_s = build_s + time.perf_counter() - t0
             build_s = 0.0
             for order in orders:
                 _set_order(ctx, data, order)
                 done = done_count(ctx, data)
+                _log(f"{backend}: {fraction:.0%} done, {order} order: {readers} readers for {seconds:g} s")
                 figures = concurrent_run(ctx, settings, data, readers=readers, seconds=seconds, think=think,
                                          seed=seed)
                 runs.append({"backend": backend, "items": items, "done_fraction": fraction,
@@ -219,6 +236,7 @@ def measure_backend(backend: str, url: str, data_dir: Path, *, items: int, reade
                              "setup_s": round(prepare_s, 1)})
                 prepare_s = 0.0
         _set_order(ctx, data, "random")
+        _log(f"{backend}: closed loop for {closed_seconds:g} s")
         closed = concurrent_run(ctx, settings, data, readers=readers, seconds=closed_seconds, think=0.0,
                                 seed=seed + 1)
         closed_loop = {"items": items, "done_fraction": fractions[-1], "order": "random", "readers": readers,
@@ -232,9 +250,21 @@ def measure_backend(backend: str, url: str, data_dir: Path, *, items: int, reade
     return runs, closed_loop
 
 
+def bench_url(url: str, statement_timeout_s: float) -> str:
+    """The bench database's URL with its sessions' settings: a ``statement_timeout`` (PostgreSQL) and
+    an ``application_name`` that says whose the sessions are in ``pg_stat_activity``."""
+    from sqlalchemy.engine import make_url
+
+    options = f"-c statement_timeout={int(statement_timeout_s * 1000)} -c application_name={APPLICATION_NAME}"
+    return make_url(url).update_query_dict({"options": options}).render_as_string(hide_password=False)
+
+
 def run(*, items: dict[str, int] | None = None, readers: int = 20, seconds: float = 20.0, think: float = 1.0,
         closed_seconds: float = 10.0, fractions: tuple[float, ...] = DONE_FRACTIONS, orders: tuple[str, ...] = ORDERS,
-        labels_per_item: int = 1, seed: int = 0, pg_admin_url: str = PG_ADMIN_URL) -> dict[str, Any]:
+        labels_per_item: int = 1, seed: int = 0, pg_admin_url: str = PG_ADMIN_URL,
+        statement_timeout_s: float = STATEMENT_TIMEOUT_S) -> dict[str, Any]:
+    """Every backend in turn. PostgreSQL: a database of its own, dropped at the end however the run
+    ends (``DROP DATABASE ... WITH (FORCE)`` ends any session still in it, readers' included)."""
     from db.admin import create_database, drop_database
 
     sizes = dict(DEFAULT_ITEMS if items is None else items)
@@ -244,8 +274,9 @@ def run(*, items: dict[str, int] | None = None, readers: int = 20, seconds: floa
             if backend == "sqlite":
                 url, cleanup = f"sqlite:///{Path(tmp) / 'bench.db'}", None
             else:
-                url = create_database(pg_admin_url, prefix="medlabel_bench")
-                cleanup = url
+                cleanup = create_database(pg_admin_url, prefix="medlabel_bench")
+                url = bench_url(cleanup, statement_timeout_s)
+                _log(f"postgresql: database {cleanup.rsplit('/', 1)[-1]}")
             try:
                 runs, closed = measure_backend(backend, url, Path(tmp) / "data", items=n, readers=readers,
                                                seconds=seconds, think=think, closed_seconds=closed_seconds,
@@ -253,11 +284,37 @@ def run(*, items: dict[str, int] | None = None, readers: int = 20, seconds: floa
                                                seed=seed)
             finally:
                 if cleanup is not None:
+                    _log("postgresql: dropping the database")
                     drop_database(pg_admin_url, cleanup)
         result["runs"] += runs
         result["max_claims_per_s"][backend] = closed["claims_per_s"]
         result["closed_loop"][backend] = closed
     return result
+
+
+class _stop_on_signals:  # noqa: N801 - used as a context manager, like contextlib's
+    """SIGTERM (``timeout``, ``kill``) raises ``KeyboardInterrupt`` in the main thread, as Ctrl-C does:
+    psycopg then cancels the statement it is waiting for on the server, and the ``finally`` clauses
+    close the engines and drop the database. A second signal during that clean-up is ignored."""
+
+    def __enter__(self) -> list[int]:
+        self.stopped: list[int] = []
+        self.previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.previous:
+                signal.signal(sig, self._handle)
+        return self.stopped
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.stopped:
+            return
+        self.stopped.append(signum)
+        raise KeyboardInterrupt
+
+    def __exit__(self, *exc: object) -> None:
+        if threading.current_thread() is threading.main_thread():
+            for sig, handler in self.previous.items():
+                signal.signal(sig, handler)
 
 
 def _sizes(text: str) -> dict[str, int]:
@@ -282,14 +339,31 @@ def _sizes(text: str) -> dict[str, int]:
 @click.option("--orders", default="random,score", show_default=True)
 @click.option("--labels-per-item", default=1, show_default=True)
 @click.option("--seed", default=0, show_default=True)
+@click.option("--statement-timeout", default=float(STATEMENT_TIMEOUT_S), show_default=True,
+              help="PostgreSQL: the longest any statement of the bench may run on the server (s).")
+@click.option("--progress", is_flag=True, help="Say on stderr what the bench is doing, with the time.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON only.")
 def command(items: str, readers: int, seconds: float, think: float, closed_seconds: float, fractions: str,
-            orders: str, labels_per_item: int, seed: int, as_json: bool) -> None:
-    """Claim latency (p50/p95 ms) with concurrent readers on a backlog that is 0/50/90% read."""
+            orders: str, labels_per_item: int, seed: int, statement_timeout: float, progress: bool,
+            as_json: bool) -> None:
+    """Claim latency (p50/p95 ms) with concurrent readers on a backlog that is 0/50/90% read.
+
+    SIGTERM or SIGINT stops it cleanly: the statement running is cancelled on the server, the engines
+    are closed and the bench's PostgreSQL database is dropped (its sessions ended) before it exits."""
+    global _progress
+    _progress = progress
     fracs = tuple(sorted(float(f) for f in fractions.split(",") if f.strip()))
-    result = run(items=_sizes(items), readers=readers, seconds=seconds, think=think, closed_seconds=closed_seconds,
-                 fractions=fracs, orders=tuple(o for o in orders.split(",") if o.strip()),
-                 labels_per_item=labels_per_item, seed=seed)
+    with _stop_on_signals() as stopped:
+        try:
+            result = run(items=_sizes(items), readers=readers, seconds=seconds, think=think,
+                         closed_seconds=closed_seconds, fractions=fracs,
+                         orders=tuple(o for o in orders.split(",") if o.strip()),
+                         labels_per_item=labels_per_item, seed=seed, statement_timeout_s=statement_timeout)
+        except KeyboardInterrupt:
+            name = signal.Signals(stopped[0]).name if stopped else "SIGINT"
+            click.echo(f"bench queue: stopped by {name}; its statements were cancelled and its database dropped",
+                       err=True)
+            raise SystemExit(128 + (stopped[0] if stopped else signal.SIGINT)) from None
     if as_json:
         click.echo(json.dumps(result))
         return

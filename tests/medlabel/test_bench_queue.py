@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -64,3 +65,58 @@ def test_command_prints_the_documented_shape() -> None:
             "double_claims"} <= set(run)
     assert (run["backend"], run["items"], run["done_fraction"], run["order"]) == ("sqlite", 200, 0.5, "random")
     assert out["max_claims_per_s"]["sqlite"] > 0
+
+
+@pytest.mark.postgres
+def test_a_terminated_bench_leaves_no_statement_in_the_server(pg_server: str, tmp_path: Path) -> None:
+    """SIGTERM while the PostgreSQL dataset is being built: within a few seconds no session of the bench
+    remains in ``pg_stat_activity`` and its database is gone (a killed bench used to leave its INSERT
+    running in the server)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from sqlalchemy import create_engine, text
+
+    env = {**os.environ, "MEDLABEL_BENCH_PG_URL": pg_server, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    proc = subprocess.Popen([sys.executable, "-m", "medlabel.cli", "bench", "queue", "--items", "postgresql=3000000",
+                             "--fractions", "0.9", "--progress", "--json"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    engine = create_engine(pg_server)
+    try:
+        database = None
+        deadline = time.monotonic() + 120
+        assert proc.stderr is not None
+        while database is None and time.monotonic() < deadline:
+            line = proc.stderr.readline()
+            assert line, f"the bench ended before building (rc {proc.poll()})"
+            if "postgresql: database " in line:
+                database = line.rsplit(" ", 1)[-1].strip()
+
+        def sessions() -> list[tuple[Any, ...]]:
+            with engine.connect() as conn:
+                return [tuple(r) for r in conn.execute(text(
+                    "SELECT pid, state, left(query, 60) FROM pg_stat_activity WHERE datname = :d"), {"d": database})]
+
+        busy_until = time.monotonic() + 60  # wait for the build's INSERT to be running in the server
+        while time.monotonic() < busy_until and not any(s[1] == "active" and "INSERT" in s[2] for s in sessions()):
+            time.sleep(0.1)
+        assert any(s[1] == "active" and "INSERT" in s[2] for s in sessions()), sessions()
+        proc.send_signal(signal.SIGTERM)
+        gone_by = time.monotonic() + 10
+        while time.monotonic() < gone_by and sessions():
+            time.sleep(0.1)
+        assert sessions() == []
+        assert proc.wait(timeout=30) == 128 + signal.SIGTERM
+        assert "stopped by SIGTERM" in proc.stderr.read()
+        with engine.connect() as conn:
+            assert conn.scalar(text("SELECT count(*) FROM pg_database WHERE datname = :d"), {"d": database}) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+        if proc.stderr is not None:
+            proc.stderr.close()
+        engine.dispose()
