@@ -24,6 +24,13 @@ def create_database(admin_url: str, prefix: str = "medlabel_t") -> str:
     return make_url(admin_url).set(database=name).render_as_string(hide_password=False)
 
 
+def with_session_options(url: str, *, statement_timeout_s: float, application_name: str) -> str:
+    """``url`` with its sessions' server settings: a ``statement_timeout`` and an ``application_name``
+    that says whose the sessions are in ``pg_stat_activity`` (PostgreSQL)."""
+    options = f"-c statement_timeout={int(statement_timeout_s * 1000)} -c application_name={application_name}"
+    return make_url(url).update_query_dict({"options": options}).render_as_string(hide_password=False)
+
+
 def drop_database(admin_url: str, url: str) -> None:
     name = make_url(url).database
     engine = create_engine(admin_url, isolation_level="AUTOCOMMIT")

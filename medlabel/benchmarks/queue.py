@@ -253,10 +253,9 @@ def measure_backend(backend: str, url: str, data_dir: Path, *, items: int, reade
 def bench_url(url: str, statement_timeout_s: float) -> str:
     """The bench database's URL with its sessions' settings: a ``statement_timeout`` (PostgreSQL) and
     an ``application_name`` that says whose the sessions are in ``pg_stat_activity``."""
-    from sqlalchemy.engine import make_url
+    from db.admin import with_session_options
 
-    options = f"-c statement_timeout={int(statement_timeout_s * 1000)} -c application_name={APPLICATION_NAME}"
-    return make_url(url).update_query_dict({"options": options}).render_as_string(hide_password=False)
+    return with_session_options(url, statement_timeout_s=statement_timeout_s, application_name=APPLICATION_NAME)
 
 
 def run(*, items: dict[str, int] | None = None, readers: int = 20, seconds: float = 20.0, think: float = 1.0,
