@@ -15,7 +15,15 @@ from agreement.percent import percent_agreement
 from agreement.ratings import MISSING, RatingTable
 from agreement.registry import REGISTRY
 from agreement.report import LEVELS, compute_report, per_label_binary, report_from_table
-from agreement.types import Estimate, Proportion
+from agreement.types import (
+    AgreementReport,
+    CategoryKappa,
+    Estimate,
+    PerLabelReport,
+    Proportion,
+    ReaderPair,
+    Statistic,
+)
 from agreement.weights import agreement_weights
 
 STATISTICS = tuple(REGISTRY)
@@ -25,9 +33,14 @@ __all__ = [
     "MISSING",
     "REGISTRY",
     "STATISTICS",
+    "AgreementReport",
+    "CategoryKappa",
     "Estimate",
+    "PerLabelReport",
     "Proportion",
     "RatingTable",
+    "ReaderPair",
+    "Statistic",
     "agreement_weights",
     "cohen_kappa",
     "compute_report",

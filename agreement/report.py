@@ -1,4 +1,5 @@
-"""The full agreement report (the dict ``medlabel agreement --json`` prints) and per-label reports.
+"""The full agreement report (an ``AgreementReport``; its ``to_json()`` is what ``medlabel agreement --json``
+prints) and per-label reports.
 
 Point estimates and analytic intervals come from ``agreement.registry``'s modules. Bootstrap
 intervals (Krippendorff's alpha always; every statistic with ``ci="bootstrap"``) resample items:
@@ -11,7 +12,6 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Iterable, Sequence
 from functools import partial
-from typing import Any
 
 import numpy as np
 
@@ -19,7 +19,7 @@ from agreement import gwet, kappa, krippendorff, percent
 from agreement.intervals import multiplicities, percentile_interval
 from agreement.ratings import RatingTable
 from agreement.registry import REGISTRY, scale_values
-from agreement.types import Estimate
+from agreement.types import AgreementReport, CategoryKappa, Estimate, ReaderPair, Statistic
 from agreement.weights import agreement_weights
 from medlabel.errors import InputError
 
@@ -33,6 +33,10 @@ SumsFn = Callable[[np.ndarray], np.ndarray]
 def _round(value: float | None) -> float | None:
     """A statistic as a plain float at full double precision (displays round; the report does not)."""
     return None if value is None else float(value)
+
+
+def _interval(interval: tuple[float, float] | None) -> tuple[float, float] | None:
+    return None if interval is None else (float(interval[0]), float(interval[1]))
 
 
 def _metrics(n_readers: int, level: str) -> list[str]:
@@ -99,7 +103,7 @@ def bootstrap_intervals(table: RatingTable, counts: np.ndarray, level: str, name
 
 def compute_report(records: Iterable[tuple[str, str, str]], *, level: str = "nominal",
                    categories: Sequence[str] | None = None, n_boot: int = 1000, seed: int = 0,
-                   ci: str = "auto") -> dict[str, Any]:
+                   ci: str = "auto") -> AgreementReport:
     """Every statistic of docs/agreement.md for long-format ``(item, reader, label)`` records.
 
     ``ci="auto"``: analytic intervals where published, bootstrap otherwise; ``"bootstrap"``: bootstrap
@@ -114,7 +118,7 @@ def compute_report(records: Iterable[tuple[str, str, str]], *, level: str = "nom
 
 
 def report_from_table(table: RatingTable, *, level: str = "nominal", n_boot: int = 1000, seed: int = 0,
-                      ci: str = "auto") -> dict[str, Any]:
+                      ci: str = "auto") -> AgreementReport:
     if table.n_items == 0:
         raise InputError(None, "no ratings")
     if level == "interval" and table.numeric_values() is None:
@@ -132,35 +136,27 @@ def report_from_table(table: RatingTable, *, level: str = "nominal", n_boot: int
     wanted = [k for k, e in estimates.items() if e.value is not None and e.ci is None]
     boot = bootstrap_intervals(table, counts, level, wanted, n_boot=n_boot, rng=np.random.default_rng(seed))
 
-    report: dict[str, Any] = {"n_items": table.n_items, "n_readers": n_readers,
-                              "n_ratings": int(counts.sum()), "level": level,
-                              "categories": list(table.categories)}
-    methods: dict[str, str | None] = {}
+    statistics = []
     for name, est in estimates.items():
-        report[name] = _round(est.value)
         interval = est.ci if est.ci is not None else boot.get(name)
-        report[f"{name}_ci"] = None if interval is None else [_round(interval[0]), _round(interval[1])]
-        if est.value is None:
-            report[f"{name}_reason"] = est.reason
-        elif interval is not None:
-            methods[name] = est.ci_method if est.ci is not None else f"bootstrap over items ({n_boot}, seed {seed})"
-    report["ci_methods"] = methods
-    report["pairwise"] = _pairwise(table)
+        method = None
+        if est.value is not None and interval is not None:
+            method = est.ci_method if est.ci is not None else f"bootstrap over items ({n_boot}, seed {seed})"
+        statistics.append(Statistic(name, _round(est.value), _interval(interval),
+                                    est.reason if est.value is None else None, method))
     per_category = kappa.fleiss_per_category(counts, table.categories) if n_readers >= 2 else {}
-    report["per_category"] = {c: _round(e.value) for c, e in per_category.items()}
     if ci == "bootstrap":
         category_ci = _per_category_bootstrap(counts, per_category, n_boot=n_boot, seed=seed)
-        report["per_category_ci_method"] = f"bootstrap over items ({n_boot}, seed {seed})"
+        category_method = f"bootstrap over items ({n_boot}, seed {seed})"
     else:
         category_ci = {c: e.ci for c, e in per_category.items()}
-        report["per_category_ci_method"] = "analytic: Gwet (2014), as Fleiss' kappa"
-    report["per_category_ci"] = {c: None if i is None else [_round(i[0]), _round(i[1])]
-                                 for c, i in category_ci.items()}
-    reasons = {c: e.reason for c, e in per_category.items() if e.value is None}
-    if reasons:
-        report["per_category_reasons"] = reasons
-    report["n_boot"], report["seed"] = n_boot, seed
-    return report
+        category_method = "analytic: Gwet (2014), as Fleiss' kappa"
+    return AgreementReport(
+        n_items=table.n_items, n_readers=n_readers, n_ratings=int(counts.sum()), level=level,
+        categories=tuple(table.categories), statistics=tuple(statistics), pairwise=_pairwise(table),
+        per_category=tuple(CategoryKappa(c, _round(e.value), _interval(category_ci[c]),
+                                         e.reason if e.value is None else None) for c, e in per_category.items()),
+        per_category_ci_method=category_method, n_boot=n_boot, seed=seed)
 
 
 def _per_category_bootstrap(counts: np.ndarray, estimates: dict[str, Estimate], *, n_boot: int,
@@ -184,21 +180,18 @@ def _per_category_bootstrap(counts: np.ndarray, estimates: dict[str, Estimate], 
     return out
 
 
-def _pairwise(table: RatingTable) -> list[dict[str, Any]]:
+def _pairwise(table: RatingTable) -> tuple[ReaderPair, ...]:
     out = []
     for a, b in itertools.combinations(range(len(table.readers)), 2):
         table_ab = kappa.confusion(table.codes[:, a], table.codes[:, b], table.q)
         est = kappa.kappa_from_table(table_ab)
-        row: dict[str, Any] = {"reader_a": table.readers[a], "reader_b": table.readers[b],
-                               "n": int(table_ab.sum()), "cohen_kappa": _round(est.value)}
-        if est.value is None:
-            row["cohen_kappa_reason"] = est.reason
-        out.append(row)
-    return out
+        out.append(ReaderPair(table.readers[a], table.readers[b], int(table_ab.sum()), _round(est.value),
+                              est.reason if est.value is None else None))
+    return tuple(out)
 
 
 def per_label_binary(records: Iterable[tuple[str, str, frozenset[str]]], labels: Sequence[str], *,
-                     n_boot: int = 1000, seed: int = 0, ci: str = "auto") -> dict[str, dict[str, Any]]:
+                     n_boot: int = 1000, seed: int = 0, ci: str = "auto") -> dict[str, AgreementReport]:
     """Multi-label ratings ``(item, reader, set of labels)``: one binary report per label, where every
     reader who rated an item counts as saying "present" or "absent" for each label."""
     rows = list(records)

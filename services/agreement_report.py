@@ -1,11 +1,19 @@
-"""Agreement statistics for a project or a verification round, from the database."""
+"""Agreement statistics for a project or a verification round, from the database.
+
+The reports are frozen dataclasses: ``agreement.AgreementReport`` (``PerLabelReport`` for multi-label
+projects), whose ``to_json()`` is what the CLI prints and the API returns; :class:`ReaderAccuracy` rows
+and :class:`RoundAgreement` rows.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
 from collections import defaultdict
+from dataclasses import dataclass, replace
 from typing import Any
 
 import agreement
+from agreement import AgreementReport, PerLabelReport
 from agreement.consensus import current_reads
 from db.models import AnnotationKind, TaskType
 from db.queries import export as export_q
@@ -42,17 +50,18 @@ def project_ratings(ctx: AppContext, project_name: str, round_id: int | None = N
     return records, facts
 
 
+
 def agreement_for_project(ctx: AppContext, project_name: str, *, round_id: int | None = None, n_boot: int = 1000,
-                          seed: int = 0, actor: authz.ActorRef) -> dict[str, Any]:
-    """The full agreement report (the same dict the CLI prints). Multi-label projects get one
-    binary report per label under ``per_label``."""
+                          seed: int = 0, actor: authz.ActorRef) -> AgreementReport | PerLabelReport:
+    """The full agreement report (its ``to_json()`` is what the CLI prints). Multi-label projects get one
+    binary report per label (``PerLabelReport``)."""
     records, facts = project_ratings(ctx, project_name, round_id, actor=actor)
     if not records:
         raise InputError(None, f"project {project_name!r} has no ratings yet")
     if facts["task_type"] == TaskType.MULTI_LABEL.value:
         multi = [(item, reader, frozenset(label.split("|")) - {""}) for item, reader, label in records]
-        return {"n_ratings": len(records), "per_label": agreement.per_label_binary(
-            multi, facts["categories"], n_boot=n_boot, seed=seed)}
+        return PerLabelReport(len(records), agreement.per_label_binary(multi, facts["categories"], n_boot=n_boot,
+                                                                       seed=seed))
     level = "ordinal" if facts["ordinal"] else "nominal"
     categories = facts["categories"] if facts["ordinal"] else None
     return agreement.compute_report(records, level=level, categories=categories, n_boot=n_boot, seed=seed)
@@ -66,8 +75,25 @@ def ratings_table(records: list[tuple[str, str, str]]) -> dict[str, dict[str, st
     return dict(table)
 
 
+@dataclass(frozen=True)
+class ReaderAccuracy:
+    """One reader on one class against the reference standard, on the ``n`` items that have a reference."""
+
+    reader: str
+    label: str  # the class, one against the rest
+    n: int
+    sensitivity: float | None
+    sensitivity_ci: tuple[float, float] | None
+    specificity: float | None
+    specificity_ci: tuple[float, float] | None
+
+
+def _ci(value: Any) -> tuple[float, float] | None:
+    return None if value is None else (float(value[0]), float(value[1]))
+
+
 def readers_vs_reference(ctx: AppContext, project_name: str, round_id: int | None = None, *,
-                         actor: authz.ActorRef) -> list[dict[str, Any]]:
+                         actor: authz.ActorRef) -> list[ReaderAccuracy]:
     """Each reader against the reference standard (adjudicated label, else unanimous consensus of at
     least two reads): sensitivity and specificity per class with Wilson 95% intervals."""
     from services.export import export_rows
@@ -85,9 +111,8 @@ def readers_vs_reference(ctx: AppContext, project_name: str, round_id: int | Non
         for cls, s in stats.items():
             if s.get("tp", 0) + s.get("fn", 0) == 0 and s.get("tn", 0) + s.get("fp", 0) == 0:
                 continue
-            rows.append({"reader": reader, "class": cls, "n": len(pairs),
-                         "sensitivity": s["sensitivity"], "sensitivity_ci": s.get("sensitivity_ci"),
-                         "specificity": s["specificity"], "specificity_ci": s.get("specificity_ci")})
+            rows.append(ReaderAccuracy(reader, cls, len(pairs), s["sensitivity"], _ci(s.get("sensitivity_ci")),
+                                       s["specificity"], _ci(s.get("specificity_ci"))))
     return rows
 
 
@@ -101,8 +126,24 @@ def reader_confusion(records: list[tuple[str, str, str]], reader_a: str, reader_
     return {a: dict(b) for a, b in out.items()}
 
 
+@dataclass(frozen=True)
+class RoundAgreement:
+    """Agreement of one inter-reader or automation-bias round: ``reason`` says why a value is missing."""
+
+    round_id: int
+    round: str
+    kind: str
+    created_at: dt.datetime | None
+    reads_done: int
+    n_items: int = 0
+    percent_agreement: float | None = None
+    fleiss_kappa: float | None = None
+    fleiss_kappa_ci: tuple[float, float] | None = None
+    reason: str | None = None
+
+
 def agreement_over_rounds(ctx: AppContext, project_name: str, *, n_boot: int = 200,
-                          seed: int = 0, actor: authz.ActorRef) -> list[dict[str, Any]]:
+                          seed: int = 0, actor: authz.ActorRef) -> list[RoundAgreement]:
     """Agreement of each inter-reader or automation-bias round, oldest first (agreement over time).
 
     Rounds with fewer than two reads on any item are listed with ``None`` values and the reason.
@@ -113,22 +154,20 @@ def agreement_over_rounds(ctx: AppContext, project_name: str, *, n_boot: int = 2
     for rnd in verification.rounds(ctx, project_name, actor=actor):
         if rnd.kind == "intra_reader":
             continue
-        row: dict[str, Any] = {"round_id": rnd.id, "round": rnd.name, "kind": rnd.kind, "created_at": rnd.created_at,
-                               "reads_done": rnd.reads_done, "n_items": 0, "percent_agreement": None,
-                               "fleiss_kappa": None, "fleiss_kappa_ci": None, "reason": None}
+        row = RoundAgreement(rnd.id, rnd.name, rnd.kind, rnd.created_at, rnd.reads_done)
         try:
             report = agreement_for_project(ctx, project_name, round_id=rnd.id, n_boot=n_boot, seed=seed, actor=actor)
         except InputError as exc:
-            row["reason"] = exc.reason
-            rows.append(row)
+            rows.append(replace(row, reason=exc.reason))
             continue
-        if "per_label" in report:
-            row["reason"] = "multi-label project: see the per-label tables"
-        else:
-            row.update(n_items=report["n_items"], percent_agreement=report.get("percent_agreement"),
-                       fleiss_kappa=report.get("fleiss_kappa"), fleiss_kappa_ci=report.get("fleiss_kappa_ci"),
-                       reason=report.get("fleiss_kappa_reason"))
-        rows.append(row)
+        if isinstance(report, PerLabelReport):
+            rows.append(replace(row, reason="multi-label project: see the per-label tables"))
+            continue
+        fleiss = report.statistic("fleiss_kappa")
+        rows.append(replace(row, n_items=report.n_items, percent_agreement=report.value("percent_agreement"),
+                            fleiss_kappa=None if fleiss is None else fleiss.value,
+                            fleiss_kappa_ci=None if fleiss is None else fleiss.ci,
+                            reason=None if fleiss is None else fleiss.reason))
     return rows
 
 
@@ -137,3 +176,8 @@ def disagreements(records: list[tuple[str, str, str]]) -> list[dict[str, Any]]:
     return [{"item_id": int(item), "reads": reads} for item, reads in sorted(ratings_table(records).items(),
                                                                            key=lambda kv: int(kv[0]))
             if len(set(reads.values())) > 1]
+
+
+__all__ = ["AgreementReport", "PerLabelReport", "ReaderAccuracy", "RoundAgreement", "agreement_for_project",
+           "agreement_over_rounds", "disagreements", "project_ratings", "reader_confusion", "readers_vs_reference",
+           "ratings_table"]

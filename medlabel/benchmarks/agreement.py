@@ -39,7 +39,8 @@ def run(items: int = 100_000, readers: int = 5, n_boot: int = 1000, seed: int = 
     start = time.perf_counter()
     report = compute_report(records, level="ordinal", n_boot=n_boot, seed=seed, ci="bootstrap")
     seconds = time.perf_counter() - start
-    assert report["krippendorff_alpha_ci"] is not None
+    alpha = report.statistic("krippendorff_alpha")
+    assert alpha is not None and alpha.ci is not None
     return {"items": items, "readers": readers, "seconds": round(seconds, 2)}
 
 

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import click
 
 from medlabel.commands import acting
+
+if TYPE_CHECKING:
+    from agreement import AgreementReport
 
 ORDER = ("percent_agreement", "cohen_kappa", "weighted_kappa_linear", "weighted_kappa_quadratic", "fleiss_kappa",
          "krippendorff_alpha", "gwet_ac1", "gwet_ac2")
@@ -34,7 +37,7 @@ def command(ratings: Path | None, level: str, categories: str | None, n_boot: in
     reader pairs and per-category kappa. Undefined values are null with a reason. With --project
     (and --round) the ratings come from the database; the project's scale decides the level.
     """
-    from agreement import compute_report, read_ratings_csv
+    from agreement import PerLabelReport, compute_report, read_ratings_csv
 
     if (ratings is None) == (project is None):
         raise click.UsageError("give a ratings CSV (RATINGS) or --project NAME, not both")
@@ -45,38 +48,42 @@ def command(ratings: Path | None, level: str, categories: str | None, n_boot: in
         with app_context() as ctx:
             report = agreement_for_project(ctx, project, round_id=round_id, n_boot=n_boot, seed=seed,
                                            actor=acting(ctx))
-        click.echo(json.dumps(report, indent=2) if as_json or "per_label" in report else render_table(report))
+        if as_json or isinstance(report, PerLabelReport):
+            click.echo(json.dumps(report.to_json(), indent=2))
+        else:
+            click.echo(render_table(report))
         return
     cats = None if categories is None else [c.strip() for c in categories.split(",") if c.strip()]
     records = read_ratings_csv(ratings, categories=cats)  # type: ignore[arg-type]
     report = compute_report(records, level=level, categories=cats, n_boot=n_boot, seed=seed)
-    click.echo(json.dumps(report, indent=2) if as_json else render_table(report))
+    click.echo(json.dumps(report.to_json(), indent=2) if as_json else render_table(report))
 
 
 def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
-def render_table(report: dict[str, Any]) -> str:
+def render_table(report: AgreementReport) -> str:
     """The report as aligned plain text."""
-    lines = [f"{report['n_items']} items, {report['n_readers']} readers, {report['n_ratings']} ratings; "
-             f"level {report['level']}; categories {', '.join(report['categories'])}", ""]
+    lines = [f"{report.n_items} items, {report.n_readers} readers, {report.n_ratings} ratings; "
+             f"level {report.level}; categories {', '.join(report.categories)}", ""]
     lines.append(f"{'statistic':<26}{'value':>8}  {'95% interval':<18}note")
     for name in ORDER:
-        if name not in report:
+        stat = report.statistic(name)
+        if stat is None:
             continue
-        ci = report.get(f"{name}_ci")
-        interval = "" if ci is None else f"[{_fmt(ci[0])}, {_fmt(ci[1])}]"
-        note = report.get(f"{name}_reason") or report["ci_methods"].get(name, "")
-        lines.append(f"{name:<26}{_fmt(report[name]):>8}  {interval:<18}{note}")
-    if report["pairwise"]:
+        interval = "" if stat.ci is None else f"[{_fmt(stat.ci[0])}, {_fmt(stat.ci[1])}]"
+        note = stat.reason or stat.ci_method or ""
+        lines.append(f"{name:<26}{_fmt(stat.value):>8}  {interval:<18}{note}")
+    if report.pairwise:
         lines += ["", f"{'reader pair':<40}{'n':>6}{'kappa':>8}"]
-        for row in report["pairwise"]:
-            pair = f"{row['reader_a']} / {row['reader_b']}"
-            lines.append(f"{pair:<40}{row['n']:>6}{_fmt(row['cohen_kappa']):>8}")
-    if report["per_category"]:
+        for row in report.pairwise:
+            pair = f"{row.reader_a} / {row.reader_b}"
+            lines.append(f"{pair:<40}{row.n:>6}{_fmt(row.cohen_kappa):>8}")
+    if report.per_category:
         lines += ["", f"{'category (Fleiss kappa vs rest)':<40}{'kappa':>8}  95% CI"]
-        for cat, value in report["per_category"].items():
-            ci = (report.get("per_category_ci") or {}).get(cat)
-            lines.append(f"{cat:<40}{_fmt(value):>8}  {f'[{_fmt(ci[0])}, {_fmt(ci[1])}]' if ci else ''}".rstrip())
+        for cat in report.per_category:
+            ci = cat.ci
+            lines.append(f"{cat.category:<40}{_fmt(cat.kappa):>8}  "
+                         f"{f'[{_fmt(ci[0])}, {_fmt(ci[1])}]' if ci else ''}".rstrip())
     return "\n".join(lines)

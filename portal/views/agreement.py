@@ -12,6 +12,9 @@ from portal.resources import app_context
 from portal.timefmt import when
 from services import verification
 from services.agreement_report import (
+    AgreementReport,
+    PerLabelReport,
+    RoundAgreement,
     agreement_for_project,
     agreement_over_rounds,
     disagreements,
@@ -35,20 +38,20 @@ round_id = None if scope == "All reads" else int(scope.split(":")[0].split()[1])
 
 
 @st.cache_data(ttl=60, show_spinner="Computing agreement (1000 bootstrap resamples)...")
-def _report(database: str, project: str, round_id: int | None) -> dict:
+def _report(database: str, project: str, round_id: int | None) -> AgreementReport | PerLabelReport:
     return agreement_for_project(ctx, project, round_id=round_id, actor=user)
 
 
-def _metric_rows(report: dict) -> list[dict]:
+def _metric_rows(report: AgreementReport) -> list[dict]:
     rows = []
     for key, title in METRICS:
-        if key not in report:
+        stat = report.statistic(key)
+        if stat is None:
             continue
-        ci = report.get(f"{key}_ci")
-        value = report[key]
-        rows.append({"Statistic": title, "Value": None if value is None else round(value, 3),
+        ci = stat.ci
+        rows.append({"Statistic": title, "Value": None if stat.value is None else round(stat.value, 3),
                      "95% CI": f"{ci[0]:.3f} – {ci[1]:.3f}" if ci else "",
-                     "Note": report.get(f"{key}_reason") or ""})
+                     "Note": stat.reason or ""})
     return rows
 
 
@@ -58,10 +61,10 @@ except MedlabelError as exc:
     st.info(str(exc))
     st.stop()
 
-if "per_label" in report:
+if isinstance(report, PerLabelReport):
     st.caption("Multi-label project: binary agreement per label (present / absent).")
     rows = []
-    for label, sub in report["per_label"].items():
+    for label, sub in report.per_label.items():
         for row in _metric_rows(sub):
             rows.append({"Label": label, **row})
     table = pd.DataFrame(rows)
@@ -69,7 +72,7 @@ if "per_label" in report:
     st.download_button("Download CSV", csv_text(table), "agreement-per-label.csv")
     st.stop()
 
-st.write(f"{report['n_items']} items · {report['n_readers']} readers")
+st.write(f"{report.n_items} items · {report.n_readers} readers")
 table = pd.DataFrame(_metric_rows(report))
 st.dataframe(table, hide_index=True, width="stretch")
 st.download_button("Download CSV", csv_text(table), "agreement.csv", key="dl_metrics")
@@ -77,21 +80,20 @@ st.download_button("Download CSV", csv_text(table), "agreement.csv", key="dl_met
 left, right = st.columns(2)
 with left:
     st.subheader("Per category (Fleiss)")
-    category_ci = report.get("per_category_ci") or {}
-    per_cat = pd.DataFrame([{"Category": c, "kappa": None if v is None else round(v, 3),
-                             "95% CI": f"{category_ci[c][0]:.3f} – {category_ci[c][1]:.3f}" if category_ci.get(c)
-                             else "",
-                             "Note": (report.get("per_category_reasons") or {}).get(c, "")}
-                            for c, v in report.get("per_category", {}).items()])
+    per_cat = pd.DataFrame([{"Category": c.category, "kappa": None if c.kappa is None else round(c.kappa, 3),
+                             "95% CI": f"{c.ci[0]:.3f} – {c.ci[1]:.3f}" if c.ci else "",
+                             "Note": c.reason or ""}
+                            for c in report.per_category])
     st.dataframe(per_cat, hide_index=True)
-    if category_ci:
-        st.caption(f"Each category against the rest; 95% CI {report.get('per_category_ci_method', '')}.")
+    if report.per_category:
+        st.caption(f"Each category against the rest; 95% CI {report.per_category_ci_method}.")
     if not per_cat.empty:
         st.download_button("Download CSV", csv_text(per_cat), "agreement-per-category.csv",
                            key="dl_per_category")
 with right:
     st.subheader("Reader pairs (Cohen's kappa)")
-    pairs = pd.DataFrame(report.get("pairwise", []))
+    pairs = pd.DataFrame([{"reader_a": p.reader_a, "reader_b": p.reader_b, "n": p.n, "cohen_kappa": p.cohen_kappa}
+                          for p in report.pairwise])
     if not pairs.empty:
         both = pd.concat([pairs, pairs.rename(columns={"reader_a": "reader_b", "reader_b": "reader_a"})])
         heat = alt.Chart(both).mark_rect().encode(
@@ -109,12 +111,12 @@ st.caption("Reference: the adjudicated label, else a unanimous consensus of at l
            "Sensitivity and specificity per class with Wilson 95% intervals.")
 reference_rows = readers_vs_reference(ctx, project, round_id, actor=user)
 if reference_rows:
-    def _with_ci(value: float | None, ci: list[float] | None) -> str:
+    def _with_ci(value: float | None, ci: tuple[float, float] | None) -> str:
         return "—" if value is None else f"{value:.2f}" + (f" ({ci[0]:.2f}–{ci[1]:.2f})" if ci else "")
 
-    frame = pd.DataFrame([{"Reader": r["reader"], "Class": r["class"], "Items": r["n"],
-                           "Sensitivity": _with_ci(r["sensitivity"], r["sensitivity_ci"]),
-                           "Specificity": _with_ci(r["specificity"], r["specificity_ci"])} for r in reference_rows])
+    frame = pd.DataFrame([{"Reader": r.reader, "Class": r.label, "Items": r.n,
+                           "Sensitivity": _with_ci(r.sensitivity, r.sensitivity_ci),
+                           "Specificity": _with_ci(r.specificity, r.specificity_ci)} for r in reference_rows])
     st.dataframe(frame, hide_index=True, width="stretch")
     st.download_button("Download CSV", csv_text(frame), "readers-vs-reference.csv", key="dl_reference")
 else:
@@ -145,7 +147,7 @@ st.subheader("Agreement over time (per round)")
 
 
 @st.cache_data(ttl=60, show_spinner="Computing agreement per round...")
-def _over_rounds(database: str, project: str) -> list[dict]:
+def _over_rounds(database: str, project: str) -> list[RoundAgreement]:
     return agreement_over_rounds(ctx, project, actor=user)
 
 
@@ -153,11 +155,11 @@ over = _over_rounds(ctx.settings.database_url, project)
 if not over:
     st.caption("No verification rounds yet.")
 else:
-    frame = pd.DataFrame([{"Round": f"{r['round_id']}: {r['round']}", "Created": when(r["created_at"]),
-                           "Kind": r["kind"], "Items": r["n_items"], "Percent agreement": r["percent_agreement"],
-                           "Fleiss' kappa": r["fleiss_kappa"],
-                           "CI low": (r["fleiss_kappa_ci"] or [None, None])[0],
-                           "CI high": (r["fleiss_kappa_ci"] or [None, None])[1], "Note": r["reason"] or ""}
+    frame = pd.DataFrame([{"Round": f"{r.round_id}: {r.round}", "Created": when(r.created_at),
+                           "Kind": r.kind, "Items": r.n_items, "Percent agreement": r.percent_agreement,
+                           "Fleiss' kappa": r.fleiss_kappa,
+                           "CI low": (r.fleiss_kappa_ci or (None, None))[0],
+                           "CI high": (r.fleiss_kappa_ci or (None, None))[1], "Note": r.reason or ""}
                           for r in over])
     # plain field names: Vega-Lite drops a layered chart whose field name has a quote (0 px, nothing drawn)
     points = pd.DataFrame({"round": frame["Round"], "created": frame["Created"], "items": frame["Items"],

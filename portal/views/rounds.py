@@ -83,17 +83,16 @@ def _pct(value: float | None) -> str:
     return "—" if value is None else f"{value:.0%}"
 
 
-def _arm_rows(report: dict) -> list[dict]:
+def _arm_rows(report: verification.AutomationBiasReport) -> list[dict]:
     rows = []
-    for arm, data in report["arms"].items():
-        for against in ("model", "reference"):
-            stats = data[against]
-            ci = stats.get("percent_ci")
-            rows.append({"Arm": arm, "Against": against, "Reads": stats["n"],
-                         "Agreement": _pct(stats["percent"]),
+    for arm, data in report.arms.items():
+        for against, stats in (("model", data.model), ("reference", data.reference)):
+            ci = stats.percent_ci
+            rows.append({"Arm": arm, "Against": against, "Reads": stats.n,
+                         "Agreement": _pct(stats.percent),
                          "95% CI": f"{ci[0]:.0%} – {ci[1]:.0%}" if ci else "",
-                         "Cohen's kappa": None if stats["kappa"] is None else round(stats["kappa"], 3),
-                         "Note": stats.get("reason") or ""})
+                         "Cohen's kappa": None if stats.kappa is None else round(stats.kappa, 3),
+                         "Note": stats.reason or ""})
     return rows
 
 
@@ -109,13 +108,14 @@ for rnd in reversed(verification.rounds(ctx, project, actor=user)):
                 st.caption(f"Re-reads are served from {when(rnd.washout_until)}.")
             report = verification.intra_reader_report(ctx, rnd.id, actor=user)
             cols = st.columns(3)
-            cols[0].metric("Pairs", report["n_pairs"])
-            cols[1].metric("Agreement with own first read", _pct(report["percent_agreement"]))
-            ci = report.get("kappa_ci")
-            cols[2].metric("Cohen's kappa", "—" if report["kappa"] is None else f"{report['kappa']:.3f}",
-                           help=f"95% CI {ci[0]:.3f} – {ci[1]:.3f}" if ci else report.get("reason"))
-            if report["pairs"]:
-                pairs = pd.DataFrame(report["pairs"])
+            cols[0].metric("Pairs", report.n_pairs)
+            cols[1].metric("Agreement with own first read", _pct(report.percent_agreement))
+            ci = report.kappa_ci
+            cols[2].metric("Cohen's kappa", "—" if report.kappa is None else f"{report.kappa:.3f}",
+                           help=f"95% CI {ci[0]:.3f} – {ci[1]:.3f}" if ci else report.reason)
+            if report.pairs:
+                pairs = pd.DataFrame([{"item_id": p.item_id, "first": p.first, "reread": p.reread, "agree": p.agree}
+                                      for p in report.pairs])
                 st.dataframe(pairs, hide_index=True, width="stretch")
                 st.download_button("Download CSV", csv_text(pairs), f"round-{rnd.id}-rereads.csv",
                                    key=f"dl_rr_{rnd.id}")
@@ -127,12 +127,12 @@ for rnd in reversed(verification.rounds(ctx, project, actor=user)):
         st.dataframe([{"Reader": r, "Done": d, "Assigned": t, **({"Arm": dict(rnd.arms).get(r)} if rnd.arms else {})}
                       for r, d, t in rnd.per_reader], hide_index=True)
         if rnd.kind == "automation_bias":
-            report = verification.automation_bias_report(ctx, rnd.id, actor=user)
+            ab = verification.automation_bias_report(ctx, rnd.id, actor=user)
             st.caption("Does seeing the model's suggestion sway readers? Each arm's agreement with the model's top "
                        "label and with the reference (adjudicated, else the primary consensus or single read).")
-            frame = pd.DataFrame(_arm_rows(report))
+            frame = pd.DataFrame(_arm_rows(ab))
             st.dataframe(frame, hide_index=True, width="stretch")
-            diff = report["model_agreement_difference"]
+            diff = ab.model_agreement_difference
             if diff is not None:
                 st.write(f"Readers who saw suggestions agreed with the model {diff:+.0%} more often than blinded "
                          "readers.")

@@ -1,9 +1,11 @@
 """Reports of the reader-study rounds: intra-reader agreement (first read vs re-read) and automation
-bias (agreement with the model in the arm that saw its suggestions vs the blinded arm)."""
+bias (agreement with the model in the arm that saw its suggestions vs the blinded arm), as frozen
+dataclasses (:class:`IntraReaderReport`, :class:`AutomationBiasReport`)."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 import agreement
 from agreement.consensus import current_reads, final_label
@@ -23,7 +25,41 @@ from services.context import AppContext
 from services.verification.rounds import ARMS
 
 
-def intra_reader_report(ctx: AppContext, round_id: int, *, actor: authz.ActorRef) -> dict[str, Any]:
+@dataclass(frozen=True)
+class RereadPair:
+    """One item's first read and the reader's re-read of it (labels joined by ``|``)."""
+
+    item_id: int
+    first: str
+    reread: str
+
+    @property
+    def agree(self) -> bool:
+        return self.first == self.reread
+
+
+@dataclass(frozen=True)
+class IntraReaderReport:
+    """A reader against themself. The statistics are None (with ``reason``) until two re-reads are done;
+    the quadratic weighted kappa only for ordinal projects."""
+
+    round_id: int
+    reader: str
+    pairs: tuple[RereadPair, ...]
+    kappa: float | None = None
+    kappa_ci: tuple[float, float] | None = None
+    kappa_ci_method: str | None = None
+    percent_agreement: float | None = None
+    reason: str | None = None
+    weighted_kappa_quadratic: float | None = None
+    weighted_kappa_quadratic_ci: tuple[float, float] | None = None
+
+    @property
+    def n_pairs(self) -> int:
+        return len(self.pairs)
+
+
+def intra_reader_report(ctx: AppContext, round_id: int, *, actor: authz.ActorRef) -> IntraReaderReport:
     """A reader against themself: each re-read against the reader's first read of the same item.
 
     Cohen's kappa with its interval, percent agreement, and the pairs (items whose first read was
@@ -42,25 +78,53 @@ def intra_reader_report(ctx: AppContext, round_id: int, *, actor: authz.ActorRef
                           if u == reader and a.kind == AnnotationKind.LABEL)
     again = current_reads((a.item_id, u, a.kind.value, a.labels, a.retracted, a.boxes) for a, u in rows
                           if u == reader and a.kind == AnnotationKind.REREAD and a.round_id == round_id)
-    pairs = [(item, "|".join(first[item][0].labels), "|".join(again[item][0].labels))
-             for item in sorted(again) if first.get(item) and again.get(item)]
-    report: dict[str, Any] = {"round_id": round_id, "reader": reader, "n_pairs": len(pairs),
-                              "pairs": [{"item_id": i, "first": a, "reread": b, "agree": a == b} for i, a, b in pairs]}
+    pairs = tuple(RereadPair(item, "|".join(first[item][0].labels), "|".join(again[item][0].labels))
+                  for item in sorted(again) if first.get(item) and again.get(item))
     if len(pairs) < 2:
-        report.update(kappa=None, kappa_ci=None, kappa_ci_method=None, percent_agreement=None,
-                      reason="fewer than two re-reads are complete")
-        return report
-    firsts, rereads = [a for _, a, _ in pairs], [b for _, _, b in pairs]
+        return IntraReaderReport(round_id, reader, pairs, reason="fewer than two re-reads are complete")
+    firsts, rereads = [p.first for p in pairs], [p.reread for p in pairs]
     kappa = agreement.cohen_kappa(firsts, rereads)
-    report.update(kappa=kappa.value, kappa_ci=kappa.ci, kappa_ci_method=kappa.ci_method, reason=kappa.reason,
-                  percent_agreement=sum(a == b for a, b in zip(firsts, rereads, strict=True)) / len(pairs))
-    if project.ordinal:
-        weighted = agreement.cohen_kappa(firsts, rereads, weights="quadratic", categories=categories)
-        report.update(weighted_kappa_quadratic=weighted.value, weighted_kappa_quadratic_ci=weighted.ci)
-    return report
+    weighted = agreement.cohen_kappa(firsts, rereads, weights="quadratic", categories=categories) \
+        if project.ordinal else None
+    return IntraReaderReport(round_id, reader, pairs, kappa=kappa.value, kappa_ci=kappa.ci,
+                             kappa_ci_method=kappa.ci_method, reason=kappa.reason,
+                             percent_agreement=sum(p.agree for p in pairs) / len(pairs),
+                             weighted_kappa_quadratic=None if weighted is None else weighted.value,
+                             weighted_kappa_quadratic_ci=None if weighted is None else weighted.ci)
 
 
-def automation_bias_report(ctx: AppContext, round_id: int, *, actor: authz.ActorRef) -> dict[str, Any]:
+@dataclass(frozen=True)
+class PairAgreement:
+    """Reads against a reference labelling: percent agreement (Wilson interval) and Cohen's kappa."""
+
+    n: int
+    percent: float | None
+    percent_ci: tuple[float, float] | None
+    kappa: float | None
+    reason: str | None
+
+
+@dataclass(frozen=True)
+class ArmAgreement:
+    """One arm of an automation-bias round: its readers, their reads, and their agreement with the model's
+    suggestion and with the reference standard."""
+
+    readers: tuple[str, ...]
+    reads: int
+    model: PairAgreement
+    reference: PairAgreement
+
+
+@dataclass(frozen=True)
+class AutomationBiasReport:
+    round_id: int
+    arms: Mapping[str, ArmAgreement]  # keyed by ``ARMS``, the arm that saw suggestions first
+    reference: str  # what the reference standard is
+    model_items: int  # items with a model suggestion
+    model_agreement_difference: float | None  # with suggestions minus blinded, agreement with the model
+
+
+def automation_bias_report(ctx: AppContext, round_id: int, *, actor: authz.ActorRef) -> AutomationBiasReport:
     """Each arm's agreement with the model's suggestion and with the reference standard.
 
     Reference: the item's adjudicated label if any round adjudicated it, else the final label of the
@@ -97,26 +161,23 @@ def automation_bias_report(ctx: AppContext, round_id: int, *, actor: authz.Actor
         final = final_label(rs)
         if final.labels is not None and final.provenance in ("adjudicated", "consensus", "single read"):
             reference[item] = ("|".join(final.labels), final.provenance)
-    out: dict[str, Any] = {"round_id": round_id, "arms": {}, "reference": "adjudicated, else primary consensus or "
-                           "single read", "model_items": len(model_top)}
+    by_arm: dict[str, ArmAgreement] = {}
     for arm in ARMS:
-        members = sorted(r for r, a in arms.items() if a == arm)
+        members = tuple(sorted(r for r, a in arms.items() if a == arm))
         mine = [(item, "|".join(r.labels)) for item, rs in reads.items() for r in rs if r.reader in members]
         vs_model = [(label, model_top[item]) for item, label in mine if item in model_top]
         vs_ref = [(label, reference[item][0]) for item, label in mine if item in reference]
-        out["arms"][arm] = {"readers": members, "reads": len(mine),
-                            "model": _agreement_pair(vs_model), "reference": _agreement_pair(vs_ref)}
-    with_s, blind = out["arms"][ARMS[0]]["model"]["percent"], out["arms"][ARMS[1]]["model"]["percent"]
-    out["model_agreement_difference"] = (with_s - blind) if with_s is not None and blind is not None else None
-    return out
+        by_arm[arm] = ArmAgreement(members, len(mine), _agreement_pair(vs_model), _agreement_pair(vs_ref))
+    with_s, blind = by_arm[ARMS[0]].model.percent, by_arm[ARMS[1]].model.percent
+    return AutomationBiasReport(round_id, by_arm, "adjudicated, else primary consensus or single read",
+                                len(model_top), (with_s - blind) if with_s is not None and blind is not None else None)
 
 
-def _agreement_pair(pairs: list[tuple[str, str]]) -> dict[str, Any]:
+def _agreement_pair(pairs: list[tuple[str, str]]) -> PairAgreement:
     """Percent agreement (Wilson interval) and Cohen's kappa of reads against a reference labelling."""
     if not pairs:
-        return {"n": 0, "percent": None, "percent_ci": None, "kappa": None, "reason": "no reads to compare"}
+        return PairAgreement(0, None, None, None, "no reads to compare")
     hits = sum(a == b for a, b in pairs)
     kappa = agreement.cohen_kappa([a for a, _ in pairs], [b for _, b in pairs])
-    return {"n": len(pairs), "percent": hits / len(pairs),
-            "percent_ci": agreement.wilson_interval(hits, len(pairs)),
-            "kappa": kappa.value, "reason": kappa.reason}
+    return PairAgreement(len(pairs), hits / len(pairs), agreement.wilson_interval(hits, len(pairs)), kappa.value,
+                         kappa.reason)

@@ -13,7 +13,7 @@ from tests.agreement import data
 
 def test_per_category_intervals_are_fleiss_analytic_intervals() -> None:
     records = data.from_rows(data.FLEISS_1971)
-    report = agreement.compute_report(records, n_boot=0)
+    report = agreement.compute_report(records, n_boot=0).to_json()
     counts = RatingTable.from_records(records).counts()
     assert list(report["per_category_ci"]) == list(report["per_category"])
     for k, (category, value) in enumerate(report["per_category"].items()):
@@ -26,17 +26,17 @@ def test_per_category_intervals_are_fleiss_analytic_intervals() -> None:
 
 def test_per_category_bootstrap_intervals_when_asked() -> None:
     records = data.from_rows(data.FLEISS_1971)
-    report = agreement.compute_report(records, n_boot=400, seed=3, ci="bootstrap")
+    report = agreement.compute_report(records, n_boot=400, seed=3, ci="bootstrap").to_json()
     assert report["per_category_ci_method"] == "bootstrap over items (400, seed 3)"
     for category, value in report["per_category"].items():
         lo, hi = report["per_category_ci"][category]
         assert lo <= value <= hi and hi - lo > 0.05
-    again = agreement.compute_report(records, n_boot=400, seed=3, ci="bootstrap")
+    again = agreement.compute_report(records, n_boot=400, seed=3, ci="bootstrap").to_json()
     assert again["per_category_ci"] == report["per_category_ci"]  # seeded
 
 
 def test_undefined_category_has_no_interval() -> None:
     records = [("i1", "a", "x"), ("i1", "b", "x"), ("i2", "a", "x"), ("i2", "b", "x")]
-    report = agreement.compute_report(records, categories=["x", "y"], n_boot=0)
+    report = agreement.compute_report(records, categories=["x", "y"], n_boot=0).to_json()
     assert report["per_category"]["y"] is None and report["per_category_ci"]["y"] is None
     assert np.isfinite(report["n_items"])

@@ -14,7 +14,7 @@ def r3(x: float) -> float:
 
 
 def test_fleiss_1971_psychiatric_diagnoses() -> None:
-    report = agreement.compute_report(data.from_rows(data.FLEISS_1971), n_boot=0)
+    report = agreement.compute_report(data.from_rows(data.FLEISS_1971), n_boot=0).to_json()
     assert report["n_items"] == 30 and report["n_readers"] == 6
     assert r3(report["fleiss_kappa"]) == 0.430  # Fleiss (1971): kappa = .430
     # Fleiss (1971), per-category kappa_j: .245 .245 .520 .471 .566
@@ -32,21 +32,21 @@ def test_fleiss_wikipedia_worked_example() -> None:
             for _ in range(count):
                 records.append((f"i{i}", f"r{reader}", f"c{k}"))
                 reader += 1
-    report = agreement.compute_report(records, n_boot=0)
+    report = agreement.compute_report(records, n_boot=0).to_json()
     assert r3(report["percent_agreement"]) == 0.378
     assert r3(report["fleiss_kappa"]) == 0.210
 
 
 @pytest.mark.parametrize(("level", "published"), [("nominal", 0.743), ("ordinal", 0.815), ("interval", 0.849)])
 def test_krippendorff_2011_example(level: str, published: float) -> None:
-    report = agreement.compute_report(data.from_wide(data.KRIPPENDORFF_2011), level=level, n_boot=0)
+    report = agreement.compute_report(data.from_wide(data.KRIPPENDORFF_2011), level=level, n_boot=0).to_json()
     assert r3(report["krippendorff_alpha"]) == published
 
 
 def test_irrcac_raw4raters_unweighted() -> None:
     # irrCAC documentation, cac.raw4raters: pa 0.81818; Fleiss 0.76117 se 0.15302 CI (0.42438, 1);
     # AC1 0.77544 se 0.14295 CI (0.46081, 1).
-    report = agreement.compute_report(data.from_wide(data.KRIPPENDORFF_2011), n_boot=0)
+    report = agreement.compute_report(data.from_wide(data.KRIPPENDORFF_2011), n_boot=0).to_json()
     assert round(report["percent_agreement"], 5) == 0.81818
     assert round(report["fleiss_kappa"], 5) == 0.76117
     assert [round(x, 5) for x in report["fleiss_kappa_ci"]] == [0.42438, 1.0]
@@ -71,7 +71,7 @@ def test_irrcac_raw4raters_weighted(kind: str, ac2: float, se: float, lo: float,
     est = agreement.fleiss_kappa(counts, w)
     assert (r3(est.value), r3(est.se), r3(est.ci[0]), est.ci[1]) == (fleiss, fleiss_se, fleiss_lo, 1.0)
     if kind == "quadratic":
-        report = agreement.compute_report(data.from_wide(data.KRIPPENDORFF_2011), level="ordinal", n_boot=0)
+        report = agreement.compute_report(data.from_wide(data.KRIPPENDORFF_2011), level="ordinal", n_boot=0).to_json()
         assert r3(report["gwet_ac2"]) == ac2 and r3(report["gwet_ac2_ci"][0]) == lo
 
 
@@ -83,7 +83,7 @@ def test_irrcac_raw4raters_weighted(kind: str, ac2: float, se: float, lo: float,
 ])
 def test_irrcac_datasets(wide: dict, ac1: float, ac1_ci: tuple, fleiss: float, fleiss_ci: tuple,
                          alpha: float) -> None:
-    report = agreement.compute_report(data.from_wide(wide), n_boot=0)
+    report = agreement.compute_report(data.from_wide(wide), n_boot=0).to_json()
     assert r3(report["gwet_ac1"]) == ac1 and tuple(r3(x) for x in report["gwet_ac1_ci"]) == ac1_ci
     assert r3(report["fleiss_kappa"]) == fleiss
     assert tuple(r3(x) for x in report["fleiss_kappa_ci"]) == fleiss_ci
@@ -102,7 +102,7 @@ def test_irrcac_datasets(wide: dict, ac1: float, ac1_ci: tuple, fleiss: float, f
 def test_cohen_and_weighted_kappa_gwet_handbook(dataset: tuple, expected: dict) -> None:
     categories, table = dataset
     report = agreement.compute_report(data.from_table(categories, table), level="ordinal",
-                                      categories=categories, n_boot=0)
+                                      categories=categories, n_boot=0).to_json()
     for name, (value, lo, hi) in expected.items():
         assert (r3(report[name]), r3(report[f"{name}_ci"][0]), r3(report[f"{name}_ci"][1])) == (value, lo, hi)
 
@@ -120,6 +120,6 @@ def test_cohen_kappa_textbook_two_by_two() -> None:
     b = ["yes"] * 20 + ["no"] * 5 + ["yes"] * 10 + ["no"] * 15
     assert agreement.cohen_kappa(a, b).value == pytest.approx(0.4)
     records = [(str(i), "A", x) for i, x in enumerate(a)] + [(str(i), "B", y) for i, y in enumerate(b)]
-    report = agreement.compute_report(records, n_boot=0)
+    report = agreement.compute_report(records, n_boot=0).to_json()
     assert report["cohen_kappa"] == pytest.approx(0.4)
     assert report["percent_agreement"] == pytest.approx(0.7)

@@ -98,7 +98,7 @@ def test_two_readers_match_scikit_learn_and_statsmodels(seed: int) -> None:
     both = (codes != MISSING).all(axis=1)
     a, b = codes[both, 0], codes[both, 1]
     conf = kappa.confusion(codes[:, 0], codes[:, 1], 5)
-    report = agreement.report_from_table(table, level="ordinal", n_boot=0)
+    report = agreement.report_from_table(table, level="ordinal", n_boot=0).to_json()
     for name, weights, wt in (("cohen_kappa", None, None), ("weighted_kappa_linear", "linear", "linear"),
                               ("weighted_kappa_quadratic", "quadratic", "quadratic")):
         expected = cohen_kappa_score(a, b, labels=range(5), weights=weights)
@@ -138,25 +138,25 @@ def test_bootstrap_sums_equal_recomputation_on_resampled_items(level: str) -> No
 
 def test_report_interval_methods_and_determinism() -> None:
     records = data.from_wide(data.KRIPPENDORFF_2011)
-    one = agreement.compute_report(records, level="interval", n_boot=500, seed=1)
-    assert one == agreement.compute_report(list(reversed(records)), level="interval", n_boot=500, seed=1)
+    one = agreement.compute_report(records, level="interval", n_boot=500, seed=1).to_json()
+    assert one == agreement.compute_report(list(reversed(records)), level="interval", n_boot=500, seed=1).to_json()
     assert one["ci_methods"]["krippendorff_alpha"].startswith("bootstrap")
     assert one["ci_methods"]["fleiss_kappa"].startswith("analytic")
     lo, hi = one["krippendorff_alpha_ci"]
     assert lo < one["krippendorff_alpha"] <= hi <= 1.0
-    boot = agreement.compute_report(records, level="interval", n_boot=500, seed=1, ci="bootstrap")
+    boot = agreement.compute_report(records, level="interval", n_boot=500, seed=1, ci="bootstrap").to_json()
     assert all(m.startswith("bootstrap") for m in boot["ci_methods"].values())
     assert boot["gwet_ac1"] == one["gwet_ac1"]
 
 
 def test_undefined_values_are_none_with_reason() -> None:
     same = [(f"i{i}", r, "x") for i in range(5) for r in ("A", "B", "C")]
-    report = agreement.compute_report(same, categories=["x", "y"], n_boot=50)
+    report = agreement.compute_report(same, categories=["x", "y"], n_boot=50).to_json()
     assert report["percent_agreement"] == 1.0
     for name in ("fleiss_kappa", "krippendorff_alpha"):
         assert report[name] is None and report[f"{name}_reason"]
     assert report["gwet_ac1"] == 1.0  # Gwet: p_e = 0 when one of two categories is never used
-    single = agreement.compute_report([("i1", "A", "x"), ("i2", "A", "y")], n_boot=50)
+    single = agreement.compute_report([("i1", "A", "x"), ("i2", "A", "y")], n_boot=50).to_json()
     assert single["fleiss_kappa"] is None and single["fleiss_kappa_reason"] == "needs at least two readers"
     json.dumps(report, allow_nan=False)
     json.dumps(single, allow_nan=False)
@@ -171,7 +171,7 @@ def test_per_label_binary_equals_cohen_on_each_label() -> None:
     for label in ("nodule", "effusion"):
         a = [label in s for i, r, s in records if r == "A"]
         b = [label in s for i, r, s in records if r == "B"]
-        assert out[label]["cohen_kappa"] == pytest.approx(cohen_kappa_score(a, b), abs=1e-6)
+        assert out[label].to_json()["cohen_kappa"] == pytest.approx(cohen_kappa_score(a, b), abs=1e-6)
 
 
 def test_sensitivity_specificity_wilson_matches_statsmodels() -> None:
@@ -203,7 +203,7 @@ NOMINAL = ("percent_agreement", "fleiss_kappa", "krippendorff_alpha", "gwet_ac1"
 @given(st.lists(st.integers(0, 3), min_size=2, max_size=10), st.integers(2, 4))
 def test_perfect_agreement_gives_one(truth: list[int], readers: int) -> None:
     records = [(f"i{i}", f"r{j}", str(t)) for i, t in enumerate(truth) for j in range(readers)]
-    report = agreement.compute_report(records, level="ordinal", n_boot=20)
+    report = agreement.compute_report(records, level="ordinal", n_boot=20).to_json()
     for name in (*NOMINAL, "cohen_kappa", "weighted_kappa_linear", "weighted_kappa_quadratic", "gwet_ac2"):
         if name in report:
             assert report[name] is None or report[name] == pytest.approx(1.0), name
@@ -216,8 +216,8 @@ def test_perfect_agreement_gives_one(truth: list[int], readers: int) -> None:
 @settings(max_examples=40, deadline=None)
 @given(ratings, st.permutations(["w", "x", "y", "z"]))
 def test_relabelling_leaves_nominal_statistics_unchanged(rows: list, names: list[str]) -> None:
-    plain = agreement.compute_report(_records(rows, ["w", "x", "y", "z"]), n_boot=0)
-    relabelled = agreement.compute_report(_records(rows, names), n_boot=0)
+    plain = agreement.compute_report(_records(rows, ["w", "x", "y", "z"]), n_boot=0).to_json()
+    relabelled = agreement.compute_report(_records(rows, names), n_boot=0).to_json()
     for name in (*NOMINAL, "n_items"):
         assert plain.get(name) == pytest.approx(relabelled.get(name), abs=1e-9)
     json.dumps(plain, allow_nan=False)
@@ -229,8 +229,8 @@ def test_item_and_record_order_do_not_matter(rows: list, rnd) -> None:  # type: 
     records = _records(rows, ["1", "2", "3", "4"])
     shuffled = list(records)
     rnd.shuffle(shuffled)
-    assert agreement.compute_report(records, level="ordinal", n_boot=30) == \
-        agreement.compute_report(shuffled, level="ordinal", n_boot=30)
+    assert agreement.compute_report(records, level="ordinal", n_boot=30).to_json() == \
+        agreement.compute_report(shuffled, level="ordinal", n_boot=30).to_json()
 
 
 def test_internal_modules_agree_with_registry_on_published_data() -> None:

@@ -56,9 +56,10 @@ def test_readers_against_reference(ctx: AppContext) -> None:
             served += 1
     rows = readers_vs_reference(ctx, "Chest", actor=LOCAL_ADMIN)
     # Three items are consensus (reference); the fourth is disputed and not used.
-    assert {r["reader"] for r in rows} == {"rad1", "rad2"} and all(r["n"] == 3 for r in rows)
-    pneumonia = {r["reader"]: r for r in rows if r["class"] == "pneumonia"}
-    assert pneumonia["rad1"]["sensitivity"] == 1.0 and pneumonia["rad1"]["sensitivity_ci"][1] == 1.0
+    assert {r.reader for r in rows} == {"rad1", "rad2"} and all(r.n == 3 for r in rows)
+    pneumonia = {r.reader: r for r in rows if r.label == "pneumonia"}
+    ci = pneumonia["rad1"].sensitivity_ci
+    assert pneumonia["rad1"].sensitivity == 1.0 and ci is not None and ci[1] == 1.0
     from services.agreement_report import project_ratings
 
     records, _ = project_ratings(ctx, "Chest", actor=LOCAL_ADMIN)

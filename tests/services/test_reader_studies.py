@@ -71,13 +71,14 @@ def test_rereads_wait_for_the_washout_and_mix_into_the_queue(ctx: AppContext) ->
     assert served == ["R", "N", "N", "R", "N", "N", "R", "N", "R"]
 
     report = verification.intra_reader_report(ctx, study.id, actor=LOCAL_ADMIN)
-    assert report["n_pairs"] == 4 and report["reader"] == "rad1"
-    expected = sum(p["first"] == "normal" for p in report["pairs"]) / 4
-    assert report["percent_agreement"] == pytest.approx(expected)
-    assert all(p["first"] == ("pneumonia" if p["item_id"] % 2 else "normal") for p in report["pairs"])
+    assert report.n_pairs == 4 and report.reader == "rad1"
+    expected = sum(p.first == "normal" for p in report.pairs) / 4
+    assert report.percent_agreement == pytest.approx(expected)
+    assert all(p.first == ("pneumonia" if p.item_id % 2 else "normal") for p in report.pairs)
+    assert all(p.agree == (p.first == p.reread) for p in report.pairs)
     # Re-reads are not a second reader: agreement and the export only see one read per item.
     rows = {r["item_id"]: r for r in export.export_rows(ctx, "Chest", actor=LOCAL_ADMIN)}
-    assert all(len(rows[p["item_id"]]["reader_labels"]) == 1 for p in report["pairs"])
+    assert all(len(rows[p.item_id]["reader_labels"]) == 1 for p in report.pairs)
     records, _ = agreement_report.project_ratings(ctx, "Chest", actor=LOCAL_ADMIN)
     assert len(records) == len({item for item, _, _ in records})
     with ctx.reads() as session:
@@ -96,13 +97,13 @@ def test_intra_reader_kappa_and_refusals(ctx: AppContext) -> None:
         verification.create_reread_round(ctx, "Chest", reader="ghost", n=2, washout_days=1, actor=LOCAL_ADMIN)
     study = verification.create_reread_round(ctx, "Chest", reader="rad1", n=6, washout_days=0, spacing=0, actor=LOCAL_ADMIN)
     empty = verification.intra_reader_report(ctx, study.id, actor=LOCAL_ADMIN)
-    assert empty["kappa"] is None and "fewer than two" in empty["reason"]
+    assert empty.kappa is None and empty.reason is not None and "fewer than two" in empty.reason
     rad1 = user_id(ctx, "rad1")
     while (case := labelling.next_case(ctx, pid, rad1)) is not None:
         labelling.submit(ctx, case.assignment_id, rad1, labels=[truth[case.item_id]])  # perfectly consistent
     report = verification.intra_reader_report(ctx, study.id, actor=LOCAL_ADMIN)
-    assert report["n_pairs"] == len(first) == 6
-    assert report["percent_agreement"] == 1.0 and report["kappa"] == pytest.approx(1.0)
+    assert report.n_pairs == len(first) == 6
+    assert report.percent_agreement == 1.0 and report.kappa == pytest.approx(1.0)
     with pytest.raises(NotFoundError):
         verification.automation_bias_report(ctx, study.id, actor=LOCAL_ADMIN)
 
@@ -142,12 +143,13 @@ def test_automation_bias_arms(ctx: AppContext) -> None:
                 label = "normal"
             verification.submit_verification(ctx, case.assignment_id, uid, labels=[label])
     report = verification.automation_bias_report(ctx, rnd.id, actor=LOCAL_ADMIN)
-    with_s, blind = report["arms"]["suggestions"], report["arms"]["blinded"]
-    assert with_s["reads"] == blind["reads"] == 6  # every item read once in each arm
-    assert with_s["model"]["percent"] == 1.0 and blind["model"]["percent"] == 0.0
-    assert with_s["reference"]["percent"] == 0.0 and blind["reference"]["percent"] == 1.0
-    assert report["model_agreement_difference"] == 1.0
-    lo, hi = blind["reference"]["percent_ci"]
+    with_s, blind = report.arms["suggestions"], report.arms["blinded"]
+    assert with_s.reads == blind.reads == 6  # every item read once in each arm
+    assert with_s.model.percent == 1.0 and blind.model.percent == 0.0
+    assert with_s.reference.percent == 0.0 and blind.reference.percent == 1.0
+    assert report.model_agreement_difference == 1.0
+    assert blind.reference.percent_ci is not None
+    lo, hi = blind.reference.percent_ci
     assert 0 < lo < 1.0 <= hi + 1e-12
     with pytest.raises(NotFoundError):
         verification.intra_reader_report(ctx, rnd.id, actor=LOCAL_ADMIN)
