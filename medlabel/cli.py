@@ -40,8 +40,8 @@ def init() -> None:
     Safe to run again: it only upgrades what is missing.
     """
     local_only("medlabel init")
+    from medlabel.install import init_installation
     from medlabel.settings import load_settings
-    from services.schema import init_installation
 
     report = init_installation(load_settings())
     before = report.revision_before or "empty"
@@ -271,8 +271,8 @@ def backup(folder: Path) -> None:
 def restore(folder: Path) -> None:
     """Restore a `medlabel backup` FOLDER into an empty data folder (and, for PostgreSQL, an empty database)."""
     local_only("medlabel restore")
+    from medlabel.install import restore as run
     from medlabel.settings import load_settings
-    from services.backup import restore as run
 
     report = run(load_settings(), folder)
     click.echo(f"restored the database and {report.blobs} stored files from {report.folder}")

@@ -6,21 +6,14 @@ by editing code. ``docs/configuration.md`` documents each field (a test keeps it
 
 from __future__ import annotations
 
-import base64
 import json
 import os
-import secrets
-import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from medlabel.errors import ConfigError
-
-SECRET_FILE_NAME = "secret.key"
-REID_FILE_NAME = "reid.key"
-SECRET_BYTES = 32
+from services.config import SECRET_FILE_NAME, ServiceConfig
 
 
 @dataclass(frozen=True)
@@ -112,81 +105,17 @@ class OidcSettings:
 
 
 @dataclass(frozen=True)
-class Settings:
-    """The frozen settings of one process. Build with :func:`load_settings`."""
+class Settings(ServiceConfig):
+    """The frozen settings of one process. Build with :func:`load_settings`.
 
-    data_dir: Path
-    database_url: str
-    secret_key_file: Path
-    claim_minutes: int = 30
-    store_url: str | None = None
-    store_options: dict[str, Any] = field(default_factory=dict)
-    dask_scheduler: str | None = None
-    dask_workers: int = 1
+    The fields the services use are those of :class:`services.config.ServiceConfig` (a ``Settings`` is
+    one, so the shells pass it to ``AppContext.from_settings``); the ones added here are the shells' own.
+    """
+
     api_max_upload_mb: int = 50
     api_rate_per_minute: int = 120
-    pixel_budget_mb: int = 256
-    model_max_mb: int = 4096
-    reid_key_file: Path | None = None  # None: `reid.key` next to the secret key file
-    session_idle_minutes: float = 30.0
-    session_max_hours: float = 12.0
-    login_client_limit: int = 30
     trusted_proxy: bool = False
     oidc: OidcSettings | None = None
-    _secret_cache: dict[str, bytes] = field(default_factory=dict, repr=False, compare=False)
-
-    @property
-    def pixel_budget_bytes(self) -> int:
-        return self.pixel_budget_mb << 20
-
-    @property
-    def model_max_bytes(self) -> int:
-        return self.model_max_mb << 20
-
-    @property
-    def reid_key_path(self) -> Path:
-        if self.reid_key_file:  # a str when the settings came back from a job's JSON payload
-            return Path(self.reid_key_file)
-        return Path(self.secret_key_file).with_name(REID_FILE_NAME)
-
-    def reid_key(self) -> bytes:
-        """The re-identification (Fernet) key; ``ConfigError`` if ``medlabel init`` has not made it."""
-        if "reid" not in self._secret_cache:
-            path = self.reid_key_path
-            try:
-                key = path.read_bytes().strip()
-            except FileNotFoundError:
-                raise ConfigError(f"{path}: re-identification key not found; run `medlabel init` first") from None
-            except OSError as exc:
-                raise ConfigError(f"{path}: cannot read the re-identification key ({exc.strerror})") from None
-            try:
-                if len(base64.urlsafe_b64decode(key)) != SECRET_BYTES:
-                    raise ValueError
-            except ValueError:
-                raise ConfigError(f"{path}: not a re-identification key (44 characters of url-safe base64)") from None
-            self._secret_cache["reid"] = key
-        return self._secret_cache["reid"]
-
-    @property
-    def store_dir(self) -> Path:
-        """Root of the content-addressed image store."""
-        return self.data_dir / "store"
-
-    def secret_key(self) -> bytes:
-        """The installation secret; raises ``ConfigError`` if ``medlabel init`` has not made it."""
-        if "key" not in self._secret_cache:
-            try:
-                key = self.secret_key_file.read_bytes()
-            except FileNotFoundError:
-                raise ConfigError(
-                    f"{self.secret_key_file}: secret key not found; run `medlabel init` first"
-                ) from None
-            except OSError as exc:
-                raise ConfigError(f"{self.secret_key_file}: cannot read secret key ({exc.strerror})") from None
-            if len(key) < SECRET_BYTES:
-                raise ConfigError(f"{self.secret_key_file}: secret key shorter than {SECRET_BYTES} bytes")
-            self._secret_cache["key"] = key
-        return self._secret_cache["key"]
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
@@ -287,64 +216,3 @@ def _oidc(env: Mapping[str, str]) -> OidcSettings | None:
                         redirect_uri=env.get("MEDLABEL_OIDC_REDIRECT_URI") or None,
                         role_claim=env.get("MEDLABEL_OIDC_ROLE_CLAIM") or "roles", role_map=role_map,
                         label=env.get("MEDLABEL_OIDC_LABEL") or "Hospital sign-in")
-
-
-def ensure_data_dir(settings: Settings) -> None:
-    """Create the data folder (0700: the database, the store and the keys are for this user only) and
-    check that it is writable."""
-    try:
-        if not settings.data_dir.exists():
-            settings.data_dir.mkdir(mode=0o700, parents=True)
-            os.chmod(settings.data_dir, 0o700)
-        probe = settings.data_dir / ".write-probe"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise ConfigError(f"{settings.data_dir}: data folder is not writable ({exc.strerror})") from None
-
-
-def ensure_secret_key(settings: Settings) -> bool:
-    """Create the secret key file (0600) if missing. Returns True when it was created."""
-    path = settings.secret_key_file
-    if path.exists():
-        _check_private(path, "secret key")
-        settings.secret_key()
-        return False
-    write_private(path, secrets.token_bytes(SECRET_BYTES), "secret key")
-    return True
-
-
-def ensure_reid_key(settings: Settings) -> bool:
-    """Create the re-identification key file (0600, a random Fernet key) if missing; True when created."""
-    path = settings.reid_key_path
-    if path.exists():
-        _check_private(path, "re-identification key")
-        settings.reid_key()
-        return False
-    write_private(path, base64.urlsafe_b64encode(secrets.token_bytes(SECRET_BYTES)) + b"\n", "re-identification key")
-    return True
-
-
-def _check_private(path: Path, what: str) -> None:
-    mode = stat.S_IMODE(path.stat().st_mode)
-    if mode & 0o077:
-        raise ConfigError(f"{path}: {what} is readable by others (mode {mode:o}); chmod 600 it")
-
-
-def write_private(path: Path, data: bytes, what: str) -> None:
-    """Create ``path`` 0600 holding ``data``, whole or not at all (a temporary file, fsync'd, then linked
-    into place, which never overwrites); ``ConfigError`` naming it otherwise."""
-    tmp = path.with_name(f".tmp-{path.name}-{secrets.token_hex(4)}")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.link(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot create {what} ({exc.strerror})") from None

@@ -15,7 +15,7 @@ from portal import auth, state
 from portal.auth import ROLE_NAMES
 from portal.components.text import md
 from portal.pages import PAGES, PAGES_DIR, pages_for
-from portal.resources import app_context
+from portal.resources import app_context, portal_settings
 from services import sessions
 from services.accounts import sign_in, sign_in_sso
 
@@ -27,7 +27,7 @@ def login_page() -> None:
     if ended:
         st.info(sessions.ENDED_MESSAGES.get(ended, sessions.ENDED_MESSAGES["unknown"]))
     auth.clear_stale_cookie()
-    settings = app_context().settings
+    settings = portal_settings()
     with st.form("login", clear_on_submit=False):
         username = st.text_input("Username", key="login_username", autocomplete="username")
         password = st.text_input("Password", type="password", key="login_password",
@@ -64,7 +64,7 @@ def _deep_link() -> str | None:
 
 def _single_sign_on() -> bool:
     """Open a session for an identity the hospital's provider has just confirmed (``st.login``)."""
-    settings = app_context().settings
+    settings = portal_settings()
     if settings.oidc is None or not st.user.is_logged_in:
         return False
     claims = st.user.to_dict()

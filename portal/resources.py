@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from medlabel.settings import load_settings
+from medlabel.settings import Settings, load_settings
 from services.context import AppContext
 
 
@@ -17,3 +17,9 @@ def app_context() -> AppContext:
     """The engine, sessions and store for the current settings (keyed by URL and data folder)."""
     settings = load_settings()
     return _context_for(settings.database_url, str(settings.data_dir))
+
+
+def portal_settings() -> Settings:
+    """This process's settings, the portal's own included (the proxy, single sign-on); ``app_context()``'s
+    ``settings`` are only what the services use."""
+    return load_settings()

@@ -12,12 +12,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from db import make_engine, make_sessionmaker
 from db.session import writer_engine
 from db.store import BlobStore, open_store
-from medlabel.settings import Settings, load_settings
+from services.config import ServiceConfig
 
 
 @dataclass(frozen=True)
 class AppContext:
-    settings: Settings
+    settings: ServiceConfig
+    """What the services know of the installation (the shells pass their ``medlabel.settings.Settings``)."""
     engine: Engine
     sessions: sessionmaker[Session]
     """For use cases that write: on SQLite their transactions take the write lock at BEGIN
@@ -29,7 +30,7 @@ class AppContext:
     _before_close: dict[str, Callable[[], None]] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> AppContext:
+    def from_settings(cls, settings: ServiceConfig) -> AppContext:
         store = open_store(settings.store_url, settings.store_options, settings.store_dir)  # ConfigError first
         engine = make_engine(settings.database_url)
         return cls(settings=settings, engine=engine, sessions=make_sessionmaker(writer_engine(engine)),
@@ -52,8 +53,3 @@ class AppContext:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.close()
-
-
-def context_from_environment() -> AppContext:
-    """The shells' one-liner: settings from ``MEDLABEL_*`` variables, then the context."""
-    return AppContext.from_settings(load_settings())

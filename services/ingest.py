@@ -31,8 +31,8 @@ from db.queries import imaging as imaging_q
 from db.queries import projects as projects_q
 from inference.types import InputSpec
 from medlabel.errors import ConfigError, InputError, MedlabelError, NotFoundError, PermissionDenied
-from medlabel.settings import Settings
 from services import audit, authz, reid_keys
+from services.config import ServiceConfig
 from services.context import AppContext
 from services.dto import IngestOutcome, IngestReport
 from services.items import add_item
@@ -180,7 +180,8 @@ def _original_patient_id(data: bytes) -> str | None:
     return value or None
 
 
-def _remember_patient(session: Session, project_id: int, pseudonym: str, data: bytes, settings: Settings) -> None:
+def _remember_patient(session: Session, project_id: int, pseudonym: str, data: bytes,
+                      settings: ServiceConfig) -> None:
     """Store pseudonym -> original PatientID, encrypted, for projects that allow re-identification."""
     original = _original_patient_id(data)
     if original is None:

@@ -26,13 +26,13 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from db.models import PseudonymKey
-from medlabel.settings import Settings
 from services import audit
+from services.config import ServiceConfig
 
 LEGACY_LABEL = b"medlabel/reidentification/v1"
 
 
-def fernet(settings: Settings) -> Fernet:
+def fernet(settings: ServiceConfig) -> Fernet:
     """The cipher of ``pseudonym_keys`` (``ConfigError`` when the key file is missing)."""
     return Fernet(settings.reid_key())
 
@@ -49,7 +49,7 @@ class RekeyReport:
     unreadable: int  # rows neither key opens (left as they are)
 
 
-def migrate_legacy_rows(settings: Settings, engine: Engine) -> RekeyReport:
+def migrate_legacy_rows(settings: ServiceConfig, engine: Engine) -> RekeyReport:
     """Re-encrypt under the re-identification key every row that the old derived key opens. Idempotent."""
     new, old = fernet(settings), legacy_fernet(settings.secret_key())
     rekeyed = unreadable = 0

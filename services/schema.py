@@ -1,4 +1,6 @@
-"""Installation set-up: data folder, secret key, and the database schema (Alembic)."""
+"""The database schema (Alembic): upgrade, downgrade, and bringing an installation to head.
+
+The data folder and the key files are made by the shell first (``medlabel.install``)."""
 
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ import migrations
 from db import make_engine
 from db.session import take_migration_lock, writer_engine
 from medlabel.errors import DatabaseError
-from medlabel.settings import Settings, ensure_data_dir, ensure_reid_key, ensure_secret_key
+from services.config import ServiceConfig
 from services.dto import InitReport
 
 MIGRATIONS_DIR = Path(migrations.__file__).resolve().parent
@@ -113,33 +115,34 @@ def _check_foreign_keys(conn: Connection) -> None:
                             "nothing was changed")
 
 
-def init_installation(settings: Settings) -> InitReport:
-    """Create the data folder and secret key, then bring the schema to head. Idempotent."""
-    ensure_data_dir(settings)
-    created = ensure_secret_key(settings)
-    created_reid = ensure_reid_key(settings)
-    engine = make_engine(settings.database_url)  # refuses a malformed URL with a one-line error first
-    _create_sqlite_file(settings.database_url)
+def init_database(config: ServiceConfig, *, created_secret: bool, created_reid_key: bool) -> InitReport:
+    """Bring the schema to head, move legacy re-identification rows to the key, sweep the store. Idempotent.
+
+    The shell (``medlabel.install.init_installation``) has made the data folder and the keys first; it says
+    whether it created them (``created_*``), for the report.
+    """
+    engine = make_engine(config.database_url)  # refuses a malformed URL with a one-line error first
+    _create_sqlite_file(config.database_url)
     try:
         before = current_revision(engine)
         upgrade(engine)
         after = current_revision(engine)
         from services.reid_keys import migrate_legacy_rows
 
-        rekey = migrate_legacy_rows(settings, engine)  # keys written under the secret-derived key move over
+        rekey = migrate_legacy_rows(config, engine)  # keys written under the secret-derived key move over
     finally:
         engine.dispose()
     assert after is not None
     return InitReport(database=_safe_url(engine), revision_before=before, revision_after=after,
-                      created_secret=created, created_reid_key=created_reid, rekeyed=rekey.rekeyed,
-                      unreadable_keys=rekey.unreadable, swept=_sweep_store(settings))
+                      created_secret=created_secret, created_reid_key=created_reid_key, rekeyed=rekey.rekeyed,
+                      unreadable_keys=rekey.unreadable, swept=_sweep_store(config))
 
 
-def _sweep_store(settings: Settings) -> int:
+def _sweep_store(config: ServiceConfig) -> int:
     """Temporary files of writes killed mid-way (older than an hour: a live write elsewhere is left alone)."""
     from db.store import open_store
 
-    return open_store(settings.store_url, settings.store_options, settings.store_dir).sweep()
+    return open_store(config.store_url, config.store_options, config.store_dir).sweep()
 
 
 def _create_sqlite_file(url: str) -> None:

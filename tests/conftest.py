@@ -19,7 +19,8 @@ from sqlalchemy import create_engine, text
 import services.job_kinds  # noqa: F401 - every job kind is registered for the tests
 from db.admin import create_database, drop_database
 from db.base import Base
-from medlabel.settings import Settings, ensure_reid_key, ensure_secret_key
+from medlabel.install import ensure_reid_key, ensure_secret_key
+from medlabel.settings import Settings
 from services.context import AppContext
 from services.schema import upgrade
 

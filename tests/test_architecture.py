@@ -59,6 +59,39 @@ def test_the_contracts_see_every_page_and_check_indirect_imports() -> None:
     assert set(acyclic["ancestors"]) == {"services", "db"}
 
 
+SETTINGS_READERS = (  # the app shells: they read MEDLABEL_* and hand the services a ServiceConfig
+    "medlabel/cli.py", "medlabel/commands/", "medlabel/benchmarks/", "portal/resources.py", "portal/server.py",
+    "api/server.py", "migrations/env.py",
+)
+
+
+def test_only_the_shells_read_the_settings() -> None:
+    """``medlabel.settings`` (the environment) is imported by the app shells only, and services, db and the
+    pure packages import neither it nor ``medlabel.install`` (the set-up with side effects): a forbidden
+    contract for the static imports, and this scan for every import line, late imports in functions included."""
+    import re
+
+    contracts = _linter_config()["tool"]["importlinter"]["contracts"]
+    forbidden = [c for c in contracts if c["type"] == "forbidden"
+                 and {"medlabel.settings", "medlabel.install"} <= set(c["forbidden_modules"])]
+    assert forbidden, "no contract forbids medlabel.settings and medlabel.install"
+    assert {"services", "db", "deid", "agreement", "active_learning", "inference"} <= set(forbidden[0]["source_modules"])
+    importing = re.compile(r"^\s*(from\s+medlabel(\.settings|\.install)?\s+import\s+.*\b(settings|install)\b|"
+                           r"from\s+medlabel\.(settings|install)\s+import|import\s+medlabel\.(settings|install))")
+    readers, installers = set(), set()
+    for package in ("portal", "api", "services", "db", "deid", "agreement", "active_learning", "inference",
+                    "medlabel", "migrations"):
+        for path in (ROOT / package).rglob("*.py"):
+            for line in path.read_text().splitlines():
+                if importing.search(line):
+                    name = str(path.relative_to(ROOT))
+                    (readers if "settings" in line else installers).add(name)
+    assert readers, "the scan found no importer of medlabel.settings at all"
+    assert sorted(r for r in readers if not r.startswith(SETTINGS_READERS)) == []
+    shells = ("medlabel/cli.py", "medlabel/commands/", "medlabel/benchmarks/", "portal/", "api/")
+    assert installers and sorted(i for i in installers if not i.startswith(shells)) == []
+
+
 def test_the_token_cli_repeats_the_services_scopes() -> None:
     from medlabel.commands import tokens
     from services import api_tokens

@@ -202,7 +202,8 @@ def measure_backend(backend: str, url: str, data_dir: Path, *, items: int, reade
                     think: float, closed_seconds: float, fractions: tuple[float, ...], orders: tuple[str, ...],
                     labels_per_item: int, seed: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     import services.learning  # noqa: F401  (a portal has it loaded; its first import is not a claim)
-    from medlabel.settings import Settings, ensure_secret_key
+    from medlabel.install import ensure_secret_key
+    from medlabel.settings import Settings
     from services.context import AppContext
     from services.schema import upgrade
 

@@ -46,7 +46,8 @@ DEFAULT_WORKERS = (1, 2, 4)
 
 
 def _context(url: str, data_dir: Path) -> Any:
-    from medlabel.settings import Settings, ensure_secret_key
+    from medlabel.install import ensure_secret_key
+    from medlabel.settings import Settings
     from services.context import AppContext
     from services.schema import upgrade
 

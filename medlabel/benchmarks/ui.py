@@ -175,9 +175,9 @@ def run(presses: int = 20, backlog: int = 5000, dwell: float = 2.0, seed: int = 
         chromium: str = "/usr/bin/chromium") -> dict[str, Any]:
     from playwright.sync_api import expect, sync_playwright
 
+    from medlabel.install import init_installation
     from medlabel.settings import load_settings
     from services.context import AppContext
-    from services.schema import init_installation
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
     from tests.browser.conftest import CHROMIUM_ARGS, start_portal, stop_portal

@@ -12,9 +12,10 @@ if TYPE_CHECKING:
 def app_context() -> AppContext:
     """The commands' context from the ``MEDLABEL_*`` settings, as ``with app_context() as ctx:`` (it closes
     itself, after any background work on its database). Services are imported late: ``--help`` stays fast."""
-    from services.context import context_from_environment
+    from medlabel.settings import load_settings
+    from services.context import AppContext
 
-    return context_from_environment()
+    return AppContext.from_settings(load_settings())
 
 
 def acting(ctx: AppContext) -> Actor:
@@ -41,9 +42,7 @@ def require(roles: tuple[str, ...], what: str, project: str | None = None) -> No
     if name is None:
         return
     from services import authz
-    from services.context import context_from_environment
-
-    ctx = context_from_environment()
+    ctx = app_context()
     try:
         who = authz.actor_named(ctx, name)
         if project is None:

@@ -223,10 +223,10 @@ def secrets_command(folder: Path, hostnames: tuple[str, ...], import_secret_key:
 @click.option("--username", default="admin", show_default=True)
 def first_admin(password_file: Path, username: str) -> None:
     """Create the administrator USERNAME with the password in FILE, only when there is no administrator."""
+    from medlabel.commands import app_context
     from services.accounts import add_user, list_users
-    from services.context import context_from_environment
 
-    ctx = context_from_environment()
+    ctx = app_context()
     try:
         admins = [u for u in list_users(ctx) if u.role == "admin"]
         if admins:

@@ -16,9 +16,9 @@ def command() -> None:
 def sweep(min_age_minutes: float) -> None:
     """Remove the temporary files (`.tmp-*`) that writes killed mid-way left in the store. Safe while the
     portal and jobs run; `medlabel init` does it too."""
-    from services.context import context_from_environment
+    from medlabel.commands import app_context
 
-    ctx = context_from_environment()
+    ctx = app_context()
     try:
         removed = ctx.store.sweep(min_age_minutes * 60)
     finally:

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from medlabel.errors import ConfigError
-from medlabel.settings import Settings
+from services.config import ServiceConfig
 from services.context import AppContext
 
 logger = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ _contexts_lock = threading.Lock()
 # --- the client ---------------------------------------------------------------------------------
 
 
-def get_client(settings: Settings) -> Any:
+def get_client(settings: ServiceConfig) -> Any:
     """The process's client: to ``settings.dask_scheduler``, or to a local cluster started on first use."""
     wanted = settings.dask_scheduler or "local"
     with _lock:
@@ -184,7 +184,7 @@ def _register_atexit() -> None:
         _atexit_registered = True
 
 
-def owner_tag(settings: Settings) -> str | None:
+def owner_tag(settings: ServiceConfig) -> str | None:
     """Who runs the job's cluster: ``local:<host>:<pid>`` for this process's local cluster, else None."""
     return None if settings.dask_scheduler else f"local:{socket.gethostname()}:{os.getpid()}"
 
@@ -210,7 +210,7 @@ def local_owner_gone(tag: str | None) -> str | None:
     return None
 
 
-def unknown_tasks(settings: Settings, keys: list[str]) -> set[str]:
+def unknown_tasks(settings: ServiceConfig, keys: list[str]) -> set[str]:
     """Those of ``keys`` that the scheduler running this process's jobs does not know (finished tasks are
     forgotten too, so callers ask only about jobs the database still has as queued or running).
 
@@ -244,10 +244,11 @@ def _known_keys(keys: list[str], dask_scheduler: Any = None) -> list[str]:
 # --- worker side --------------------------------------------------------------------------------
 
 
-def settings_payload(settings: Settings) -> dict[str, Any]:
-    """The settings as plain JSON data, to send with a task."""
+def settings_payload(settings: ServiceConfig) -> dict[str, Any]:
+    """The settings the services use (those of ``ServiceConfig``, not a shell's extras) as plain JSON data,
+    to send with a task."""
     out: dict[str, Any] = {}
-    for f in dataclasses.fields(settings):
+    for f in dataclasses.fields(ServiceConfig):
         if f.name.startswith("_"):
             continue
         value = getattr(settings, f.name)
@@ -255,13 +256,13 @@ def settings_payload(settings: Settings) -> dict[str, Any]:
     return out
 
 
-def settings_from_payload(payload: dict[str, Any]) -> Settings:
+def settings_from_payload(payload: dict[str, Any]) -> ServiceConfig:
     kwargs: dict[str, Any] = {}
-    for f in dataclasses.fields(Settings):
+    for f in dataclasses.fields(ServiceConfig):
         if f.name in payload:
             value = payload[f.name]
             kwargs[f.name] = Path(value) if f.type in ("Path", Path) and value is not None else value
-    return Settings(**kwargs)
+    return ServiceConfig(**kwargs)
 
 
 def worker_context(payload: dict[str, Any]) -> AppContext:

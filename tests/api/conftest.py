@@ -25,7 +25,8 @@ import pytest
 from PIL import Image, ImageDraw
 
 import inference
-from medlabel.settings import Settings, ensure_secret_key
+from medlabel.install import ensure_secret_key
+from medlabel.settings import Settings
 from services import accounts, api_tokens
 from services.context import AppContext
 from services.models import register_model

@@ -25,13 +25,13 @@ from PIL import Image, ImageDraw
 from sqlalchemy import select
 
 from db.models import Annotation, AnnotationKind, Assignment, User
-from medlabel.settings import Settings, ensure_secret_key
+from medlabel.install import ensure_secret_key, init_installation
+from medlabel.settings import Settings
 from services import accounts
 from services.authz import LOCAL_ADMIN
 from services.context import AppContext
 from services.ingest import ingest_uploads
 from services.projects import LabelSpec, ProjectSpec, create_project
-from services.schema import init_installation
 from tests.browser.conftest import free_port, other_context, sign_in, start_portal, stop_portal, wait_until
 from tests.db.test_store_s3 import make_bucket, moto_s3, s3_client, s3_options
 from tests.test_deploy import NGINX, loopback_nginx_config

@@ -20,7 +20,8 @@ from typing import Any
 
 import pytest
 
-from medlabel.settings import Settings, ensure_secret_key
+from medlabel.install import ensure_secret_key
+from medlabel.settings import Settings
 from tests.browser.conftest import start_portal, stop_portal
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]

@@ -6,8 +6,8 @@ import os
 import stat
 from pathlib import Path
 
+from medlabel.install import init_installation
 from medlabel.settings import load_settings
-from services.schema import init_installation
 
 
 def test_init_creates_the_data_folder_0700_and_the_database_0600(tmp_path: Path) -> None:

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from medlabel.errors import ConfigError
-from medlabel.settings import SETTINGS, ensure_data_dir, ensure_secret_key, load_settings
+from medlabel.install import ensure_data_dir, ensure_secret_key
+from medlabel.settings import SETTINGS, load_settings
 
 
 def test_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -12,10 +12,11 @@ from sqlalchemy import func, select
 from db.models import AuditEvent, Item
 from medlabel.cli import main
 from medlabel.errors import ConflictError
+from medlabel.install import restore
 from medlabel.settings import Settings
 from services import audit
 from services.authz import LOCAL_ADMIN
-from services.backup import backup, restore
+from services.backup import backup
 from services.context import AppContext
 from services.ingest import ingest_uploads
 from tests import hostile

@@ -87,7 +87,8 @@ _RETRAIN = """
 import sys
 import time
 from services import learning as al
-from services.context import context_from_environment
+from medlabel.settings import load_settings
+from services.context import AppContext
 from services.jobs.protocol import NullReporter
 
 
@@ -98,7 +99,7 @@ class Loud(NullReporter):
         time.sleep(0.4)  # a small project's steps take milliseconds: room for the kill to land inside the run
 
 
-ctx = context_from_environment()
+ctx = AppContext.from_settings(load_settings())
 report = al.retrain(ctx, "Chest", reporter=Loud())
 print(f"done {report.model_ref} adopted={report.adopted}", flush=True)
 """

@@ -13,6 +13,7 @@ from sqlalchemy import delete, select
 from db.models import AuditEvent, Item, PseudonymKey
 from medlabel.benchmarks.deid_corpus import PATIENT_ID, plant, real
 from medlabel.errors import ConfigError
+from medlabel.install import init_installation
 from medlabel.settings import Settings
 from services import accounts, audit
 from services.authz import LOCAL_ADMIN
@@ -20,7 +21,6 @@ from services.context import AppContext
 from services.ingest import ingest_uploads, reidentify
 from services.projects import LabelSpec, ProjectSpec, create_project
 from services.reid_keys import legacy_fernet
-from services.schema import init_installation
 
 
 def _reid_project(ctx: AppContext) -> int:
