@@ -118,12 +118,14 @@ def with_tabular_input(backbone: ModelProto, embedding_output: str, tabular_inpu
     """The backbone with a second graph input ``tabular_input`` (float32 N x ``width``, e.g. age, sex, view
     position) concatenated after its (N, D) ``embedding_output``: a new output ``joint_output`` (N, D + width)
     that a head fitted on ``np.hstack([embeddings, tabular])`` composes onto (:func:`compose_backbone_head`).
-    The registry maps such a second input with meta ``tabular_input`` and ``features``."""
+    The registry maps such a second input with meta ``tabular_input`` and ``features``. ``backbone`` itself is
+    left as it was (the result is a copy)."""
     if width < 1:
         raise ValueError("the tabular input needs at least one column")
     if any(i.name == tabular_input for i in backbone.graph.input):
         raise ValueError(f"the backbone already has an input {tabular_input!r}")
-    out = _expose_output(backbone, embedding_output)
+    out = ModelProto()
+    out.CopyFrom(_expose_output(backbone, embedding_output))  # never the caller's graph, even when unchanged
     out.graph.input.append(helper.make_tensor_value_info(tabular_input, onnx.TensorProto.FLOAT, ["N", int(width)]))
     out.graph.node.append(helper.make_node("Concat", [embedding_output, tabular_input], [joint_output], axis=1,
                                            name="tabular/concat"))

@@ -33,3 +33,18 @@ def test_features_plus_tabular_head_is_one_two_input_model() -> None:
         "output_name": "probabilities", "output": "softmax", "tabular_input": "clinical",
         "features": [{"key": "patient_age", "scale": 0.01}, {"key": "patient_sex", "map": {"F": 0, "M": 1}}]})
     assert spec.tabular is not None and spec.tabular.width == 2
+
+
+def test_adding_the_tabular_input_leaves_the_backbone_as_it_was() -> None:
+    """The embedding is already a graph output, so nothing needs exposing: the backbone must still be
+    copied, not given a second input in place (a caller reuses it for an image-only model)."""
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, size=(40, 16, 16)).astype(np.uint8)
+    backbone = learn_features(images, PatchFeatureParams(n_centroids=4, patch=4, n_patches=500, out_dim=3),
+                              seed=0).to_onnx()
+    before = backbone.SerializeToString()
+    joint = with_tabular_input(backbone, "embedding", "clinical", 5)
+    assert backbone.SerializeToString() == before
+    assert [i.name for i in backbone.graph.input] == ["image"]
+    assert [i.name for i in joint.graph.input] == ["image", "clinical"]
+    assert "joint" in [o.name for o in joint.graph.output]
