@@ -51,10 +51,14 @@ def _rate(per_second: float) -> str:
 
 
 key = (model, project)
+clinical_key = ("clinical", model, project)
+tabular = next((r.tabular_input for r in rows if ref_of(r.name, r.version) == model), None)
 if model and st.button("Measure and evaluate", type="primary"):
     with st.spinner("Running every variant..."):
         try:
             results[key] = models.compare_variants(ctx, model, None if project == NO_PROJECT else project)
+            if tabular and project != NO_PROJECT:
+                results[clinical_key] = models.tabular_contribution(ctx, model, project)
         except MedlabelError as exc:
             st.error(str(exc))
 comparison = results.get(key)
@@ -109,6 +113,30 @@ if comparison is not None:
             diagonal = alt.Chart(pd.DataFrame({"confidence": [0, 1], "accuracy": [0, 1]})).mark_line(
                 strokeDash=[4, 4], color="gray").encode(x="confidence:Q", y="accuracy:Q")
             st.altair_chart(diagonal + points, width="stretch")
+
+clinical = results.get(clinical_key)
+if tabular and comparison is not None:
+    st.markdown(f"**Clinical data: AUROC with and without the `{tabular}` input**")
+    if clinical is None:
+        st.caption("Choose a project with verified labels to compare.")
+    else:
+        def _ci(ci: tuple[float, float] | None) -> str:
+            return "—" if ci is None else f"{ci[0]:.3f}–{ci[1]:.3f}"
+
+        def _value(v: float | None) -> float | None:
+            return None if v is None else round(v, 3)
+
+        st.dataframe(pd.DataFrame([{
+            "Finding": f.label, "Positives": f.positives, "Negatives": f.negatives,
+            "AUROC with clinical data": _value(f.with_tabular), "95% CI (with)": _ci(f.with_ci),
+            "AUROC without (image only)": _value(f.without_tabular), "95% CI (without)": _ci(f.without_ci),
+            "Difference": _value(f.difference), "95% CI (difference)": _ci(f.difference_ci)}
+            for f in clinical.findings]), hide_index=True, width="stretch")
+        neutral = ", ".join(f"{v:.3g}" for v in clinical.neutral_row)
+        left_out = "; ".join(f"{n} {why}" for why, n in clinical.excluded.items()) or "none"
+        st.caption(f"{clinical.n_items} verified items of {clinical.project} (left out: {left_out}). "
+                   f"{clinical.method} Clinical data: {', '.join(clinical.features)}; neutral row [{neutral}]; "
+                   f"{clinical.n_boot} resamples.")
 
 st.subheader("Second opinions: approval and model cards")
 st.caption("Clinicians see only the versions approved here, each with this card beside every answer. Validate "

@@ -13,6 +13,8 @@ cards, the catalogue and unusual-input detectors.
   original ``NAME`` keeps resolving to the float32 model); the ``quantize`` job kind.
 - ``comparison``: a version and its variants side by side: file size, single-image latency,
   throughput at batch 8, and the evaluation.
+- ``clinical``: for a model with a tabular second input (age, sex, view position ...), AUROC per finding
+  with and without it (the same graph fed a neutral mean row), with paired bootstrap intervals.
 - ``gate``: the adoption gate of retrained versions (not worse on verified labels).
 - ``cards``: approval for clinicians' second opinions, with the model card.
 - ``catalogue``: the catalogue as API clients see it.
@@ -23,6 +25,7 @@ evaluation, quantization and comparison use cases are re-exported here
 (``from services.models.registry import resolve``).
 """
 
+from services.models.clinical import FindingContribution, TabularContribution, tabular_contribution
 from services.models.comparison import VariantComparison, VariantRow, compare_variants
 from services.models.evaluation import (
     EvaluationDTO,
@@ -45,7 +48,8 @@ from services.models.prelabelling import (
 from services.models.quantization import quantize, quantize_job
 from services.models.registry import ModelDTO, deactivate, list_models, model_input_specs, register_model, resolve
 
-__all__ = ["EvaluationDTO", "ItemPredictions", "ModelDTO", "ModelPrediction", "ModelRow", "PrelabelReport",
+__all__ = ["EvaluationDTO", "FindingContribution", "TabularContribution", "tabular_contribution",
+           "ItemPredictions", "ModelDTO", "ModelPrediction", "ModelRow", "PrelabelReport",
            "VariantComparison", "VariantRow", "check_prelabel", "compare_variants", "deactivate", "evaluate",
            "item_predictions", "list_models", "model_input_specs", "model_rows", "prediction_rows", "prelabel",
            "prelabel_chunks_job", "prelabel_job", "prelabel_pending", "quantize", "quantize_job", "register_model",

@@ -50,6 +50,7 @@ class ModelRow:
     embedding_output: str | None
     is_active: bool
     predictions: int
+    tabular_input: str | None = None  # the second (clinical data) input's name, if the model has one
 
 
 @dataclass(frozen=True)
@@ -135,7 +136,8 @@ def model_rows(ctx: AppContext) -> list[ModelRow]:
                      parent=_display(by_id[m.parent_id]) if m.parent_id in by_id else None, parent_id=m.parent_id,
                      labels=tuple(m.labels), sha256=m.sha256, size_bytes=m.size_bytes, opset=m.opset,
                      output_kind=m.output_kind, input_summary=_input_summary(m.input_spec),
-                     embedding_output=m.embedding_output, is_active=m.is_active, predictions=n) for m, n in rows]
+                     embedding_output=m.embedding_output, is_active=m.is_active, predictions=n,
+                     tabular_input=(m.input_spec.get("tabular") or {}).get("input_name")) for m, n in rows]
 
 
 def _truth(final: FinalLabel, labels: tuple[str, ...], multi: bool, not_findings: set[str]
@@ -181,11 +183,11 @@ def _reference(ctx: AppContext, project_name: str) -> tuple[list[tuple[int, str,
     return items, finals, not_findings
 
 
-def _evaluate_version(ctx: AppContext, row: ModelVersion, spec: ModelSpec, project_name: str,
-                      reference: tuple[list[tuple[int, str, dict[str, Any]]], dict[int, FinalLabel], set[str]],
-                      *, n_boot: int, seed: int) -> EvaluationDTO:
+def _verified_truth(spec: ModelSpec, reference: tuple[list[tuple[int, str, dict[str, Any]]], dict[int, FinalLabel],
+                                                    set[str]]) -> tuple[dict[int, Any], Counter[str]]:
+    """The model-space truth of the items with a verified (adjudicated or consensus) final label, and the
+    number of released items left out, by reason."""
     items, finals, not_findings = reference
-    labels = tuple(spec.labels)
     excluded: Counter[str] = Counter()
     truth: dict[int, Any] = {}
     for item_id, _, _ in items:
@@ -193,11 +195,20 @@ def _evaluate_version(ctx: AppContext, row: ModelVersion, spec: ModelSpec, proje
         if final.provenance not in REFERENCE:
             excluded[final.provenance] += 1
             continue
-        value, why = _truth(final, labels, spec.multi_label, not_findings)
+        value, why = _truth(final, tuple(spec.labels), spec.multi_label, not_findings)
         if why is not None:
             excluded[why] += 1
             continue
         truth[item_id] = value
+    return truth, excluded
+
+
+def _evaluate_version(ctx: AppContext, row: ModelVersion, spec: ModelSpec, project_name: str,
+                      reference: tuple[list[tuple[int, str, dict[str, Any]]], dict[int, FinalLabel], set[str]],
+                      *, n_boot: int, seed: int) -> EvaluationDTO:
+    items, finals, _ = reference
+    labels = tuple(spec.labels)
+    truth, excluded = _verified_truth(spec, reference)
     with ctx.reads() as session:
         stored_raw = q.stored_probabilities(session, row.id, truth)
     stored = {i: np.array([float(p[label]) for label in labels]) for i, p in stored_raw.items()

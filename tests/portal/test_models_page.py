@@ -88,3 +88,32 @@ def test_lead_validates_and_approves_a_version_for_clinicians(ctx: AppContext, p
     assert choice.ref == "cxr:1" and choice.card is not None
     assert choice.card.intended_input == "Paediatric frontal chest X-ray, 28x28"
     assert choice.card.validation is not None and choice.card.validation["n_items"] == 3
+
+
+def test_lead_sees_auroc_with_and_without_clinical_data(ctx: AppContext, portal_env: Settings) -> None:
+    from tests.services.test_tabular_contribution import AGE_META, clinical_model, clinical_project
+
+    clinical_project(ctx)
+    accounts.add_user(ctx, "lead1", PASSWORD, "lead")
+    image_only = train(SAMPLE_DATA / "pneumoniamnist" / "pneumoniamnist.npz").onnx_bytes
+    register_model(ctx, image_only, name="a-image", labels=list(LABELS))
+    register_model(ctx, clinical_model(), name="clinical", labels=list(LABELS), meta=AGE_META)
+    register_model(ctx, image_only, name="zz-image", labels=list(LABELS))
+
+    at = signed_in("lead1", PASSWORD)
+    at.switch_page("views/models.py").run()
+    assert not at.exception, at.exception
+    assert at.selectbox[0].options == ["a-image:1", "clinical:1", "zz-image:1"]
+    at.selectbox[0].set_value("clinical:1")  # neither the first option nor the one shown first
+    at.selectbox[1].set_value("Chest")
+    at.run()
+    next(b for b in at.button if b.label == "Measure and evaluate").click()
+    at.run()
+    assert not at.exception, at.exception
+    assert any("with and without the `clinical` input" in m.value for m in at.markdown)
+    table = next(df.value for df in at.dataframe if "AUROC with clinical data" in df.value.columns)
+    assert {"AUROC without (image only)", "95% CI (with)", "95% CI (without)", "Difference"} <= set(table.columns)
+    pneumonia = table[table["Finding"] == "pneumonia"].iloc[0]
+    assert pneumonia["AUROC with clinical data"] > pneumonia["AUROC without (image only)"]
+    assert pneumonia["Positives"] + pneumonia["Negatives"] == 40
+    assert any("40 verified items of Chest" in c.value for c in at.caption)
