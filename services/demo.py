@@ -76,6 +76,17 @@ NIH_PROJECT = ProjectSpec(
     second_opinion=True,
     readers=("reader1", "reader2"),
 )
+NIH_CLINICAL_PROJECT = ProjectSpec(
+    name="ChestX-ray14 with clinical data (64x64)",
+    task_type="multi_label",
+    description="Simulation: 64x64 NIH ChestX-ray14 films of patients the demo's clinical-data model never saw, "
+                "each with the patient's age, sex and view position (the data set's labels.csv), read by two "
+                "simulated readers. Too small to read clinically.",
+    instructions="Select every finding you see, then press Enter. Choose 'No finding' for a normal film.",
+    labels=NIH_PROJECT.labels,
+    labels_per_item=2,
+    readers=("reader1", "reader2"),
+)
 DICOM_PROJECT = ProjectSpec(
     name="DICOM samples (boxes)",
     task_type="boxes",
@@ -88,6 +99,8 @@ DICOM_PROJECT = ProjectSpec(
     readers=("reader1", "reader2"),
 )
 # Full-resolution chest films among the DICOM samples (adult CR chest PA), read in the multi-label project.
+NIH_SAMPLE = "nih-chestxray14-1000"
+CLINICAL_HELD_OUT_PATIENTS = 40  # the clinical-data project's patients (about 150 films), never trained on
 ADULT_CHEST_DICOMS = ("pydicom-data/RG1_J2KI.dcm",
                       "torchxrayvision/1.2.276.0.7230010.3.1.4.8323329.6904.1517875201.850819.dcm")
 
@@ -138,7 +151,7 @@ def load_demo(ctx: AppContext, *, data_dir: Path | None = None, images: int = 12
             add_user(ctx, username, DEMO_PASSWORD, role, display_name=display)
             created_users.append(username)
     created_projects = []
-    for spec in (DEMO_PROJECT, NIH_PROJECT, DICOM_PROJECT, AL_PROJECT):
+    for spec in (DEMO_PROJECT, NIH_PROJECT, DICOM_PROJECT, AL_PROJECT, NIH_CLINICAL_PROJECT):
         if not project_exists(ctx, spec.name):
             create_project(ctx, spec)
             created_projects.append(spec.name)
@@ -165,6 +178,8 @@ def load_demo(ctx: AppContext, *, data_dir: Path | None = None, images: int = 12
         model_line += "; " + _demo_fullsize_model(ctx, data_dir)
         model_line += "; " + _approve_for_clinicians(ctx, "pneumonia-fullsize")
         model_line += "; " + _approve_for_clinicians(ctx, "pneumonia-logreg")
+    if NIH_CLINICAL_PROJECT.name in created_projects and (data_dir / NIH_SAMPLE).exists():
+        model_line += "; " + _demo_clinical(ctx, data_dir)
     return DemoReport(tuple(created_users), tuple(created_projects), tuple(reports), model_line)
 
 
@@ -301,3 +316,81 @@ def _demo_fullsize_model(ctx: AppContext, data_dir: Path) -> str:
             f"{trained.films} full-size films, {trained.test_auroc:.3f} on PneumoniaMNIST test; pre-labelled "
             f"{report.predicted} items; unusual-input threshold {check['threshold']} "
             f"({check['observed_rate']:.1%} of {check['n_calibration']} validation images flagged)")
+
+
+def _demo_clinical(ctx: AppContext, data_dir: Path) -> str:
+    """Images with clinical data: the NIH sample's films of ``CLINICAL_HELD_OUT_PATIENTS`` patients go into
+    the clinical-data project with their age, sex and view position (imported from labels.csv as item
+    metadata); a model with a second, clinical input (services.demo_model.train_clinical) is trained on
+    the other patients, registered and run on the project; two simulated readers read every film, so the
+    Models page can compare its AUROC with and without the clinical input on verified labels."""
+    from services.demo_model import clinical_records, held_out_patients, train_clinical
+    from services.models import prelabel, register_model
+
+    records = clinical_records(data_dir / NIH_SAMPLE)
+    held_out = held_out_patients(records, CLINICAL_HELD_OUT_PATIENTS)
+    project_records = {str(r.path): r for r in records if r.patient in held_out}
+    report = ingest_paths(ctx, NIH_CLINICAL_PROJECT.name, sorted(project_records), actor=authz.LOCAL_ADMIN)
+    items = {o.item_id: project_records[o.source] for o in report.outcomes
+             if o.item_id is not None and o.status == "released"}
+    _import_clinical_data(ctx, {item_id: r.attributes for item_id, r in items.items()})
+    trained = train_clinical(records, held_out)
+    meta = {**trained.meta,
+            "description": "patch k-means image features (learnt without labels) + age, sex and view position, "
+                           "one logistic head per finding, in one ONNX graph with two inputs",
+            "intended_input": "Frontal adult chest X-ray reduced to 64x64, with the patient's age (years), sex "
+                              "(M/F) and view position (PA/AP) as item metadata",
+            "training_data": f"NIH ChestX-ray14 sample (64x64): {trained.train_size} films of "
+                             f"{trained.train_patients} patients; the {len(held_out)} patients of the demo project "
+                             "were held out",
+            "limitations": "Tiny training set and noisy text-mined labels; 64x64 pixels lose fine detail. The "
+                           "Models page shows what the clinical data adds. Not for clinical use."}
+    model = register_model(ctx, trained.onnx_bytes, name="chestxray14-clinical", labels=list(trained.labels),
+                           meta=meta)
+    predicted = prelabel(ctx, NIH_CLINICAL_PROJECT.name, ref_of(model.name, model.version)).predicted
+    reads = _clinical_reads(ctx, {item_id: r.findings for item_id, r in items.items()})
+    return (f"model {model.name} v{model.version} (image + age, sex, view position) trained on "
+            f"{trained.train_size} films, pre-labelled {predicted} of {len(items)} films of {len(held_out)} other "
+            f"patients; {reads}")
+
+
+def _import_clinical_data(ctx: AppContext, attributes: dict[int, dict[str, object]]) -> None:
+    """Item metadata from the data set's CSV (as a site imports its clinical data): the keys a model's
+    tabular ``features`` read."""
+    from db.models import Item
+
+    with ctx.sessions.begin() as session:
+        for item_id, values in attributes.items():
+            item = session.get(Item, item_id)
+            if item is not None:
+                item.attributes = {**(item.attributes or {}), **values}
+
+
+def _clinical_reads(ctx: AppContext, truth: dict[int, tuple[str, ...]], *, seed: int = 11) -> str:
+    """reader1 and reader2 each read every film of the clinical-data project (two reads per item: agreeing
+    reads are its verified consensus). A simulated reader reports the data set's findings, and at a fixed,
+    seeded rate drops one (or calls a single finding normal, or a normal film 'infiltration')."""
+    from services import labelling
+    from services.projects import projects_for
+
+    users = _user_ids(ctx)
+    project = next(p for p in projects_for(ctx, users["lead"], "lead") if p.name == NIH_CLINICAL_PROJECT.name)
+    rng = np.random.default_rng(seed)
+
+    def read(findings: tuple[str, ...], error_rate: float) -> list[str]:
+        if rng.random() >= error_rate:
+            return list(findings)
+        if findings == ("no finding",):
+            return ["infiltration"]
+        return list(findings[:-1]) if len(findings) > 1 else ["no finding"]
+
+    done = {}
+    for reader, error_rate in (("reader1", 0.08), ("reader2", 0.10)):
+        n = 0
+        while (case := labelling.next_case(ctx, project.id, users[reader])) is not None:
+            labelling.submit(ctx, case.assignment_id, users[reader],
+                             labels=read(truth.get(case.item_id, ("no finding",)), error_rate),
+                             time_spent_ms=int(rng.integers(3000, 12000)))
+            n += 1
+        done[reader] = n
+    return f"reader1 read {done['reader1']} and reader2 {done['reader2']} of its films"

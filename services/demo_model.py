@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -124,3 +125,121 @@ def train_fullsize(npz: Path, films: dict[Path, int], *, components: int = 50, s
     return FullSizeModel(onnx_bytes=onnx_bytes, meta=meta, test_auroc=test_auroc,
                          films_auroc=float(roc_auc_score(y, p)), films_auroc_ci=_bootstrap_auroc(y, p),
                          films_accuracy=float(np.mean((p >= 0.5) == y)), films=len(paths), train_size=len(y_train))
+
+
+# --------------------------------------------------------------------------------- images with clinical data
+#: The findings the demo's clinical model predicts: the NIH sample's most frequent (project label names).
+CLINICAL_LABELS = ("no finding", "effusion", "infiltration", "atelectasis", "cardiomegaly")
+#: How each item's metadata becomes the model's second input (registry meta ``features``, 5 columns): age
+#: in years / 100, sex one-hot (M, F), view position one-hot (PA, AP). Item attributes use these keys.
+CLINICAL_FEATURES: tuple[dict[str, Any], ...] = (
+    {"key": "age", "scale": 0.01},
+    {"key": "sex", "one_hot": ["M", "F"]},
+    {"key": "view_position", "one_hot": ["PA", "AP"]},
+)
+CLINICAL_INPUT = "clinical"
+CLINICAL_HEAD_C = 0.01  # the L2 strength of the patch-feature heads (active_learning.features.FEATURE_HEAD_C)
+
+
+@dataclass(frozen=True)
+class ClinicalRecord:
+    """One image of the NIH ChestX-ray14 sample with its labels.csv row."""
+
+    path: Path
+    patient: str
+    findings: tuple[str, ...]  # project label names ("no finding" for No Finding)
+    attributes: dict[str, object]  # age, sex, view_position: the item metadata the model reads
+
+
+@dataclass(frozen=True)
+class ClinicalModel:
+    onnx_bytes: bytes
+    meta: dict[str, object]
+    labels: tuple[str, ...]
+    train_size: int
+    train_patients: int
+
+
+def clinical_records(nih_dir: Path) -> list[ClinicalRecord]:
+    """Every image of the sample (``nih-chestxray14-1000``) with its findings, age, sex and view position."""
+    import csv
+
+    out = []
+    with (nih_dir / "labels.csv").open(newline="") as handle:
+        for row in csv.DictReader(handle):
+            findings = tuple(f.strip().replace("_", " ").lower() for f in row["nih_finding_labels"].split("|"))
+            out.append(ClinicalRecord(path=nih_dir / row["path"], patient=row["patient_id"], findings=findings,
+                                      attributes={"age": int(row["patient_age"]), "sex": row["patient_sex"],
+                                                  "view_position": row["view_position"]}))
+    return out
+
+
+def held_out_patients(records: list[ClinicalRecord], n_patients: int, seed: int = 0) -> set[str]:
+    """``n_patients`` patients drawn at random: every image of theirs is held out of training (the sample's
+    own split is not patient-disjoint)."""
+    patients = sorted({r.patient for r in records})
+    rng = np.random.default_rng(seed)
+    return {patients[i] for i in rng.choice(len(patients), size=min(n_patients, len(patients)), replace=False)}
+
+
+def clinical_row(attributes: dict[str, object]) -> np.ndarray:
+    """The second input of one item (1 x 5), exactly as the registry maps ``CLINICAL_FEATURES``."""
+    import inference
+    from inference.types import TabularFeature, TabularSpec
+
+    spec = TabularSpec(CLINICAL_INPUT, tuple(
+        TabularFeature(key=str(f["key"]), scale=float(f.get("scale", 1.0)),
+                       one_hot=tuple(f["one_hot"]) if "one_hot" in f else None)
+        for f in CLINICAL_FEATURES))
+    return inference.tabular_vector(spec, attributes)
+
+
+def _grey(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as img:
+        return np.asarray(img.convert("L"), dtype=np.uint8)
+
+
+def train_clinical(records: list[ClinicalRecord], held_out: set[str], *, seed: int = 0) -> ClinicalModel:
+    """Patch k-means image features (learnt without labels on the training images) concatenated with age,
+    sex and view position, one logistic head per finding (L2, ``CLINICAL_HEAD_C``, on the image features and
+    the standardised clinical columns), all in one ONNX graph with two inputs:
+    ``image`` (N x 1 x 64 x 64, 0..1) and ``clinical`` (N x 5). Trained on the images of every patient not in
+    ``held_out`` (the demo project holds those)."""
+    from active_learning.features import PatchFeatureParams, learn_features
+    from active_learning.onnx_export import with_tabular_input
+
+    train = [r for r in records if r.patient not in held_out]
+    images = np.stack([_grey(r.path) for r in train])
+    features = learn_features(images, PatchFeatureParams(n_centroids=32, n_patches=20_000, out_dim=64), seed=seed)
+    embeddings = features.transform(images)
+    tabular = np.concatenate([clinical_row(r.attributes) for r in train]).astype(np.float64)
+    # the heads see the clinical columns standardised, as the image features are (so the L2 penalty weighs
+    # both alike); the standardisation is linear and is folded into the exported weights below
+    mean, sd = tabular.mean(axis=0), tabular.std(axis=0)
+    sd = np.where(sd > 0, sd, 1.0)
+    x = np.hstack([embeddings, (tabular - mean) / sd])
+    d = embeddings.shape[1]
+    weights, biases = [], []
+    for label in CLINICAL_LABELS:
+        y = np.array([label in r.findings for r in train], dtype=int)
+        head = LogisticRegression(C=CLINICAL_HEAD_C, max_iter=3000, random_state=seed).fit(x, y)
+        w = head.coef_[0].copy()
+        w[d:] = head.coef_[0][d:] / sd
+        weights.append(w)
+        biases.append(head.intercept_[0] - float(np.sum(head.coef_[0][d:] * mean / sd)))
+    backbone = features.to_onnx()
+    joint = with_tabular_input(backbone, "embedding", CLINICAL_INPUT, tabular.shape[1])
+    joint.graph.initializer.extend([numpy_helper.from_array(np.stack(weights, axis=1).astype(np.float32), "head/W"),
+                                    numpy_helper.from_array(np.asarray(biases, dtype=np.float32), "head/B")])
+    joint.graph.node.extend([helper.make_node("Gemm", ["joint", "head/W", "head/B"], ["head/logits"]),
+                             helper.make_node("Sigmoid", ["head/logits"], ["probabilities"])])
+    joint.graph.output.append(helper.make_tensor_value_info("probabilities", TensorProto.FLOAT,
+                                                            ["N", len(CLINICAL_LABELS)]))
+    joint.graph.name = "patch_features+clinical+logreg"
+    onnx.checker.check_model(joint)
+    meta: dict[str, object] = {"output_name": "probabilities", "output": "sigmoid", "embedding_output": "embedding",
+                               "tabular_input": CLINICAL_INPUT, "features": [dict(f) for f in CLINICAL_FEATURES]}
+    return ClinicalModel(onnx_bytes=joint.SerializeToString(), meta=meta, labels=CLINICAL_LABELS,
+                         train_size=len(train), train_patients=len({r.patient for r in train}))
