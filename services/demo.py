@@ -175,11 +175,15 @@ def load_demo(ctx: AppContext, *, data_dir: Path | None = None, images: int = 12
         from services.learning import setup_active_learning_demo
 
         model_line += "; " + setup_active_learning_demo(ctx, AL_PROJECT.name)
+        model_line += "; " + _demo_learning_rounds(ctx, truth)
         model_line += "; " + _demo_fullsize_model(ctx, data_dir)
         model_line += "; " + _approve_for_clinicians(ctx, "pneumonia-fullsize")
         model_line += "; " + _approve_for_clinicians(ctx, "pneumonia-logreg")
     if NIH_CLINICAL_PROJECT.name in created_projects and (data_dir / NIH_SAMPLE).exists():
-        model_line += "; " + _demo_clinical(ctx, data_dir)
+        from services.demo_clinical import load_clinical_demo
+
+        model_line += "; " + load_clinical_demo(ctx, data_dir / NIH_SAMPLE, NIH_CLINICAL_PROJECT.name, _user_ids(ctx),
+                                                held_out=CLINICAL_HELD_OUT_PATIENTS)
     return DemoReport(tuple(created_users), tuple(created_projects), tuple(reports), model_line)
 
 
@@ -241,6 +245,31 @@ def demo_reads(ctx: AppContext, truth: dict[int, str], *, primary: int = 60, sam
     return (f"reader1 labelled {labelled} cases; verification round '{rnd.name}' read blind by reader2 and "
             f"reader3 ({rnd.sample_size} items), {adjudicated} disagreement(s) adjudicated; a re-read round "
             "for reader1 opens in 14 days")
+
+
+def _demo_learning_rounds(ctx: AppContext, truth: dict[int, str], *, batch: int = 20, seed: int = 5) -> str:
+    """Two retrains of the active-learning project, so its learning curve has points measured on project
+    labels: one on reader1's labels so far, then one after reader1 reads the next ``batch`` cases in the
+    queue's (active-learning) order, erring at the same rate as before."""
+    from services import labelling
+    from services import learning as active_learning
+    from services.projects import projects_for
+
+    users = _user_ids(ctx)
+    project = next(p for p in projects_for(ctx, users["lead"], "lead") if p.name == AL_PROJECT.name)
+    first = active_learning.retrain(ctx, AL_PROJECT.name, actor_id=users["lead"])
+    rng = np.random.default_rng(seed)
+    flip = {"normal": "pneumonia", "pneumonia": "normal"}
+    read = 0
+    while read < batch and (case := labelling.next_case(ctx, project.id, users["reader1"])) is not None:
+        label = truth.get(case.item_id, "indeterminate")
+        labelling.submit(ctx, case.assignment_id, users["reader1"],
+                         labels=[flip.get(label, label) if rng.random() < 0.08 else label],
+                         time_spent_ms=int(rng.integers(2500, 9000)))
+        read += 1
+    second = active_learning.retrain(ctx, AL_PROJECT.name, actor_id=users["lead"])
+    return (f"active-learning retrains: {first.model} on {first.n_labels} labels, then {second.model} on "
+            f"{second.n_labels} after reader1 read {read} queued cases")
 
 
 def _user_ids(ctx: AppContext) -> dict[str, int]:
@@ -316,81 +345,3 @@ def _demo_fullsize_model(ctx: AppContext, data_dir: Path) -> str:
             f"{trained.films} full-size films, {trained.test_auroc:.3f} on PneumoniaMNIST test; pre-labelled "
             f"{report.predicted} items; unusual-input threshold {check['threshold']} "
             f"({check['observed_rate']:.1%} of {check['n_calibration']} validation images flagged)")
-
-
-def _demo_clinical(ctx: AppContext, data_dir: Path) -> str:
-    """Images with clinical data: the NIH sample's films of ``CLINICAL_HELD_OUT_PATIENTS`` patients go into
-    the clinical-data project with their age, sex and view position (imported from labels.csv as item
-    metadata); a model with a second, clinical input (services.demo_model.train_clinical) is trained on
-    the other patients, registered and run on the project; two simulated readers read every film, so the
-    Models page can compare its AUROC with and without the clinical input on verified labels."""
-    from services.demo_model import clinical_records, held_out_patients, train_clinical
-    from services.models import prelabel, register_model
-
-    records = clinical_records(data_dir / NIH_SAMPLE)
-    held_out = held_out_patients(records, CLINICAL_HELD_OUT_PATIENTS)
-    project_records = {str(r.path): r for r in records if r.patient in held_out}
-    report = ingest_paths(ctx, NIH_CLINICAL_PROJECT.name, sorted(project_records), actor=authz.LOCAL_ADMIN)
-    items = {o.item_id: project_records[o.source] for o in report.outcomes
-             if o.item_id is not None and o.status == "released"}
-    _import_clinical_data(ctx, {item_id: r.attributes for item_id, r in items.items()})
-    trained = train_clinical(records, held_out)
-    meta = {**trained.meta,
-            "description": "patch k-means image features (learnt without labels) + age, sex and view position, "
-                           "one logistic head per finding, in one ONNX graph with two inputs",
-            "intended_input": "Frontal adult chest X-ray reduced to 64x64, with the patient's age (years), sex "
-                              "(M/F) and view position (PA/AP) as item metadata",
-            "training_data": f"NIH ChestX-ray14 sample (64x64): {trained.train_size} films of "
-                             f"{trained.train_patients} patients; the {len(held_out)} patients of the demo project "
-                             "were held out",
-            "limitations": "Tiny training set and noisy text-mined labels; 64x64 pixels lose fine detail. The "
-                           "Models page shows what the clinical data adds. Not for clinical use."}
-    model = register_model(ctx, trained.onnx_bytes, name="chestxray14-clinical", labels=list(trained.labels),
-                           meta=meta)
-    predicted = prelabel(ctx, NIH_CLINICAL_PROJECT.name, ref_of(model.name, model.version)).predicted
-    reads = _clinical_reads(ctx, {item_id: r.findings for item_id, r in items.items()})
-    return (f"model {model.name} v{model.version} (image + age, sex, view position) trained on "
-            f"{trained.train_size} films, pre-labelled {predicted} of {len(items)} films of {len(held_out)} other "
-            f"patients; {reads}")
-
-
-def _import_clinical_data(ctx: AppContext, attributes: dict[int, dict[str, object]]) -> None:
-    """Item metadata from the data set's CSV (as a site imports its clinical data): the keys a model's
-    tabular ``features`` read."""
-    from db.models import Item
-
-    with ctx.sessions.begin() as session:
-        for item_id, values in attributes.items():
-            item = session.get(Item, item_id)
-            if item is not None:
-                item.attributes = {**(item.attributes or {}), **values}
-
-
-def _clinical_reads(ctx: AppContext, truth: dict[int, tuple[str, ...]], *, seed: int = 11) -> str:
-    """reader1 and reader2 each read every film of the clinical-data project (two reads per item: agreeing
-    reads are its verified consensus). A simulated reader reports the data set's findings, and at a fixed,
-    seeded rate drops one (or calls a single finding normal, or a normal film 'infiltration')."""
-    from services import labelling
-    from services.projects import projects_for
-
-    users = _user_ids(ctx)
-    project = next(p for p in projects_for(ctx, users["lead"], "lead") if p.name == NIH_CLINICAL_PROJECT.name)
-    rng = np.random.default_rng(seed)
-
-    def read(findings: tuple[str, ...], error_rate: float) -> list[str]:
-        if rng.random() >= error_rate:
-            return list(findings)
-        if findings == ("no finding",):
-            return ["infiltration"]
-        return list(findings[:-1]) if len(findings) > 1 else ["no finding"]
-
-    done = {}
-    for reader, error_rate in (("reader1", 0.08), ("reader2", 0.10)):
-        n = 0
-        while (case := labelling.next_case(ctx, project.id, users[reader])) is not None:
-            labelling.submit(ctx, case.assignment_id, users[reader],
-                             labels=read(truth.get(case.item_id, ("no finding",)), error_rate),
-                             time_spent_ms=int(rng.integers(3000, 12000)))
-            n += 1
-        done[reader] = n
-    return f"reader1 read {done['reader1']} and reader2 {done['reader2']} of its films"
