@@ -70,7 +70,8 @@ if comparison is not None:
                "Size ratio": round(r.size_ratio, 3), "p50 latency (ms)": round(r.latency_p50_ms, 3),
                "Speed-up": round(r.latency_ratio, 2),
                "Model only (images/s)": _rate(r.throughput_per_s),
-               "End to end (images/s)": _rate(r.end_to_end_per_s) if r.end_to_end_per_s else "— (choose a project)",
+               "End to end (images/s)": _rate(r.end_to_end_per_s) if r.end_to_end_per_s
+               else "— (tabular input)" if tabular else "— (choose a project)",
                "Accuracy": None if ev is None else round(ev.accuracy, 3),
                "Macro AUROC": None if ev is None or ev.macro_auroc is None else round(ev.macro_auroc, 3),
                "ECE": None if ev is None else round(ev.ece, 3)}
