@@ -14,6 +14,7 @@ import threading
 import time
 from dataclasses import dataclass
 
+from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import error_response
@@ -26,7 +27,7 @@ class BodyLimit:
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app, self.max_bytes = app, max_bytes
 
-    def _too_large(self) -> object:
+    def _too_large(self) -> JSONResponse:
         return error_response(413, "payload_too_large",
                               f"the request body is larger than the limit of {self.max_bytes // MB} MB")
 
@@ -79,7 +80,7 @@ class BodyLimit:
             dropped += len(message.get("body", b""))
             more = message.get("more_body", False)
         response = self._too_large()
-        await response(scope, receive, send)  # type: ignore[operator]
+        await response(scope, receive, send)
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.responses import Response
@@ -10,21 +10,21 @@ from fastapi.responses import Response
 from api import PREFIX
 from api.auth import caller
 from api.errors import ApiError
-from api.schemas import Error, Prediction
+from api.schemas import Error, LabelProbability, Prediction
 from services import second_opinion as so
 from services.api_tokens import Caller
 
 router = APIRouter(prefix=f"{PREFIX}/predictions", tags=["predictions"])
 ASK = caller(("predict",), so.ASK_ROLES)
 READ = caller(("predict", "read"), so.ASK_ROLES)
-ERRORS = {code: {"model": Error} for code in (401, 403, 404, 413, 422, 429)}
+ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": Error} for code in (401, 403, 404, 413, 422, 429)}
 MAX_WAIT_S = 30.0
 
 
 def record(opinion: so.OpinionDTO) -> Prediction:
     return Prediction(id=opinion.id, user=opinion.user, model=opinion.model, version=opinion.version,
                       prediction=dict(opinion.prediction),
-                      top=[{"label": s.label, "probability": s.probability} for s in opinion.top],  # type: ignore[misc]
+                      top=[LabelProbability(label=s.label, probability=s.probability) for s in opinion.top],
                       image_state=opinion.image_state, created_at=opinion.time.isoformat(),
                       source_kind=opinion.source_kind,
                       deid_status="pending" if opinion.image_state == "pending" else opinion.deid_status,

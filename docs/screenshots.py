@@ -15,6 +15,10 @@ import io
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Page
 
 PASSWORD = "medlabel-demo"
 SHOTS = (  # (user, page title in the sidebar or None for home, file name)
@@ -35,7 +39,7 @@ SETTLED = """() => {
 }"""
 
 
-def _settle(page) -> None:  # type: ignore[no-untyped-def]
+def _settle(page: Page) -> None:
     page.wait_for_timeout(1500)
     page.wait_for_function(SETTLED, timeout=120_000)
     page.wait_for_timeout(800)  # charts and images draw after the run

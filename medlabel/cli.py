@@ -11,12 +11,16 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 import click
 
 from medlabel import __version__
 from medlabel.commands import acting, app_context, local_only, require
 from medlabel.errors import MedlabelError
+
+if TYPE_CHECKING:
+    from services.dto import IngestReport
 
 logger = logging.getLogger(__name__)
 
@@ -124,7 +128,7 @@ def demo(images: int) -> None:
         click.echo("demo already loaded")
 
 
-def _echo_ingest(report, verbose: bool = True) -> None:  # type: ignore[no-untyped-def]
+def _echo_ingest(report: IngestReport, verbose: bool = True) -> None:
     from medlabel.text import printable
 
     if verbose:  # names escaped: a newline in a file name cannot forge a line
@@ -143,7 +147,8 @@ def _echo_ingest(report, verbose: bool = True) -> None:  # type: ignore[no-untyp
 @click.option("--dates", type=click.Choice(["shift", "remove"]), default="shift", show_default=True,
               help="Shift dates per pseudonymous patient (intervals survive) or remove them.")
 @click.option("--keep-patient-characteristics", is_flag=True, help="Keep age, sex, size and weight.")
-def ingest(project: str, paths: tuple[str, ...], dates: str, keep_patient_characteristics: bool) -> None:
+def ingest(project: str, paths: tuple[str, ...], dates: Literal["shift", "remove"],  # click.Choice checked it
+           keep_patient_characteristics: bool) -> None:
     """De-identify files (DICOM or photos; folders recursively) into a project.
 
     Originals never touch the disk or the database; flagged files are quarantined for review,
@@ -154,7 +159,7 @@ def ingest(project: str, paths: tuple[str, ...], dates: str, keep_patient_charac
 
     with app_context() as ctx:
         report = ingest_paths(ctx, project, paths, actor=acting(ctx), options=deid.DeidOptions(
-            dates=dates, keep_patient_characteristics=keep_patient_characteristics))  # type: ignore[arg-type]
+            dates=dates, keep_patient_characteristics=keep_patient_characteristics))
     _echo_ingest(report)
     if report.count("refused"):
         raise SystemExit(1)

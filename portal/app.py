@@ -9,6 +9,7 @@ Every run resumes the session from the database first (``portal/auth.py``).
 from __future__ import annotations
 
 import streamlit as st
+from streamlit.navigation.page import StreamlitPage
 
 from medlabel.errors import MedlabelError
 from portal import auth, state
@@ -104,7 +105,7 @@ def _sidebar(user_label: str, session_id: int, method: str) -> None:
         st.button("Sign out", key="logout", icon=":material/logout:", on_click=_sign_out, args=(session_id, method))
 
 
-def _navigation(role: str | None) -> st.navigation:  # type: ignore[valid-type]
+def _navigation(role: str | None) -> StreamlitPage:
     """Every page is registered (so deep links survive sign-in); only the role's pages are shown."""
     allowed = {p.file for p in pages_for(role)} if role else set()
     sections: dict[str, list[st.Page]] = {}

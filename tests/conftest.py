@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -132,8 +132,12 @@ def ctx(settings: Settings) -> Iterator[AppContext]:
     context.close()
 
 
+EnvFor = Callable[[Settings], dict[str, str]]
+"""The ``env_for`` fixture: the environment of a subprocess pointed at a settings object."""
+
+
 @pytest.fixture
-def env_for(tmp_path: Path):  # type: ignore[no-untyped-def]
+def env_for(tmp_path: Path) -> EnvFor:
     """Environment variables that point a subprocess (CLI, portal) at a settings object."""
 
     def build(s: Settings) -> dict[str, str]:

@@ -13,6 +13,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -25,7 +26,7 @@ from tests.browser.conftest import free_port
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _compose() -> dict:  # type: ignore[type-arg]
+def _compose() -> dict[str, Any]:
     return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 
 

@@ -26,6 +26,7 @@ from medlabel.settings import Settings
 from services import accounts
 from services.context import AppContext
 from tests.browser.conftest import free_port
+from tests.conftest import EnvFor
 from tests.test_deploy import NGINX, loopback_nginx_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -188,7 +189,8 @@ def test_the_proxy_serves_tls_with_the_generated_certificate_and_redirects_http(
         api.server_close()
 
 
-def test_first_admin_is_made_once(ctx: AppContext, settings: Settings, env_for, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_first_admin_is_made_once(ctx: AppContext, settings: Settings, env_for: EnvFor,
+                                  tmp_path: Path) -> None:
     password_file = tmp_path / "admin-password"
     password_file.write_text("correct-horse-battery-staple-42\n")
     env = env_for(settings)

@@ -133,7 +133,8 @@ def run(requests: int = 20, per_client: int = 6, clients: int = 8, warmup: int =
                                       data={"model": ref})
                     if response.status_code != 201:
                         raise click.ClickException(f"request {i}: {response.status_code} {response.text[:300]}")
-                    return response.json()  # type: ignore[no-any-return]
+                    body: dict[str, Any] = response.json()
+                    return body
 
                 def settle(answer: dict[str, Any]) -> None:
                     client.get(f"/predictions/{answer['id']}", params={"wait": 30})

@@ -74,7 +74,7 @@ def _warm(session_threads: int | None) -> None:
     if session_threads is not None:
         # Benchmark-only: the onnxruntime threads of each worker's session (services.models.prelabel
         # uses min(INFERENCE_THREADS, cores), 2 here, and takes no parameter for it yet).
-        services.models.prelabelling.INFERENCE_THREADS = session_threads  # type: ignore[attr-defined]
+        services.models.prelabelling.INFERENCE_THREADS = session_threads  # type: ignore[attr-defined]  # a global it imports, read per run
 
 
 def _job_rate(ctx: Any, kind: str, params: dict[str, Any], count_key: str) -> dict[str, Any]:

@@ -53,8 +53,9 @@ def command(ratings: Path | None, level: str, categories: str | None, n_boot: in
         else:
             click.echo(render_table(report))
         return
+    assert ratings is not None  # no --project, so the check above made sure of a CSV
     cats = None if categories is None else [c.strip() for c in categories.split(",") if c.strip()]
-    records = read_ratings_csv(ratings, categories=cats)  # type: ignore[arg-type]
+    records = read_ratings_csv(ratings, categories=cats)
     report = compute_report(records, level=level, categories=cats, n_boot=n_boot, seed=seed)
     click.echo(json.dumps(report.to_json(), indent=2) if as_json else render_table(report))
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Literal
 
 import click
 
@@ -18,8 +20,8 @@ import click
               help="Shift dates per pseudonymous patient (intervals survive) or remove them.")
 @click.option("--keep-patient-characteristics", is_flag=True, help="Keep age, sex, size and weight.")
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 64), help="Worker processes.")
-def command(src: Path, dst: Path, key_file: Path | None, dates: str, keep_patient_characteristics: bool,
-            workers: int) -> None:
+def command(src: Path, dst: Path, key_file: Path | None, dates: Literal["shift", "remove"],  # click.Choice checked it
+            keep_patient_characteristics: bool, workers: int) -> None:
     """De-identify DICOM files and photos under SRC into DST (recursively).
 
     DICOM (with or without a .dcm suffix) gets the PS3.15 basic profile with keyed pseudonyms, UID
@@ -40,7 +42,7 @@ def command(src: Path, dst: Path, key_file: Path | None, dates: str, keep_patien
         if not key_file.exists():
             raise ConfigError(f"{key_file}: no installation secret; run `medlabel init` or pass --key-file")
     key = load_or_create_key(key_file)
-    options = DeidOptions(dates=dates, keep_patient_characteristics=keep_patient_characteristics,  # type: ignore[arg-type]
+    options = DeidOptions(dates=dates, keep_patient_characteristics=keep_patient_characteristics,
                           max_pixel_bytes=load_settings().pixel_budget_bytes)
     with click.progressbar(length=sum(1 for _ in _count(src)), label="de-identifying", file=None) as bar:
         outcomes = deidentify_tree(src, dst, key=key, options=options, workers=workers,
@@ -57,7 +59,7 @@ def command(src: Path, dst: Path, key_file: Path | None, dates: str, keep_patien
         raise SystemExit(1)
 
 
-def _count(src: Path):  # type: ignore[no-untyped-def]
+def _count(src: Path) -> Iterator[Path]:
     from deid.io import iter_sources
 
     return iter_sources(src)

@@ -5,6 +5,7 @@ need data, on a project that has some."""
 from __future__ import annotations
 
 import streamlit as st
+from streamlit.delta_generator import DeltaGenerator
 
 from portal.resources import app_context
 from services.dto import ProjectDTO, UserDTO
@@ -22,13 +23,13 @@ def _remember(user_id: int, key: str, none_option: str | None) -> None:
 
 def pick_project(user: UserDTO, *, key: str, needs: str | None = None, label: str = "Project",
                  empty: str | None = "No projects yet.", none_option: str | None = None,
-                 hide_if_single: bool = False, container: object = st) -> ProjectDTO | None:
+                 hide_if_single: bool = False, container: DeltaGenerator | None = None) -> ProjectDTO | None:
     """Show the project selectbox (widget key ``key``) and return the chosen project.
 
     ``needs``: the kind of data the page shows (see ``services.preferences.NEEDS``); projects without it
     are marked and not opened on by default. Without projects, show ``empty`` and stop the page (or, with
     ``empty=None``, return None). ``none_option``: an extra last choice that returns None.
-    ``container``: where to draw it (``st``, a column, the sidebar).
+    ``container``: where to draw it (a column, the sidebar; default the page).
     """
     choice = project_choice(app_context(), user.id, user.role, needs)
     if not choice.projects:
@@ -41,7 +42,8 @@ def pick_project(user: UserDTO, *, key: str, needs: str | None = None, label: st
         return choice.projects[0]
     hint = MISSING.get(needs or "", "")
     options = [*names, *([none_option] if none_option is not None else [])]
-    chosen = container.selectbox(  # type: ignore[attr-defined]
+    selectbox = container.selectbox if container is not None else st.selectbox
+    chosen = selectbox(
         label, options, index=choice.default, key=key,
         format_func=lambda name: f"{name} ({hint})" if name in choice.without_data else name,
         on_change=_remember, args=(user.id, key, none_option))

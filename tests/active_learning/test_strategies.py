@@ -167,7 +167,7 @@ def test_bad_arguments() -> None:
     with pytest.raises(ValueError, match="needs embeddings"):
         al.make_strategy("kcenter").select(probs, None, mask, 1, rng)
     with pytest.raises(TypeError):
-        al.make_strategy("margin").select(probs, emb, mask, 1.0, rng)  # type: ignore[arg-type]
+        al.make_strategy("margin").select(probs, emb, mask, 1.0, rng)  # type: ignore[arg-type]  # a float batch size on purpose
     with pytest.raises(NotImplementedError):
         al.make_strategy("kcenter").score(probs)
     assert al.make_strategy("margin").select(probs, emb, mask, 0, rng).shape == (0,)

@@ -9,11 +9,13 @@ import sys
 from pathlib import Path
 
 from agreement import AgreementReport
+from medlabel.settings import Settings
 from services import labelling, verification
 from services.agreement_report import agreement_for_project
 from services.authz import LOCAL_ADMIN
 from services.context import AppContext
 from tests.agreement.test_statistics import KRIPP
+from tests.conftest import EnvFor
 from tests.services.factories import make_items, make_project, user_id
 
 
@@ -76,7 +78,7 @@ def test_project_round_report(ctx: AppContext) -> None:
     assert isinstance(everything, AgreementReport) and everything.n_readers == 3
 
 
-def test_project_mode_reads_the_database(ctx: AppContext, settings, env_for) -> None:  # type: ignore[no-untyped-def]
+def test_project_mode_reads_the_database(ctx: AppContext, settings: Settings, env_for: EnvFor) -> None:
     from services.projects import ProjectChanges, update_project
 
     pid = make_project(ctx, readers=("rad1", "rad2"))

@@ -4,6 +4,7 @@ package, a per-item transcription of irrCAC's formulas) and properties (hypothes
 from __future__ import annotations
 
 import json
+import random
 
 import krippendorff
 import numpy as np
@@ -225,7 +226,7 @@ def test_relabelling_leaves_nominal_statistics_unchanged(rows: list, names: list
 
 @settings(max_examples=30, deadline=None)
 @given(ratings, st.randoms(use_true_random=False))
-def test_item_and_record_order_do_not_matter(rows: list, rnd) -> None:  # type: ignore[no-untyped-def]
+def test_item_and_record_order_do_not_matter(rows: list[list[int | None]], rnd: random.Random) -> None:
     records = _records(rows, ["1", "2", "3", "4"])
     shuffled = list(records)
     rnd.shuffle(shuffled)

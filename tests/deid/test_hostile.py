@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pydicom
@@ -26,6 +27,7 @@ from services.context import AppContext
 from services.ingest import ingest_paths
 from services.models import register_model
 from tests import hostile
+from tests.conftest import EnvFor
 from tests.services.factories import approve, make_project
 
 KEY = b"k" * 32
@@ -64,7 +66,7 @@ def peak_rss_mb(args: list[str], env: dict[str, str]) -> tuple[int, str, str, in
     (lambda: hostile.planted_value(), "cannot be de-identified (ValueError"),
 ], ids=["deflate-bomb", "png-13000", "dicom-30000", "deep-undefined", "deep-defined", "deep-40", "bogus-length",
         "no-pixel-data", "planted-value"])
-def test_the_engine_refuses_each_hostile_file_with_a_reason_naming_no_value(make, reason: str) -> None:  # type: ignore[no-untyped-def]
+def test_the_engine_refuses_each_hostile_file_with_a_reason_naming_no_value(make: Callable[[], bytes], reason: str) -> None:
     data = make()
     started = time.monotonic()
     with pytest.raises(InputError) as caught:
@@ -107,7 +109,9 @@ def test_deid_cli_refuses_each_hostile_file_in_one_line_and_goes_on(tmp_path: Pa
         (line,) = [line for line in lines if line.startswith(f"{src / name}: ")]
         assert reason in line, line
     assert not any(line.startswith("released") for line in lines + out.splitlines())  # no forged line
-    flagged = int(re.search(r"(\d+) flagged for review", out).group(1))  # type: ignore[union-attr]
+    counted = re.search(r"(\d+) flagged for review", out)
+    assert counted is not None, out
+    flagged = int(counted.group(1))
     assert f"{len(expected) - len(refused) - flagged} written" in out
     assert len([line for line in lines if line.startswith(str(src))]) == len(refused) + flagged
     manifest = list(csv.DictReader((tmp_path / "dst" / "manifest.csv").read_text().splitlines()))
@@ -134,7 +138,7 @@ def test_ingest_refuses_each_hostile_file_and_stores_the_rest(ctx: AppContext, t
     assert not any(Path(o.source).is_relative_to(outside) for o in report.outcomes)
 
 
-def test_ingest_cli_prints_one_escaped_line_per_refusal(settings: Settings, ctx: AppContext, env_for,  # type: ignore[no-untyped-def]
+def test_ingest_cli_prints_one_escaped_line_per_refusal(settings: Settings, ctx: AppContext, env_for: EnvFor,
                                                        tmp_path: Path) -> None:
     make_project(ctx)
     src = tmp_path / "src"
@@ -165,7 +169,7 @@ def test_second_opinion_refuses_an_upload_over_the_budget_before_decoding(ctx: A
     assert second_opinion.history(ctx, doc) == []  # nothing recorded
 
 
-def test_models_add_names_a_hostile_file_in_one_escaped_line(settings: Settings, env_for,  # type: ignore[no-untyped-def]
+def test_models_add_names_a_hostile_file_in_one_escaped_line(settings: Settings, env_for: EnvFor,
                                                             tmp_path: Path) -> None:
     bad = tmp_path / "model\nregistered fine.onnx"
     bad.write_bytes(hostile.huge_png(500))

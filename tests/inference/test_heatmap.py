@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -65,7 +66,7 @@ def _film_like() -> np.ndarray:
     return x[None, None]
 
 
-def _detail_model(x0: np.ndarray):  # type: ignore[no-untyped-def]
+def _detail_model(x0: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
     """p(finding) rises with the fine detail at the centre and, like many real models, falls when the
     image's overall brightness departs from the original's."""
     m0 = float(x0.mean())

@@ -11,10 +11,14 @@ from onnx import TensorProto, numpy_helper
 
 from inference import SessionCache, build_tabular_model, build_tiny_cnn, inspect_model
 from inference.quantize import MODES, VARIANTS, quantize_model
+from inference.types import ModelSpec, RunOutput
 from medlabel.errors import InputError
 from services.demo import SAMPLE_DATA
 
 NPZ = SAMPLE_DATA / "pneumoniamnist" / "pneumoniamnist.npz"
+
+
+Images = tuple[np.ndarray, np.ndarray]  # the `images` fixture: calibration and test batches
 
 
 @pytest.fixture(scope="module")
@@ -48,12 +52,12 @@ def decisive_cnn(classes: int = 3, layout: str = "NCHW") -> bytes:
     return model.SerializeToString()
 
 
-def _run(spec, data: bytes, x: np.ndarray, tab: np.ndarray | None = None):  # type: ignore[no-untyped-def]
+def _run(spec: ModelSpec, data: bytes, x: np.ndarray, tab: np.ndarray | None = None) -> RunOutput:
     return SessionCache().run(spec, x, tab, model_bytes=data)
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_each_mode_gives_a_valid_model_with_the_same_names_and_embedding(mode: str, images) -> None:  # type: ignore[no-untyped-def]
+def test_each_mode_gives_a_valid_model_with_the_same_names_and_embedding(mode: str, images: Images) -> None:
     calibration, test = images
     source = decisive_cnn()
     spec = inspect_model(source, ["a", "b", "c"])
@@ -76,7 +80,7 @@ def test_each_mode_gives_a_valid_model_with_the_same_names_and_embedding(mode: s
     assert len(q.model_bytes) == q.spec.size_bytes and q.spec.sha256 != spec.sha256
 
 
-def test_static_int8_predictions_are_close_to_float32(images) -> None:  # type: ignore[no-untyped-def]
+def test_static_int8_predictions_are_close_to_float32(images: Images) -> None:
     calibration, test = images
     source = decisive_cnn()
     spec = inspect_model(source, ["a", "b", "c"])
@@ -95,7 +99,7 @@ def test_static_int8_predictions_are_close_to_float32(images) -> None:  # type: 
     assert np.unique(np.round(out[:, 0] * 255, 3) % 1).size > 10
 
 
-def test_fp16_keeps_float32_io_and_halves_the_weights(images) -> None:  # type: ignore[no-untyped-def]
+def test_fp16_keeps_float32_io_and_halves_the_weights(images: Images) -> None:
     _, test = images
     source = decisive_cnn()
     spec = inspect_model(source, ["a", "b", "c"])
@@ -109,7 +113,7 @@ def test_fp16_keeps_float32_io_and_halves_the_weights(images) -> None:  # type: 
     assert np.abs(reference - out).max() < 0.02
 
 
-def test_the_trained_demo_model_keeps_its_predictions(images) -> None:  # type: ignore[no-untyped-def]
+def test_the_trained_demo_model_keeps_its_predictions(images: Images) -> None:
     from services.demo_model import LABELS, train
 
     calibration, test = images
@@ -123,7 +127,7 @@ def test_the_trained_demo_model_keeps_its_predictions(images) -> None:  # type: 
         assert len(q.model_bytes) < len(source), mode
 
 
-def test_nhwc_and_tabular_models(images) -> None:  # type: ignore[no-untyped-def]
+def test_nhwc_and_tabular_models(images: Images) -> None:
     calibration, test = images
     nhwc = decisive_cnn(layout="NHWC")
     spec = inspect_model(nhwc, ["a", "b", "c"])
@@ -144,7 +148,7 @@ def test_nhwc_and_tabular_models(images) -> None:  # type: ignore[no-untyped-def
     np.testing.assert_allclose(out.probabilities, _run(spec, tabular, test[:64], rows).probabilities, atol=0.05)
 
 
-def test_refusals(images) -> None:  # type: ignore[no-untyped-def]
+def test_refusals(images: Images) -> None:
     calibration, _ = images
     source = decisive_cnn()
     spec = inspect_model(source, ["a", "b", "c"])

@@ -41,9 +41,10 @@ def test_every_command_has_help(path: tuple[str, ...]) -> None:
     result = CliRunner().invoke(cli, [*path, "--help"])
     assert result.exit_code == 0, result.output
     assert "Usage:" in result.output
-    command = cli
+    command: click.Command = cli
     for name in path:
-        command = command.commands[name]  # type: ignore[attr-defined]
+        assert isinstance(command, click.Group)
+        command = command.commands[name]
     assert command.help or command.short_help, f"{path} has no help text"
 
 
@@ -93,7 +94,9 @@ def test_init_is_idempotent_and_users_roundtrip(tmp_path: Path) -> None:
 
 
 def test_password_is_never_an_argument() -> None:
-    params = {p.name for p in cli.commands["users"].commands["add"].params}  # type: ignore[attr-defined]
+    users = cli.commands["users"]
+    assert isinstance(users, click.Group)
+    params = {p.name for p in users.commands["add"].params}
     assert "password" not in params
 
 

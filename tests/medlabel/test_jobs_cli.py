@@ -20,6 +20,7 @@ from services.authz import LOCAL_ADMIN
 from services.context import AppContext
 from services.jobs.protocol import JobReporter
 from services.models import register_model
+from tests.conftest import EnvFor
 from tests.services.factories import make_items, make_project
 
 LABELS = ["normal", "pneumonia"]
@@ -113,7 +114,7 @@ def test_bad_submissions_are_refused_and_write_nothing(ctx: AppContext, cli_env:
 
 @pytest.mark.slow
 def test_a_medlabel_process_runs_its_job_on_an_embedded_cluster(ctx: AppContext, settings: Settings,
-                                                                chest_with_model: int, env_for) -> None:  # type: ignore[no-untyped-def]
+                                                                chest_with_model: int, env_for: EnvFor) -> None:
     env = env_for(settings)
     env["MEDLABEL_DASK_WORKERS"] = "2"
     done = subprocess.run([sys.executable, "-m", "medlabel.cli", "jobs", "submit", "prelabel", "--project", "Chest",

@@ -17,13 +17,14 @@ import pytest
 import inference
 from medlabel.settings import Settings
 from services.context import AppContext
+from tests.conftest import EnvFor
 from tests.services.factories import make_items, make_project
 
 SAMPLES = Path(__file__).resolve().parents[2] / "sample_data" / "dicom-samples" / "deid-data"
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
-def test_cli_runs_leave_nothing_in_home_or_tmp(ctx: AppContext, settings: Settings, env_for, tmp_path: Path,  # type: ignore[no-untyped-def]
+def test_cli_runs_leave_nothing_in_home_or_tmp(ctx: AppContext, settings: Settings, env_for: EnvFor, tmp_path: Path,
                                                db_url: str) -> None:
     make_items(ctx, make_project(ctx), 4)
     home, tmp = tmp_path / "home", tmp_path / "tmp"

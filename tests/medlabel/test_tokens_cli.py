@@ -12,10 +12,11 @@ from medlabel.errors import AuthError
 from medlabel.settings import Settings
 from services import accounts, api_tokens
 from services.context import AppContext
+from tests.conftest import EnvFor
 from tests.medlabel.test_cli import run_cli
 
 
-def test_create_list_revoke(ctx: AppContext, settings: Settings, env_for) -> None:  # type: ignore[no-untyped-def]
+def test_create_list_revoke(ctx: AppContext, settings: Settings, env_for: EnvFor) -> None:
     accounts.add_user(ctx, "doc", "a-test-password", "clinician")
     env = env_for(settings)
     created = run_cli(["tokens", "create", "doc", "--name", "viewer", "--scope", "predict", "--scope", "read",

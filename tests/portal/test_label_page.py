@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from sqlalchemy import select
+from streamlit.testing.v1 import AppTest
 
 from db.models import Annotation
 from medlabel.errors import InputError
@@ -23,22 +24,22 @@ NIH = ("atelectasis", "cardiomegaly", "effusion", "infiltration", "mass", "nodul
        "consolidation", "edema", "emphysema", "fibrosis", "pleural thickening", "hernia")
 
 
-def _label_page(username: str = "rad1"):  # type: ignore[no-untyped-def]
+def _label_page(username: str = "rad1") -> AppTest:
     at = signed_in(username, PASSWORD)
     at.switch_page("views/label.py").run()
     assert not at.exception, at.exception
     return at
 
 
-def _header(at) -> str:  # type: ignore[no-untyped-def]
+def _header(at: AppTest) -> str:
     return next(m.value for m in at.markdown if "case #" in m.value)
 
 
-def _case(at) -> int:  # type: ignore[no-untyped-def]
+def _case(at: AppTest) -> int:
     return int(_header(at).rsplit("#", 1)[1].split()[0])
 
 
-def _left(at) -> int:  # type: ignore[no-untyped-def]
+def _left(at: AppTest) -> int:
     return int(_header(at).split("·")[1].split("left")[0].split()[-1])  # "about 3 left" read as 3 too
 
 

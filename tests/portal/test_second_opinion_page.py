@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 from sqlalchemy import select
+from streamlit.testing.v1 import AppTest
 
 import inference
 from db.models import Annotation, AnnotationKind, Item, Prediction, SecondOpinionRequest
@@ -48,7 +49,7 @@ def clinic(ctx: AppContext, portal_env: Settings) -> AppContext:
     return ctx
 
 
-def _ask(at, name: str, data: bytes, mime: str = "image/png"):  # type: ignore[no-untyped-def]
+def _ask(at: AppTest, name: str, data: bytes, mime: str = "image/png") -> AppTest:
     at.file_uploader(key="so_upload").set_value((name, data, mime)).run()
     return at.button(key="so_ask").click().run()
 

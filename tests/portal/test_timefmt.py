@@ -34,7 +34,7 @@ def test_pages_show_local_times_not_raw_offsets(ctx: AppContext, portal_env: Set
     labelling.submit(ctx, case.assignment_id, rad1, labels=["normal"])
     accounts.add_user(ctx, "admin1", PASSWORD, "admin")
     at = signed_in("admin1")
-    at.context = {"timezone": "Europe/Berlin"}  # type: ignore[misc]
+    at.context = {"timezone": "Europe/Berlin"}
     at.switch_page("views/audit.py").run()
     shown = at.dataframe[0].value["When"].tolist()
     assert shown and all(v.endswith(("CET", "CEST")) and "+00:00" not in v for v in shown), shown

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from streamlit.testing.v1 import AppTest
+from streamlit.testing.v1.element_tree import Button
 
 from medlabel.errors import InputError
 from medlabel.settings import Settings
@@ -12,7 +14,7 @@ from services.context import AppContext
 from tests.portal.conftest import PASSWORD, signed_in
 
 
-def _button(at, label: str):  # type: ignore[no-untyped-def]
+def _button(at: AppTest, label: str) -> Button:
     return next(b for b in at.button if b.label == label)
 
 

@@ -132,7 +132,7 @@ def test_margin_scores_put_the_most_uncertain_item_first(ctx: AppContext, projec
     probs = probabilities(ctx, "tiny")
     gap = {i: abs(p["pneumonia"] - p["normal"]) for i, p in probs.items()}
     assert all(stored[i] == pytest.approx(1 - gap[i], abs=1e-5) for i in project["items"])
-    by_score = sorted(project["items"], key=lambda i: -stored[i])  # type: ignore[operator]
+    by_score = sorted(project["items"], key=lambda i: -stored[i])  # type: ignore[operator]  # every item has a score once the strategy ran
     assert by_score[:5] == sorted(project["items"], key=lambda i: gap[i])[:5]
     # the queue (same claim function as before) serves in that order, and says why
     case = labelling.next_case(ctx, project["id"], user_id(ctx, "rad1"))
@@ -161,13 +161,13 @@ def test_batch_strategies_put_their_batch_on_top(ctx: AppContext, project: dict[
     for strategy in ("kcenter", "hybrid", "kmeanspp"):
         al.configure(ctx, PROJECT, strategy, 5, 0, actor=LOCAL_ADMIN)
         stored = scores(ctx, project["id"])
-        batch = sorted((i for i in stored if stored[i] > 1.0), key=lambda i: -stored[i])  # type: ignore[operator]
+        batch = sorted((i for i in stored if stored[i] > 1.0), key=lambda i: -stored[i])  # type: ignore[operator]  # every item has a score once the strategy ran
         assert len(batch) == 5 and not set(batch) & set(labelled), strategy
-        assert all(0.0 <= stored[i] <= 1.0 for i in stored if i not in batch), strategy  # type: ignore[operator]
+        assert all(0.0 <= stored[i] <= 1.0 for i in stored if i not in batch), strategy  # type: ignore[operator]  # every item has a score once the strategy ran
     # k-center: the first pick is the unlabelled item farthest from every labelled one
     al.configure(ctx, PROJECT, "kcenter", 5, 0, actor=LOCAL_ADMIN)
     stored = scores(ctx, project["id"])
-    first = max(stored, key=lambda i: stored[i])  # type: ignore[arg-type, return-value]
+    first = max(stored, key=lambda i: stored[i])  # type: ignore[arg-type, return-value]  # every item has a score once the strategy ran
     emb = {i: np.array(project["pairs"][i]) for i in project["items"]}
     dist = {i: min(np.linalg.norm(emb[i] - emb[j]) for j in labelled) for i in project["items"] if i not in labelled}
     assert dist[first] == pytest.approx(max(dist.values()), rel=0.05)

@@ -123,7 +123,7 @@ def test_adaptive_queue_says_typical_then_uncertain_and_diverse(ctx: AppContext,
     label_truthfully(ctx, project, items[:4])
     al.configure(ctx, PROJECT, "adaptive", 5, 0, actor=LOCAL_ADMIN)
     stored = scores(ctx, project["id"])
-    batch = sorted((i for i in stored if stored[i] > 1.0), key=lambda i: -stored[i])  # type: ignore[operator]
+    batch = sorted((i for i in stored if stored[i] > 1.0), key=lambda i: -stored[i])  # type: ignore[operator]  # every item has a score once the strategy ran
     assert len(batch) == 5 and not set(batch) & set(items[:4])
     assert al.queue_reason(ctx, batch[0]) == al.TYPICAL_REASON
     queued = al.queued_cases(ctx, PROJECT, actor=LOCAL_ADMIN)

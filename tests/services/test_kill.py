@@ -22,6 +22,7 @@ from medlabel.settings import Settings
 from services import audit
 from services.context import AppContext
 from services.models import register_model
+from tests.conftest import EnvFor
 from tests.services.factories import make_project
 from tests.services.test_active_learning import labelled_project, project  # noqa: F401 - fixtures
 
@@ -50,7 +51,7 @@ def _store_is_whole(ctx: AppContext, settings: Settings) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
-def test_kill_9_during_ingest_and_prelabel_then_rerun(ctx: AppContext, settings: Settings, env_for,  # type: ignore[no-untyped-def]
+def test_kill_9_during_ingest_and_prelabel_then_rerun(ctx: AppContext, settings: Settings, env_for: EnvFor,
                                                       tmp_path: Path, db_url: str) -> None:
     rng = random.Random(14)
     make_project(ctx)
@@ -131,7 +132,7 @@ def _retrain(env: dict[str, str], kill_at: tuple[int, float] | None = None) -> l
 @pytest.mark.slow
 @pytest.mark.usefixtures("labelled_project")
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
-def test_kill_9_during_retraining_then_rerun(ctx: AppContext, settings: Settings, env_for,  # type: ignore[no-untyped-def]
+def test_kill_9_during_retraining_then_rerun(ctx: AppContext, settings: Settings, env_for: EnvFor,
                                              db_url: str) -> None:
     rng = random.Random(10)
     env = env_for(settings)

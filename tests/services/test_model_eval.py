@@ -22,6 +22,7 @@ from services.demo import SAMPLE_DATA
 from services.demo_model import LABELS, train
 from services.jobs.protocol import JobCancelled, NullReporter
 from services.models import list_models, register_model, resolve
+from tests.conftest import EnvFor
 from tests.services.factories import PASSWORD, make_items, make_project, user_id
 
 
@@ -220,7 +221,8 @@ def test_item_predictions_show_ground_truth_and_each_model(ctx: AppContext, demo
         models.item_predictions(ctx, 10_000, actor=LOCAL_ADMIN)
 
 
-def test_cli_quantize_and_evaluate(ctx: AppContext, settings: Settings, env_for, demo_model: bytes) -> None:  # type: ignore[no-untyped-def]
+def test_cli_quantize_and_evaluate(ctx: AppContext, settings: Settings, env_for: EnvFor,
+                                   demo_model: bytes) -> None:
     items = labelled_project(ctx)
     original = register_model(ctx, demo_model, name="cxr", labels=list(LABELS))
     for key, normal in (("A", 0.8), ("B", 0.3), ("C", 0.6)):

@@ -13,6 +13,7 @@ import inference
 from medlabel.settings import Settings
 from services.context import AppContext
 from services.models import list_models, register_model
+from tests.conftest import EnvFor
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -21,7 +22,7 @@ def _blobs(settings: Settings) -> list[Path]:
     return [p for p in settings.store_dir.rglob("*") if p.is_file()] if settings.store_dir.exists() else []
 
 
-def test_a_model_over_the_limit_is_refused_in_one_line(ctx: AppContext, settings: Settings, env_for,  # type: ignore[no-untyped-def]
+def test_a_model_over_the_limit_is_refused_in_one_line(ctx: AppContext, settings: Settings, env_for: EnvFor,
                                                        tmp_path: Path) -> None:
     big = tmp_path / "huge.onnx"
     with open(big, "wb") as handle:  # sparse: 3 MiB that cost nothing to write, and are never read

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Any
 
 import numpy as np
+import pytest
 
 import inference
 from db.models import Item
+from inference.types import RenderedImage
 from services import images, labelling
 from services.authz import LOCAL_ADMIN
 from services.context import AppContext
@@ -69,13 +72,13 @@ def _cached(ctx: AppContext, item_id: int, window: tuple[float, float] | None) -
     return ctx.store.get_derived(content_hash, f"display/v3/0/{window}/{images.DISPLAY_SIZE}") is not None
 
 
-def test_concurrent_requests_for_one_rendition_render_it_once(ctx: AppContext, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_concurrent_requests_for_one_rendition_render_it_once(ctx: AppContext, monkeypatch: pytest.MonkeyPatch) -> None:
     pid = make_project(ctx)
     item_id = _ct_item(ctx, pid)
     calls: list[int] = []
     real = inference.render_png
 
-    def slow_render(*args, **kwargs):  # type: ignore[no-untyped-def]
+    def slow_render(*args: Any, **kwargs: Any) -> RenderedImage:
         calls.append(1)
         time.sleep(0.3)
         return real(*args, **kwargs)

@@ -202,11 +202,13 @@ def test_concurrent_runs_never_fail_and_never_duplicate(ctx: AppContext, tiny_mo
 def test_tabular_inputs_come_from_item_attributes(ctx: AppContext) -> None:
     pid = make_project(ctx)
     ids = make_items(ctx, pid, 4, width=40, height=40)
-    attributes = [{"age": 61, "sex": "F", "view": "PA"}, {"age": 30, "sex": "M"}, {"sex": "M"},
+    attributes: list[dict[str, Any]] = [{"age": 61, "sex": "F", "view": "PA"}, {"age": 30, "sex": "M"}, {"sex": "M"},
                   {"age": 45, "sex": "F", "view": "AP"}]
     with ctx.sessions.begin() as session:
         for item_id, attrs in zip(ids, attributes, strict=True):
-            session.get(Item, item_id).attributes = attrs  # type: ignore[union-attr]
+            item = session.get(Item, item_id)
+            assert item is not None
+            item.attributes = attrs
     features = [{"key": "age", "scale": 0.01}, {"key": "sex", "map": {"M": 0, "F": 1}},
                 {"key": "view", "map": {"PA": 0, "AP": 1}, "default": 0}]
     onnx_bytes = inference.build_tabular_model(n_tabular=3)

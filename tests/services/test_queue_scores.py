@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import update
 
 from db.models import Item, Project
@@ -27,7 +28,7 @@ def _served(ctx: AppContext, pid: int, reader: str) -> list[int]:
     return order
 
 
-def test_queue_orders_by_score_after_priority(ctx: AppContext, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_queue_orders_by_score_after_priority(ctx: AppContext, monkeypatch: pytest.MonkeyPatch) -> None:
     from services import learning as active_learning
 
     monkeypatch.setattr(active_learning, "queue_reason_in", lambda session, project, item: f"score of {item.id}")

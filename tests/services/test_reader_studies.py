@@ -4,6 +4,7 @@ washout, and automation-bias rounds with two randomised arms."""
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 
 import pytest
 
@@ -17,7 +18,7 @@ from tests.services.factories import make_items, make_project, user_id
 from tests.services.test_verification import _labelled_project
 
 
-def _label_all(ctx: AppContext, pid: int, reader: str, label_of) -> list[int]:  # type: ignore[no-untyped-def]
+def _label_all(ctx: AppContext, pid: int, reader: str, label_of: Callable[[int], str]) -> list[int]:
     uid, done = user_id(ctx, reader), []
     while (case := labelling.next_case(ctx, pid, uid)) is not None:
         labelling.submit(ctx, case.assignment_id, uid, labels=[label_of(case.item_id)])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import Any, NoReturn
 
 import numpy as np
 import onnxruntime as ort
@@ -400,7 +401,7 @@ def test_the_answer_comes_first_and_nothing_is_stored_before_deidentification(
 
     release, real_deid = threading.Event(), deid.deidentify_bytes
 
-    def held(*args, **kwargs):  # type: ignore[no-untyped-def]
+    def held(*args: Any, **kwargs: Any) -> deid.DeidResult:
         assert release.wait(30), "the test never released de-identification"
         return real_deid(*args, **kwargs)
 
@@ -438,7 +439,7 @@ def test_a_full_background_backlog_makes_a_request_wait_then_refuses_it(
 
     release, real_deid = threading.Event(), deid.deidentify_bytes
 
-    def held(*args, **kwargs):  # type: ignore[no-untyped-def]
+    def held(*args: Any, **kwargs: Any) -> deid.DeidResult:
         assert release.wait(30), "the test never released de-identification"
         return real_deid(*args, **kwargs)
 
@@ -474,7 +475,7 @@ def test_the_background_step_runs_at_a_lower_cpu_priority(ctx: AppContext, model
         pytest.skip("per-thread priorities are Linux's")
     seen, real_deid = [], deid.deidentify_bytes
 
-    def observed(*args, **kwargs):  # type: ignore[no-untyped-def]
+    def observed(*args: Any, **kwargs: Any) -> deid.DeidResult:
         import threading
 
         seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
@@ -496,7 +497,7 @@ def test_an_upload_deidentification_refuses_keeps_its_answer_but_never_its_image
 
     real_deid = deid.deidentify_bytes
 
-    def refusing(*args, **kwargs):  # type: ignore[no-untyped-def]
+    def refusing(*args: Any, **kwargs: Any) -> deid.DeidResult:
         result = real_deid(*args, **kwargs)
         return dataclasses.replace(result, status="refused", output=None,
                                    reason="withheld: 1 original identifying value(s) still present")
@@ -574,7 +575,7 @@ def test_masked_text_keeps_both_answers_and_similar_cases_use_the_stored_image(
 def test_a_failing_image_step_is_logged_and_the_request_stays_readable(
         ctx: AppContext, model: str, doc: int, monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture) -> None:
-    def broken(*args, **kwargs):  # type: ignore[no-untyped-def]
+    def broken(*args: Any, **kwargs: Any) -> NoReturn:
         raise RuntimeError("database went away")
 
     monkeypatch.setattr(so_image, "_image_done", broken)
@@ -588,7 +589,7 @@ def test_an_unexpected_deidentification_error_marks_the_image_lost_and_logs_no_p
         caplog: pytest.LogCaptureFixture) -> None:
     import deid
 
-    def crash(*args, **kwargs):  # type: ignore[no-untyped-def]
+    def crash(*args: Any, **kwargs: Any) -> NoReturn:
         raise ValueError("invalid value 'QUIXOTE^DULCINEA' for PatientName")
 
     monkeypatch.setattr(deid, "deidentify_bytes", crash)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -50,9 +51,10 @@ def test_a_changed_role_shows_at_the_next_interaction_and_disabling_ends_the_ses
         session.scalars(select(User).where(User.username == "rad1")).one().role = accounts.parse_role("lead")
     assert sessions.resume(ctx, session_id=sid, now=T0).user.role == "lead"
     accounts.set_active(ctx, "rad1", False)
-    for kwargs in ({"session_id": sid}, {"token": token}):
+    ways: tuple[dict[str, Any], ...] = ({"session_id": sid}, {"token": token})
+    for kwargs in ways:
         with pytest.raises(SessionEnded) as ended:
-            sessions.resume(ctx, **kwargs, now=T0 + dt.timedelta(seconds=1))  # type: ignore[arg-type]
+            sessions.resume(ctx, **kwargs, now=T0 + dt.timedelta(seconds=1))
         assert ended.value.reason == "disabled"
     accounts.set_active(ctx, "rad1", True)  # enabling again does not revive old sessions
     with pytest.raises(SessionEnded):
