@@ -124,7 +124,15 @@ def preprocess_batch(items: Sequence[bytes], spec: InputSpec, *, names: Sequence
     return np.concatenate([preprocess(d, spec, name=n) for d, n in zip(items, names, strict=True)])
 
 
+_AGE_UNITS_IN_YEARS = {"D": 1 / 365.25, "W": 7 / 365.25, "M": 1 / 12, "Y": 1.0}
+
+
 def _number(value: Any, key: str) -> float:
+    """A number from metadata; a DICOM Age String (``nnnD``, ``nnnW``, ``nnnM``, ``nnnY``, as a retained
+    PatientAge arrives) is read as years."""
+    text = value.strip() if isinstance(value, str) else None
+    if text and len(text) == 4 and text[:3].isdigit() and text[3].upper() in _AGE_UNITS_IN_YEARS:
+        return int(text[:3]) * _AGE_UNITS_IN_YEARS[text[3].upper()]
     try:
         return float(value)
     except (TypeError, ValueError):

@@ -146,3 +146,16 @@ def test_tabular_vector_refuses_missing_and_unmapped_values() -> None:
         tabular_vector(TABULAR, {"age": 1, "sex": "X", "view": "PA"})
     with pytest.raises(InputError, match="not a number"):
         tabular_vector(TABULAR, {"age": "old", "sex": "M", "view": "PA"})
+
+
+@pytest.mark.parametrize(("age", "years"), [("056Y", 56.0), ("018M", 1.5), ("026W", 0.5), ("073D", 0.2),
+                                            (" 063Y", 63.0)])
+def test_tabular_vector_reads_a_dicom_age_string_as_years(age: str, years: float) -> None:
+    # a retained PatientAge reaches the item's metadata as an Age String, not a number
+    v = tabular_vector(TABULAR, {"age": age, "sex": "M", "view": "PA"})
+    assert v[0, 0] == pytest.approx(years * 0.01, abs=1e-4)  # within 0.01 years
+
+
+def test_tabular_vector_refuses_a_malformed_age_string() -> None:
+    with pytest.raises(InputError, match="not a number"):
+        tabular_vector(TABULAR, {"age": "56 years", "sex": "M", "view": "PA"})
