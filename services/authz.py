@@ -14,7 +14,7 @@ Scopes (docs/security.md has the table of every entry point):
 
 - administrators: every project;
 - leads: the projects they lead (created, or listed among its members); a project with no lead at
-  all is led by every lead until an administrator names one;
+  all is for administrators only (its readers still read it) until an administrator names a lead;
 - readers: the projects they are members of;
 - clinicians: no project; their own second-opinion requests, and only the projects that accept
   second opinions (``Project.settings["second_opinion"]``) for similar cases and expert review.
@@ -125,8 +125,7 @@ def may_touch(session: Session, actor: Actor, project: Project) -> bool:
     if actor.user_id is None:
         return False
     if actor.role == "lead":
-        leads = q.leads_of(session, project)
-        return not leads or actor.user_id in leads
+        return actor.user_id in q.leads_of(session, project)  # a project with no lead: administrators only
     if actor.role == "reader":
         return q.is_member(session, project.id, actor.user_id)
     return False

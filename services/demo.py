@@ -151,9 +151,11 @@ def load_demo(ctx: AppContext, *, data_dir: Path | None = None, images: int = 12
             add_user(ctx, username, DEMO_PASSWORD, role, display_name=display)
             created_users.append(username)
     created_projects = []
+    with ctx.reads() as session:  # the demo lead leads the demo projects (a project with no lead is admins' only)
+        lead_id = next((u.id for u in accounts_q.list_users(session) if u.username == "lead"), None)
     for spec in (DEMO_PROJECT, NIH_PROJECT, DICOM_PROJECT, AL_PROJECT, NIH_CLINICAL_PROJECT):
         if not project_exists(ctx, spec.name):
-            create_project(ctx, spec)
+            create_project(ctx, spec, actor_id=lead_id)
             created_projects.append(spec.name)
     reports: list[IngestReport] = []
     if not with_data or not data_dir.exists():

@@ -26,8 +26,8 @@ from services.jobs.api import (
 )
 from services.jobs.kinds import KINDS, JobKind, kind_of, register_kind
 from services.jobs.launcher import LOST_AFTER_S, STALE_AFTER_S, reap
-from services.jobs.worker import run_job, stop_requested
+from services.jobs.worker import LABEL_TRIGGER, check_submitter, run_job, stop_requested
 
-__all__ = ["KINDS", "LOST_AFTER_S", "STALE_AFTER_S", "JobDTO", "JobKind", "WaitTimeout", "cancel", "job", "kind_of",
-           "list_jobs", "list_jobs_unchecked", "reap", "register_kind", "retry", "run_job", "stop_requested", "submit",
-           "submit_unchecked", "wait"]
+__all__ = ["KINDS", "LABEL_TRIGGER", "LOST_AFTER_S", "STALE_AFTER_S", "JobDTO", "JobKind", "WaitTimeout", "cancel",
+           "check_submitter", "job", "kind_of", "list_jobs", "list_jobs_unchecked", "reap", "register_kind", "retry",
+           "run_job", "stop_requested", "submit", "submit_unchecked", "wait"]

@@ -21,12 +21,13 @@ from db.base import utcnow
 from db.models import Job, JobState
 from db.queries import jobs as q
 from db.queries import projects as projects_q
-from medlabel.errors import ConflictError, InputError, NotFoundError
+from medlabel.errors import ConflictError, InputError, NotFoundError, PermissionDenied
 from services import audit, authz
 from services.context import AppContext
 from services.jobs import cluster
 from services.jobs.kinds import kind_of
 from services.jobs.launcher import cancel_queued, launch, new_task_key, reap
+from services.jobs.worker import LABEL_TRIGGER
 
 
 class WaitTimeout(ConflictError, TimeoutError):
@@ -88,8 +89,14 @@ def _dto(job: Job, username: str | None, project: str | None) -> JobDTO:
 def submit(ctx: AppContext, kind: str, params: dict[str, Any], actor: authz.ActorRef,
            project_id: int | None = None) -> JobDTO:
     """Record a job and start it (``submit_unchecked``). Leads submit jobs for the projects they lead
-    (services/authz.py); the job then runs with the rights checked here."""
+    (services/authz.py); the job then runs with the rights checked here, checked again on the worker when it
+starts and while it runs (``services.jobs.worker.check_submitter``)."""
     who = authz.require_role(ctx, actor, authz.LEADS, "submit jobs")
+    if isinstance(params, dict):
+        if LABEL_TRIGGER in params:
+            raise InputError(None, f"job parameter {LABEL_TRIGGER!r} is reserved for automatic retraining")
+        if params.get("actor_id", who.user_id) != who.user_id:
+            raise PermissionDenied("a job's actor_id must be its submitter's own")
     if project_id is not None:
         authz.require_project(ctx, who, project_id, roles=authz.LEADS)
     if isinstance(params, dict) and isinstance(params.get("project"), str):

@@ -5,6 +5,11 @@
 beats a heartbeat in a thread, and records the outcome: succeeded with its result, failed with the
 error and a traceback summary, or cancelled. Writes of an older attempt are ignored (every update
 names its attempt).
+
+A job runs with its submitter's rights, and they are checked again on the worker: when the attempt
+starts and every ``AUTHZ_RECHECK_S`` while it runs (at its next ``should_stop``). A submitter whose
+account was disabled, whose role changed, or who no longer leads the job's project fails the job with
+that reason (:func:`check_submitter`); what the job wrote before stays, as after any failure.
 """
 
 from __future__ import annotations
@@ -20,7 +25,8 @@ from typing import Any
 from db.base import utcnow
 from db.models import Job, JobState
 from db.queries import jobs as q
-from medlabel.errors import MedlabelError
+from medlabel.errors import MedlabelError, NotFoundError, PermissionDenied
+from services import authz
 from services.context import AppContext
 from services.jobs import cluster
 from services.jobs.protocol import JobCancelled
@@ -31,6 +37,27 @@ PROGRESS_INTERVAL_S = 0.5  # progress is written at most this often
 STOP_POLL_S = 0.5  # the cancel flag is read at most this often
 HEARTBEAT_S = 5.0  # a running job's heartbeat
 ERROR_CHARS = 8000
+AUTHZ_RECHECK_S = 10.0  # a running job checks its submitter's rights again at most this often
+LABEL_TRIGGER = "triggered_by_label"
+"""A job parameter only system work sets (an automatic retrain after a reader's label; ``jobs.submit``
+refuses it): such a job needs its submitter to still be a member of the project, not a lead."""
+
+
+def check_submitter(ctx: AppContext, job_id: int, actor_id: int | None, project_id: int | None,
+                    params: dict[str, Any]) -> None:
+    """Raise ``PermissionDenied`` naming the job and the reason unless whoever submitted it may still run it:
+    an active account, a lead (or, for system work after a label, a member) of the job's project, or an
+    administrator; for a job of no project, an active lead or administrator. The CLI's jobs (no
+    submitter) run as the local administrator."""
+    who = authz.job_actor(actor_id)
+    roles = authz.READERS if params.get(LABEL_TRIGGER) else authz.LEADS
+    try:
+        actor = authz.require_role(ctx, who, roles, "run this job")
+        for project in (project_id, params.get("project")):
+            if isinstance(project, int | str) and not isinstance(project, bool):
+                authz.require_project(ctx, actor, project, roles=roles)
+    except (PermissionDenied, NotFoundError) as exc:
+        raise PermissionDenied(f"job {job_id} stopped: its submitter may no longer run it ({exc})") from None
 
 
 def stop_requested(ctx: AppContext, job_id: int) -> bool:
@@ -45,8 +72,12 @@ class RunReporter:
     ``PROGRESS_INTERVAL_S``), the cancel flag from it (at most every ``STOP_POLL_S``)."""
 
     def __init__(self, ctx: AppContext, job_id: int, attempt: int, *, actor_id: int | None,
-                 payload: dict[str, Any]) -> None:
+                 payload: dict[str, Any], project_id: int | None = None,
+                 params: dict[str, Any] | None = None) -> None:
         self.ctx = ctx
+        self.project_id = project_id
+        self.params = params or {}
+        self._checked_at = time.monotonic()
         self.job_id = job_id
         self.attempt = attempt
         self.actor_id = actor_id
@@ -92,6 +123,10 @@ class RunReporter:
                 q.beat(session, self.job_id, self.attempt, utcnow())
 
     def should_stop(self) -> bool:
+        """Whether to stop (cancelled); raises ``PermissionDenied`` once the submitter's rights are gone."""
+        if time.monotonic() - self._checked_at >= AUTHZ_RECHECK_S:
+            self._checked_at = time.monotonic()
+            check_submitter(self.ctx, self.job_id, self.actor_id, self.project_id, self.params)
         if self._stop:
             return True
         if time.monotonic() - self._polled_at >= STOP_POLL_S:
@@ -140,16 +175,19 @@ def run_job(job_id: int, attempt: int, run: Callable[..., Any], payload: dict[st
         if row is None or row.attempts != attempt:
             return "superseded"
         params, actor_id, owner = dict(row.params), row.created_by_id, row.worker or ""
+        project_id = row.project_id
         local = owner[owner.find("local:"):] if "local:" in owner else ""
         worker = cluster.worker_name() + (f" via {local}" if local else "")
         if not q.start(session, job_id, attempt, worker, utcnow()):
             return "not started"
-    reporter = RunReporter(ctx, job_id, attempt, actor_id=actor_id, payload=payload)
+    reporter = RunReporter(ctx, job_id, attempt, actor_id=actor_id, payload=payload, project_id=project_id,
+                           params=params)
     heartbeat = _Heartbeat(reporter)
     heartbeat.start()
     result: dict[str, Any] | None = None
     error: str | None = None
     try:
+        check_submitter(ctx, job_id, actor_id, project_id, params)
         result = _json_result(run(ctx, params, reporter))
         state, message = JobState.SUCCEEDED, reporter.message or "done"
     except JobCancelled:

@@ -17,5 +17,7 @@ def retrain_if_due(ctx: AppContext, project_name: str, *, actor_id: int | None =
             and (j.params or {}).get("project") == project_name]
     if busy:
         return None
-    # system work triggered by a label (the reader who labelled is recorded, not checked as a lead)
-    return jobs.submit_unchecked(ctx, "retrain", {"project": project_name, "actor_id": actor_id}, actor_id).id
+    # system work triggered by a label (the reader who labelled is recorded, and checked on the worker
+    # as a member of the project, not as a lead)
+    params = {"project": project_name, "actor_id": actor_id, jobs.LABEL_TRIGGER: True}
+    return jobs.submit_unchecked(ctx, "retrain", params, actor_id).id

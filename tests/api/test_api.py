@@ -29,7 +29,7 @@ from services.agreement_report import agreement_for_project
 from services.authz import LOCAL_ADMIN
 from services.export import export_project
 from tests.api.conftest import LABELS, MAX_UPLOAD_MB, PASSWORD, RATE_PER_MINUTE, Api, xray_png
-from tests.services.factories import make_items, make_project
+from tests.services.factories import add_lead, make_items, make_project
 
 pytestmark = pytest.mark.slow
 
@@ -261,7 +261,8 @@ def test_every_role_and_scope_refusal(api: Api) -> None:
     token of an allowed role that lacks the endpoint's scope: 403 exactly where the portal's rules say."""
     from services.api_tokens import scopes_for_role
 
-    project = make_project(api.ctx, f"Matrix {api.user('lead')[1]}", readers=())
+    matrix = f"Matrix {api.user('lead')[1]}"
+    project = make_project(api.ctx, matrix, readers=())
     _, owner = api.user("clinician")
     _, owner_token = api.token(owner, "predict")
     with api.client(owner_token) as client:
@@ -277,6 +278,8 @@ def test_every_role_and_scope_refusal(api: Api) -> None:
 
     for role in ("admin", "lead", "reader", "clinician"):
         _, name = api.user(role)
+        if role == "lead":
+            add_lead(api.ctx, name, matrix)  # a project without a lead is for administrators only
         _, everything = api.token(name, *scopes_for_role(role))
         with api.client(everything) as client:
             for (method, template), (scopes, roles) in ENDPOINTS.items():
@@ -561,7 +564,7 @@ def test_lead_ingests_exports_and_reads_agreement(api: Api) -> None:
     _, r1 = api.user("reader")
     _, r2 = api.user("reader")
     name = f"API project {lead}"
-    project = make_project(api.ctx, name, readers=(r1, r2))
+    project = make_project(api.ctx, name, readers=(r1, r2, lead))  # the lead leads it
     _, secret = api.token(lead, "ingest", "export", "read")
     photo = io.BytesIO()
     Image.fromarray(np.full((64, 64), 90, np.uint8), "L").save(photo, format="JPEG")

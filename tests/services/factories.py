@@ -68,3 +68,18 @@ def approve(ctx: AppContext, model_ref: str) -> None:
 
 def user_id(ctx: AppContext, username: str) -> int:
     return next(u.id for u in accounts.list_users(ctx) if u.username == username)
+
+
+def add_lead(ctx: AppContext, username: str, *projects: str) -> int:
+    """A lead (created on first use) who leads ``projects``: added to their members, as an administrator
+    does on the Projects page (a project without a lead is for administrators only)."""
+    from services import authz
+    from services.projects import ProjectChanges, get_project, update_project
+
+    if username not in {u.username for u in accounts.list_users(ctx)}:
+        accounts.add_user(ctx, username, PASSWORD, "lead")
+    for name in projects:
+        readers = get_project(ctx, name, actor=authz.LOCAL_ADMIN).readers
+        if username not in readers:
+            update_project(ctx, name, ProjectChanges(readers=(*readers, username)), actor=authz.LOCAL_ADMIN)
+    return user_id(ctx, username)

@@ -26,7 +26,7 @@ import inference
 from db.models import ActiveLearningRound, Annotation, AnnotationKind, DeidStatus, Item, Prediction, Project
 from medlabel.benchmarks.retrain import png, tiny_model  # the bench builds the same pattern project
 from medlabel.errors import ConflictError, InputError, NotFoundError
-from services import accounts, labelling, verification
+from services import labelling, verification
 from services import learning as al
 from services.authz import LOCAL_ADMIN
 from services.context import AppContext
@@ -34,7 +34,7 @@ from services.items import random_key
 from services.jobs.protocol import JobCancelled, NullReporter
 from services.learning import retraining as al_retrain
 from services.models import list_models, prelabel, register_model, resolve
-from tests.services.factories import PASSWORD, make_project, user_id
+from tests.services.factories import add_lead, make_project, user_id
 
 LABELS = ["normal", "pneumonia"]
 PROJECT = "Chest"
@@ -220,7 +220,7 @@ def test_multilabel_project(ctx: AppContext) -> None:
     assert report.model == "chest-al v1" and report.metrics["auroc"] is not None
     # single reads only: nothing verified shows it is not worse, so a lead adopts it (services/models/gate.py)
     assert not report.adopted and "verified" in report.gate["reason"]
-    lead = accounts.add_user(ctx, "lead", PASSWORD, "lead").id
+    lead = add_lead(ctx, "lead", PROJECT)
     assert al.decide(ctx, report.round_id, "adopt", lead).state == "approved"
     learnable = [i for i in ids[:24] if findings(i) != ["indeterminate"]]
     assert report.n_labels == len(learnable)  # 'indeterminate' answers are not findings to learn from
@@ -580,7 +580,7 @@ def test_demo_loop_label_retrain_reorder(ctx: AppContext) -> None:
     report = al.retrain(ctx, "Demo")
     assert report.model == "demo-al v2" and report.n_labels == 16
     assert not report.adopted and scores(ctx, pid) == before  # one reader, nothing verified: a lead decides
-    lead = accounts.add_user(ctx, "lead", PASSWORD, "lead").id
+    lead = add_lead(ctx, "lead", "Demo")
     al.decide(ctx, report.round_id, "adopt", lead)
     assert scores(ctx, pid) != before
     assert [r.n_labels for r in al.learning_curve(ctx, "Demo", actor=LOCAL_ADMIN)] == [0, 16]

@@ -89,14 +89,13 @@ def test_verify_names_the_first_broken_link(ctx: AppContext, settings: Settings,
 
 def test_exports_and_case_views_are_audited(ctx: AppContext) -> None:
     from db.models import AuditEvent
-    from services import accounts
     from services.cases import case_detail
     from services.export import export_project
-    from tests.services.factories import make_items, make_project
+    from tests.services.factories import add_lead, make_items, make_project
 
     pid = make_project(ctx)
     (item,) = make_items(ctx, pid, 1)
-    lead = accounts.add_user(ctx, "lead9", "a-long-password", "lead").id
+    lead = add_lead(ctx, "lead9", "Chest")
     export_project(ctx, "Chest", "csv", actor=lead)
     case_detail(ctx, item, actor=lead)
     with ctx.reads() as session:

@@ -227,6 +227,7 @@ UNCHECKED = {
     "learning.maybe_retrain", "learning.retrain_if_due", "learning.queue_reason",
     "jobs.submit_unchecked", "jobs.list_jobs_unchecked",  # system work after a reader's label; next_case checked
     "jobs.wait", "jobs.stop_requested", "jobs.launch",  # the CLI's --wait, the worker, submit's and retry's launch
+    "jobs.check_submitter",  # the worker's check of a job's submitter (the check itself)
     "images.record_view",  # called by display_image after its check
     "images.prefetch_display",  # warms the cache for the item upcoming_item (checked) names; returns nothing
     "preferences.remember_project", "projects.project_name",  # the user's own preference; a name look-up
@@ -277,16 +278,31 @@ def test_lists_leave_out_what_the_actor_may_not_touch(ctx: AppContext) -> None:
     assert [p.name for p in project_choice(ctx, w.ids["lead"], "lead").projects] == ["Alpha"]
 
 
-def test_a_project_without_a_lead_is_led_by_every_lead(ctx: AppContext) -> None:
-    from services import export
+def test_a_project_without_a_lead_is_for_administrators_only(ctx: AppContext) -> None:
+    """A project no lead leads (created by an administrator or the CLI, no lead among its members) is
+    not open to every lead: lead actions are the administrators' until one names a lead; its readers
+    still read it. Before, ``may_touch`` let any lead touch it."""
+    from services import export, labelling, projects
 
     w = build_world(ctx)
-    create_project(ctx, ProjectSpec(name="Gamma", task_type="single_label", labels=(LabelSpec("a", "1"),),
-                                    readers=("rad1",)))
+    gamma = create_project(ctx, ProjectSpec(name="Gamma", task_type="single_label", labels=(LabelSpec("a", "1"),),
+                                            readers=("rad1",)))
     for lead in ("lead", "lead elsewhere"):
-        export.export_rows(ctx, "Gamma", actor=w.ids[lead])
+        with pytest.raises(PermissionDenied, match="has no access to project 'Gamma'"):
+            export.export_rows(ctx, "Gamma", actor=w.ids[lead])
+        with pytest.raises(PermissionDenied):
+            projects.update_project(ctx, "Gamma", projects.ProjectChanges(description="x"), actor=w.ids[lead])
+        assert "Gamma" not in [p.name for p in projects.projects_for(ctx, w.ids[lead], "lead")]
+    export.export_rows(ctx, "Gamma", actor=w.ids["admin"])
+    labelling.history(ctx, gamma, w.ids["reader"])  # its reader still reads it
+    assert "Gamma" in [p.name for p in projects.projects_for(ctx, w.ids["reader"], "reader")]
     with pytest.raises(PermissionDenied):
         export.export_rows(ctx, "Gamma", actor=w.ids["reader elsewhere"])
+    # an administrator names a lead: that lead, and only that one, leads it
+    projects.update_project(ctx, "Gamma", projects.ProjectChanges(readers=("rad1", "lead2")), actor=w.ids["admin"])
+    export.export_rows(ctx, "Gamma", actor=w.ids["lead elsewhere"])
+    with pytest.raises(PermissionDenied):
+        export.export_rows(ctx, "Gamma", actor=w.ids["lead"])
 
 
 def test_a_disabled_account_and_a_role_change_count_at_once(ctx: AppContext) -> None:

@@ -14,13 +14,13 @@ import active_learning.strategies as strategies
 from active_learning.features import PatchFeatureParams
 from db.models import AnnotationKind, Prediction
 from medlabel.errors import InputError
-from services import accounts, jobs
+from services import jobs
 from services import learning as al
 from services.authz import LOCAL_ADMIN
 from services.context import AppContext
 from services.learning import features as feature_learning
 from services.models import resolve
-from tests.services.factories import PASSWORD
+from tests.services.factories import add_lead
 from tests.services.test_active_learning import (  # noqa: F401
     PROJECT,
     _stored_path,
@@ -87,7 +87,7 @@ def test_learnt_features_wait_for_a_lead_when_nothing_verified_shows_them_not_wo
     (rnd,) = al.learning_curve(ctx, PROJECT, actor=LOCAL_ADMIN)
     assert rnd.state == "held" and rnd.model == report.model
     assert not resolve(ctx, report.model_ref).is_active
-    lead = accounts.add_user(ctx, "lead", PASSWORD, "lead").id
+    lead = add_lead(ctx, "lead", PROJECT)
     assert al.decide(ctx, rnd.id, "adopt", lead).state == "approved"
     assert project_row(ctx, project["id"])[1]["model"] == report.model_ref
 

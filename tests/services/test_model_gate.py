@@ -23,7 +23,7 @@ from services.context import AppContext
 from services.models import cards as model_cards
 from services.models import gate as model_gate
 from services.models import list_models, prelabel, register_model, resolve
-from tests.services.factories import PASSWORD, make_project, user_id
+from tests.services.factories import PASSWORD, add_lead, make_project, user_id
 from tests.services.test_active_learning import PAIRS, label, make_pattern_items, scores, truth
 
 PROJECT = "Chest"
@@ -37,7 +37,7 @@ def pattern(ctx: AppContext) -> dict[str, Any]:
     register_model(ctx, tiny_model(), name="tiny", labels=LABELS)
     prelabel(ctx, PROJECT, "tiny")
     al.configure(ctx, PROJECT, "margin", 5, 0, actor=LOCAL_ADMIN)
-    accounts.add_user(ctx, "lead", PASSWORD, "lead")
+    add_lead(ctx, "lead", PROJECT)
     accounts.add_user(ctx, "doc", PASSWORD, "clinician")
     return {"id": pid, "items": ids, "pairs": dict(zip(ids, PAIRS, strict=True))}
 
