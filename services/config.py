@@ -35,6 +35,7 @@ class ServiceConfig:
     pixel_budget_mb: int = 256
     model_max_mb: int = 4096
     reid_key_file: Path | None = None  # None: `reid.key` next to the secret key file
+    reid_public_key: str | None = None  # set on Dask workers: they get the public half only ("" when none)
     session_idle_minutes: float = 30.0
     session_max_hours: float = 12.0
     login_client_limit: int = 30
@@ -55,7 +56,11 @@ class ServiceConfig:
         return Path(self.secret_key_file).with_name(REID_FILE_NAME)
 
     def reid_key(self) -> bytes:
-        """The re-identification (Fernet) key; ``ConfigError`` if ``medlabel init`` has not made it."""
+        """The re-identification (Fernet) key; ``ConfigError`` if ``medlabel init`` has not made it, and in a
+        Dask worker (``reid_public_key`` set), which never holds it (services/reid_keys.py)."""
+        if self.reid_public_key is not None:
+            raise ConfigError("the re-identification key is not available to Dask workers (they hold only its "
+                              "public half, to encrypt); re-identify from the portal or the CLI")
         if "reid" not in self._secret_cache:
             path = self.reid_key_path
             try:

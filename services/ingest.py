@@ -85,7 +85,7 @@ def ingest_blobs(ctx: AppContext, project_name: str, blobs: Iterable[tuple[str, 
         project = projects_q.require_project(session, project_name)
         project_id, seed, reid = project.id, project.queue_seed, project.allow_reidentification
     if reid:
-        reid_keys.fernet(ctx.settings)  # a missing re-identification key stops the batch before any file
+        reid_keys.public_key(ctx.settings)  # a missing re-identification key stops the batch before any file
     from services.models import model_input_specs  # late: the model registry pulls in onnx
 
     specs = model_input_specs(ctx)
@@ -182,13 +182,14 @@ def _original_patient_id(data: bytes) -> str | None:
 
 def _remember_patient(session: Session, project_id: int, pseudonym: str, data: bytes,
                       settings: ServiceConfig) -> None:
-    """Store pseudonym -> original PatientID, encrypted, for projects that allow re-identification."""
+    """Store pseudonym -> original PatientID, sealed to the re-identification key's public half (a Dask
+    worker can write it, only the portal and the CLI can read it), for projects that allow it."""
     original = _original_patient_id(data)
     if original is None:
         return
     if imaging_q.pseudonym_key(session, project_id, pseudonym) is None:
         session.add(PseudonymKey(project_id=project_id, pseudonym=pseudonym,
-                                 encrypted_original=reid_keys.fernet(settings).encrypt(original.encode())))
+                                 encrypted_original=reid_keys.seal(settings, original.encode())))
 
 
 def reidentify(ctx: AppContext, project_name: str, pseudonym: str, *, actor: authz.ActorRef) -> str:
@@ -205,7 +206,7 @@ def reidentify(ctx: AppContext, project_name: str, pseudonym: str, *, actor: aut
     if token is None:
         raise NotFoundError(f"no re-identification key for pseudonym {pseudonym!r}")
     try:
-        return reid_keys.fernet(ctx.settings).decrypt(token).decode()
+        return reid_keys.unseal(ctx.settings, token).decode()
     except InvalidToken:
         raise ConfigError(f"the re-identification key ({ctx.settings.reid_key_path}) does not open the key of "
                           f"pseudonym {pseudonym!r}; run `medlabel init` (it moves keys written before 0.9)") from None

@@ -246,13 +246,20 @@ def _known_keys(keys: list[str], dask_scheduler: Any = None) -> list[str]:
 
 def settings_payload(settings: ServiceConfig) -> dict[str, Any]:
     """The settings the services use (those of ``ServiceConfig``, not a shell's extras) as plain JSON data,
-    to send with a task."""
+    to send with a task. Never a key: workers read the installation secret from its file, and get only the
+    public half of the re-identification key (they seal original ids, never open them:
+    ``ServiceConfig.reid_key`` refuses on a worker; services/reid_keys.py)."""
+    from services.reid_keys import public_key_text
+
     out: dict[str, Any] = {}
     for f in dataclasses.fields(ServiceConfig):
         if f.name.startswith("_"):
             continue
         value = getattr(settings, f.name)
         out[f.name] = str(value) if isinstance(value, Path) else value
+    out["reid_key_file"] = None
+    if settings.reid_public_key is None:
+        out["reid_public_key"] = public_key_text(settings)
     return out
 
 

@@ -20,7 +20,7 @@ from services.authz import LOCAL_ADMIN
 from services.context import AppContext
 from services.ingest import ingest_uploads, reidentify
 from services.projects import LabelSpec, ProjectSpec, create_project
-from services.reid_keys import legacy_fernet
+from services.reid_keys import legacy_fernet, unseal
 
 
 def _reid_project(ctx: AppContext) -> int:
@@ -44,7 +44,9 @@ def test_the_installation_secret_alone_opens_no_original_id(ctx: AppContext, set
     assert settings.reid_key_path.stat().st_mode & 0o777 == 0o600
     with pytest.raises(InvalidToken):  # what the secret derived before: no longer a way in
         legacy_fernet(settings.secret_key()).decrypt(token)
-    assert Fernet(settings.reid_key_path.read_bytes().strip()).decrypt(token).decode() == PATIENT_ID
+    with pytest.raises(InvalidToken):  # sealed to the key pair: the Fernet key itself does not open it either
+        Fernet(settings.reid_key_path.read_bytes().strip()).decrypt(token)
+    assert unseal(settings, token).decode() == PATIENT_ID  # the key pair derived from the key file does
     assert reidentify(ctx, "Reid", pseudonym, actor=admin) == PATIENT_ID
 
 
@@ -100,11 +102,14 @@ def test_a_missing_key_refuses_the_batch_before_any_file(ctx: AppContext, settin
         assert session.scalars(select(Item)).all() == []
 
 
-def test_a_job_worker_finds_the_same_key(settings: Settings, tmp_path: Path) -> None:
+def test_a_job_worker_seals_to_the_same_key_and_cannot_open(settings: Settings, tmp_path: Path) -> None:
     from services.jobs.cluster import settings_from_payload, settings_payload
+    from services.reid_keys import public_key, seal
 
     own = Settings(data_dir=settings.data_dir, database_url=settings.database_url,
                    secret_key_file=settings.secret_key_file, reid_key_file=settings.reid_key_path)
     on_worker = settings_from_payload(settings_payload(own))  # what a Dask task gets (JSON data)
-    assert on_worker.reid_key_path == settings.reid_key_path
-    assert on_worker.reid_key() == settings.reid_key()
+    assert public_key(on_worker) == public_key(settings)  # tests/services/test_worker_secrets.py: the rest
+    assert unseal(settings, seal(on_worker, b"MRN-1")) == b"MRN-1"
+    with pytest.raises(ConfigError, match="not available to Dask workers"):
+        on_worker.reid_key()
