@@ -22,7 +22,7 @@ from starlette.staticfiles import StaticFiles
 
 from api import PREFIX, catalogue, errors, predictions, projects
 from api.audit import Audit
-from api.limits import MB, BodyLimit, RateLimiter
+from api.limits import MB, BodyLimit, RateLimiter, RefusalAudit
 from api.schemas import Health
 from medlabel import __version__
 from services.context import AppContext
@@ -85,6 +85,7 @@ def create_app(ctx: AppContext | None, limits: Limits | None = None, *, close_co
 
     for module in (predictions, catalogue, projects):
         app.include_router(module.router)
-    app.add_middleware(Audit, ctx=ctx)
+    app.state.refusal_audit = RefusalAudit()  # 401s: one audit event a minute per client (api/audit.py)
+    app.add_middleware(Audit, ctx=ctx, refusals=app.state.refusal_audit)
     app.add_middleware(BodyLimit, max_bytes=limits.max_upload_mb * MB)
     return app

@@ -1,5 +1,10 @@
-"""Every authenticated call is audited with its token id, and every call refused for its token (401) with
-the reason and, when the token exists, its id, before the answer leaves the server."""
+"""Every authenticated call is audited with its token id, and calls refused for their token (401) with the
+reason, the client address and, when the token exists, its id, before the answer leaves the server.
+
+Refusals are audited at most once a minute per client address and token (or reason), with the count
+of those left out since (``api.limits.RefusalAudit``): a client without a token cannot flood the
+audit table. Behind the compose file's proxy (``MEDLABEL_TRUSTED_PROXY``) the client address is the
+last ``X-Forwarded-For`` entry, the one the proxy itself appended."""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from typing import Any
 import anyio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.limits import RefusalAudit
 from services import api_tokens
 
 logger = logging.getLogger(__name__)
@@ -19,8 +25,21 @@ class Audit:
     template, status and what the route added in ``request.state.audit``, and the token's last use) or,
     for a refused token, ``record_refusal``."""
 
-    def __init__(self, app: ASGIApp, ctx: Any) -> None:
+    def __init__(self, app: ASGIApp, ctx: Any, refusals: RefusalAudit | None = None) -> None:
         self.app, self.ctx = app, ctx
+        self.refusals = refusals or RefusalAudit()
+
+    def client_address(self, scope: Scope) -> str:
+        """The caller's address: the last ``X-Forwarded-For`` entry behind a trusted proxy (the earlier
+        ones are whatever the client sent), else the peer's."""
+        if self.ctx is not None and self.ctx.settings.trusted_proxy:
+            for name, value in scope.get("headers") or []:
+                if name == b"x-forwarded-for":
+                    last = value.decode("latin-1").split(",")[-1].strip()
+                    if last:
+                        return last[:64]
+        peer = scope.get("client")
+        return str(peer[0]) if peer else "unknown"
 
     async def _record(self, scope: Scope, status: int) -> None:
         state = scope.get("state") or {}
@@ -31,8 +50,13 @@ class Audit:
             await anyio.to_thread.run_sync(lambda: api_tokens.record_call(
                 self.ctx, who, scope["method"], route, status, **details))
         elif refused is not None:
+            admitted = self.refusals.admit(self.client_address(scope),
+                                           str(refused) if refused.token_id is None else f"token {refused.token_id}")
+            if admitted is None:
+                return  # counted: written with this client's next audited refusal
+            client, left_out = admitted
             await anyio.to_thread.run_sync(lambda: api_tokens.record_refusal(
-                self.ctx, refused, scope["method"], route, status))
+                self.ctx, refused, scope["method"], route, status, client=client, left_out=left_out))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

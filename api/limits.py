@@ -5,6 +5,9 @@
   held in memory (never spooled to disk: an upload is an original until it is de-identified).
 - ``RateLimiter``: a token bucket per API token (``rate`` requests a minute, bursts up to
   ``burst``), kept in this process: each API replica counts its own calls.
+- ``RefusalAudit``: at most one audit event a minute for the 401s of one client address (and one
+  token or one reason), so that a client without a token cannot flood the audit table; the refusals
+  left out are counted and written with the client's next audited one (docs/security.md).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from fastapi.responses import JSONResponse
@@ -111,3 +115,50 @@ class RateLimiter:
                 bucket.tokens -= 1
                 return 0.0
             return (1 - bucket.tokens) / self.rate if self.rate > 0 else math.inf
+
+
+REFUSAL_WINDOW_S = 60.0
+MAX_REFUSAL_KEYS = 10_000
+OTHER_CLIENTS = "(other clients)"
+
+RefusalKey = tuple[str, str]
+
+
+class RefusalAudit:
+    """Which 401s are written to the audit trail: per key (client address, and the token id or the
+    reason), the first refusal of a ``window_s`` window is written, with ``suppressed``: how many
+    refusals of that key were left unwritten since its previous event; the others are only counted.
+
+    Memory is bounded: past ``max_keys`` keys, expired ones are dropped (their counts go to the
+    ``OTHER_CLIENTS`` key) and, if all are recent, new clients share that key."""
+
+    def __init__(self, window_s: float = REFUSAL_WINDOW_S, max_keys: int = MAX_REFUSAL_KEYS,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.window_s, self.max_keys, self.clock = window_s, max_keys, clock
+        self._keys: dict[RefusalKey, list[float]] = {}  # key -> [written at, refusals left out since]
+        self._lock = threading.Lock()
+
+    def admit(self, client: str, what: str) -> tuple[str, int] | None:
+        """None when this refusal is only counted; else (the client as written, refusals left out before it)."""
+        now = self.clock()
+        with self._lock:
+            key = (client, what)
+            if key not in self._keys and len(self._keys) >= self.max_keys:
+                self._prune(now)
+                if len(self._keys) >= self.max_keys:
+                    key = (OTHER_CLIENTS, what)
+            entry = self._keys.get(key)
+            if entry is not None and now - entry[0] < self.window_s:
+                entry[1] += 1
+                return None
+            left_out = 0 if entry is None else int(entry[1])
+            self._keys[key] = [now, 0]
+            return key[0], left_out
+
+    def _prune(self, now: float) -> None:
+        for key, (at, left_out) in list(self._keys.items()):
+            if now - at >= self.window_s:
+                del self._keys[key]
+                if left_out:
+                    other = self._keys.setdefault((OTHER_CLIENTS, key[1]), [float("-inf"), 0])
+                    other[1] += left_out

@@ -243,10 +243,13 @@ def record_call(ctx: AppContext, caller: Caller, method: str, route: str, status
                      **{k: v for k, v in details.items() if v is not None})
 
 
-def record_refusal(ctx: AppContext, refused: TokenRefused, method: str, route: str, status: int) -> None:
-    """Audit a call refused for its token (``api.refused``): the reason, and the token's id and owner when
-    the token exists; never the token itself."""
+def record_refusal(ctx: AppContext, refused: TokenRefused, method: str, route: str, status: int, *,
+                   client: str | None = None, left_out: int = 0) -> None:
+    """Audit a call refused for its token (``api.refused``): the reason, the client address, how many
+    refusals like it the API left unwritten since the last event (``left_out``, ``api.limits.RefusalAudit``),
+    and the token's id and owner when the token exists; never the token itself."""
     with ctx.sessions.begin() as session:
         audit.record(session, "api.refused", actor_id=refused.user_id,
                      target_type=None if refused.token_id is None else "api_token", target_id=refused.token_id,
-                     method=method, route=route, status=status, reason=str(refused))
+                     method=method, route=route, status=status, reason=str(refused), client=client,
+                     left_out=left_out)

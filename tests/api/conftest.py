@@ -39,6 +39,7 @@ LABELS = ["normal", "effusion", "nodule", "pneumonia"]
 MAX_UPLOAD_MB = 2
 RATE_PER_MINUTE = 40
 _names = itertools.count()
+_clients = itertools.count(1)
 
 
 @dataclass
@@ -49,8 +50,13 @@ class Api:
     model_bytes: bytes
     log: Path
 
-    def client(self, token: str | None = None) -> httpx.Client:
-        headers = {} if token is None else {"Authorization": f"Bearer {token}"}
+    def client(self, token: str | None = None, address: str | None = None) -> httpx.Client:
+        """A client of its own address (the server trusts ``X-Forwarded-For`` as if behind the proxy), so
+        that one test's refused calls never share the once-a-minute audit of another's (api/audit.py)."""
+        n = next(_clients)
+        headers = {"X-Forwarded-For": f"198.51.100.99, {address or f'10.{n // 65536 % 256}.{n // 256 % 256}.{n % 256}'}"}
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
         return httpx.Client(base_url=f"{self.url}/api/v1", headers=headers, timeout=60)
 
     def user(self, role: str) -> tuple[int, str]:
@@ -90,7 +96,7 @@ def start_api(settings: Settings, log: Path, extra_env: dict[str, str] | None = 
     env.update(MEDLABEL_DATA_DIR=str(settings.data_dir), MEDLABEL_DATABASE_URL=settings.database_url,
                MEDLABEL_SECRET_KEY_FILE=str(settings.secret_key_file),
                MEDLABEL_API_MAX_UPLOAD_MB=str(MAX_UPLOAD_MB), MEDLABEL_API_RATE_LIMIT=str(RATE_PER_MINUTE),
-               MEDLABEL_LOG_LEVEL="INFO", **(extra_env or {}))
+               MEDLABEL_LOG_LEVEL="INFO", MEDLABEL_TRUSTED_PROXY="true", **(extra_env or {}))
     with open(log, "wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "medlabel.cli", "api", "--port", str(port),
                                  "--address", "127.0.0.1"], env=env, stdout=out, stderr=subprocess.STDOUT,
