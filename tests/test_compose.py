@@ -92,3 +92,20 @@ def test_only_the_proxy_is_published_and_the_bucket_keeps_no_deleted_blobs() -> 
     assert published == ["proxy"]  # PostgreSQL, MinIO (API and console), the Dask scheduler: compose network only
     init = (ROOT / "deploy" / "minio" / "init.sh").read_text()
     assert "mc version suspend local/medlabel" in init and "version enable" not in init
+
+
+def test_nothing_reaches_the_host_but_the_tls_proxy() -> None:
+    """Issue 14, item 9, checked statically (no Docker engine here: no container of the compose file is
+    started in CI). tests/test_deploy.py checks the rest: only the proxy has ``ports``, the backend
+    network is internal, TLS and HSTS in the proxy, no credential or default in the compose file, the
+    bucket unversioned with a lifecycle rule. Here: no service bypasses the networks another way."""
+    compose = _compose()
+    for name, service in compose["services"].items():
+        assert service.get("network_mode") in (None, "none"), name  # `host` would publish every port it opens
+        assert not service.get("privileged") and not service.get("cap_add") and not service.get("pid"), name
+        mounts = " ".join(str(v) for v in service.get("volumes") or [])
+        assert "docker.sock" not in mounts, name  # the engine's socket is root on the host
+    assert all(isinstance(p, str) and p.split(":")[0] in ("443", "80") for p in compose["services"]["proxy"]["ports"])
+    conf = (ROOT / "deploy" / "nginx" / "medlabel.conf").read_text()
+    # the proxy names the client itself: a client's own X-Forwarded-For is never passed on
+    assert "$proxy_add_x_forwarded_for" not in conf and conf.count("X-Forwarded-For $remote_addr;") == 2
