@@ -72,7 +72,7 @@ def test_reload_and_new_tab_keep_the_session_and_sign_out_revokes_it(
     from playwright.sync_api import expect
 
     accounts.add_user(ctx, "lead1", PASSWORD, "lead", display_name="Dr. Lead")
-    project = make_project(ctx, readers=("rad1",))
+    project = make_project(ctx, readers=("rad1", "lead1"))  # lead1 leads it
     item = make_items(ctx, project, 2)[1]
     url = portal(settings)
     page.goto(url)
@@ -150,7 +150,7 @@ def test_deep_link_opened_signed_out_lands_there_after_sign_in(
     from playwright.sync_api import expect
 
     accounts.add_user(ctx, "lead1", PASSWORD, "lead", display_name="Dr. Lead")
-    project = make_project(ctx, readers=("rad1",))
+    project = make_project(ctx, readers=("rad1", "lead1"))  # lead1 leads it
     item = make_items(ctx, project, 3)[2]
     url = portal(settings)
     page.goto(f"{url}/case?item={item}")

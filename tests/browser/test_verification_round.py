@@ -68,7 +68,7 @@ def test_round_from_creation_to_adjudication(ctx: AppContext, settings: Settings
     _setup(ctx, "single_label", 3)
     accounts.add_user(ctx, "rad3", PASSWORD, "reader", display_name="Reader Three")
     accounts.add_user(ctx, "lead1", PASSWORD, "lead", display_name="Lead One")
-    update_project(ctx, "Chest", ProjectChanges(readers=("rad1", "rad2", "rad3")), actor=LOCAL_ADMIN)
+    update_project(ctx, "Chest", ProjectChanges(readers=("rad1", "rad2", "rad3", "lead1")), actor=LOCAL_ADMIN)
     rad1 = next(u.id for u in accounts.list_users(ctx) if u.username == "rad1")
     pid = next(p.id for p in projects_for(ctx, rad1, "reader"))
     item_ids = []

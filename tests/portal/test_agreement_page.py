@@ -7,7 +7,7 @@ from services import accounts, labelling, verification
 from services.authz import LOCAL_ADMIN
 from services.context import AppContext
 from tests.portal.conftest import PASSWORD, signed_in
-from tests.services.factories import make_items, make_project, user_id
+from tests.services.factories import add_lead, make_items, make_project, user_id
 
 
 def test_lead_reads_round_agreement(ctx: AppContext, portal_env: Settings) -> None:
@@ -24,6 +24,7 @@ def test_lead_reads_round_agreement(ctx: AppContext, portal_env: Settings) -> No
             verification.submit_verification(ctx, case.assignment_id, uid, labels=[label])
             i += 1
     accounts.add_user(ctx, "lead1", PASSWORD, "lead")
+    add_lead(ctx, "lead1", "Chest")  # a project without a lead is for administrators only
     at = signed_in("lead1")
     at.switch_page("views/agreement.py").run()
     assert not at.exception, at.exception

@@ -11,7 +11,7 @@ from services.context import AppContext
 from services.home import attention, reader_queues
 from tests.portal.conftest import PASSWORD, signed_in
 from tests.services.factories import PASSWORD as FACTORY_PASSWORD
-from tests.services.factories import make_items, make_project, user_id
+from tests.services.factories import add_lead, make_items, make_project, user_id
 
 
 def test_reader_sees_queues_and_starts_labelling(ctx: AppContext, portal_env: Settings) -> None:
@@ -45,6 +45,7 @@ def test_lead_sees_what_needs_attention(ctx: AppContext, portal_env: Settings) -
     make_items(ctx, pid, 4)
     make_items(ctx, pid, 2, status=DeidStatus.QUARANTINED, start=10)
     lead = accounts.add_user(ctx, "lead1", PASSWORD, "lead")
+    add_lead(ctx, "lead1", "Alpha")  # a project without a lead is for administrators only
     rad1 = user_id(ctx, "rad1")
     while (case := labelling.next_case(ctx, pid, rad1)) is not None:
         labelling.submit(ctx, case.assignment_id, rad1, labels=["normal"])

@@ -13,6 +13,7 @@ from services import learning as al
 from services.authz import LOCAL_ADMIN
 from services.context import AppContext
 from tests.portal.conftest import PASSWORD, signed_in
+from tests.services.factories import add_lead
 from tests.services.test_active_learning import PROJECT, label, label_truthfully, project  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("portal_env")
@@ -29,6 +30,7 @@ def test_lead_configures_retrains_and_reads_the_dashboard(ctx: AppContext, porta
                                                           project: dict[str, Any],  # noqa: F811
                                                           dask_threads: None) -> None:
     accounts.add_user(ctx, "lead1", PASSWORD, "lead")
+    add_lead(ctx, "lead1", PROJECT)  # a project without a lead is for administrators only
     items = project["items"]
     label_truthfully(ctx, project, items[:14])
     flipped = next(i for i in items[14:] if abs(project["pairs"][i][0] - project["pairs"][i][1]) > 0.3)
@@ -82,6 +84,7 @@ def test_lead_configures_retrains_and_reads_the_dashboard(ctx: AppContext, porta
 def test_suspects_are_sent_to_verification(ctx: AppContext, portal_env: Settings,
                                            project: dict[str, Any]) -> None:  # noqa: F811
     accounts.add_user(ctx, "lead1", PASSWORD, "lead")
+    add_lead(ctx, "lead1", PROJECT)  # a project without a lead is for administrators only
     items = project["items"]
     label_truthfully(ctx, project, items[:14])
     flipped = next(i for i in items[14:] if abs(project["pairs"][i][0] - project["pairs"][i][1]) > 0.3)
@@ -106,6 +109,7 @@ def test_readers_may_not_open_it(ctx: AppContext, portal_env: Settings) -> None:
 def test_the_page_says_why_each_queued_case_was_chosen(ctx: AppContext, portal_env: Settings,
                                                        project: dict[str, Any]) -> None:  # noqa: F811
     accounts.add_user(ctx, "lead1", PASSWORD, "lead")
+    add_lead(ctx, "lead1", PROJECT)  # a project without a lead is for administrators only
     label_truthfully(ctx, project, project["items"][:4])
     al.configure(ctx, PROJECT, "adaptive", 6, 0, actor=LOCAL_ADMIN)  # 4 labels: the default's typical phase
     at = open_page()

@@ -12,7 +12,7 @@ from services.context import AppContext
 from services.preferences import last_project, project_choice, remember_project
 from tests.portal.conftest import PASSWORD, signed_in
 from tests.services.factories import PASSWORD as FACTORY_PASSWORD
-from tests.services.factories import make_items, make_project, user_id
+from tests.services.factories import add_lead, make_items, make_project, user_id
 
 
 def _two_projects(ctx: AppContext) -> tuple[int, int]:
@@ -45,6 +45,7 @@ def test_history_second_project_does_not_crash_and_amends(ctx: AppContext, porta
 def test_projects_edit_second_project_does_not_crash(ctx: AppContext, portal_env: Settings) -> None:
     _two_projects(ctx)
     accounts.add_user(ctx, "lead1", PASSWORD, "lead")
+    add_lead(ctx, "lead1", "Alpha", "Beta")
     at = signed_in("lead1")
     at.switch_page("views/projects.py").run()
     at.selectbox(key="edit_project").set_value("Beta").run()
@@ -69,6 +70,7 @@ def test_review_second_item_does_not_crash(ctx: AppContext, portal_env: Settings
 def test_choice_is_remembered_across_pages_and_sign_ins(ctx: AppContext, portal_env: Settings) -> None:
     _two_projects(ctx)
     accounts.add_user(ctx, "lead1", PASSWORD, "lead")
+    add_lead(ctx, "lead1", "Alpha", "Beta")
     at = signed_in("lead1")
     at.switch_page("views/rounds.py").run()
     assert at.selectbox(key="rounds_project").value == "Alpha"
@@ -85,6 +87,7 @@ def test_pages_that_need_data_prefer_a_project_with_data(ctx: AppContext, portal
     _, second = _two_projects(ctx)  # Alpha (first by name) has no labels, Beta has
     _label_all(ctx, second, "rad1")
     lead = accounts.add_user(ctx, "lead1", PASSWORD, "lead")
+    add_lead(ctx, "lead1", "Alpha", "Beta")  # a project without a lead is for administrators only
     choice = project_choice(ctx, lead.id, "lead", "labels")
     assert choice.projects[choice.default].name == "Beta" and choice.without_data == {"Alpha"}
     at = signed_in("lead1")

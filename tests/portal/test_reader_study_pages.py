@@ -9,7 +9,7 @@ from services import accounts, labelling, verification
 from services.authz import LOCAL_ADMIN
 from services.context import AppContext
 from tests.portal.conftest import PASSWORD, signed_in
-from tests.services.factories import make_items, make_project, user_id
+from tests.services.factories import add_lead, make_items, make_project, user_id
 from tests.services.test_reader_studies import _predict
 
 
@@ -32,6 +32,7 @@ def _study(ctx: AppContext) -> tuple[int, list[int]]:
     while (case := labelling.next_case(ctx, pid, rad1)) is not None:
         labelling.submit(ctx, case.assignment_id, rad1, labels=["normal"])
     accounts.add_user(ctx, "lead1", PASSWORD, "lead")
+    add_lead(ctx, "lead1", "Chest")  # a project without a lead is for administrators only
     assert verification.round_summary(ctx, study.id, actor=LOCAL_ADMIN).reads_done == 3
     return pid, items
 

@@ -10,7 +10,7 @@ from services import accounts, labelling, verification
 from services.authz import LOCAL_ADMIN
 from services.context import AppContext
 from tests.portal.conftest import PASSWORD, signed_in
-from tests.services.factories import make_items, make_project, user_id
+from tests.services.factories import add_lead, make_items, make_project, user_id
 
 
 def test_lead_creates_a_round(ctx: AppContext, portal_env: Settings) -> None:
@@ -20,6 +20,7 @@ def test_lead_creates_a_round(ctx: AppContext, portal_env: Settings) -> None:
     while (case := labelling.next_case(ctx, pid, rad1)) is not None:
         labelling.submit(ctx, case.assignment_id, rad1, labels=["normal"])
     accounts.add_user(ctx, "lead1", PASSWORD, "lead")
+    add_lead(ctx, "lead1", "Chest")  # a project without a lead is for administrators only
     at = signed_in("lead1")
     at.switch_page("views/rounds.py").run()
     assert not at.exception and at.title[0].value == "Verification rounds"
@@ -44,6 +45,7 @@ def test_round_form_checks_readers_before_submitting(ctx: AppContext, portal_env
     while (case := labelling.next_case(ctx, pid, rad1)) is not None:
         labelling.submit(ctx, case.assignment_id, rad1, labels=["normal"])
     accounts.add_user(ctx, "lead1", PASSWORD, "lead")
+    add_lead(ctx, "lead1", "Chest")  # a project without a lead is for administrators only
     at = signed_in("lead1")
     at.switch_page("views/rounds.py").run()
     next(n for n in at.number_input if n.label == "How many (items or %)").set_value(4).run()

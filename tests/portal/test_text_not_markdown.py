@@ -8,7 +8,7 @@ from portal.components.text import md
 from services import accounts
 from services.context import AppContext
 from tests.portal.conftest import PASSWORD, signed_in
-from tests.services.factories import make_items, make_project
+from tests.services.factories import add_lead, make_items, make_project
 
 LINK = "[click me](http://evil.example/x)"
 IMAGE = "![pixel](http://tracker.example/p.png)"
@@ -24,6 +24,7 @@ def test_case_page_and_sidebar_show_names_as_text(ctx: AppContext, portal_env: S
     pid = make_project(ctx, name=f"Chest {LINK}")
     (item,) = make_items(ctx, pid, 1)
     accounts.add_user(ctx, "lead1", PASSWORD, "lead", display_name=IMAGE)
+    add_lead(ctx, "lead1", f"Chest {LINK}")  # a project without a lead is for administrators only
     at = signed_in("lead1")
     at.switch_page("views/case.py").run()
     at.text_input[0].input(str(item)).run()

@@ -15,7 +15,7 @@ from db.models import Annotation, AnnotationKind, DeidStatus, ModelVersion, Pred
 from db.queries import model_eval as model_eval_queries
 from medlabel.errors import InputError, NotFoundError
 from medlabel.settings import Settings
-from services import accounts, audit, models
+from services import audit, models
 from services.authz import LOCAL_ADMIN
 from services.context import AppContext
 from services.demo import SAMPLE_DATA
@@ -23,7 +23,7 @@ from services.demo_model import LABELS, train
 from services.jobs.protocol import JobCancelled, NullReporter
 from services.models import list_models, register_model, resolve
 from tests.conftest import EnvFor
-from tests.services.factories import PASSWORD, make_items, make_project, user_id
+from tests.services.factories import add_lead, make_items, make_project, user_id
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +49,7 @@ def labelled_project(ctx: AppContext) -> dict[str, int]:
     single read (D), disputed without adjudication (E), consensus on 'indeterminate' (F),
     unlabelled (G, H)."""
     pid = make_project(ctx, readers=("rad1", "rad2"))
-    accounts.add_user(ctx, "lead1", PASSWORD, "lead")
+    add_lead(ctx, "lead1", "Chest")  # leads it (a project without a lead is for administrators only)
     ids = make_items(ctx, pid, 8, width=28, height=28)
     make_items(ctx, pid, 1, status=DeidStatus.QUARANTINED, start=50, width=28, height=28)
     a, b, c, d, e, f, _, _ = ids
