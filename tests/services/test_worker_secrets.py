@@ -48,9 +48,10 @@ def test_a_task_carries_no_key_and_a_worker_cannot_load_it(settings: Settings) -
     assert reid_keys.unseal(settings, sealed) == PATIENT_ID.encode()  # the portal, holding the key file
     # a worker's settings sent on again (a job's chunk tasks) stay without the key
     assert cluster.settings_payload(on_worker)["reid_public_key"] == payload["reid_public_key"]
+    other_key = settings.data_dir / "other.key"
+    other_key.write_bytes(b"A" * 43 + b"=\n")
     other = Settings(data_dir=settings.data_dir, database_url=settings.database_url,
-                     secret_key_file=settings.secret_key_file, reid_key_file=settings.data_dir / "other.key")
-    other.reid_key_file.write_bytes(b"A" * 43 + b"=\n")  # type: ignore[union-attr]
+                     secret_key_file=settings.secret_key_file, reid_key_file=other_key)
     with pytest.raises(InvalidToken):
         reid_keys.unseal(other, sealed)
 
