@@ -19,10 +19,10 @@ from sqlalchemy import create_engine, text
 import services.job_kinds  # noqa: F401 - every job kind is registered for the tests
 from db.admin import create_database, drop_database
 from db.base import Base
+from db.migrate import upgrade
 from medlabel.install import ensure_reid_key, ensure_secret_key
 from medlabel.settings import Settings
 from services.context import AppContext
-from services.schema import upgrade
 
 PG_ADMIN_URL = os.environ.get("MEDLABEL_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 REPO_ROOT = Path(__file__).resolve().parents[1]

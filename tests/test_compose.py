@@ -20,7 +20,7 @@ import yaml
 from sqlalchemy.engine import make_url
 
 from db import make_engine
-from services.schema import current_revision, head_revision
+from db.migrate import current_revision, head_revision
 from tests.browser.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -16,10 +16,10 @@ if TYPE_CHECKING:
 def throwaway_installation(prefix: str, parent: Path | None = None) -> Iterator[AppContext]:
     """A migrated SQLite installation (data folder, secret key, store) under a temporary folder in
     ``parent`` (default: the system's), closed and deleted afterwards."""
+    from db.migrate import upgrade
     from medlabel.install import ensure_secret_key
     from medlabel.settings import Settings
     from services.context import AppContext
-    from services.schema import upgrade
 
     with tempfile.TemporaryDirectory(prefix=prefix, dir=parent) as tmp:
         data_dir = Path(tmp) / "data"

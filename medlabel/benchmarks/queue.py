@@ -202,10 +202,10 @@ def measure_backend(backend: str, url: str, data_dir: Path, *, items: int, reade
                     think: float, closed_seconds: float, fractions: tuple[float, ...], orders: tuple[str, ...],
                     labels_per_item: int, seed: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     import services.learning  # noqa: F401  (a portal has it loaded; its first import is not a claim)
+    from db.migrate import upgrade
     from medlabel.install import ensure_secret_key
     from medlabel.settings import Settings
     from services.context import AppContext
-    from services.schema import upgrade
 
     settings = Settings(data_dir=data_dir, database_url=url, secret_key_file=data_dir / "secret.key")
     data_dir.mkdir(parents=True, exist_ok=True)

@@ -46,10 +46,10 @@ DEFAULT_WORKERS = (1, 2, 4)
 
 
 def _context(url: str, data_dir: Path) -> Any:
+    from db.migrate import upgrade
     from medlabel.install import ensure_secret_key
     from medlabel.settings import Settings
     from services.context import AppContext
-    from services.schema import upgrade
 
     settings = Settings(data_dir=data_dir, database_url=url, secret_key_file=data_dir / "secret.key")
     data_dir.mkdir(parents=True, exist_ok=True)

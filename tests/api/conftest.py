@@ -25,12 +25,12 @@ import pytest
 from PIL import Image, ImageDraw
 
 import inference
+from db.migrate import upgrade
 from medlabel.install import ensure_secret_key
 from medlabel.settings import Settings
 from services import accounts, api_tokens
 from services.context import AppContext
 from services.models import register_model
-from services.schema import upgrade
 from tests.browser.conftest import free_port
 from tests.services.factories import approve
 

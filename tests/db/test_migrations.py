@@ -13,7 +13,7 @@ from sqlalchemy import inspect
 import db.models  # noqa: F401
 from db import make_engine
 from db.base import Base
-from services.schema import alembic_config, current_revision, downgrade, head_revision, upgrade
+from db.migrate import alembic_config, current_revision, downgrade, head_revision, upgrade
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])

@@ -13,11 +13,11 @@ from click.testing import CliRunner
 from sqlalchemy import text
 
 from db import make_engine
+from db.migrate import current_revision, head_revision
 from medlabel.cli import cli
 from medlabel.settings import Settings
 from services.accounts import authenticate
 from services.context import AppContext
-from services.schema import current_revision, head_revision
 
 
 def run_cli(args: list[str], env: dict[str, str], stdin: str | None = None,
