@@ -19,6 +19,17 @@ from db.queries import accounts as q
 from db.queries import sessions as q_sessions
 from medlabel.errors import AuthError, ConflictError, InputError, NotFoundError
 from services import audit, sessions
+from services.audit_events import (
+    LoggedIn,
+    LoginFailed,
+    LoginRefused,
+    PasswordChanged,
+    RoleChanged,
+    SsoRoleChanged,
+    UserAdded,
+    UserDisabled,
+    UserEnabled,
+)
 from services.context import AppContext
 from services.dto import UserDTO
 
@@ -77,8 +88,8 @@ def add_user(ctx: AppContext, username: str, password: str, role: str, *, displa
                         password_hash=_hasher.hash(password), role=role_value)
             session.add(user)
             session.flush()
-            audit.record(session, "user.add", actor_id=actor_id, target_type="user", target_id=user.id,
-                         username=username, role=role_value.value)
+            audit.record(session, UserAdded(target_id=user.id, username=username,
+                                            role=role_value.value), actor_id=actor_id)
             return _dto(user)
     except IntegrityError:
         raise ConflictError(f"user {username!r} already exists") from None
@@ -97,8 +108,7 @@ def set_active(ctx: AppContext, username: str, active: bool, *, actor_id: int | 
         user.is_active = active
         if not active:
             sessions.revoke_all(session, user.id, "disabled", utcnow())
-        audit.record(session, "user.enable" if active else "user.disable", actor_id=actor_id,
-                     target_type="user", target_id=user.id)
+        audit.record(session, (UserEnabled if active else UserDisabled)(target_id=user.id), actor_id=actor_id)
         return _dto(user)
 
 
@@ -118,8 +128,7 @@ def set_role(ctx: AppContext, username: str, role: str, *, actor_id: int | None 
             raise InputError(None, f"{username} is the last active administrator: make another admin first")
         user.role = new_role
         sessions.revoke_all(session, user.id, "role changed", utcnow())
-        audit.record(session, "user.role", actor_id=actor_id, target_type="user", target_id=user.id,
-                     old=old_role.value, new=new_role.value)
+        audit.record(session, RoleChanged(target_id=user.id, old=old_role.value, new=new_role.value), actor_id=actor_id)
         return _dto(user)
 
 
@@ -131,7 +140,7 @@ def set_password(ctx: AppContext, username: str, password: str, *, actor_id: int
             raise NotFoundError(f"no user named {username!r}")
         user.password_hash = _hasher.hash(password)
         sessions.revoke_all(session, user.id, "password changed", utcnow())
-        audit.record(session, "user.password", actor_id=actor_id, target_type="user", target_id=user.id)
+        audit.record(session, PasswordChanged(target_id=user.id), actor_id=actor_id)
 
 
 def authenticate(ctx: AppContext, username: str, password: str, *, client: str = "",
@@ -180,11 +189,11 @@ def _check_credentials(ctx: AppContext, username: str, password: str, client: st
         known_device = user is not None and sessions.device_user(session, device_token) == user.id
         if client_row.blocked_until is not None and client_row.blocked_until > now:
             minutes = math.ceil((client_row.blocked_until - now).total_seconds() / 60)
-            audit.record(session, "login.refused", actor_id=actor, reason="client limit")
+            audit.record(session, LoginRefused(reason="client limit"), actor_id=actor)
             error = CLIENT_DELAY.format(minutes=minutes)
         elif account_row.blocked_until is not None and account_row.blocked_until > now and not known_device:
             wait = math.ceil((account_row.blocked_until - now).total_seconds())
-            audit.record(session, "login.refused", actor_id=actor, reason="back-off", wait_s=wait)
+            audit.record(session, LoginRefused(reason="back-off", wait_s=wait), actor_id=actor)
             error = ACCOUNT_DELAY.format(wait=wait)
         elif not _verify(user.password_hash if user is not None else _DUMMY_HASH, password) or user is None:
             account_row.failures += 1
@@ -194,13 +203,13 @@ def _check_credentials(ctx: AppContext, username: str, password: str, client: st
             if client_row.failures >= ctx.settings.login_client_limit:
                 client_row.blocked_until = now + CLIENT_BLOCK
             if user is None:
-                audit.record(session, "login.failed", actor_id=None, reason="unknown user")
+                audit.record(session, LoginFailed(reason="unknown user"), actor_id=None)
             else:
-                audit.record(session, "login.failed", actor_id=user.id, failures=account_row.failures,
-                             known_device=known_device)
+                audit.record(session, LoginFailed(failures=account_row.failures,
+                                                  known_device=known_device), actor_id=user.id)
             error = INVALID_CREDENTIALS
         elif not user.is_active:
-            audit.record(session, "login.refused", actor_id=user.id, reason="disabled")
+            audit.record(session, LoginRefused(reason="disabled"), actor_id=user.id)
             error = "This account is disabled. Ask an administrator."
         else:
             account_row.failures, account_row.window_start, account_row.blocked_until = 0, now, None
@@ -210,10 +219,10 @@ def _check_credentials(ctx: AppContext, username: str, password: str, client: st
             q_sessions.prune_throttle(session, now - ACCOUNT_MEMORY, now)
             if start_session:
                 started = sessions.start(ctx, session, user, "password", now)
-                audit.record(session, "login", actor_id=user.id, target_type="session", target_id=started.session_id)
+                audit.record(session, LoggedIn(target_id=started.session_id), actor_id=user.id)
             else:
                 started = sessions.StartedSession(session_id=0, user=_dto(user), handoff="")
-                audit.record(session, "login", actor_id=user.id)
+                audit.record(session, LoggedIn(), actor_id=user.id)
     if error is not None:
         raise AuthError(error)
     return started
@@ -274,8 +283,7 @@ def sign_in_sso(ctx: AppContext, claims: Mapping[str, Any], *, role_claim: str, 
             raise sessions.SessionEnded("sso stale")
         user = q.user_by_external_id(session, external_id, for_update=True)
         if role is None:
-            audit.record(session, "login.refused", actor_id=user.id if user else None, reason="sso role",
-                         claim=role_claim)
+            audit.record(session, LoginRefused(reason="sso role", claim=role_claim), actor_id=user.id if user else None)
             error = (f"Your hospital account has no medlabel role (claim {role_claim!r}). "
                      "Ask an administrator to grant one at the identity provider.")
         elif user is None:
@@ -284,20 +292,19 @@ def sign_in_sso(ctx: AppContext, claims: Mapping[str, Any], *, role_claim: str, 
             user.display_name = user.display_name or user.username
             session.add(user)
             session.flush()
-            audit.record(session, "user.add", actor_id=None, target_type="user", target_id=user.id,
-                         username=user.username, role=role, via="sso")
+            audit.record(session, UserAdded(target_id=user.id, username=user.username, role=role,
+                                            via="sso"), actor_id=None)
         elif not user.is_active:
-            audit.record(session, "login.refused", actor_id=user.id, reason="disabled", via="sso")
+            audit.record(session, LoginRefused(reason="disabled", via="sso"), actor_id=user.id)
             error = "This account is disabled. Ask an administrator."
         elif user.role.value != role:
-            audit.record(session, "user.role", actor_id=None, target_type="user", target_id=user.id,
-                         before=user.role.value, after=role, via="sso")
+            audit.record(session, SsoRoleChanged(target_id=user.id, before=user.role.value, after=role,
+                                                 via="sso"), actor_id=None)
             user.role = parse_role(role)
         if error is None and user is not None:
             user.last_login_at = now
             started = sessions.start(ctx, session, user, "sso", now, sso_ref=ref)
-            audit.record(session, "login", actor_id=user.id, target_type="session", target_id=started.session_id,
-                         via="sso")
+            audit.record(session, LoggedIn(target_id=started.session_id, via="sso"), actor_id=user.id)
     if error is not None:
         raise AuthError(error)
     return started

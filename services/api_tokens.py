@@ -34,6 +34,7 @@ from db.queries import accounts as accounts_q
 from db.queries import api_tokens as q
 from medlabel.errors import AuthError, InputError, NotFoundError, PermissionDenied
 from services import audit
+from services.audit_events import ApiCalled, ApiRefused, ApiTokenCreated, ApiTokenRevoked
 from services.context import AppContext
 
 TOKEN_PREFIX = "mlt_"
@@ -157,9 +158,9 @@ def create_token(ctx: AppContext, username: str, name: str, scopes: tuple[str, .
                          scopes=list(granted), expires_at=expires)
         session.add(token)
         session.flush()
-        audit.record(session, "api_token.create", actor_id=actor_id if actor_id is not None else None,
-                     target_type="api_token", target_id=token.id, user=user.username, name=name,
-                     scopes=list(granted), expires_at=None if expires is None else expires.isoformat())
+        audit.record(session, ApiTokenCreated(target_id=token.id, user=user.username, name=name, scopes=list(granted),
+                                              expires_at=None if expires is None else expires.isoformat()),
+                     actor_id=actor_id)
         return NewToken(_dto(token, user.username), secret)
 
 
@@ -195,8 +196,7 @@ def revoke_token(ctx: AppContext, token_id: int, *, actor_id: int | None = None)
                 raise PermissionDenied("this token belongs to another user")
         if token.revoked_at is None:
             token.revoked_at = utcnow()
-            audit.record(session, "api_token.revoke", actor_id=actor_id, target_type="api_token",
-                         target_id=token.id, user=owner.username)
+            audit.record(session, ApiTokenRevoked(target_id=token.id, user=owner.username), actor_id=actor_id)
         return _dto(token, owner.username)
 
 
@@ -238,9 +238,8 @@ def record_call(ctx: AppContext, caller: Caller, method: str, route: str, status
     with ctx.sessions.begin() as session:
         if caller.last_used_at is None or now - _aware(caller.last_used_at) >= LAST_USE_RESOLUTION:
             q.touch(session, caller.token_id, now)
-        audit.record(session, "api.call", actor_id=caller.user_id, target_type="api_token",
-                     target_id=caller.token_id, method=method, route=route, status=status,
-                     **{k: v for k, v in details.items() if v is not None})
+        audit.record(session, ApiCalled(target_id=caller.token_id, method=method, route=route, status=status,
+                                       details=details), actor_id=caller.user_id)
 
 
 def record_refusal(ctx: AppContext, refused: TokenRefused, method: str, route: str, status: int, *,
@@ -249,7 +248,6 @@ def record_refusal(ctx: AppContext, refused: TokenRefused, method: str, route: s
     refusals like it the API left unwritten since the last event (``left_out``, ``api.limits.RefusalAudit``),
     and the token's id and owner when the token exists; never the token itself."""
     with ctx.sessions.begin() as session:
-        audit.record(session, "api.refused", actor_id=refused.user_id,
-                     target_type=None if refused.token_id is None else "api_token", target_id=refused.token_id,
-                     method=method, route=route, status=status, reason=str(refused), client=client,
-                     left_out=left_out)
+        audit.record(session, ApiRefused(target_id=refused.token_id, method=method, route=route, status=status,
+                                         reason=str(refused), client=client, left_out=left_out),
+                     actor_id=refused.user_id)

@@ -1,4 +1,5 @@
-"""Audit events, written in the same transaction as the change they describe."""
+"""Audit events, written in the same transaction as the change they describe; the events themselves (the
+fixed vocabulary of actions and one dataclass per kind of event) are in ``services/audit_events.py``."""
 
 from __future__ import annotations
 
@@ -8,39 +9,28 @@ import io
 import json
 from contextlib import closing
 from dataclasses import dataclass
-from typing import Any, Literal, get_args
+from typing import Any
 
 from sqlalchemy.orm import Session
 
 from db.audit_chain import GENESIS, event_hash
 from db.base import utcnow
 from db.queries import audit as audit_q
+from services.audit_events import ACTIONS, AuditAction, AuditEvent
 from services.context import AppContext
 from services.dto import AuditEventDTO
 
-AuditAction = Literal["al.adopt", "al.configure", "al.features", "al.reject", "al.retrain", "al.retrain.held",
-    "al.setup", "al.withdraw", "annotation.amend", "annotation.submit", "annotation.undo", "api.call", "api.refused",
-    "api_token.create", "api_token.revoke", "case.view", "export", "image.view", "ingest", "item.ingest", "job.cancel",
-    "job.retry", "job.submit", "login", "login.failed", "login.refused", "logout", "model.add", "model.approve",
-    "model.quantize", "model.quantize.undone", "model.remove", "model.revoke", "prelabel", "project.create",
-    "project.update", "queue.claim", "queue.skip", "reidentification.rekey", "reidentify", "review.reject",
-    "review.release", "round.close", "round.create", "round.disagreement", "second_opinion.ask",
-    "second_opinion.image", "second_opinion.review", "session.end", "user.add", "user.disable", "user.enable",
-    "user.password", "user.role"]
-"""The fixed vocabulary of audit actions: mypy checks every ``record`` call in the services against it, and
-``record`` refuses any other action at run time (a new kind of event is added here first)."""
-ACTIONS: frozenset[str] = frozenset(get_args(AuditAction))
 
-
-def record(session: Session, action: AuditAction, *, actor_id: int | None, target_type: str | None = None,
-           target_id: object = None, **payload: Any) -> None:
-    """Append one audit event, chained to the one before. ``payload`` must never hold a password or an
-    original identifier; it is stored as the JSON it hashes to."""
-    if action not in ACTIONS:
-        raise ValueError(f"unknown audit action {action!r}: add it to services.audit.AuditAction")
-    canonical = json.loads(json.dumps(payload, sort_keys=True, default=str))
-    audit_q.append(session, at=utcnow(), actor_id=actor_id, action=action, target_type=target_type,
-                   target_id=None if target_id is None else str(target_id), payload=canonical)
+def record(session: Session, event: AuditEvent, *, actor_id: int | None) -> None:
+    """Append one audit event, chained to the one before (the event's classes: ``services/audit_events.py``).
+    Its payload must never hold a password or an original identifier; it is stored as the JSON it hashes to."""
+    if not isinstance(event, AuditEvent) or event.action not in ACTIONS:
+        raise ValueError(f"unknown audit event {event!r}: add its action to services.audit_events.AuditAction "
+                         "and give it a class there")
+    target_type, target_id = event.target()
+    canonical = json.loads(json.dumps(event.payload(), sort_keys=True, default=str))
+    audit_q.append(session, at=utcnow(), actor_id=actor_id, action=event.action, target_type=target_type,
+                   target_id=target_id, payload=canonical)
 
 
 @dataclass(frozen=True)
@@ -134,3 +124,7 @@ def events_csv(events: list[AuditEventDTO], when: Any = None) -> str:
         at = when(e.at) if when is not None else e.at.isoformat()
         writer.writerow([csv_cell(v) for v in (at, e.actor, e.action, e.target, readable(e.details))])
     return out.getvalue()
+
+
+__all__ = ["ACTIONS", "AuditAction", "AuditEvent", "ChainReport", "audit_facets", "csv_cell", "events_csv",
+           "readable", "recent_events", "record", "search_events", "verify"]

@@ -12,6 +12,7 @@ from db.queries import modelling as models_q
 from db.queries import verification as q
 from medlabel.errors import NotFoundError
 from services import audit, authz
+from services.audit_events import CaseViewed
 from services.context import AppContext
 from services.dto import CaseDTO, ProjectDTO
 from services.projects import project_dto
@@ -43,7 +44,7 @@ def case_detail(ctx: AppContext, item_id: int, *, actor: authz.ActorRef) -> Case
     actor_id = authz.require_item(ctx, actor, item_id, roles=authz.LEADS).user_id
     with ctx.sessions.begin() as session:
         if session.get(Item, item_id) is not None:
-            audit.record(session, "case.view", actor_id=actor_id, target_type="item", target_id=item_id)
+            audit.record(session, CaseViewed(target_id=item_id), actor_id=actor_id)
     with ctx.reads() as session:
         item = session.get(Item, item_id)
         if item is None:

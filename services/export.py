@@ -16,6 +16,7 @@ from db.queries import projects as projects_q
 from medlabel.errors import InputError
 from medlabel.text import csv_cell
 from services import audit, authz
+from services.audit_events import Exported
 from services.context import AppContext
 from services.jobs import params as job_params
 from services.jobs.kinds import register_kind
@@ -86,8 +87,8 @@ def export_project(ctx: AppContext, project_name: str, fmt: str, *, seed: int = 
         data = _coco(ctx, project_name, rows)
     with ctx.sessions.begin() as session:
         project = projects_q.project_by_name(session, project_name)
-        audit.record(session, "export", actor_id=actor_id, target_type="project",
-                     target_id=None if project is None else project.id, format=fmt, rows=len(rows), seed=seed)
+        audit.record(session, Exported(target_id=None if project is None else project.id, format=fmt, rows=len(rows),
+                                       seed=seed), actor_id=actor_id)
     return data
 
 

@@ -26,6 +26,7 @@ from db.models import DeidStatus, Item
 from db.queries import authz as authz_q
 from medlabel.errors import NotFoundError, PermissionDenied
 from services import audit, authz
+from services.audit_events import ImageViewed
 from services.context import AppContext
 
 CT_PRESETS: tuple[tuple[str, float, float], ...] = tuple(
@@ -282,7 +283,7 @@ def record_view(ctx: AppContext, who: authz.Actor, item_id: int, *, frame: int =
     if last is not None and last.replace(tzinfo=None) >= since.replace(tzinfo=None):
         return False
     with ctx.sessions.begin() as session:
-        audit.record(session, "image.view", actor_id=who.user_id, target_type="item", target_id=item_id, frame=frame)
+        audit.record(session, ImageViewed(target_id=item_id, frame=frame), actor_id=who.user_id)
     return True
 
 

@@ -32,6 +32,7 @@ from db.queries import projects as projects_q
 from inference.types import InputSpec
 from medlabel.errors import ConfigError, InputError, MedlabelError, NotFoundError, PermissionDenied
 from services import audit, authz, reid_keys
+from services.audit_events import Ingested, ItemIngested, Reidentified
 from services.config import ServiceConfig
 from services.context import AppContext
 from services.dto import IngestOutcome, IngestReport
@@ -105,9 +106,9 @@ def ingest_blobs(ctx: AppContext, project_name: str, blobs: Iterable[tuple[str, 
                                           reason=f"cannot be stored ({type(exc).__name__})"))
     report = IngestReport(project=project_name, outcomes=tuple(outcomes))
     with ctx.sessions.begin() as session:
-        audit.record(session, "ingest", actor_id=actor_id, target_type="project", target_id=project_id,
-                     released=report.count("released"), quarantined=report.count("quarantined"),
-                     refused=report.count("refused"), duplicate=report.count("duplicate"))
+        audit.record(session, Ingested(target_id=project_id, released=report.count("released"),
+                                       quarantined=report.count("quarantined"), refused=report.count("refused"),
+                                       duplicate=report.count("duplicate")), actor_id=actor_id)
     return report
 
 
@@ -153,8 +154,8 @@ def _ingest_one(ctx: AppContext, project_id: int, seed: int, reid: bool, source:
                             deid_status=status, deid_report=_report(result), attributes=result.characteristics)
             if reid and result.kind == "dicom" and result.patient_pseudonym:
                 _remember_patient(session, project_id, result.patient_pseudonym, data, ctx.settings)
-            audit.record(session, "item.ingest", actor_id=actor_id, target_type="item", target_id=item.id,
-                         status=status.value, sha256=digest)
+            audit.record(session, ItemIngested(target_id=item.id, status=status.value,
+                                               sha256=digest), actor_id=actor_id)
             item_id = item.id
     except IntegrityError:
         return IngestOutcome(source=source, status="duplicate", reason="already in this project")
@@ -200,8 +201,8 @@ def reidentify(ctx: AppContext, project_name: str, pseudonym: str, *, actor: aut
         if not project.allow_reidentification:
             raise PermissionDenied(f"project {project_name!r} does not allow re-identification")
         row = imaging_q.pseudonym_key(session, project.id, pseudonym)
-        audit.record(session, "reidentify", actor_id=actor_id, target_type="project", target_id=project.id,
-                     pseudonym=pseudonym, found=row is not None)
+        audit.record(session, Reidentified(target_id=project.id, pseudonym=pseudonym,
+                                           found=row is not None), actor_id=actor_id)
         token = None if row is None else row.encrypted_original
     if token is None:
         raise NotFoundError(f"no re-identification key for pseudonym {pseudonym!r}")

@@ -26,6 +26,7 @@ from db.queries import modelling as models_q
 from medlabel.errors import ConflictError, InputError, MedlabelError, NotFoundError, PermissionDenied
 from medlabel.values import DEFAULT_REREAD_SPACING, ProjectSettings, RoundSettings
 from services import audit, authz
+from services.audit_events import AnnotationAmended, AnnotationSubmitted, AnnotationUndone, QueueClaimed, QueueSkipped
 from services.context import AppContext
 from services.dto import CaseDTO, HistoryRow, Suggestion
 from services.projects import project_dto
@@ -54,7 +55,7 @@ def next_case(ctx: AppContext, project_id: int, user_id: int, *, now: dt.datetim
             claim = q.claim_hinted(session, item_id=hint, project_id=project_id, user_id=user_id, now=now,
                                    expires_at=expires)
             if claim is not None:
-                audit.record(session, "queue.claim", actor_id=user_id, target_type="item", target_id=hint)
+                audit.record(session, QueueClaimed(target_id=hint), actor_id=user_id)
         if claim is None:
             claim = _claim(session, project_id, user_id, now, expires)
             if claim is None:
@@ -92,7 +93,7 @@ def _claim(session: Session, project_id: int, user_id: int, now: dt.datetime,
                          labels_per_item=project.labels_per_item, by_score=project.queue_strategy != "random")
     if claim is None:
         return reread
-    audit.record(session, "queue.claim", actor_id=user_id, target_type="item", target_id=claim.item_id)
+    audit.record(session, QueueClaimed(target_id=claim.item_id), actor_id=user_id)
     return claim
 
 
@@ -224,8 +225,8 @@ def submit(ctx: AppContext, assignment_id: int, user_id: int, *, labels: Sequenc
         session.flush()
         if claim.kind == AnnotationKind.LABEL:
             q.count_read(session, item.id, project.labels_per_item, +1)
-        audit.record(session, "annotation.submit", actor_id=user_id, target_type="item", target_id=item.id,
-                     annotation_id=annotation.id, kind=claim.kind.value)
+        audit.record(session, AnnotationSubmitted(target_id=item.id, annotation_id=annotation.id,
+                                                  kind=claim.kind.value), actor_id=user_id)
         annotation_id = annotation.id
         auto_retrain = (claim.kind == AnnotationKind.LABEL
                         and ProjectSettings.from_json(project.settings).active_learning.retrain_every > 0)
@@ -248,8 +249,7 @@ def skip(ctx: AppContext, assignment_id: int, user_id: int, reason: str) -> None
         claim.status = AssignmentStatus.SKIPPED
         claim.completed_at = utcnow()
         claim.reason = reason.strip()
-        audit.record(session, "queue.skip", actor_id=user_id, target_type="item", target_id=claim.item_id,
-                     reason=reason.strip())
+        audit.record(session, QueueSkipped(target_id=claim.item_id, reason=reason.strip()), actor_id=user_id)
 
 
 def undo_last(ctx: AppContext, project_id: int, user_id: int) -> int | None:
@@ -277,8 +277,7 @@ def undo_last(ctx: AppContext, project_id: int, user_id: int) -> int | None:
             claim.claimed_at = now
             claim.expires_at = now + dt.timedelta(minutes=ctx.settings.claim_minutes)
             claim.completed_at = None
-        audit.record(session, "annotation.undo", actor_id=user_id, target_type="item", target_id=item.id,
-                     annotation_id=last.id)
+        audit.record(session, AnnotationUndone(target_id=item.id, annotation_id=last.id), actor_id=user_id)
         return item.id
 
 
@@ -315,6 +314,6 @@ def amend(ctx: AppContext, annotation_id: int, user_id: int, *, labels: Sequence
                          supersedes_id=old.id)
         session.add(new)
         session.flush()
-        audit.record(session, "annotation.amend", actor_id=user_id, target_type="item", target_id=item.id,
-                     annotation_id=new.id, supersedes=old.id)
+        audit.record(session, AnnotationAmended(target_id=item.id, annotation_id=new.id,
+                                                supersedes=old.id), actor_id=user_id)
         return new.id

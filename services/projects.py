@@ -14,6 +14,7 @@ from db.queries import labelling as labelling_q
 from db.queries import projects as projects_q
 from medlabel.errors import ConflictError, InputError, NotFoundError
 from services import audit, authz
+from services.audit_events import ProjectCreated, ProjectUpdated
 from services.context import AppContext
 from services.dto import LabelOption, ProjectDTO
 
@@ -115,8 +116,8 @@ def create_project(ctx: AppContext, spec: ProjectSpec, *, actor_id: int | None =
             session.add(project)
             session.flush()
             projects_q.set_readers(session, project.id, _user_ids(session, spec.readers))
-            audit.record(session, "project.create", actor_id=actor_id, target_type="project",
-                         target_id=project.id, name=project.name, task_type=spec.task_type)
+            audit.record(session, ProjectCreated(target_id=project.id, name=project.name,
+                                                 task_type=spec.task_type), actor_id=actor_id)
             return project.id
     except IntegrityError:
         raise ConflictError(f"a project named {spec.name!r} already exists") from None
@@ -200,8 +201,8 @@ def update_project(ctx: AppContext, name: str, changes: ProjectChanges, *, actor
             labelling_q.reopen_for(session, project.id, project.labels_per_item)
         if changes.readers is not None:
             projects_q.set_readers(session, project.id, _user_ids(session, changes.readers))
-        audit.record(session, "project.update", actor_id=actor_id, target_type="project", target_id=project.id,
-                     fields=sorted(k for k, v in vars(changes).items() if v not in (None, (), {})))
+        changed = sorted(k for k, v in vars(changes).items() if v not in (None, (), {}))
+        audit.record(session, ProjectUpdated(target_id=project.id, fields=changed), actor_id=actor_id)
         session.flush()
         return project_dto(session, project)
 

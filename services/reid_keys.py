@@ -39,6 +39,7 @@ from sqlalchemy.orm import Session
 from db.models import PseudonymKey
 from medlabel.errors import ConfigError
 from services import audit
+from services.audit_events import ReidentificationRekeyed
 from services.config import ServiceConfig
 
 LEGACY_LABEL = b"medlabel/reidentification/v1"
@@ -138,5 +139,5 @@ def migrate_legacy_rows(settings: ServiceConfig, engine: Engine) -> RekeyReport:
             row.encrypted_original = seal(settings, original)
             rekeyed += 1
         if rekeyed:
-            audit.record(session, "reidentification.rekey", actor_id=None, rows=rekeyed)
+            audit.record(session, ReidentificationRekeyed(rows=rekeyed), actor_id=None)
     return RekeyReport(rekeyed=rekeyed, unreadable=unreadable)

@@ -18,6 +18,7 @@ from db.models import DeidStatus, Item
 from db.queries import imaging as imaging_q
 from medlabel.errors import ConflictError, InputError, NotFoundError
 from services import audit, authz
+from services.audit_events import ReviewRejected, ReviewReleased
 from services.context import AppContext
 from services.dto import ReviewItem
 from services.images import display_image
@@ -87,8 +88,7 @@ def release(ctx: AppContext, item_id: int, masks: Sequence[Box], *, actor: authz
             item.content_hash, item.stored_path = digest, new_path
         item.deid_status = DeidStatus.RELEASED
         item.deid_report = {**item.deid_report, "review": {"masks": [list(m) for m in masks], "by": actor_id}}
-        audit.record(session, "review.release", actor_id=actor_id, target_type="item", target_id=item_id,
-                     masks=len(masks))
+        audit.record(session, ReviewReleased(target_id=item_id, masks=len(masks)), actor_id=actor_id)
     if new_path != old_path:
         _delete_if_unused(ctx, old_path)
     return item_id
@@ -111,6 +111,5 @@ def reject(ctx: AppContext, item_id: int, reason: str, *, actor: authz.ActorRef)
         old_path = item.stored_path
         item.deid_status = DeidStatus.REJECTED
         item.stored_path = ""
-        audit.record(session, "review.reject", actor_id=actor_id, target_type="item", target_id=item_id,
-                     reason=reason.strip())
+        audit.record(session, ReviewRejected(target_id=item_id, reason=reason.strip()), actor_id=actor_id)
     _delete_if_unused(ctx, old_path)

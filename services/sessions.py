@@ -25,6 +25,7 @@ from db.models import AuthSession, KnownDevice, User
 from db.queries import sessions as q
 from medlabel.errors import AuthError
 from services import audit
+from services.audit_events import LoggedOut, SessionEnd
 from services.context import AppContext
 from services.dto import UserDTO
 
@@ -168,8 +169,7 @@ def resume(ctx: AppContext, *, session_id: int | None = None, token: str | None 
     if ended is not None:
         with ctx.sessions.begin() as session:
             if q.end_session(session, sid, ended, now):
-                audit.record(session, "session.end", actor_id=uid, target_type="session", target_id=sid,
-                             reason=ended)
+                audit.record(session, SessionEnd(target_id=sid, reason=ended), actor_id=uid)
         raise SessionEnded(ended)
     if touch:
         with ctx.sessions.begin() as session:
@@ -183,7 +183,7 @@ def end(ctx: AppContext, session_id: int, *, now: dt.datetime | None = None) -> 
     with ctx.sessions.begin() as session:
         row = q.session_by_id(session, session_id)
         if row is not None and q.end_session(session, session_id, "signed out", now):
-            audit.record(session, "logout", actor_id=row.user_id, target_type="session", target_id=session_id)
+            audit.record(session, LoggedOut(target_id=session_id), actor_id=row.user_id)
 
 
 def revoke_all(session: Session, user_id: int, reason: str, now: dt.datetime) -> int:

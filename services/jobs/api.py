@@ -23,6 +23,7 @@ from db.queries import jobs as q
 from db.queries import projects as projects_q
 from medlabel.errors import ConflictError, InputError, NotFoundError, PermissionDenied
 from services import audit, authz
+from services.audit_events import JobCancelled, JobRetried, JobSubmitted
 from services.context import AppContext
 from services.jobs import cluster
 from services.jobs.kinds import kind_of
@@ -131,8 +132,7 @@ def submit_unchecked(ctx: AppContext, kind: str, params: dict[str, Any], actor_i
         session.add(row)
         session.flush()
         row.task_key = key = new_task_key(row.id, 1)
-        audit.record(session, "job.submit", actor_id=actor_id, target_type="job", target_id=row.id, kind=kind,
-                     project_id=project_id)
+        audit.record(session, JobSubmitted(target_id=row.id, kind=kind, project_id=project_id), actor_id=actor_id)
         job_id = row.id
     launch(ctx, job_id, 1, job_kind.run, key)
     return _job(ctx, job_id)
@@ -197,7 +197,7 @@ def cancel(ctx: AppContext, job_id: int, actor: authz.ActorRef) -> JobDTO:
                 raise NotFoundError(f"no job {job_id}")
             raise ConflictError(f"job {job_id} has already {row.state.value}; only queued or running jobs can "
                                 "be cancelled")
-        audit.record(session, "job.cancel", actor_id=actor_id, target_type="job", target_id=job_id, was=how)
+        audit.record(session, JobCancelled(target_id=job_id, was=how), actor_id=actor_id)
     if how == "queued":
         cancel_queued(job_id)
     return _job(ctx, job_id)
@@ -216,7 +216,7 @@ def retry(ctx: AppContext, job_id: int, actor: authz.ActorRef) -> JobDTO:
         key = new_task_key(job_id, attempt)
         if not q.requeue(session, job_id, cluster.owner_tag(ctx.settings), key, utcnow()):
             raise ConflictError(f"job {job_id} is {row.state.value}; only failed or cancelled jobs can be retried")
-        audit.record(session, "job.retry", actor_id=actor_id, target_type="job", target_id=job_id, attempt=attempt)
+        audit.record(session, JobRetried(target_id=job_id, attempt=attempt), actor_id=actor_id)
     launch(ctx, job_id, attempt, run, key)
     return _job(ctx, job_id)
 

@@ -11,6 +11,7 @@ import active_learning as al
 from active_learning.backbone import build_demo_model
 from db.queries import active_learning as q
 from db.queries import projects as projects_q
+from services.audit_events import DemoModelInstalled
 from services.context import AppContext
 from services.jobs.protocol import JobReporter, NullReporter
 from services.learning.common import _RETRAIN_STEPS, _Labelled, _model_name, _settings, _stored_ref
@@ -60,7 +61,7 @@ def setup_active_learning_demo(ctx: AppContext, project_name: str, *, npz: Path 
     new = register_model(ctx, built.onnx_bytes, name=candidate.model_name, labels=list(labels), meta=meta,
                          actor_id=actor_id)
     candidate = replace(candidate, n_labels=0, metrics=metrics)  # round 0: no project label learnt yet
-    _, predicted, scored = _install(ctx, new, candidate, reporter, actor_id, "al.setup")
+    _, predicted, scored = _install(ctx, new, candidate, reporter, actor_id, DemoModelInstalled)
     reference = "" if built.reference_auroc is None else \
         f", {built.reference_split} AUROC {built.reference_auroc:.3f}"
     return (f"active learning: {new.name} v{new.version} (patch features + head on {built.seed_labels} seed labels"

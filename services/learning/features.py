@@ -28,6 +28,7 @@ from inference.registry import spec_from_dict
 from inference.types import Layout, Scaling
 from medlabel.errors import InputError
 from medlabel.values import ref_of
+from services.audit_events import FeaturesInstalled
 from services.context import AppContext
 from services.jobs.kinds import register_kind
 from services.jobs.protocol import JobReporter, JobResult, NullReporter, check_stop
@@ -140,7 +141,7 @@ def learn_project_features(ctx: AppContext, project_name: str, *, actor_id: int 
     new = register_model(ctx, composed.SerializeToString(), name=candidate.model_name, labels=list(model.labels),
                          meta=meta, actor_id=actor_id)
     candidate = replace(candidate, n_labels=int(ids.size), metrics=metrics)
-    round_id, predicted, scored = _install(ctx, new, candidate, reporter, actor_id, "al.features", gate=gate)
+    round_id, predicted, scored = _install(ctx, new, candidate, reporter, actor_id, FeaturesInstalled, gate=gate)
     return FeaturesReport(project=project_name, model=f"{new.name} v{new.version}",
                           model_ref=ref_of(new.name, new.version), images=len(in_sample), n_labels=int(ids.size),
                           dimensions=fx.n_features, round_id=round_id, predicted=predicted, scored=scored,

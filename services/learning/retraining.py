@@ -24,6 +24,7 @@ from db.queries import modelling_write as models_q
 from medlabel.errors import ConflictError, InputError, NotFoundError, PermissionDenied
 from medlabel.values import ModelRef, ref_of
 from services import audit, authz
+from services.audit_events import ModelInstalled, ModelWithdrawn, RetrainAdopted, RetrainHeld, RetrainRejected
 from services.context import AppContext
 from services.jobs.kinds import register_kind
 from services.jobs.protocol import JobReporter, JobResult, NullReporter, check_stop
@@ -124,8 +125,8 @@ def _withdraw(ctx: AppContext, model: ModelDTO, actor_id: int | None, why: str) 
     try:
         with ctx.sessions.begin() as session:
             deleted = q.withdraw_version(session, model.id)
-            audit.record(session, "al.withdraw", actor_id=actor_id, target_type="model", target_id=model.id,
-                         name=model.name, version=model.version, predictions=deleted, reason=why[:200])
+            audit.record(session, ModelWithdrawn(target_id=model.id, name=model.name, version=model.version,
+                                                 predictions=deleted, reason=why[:200]), actor_id=actor_id)
     except Exception:  # noqa: BLE001 - the original failure matters more; this one is logged
         log.exception("could not withdraw model %s v%s", model.name, model.version)
 
@@ -140,9 +141,8 @@ def _withdraw_unfinished(session: Any, new: ModelDTO, c: _Candidate, actor_id: i
         if mark not in str((row.meta or {}).get("description", "")):
             continue
         deleted = q.withdraw_version(session, row.id)
-        audit.record(session, "al.withdraw", actor_id=actor_id, target_type="model", target_id=row.id,
-                     name=row.name, version=row.version, predictions=deleted,
-                     reason="registered by a retrain that did not finish")
+        audit.record(session, ModelWithdrawn(target_id=row.id, name=row.name, version=row.version, predictions=deleted,
+                                             reason="registered by a retrain that did not finish"), actor_id=actor_id)
 
 
 HEAD_WRITE_BATCH = 2000
@@ -204,7 +204,7 @@ class _Candidate:
 
 
 def _install(ctx: AppContext, new: ModelDTO, c: _Candidate, reporter: JobReporter, actor_id: int | None,
-             event: audit.AuditAction, *, source: _Model | None = None, head: Any = None,
+             event: type[ModelInstalled], *, source: _Model | None = None, head: Any = None,
              gate: model_gate.GateDecision | None = None) -> tuple[int, int, int]:
     """Pre-label with ``new`` (from ``source``'s stored embeddings through ``head`` when given, the
     rest through the model), score the pool, then in one transaction point the project at ``new``, write
@@ -245,9 +245,9 @@ def _install(ctx: AppContext, new: ModelDTO, c: _Candidate, reporter: JobReporte
                               batch_size=c.batch_size, n_labels=c.n_labels, metrics=c.metrics)
             if gate is not None:
                 rnd.gate = gate.as_dict()
-            audit.record(session, event, actor_id=actor_id, target_type="project", target_id=c.project_id,
-                         model=model.ref, previous=c.previous_ref, round_id=rnd.id, n_labels=c.n_labels,
-                         auroc=c.metrics.get("auroc"))
+            audit.record(session, event(target_id=c.project_id, model=model.ref, previous=c.previous_ref,
+                                       round_id=rnd.id, n_labels=c.n_labels, auroc=c.metrics.get("auroc")),
+                         actor_id=actor_id)
             round_id = rnd.id
     except BaseException as exc:
         _withdraw(ctx, new, actor_id, f"{type(exc).__name__}: {exc}")
@@ -277,8 +277,8 @@ def _hold(session: Any, new: ModelDTO, c: _Candidate, gate: model_gate.GateDecis
                       batch_size=c.batch_size, n_labels=c.n_labels, metrics=c.metrics)
     rnd.state = "held"
     rnd.gate = gate.as_dict()
-    audit.record(session, "al.retrain.held", actor_id=actor_id, target_type="project", target_id=c.project_id,
-                 model=ref_of(new.name, new.version), previous=c.previous_ref, round_id=rnd.id, reason=gate.reason)
+    audit.record(session, RetrainHeld(target_id=c.project_id, model=ref_of(new.name, new.version),
+                                      previous=c.previous_ref, round_id=rnd.id, reason=gate.reason), actor_id=actor_id)
     return int(rnd.id)
 
 
@@ -320,8 +320,8 @@ def decide(ctx: AppContext, round_id: int, decision: str, actor_id: int) -> Lear
         with ctx.sessions.begin() as session:
             q.withdraw_version(session, new.id)
             _decided(session, round_id, "rejected", actor_id)
-            audit.record(session, "al.reject", actor_id=actor_id, target_type="project", target_id=rnd.project_id,
-                         model=new.ref, round_id=round_id)
+            audit.record(session, RetrainRejected(target_id=rnd.project_id, model=new.ref,
+                                                  round_id=round_id), actor_id=actor_id)
         return next(r for r in _learning_curve(ctx, project_name) if r.id == round_id)
     _prelabel(ctx, project_name, new.ref, NullReporter(), 4)  # items added since the retrain
     with ctx.reads() as session:
@@ -341,8 +341,8 @@ def decide(ctx: AppContext, round_id: int, decision: str, actor_id: int) -> Lear
         project.settings = adopted.with_active_learning(label_counts=_label_counts(labelled, new, kinds)).to_json()
         q.write_scores(session, rnd.project_id, scores)
         _decided(session, round_id, "approved", actor_id)
-        audit.record(session, "al.adopt", actor_id=actor_id, target_type="project", target_id=rnd.project_id,
-                     model=new.ref, previous=previous, round_id=round_id)
+        audit.record(session, RetrainAdopted(target_id=rnd.project_id, model=new.ref, previous=previous,
+                                             round_id=round_id), actor_id=actor_id)
     return next(r for r in _learning_curve(ctx, project_name) if r.id == round_id)
 
 
@@ -414,7 +414,7 @@ def retrain(ctx: AppContext, project_name: str, *, strategy: str | None = None, 
     new = register_model(ctx, data, name=candidate.model_name, labels=list(model.labels), meta=meta,
                          actor_id=actor_id)
     candidate = replace(candidate, n_labels=int(ids.size), metrics=metrics)
-    round_id, predicted, scored = _install(ctx, new, candidate, reporter, actor_id, "al.retrain", source=model,
+    round_id, predicted, scored = _install(ctx, new, candidate, reporter, actor_id, ModelInstalled, source=model,
                                            head=head, gate=gate)
     return RetrainReport(project=project_name, model=f"{new.name} v{new.version}",
                          model_ref=ref_of(new.name, new.version), previous_model=candidate.previous_ref or model.ref,

@@ -7,6 +7,7 @@ from db.queries import projects as projects_q
 from medlabel.errors import InputError
 from medlabel.values import ref_of
 from services import audit, authz
+from services.audit_events import LearningConfigured
 from services.context import AppContext
 from services.learning.common import ALStatus, _check_strategy, _Labelled, _project_model, _settings
 from services.learning.queue import score_pool
@@ -51,8 +52,8 @@ def configure(ctx: AppContext, project_name: str, strategy: str, batch_size: int
             batch_size=int(batch_size), retrain_every=int(retrain_every)).to_json()
         project.queue_strategy = strategy
         has_model = _project_model(session, project) is not None
-        audit.record(session, "al.configure", actor_id=actor_id, target_type="project", target_id=project.id,
-                     strategy=strategy, batch_size=int(batch_size), retrain_every=int(retrain_every))
+        audit.record(session, LearningConfigured(target_id=project.id, strategy=strategy, batch_size=int(batch_size),
+                                                 retrain_every=int(retrain_every)), actor_id=actor_id)
     if has_model or strategy == "random":
         score_pool(ctx, project_name)
     return _status(ctx, project_name)

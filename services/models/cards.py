@@ -20,6 +20,7 @@ from db.queries import second_opinion as so_q
 from medlabel.errors import InputError, NotFoundError, PermissionDenied
 from medlabel.values import ref_of
 from services import audit
+from services.audit_events import ModelApproved, ModelRevoked
 from services.context import AppContext
 from services.models.evaluation import evaluate
 from services.models.registry import resolve
@@ -134,9 +135,8 @@ def approve(ctx: AppContext, model_ref: str, actor_id: int, *, project: str | No
         row.card = card
         row.approved_at = dt.datetime.now(dt.UTC)
         row.approved_by_id = actor.id
-        audit.record(session, "model.approve", actor_id=actor.id, target_type="model", target_id=row.id,
-                     name=row.name, version=row.version, project=project,
-                     macro_auroc=(checked or {}).get("macro_auroc"))
+        audit.record(session, ModelApproved(target_id=row.id, name=row.name, version=row.version, project=project,
+                                            macro_auroc=(checked or {}).get("macro_auroc")), actor_id=actor.id)
         return card_of(row, actor.username)
 
 
@@ -150,8 +150,7 @@ def revoke(ctx: AppContext, model_ref: str, actor_id: int) -> CardDTO:
         if row.approved_at is None:
             raise InputError(None, f"{row.name} v{row.version} is not approved")
         row.approved_at, row.approved_by_id = None, None
-        audit.record(session, "model.revoke", actor_id=actor.id, target_type="model", target_id=row.id,
-                     name=row.name, version=row.version)
+        audit.record(session, ModelRevoked(target_id=row.id, name=row.name, version=row.version), actor_id=actor.id)
         return card_of(row)
 
 

@@ -33,6 +33,7 @@ from inference.registry import spec_from_dict
 from medlabel.errors import InputError
 from medlabel.values import ref_of
 from services import audit
+from services.audit_events import Prelabelled
 from services.context import AppContext
 from services.jobs import params as job_params
 from services.jobs.fanout import chunked, fan_out
@@ -209,8 +210,8 @@ def prelabel(ctx: AppContext, project_name: str, model_ref: str, *, batch_size: 
     conflicts = writer.conflicts if writer else 0
     timings.update({k: v for k, v in stats.as_dict().items()})
     with ctx.sessions.begin() as session:
-        audit.record(session, "prelabel", actor_id=None, target_type="model", target_id=model.id,
-                     project=project_name, predicted=predicted, failed=len(failed), stopped=stopped)
+        audit.record(session, Prelabelled(target_id=model.id, project=project_name, predicted=predicted,
+                                          failed=len(failed), stopped=stopped), actor_id=None)
     timings["wall_s"] = time.perf_counter() - started
     return PrelabelReport(model=f"{model.name} v{model.version}", predicted=predicted,
                           skipped_already=already + conflicts, failed=tuple(failed), stopped=stopped,

@@ -16,6 +16,7 @@ from inference.types import ModelSpec
 from medlabel.errors import InputError
 from medlabel.values import ref_of
 from services import audit
+from services.audit_events import ModelQuantized, ModelQuantizeUndone
 from services.context import AppContext
 from services.jobs.kinds import register_kind
 from services.jobs.protocol import JobReporter, JobResult, NullReporter, check_stop
@@ -93,14 +94,15 @@ def quantize(ctx: AppContext, model_ref: str, mode: str, project_name: str | Non
     try:
         with ctx.sessions.begin() as session:
             q.set_variant(session, registered.id, variant, row.id)
-            audit.record(session, "model.quantize", actor_id=actor_id, target_type="model", target_id=registered.id,
-                         parent_id=row.id, parent=_display(row), variant=variant, mode=mode, project=project_name,
-                         calibration_items=used, size_bytes=quantized.spec.size_bytes)
+            audit.record(session, ModelQuantized(target_id=registered.id, parent_id=row.id, parent=_display(row),
+                                                 variant=variant, mode=mode, project=project_name,
+                                                 calibration_items=used,
+                                                 size_bytes=quantized.spec.size_bytes), actor_id=actor_id)
     except BaseException as exc:
         with ctx.sessions.begin() as session:  # never leave a variant without its lineage
             q.delete_version(session, registered.id)
-            audit.record(session, "model.quantize.undone", actor_id=actor_id, target_type="model",
-                         target_id=registered.id, parent_id=row.id, variant=variant, error=type(exc).__name__)
+            audit.record(session, ModelQuantizeUndone(target_id=registered.id, parent_id=row.id, variant=variant,
+                                                      error=type(exc).__name__), actor_id=actor_id)
         raise
     reporter.progress(steps + 2, steps + 2, f"registered {registered.name} v{registered.version}")
     return registered

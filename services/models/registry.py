@@ -19,6 +19,7 @@ from inference.registry import spec_from_dict, spec_to_dict
 from medlabel.errors import ConflictError, InputError, NotFoundError
 from medlabel.values import ModelRef
 from services import audit
+from services.audit_events import ModelAdded, ModelRemoved
 from services.context import AppContext
 
 
@@ -77,8 +78,8 @@ def register_model(ctx: AppContext, source: str | Path | bytes, *, name: str, la
                                    meta=dict(meta or {}))
             session.add(version)
             session.flush()
-            audit.record(session, "model.add", actor_id=actor_id, target_type="model", target_id=version.id,
-                         name=version.name, version=version.version, sha256=spec.sha256)
+            audit.record(session, ModelAdded(target_id=version.id, name=version.name, version=version.version,
+                                             sha256=spec.sha256), actor_id=actor_id)
             return _dto(version)
     except IntegrityError:
         raise ConflictError(f"model {name!r} was registered concurrently; try again") from None
@@ -111,7 +112,7 @@ def deactivate(ctx: AppContext, ref: str, *, actor_id: int | None = None) -> Mod
         row = session.get(ModelVersion, model.id)
         assert row is not None
         row.is_active = False
-        audit.record(session, "model.remove", actor_id=actor_id, target_type="model", target_id=row.id)
+        audit.record(session, ModelRemoved(target_id=row.id), actor_id=actor_id)
         return _dto(row)
 
 

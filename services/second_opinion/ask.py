@@ -10,6 +10,7 @@ import inference
 from db.models import SecondOpinionRequest
 from medlabel.errors import Busy, InputError, MedlabelError, PermissionDenied
 from services import audit
+from services.audit_events import SecondOpinionAsked
 from services.context import AppContext
 from services.dto import Suggestion
 from services.models import ood
@@ -88,9 +89,9 @@ def ask(ctx: AppContext, user_id: int, filename: str, data: bytes, model_ref: st
                                            stored_path=None, deid_report={"status": "pending"}, ood=unusual)
             session.add(request)
             session.flush()
-            audit.record(session, "second_opinion.ask", actor_id=user_id, target_type="second_opinion",
-                         target_id=request.id, model=model.name, version=model.version,
-                         top=top[0].label if top else None, image="pending")
+            audit.record(session, SecondOpinionAsked(target_id=request.id, model=model.name, version=model.version,
+                                                     top=top[0].label if top else None,
+                                                     image="pending"), actor_id=user_id)
             opinion = _dto(request, username)
         image._start_image(ctx, opinion.id, data, name, model, embedding, backlog.release)
         handed_over = True

@@ -16,6 +16,7 @@ import inference
 from db.models import ModelVersion, SecondOpinionRequest
 from medlabel.errors import InputError, MedlabelError, NotFoundError
 from services import audit
+from services.audit_events import SecondOpinionImage
 from services.context import AppContext
 from services.second_opinion.common import (
     DISPLAY_SIZE,
@@ -140,9 +141,9 @@ def _image_done(ctx: AppContext, request_id: int, state: str, *, reason: str = "
             request.masked_prediction = masked_prediction
         else:
             request.deid_report = {"status": "refused" if state == "refused" else "lost", "reason": reason}
-        audit.record(session, "second_opinion.image", actor_id=request.user_id, target_type="second_opinion",
-                     target_id=request.id, image=state, sha256=digest,
-                     deid=None if result is None else result.status, reason=reason or None)
+        audit.record(session, SecondOpinionImage(target_id=request.id, image=state, sha256=digest,
+                                                 deid=None if result is None else result.status,
+                                                 reason=reason or None), actor_id=request.user_id)
 
 
 def _wait_for_image(ctx: AppContext, request_id: int, *, actor_id: int | None = None,

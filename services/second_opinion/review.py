@@ -9,6 +9,7 @@ from db.queries import projects as projects_q
 from db.queries import second_opinion as q
 from medlabel.errors import ConflictError, PermissionDenied
 from services import audit, authz
+from services.audit_events import SecondOpinionReviewed
 from services.context import AppContext
 from services.items import add_item
 from services.second_opinion.common import (
@@ -74,7 +75,6 @@ def _request_review(ctx: AppContext, request_id: int, project_name: str, actor_i
         else:
             item.priority = max(item.priority, REVIEW_PRIORITY)
         request.review_item_id = item.id
-        audit.record(session, "second_opinion.review", actor_id=actor_id, target_type="second_opinion",
-                     target_id=request.id, project=project.name, item_id=item.id, created=created,
-                     status=item.deid_status.value)
+        audit.record(session, SecondOpinionReviewed(target_id=request.id, project=project.name, item_id=item.id,
+                                                    created=created, status=item.deid_status.value), actor_id=actor_id)
         return ReviewDTO(item.id, project.name, created, item.deid_status.value)

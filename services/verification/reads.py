@@ -22,6 +22,7 @@ from db.models import (
 from db.queries import verification as q
 from medlabel.errors import InputError
 from services import audit, labelling
+from services.audit_events import RoundDisagreement
 from services.context import AppContext
 from services.dto import AdjudicationCase, CaseDTO, PriorRead, Suggestion
 from services.projects import project_dto
@@ -64,8 +65,7 @@ def submit_verification(ctx: AppContext, assignment_id: int, user_id: int, **kwa
             session.add(Assignment(item_id=claim.item_id, user_id=rnd.adjudicator_id, round_id=rnd.id,
                                    kind=AnnotationKind.ADJUDICATION, status=AssignmentStatus.CLAIMED,
                                    claimed_at=utcnow()))
-            audit.record(session, "round.disagreement", actor_id=None, target_type="item", target_id=claim.item_id,
-                         round_id=rnd.id)
+            audit.record(session, RoundDisagreement(target_id=claim.item_id, round_id=rnd.id), actor_id=None)
     return annotation_id
 
 

@@ -33,6 +33,7 @@ from db.queries import verification as q
 from medlabel.errors import ConflictError, InputError, NotFoundError
 from medlabel.values import RoundSettings
 from services import audit, authz
+from services.audit_events import RoundClosed, RoundCreated
 from services.context import AppContext
 from services.dto import RoundDTO
 
@@ -134,9 +135,8 @@ def create_round(ctx: AppContext, project_name: str, *, name: str, readers: list
                 session.add(Assignment(item_id=item_id, user_id=pool[username], kind=AnnotationKind.VERIFICATION,
                                        round_id=rnd.id, status=AssignmentStatus.CLAIMED, claimed_at=utcnow(),
                                        arm=arms.get(username)))
-        audit.record(session, "round.create", actor_id=actor_id, target_type="round", target_id=rnd.id,
-                     project=project.name, sample=len(sample), seed=seed, readers_per_item=readers_per_item,
-                     kind=round_kind.value)
+        audit.record(session, RoundCreated(target_id=rnd.id, project=project.name, sample=len(sample), seed=seed,
+                                           readers_per_item=readers_per_item, kind=round_kind.value), actor_id=actor_id)
         round_id = rnd.id
     return _round_summary(ctx, round_id)
 
@@ -251,9 +251,9 @@ def create_reread_round(ctx: AppContext, project_name: str, *, reader: str, n: i
         for item_id in sample:
             session.add(Assignment(item_id=item_id, user_id=user.id, kind=AnnotationKind.REREAD, round_id=rnd.id,
                                    status=AssignmentStatus.CLAIMED, available_at=until))
-        audit.record(session, "round.create", actor_id=actor_id, target_type="round", target_id=rnd.id,
-                     project=project.name, sample=n, seed=seed, kind=RoundKind.INTRA_READER.value, reader=reader,
-                     washout_days=washout_days)
+        audit.record(session, RoundCreated(target_id=rnd.id, project=project.name, sample=n, seed=seed,
+                                           kind=RoundKind.INTRA_READER.value, reader=reader,
+                                           washout_days=washout_days), actor_id=actor_id)
         round_id = rnd.id
     return _round_summary(ctx, round_id)
 
@@ -322,7 +322,7 @@ def close_round(ctx: AppContext, round_id: int, *, actor: authz.ActorRef) -> Non
         if rnd.status == RoundStatus.CLOSED:
             raise ConflictError("this round is already closed")
         rnd.status = RoundStatus.CLOSED
-        audit.record(session, "round.close", actor_id=actor_id, target_type="round", target_id=round_id)
+        audit.record(session, RoundClosed(target_id=round_id), actor_id=actor_id)
 
 
 def send_to_verification(ctx: AppContext, project_name: str, item_ids: Sequence[int], readers: Sequence[str],

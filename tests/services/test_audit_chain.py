@@ -4,6 +4,9 @@ removed or inserted behind the application's back (both databases)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar
+
 import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
@@ -11,13 +14,14 @@ from sqlalchemy.exc import DBAPIError
 from medlabel.cli import main
 from medlabel.settings import Settings
 from services import audit
+from services.audit_events import AuditAction, AuditEvent, ImageViewed, QueueSkipped
 from services.context import AppContext
 
 
 def _events(ctx: AppContext, n: int) -> None:
     for i in range(n):
         with ctx.sessions.begin() as session:
-            audit.record(session, "case.view", actor_id=None, target_type="item", target_id=i, n=i, note="x")
+            audit.record(session, QueueSkipped(target_id=i, reason=f"x {i}"), actor_id=None)
 
 
 def _verify(capsys: pytest.CaptureFixture[str], settings: Settings, monkeypatch: pytest.MonkeyPatch
@@ -72,7 +76,7 @@ def test_verify_names_the_first_broken_link(ctx: AppContext, settings: Settings,
     _drop_triggers(ctx)
     with ctx.sessions.begin() as session:
         if tamper == "edit":
-            session.execute(text("UPDATE audit_events SET payload = :p WHERE id = 3"), {"p": '{"n": 99, "note": "x"}'})
+            session.execute(text("UPDATE audit_events SET payload = :p WHERE id = 3"), {"p": '{"reason": "x 99"}'})
         elif tamper == "delete":
             session.execute(text("DELETE FROM audit_events WHERE id = 3"))
         else:
@@ -106,12 +110,18 @@ def test_exports_and_case_views_are_audited(ctx: AppContext) -> None:
 
 
 def test_an_action_outside_the_vocabulary_is_refused(ctx: AppContext) -> None:
-    """Audit actions are a fixed vocabulary (services.audit.AuditAction): a misspelt one fails loudly and
-    writes nothing."""
+    """Audit actions are a fixed vocabulary (services.audit_events.AuditAction) and an event is one of its
+    classes: a misspelt action or a bare string fails loudly and writes nothing."""
     assert {"login", "al.adopt", "model.approve", "user.disable"} <= audit.ACTIONS
-    with pytest.raises(ValueError, match="unknown audit action 'login.fail'"):
-        with ctx.sessions.begin() as session:
-            audit.record(session, "login.fail", actor_id=None)  # type: ignore[arg-type]  # the misspelling under test
+
+    @dataclass(frozen=True, kw_only=True)
+    class Misspelt(AuditEvent):
+        action: ClassVar[AuditAction] = "login.fail"  # type: ignore[assignment]  # the misspelling under test
+
+    for event in (Misspelt(), "login"):
+        with pytest.raises(ValueError, match="unknown audit event"):
+            with ctx.sessions.begin() as session:
+                audit.record(session, event, actor_id=None)  # type: ignore[arg-type]  # a string is refused too
     assert audit.recent_events(ctx) == []
 
 
@@ -143,10 +153,9 @@ def test_concurrent_appends_form_one_chain_in_id_order(ctx: AppContext) -> None:
         try:
             for i in range(15):
                 with ctx.sessions.begin() as session:
-                    audit.record(session, "case.view", actor_id=None, target_type="item", target_id=k, i=i,
-                                 note="Zoë")
+                    audit.record(session, QueueSkipped(target_id=k, reason=f"Zoë {i}"), actor_id=None)
                     if i % 5 == 0:
-                        audit.record(session, "image.view", actor_id=None, target_type="item", target_id=k, i=i)
+                        audit.record(session, ImageViewed(target_id=k, frame=i), actor_id=None)
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 
