@@ -4,9 +4,8 @@ import time
 
 import streamlit as st
 
-from medlabel.errors import MedlabelError
 from portal.auth import require_role
-from portal.components.label_panel import instructions, label_buttons, read_notes
+from portal.components import label_panel as panel
 from portal.components.picker import pick_project
 from portal.components.viewer import remembered_presets, show_case_image
 from portal.resources import app_context
@@ -47,29 +46,15 @@ def _adjust_remaining(delta: int) -> None:
 
 
 started = st.session_state.setdefault(f"t0_{case.assignment_id}", time.monotonic())
-chosen_key = f"chosen_{case.assignment_id}"
 
 
-def _submit(labels: list[str], boxes: list[dict] | None = None) -> None:
-    try:
-        labelling.submit(
-            ctx, case.assignment_id, user.id, labels=labels, boxes=boxes or [],
-            uncertain=bool(st.session_state.get(f"uncertain_{case.assignment_id}")),
-            comment=st.session_state.get(f"comment_{case.assignment_id}", ""),
-            time_spent_ms=int((time.monotonic() - started) * 1000))
-    except MedlabelError as exc:
-        st.session_state["label_error"] = str(exc)
-    else:
+def _submit(labels: list[str], boxes: list[dict]) -> None:
+    uncertain, comment = panel.notes(case.assignment_id)
+    if panel.guarded(lambda: labelling.submit(
+            ctx, case.assignment_id, user.id, labels=labels, boxes=boxes, uncertain=uncertain, comment=comment,
+            time_spent_ms=int((time.monotonic() - started) * 1000)), "label_error"):
         _adjust_remaining(-1)
         st.session_state["label_flash"] = f"Saved {', '.join(labels) or 'boxes'}."
-
-
-def _toggle(name: str) -> None:
-    chosen = st.session_state.setdefault(chosen_key, [])
-    if name in chosen:  # a statement, not an expression: Streamlit's magic would write its None on the page
-        chosen.remove(name)
-    else:
-        chosen.append(name)
 
 
 def _undo() -> None:
@@ -88,17 +73,16 @@ def _skip(reason: str) -> None:
     _adjust_remaining(-1)
 
 
-image_col, panel = st.columns([2, 1], gap="medium")
+image_col, side = st.columns([2, 1], gap="medium")
 with image_col:
     drawn = show_case_image(ctx, case, boxes=project.task_type == "boxes")
 
-with panel:
+with side:
     st.markdown(f"**{project.name}** · {_remaining()} left in your queue · "
                 f"case #{case.item_id}")
     if "label_flash" in st.session_state:
         st.toast(st.session_state.pop("label_flash"))
-    if "label_error" in st.session_state:
-        st.error(st.session_state.pop("label_error"))
+    panel.show_error("label_error")
     # Undo and Skip sit at the top: at the foot of a long label list the Skip menu opened off-screen.
     left, right = st.columns(2)
     left.button("Undo", key="undo", shortcut="u", on_click=_undo, icon=":material/undo:", width="stretch")
@@ -106,38 +90,12 @@ with panel:
         reason = st.selectbox("Reason", ["not my expertise", "image will not load", "wrong body part",
                                          "duplicate", "other"], key=f"skip_reason_{case.assignment_id}")
         st.button("Skip this case", key="skip", on_click=_skip, args=(reason,))
-    instructions(project.instructions)
+    panel.instructions(project.instructions)
     if case.reason:
         st.caption(f"Why this case: {case.reason}")
-    if case.suggestions:
-        st.caption(f"Model suggestions ({case.model})")
-        for s in case.suggestions:
-            st.progress(s.probability, text=f"{s.label}: {s.probability:.0%}")
-    elif case.suggestions_note:
-        st.caption(case.suggestions_note)
-
-    findings = list(project.labels)
-    # Many labels go in two columns, so the whole list and Submit fit on one screen.
-    if project.task_type == "single_label":
-        label_buttons(findings, key_prefix="lab_", on_pick=_submit, columns=2 if len(findings) > 6 else 1)
-    elif project.task_type == "multi_label":
-        grid = st.columns(2 if len(findings) > 6 else 1)
-        chosen = st.session_state.setdefault(chosen_key, [])
-        for i, lab in enumerate(findings):
-            grid[i % len(grid)].button(("✓ " if lab.name in chosen else "") + lab.name, key=f"lab_{lab.name}",
-                                       shortcut=lab.shortcut, on_click=_toggle, args=(lab.name,), width="stretch")
-        st.button("Submit", key="submit", shortcut="Enter", type="primary", disabled=not chosen,
-                  on_click=lambda: _submit(list(st.session_state.get(chosen_key, []))), width="stretch")
-    else:
-        st.caption("Draw boxes on the image (pick the box label above the image), then submit; "
-                   "'no finding' for a normal study.")
-        st.button("Submit boxes", key="submit", shortcut="Enter", type="primary", disabled=not drawn,
-                  on_click=lambda: _submit([], drawn), width="stretch")
-        for lab in (lab for lab in findings if lab.kind != "finding"):
-            st.button(lab.name, key=f"lab_{lab.name}", shortcut=lab.shortcut, on_click=_submit, args=([lab.name],),
-                      width="stretch", type="primary" if lab.kind == "no_finding" else "secondary")
-
-    read_notes(case.assignment_id)
+    panel.suggestions(case)
+    panel.answers(project, case.assignment_id, on_submit=_submit, drawn=drawn if project.task_type == "boxes" else None)
+    panel.read_notes(case.assignment_id)
 
 # While the reader looks at this case, the next one's image is prepared in the background (once per case):
 # a first view of a full-size DICOM is decoded, windowed and encoded before the key press asks for it.
