@@ -129,7 +129,8 @@ def test_round_from_creation_to_adjudication(ctx: AppContext, settings: Settings
     expect(lead.get_by_text(f"case #{disputed}")).to_be_visible()
     reads = lead.locator("[data-testid='stDataFrame']").first
     expect(reads).to_be_visible()
-    lead.get_by_text("normal", exact=True).last.click()  # the final-label radio
+    # The final-label radio, scoped: the label panel's key buttons above it read "normal" too.
+    lead.get_by_test_id("stRadio").filter(has_text="Final label").get_by_text("normal", exact=True).click()
     lead.get_by_label("Note (required)").fill("no consolidation on review")
     lead.get_by_role("button", name="Record final label").click()
     expect(lead.get_by_text("No disagreements waiting for you.")).to_be_visible()
