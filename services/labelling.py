@@ -23,6 +23,7 @@ from db.models import (
 )
 from db.queries import labelling as q
 from db.queries import modelling as models_q
+from db.queries import projects as projects_q
 from medlabel.errors import ConflictError, InputError, MedlabelError, NotFoundError, PermissionDenied
 from medlabel.values import DEFAULT_REREAD_SPACING, ProjectSettings, RoundSettings
 from services import audit, authz
@@ -80,9 +81,7 @@ def next_case(ctx: AppContext, project_id: int, user_id: int, *, now: dt.datetim
 def _claim(session: Session, project_id: int, user_id: int, now: dt.datetime,
            expires: dt.datetime) -> Assignment | None:
     """In the claim's transaction: the reader's open claim, a due re-read, or a new claim (audited)."""
-    project = session.get(Project, project_id)
-    if project is None:
-        raise NotFoundError(f"no project with id {project_id}")
+    project = projects_q.require_project_id(session, project_id)
     claim = q.active_claim(session, project_id, user_id, now)
     if claim is not None:
         return claim
@@ -120,9 +119,7 @@ def upcoming_item(ctx: AppContext, project_id: int, user_id: int, *, now: dt.dat
     predicted (they are few, and spaced out)."""
     authz.require_project(ctx, user_id, project_id, roles=authz.LABELLERS)
     with ctx.reads() as session:
-        project = session.get(Project, project_id)
-        if project is None:
-            raise NotFoundError(f"no project with id {project_id}")
+        project = projects_q.require_project_id(session, project_id)
         return q.upcoming(session, project_id=project_id, user_id=user_id, now=now or utcnow(),
                           labels_per_item=project.labels_per_item, by_score=project.queue_strategy != "random")
 
@@ -143,9 +140,7 @@ def queue_progress(ctx: AppContext, project_id: int, user_id: int) -> int:
     """How many released items this reader could still be served (a count over the project: cache it)."""
     authz.require_project(ctx, user_id, project_id, roles=authz.LABELLERS)
     with ctx.reads() as session:
-        project = session.get(Project, project_id)
-        if project is None:
-            raise NotFoundError(f"no project with id {project_id}")
+        project = projects_q.require_project_id(session, project_id)
         return q.remaining_for(session, project_id, user_id, project.labels_per_item, utcnow())
 
 

@@ -12,7 +12,7 @@ from db.models import Label, LabelKind, Project, TaskType
 from db.queries import accounts as accounts_q
 from db.queries import labelling as labelling_q
 from db.queries import projects as projects_q
-from medlabel.errors import ConflictError, InputError, NotFoundError
+from medlabel.errors import ConflictError, InputError
 from services import audit, authz
 from services.audit_events import ProjectCreated, ProjectUpdated
 from services.context import AppContext
@@ -227,7 +227,4 @@ def reader_names(ctx: AppContext) -> list[str]:
 def project_name(ctx: AppContext, project_id: int) -> str:
     """The name of project ``project_id`` (the API addresses projects by id)."""
     with ctx.reads() as session:
-        project = session.get(Project, project_id)
-        if project is None:
-            raise NotFoundError(f"no project {project_id}")
-        return project.name
+        return projects_q.require_project_id(session, project_id).name

@@ -33,6 +33,14 @@ def require_project(session: Session, name: str) -> Project:
     return project
 
 
+def require_project_id(session: Session, project_id: int) -> Project:
+    """Project ``project_id``; ``NotFoundError`` naming the id when there is none."""
+    project = session.get(Project, project_id)
+    if project is None:
+        raise NotFoundError(f"no project with id {project_id}")
+    return project
+
+
 def project_counts(session: Session) -> list[tuple[Project, int, int, int, int]]:
     """Each project with (items, released, quarantined, labelled items), in name order."""
     item_counts = (
