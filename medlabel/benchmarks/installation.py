@@ -27,9 +27,6 @@ def throwaway_installation(prefix: str, parent: Path | None = None) -> Iterator[
         settings = Settings(data_dir=data_dir, database_url=f"sqlite:///{data_dir / 'bench.db'}",
                             secret_key_file=data_dir / "secret.key")
         ensure_secret_key(settings)
-        ctx = AppContext.from_settings(settings)
-        try:
+        with AppContext.from_settings(settings) as ctx:
             upgrade(ctx.engine)
             yield ctx
-        finally:
-            ctx.close()

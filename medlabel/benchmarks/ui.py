@@ -187,19 +187,18 @@ def run(presses: int = 20, backlog: int = 5000, dwell: float = 2.0, seed: int = 
         env["MEDLABEL_DATA_DIR"] = str(Path(tmp) / "data")
         settings = load_settings(env)
         init_installation(settings)
-        ctx = AppContext.from_settings(settings)
-        t0 = time.perf_counter()
-        head, service_items = build(ctx, real=len(PHASES) * presses + 2, backlog=backlog, seed=seed)
-        setup_s = time.perf_counter() - t0
-        store_root = settings.store_dir
-        if settings.store_url or not store_root.is_dir():
-            raise click.ClickException(f"{store_root}: the bench needs the installation's local content store")
-        cached = sum(derived_count(store_root, item.content_hash) > 0 for item in head)
-        if cached:
-            raise click.ClickException(f"{cached} of the bench's items already have derived content: "
-                                       "the run would not time first views")
-        service = service_times(ctx, service_items)
-        ctx.close()
+        with AppContext.from_settings(settings) as ctx:
+            t0 = time.perf_counter()
+            head, service_items = build(ctx, real=len(PHASES) * presses + 2, backlog=backlog, seed=seed)
+            setup_s = time.perf_counter() - t0
+            store_root = settings.store_dir
+            if settings.store_url or not store_root.is_dir():
+                raise click.ClickException(f"{store_root}: the bench needs the installation's local content store")
+            cached = sum(derived_count(store_root, item.content_hash) > 0 for item in head)
+            if cached:
+                raise click.ClickException(f"{cached} of the bench's items already have derived content: "
+                                           "the run would not time first views")
+            service = service_times(ctx, service_items)
         proc, url = start_portal(env, Path(tmp) / "portal.log")
         rows: list[dict[str, Any]] = []
         try:

@@ -42,15 +42,13 @@ def require(roles: tuple[str, ...], what: str, project: str | None = None) -> No
     if name is None:
         return
     from services import authz
-    ctx = app_context()
-    try:
+
+    with app_context() as ctx:
         who = authz.actor_named(ctx, name)
         if project is None:
             authz.require_role(ctx, who, roles, what)
         else:
             authz.require_project(ctx, who, project, roles=roles)
-    finally:
-        ctx.close()
 
 
 def local_only(what: str) -> None:

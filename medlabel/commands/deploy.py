@@ -226,15 +226,12 @@ def first_admin(password_file: Path, username: str) -> None:
     from medlabel.commands import app_context
     from services.accounts import add_user, list_users
 
-    ctx = app_context()
-    try:
+    with app_context() as ctx:
         admins = [u for u in list_users(ctx) if u.role == "admin"]
         if admins:
             click.echo(f"an administrator exists ({admins[0].username}); nothing changed")
             return
         add_user(ctx, username, password_file.read_text().strip(), "admin", display_name="Administrator")
-    finally:
-        ctx.close()
     click.echo(f"created the administrator {username} (password in {password_file})")
 
 

@@ -18,9 +18,6 @@ def sweep(min_age_minutes: float) -> None:
     portal and jobs run; `medlabel init` does it too."""
     from medlabel.commands import app_context
 
-    ctx = app_context()
-    try:
+    with app_context() as ctx:
         removed = ctx.store.sweep(min_age_minutes * 60)
-    finally:
-        ctx.close()
     click.echo(f"{ctx.store.url}: removed {removed} leftover temporary files")
