@@ -49,9 +49,9 @@ def _label_page_on(project: str) -> Any:
 
 def _reads(ctx: AppContext, kind: AnnotationKind = AnnotationKind.LABEL) -> list[tuple[int, int, list[str], list]]:
     with ctx.reads() as session:
-        return [tuple(row) for row in session.execute(  # type: ignore[misc]
-            select(Annotation.item_id, Annotation.user_id, Annotation.labels, Annotation.boxes)
-            .where(Annotation.kind == kind).order_by(Annotation.id))]
+        rows = session.execute(select(Annotation.item_id, Annotation.user_id, Annotation.labels, Annotation.boxes)
+                               .where(Annotation.kind == kind).order_by(Annotation.id))
+        return [(item, user, labels, boxes) for item, user, labels, boxes in rows]
 
 
 def test_multi_label_case_on_a_second_project(ctx: AppContext, portal_env: Settings) -> None:
