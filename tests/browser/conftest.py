@@ -6,6 +6,7 @@ Without /usr/bin/chromium these tests skip, except under CI=true where `make tes
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -44,6 +45,15 @@ def wait_until(check: Callable[[], T], *, timeout_s: float, interval_s: float = 
             if value or time.monotonic() > deadline:
                 return value
         time.sleep(interval_s)
+
+
+@pytest.fixture
+def db_url(sqlite_template: Path, tmp_path: Path) -> str:
+    """Browser tests run on SQLite only: a copy of the migrated template (tests/conftest.py's ``db_url``
+    runs SQLite and PostgreSQL in turn; the replica test asks for PostgreSQL itself)."""
+    target = tmp_path / "medlabel.db"
+    shutil.copyfile(sqlite_template, target)
+    return f"sqlite:///{target}"
 
 
 def free_port() -> int:

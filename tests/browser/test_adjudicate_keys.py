@@ -21,15 +21,6 @@ from tests.browser.test_labelling import PASSWORD, _setup
 pytestmark = pytest.mark.browser
 
 
-@pytest.fixture
-def db_url(sqlite_template: Any, tmp_path: Any) -> str:
-    import shutil
-
-    target = tmp_path / "medlabel.db"
-    shutil.copyfile(sqlite_template, target)
-    return f"sqlite:///{target}"
-
-
 def test_adjudicator_chooses_the_final_label_by_key(ctx: AppContext, settings: Settings,
                                                     portal_server: Callable[[Settings], str], page: Any) -> None:
     from playwright.sync_api import expect

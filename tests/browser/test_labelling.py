@@ -23,15 +23,6 @@ pytestmark = pytest.mark.browser
 PASSWORD = "browser-pass-1"
 
 
-@pytest.fixture
-def db_url(sqlite_template: Any, tmp_path: Any) -> str:
-    import shutil
-
-    target = tmp_path / "medlabel.db"
-    shutil.copyfile(sqlite_template, target)
-    return f"sqlite:///{target}"
-
-
 def _png(i: int) -> bytes:
     img = Image.new("L", (96, 96), color=20 + 2 * i)
     ImageDraw.Draw(img).ellipse((20 + i, 20, 60 + i, 70), fill=200)

@@ -15,15 +15,6 @@ from tests.browser.conftest import sign_in
 pytestmark = pytest.mark.browser
 
 
-@pytest.fixture
-def db_url(sqlite_template: Any, tmp_path: Any) -> str:  # browser tests run on SQLite only
-    import shutil
-
-    target = tmp_path / "medlabel.db"
-    shutil.copyfile(sqlite_template, target)
-    return f"sqlite:///{target}"
-
-
 def _sign_in(page: Any, url: str, username: str, password: str) -> None:
     sign_in(page, url, username, password)
 

@@ -30,15 +30,6 @@ PASSWORD = "browser-pass-1"
 SQUARE = (180, 130, 220, 170)
 
 
-@pytest.fixture
-def db_url(sqlite_template: Any, tmp_path: Any) -> str:
-    import shutil
-
-    target = tmp_path / "medlabel.db"
-    shutil.copyfile(sqlite_template, target)
-    return f"sqlite:///{target}"
-
-
 def _film() -> bytes:
     arr = np.zeros((300, 400), dtype=np.uint8)
     arr[SQUARE[1]:SQUARE[3], SQUARE[0]:SQUARE[2]] = 255

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import re
-import shutil
 from collections.abc import Callable
 from typing import Any
 
@@ -26,13 +25,6 @@ from tests.services.factories import approve, make_project
 pytestmark = pytest.mark.browser
 PASSWORD = "browser-pass-1"
 LABELS = ["normal", "effusion", "nodule", "pneumonia"]
-
-
-@pytest.fixture
-def db_url(sqlite_template: Any, tmp_path: Any) -> str:
-    target = tmp_path / "medlabel.db"
-    shutil.copyfile(sqlite_template, target)
-    return f"sqlite:///{target}"
 
 
 def _png() -> bytes:

@@ -7,7 +7,6 @@ The portal runs as `medlabel serve` does (portal/server.py: the Streamlit app pl
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,13 +23,6 @@ pytestmark = pytest.mark.browser
 
 PASSWORD = "browser-session-pw"
 SHOTS = Path(os.environ.get("E2E_ARTIFACTS", "")) if os.environ.get("E2E_ARTIFACTS") else None
-
-
-@pytest.fixture
-def db_url(sqlite_template: Any, tmp_path: Any) -> str:  # browser tests run on SQLite only
-    target = tmp_path / "medlabel.db"
-    shutil.copyfile(sqlite_template, target)
-    return f"sqlite:///{target}"
 
 
 @pytest.fixture

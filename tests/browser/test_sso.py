@@ -5,7 +5,6 @@ opened signed out is where the user lands, and the session then survives a reloa
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,13 +24,6 @@ pytestmark = [
 ]
 
 ROLE_MAP = {"radiologist": "reader", "imaging-lead": "lead"}
-
-
-@pytest.fixture
-def db_url(sqlite_template: Any, tmp_path: Any) -> str:  # browser tests run on SQLite only
-    target = tmp_path / "medlabel.db"
-    shutil.copyfile(sqlite_template, target)
-    return f"sqlite:///{target}"
 
 
 @pytest.fixture

@@ -23,15 +23,6 @@ from tests.browser.test_labelling import PASSWORD, _setup
 pytestmark = pytest.mark.browser
 
 
-@pytest.fixture
-def db_url(sqlite_template: Any, tmp_path: Any) -> str:
-    import shutil
-
-    target = tmp_path / "medlabel.db"
-    shutil.copyfile(sqlite_template, target)
-    return f"sqlite:///{target}"
-
-
 def _sign_in(page: Any, url: str, username: str, target: str) -> None:
     sign_in(page, url, username, PASSWORD, then=target)
 
