@@ -68,7 +68,6 @@ def agreement(request: Request, who: Annotated[Caller, Depends(READ)], project_i
     """The same JSON as `medlabel agreement --project NAME --json` (422 while the project has no ratings).
     Scope `read`; leads and administrators."""
     ctx = request.app.state.ctx
-    name = projects.project_name(ctx, project_id)
     request.state.audit = {"project_id": project_id}
-    return agreement_for_project(ctx, name, round_id=round_id, n_boot=n_boot, seed=seed,
+    return agreement_for_project(ctx, project_id, round_id=round_id, n_boot=n_boot, seed=seed,
                                  actor=who.user_id).to_json()

@@ -1,4 +1,5 @@
-"""Agreement statistics for a project or a verification round, from the database.
+"""Agreement statistics for a project or a verification round, from the database. Projects are given by
+id (the shells resolve a name once, e.g. ``services.projects.project_id``).
 
 The reports are frozen dataclasses: ``agreement.AgreementReport`` (``PerLabelReport`` for multi-label
 projects), whose ``to_json()`` is what the CLI prints and the API returns; :class:`ReaderAccuracy` rows
@@ -15,35 +16,47 @@ from typing import Any
 import agreement
 from agreement import AgreementReport, PerLabelReport
 from agreement.consensus import current_reads
-from db.models import AnnotationKind, TaskType
+from db.models import AnnotationKind, Project, TaskType
 from db.queries import export as export_q
-from db.queries import projects as projects_q
 from db.queries import verification as verification_q
 from medlabel.errors import InputError, NotFoundError
 from services import authz
 from services.context import AppContext
 
 
-def project_ratings(ctx: AppContext, project_name: str, round_id: int | None = None, *, actor: authz.ActorRef,
+def _project_name(ctx: AppContext, project_id: int, actor: authz.ActorRef) -> str:
+    """Check that ``actor`` (a lead of the project, or an administrator) may see project ``project_id``'s
+    agreement; its name (the verification and export services still take names)."""
+    authz.require_project(ctx, actor, project_id, roles=authz.LEADS)
+    with ctx.reads() as session:
+        project = session.get(Project, project_id)
+        if project is None:
+            raise NotFoundError(f"no project {project_id}")
+        return project.name
+
+
+def project_ratings(ctx: AppContext, project_id: int, round_id: int | None = None, *, actor: authz.ActorRef,
                     ) -> tuple[list[tuple[str, str, str]], dict[str, Any]]:
-    """Long-format ratings ``(item, reader, label)`` and the project's scale facts.
+    """Long-format ratings ``(item, reader, label)`` and the project's scale facts (and its ``name``).
 
     With ``round_id`` the round's blinded verification reads; otherwise every reader's current
     primary and verification label per item (adjudications are the reference, not a rating; a
     reader's intra-reader re-reads are not a second reader's rating).
     """
-    authz.require_project(ctx, actor, project_name, roles=authz.LEADS)
+    authz.require_project(ctx, actor, project_id, roles=authz.LEADS)
     with ctx.reads() as session:
-        project = projects_q.require_project(session, project_name)
+        project = session.get(Project, project_id)
+        if project is None:
+            raise NotFoundError(f"no project {project_id}")
         if round_id is not None:
             if round_id not in {r.id for r in verification_q.rounds_of(session, project.id)}:
-                raise NotFoundError(f"project {project_name!r} has no round {round_id}")
+                raise NotFoundError(f"project {project.name!r} has no round {round_id}")
             rows = [(a, u) for a, u in verification_q.round_annotations(session, round_id)
                     if a.kind == AnnotationKind.VERIFICATION]
         else:
             rows = [(a, u) for a, u in export_q.annotations_of_project(session, project.id)
                     if a.kind in (AnnotationKind.LABEL, AnnotationKind.VERIFICATION)]
-        facts = {"task_type": project.task_type.value, "ordinal": project.ordinal,
+        facts = {"name": project.name, "task_type": project.task_type.value, "ordinal": project.ordinal,
                  "categories": [lab.name for lab in project.labels]}
     reads = current_reads((a.item_id, u, "rating", a.labels, a.retracted, a.boxes) for a, u in rows)
     records = [(str(item), r.reader, "|".join(r.labels)) for item, rs in sorted(reads.items()) for r in rs]
@@ -51,13 +64,13 @@ def project_ratings(ctx: AppContext, project_name: str, round_id: int | None = N
 
 
 
-def agreement_for_project(ctx: AppContext, project_name: str, *, round_id: int | None = None, n_boot: int = 1000,
+def agreement_for_project(ctx: AppContext, project_id: int, *, round_id: int | None = None, n_boot: int = 1000,
                           seed: int = 0, actor: authz.ActorRef) -> AgreementReport | PerLabelReport:
     """The full agreement report (its ``to_json()`` is what the CLI prints). Multi-label projects get one
     binary report per label (``PerLabelReport``)."""
-    records, facts = project_ratings(ctx, project_name, round_id, actor=actor)
+    records, facts = project_ratings(ctx, project_id, round_id, actor=actor)
     if not records:
-        raise InputError(None, f"project {project_name!r} has no ratings yet")
+        raise InputError(None, f"project {facts['name']!r} has no ratings yet")
     if facts["task_type"] == TaskType.MULTI_LABEL.value:
         multi = [(item, reader, frozenset(label.split("|")) - {""}) for item, reader, label in records]
         return PerLabelReport(len(records), agreement.per_label_binary(multi, facts["categories"], n_boot=n_boot,
@@ -92,15 +105,15 @@ def _ci(value: Any) -> tuple[float, float] | None:
     return None if value is None else (float(value[0]), float(value[1]))
 
 
-def readers_vs_reference(ctx: AppContext, project_name: str, round_id: int | None = None, *,
+def readers_vs_reference(ctx: AppContext, project_id: int, round_id: int | None = None, *,
                          actor: authz.ActorRef) -> list[ReaderAccuracy]:
     """Each reader against the reference standard (adjudicated label, else unanimous consensus of at
     least two reads): sensitivity and specificity per class with Wilson 95% intervals."""
     from services.export import export_rows
 
-    reference = {str(r["item_id"]): r["final_label"] for r in export_rows(ctx, project_name, actor=actor)
+    records, facts = project_ratings(ctx, project_id, round_id, actor=actor)
+    reference = {str(r["item_id"]): r["final_label"] for r in export_rows(ctx, facts["name"], actor=actor)
                  if r["provenance"] in ("adjudicated", "consensus") and r["final_label"]}
-    records, facts = project_ratings(ctx, project_name, round_id, actor=actor)
     by_reader: dict[str, list[tuple[str, str]]] = defaultdict(list)
     for item, reader, label in records:
         if item in reference:
@@ -142,7 +155,7 @@ class RoundAgreement:
     reason: str | None = None
 
 
-def agreement_over_rounds(ctx: AppContext, project_name: str, *, n_boot: int = 200,
+def agreement_over_rounds(ctx: AppContext, project_id: int, *, n_boot: int = 200,
                           seed: int = 0, actor: authz.ActorRef) -> list[RoundAgreement]:
     """Agreement of each inter-reader or automation-bias round, oldest first (agreement over time).
 
@@ -151,12 +164,12 @@ def agreement_over_rounds(ctx: AppContext, project_name: str, *, n_boot: int = 2
     from services import verification
 
     rows = []
-    for rnd in verification.rounds(ctx, project_name, actor=actor):
+    for rnd in verification.rounds(ctx, _project_name(ctx, project_id, actor), actor=actor):
         if rnd.kind == "intra_reader":
             continue
         row = RoundAgreement(rnd.id, rnd.name, rnd.kind, rnd.created_at, rnd.reads_done)
         try:
-            report = agreement_for_project(ctx, project_name, round_id=rnd.id, n_boot=n_boot, seed=seed, actor=actor)
+            report = agreement_for_project(ctx, project_id, round_id=rnd.id, n_boot=n_boot, seed=seed, actor=actor)
         except InputError as exc:
             rows.append(replace(row, reason=exc.reason))
             continue

@@ -224,6 +224,13 @@ def reader_names(ctx: AppContext) -> list[str]:
                 if u.is_active and u.role.value in ("reader", "lead")]
 
 
+def project_id(ctx: AppContext, name: str) -> int:
+    """The id of the project called ``name`` (``NotFoundError`` naming it): how a shell that was given a
+    name (the CLI's ``--project``) resolves it once before calling services that take ids."""
+    with ctx.reads() as session:
+        return projects_q.require_project(session, name).id
+
+
 def project_name(ctx: AppContext, project_id: int) -> str:
     """The name of project ``project_id`` (the API addresses projects by id)."""
     with ctx.reads() as session:

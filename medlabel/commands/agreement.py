@@ -44,10 +44,11 @@ def command(ratings: Path | None, level: str, categories: str | None, n_boot: in
     if project is not None:
         from medlabel.commands import app_context
         from services.agreement_report import agreement_for_project
+        from services.projects import project_id
 
         with app_context() as ctx:
-            report = agreement_for_project(ctx, project, round_id=round_id, n_boot=n_boot, seed=seed,
-                                           actor=acting(ctx))
+            report = agreement_for_project(ctx, project_id(ctx, project), round_id=round_id, n_boot=n_boot,
+                                           seed=seed, actor=acting(ctx))
         if as_json or isinstance(report, PerLabelReport):
             click.echo(json.dumps(report.to_json(), indent=2))
         else:

@@ -31,15 +31,16 @@ METRICS = (("percent_agreement", "Percent agreement"), ("fleiss_kappa", "Fleiss'
 user = require_role("lead", "admin")
 ctx = app_context()
 st.title("Agreement")
-project = pick_project(user, key="agreement_project", needs="agreement").name
+picked = pick_project(user, key="agreement_project", needs="agreement")
+project, project_id = picked.name, picked.id
 rounds = verification.rounds(ctx, project, actor=user)
 scope = st.selectbox("Reads", ["All reads", *[f"Round {r.id}: {r.name}" for r in rounds]])
 round_id = None if scope == "All reads" else int(scope.split(":")[0].split()[1])
 
 
 @st.cache_data(ttl=60, show_spinner="Computing agreement (1000 bootstrap resamples)...")
-def _report(database: str, project: str, round_id: int | None) -> AgreementReport | PerLabelReport:
-    return agreement_for_project(ctx, project, round_id=round_id, actor=user)
+def _report(database: str, project_id: int, round_id: int | None) -> AgreementReport | PerLabelReport:
+    return agreement_for_project(ctx, project_id, round_id=round_id, actor=user)
 
 
 def _metric_rows(report: AgreementReport) -> list[dict]:
@@ -56,7 +57,7 @@ def _metric_rows(report: AgreementReport) -> list[dict]:
 
 
 try:
-    report = _report(ctx.settings.database_url, project, round_id)
+    report = _report(ctx.settings.database_url, project_id, round_id)
 except MedlabelError as exc:
     st.info(str(exc))
     st.stop()
@@ -105,11 +106,11 @@ with right:
         st.altair_chart(heat + labels, width="stretch")
         st.download_button("Download CSV", csv_text(pairs), "reader-pairs.csv", key="dl_pairs")
 
-records, _ = project_ratings(ctx, project, round_id, actor=user)
+records, _ = project_ratings(ctx, project_id, round_id, actor=user)
 st.subheader("Readers against the reference standard")
 st.caption("Reference: the adjudicated label, else a unanimous consensus of at least two reads. "
            "Sensitivity and specificity per class with Wilson 95% intervals.")
-reference_rows = readers_vs_reference(ctx, project, round_id, actor=user)
+reference_rows = readers_vs_reference(ctx, project_id, round_id, actor=user)
 if reference_rows:
     def _with_ci(value: float | None, ci: tuple[float, float] | None) -> str:
         return "—" if value is None else f"{value:.2f}" + (f" ({ci[0]:.2f}–{ci[1]:.2f})" if ci else "")
@@ -147,11 +148,11 @@ st.subheader("Agreement over time (per round)")
 
 
 @st.cache_data(ttl=60, show_spinner="Computing agreement per round...")
-def _over_rounds(database: str, project: str) -> list[RoundAgreement]:
-    return agreement_over_rounds(ctx, project, actor=user)
+def _over_rounds(database: str, project_id: int) -> list[RoundAgreement]:
+    return agreement_over_rounds(ctx, project_id, actor=user)
 
 
-over = _over_rounds(ctx.settings.database_url, project)
+over = _over_rounds(ctx.settings.database_url, project_id)
 if not over:
     st.caption("No verification rounds yet.")
 else:

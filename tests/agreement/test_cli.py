@@ -67,14 +67,14 @@ def test_project_round_report(ctx: AppContext) -> None:
                 label = "pneumonia"
             verification.submit_verification(ctx, case.assignment_id, uid, labels=[label])
             i += 1
-    report = agreement_for_project(ctx, "Chest", round_id=rnd.id, n_boot=100, actor=LOCAL_ADMIN)
+    report = agreement_for_project(ctx, pid, round_id=rnd.id, n_boot=100, actor=LOCAL_ADMIN)
     assert isinstance(report, AgreementReport)
     assert report.n_items == 6 and report.n_readers == 2
     assert abs((report.value("percent_agreement") or 0) - 5 / 6) < 1e-6
     # 2x2 table: both pneumonia 3, rad2 normal / rad3 pneumonia 1, both normal 2 -> po 5/6, pe 1/2 * ... exact:
     po, pe = 5 / 6, (3 / 6) * (4 / 6) + (3 / 6) * (2 / 6)
     assert abs((report.value("cohen_kappa") or 0) - (po - pe) / (1 - pe)) < 1e-6
-    everything = agreement_for_project(ctx, "Chest", n_boot=0, actor=LOCAL_ADMIN)
+    everything = agreement_for_project(ctx, pid, n_boot=0, actor=LOCAL_ADMIN)
     assert isinstance(everything, AgreementReport) and everything.n_readers == 3
 
 

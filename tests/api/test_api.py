@@ -598,7 +598,7 @@ def test_lead_ingests_exports_and_reads_agreement(api: Api) -> None:
         bad = client.get(f"/projects/{project}/export", params={"format": "xlsx"})
         assert bad.status_code == 422 and _error(bad)["code"] == "invalid_input"
         report = client.get(f"/projects/{project}/agreement", params={"n_boot": 50}).json()
-        assert report == json.loads(json.dumps(agreement_for_project(api.ctx, name, n_boot=50, actor=LOCAL_ADMIN).to_json()))
+        assert report == json.loads(json.dumps(agreement_for_project(api.ctx, project, n_boot=50, actor=LOCAL_ADMIN).to_json()))
         assert report["n_items"] == 4
     with api.ctx.reads() as session:
         ingest = session.scalars(select(AuditEvent).where(AuditEvent.action == "ingest",

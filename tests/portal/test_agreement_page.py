@@ -55,7 +55,7 @@ def test_readers_against_reference(ctx: AppContext) -> None:
         while (case := labelling.next_case(ctx, pid, uid)) is not None:
             labelling.submit(ctx, case.assignment_id, uid, labels=[labels[served]])
             served += 1
-    rows = readers_vs_reference(ctx, "Chest", actor=LOCAL_ADMIN)
+    rows = readers_vs_reference(ctx, pid, actor=LOCAL_ADMIN)
     # Three items are consensus (reference); the fourth is disputed and not used.
     assert {r.reader for r in rows} == {"rad1", "rad2"} and all(r.n == 3 for r in rows)
     pneumonia = {r.reader: r for r in rows if r.label == "pneumonia"}
@@ -63,6 +63,6 @@ def test_readers_against_reference(ctx: AppContext) -> None:
     assert pneumonia["rad1"].sensitivity == 1.0 and ci is not None and ci[1] == 1.0
     from services.agreement_report import project_ratings
 
-    records, _ = project_ratings(ctx, "Chest", actor=LOCAL_ADMIN)
+    records, _ = project_ratings(ctx, pid, actor=LOCAL_ADMIN)
     confusion = reader_confusion(records, "rad1", "rad2")
     assert sum(sum(v.values()) for v in confusion.values()) == 4 and confusion["pneumonia"]["normal"] == 1

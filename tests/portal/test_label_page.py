@@ -147,7 +147,7 @@ def test_a_box_project_offers_no_finding_as_its_own_answer(ctx: AppContext, port
         case = labelling.next_case(ctx, pid, rad2)
     assert case is not None
     labelling.submit(ctx, case.assignment_id, rad2, labels=["indeterminate"])
-    records, facts = agreement_report.project_ratings(ctx, "Boxes", actor=LOCAL_ADMIN)
+    records, facts = agreement_report.project_ratings(ctx, pid, actor=LOCAL_ADMIN)
     assert sorted(label for _, _, label in records) == ["indeterminate", "no finding"]
     assert "no finding" in facts["categories"]
     csv_text = export.export_project(ctx, "Boxes", "csv", actor=LOCAL_ADMIN).decode()

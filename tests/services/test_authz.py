@@ -152,13 +152,13 @@ def _calls() -> dict[str, Callable[[World, int], Any]]:
         "verification.intra_reader_report": lambda w, a: verification.intra_reader_report(w.ctx, w.round_id, actor=a),
         "verification.automation_bias_report": lambda w, a: verification.automation_bias_report(
             w.ctx, w.round_id, actor=a),
-        "agreement_report.project_ratings": lambda w, a: agreement_report.project_ratings(w.ctx, "Alpha", actor=a),
+        "agreement_report.project_ratings": lambda w, a: agreement_report.project_ratings(w.ctx, w.alpha, actor=a),
         "agreement_report.agreement_for_project": lambda w, a: agreement_report.agreement_for_project(
-            w.ctx, "Alpha", n_boot=0, actor=a),
+            w.ctx, w.alpha, n_boot=0, actor=a),
         "agreement_report.readers_vs_reference": lambda w, a: agreement_report.readers_vs_reference(
-            w.ctx, "Alpha", actor=a),
+            w.ctx, w.alpha, actor=a),
         "agreement_report.agreement_over_rounds": lambda w, a: agreement_report.agreement_over_rounds(
-            w.ctx, "Alpha", n_boot=0, actor=a),
+            w.ctx, w.alpha, n_boot=0, actor=a),
         "learning.status": lambda w, a: al.status(w.ctx, "Alpha", actor=a),
         "learning.configure": lambda w, a: al.configure(w.ctx, "Alpha", "random", 5, 0, actor=a),
         "learning.queued_cases": lambda w, a: al.queued_cases(w.ctx, "Alpha", actor=a),

@@ -80,7 +80,7 @@ def test_rereads_wait_for_the_washout_and_mix_into_the_queue(ctx: AppContext) ->
     # Re-reads are not a second reader: agreement and the export only see one read per item.
     rows = {r["item_id"]: r for r in export.export_rows(ctx, "Chest", actor=LOCAL_ADMIN)}
     assert all(len(rows[p.item_id]["reader_labels"]) == 1 for p in report.pairs)
-    records, _ = agreement_report.project_ratings(ctx, "Chest", actor=LOCAL_ADMIN)
+    records, _ = agreement_report.project_ratings(ctx, pid, actor=LOCAL_ADMIN)
     assert len(records) == len({item for item, _, _ in records})
     with ctx.reads() as session:
         kinds = {a.kind for a in session.query(Annotation).filter(Annotation.round_id == study.id)}
