@@ -58,7 +58,7 @@ if model and st.button("Measure and evaluate", type="primary"):
         try:
             results[key] = models.compare_variants(ctx, model, None if project == NO_PROJECT else project)
             if tabular and project != NO_PROJECT:
-                results[clinical_key] = models.tabular_contribution(ctx, model, project)
+                results[clinical_key] = models.tabular_contribution(ctx, model, project, actor=user.id)
         except MedlabelError as exc:
             st.error(str(exc))
 comparison = results.get(key)

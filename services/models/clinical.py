@@ -22,6 +22,7 @@ import numpy as np
 import inference
 from inference.evaluation import auroc
 from medlabel.errors import InputError
+from services import authz
 from services.context import AppContext
 from services.models.evaluation import (
     PREDICT_BATCH,
@@ -77,10 +78,12 @@ def _column(probabilities: np.ndarray, truth: np.ndarray, c: int, multi: bool) -
     return probabilities[:, c], (truth[:, c] if multi else (truth == c)).astype(bool)
 
 
-def tabular_contribution(ctx: AppContext, model_ref: str, project_name: str, *, n_boot: int = 1000, seed: int = 0
-                         ) -> TabularContribution:
+def tabular_contribution(ctx: AppContext, model_ref: str, project_name: str, *, actor: authz.ActorRef,
+                         n_boot: int = 1000, seed: int = 0) -> TabularContribution:
     """AUROC per finding of ``model_ref`` with and without its tabular input on ``project_name``'s verified
-    labels (module docstring). A model without a tabular input is an ``InputError``."""
+    labels (module docstring), for the project's leads (services/authz.py). A model without a tabular input
+    is an ``InputError``."""
+    authz.require_project(ctx, actor, project_name, roles=authz.LEADS)
     row, spec = _version(ctx, model_ref)
     if spec.tabular is None:
         raise InputError(None, f"{_display(row)} has no tabular input: nothing to compare")

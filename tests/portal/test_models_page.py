@@ -9,7 +9,7 @@ from services.demo import SAMPLE_DATA
 from services.demo_model import LABELS, train
 from services.models import register_model
 from tests.portal.conftest import signed_in
-from tests.services.factories import PASSWORD
+from tests.services.factories import PASSWORD, add_lead
 from tests.services.test_model_eval import labelled_project, store_prediction
 
 
@@ -95,6 +95,7 @@ def test_lead_sees_auroc_with_and_without_clinical_data(ctx: AppContext, portal_
 
     clinical_project(ctx)
     accounts.add_user(ctx, "lead1", PASSWORD, "lead")
+    add_lead(ctx, "lead1", "Chest")  # a project without a lead is for administrators only
     image_only = train(SAMPLE_DATA / "pneumoniamnist" / "pneumoniamnist.npz").onnx_bytes
     register_model(ctx, image_only, name="a-image", labels=list(LABELS))
     register_model(ctx, clinical_model(), name="clinical", labels=list(LABELS), meta=AGE_META)
