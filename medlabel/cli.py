@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -91,7 +90,10 @@ def serve(port: int, address: str) -> None:
     ]
     click.echo(f"medlabel portal on http://localhost:{port}" + ("" if address in ("127.0.0.1", "localhost") else
                                                                f" (listening on {address})"))
-    raise SystemExit(subprocess.call(args, env=os.environ.copy()))
+    sys.stdout.flush()
+    # Streamlit replaces this process (same pid): a stop signal sent to `medlabel serve` reaches the portal
+    # itself instead of leaving it running without its parent.
+    os.execve(sys.executable, args, os.environ.copy())
 
 
 @cli.command()
