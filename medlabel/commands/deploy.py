@@ -32,6 +32,7 @@ from pathlib import Path
 import click
 
 from medlabel.errors import ConfigError
+from medlabel.files import write_atomic
 
 MEDLABEL_UID = 10001  # the Dockerfile's `medlabel` user
 POSTGRES_UID = 999  # the postgres:16 image's `postgres` user
@@ -63,14 +64,8 @@ class _Writer:
         created = False
         data = make.encode() if isinstance(make, str) else make
         if data is not None and (not path.exists() or (replace and path.read_bytes() != data)):
-            tmp = path.with_name(f".tmp-{path.name}")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            self._own(tmp, uid, 0o600)
-            os.replace(tmp, path)  # whole or not at all: a killed first start leaves no half key
+            # whole or not at all: a killed first start leaves no half key (the temporary file is 0600)
+            write_atomic(path, data)
             created = True
             self.created.append(str(path.relative_to(self.root)))
         if path.exists():
