@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 
-import inference
 from active_learning.features import EMBEDDING, FEATURE_HEAD_C, PatchFeatureParams, learn_features
 from active_learning.onnx_export import compose_backbone_head, head_to_onnx
 from db.queries import active_learning as q
@@ -39,7 +38,7 @@ from services.learning.common import (
 )
 from services.learning.pool import _label_counts, _targets
 from services.learning.retraining import _Candidate, _fit, _gate, _install
-from services.models import register_model
+from services.models import feed, register_model
 
 log = logging.getLogger(__name__)
 
@@ -65,16 +64,12 @@ class FeaturesReport:
 
 def _tensors(ctx: AppContext, paths: list[tuple[int, str]], spec: Any) -> tuple[list[int], np.ndarray]:
     """(item ids, (N, C, H, W) float 0..1) of the items that decode; others are logged and left out."""
-    ids, tensors = [], []
-    for item_id, path in paths:
-        try:
-            tensors.append(inference.preprocess(ctx.store.get(path), spec, name=f"item {item_id}"))
-            ids.append(item_id)
-        except InputError as exc:
-            log.warning("item %s left out of feature learning: %s", item_id, exc.reason)
-    if not tensors:
+    ids, batch, failed = feed.images(ctx, spec, paths)
+    for item_id, reason in failed.items():
+        log.warning("item %s left out of feature learning: %s", item_id, reason)
+    if batch is None:
         return [], np.zeros((0, spec.channels, spec.height, spec.width), np.float32)
-    return ids, np.concatenate(tensors).astype(np.float32)
+    return ids, batch.astype(np.float32)
 
 
 def learn_project_features(ctx: AppContext, project_name: str, *, actor_id: int | None = None,

@@ -18,6 +18,7 @@ from inference.registry import spec_from_dict
 from medlabel.errors import InputError
 from services.context import AppContext
 from services.learning.common import BATCH_STRATEGIES, _Labelled, _Model, log
+from services.models import feed
 
 
 def _targets(labelled: _Labelled, model: _Model, kinds: dict[str, str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -66,15 +67,11 @@ def _compute_embeddings(ctx: AppContext, model: _Model, item_ids: Sequence[int])
         paths = q.stored_paths(session, item_ids)
     out: dict[int, np.ndarray] = {}
     for start in range(0, len(paths), 32):
-        tensors, ids = [], []
-        for item_id, path in paths[start:start + 32]:
-            try:
-                tensors.append(inference.preprocess(ctx.store.get(path), spec.input, name=f"item {item_id}"))
-                ids.append(item_id)
-            except InputError as exc:
-                log.warning("no embedding for item %s: %s", item_id, exc.reason)
-        if ids:
-            result = inference.run(spec, np.concatenate(tensors), model_bytes=model_bytes, embeddings=True)
+        ids, batch, failed = feed.images(ctx, spec.input, paths[start:start + 32])
+        for item_id, reason in failed.items():
+            log.warning("no embedding for item %s: %s", item_id, reason)
+        if batch is not None:
+            result = inference.run(spec, batch, model_bytes=model_bytes, embeddings=True)
             assert result.embeddings is not None
             out.update({i: result.embeddings[row].astype(np.float32) for row, i in enumerate(ids)})
     return out

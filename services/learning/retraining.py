@@ -47,7 +47,7 @@ from services.learning.common import (
 )
 from services.learning.dashboard import _learning_curve
 from services.learning.pool import _compute_pool_scores, _embeddings, _label_counts, _phase, _targets, one_blas_thread
-from services.models import ModelDTO, prediction_rows, prelabel, register_model
+from services.models import ModelDTO, feed, prediction_rows, prelabel, register_model
 from services.models import gate as model_gate
 
 
@@ -102,16 +102,12 @@ def _validate(ctx: AppContext, data: bytes, model: _Model, meta: dict[str, Any],
     spec = inference.inspect_model(data, list(model.labels), meta)
     with ctx.reads() as session:
         paths = dict(q.stored_paths(session, [i for i, _ in samples]))
-    tensors, embs = [], []
-    for item_id, emb in samples:
-        try:
-            tensors.append(inference.preprocess(ctx.store.get(paths[item_id]), spec.input, name=f"item {item_id}"))
-            embs.append(emb)
-        except InputError:
-            continue
-    if not tensors:
+    fed, batch, _ = feed.images(ctx, spec.input, [(item_id, paths[item_id]) for item_id, _ in samples])
+    if batch is None:
         return
-    out = inference.run(spec, np.concatenate(tensors), model_bytes=data, embeddings=True)
+    by_id = dict(samples)
+    embs = [by_id[item_id] for item_id in fed]
+    out = inference.run(spec, batch, model_bytes=data, embeddings=True)
     expected = head.predict_proba(np.stack(embs).astype(np.float64))
     gap = float(np.max(np.abs(out.probabilities - expected)))
     if out.embeddings is not None:
