@@ -24,17 +24,6 @@ from services import authz
 from services.context import AppContext
 
 
-def _project_name(ctx: AppContext, project_id: int, actor: authz.ActorRef) -> str:
-    """Check that ``actor`` (a lead of the project, or an administrator) may see project ``project_id``'s
-    agreement; its name (the verification and export services still take names)."""
-    authz.require_project(ctx, actor, project_id, roles=authz.LEADS)
-    with ctx.reads() as session:
-        project = session.get(Project, project_id)
-        if project is None:
-            raise NotFoundError(f"no project {project_id}")
-        return project.name
-
-
 def project_ratings(ctx: AppContext, project_id: int, round_id: int | None = None, *, actor: authz.ActorRef,
                     ) -> tuple[list[tuple[str, str, str]], dict[str, Any]]:
     """Long-format ratings ``(item, reader, label)`` and the project's scale facts (and its ``name``).
@@ -164,7 +153,7 @@ def agreement_over_rounds(ctx: AppContext, project_id: int, *, n_boot: int = 200
     from services import verification
 
     rows = []
-    for rnd in verification.rounds(ctx, _project_name(ctx, project_id, actor), actor=actor):
+    for rnd in verification.rounds(ctx, project_id, actor=actor):
         if rnd.kind == "intra_reader":
             continue
         row = RoundAgreement(rnd.id, rnd.name, rnd.kind, rnd.created_at, rnd.reads_done)

@@ -32,8 +32,8 @@ user = require_role("lead", "admin")
 ctx = app_context()
 st.title("Agreement")
 picked = pick_project(user, key="agreement_project", needs="agreement")
-project, project_id = picked.name, picked.id
-rounds = verification.rounds(ctx, project, actor=user)
+project_id = picked.id
+rounds = verification.rounds(ctx, project_id, actor=user)
 scope = st.selectbox("Reads", ["All reads", *[f"Round {r.id}: {r.name}" for r in rounds]])
 round_id = None if scope == "All reads" else int(scope.split(":")[0].split()[1])
 

@@ -19,7 +19,8 @@ KINDS = {"Inter-reader agreement": "inter_reader", "Automation bias (two arms)":
 user = require_role("lead", "admin")
 ctx = app_context()
 st.title("Verification rounds")
-project = pick_project(user, key="rounds_project", needs="rounds").name
+picked = pick_project(user, key="rounds_project", needs="rounds")
+project, project_id = picked.name, picked.id
 
 with st.expander("New round", expanded=False):
     kind_title = st.radio("Study", list(KINDS), horizontal=True)
@@ -96,7 +97,7 @@ def _arm_rows(report: verification.AutomationBiasReport) -> list[dict]:
     return rows
 
 
-for rnd in reversed(verification.rounds(ctx, project, actor=user)):
+for rnd in reversed(verification.rounds(ctx, project_id, actor=user)):
     with st.container(border=True):
         title = {"inter_reader": "", "automation_bias": " · automation bias",
                  "intra_reader": " · intra-reader"}[rnd.kind]

@@ -295,11 +295,11 @@ def _round_summary(ctx: AppContext, round_id: int) -> RoundDTO:
                     arms=tuple(sorted(settings.arms.items())), washout_until=settings.washout_until)
 
 
-def rounds(ctx: AppContext, project_name: str, *, actor: authz.ActorRef) -> list[RoundDTO]:
-    authz.require_project(ctx, actor, project_name, roles=authz.LEADS)
+def rounds(ctx: AppContext, project_id: int, *, actor: authz.ActorRef) -> list[RoundDTO]:
+    """The rounds of project ``project_id``, oldest first (leads of the project and administrators)."""
+    authz.require_project(ctx, actor, project_id, roles=authz.LEADS)
     with ctx.reads() as session:
-        project = projects_q.require_project(session, project_name)
-        ids = [r.id for r in q.rounds_of(session, project.id)]
+        ids = [r.id for r in q.rounds_of(session, project_id)]
     return [_round_summary(ctx, i) for i in ids]
 
 

@@ -126,7 +126,7 @@ def test_round_from_creation_to_adjudication(ctx: AppContext, settings: Settings
     lead.get_by_role("button", name="Record final label").click()
     expect(lead.get_by_text("No disagreements waiting for you.")).to_be_visible()
 
-    rnd = verification.rounds(ctx, "Chest", actor=LOCAL_ADMIN)[0]
+    rnd = verification.rounds(ctx, pid, actor=LOCAL_ADMIN)[0]
     assert (rnd.reads_done, rnd.disagreements, rnd.adjudicated) == (6, 1, 1)
     with ctx.reads() as session:
         final = session.scalars(select(Annotation).where(Annotation.kind == AnnotationKind.ADJUDICATION)).one()

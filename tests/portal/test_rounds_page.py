@@ -31,7 +31,7 @@ def test_lead_creates_a_round(ctx: AppContext, portal_env: Settings) -> None:
     next(b for b in at.button if b.label == "Create round").click()
     at.run()
     assert any("Created Pilot: 3 items, 6 blinded reads" in s.value for s in at.success), [e.value for e in at.error]
-    (rnd,) = verification.rounds(ctx, "Chest", actor=LOCAL_ADMIN)
+    (rnd,) = verification.rounds(ctx, pid, actor=LOCAL_ADMIN)
     assert (rnd.seed, rnd.sample_size, rnd.adjudicator) == (42, 3, "lead1")
     assert any(m.label == "Disagreements" for m in at.metric)
 

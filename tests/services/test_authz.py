@@ -146,7 +146,7 @@ def _calls() -> dict[str, Callable[[World, int], Any]]:
                                                                            actor=a),
         "verification.create_reread_round": lambda w, a: verification.create_reread_round(
             w.ctx, "Alpha", reader="rad1", n=2, washout_days=1, actor=a),
-        "verification.rounds": lambda w, a: verification.rounds(w.ctx, "Alpha", actor=a),
+        "verification.rounds": lambda w, a: verification.rounds(w.ctx, w.alpha, actor=a),
         "verification.round_summary": lambda w, a: verification.round_summary(w.ctx, w.round_id, actor=a),
         "verification.round_ratings": lambda w, a: verification.round_ratings(w.ctx, w.round_id, actor=a),
         "verification.close_round": lambda w, a: verification.close_round(w.ctx, w.round_id, actor=a),

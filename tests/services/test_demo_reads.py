@@ -5,7 +5,7 @@ from __future__ import annotations
 from services import demo, verification
 from services.authz import LOCAL_ADMIN
 from services.context import AppContext
-from services.projects import projects_for
+from services.projects import project_id, projects_for
 from tests.services.factories import make_items, user_id
 
 
@@ -16,7 +16,7 @@ def test_demo_reads_finish_a_round(ctx: AppContext) -> None:
     truth = {item: ("pneumonia" if i % 3 == 0 else "normal") for i, item in enumerate(items)}
     line = demo.demo_reads(ctx, truth, primary=12, sample=8, seed=3)
     assert "reader1 labelled 12 cases" in line
-    first, reread = verification.rounds(ctx, demo.AL_PROJECT.name, actor=LOCAL_ADMIN)
+    first, reread = verification.rounds(ctx, project_id(ctx, demo.AL_PROJECT.name), actor=LOCAL_ADMIN)
     assert (first.status, first.sample_size, first.reads_done, first.reads_total) == ("closed", 8, 16, 16)
     assert first.adjudicated == first.disagreements
     assert {r for r, _, _ in first.per_reader} == {"reader2", "reader3"}

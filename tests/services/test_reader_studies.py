@@ -37,7 +37,7 @@ def test_round_over_chosen_items(ctx: AppContext) -> None:
     unlabelled = make_items(ctx, pid, 1, start=500)
     with pytest.raises(InputError, match=str(unlabelled[0])):
         verification.create_round(ctx, "Chest", name="Bad", readers=["rad2", "rad3"], item_ids=unlabelled, actor=LOCAL_ADMIN)
-    assert len(verification.rounds(ctx, "Chest", actor=LOCAL_ADMIN)) == 1  # the refused rounds left nothing behind
+    assert len(verification.rounds(ctx, pid, actor=LOCAL_ADMIN)) == 1  # the refused rounds left nothing behind
 
 
 def test_rereads_wait_for_the_washout_and_mix_into_the_queue(ctx: AppContext) -> None:
@@ -131,7 +131,7 @@ def test_automation_bias_arms(ctx: AppContext) -> None:
     assert sorted(arms.values()) == ["blinded", "blinded", "suggestions", "suggestions"]
     assert arms == dict(verification.create_round(ctx, "Chest", name="AB2", readers=["rad2", "rad3", "rad4", "rad5"],
                                                   readers_per_item=2, n=6, seed=5, kind="automation_bias", actor=LOCAL_ADMIN).arms)
-    ab2 = verification.rounds(ctx, "Chest", actor=LOCAL_ADMIN)[-1]
+    ab2 = verification.rounds(ctx, pid, actor=LOCAL_ADMIN)[-1]
     verification.close_round(ctx, ab2.id, actor=LOCAL_ADMIN)
     for reader, arm in arms.items():
         uid = user_id(ctx, reader)
