@@ -99,7 +99,9 @@ def test_every_medlabel_container_gets_the_same_settings_and_secrets() -> None:
     known = {s.env for s in SETTINGS}
     envs = {name: _env(services[name]) for name in MEDLABEL_SERVICES}
     first = envs["portal"]
-    assert all(env == first for env in envs.values())  # replicas and workers: same database, store, keys
+    # replicas and workers: same database, store, secret; only the re-identification key differs (below)
+    assert all({k: v for k, v in env.items() if k != "MEDLABEL_REID_KEY_FILE"}
+               == {k: v for k, v in first.items() if k != "MEDLABEL_REID_KEY_FILE"} for env in envs.values())
     assert {k for k in first if k.startswith("MEDLABEL_")} <= known  # no misspelt setting
     settings = load_settings(first)
     assert settings.database_url.startswith("postgresql+psycopg://") and "@db:5432/" in settings.database_url
@@ -108,11 +110,22 @@ def test_every_medlabel_container_gets_the_same_settings_and_secrets() -> None:
     assert settings.dask_scheduler == "tcp://scheduler:8786"
     # every key and credential is a file in the secrets volume, which `medlabel deploy secrets` fills
     assert settings.secret_key_file == Path("/secrets/medlabel/secret.key")
-    assert settings.reid_key_path == Path("/secrets/medlabel/reid.key") != settings.secret_key_file
+    assert settings.reid_key_path == Path("/reid/reid.key") != settings.secret_key_file
     assert first["PGPASSFILE"] == "/secrets/medlabel/pgpass"
     assert first["AWS_SHARED_CREDENTIALS_FILE"] == "/secrets/medlabel/aws-credentials"
     for name in MEDLABEL_SERVICES:
         assert "secrets:/secrets:ro" in services[name]["volumes"]
+    # the re-identification key sits in a volume of its own: the shells that look originals up mount it,
+    # the Dask scheduler and workers (which only seal to its public half) neither mount it nor name it
+    lookers = {"portal", "portal-2", "api", "migrate"}
+    for name in MEDLABEL_SERVICES:
+        mounted = "reid-key:/reid:ro" in services[name]["volumes"]
+        assert mounted == (name in lookers) == ("MEDLABEL_REID_KEY_FILE" in envs[name]), name
+    assert [name for name, service in services.items()
+            if any(str(v).startswith("reid-key:") for v in service.get("volumes", []))] \
+        == [name for name in services if name in lookers or name == "secrets"]
+    assert "--reid-dir" in services["secrets"]["command"] and "reid-key:/reid" in services["secrets"]["volumes"]
+    assert "reid-key" in compose["volumes"]
     for name in ("db", "minio", "minio-init", "proxy"):
         assert "secrets:/secrets:ro" in services[name]["volumes"]
     assert "secrets" in compose["volumes"]

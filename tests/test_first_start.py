@@ -91,6 +91,35 @@ def test_first_start_generates_every_credential_once_and_prints_none(tmp_path: P
     assert _contents(root) == made
 
 
+def test_the_reid_key_is_kept_apart_and_an_earlier_one_moves_there(tmp_path: Path) -> None:
+    """The compose layout: `--reid-dir` puts the re-identification key in a volume the workers do not mount.
+    An installation whose earlier start left the key in the secrets folder keeps that same key (the
+    original ids sealed under it still open), now only in the folder apart."""
+    root, reid = tmp_path / "secrets", tmp_path / "reid"
+    uids = ["--medlabel-uid", str(os.getuid()), "--postgres-uid", str(os.getuid())]
+    earlier = _medlabel("deploy", "secrets", str(root), *uids)  # the layout before --reid-dir
+    assert earlier.returncode == 0, earlier.stderr
+    key = (root / "medlabel/reid.key").read_bytes()
+
+    moved = _medlabel("deploy", "secrets", str(root), "--reid-dir", str(reid), *uids)
+    assert moved.returncode == 0, moved.stderr
+    assert f"created {reid / 'reid.key'}" in moved.stdout and key.decode().strip() not in moved.stdout
+    assert (reid / "reid.key").read_bytes() == key and not (root / "medlabel/reid.key").exists()
+    assert stat.S_IMODE(reid.stat().st_mode) == 0o700
+    assert stat.S_IMODE((reid / "reid.key").stat().st_mode) == 0o600
+    assert {p.name for p in reid.iterdir()} == {"reid.key"}  # no temporary file left
+
+    again = _medlabel("deploy", "secrets", str(root), "--reid-dir", str(reid), *uids)
+    assert again.returncode == 0 and "nothing changed" in again.stdout
+    assert (reid / "reid.key").read_bytes() == key and not (root / "medlabel/reid.key").exists()
+
+    fresh_root, fresh_reid = tmp_path / "fresh", tmp_path / "fresh-reid"  # a first start: generated apart
+    first = _medlabel("deploy", "secrets", str(fresh_root), "--reid-dir", str(fresh_reid), *uids)
+    assert first.returncode == 0, first.stderr
+    assert not (fresh_root / "medlabel/reid.key").exists() and len((fresh_reid / "reid.key").read_bytes()) == 45
+    assert (fresh_reid / "reid.key").read_bytes() != key
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="handing files to other users needs root (as in the container)")
 def test_each_folder_belongs_to_its_one_reader(tmp_path: Path) -> None:
     root = tmp_path / "secrets"

@@ -6,7 +6,8 @@ is there, so a restart changes nothing. Each consumer gets a folder only it can 
 
     DIR/medlabel/  (0700, uid 10001: portal, API, scheduler, workers)
         secret.key        installation secret: pseudonyms, sessions (32 random bytes)
-        reid.key          re-identification key (Fernet), separate from the secret
+        reid.key          re-identification key (Fernet), separate from the secret; with --reid-dir
+                          (as the compose file does) in that folder instead, a volume the workers lack
         pgpass            PostgreSQL password for libpq (PGPASSFILE)
         aws-credentials   the bucket-only MinIO key (AWS_SHARED_CREDENTIALS_FILE)
         admin-password    the first administrator's password (`medlabel deploy first-admin`)
@@ -88,8 +89,13 @@ def _token() -> str:
 
 def make_secrets(root: Path, *, hostnames: tuple[str, ...] = ("localhost",), import_secret_key: Path | None = None,
                  tls_from: Path | None = None, medlabel_uid: int = MEDLABEL_UID,
-                 postgres_uid: int = POSTGRES_UID) -> list[str]:
-    """Create what is missing under ``root``; returns the relative paths created (never their contents)."""
+                 postgres_uid: int = POSTGRES_UID, reid_root: Path | None = None) -> list[str]:
+    """Create what is missing under ``root``; returns the relative paths created (never their contents).
+
+    ``reid_root``: the re-identification key goes there (a volume of its own that only the portals, the API
+    and ``migrate`` mount, never the Dask workers) instead of ``root/medlabel``; a key an earlier start left
+    in ``root/medlabel`` moves there (written whole, then removed), so original ids written under it still open.
+    """
     import base64
 
     root.mkdir(parents=True, exist_ok=True)
@@ -105,7 +111,11 @@ def make_secrets(root: Path, *, hostnames: tuple[str, ...] = ("localhost",), imp
             raise ConfigError(f"{import_secret_key}: secret key shorter than 32 bytes")
         w.file(secret, medlabel_uid, key)
     w.file(secret, medlabel_uid, secrets.token_bytes(32))
-    w.file(med / "reid.key", medlabel_uid, base64.urlsafe_b64encode(secrets.token_bytes(32)) + b"\n")
+    new_key = base64.urlsafe_b64encode(secrets.token_bytes(32)) + b"\n"
+    if reid_root is None:
+        w.file(med / "reid.key", medlabel_uid, new_key)
+    else:
+        _reid_key_apart(w, med / "reid.key", reid_root, medlabel_uid, new_key)
 
     w.file(pg / "password", postgres_uid, _token() + "\n")
     db_password = _read(pg / "password")
@@ -134,6 +144,21 @@ def make_secrets(root: Path, *, hostnames: tuple[str, ...] = ("localhost",), imp
     w.file(cert, 0)
     w.file(key_file, 0)
     return w.created
+
+
+def _reid_key_apart(w: _Writer, earlier: Path, reid_root: Path, uid: int, new_key: bytes) -> None:
+    """The re-identification key in ``reid_root`` (0700, owned by ``uid``): moved from ``earlier`` when an
+    earlier start left it there (written whole first, then removed), else generated once."""
+    apart = _Writer(reid_root)
+    reid_root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    apart._own(reid_root, uid, 0o700)
+    key = reid_root / "reid.key"
+    if earlier.is_file() and not key.exists():
+        apart.file(key, uid, earlier.read_bytes())
+    if earlier.is_file() and key.is_file() and key.read_bytes() == earlier.read_bytes():
+        earlier.unlink()  # the workers mount the secrets folder: the key leaves their disk
+    apart.file(key, uid, new_key)
+    w.created += [str(reid_root / name) for name in apart.created]
 
 
 def _operator_certificate(folder: Path | None) -> tuple[bytes, bytes] | None:
@@ -197,16 +222,19 @@ def self_signed(hostnames: tuple[str, ...]) -> tuple[bytes, bytes]:
 @click.option("--tls-from", type=click.Path(file_okay=False, path_type=Path),
               help="Folder with the operator's cert.pem (with its chain) and key.pem: used instead of the "
                    "self-signed certificate whenever both are there.")
+@click.option("--reid-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for the re-identification key (a volume the Dask workers do not mount); a key left "
+                   "in FOLDER/medlabel by an earlier start moves there.")
 @click.option("--medlabel-uid", default=MEDLABEL_UID, show_default=True, type=int)
 @click.option("--postgres-uid", default=POSTGRES_UID, show_default=True, type=int)
 def secrets_command(folder: Path, hostnames: tuple[str, ...], import_secret_key: Path | None,
-                    tls_from: Path | None, medlabel_uid: int, postgres_uid: int) -> None:
+                    tls_from: Path | None, reid_dir: Path | None, medlabel_uid: int, postgres_uid: int) -> None:
     """Create, once, every credential and key of the compose layout in FOLDER (never overwrites one; prints
     the names of what it created, never a value)."""
     made = make_secrets(folder, hostnames=hostnames or ("localhost",), import_secret_key=import_secret_key,
-                        tls_from=tls_from, medlabel_uid=medlabel_uid, postgres_uid=postgres_uid)
+                        tls_from=tls_from, medlabel_uid=medlabel_uid, postgres_uid=postgres_uid, reid_root=reid_dir)
     for name in made:
-        click.echo(f"created {folder / name}")
+        click.echo(f"created {folder / name}")  # an absolute name (the re-identification key's) stays as it is
     if "medlabel/admin-password" in made:
         click.echo(f"the first administrator is `admin`; its password: cat {folder / 'medlabel/admin-password'}")
     if not made:
