@@ -15,7 +15,7 @@ from medlabel.settings import Settings
 from services import accounts
 from services.context import AppContext
 from tests.browser.conftest import free_port, start_portal, stop_portal
-from tests.services.factories import make_items, make_project
+from tests.services.factories import add_lead, make_items, make_project
 
 pytestmark = [
     pytest.mark.browser,
@@ -65,12 +65,17 @@ def test_sso_sign_in_with_role_from_claim_lands_on_the_deep_link(
     page.get_by_role("button", name="Hospital sign-in").click()
     # The provider's own page: choose the predefined user.
     page.get_by_role("button", name="jdoe", exact=True).click()
+    # the deep link is where the new lead lands; a project without a lead is for administrators only,
+    # and this account leads nothing yet: the case page says so instead of showing the case
     expect(page.get_by_role("heading", name="Case")).to_be_visible()
-    expect(page.get_by_text(f"case #{item}")).to_be_visible()
     expect(page.get_by_text("Dr. Jane Doe · Project lead")).to_be_visible()
+    expect(page.get_by_text("jdoe (lead) has no access to project 'Chest'")).to_be_visible()
+    expect(page.get_by_text(f"case #{item}")).to_have_count(0)
     user = next(u for u in accounts.list_users(ctx) if u.display_name == "Dr. Jane Doe")
     assert (user.username, user.role) == ("jdoe", "lead")
-    page.reload()  # the medlabel session (not only the provider's cookie) holds
+    add_lead(ctx, "jdoe", "Chest")  # an administrator makes the new account the project's lead
+    page.reload()  # the medlabel session (not only the provider's cookie) holds, and the case opens now
+    expect(page.get_by_text(f"case #{item}")).to_be_visible()
     expect(page.get_by_text("Dr. Jane Doe · Project lead")).to_be_visible()
     page.get_by_role("button", name="Sign out").click()
     page.get_by_role("button", name="End session").click()  # the provider ends its session too (its own page)
