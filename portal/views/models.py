@@ -56,7 +56,8 @@ tabular = next((r.tabular_input for r in rows if ref_of(r.name, r.version) == mo
 if model and st.button("Measure and evaluate", type="primary"):
     with st.spinner("Running every variant..."):
         try:
-            results[key] = models.compare_variants(ctx, model, None if project == NO_PROJECT else project)
+            results[key] = models.compare_variants(ctx, model, None if project == NO_PROJECT else project,
+                                                     actor=user.id)
             if tabular and project != NO_PROJECT:
                 results[clinical_key] = models.tabular_contribution(ctx, model, project, actor=user.id)
         except MedlabelError as exc:

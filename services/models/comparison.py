@@ -14,6 +14,7 @@ from db.queries import model_eval as q
 from inference.registry import spec_from_dict
 from inference.types import ModelSpec
 from medlabel.errors import InputError
+from services import authz
 from services.context import AppContext
 from services.models.evaluation import EvaluationDTO, _display, _evaluate_version, _reference, _version
 
@@ -92,10 +93,15 @@ def _end_to_end(spec: ModelSpec, model_bytes: bytes, blobs: list[bytes]) -> floa
     return len(blobs) / best
 
 
-def compare_variants(ctx: AppContext, model_name: str, project_name: str | None, *, n_boot: int = 1000,
-                     seed: int = 0) -> VariantComparison:
+def compare_variants(ctx: AppContext, model_name: str, project_name: str | None, *, actor: authz.ActorRef,
+                     n_boot: int = 1000, seed: int = 0) -> VariantComparison:
     """The float32 version ``model_name`` resolves to (or the original of a variant) and its active
-    variants: size, latency, throughput, and, with a project, the evaluation of each."""
+    variants: size, latency, throughput, and, with a project, the evaluation of each on its verified
+    labels. For leads and administrators (the Models page's roles); with a project, only its leads."""
+    if project_name is not None:
+        authz.require_project(ctx, actor, project_name, roles=authz.LEADS)
+    else:
+        authz.require_role(ctx, actor, authz.LEADS, "compare model variants")
     named, _ = _version(ctx, model_name)
     with ctx.reads() as session:
         row = session.get(ModelVersion, named.parent_id or named.id)

@@ -130,6 +130,7 @@ def _calls() -> dict[str, Callable[[World, int], Any]]:
         "cases.case_detail": lambda w, a: cases.case_detail(w.ctx, w.item, actor=a),
         "models.item_predictions": lambda w, a: models.item_predictions(w.ctx, w.item, actor=a),
         "models.tabular_contribution": lambda w, a: models.tabular_contribution(w.ctx, "no-such-model", "Alpha", actor=a),
+        "models.compare_variants": lambda w, a: models.compare_variants(w.ctx, "no-such-model", "Alpha", actor=a),
         "export.export_rows": lambda w, a: export.export_rows(w.ctx, "Alpha", actor=a),
         "export.export_project": lambda w, a: export.export_project(w.ctx, "Alpha", "csv", actor=a),
         "ingest.ingest_uploads": lambda w, a: ingest.ingest_uploads(w.ctx, "Alpha", [], actor=a),
@@ -224,7 +225,7 @@ UNCHECKED = {
     "verification.next_verification", "verification.adjudicate",  # the caller's own claim or annotation
     "models.prelabel", "models.prelabel_pending", "learning.retrain", "learning.score_pool",
     "learning.learn_project_features", "models.evaluate", "models.quantize",
-    "models.compare_variants", "learning.setup_active_learning_demo", "demo.demo_reads",  # jobs, CLI
+    "learning.setup_active_learning_demo", "demo.demo_reads",  # jobs, CLI
     "demo_clinical.load_clinical_demo",  # `medlabel demo`, as the local administrator
     "learning.maybe_retrain", "learning.retrain_if_due", "learning.queue_reason",
     "jobs.submit_unchecked", "jobs.list_jobs_unchecked",  # system work after a reader's label; next_case checked

@@ -188,14 +188,14 @@ def test_compare_variants_measures_each(ctx: AppContext, demo_model: bytes) -> N
     labelled_project(ctx)
     register_model(ctx, demo_model, name="cxr", labels=list(LABELS))
     models.quantize(ctx, "cxr", "static-int8", "Chest")
-    comparison = models.compare_variants(ctx, "cxr-int8-static", "Chest", n_boot=50)  # a variant's name works
+    comparison = models.compare_variants(ctx, "cxr-int8-static", "Chest", n_boot=50, actor=LOCAL_ADMIN)  # a variant's name works
     assert comparison.original == "cxr v1" and [r.variant for r in comparison.rows] == ["fp32", "int8-static"]
     base, static = comparison.rows
     assert base.size_ratio == 1.0 and base.latency_ratio == 1.0 and static.size_ratio < 1
     assert all(r.latency_p50_ms > 0 and r.throughput_per_s > 0 for r in comparison.rows)
     assert all(r.evaluation is not None and r.evaluation.n_items == 3 for r in comparison.rows)
     assert "median of" in comparison.method
-    without = models.compare_variants(ctx, "cxr", None)
+    without = models.compare_variants(ctx, "cxr", None, actor=LOCAL_ADMIN)
     assert all(r.evaluation is None and r.evaluation_error is None for r in without.rows)
 
 
