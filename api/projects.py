@@ -55,9 +55,8 @@ def export(request: Request, who: Annotated[Caller, Depends(EXPORT)], project_id
     """The same bytes as `medlabel export PROJECT --format FORMAT --seed SEED`. Scope `export`; leads and
     administrators."""
     ctx = request.app.state.ctx
-    name = projects.project_name(ctx, project_id)
     request.state.audit = {"project_id": project_id, "format": format}
-    return Response(export_project(ctx, name, format, seed=seed, actor=who.user_id), media_type=MEDIA[format])
+    return Response(export_project(ctx, project_id, format, seed=seed, actor=who.user_id), media_type=MEDIA[format])
 
 
 @router.get("/{project_id}/agreement", responses=ERRORS, summary="The agreement report")

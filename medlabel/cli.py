@@ -175,9 +175,10 @@ def ingest(project: str, paths: tuple[str, ...], dates: Literal["shift", "remove
 def export(project: str, fmt: str, out: str | None, seed: int) -> None:
     """Export a project's labels: one row per item, pseudonymous ids only, with a patient-level split."""
     from services.export import export_project
+    from services.projects import project_id
 
     with app_context() as ctx:
-        data = export_project(ctx, project, fmt, seed=seed, actor=acting(ctx))
+        data = export_project(ctx, project_id(ctx, project), fmt, seed=seed, actor=acting(ctx))
     if out:
         tmp = Path(out).with_name(Path(out).name + ".tmp")
         tmp.write_bytes(data)

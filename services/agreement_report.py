@@ -101,7 +101,7 @@ def readers_vs_reference(ctx: AppContext, project_id: int, round_id: int | None 
     from services.export import export_rows
 
     records, facts = project_ratings(ctx, project_id, round_id, actor=actor)
-    reference = {str(r["item_id"]): r["final_label"] for r in export_rows(ctx, facts["name"], actor=actor)
+    reference = {str(r["item_id"]): r["final_label"] for r in export_rows(ctx, project_id, actor=actor)
                  if r["provenance"] in ("adjudicated", "consensus") and r["final_label"]}
     by_reader: dict[str, list[tuple[str, str]]] = defaultdict(list)
     for item, reader, label in records:

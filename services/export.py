@@ -25,14 +25,15 @@ from services.jobs.protocol import JobReporter
 FORMATS = ("csv", "jsonl", "coco")
 
 
-def export_rows(ctx: AppContext, project_name: str, *, seed: int = 0, actor: authz.ActorRef) -> list[dict[str, Any]]:
-    authz.require_project(ctx, actor, project_name, roles=authz.LEADS)
-    return _export_rows(ctx, project_name, seed=seed)
+def export_rows(ctx: AppContext, project_id: int, *, seed: int = 0, actor: authz.ActorRef) -> list[dict[str, Any]]:
+    """One row per released item of project ``project_id`` (leads of the project and administrators)."""
+    authz.require_project(ctx, actor, project_id, roles=authz.LEADS)
+    return _export_rows(ctx, project_id, seed=seed)
 
 
-def _export_rows(ctx: AppContext, project_name: str, *, seed: int = 0) -> list[dict[str, Any]]:
+def _export_rows(ctx: AppContext, project_id: int, *, seed: int = 0) -> list[dict[str, Any]]:
     with ctx.reads() as session:
-        project = projects_q.require_project(session, project_name)
+        project = projects_q.require_project_id(session, project_id)
         items = export_q.released_items(session, project.id)
         annotations = export_q.annotations_of_project(session, project.id)
         predictions = export_q.predictions_of_project(session, project.id)
@@ -72,23 +73,21 @@ def _export_rows(ctx: AppContext, project_name: str, *, seed: int = 0) -> list[d
     return rows
 
 
-def export_project(ctx: AppContext, project_name: str, fmt: str, *, seed: int = 0,
+def export_project(ctx: AppContext, project_id: int, fmt: str, *, seed: int = 0,
                    actor: authz.ActorRef) -> bytes:
-    """The project's labels in ``fmt``; every export is audited (who, which project, format, rows)."""
-    actor_id = authz.require_project(ctx, actor, project_name, roles=authz.LEADS).user_id
+    """Project ``project_id``'s labels in ``fmt``; every export is audited (who, which project, format, rows)."""
+    actor_id = authz.require_project(ctx, actor, project_id, roles=authz.LEADS).user_id
     if fmt not in FORMATS:
         raise InputError(None, f"unknown export format {fmt!r} (choose {', '.join(FORMATS)})")
-    rows = _export_rows(ctx, project_name, seed=seed)
+    rows = _export_rows(ctx, project_id, seed=seed)
     if fmt == "jsonl":
         data = "".join(json.dumps(r, sort_keys=True, default=str) + "\n" for r in rows).encode()
     elif fmt == "csv":
         data = _csv(rows)
     else:
-        data = _coco(ctx, project_name, rows)
+        data = _coco(ctx, project_id, rows)
     with ctx.sessions.begin() as session:
-        project = projects_q.project_by_name(session, project_name)
-        audit.record(session, Exported(target_id=None if project is None else project.id, format=fmt, rows=len(rows),
-                                       seed=seed), actor_id=actor_id)
+        audit.record(session, Exported(target_id=project_id, format=fmt, rows=len(rows), seed=seed), actor_id=actor_id)
     return data
 
 
@@ -103,10 +102,10 @@ def _csv(rows: list[dict[str, Any]]) -> bytes:
     return buffer.getvalue().encode()
 
 
-def _coco(ctx: AppContext, project_name: str, rows: list[dict[str, Any]]) -> bytes:
+def _coco(ctx: AppContext, project_id: int, rows: list[dict[str, Any]]) -> bytes:
     with ctx.reads() as session:
-        project = projects_q.project_by_name(session, project_name)
-        assert project is not None
+        project = projects_q.require_project_id(session, project_id)
+        project_name = project.name
         if project.task_type != TaskType.BOXES:
             raise InputError(None, f"COCO export needs a bounding-box project; {project_name!r} is "
                                    f"{project.task_type.value.replace('_', '-')}")
@@ -133,7 +132,8 @@ def _coco(ctx: AppContext, project_name: str, rows: list[dict[str, Any]]) -> byt
 
 
 def check_export(ctx: AppContext, params: dict[str, Any]) -> dict[str, Any]:
-    """``project``, ``format`` (csv | jsonl | coco), optional ``seed`` of the patient-level split."""
+    """``project`` (the name, as queued jobs have always stored it), ``format`` (csv | jsonl | coco),
+    optional ``seed`` of the patient-level split."""
     job_params.require(params, "project", "format")
     job_params.project_id(ctx, params["project"])
     if params["format"] not in FORMATS:
@@ -147,7 +147,9 @@ def export_job(ctx: AppContext, params: dict[str, Any], reporter: JobReporter) -
     """Export a project's labels into the content store; the result names the stored file."""
     params = check_export(ctx, params)
     reporter.progress(0, 1, f"exporting {params['project']} as {params['format']}")
-    data = export_project(ctx, params["project"], params["format"], seed=int(params.get("seed", 0)),
+    # The job names its project (shown in the jobs list); it is resolved to the id here, once.
+    data = export_project(ctx, job_params.project_id(ctx, params["project"]), params["format"],
+                          seed=int(params.get("seed", 0)),
                           actor=authz.job_actor(getattr(reporter, "actor_id", None)))
     suffix = ".json" if params["format"] in ("jsonl", "coco") else ""
     digest, stored = ctx.store.put(data, suffix)

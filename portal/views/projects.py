@@ -97,12 +97,12 @@ with edit_tab:
 
 with export_tab:
     if projects:
-        name = pick_project(user, key="export_project", needs="labels", label="Project to export").name
+        export_id = pick_project(user, key="export_project", needs="labels", label="Project to export").id
         fmt = st.radio("Format", FORMATS, horizontal=True)
         seed = st.number_input("Split seed", min_value=0, value=0)
         if st.button("Prepare export"):
             try:
-                data = export_project(ctx, name, fmt, seed=int(seed), actor=user)
+                data = export_project(ctx, export_id, fmt, seed=int(seed), actor=user)
             except MedlabelError as exc:
                 st.error(str(exc))
             else:

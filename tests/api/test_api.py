@@ -594,7 +594,7 @@ def test_lead_ingests_exports_and_reads_agreement(api: Api) -> None:
         for fmt in ("csv", "jsonl"):
             exported = client.get(f"/projects/{project}/export", params={"format": fmt, "seed": 3})
             assert exported.status_code == 200, exported.text
-            assert exported.content == export_project(api.ctx, name, fmt, seed=3, actor=LOCAL_ADMIN)
+            assert exported.content == export_project(api.ctx, project, fmt, seed=3, actor=LOCAL_ADMIN)
         bad = client.get(f"/projects/{project}/export", params={"format": "xlsx"})
         assert bad.status_code == 422 and _error(bad)["code"] == "invalid_input"
         report = client.get(f"/projects/{project}/agreement", params={"n_boot": 50}).json()

@@ -150,7 +150,7 @@ def test_a_box_project_offers_no_finding_as_its_own_answer(ctx: AppContext, port
     records, facts = agreement_report.project_ratings(ctx, pid, actor=LOCAL_ADMIN)
     assert sorted(label for _, _, label in records) == ["indeterminate", "no finding"]
     assert "no finding" in facts["categories"]
-    csv_text = export.export_project(ctx, "Boxes", "csv", actor=LOCAL_ADMIN).decode()
+    csv_text = export.export_project(ctx, pid, "csv", actor=LOCAL_ADMIN).decode()
     assert "no finding" in csv_text
     # 'no finding' together with a box is refused.
     rad1 = user_id(ctx, "rad1")

@@ -100,7 +100,7 @@ def test_exports_and_case_views_are_audited(ctx: AppContext) -> None:
     pid = make_project(ctx)
     (item,) = make_items(ctx, pid, 1)
     lead = add_lead(ctx, "lead9", "Chest")
-    export_project(ctx, "Chest", "csv", actor=lead)
+    export_project(ctx, pid, "csv", actor=lead)
     case_detail(ctx, item, actor=lead)
     with ctx.reads() as session:
         events = [(e.action, e.actor_id, e.target_type, e.target_id) for e in session.query(AuditEvent)

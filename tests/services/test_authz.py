@@ -131,8 +131,8 @@ def _calls() -> dict[str, Callable[[World, int], Any]]:
         "models.item_predictions": lambda w, a: models.item_predictions(w.ctx, w.item, actor=a),
         "models.tabular_contribution": lambda w, a: models.tabular_contribution(w.ctx, "no-such-model", "Alpha", actor=a),
         "models.compare_variants": lambda w, a: models.compare_variants(w.ctx, "no-such-model", "Alpha", actor=a),
-        "export.export_rows": lambda w, a: export.export_rows(w.ctx, "Alpha", actor=a),
-        "export.export_project": lambda w, a: export.export_project(w.ctx, "Alpha", "csv", actor=a),
+        "export.export_rows": lambda w, a: export.export_rows(w.ctx, w.alpha, actor=a),
+        "export.export_project": lambda w, a: export.export_project(w.ctx, w.alpha, "csv", actor=a),
         "ingest.ingest_uploads": lambda w, a: ingest.ingest_uploads(w.ctx, "Alpha", [], actor=a),
         "ingest.ingest_paths": lambda w, a: ingest.ingest_paths(w.ctx, "Alpha", [], actor=a),
         "ingest.ingest_blobs": lambda w, a: ingest.ingest_blobs(w.ctx, "Alpha", [], actor=a),
@@ -292,30 +292,30 @@ def test_a_project_without_a_lead_is_for_administrators_only(ctx: AppContext) ->
                                             readers=("rad1",)))
     for lead in ("lead", "lead elsewhere"):
         with pytest.raises(PermissionDenied, match="has no access to project 'Gamma'"):
-            export.export_rows(ctx, "Gamma", actor=w.ids[lead])
+            export.export_rows(ctx, gamma, actor=w.ids[lead])
         with pytest.raises(PermissionDenied):
             projects.update_project(ctx, "Gamma", projects.ProjectChanges(description="x"), actor=w.ids[lead])
         assert "Gamma" not in [p.name for p in projects.projects_for(ctx, w.ids[lead], "lead")]
-    export.export_rows(ctx, "Gamma", actor=w.ids["admin"])
+    export.export_rows(ctx, gamma, actor=w.ids["admin"])
     labelling.history(ctx, gamma, w.ids["reader"])  # its reader still reads it
     assert "Gamma" in [p.name for p in projects.projects_for(ctx, w.ids["reader"], "reader")]
     with pytest.raises(PermissionDenied):
-        export.export_rows(ctx, "Gamma", actor=w.ids["reader elsewhere"])
+        export.export_rows(ctx, gamma, actor=w.ids["reader elsewhere"])
     # an administrator names a lead: that lead, and only that one, leads it
     projects.update_project(ctx, "Gamma", projects.ProjectChanges(readers=("rad1", "lead2")), actor=w.ids["admin"])
-    export.export_rows(ctx, "Gamma", actor=w.ids["lead elsewhere"])
+    export.export_rows(ctx, gamma, actor=w.ids["lead elsewhere"])
     with pytest.raises(PermissionDenied):
-        export.export_rows(ctx, "Gamma", actor=w.ids["lead"])
+        export.export_rows(ctx, gamma, actor=w.ids["lead"])
 
 
 def test_a_disabled_account_and_a_role_change_count_at_once(ctx: AppContext) -> None:
     from services import export, labelling
 
     w = build_world(ctx)
-    export.export_rows(ctx, "Alpha", actor=w.ids["lead"])
+    export.export_rows(ctx, w.alpha, actor=w.ids["lead"])
     accounts.set_role(ctx, "lead1", "reader")  # still a member of Alpha, but no longer a lead
     with pytest.raises(PermissionDenied, match=r"lead1 \(reader\) may not"):
-        export.export_rows(ctx, "Alpha", actor=w.ids["lead"])
+        export.export_rows(ctx, w.alpha, actor=w.ids["lead"])
     accounts.set_active(ctx, "lead1", False)
     with pytest.raises(PermissionDenied, match="disabled"):
         labelling.history(ctx, w.alpha, w.ids["lead"])

@@ -37,7 +37,7 @@ def test_the_csv_export_holds_no_formula(ctx: AppContext) -> None:
     make_items(ctx, pid, 2)
     with ctx.sessions.begin() as session:  # a value stored before validation existed
         session.execute(update(Item).values(modality="@SUM(1+1)"))
-    rows = list(csv.DictReader(io.StringIO(export_project(ctx, "Chest", "csv", actor=LOCAL_ADMIN).decode())))
+    rows = list(csv.DictReader(io.StringIO(export_project(ctx, pid, "csv", actor=LOCAL_ADMIN).decode())))
     assert rows and all(r["modality"] == "'@SUM(1+1)" for r in rows)
     assert not any(v.startswith(("=", "+", "-", "@")) for r in rows for v in r.values() if v)
 

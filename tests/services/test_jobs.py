@@ -200,7 +200,7 @@ def test_an_export_job_stores_the_export_and_every_action_is_audited(ctx: AppCon
     make_items(ctx, pid, 3)
     job = finished(ctx, jobs.submit(ctx, "export", {"project": "Chest", "format": "jsonl"}, LOCAL_ADMIN).id)
     assert job.state == "succeeded", job.error
-    assert ctx.store.get(job.result["stored_path"]) == export_project(ctx, "Chest", "jsonl", actor=LOCAL_ADMIN)
+    assert ctx.store.get(job.result["stored_path"]) == export_project(ctx, pid, "jsonl", actor=LOCAL_ADMIN)
     assert job.project == "Chest"
     failed = finished(ctx, jobs.submit(ctx, "test_steps", {"steps": 1, "fail": "x"}, LOCAL_ADMIN).id)
     jobs.retry(ctx, failed.id, LOCAL_ADMIN)

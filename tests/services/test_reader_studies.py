@@ -78,7 +78,7 @@ def test_rereads_wait_for_the_washout_and_mix_into_the_queue(ctx: AppContext) ->
     assert all(p.first == ("pneumonia" if p.item_id % 2 else "normal") for p in report.pairs)
     assert all(p.agree == (p.first == p.reread) for p in report.pairs)
     # Re-reads are not a second reader: agreement and the export only see one read per item.
-    rows = {r["item_id"]: r for r in export.export_rows(ctx, "Chest", actor=LOCAL_ADMIN)}
+    rows = {r["item_id"]: r for r in export.export_rows(ctx, pid, actor=LOCAL_ADMIN)}
     assert all(len(rows[p.item_id]["reader_labels"]) == 1 for p in report.pairs)
     records, _ = agreement_report.project_ratings(ctx, pid, actor=LOCAL_ADMIN)
     assert len(records) == len({item for item, _, _ in records})
