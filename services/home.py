@@ -25,6 +25,7 @@ class ReaderQueue:
     """One of a reader's projects: cases left to label and blinded reads waiting."""
 
     project: str
+    project_id: int
     task_type: str
     to_label: int
     to_verify: int
@@ -59,7 +60,7 @@ def reader_queues(ctx: AppContext, user_id: int) -> tuple[ReaderQueue, ...]:
         now = utcnow()
         verify = home_q.open_claims(session, user_id, AnnotationKind.VERIFICATION, now)
         projects = q.projects_of_reader(session, user_id)
-        return tuple(ReaderQueue(project=p.name, task_type=p.task_type.value,
+        return tuple(ReaderQueue(project=p.name, project_id=p.id, task_type=p.task_type.value,
                                  to_label=labelling_q.remaining_for(session, p.id, user_id, p.labels_per_item, now),
                                  to_verify=verify.get(p.id, 0)) for p in projects)
 

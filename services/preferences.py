@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sqlalchemy.orm import Session
+
 from db.queries import preferences as q
 from db.queries import projects as projects_q
 from services import authz
@@ -12,7 +14,8 @@ from services.context import AppContext
 from services.dto import ProjectDTO
 from services.projects import project_dto
 
-LAST_PROJECT = "last_project"
+LAST_PROJECT = "last_project_id"
+LEGACY_LAST_PROJECT = "last_project"  # the name, as written before projects were remembered by id
 # what a page needs to show anything -> the kind of project data (db.queries.projects.project_ids_with)
 NEEDS = {"labels": "labels", "agreement": "agreement", "rounds": "rounds", "predictions": "predictions",
          "active_learning": "active_learning"}
@@ -40,13 +43,13 @@ def project_choice(ctx: AppContext, user_id: int, role: str, needs: str | None =
         rows = projects_q.all_projects(session) if actor.role in ("admin", "lead") else projects_q.projects_of_reader(
             session, user_id)
         projects = tuple(project_dto(session, p) for p in rows if authz.may_touch(session, actor, p))
-        last = q.get_preference(session, user_id, LAST_PROJECT)
+        last = _last_project(session, user_id)
         with_data = projects_q.project_ids_with(session, NEEDS[needs]) if needs else {p.id for p in projects}
     if not projects:
         return ProjectChoice((), None, frozenset())
-    names = [p.name for p in projects]
+    ids = [p.id for p in projects]
     useful = [i for i, p in enumerate(projects) if p.id in with_data]
-    remembered = names.index(last) if last in names else None
+    remembered = ids.index(last) if last in ids else None
     if remembered is not None and remembered in useful:
         default = remembered
     elif useful:
@@ -56,12 +59,23 @@ def project_choice(ctx: AppContext, user_id: int, role: str, needs: str | None =
     return ProjectChoice(projects, default, frozenset(p.name for p in projects if p.id not in with_data))
 
 
-def remember_project(ctx: AppContext, user_id: int, project_name: str) -> None:
-    """Remember the project the user chose last (any page, any session)."""
+def remember_project(ctx: AppContext, user_id: int, project_id: int) -> None:
+    """Remember the project (by id, so a renamed project stays remembered) the user chose last (any page,
+    any session). Only the caller's own preference: what they may open is checked when a page lists it."""
     with ctx.sessions.begin() as session:
-        q.set_preference(session, user_id, LAST_PROJECT, project_name[:256])
+        q.set_preference(session, user_id, LAST_PROJECT, str(int(project_id)))
 
 
-def last_project(ctx: AppContext, user_id: int) -> str | None:
+def last_project(ctx: AppContext, user_id: int) -> int | None:
+    """The id of the project the user chose last, if any (and if it still exists)."""
     with ctx.reads() as session:
-        return q.get_preference(session, user_id, LAST_PROJECT)
+        return _last_project(session, user_id)
+
+
+def _last_project(session: Session, user_id: int) -> int | None:
+    stored = q.get_preference(session, user_id, LAST_PROJECT)
+    if stored is not None:
+        return int(stored) if stored.isdigit() else None
+    legacy = q.get_preference(session, user_id, LEGACY_LAST_PROJECT)  # a name remembered before 13.3
+    project = None if legacy is None else projects_q.project_by_name(session, legacy)
+    return None if project is None else project.id

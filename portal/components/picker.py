@@ -15,10 +15,10 @@ MISSING = {"labels": "no labels yet", "agreement": "no double reads yet", "round
            "predictions": "no predictions yet", "active_learning": "no model yet"}
 
 
-def _remember(user_id: int, key: str, none_option: str | None) -> None:
+def _remember(user_id: int, key: str, none_option: str | None, ids: dict[str, int]) -> None:
     chosen = st.session_state.get(key)
-    if chosen is not None and chosen != none_option:
-        remember_project(app_context(), user_id, chosen)
+    if chosen is not None and chosen != none_option and chosen in ids:
+        remember_project(app_context(), user_id, ids[chosen])
 
 
 def pick_project(user: UserDTO, *, key: str, needs: str | None = None, label: str = "Project",
@@ -46,7 +46,7 @@ def pick_project(user: UserDTO, *, key: str, needs: str | None = None, label: st
     chosen = selectbox(
         label, options, index=choice.default, key=key,
         format_func=lambda name: f"{name} ({hint})" if name in choice.without_data else name,
-        on_change=_remember, args=(user.id, key, none_option))
+        on_change=_remember, args=(user.id, key, none_option, {p.name: p.id for p in choice.projects}))
     if chosen is None or chosen == none_option:
         return None
     return choice.projects[names.index(chosen)]

@@ -8,6 +8,7 @@ from portal.resources import app_context
 from portal.timefmt import when
 from services.home import attention, home_summary, reader_queues
 from services.preferences import remember_project
+from services.projects import project_id
 
 user = require_role()
 ctx = app_context()
@@ -17,7 +18,7 @@ st.title(f"Welcome, {summary.user.display_name}")
 st.write(f"Signed in as **{summary.user.username}** · role: **{ROLE_NAMES[summary.user.role]}**")
 
 
-def _open(page: str, project: str | None = None) -> None:
+def _open(page: str, project: int | None = None) -> None:
     if project is not None:
         remember_project(ctx, user.id, project)
     st.switch_page(page)
@@ -32,7 +33,7 @@ def _reader_home() -> None:
     first = next((q for q in queues if q.to_label), None)
     if first is not None and st.button(f"Start labelling: {first.project}", type="primary", key="home_start",
                                        icon=":material/label:"):
-        _open("views/label.py", first.project)
+        _open("views/label.py", first.project_id)
     for queue in queues:
         with st.container(border=True):
             head, label, verify, go = st.columns([3, 1, 1, 1], vertical_alignment="center")
@@ -40,9 +41,9 @@ def _reader_home() -> None:
             label.metric("To label", queue.to_label)
             verify.metric("Blinded reads", queue.to_verify)
             if queue.to_verify and go.button("Verify", key=f"home_verify_{queue.project}"):
-                _open("views/verify.py", queue.project)
+                _open("views/verify.py", queue.project_id)
             elif queue.to_label and go.button("Label", key=f"home_label_{queue.project}"):
-                _open("views/label.py", queue.project)
+                _open("views/label.py", queue.project_id)
             elif not queue.to_label and not queue.to_verify:
                 go.caption("Nothing waiting")
 
@@ -77,7 +78,7 @@ def _lead_home() -> None:
                 st.markdown(f"- {rnd.project}: **{rnd.name}** · {rnd.reads_done}/{rnd.reads_total} reads · "
                             f"{waiting}{adjudication}")
             if st.button("Open verification rounds", key="home_rounds"):
-                _open("views/rounds.py", needs.rounds[0].project)
+                _open("views/rounds.py", project_id(ctx, needs.rounds[0].project))  # a round names its project
     if needs.failed_jobs or needs.running_jobs:
         calm = False
         with st.container(border=True):

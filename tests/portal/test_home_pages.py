@@ -9,6 +9,7 @@ from services import accounts, labelling, verification
 from services.authz import LOCAL_ADMIN
 from services.context import AppContext
 from services.home import attention, reader_queues
+from services.preferences import last_project
 from tests.portal.conftest import PASSWORD, signed_in
 from tests.services.factories import PASSWORD as FACTORY_PASSWORD
 from tests.services.factories import add_lead, make_items, make_project, user_id
@@ -30,6 +31,7 @@ def test_reader_sees_queues_and_starts_labelling(ctx: AppContext, portal_env: Se
     start.click().run()
     assert not at.exception
     assert any("Beta" in m.value and "case #" in m.value for m in at.markdown), [m.value for m in at.markdown]
+    assert last_project(ctx, user_id(ctx, "rad1")) == beta  # the label page opens on it next time too
 
 
 def test_clinician_home_leads_to_the_second_opinion(ctx: AppContext, portal_env: Settings) -> None:
@@ -70,3 +72,6 @@ def test_lead_sees_what_needs_attention(ctx: AppContext, portal_env: Settings) -
     assert any("2** item(s) wait on the de-identification review" in i.value for i in at.info)
     at.button(key="home_adjudicate").click().run()
     assert not at.exception and at.title[0].value == "Adjudicate"
+    again = signed_in("lead1")  # "Open verification rounds" remembers the round's project (by id)
+    again.button(key="home_rounds").click().run()
+    assert not again.exception and last_project(ctx, lead.id) == pid

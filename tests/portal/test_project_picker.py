@@ -68,14 +68,14 @@ def test_review_second_item_does_not_crash(ctx: AppContext, portal_env: Settings
 
 
 def test_choice_is_remembered_across_pages_and_sign_ins(ctx: AppContext, portal_env: Settings) -> None:
-    _two_projects(ctx)
+    _, second = _two_projects(ctx)
     accounts.add_user(ctx, "lead1", PASSWORD, "lead")
     add_lead(ctx, "lead1", "Alpha", "Beta")
     at = signed_in("lead1")
     at.switch_page("views/rounds.py").run()
     assert at.selectbox(key="rounds_project").value == "Alpha"
     at.selectbox(key="rounds_project").set_value("Beta").run()
-    assert last_project(ctx, user_id(ctx, "lead1")) == "Beta"
+    assert last_project(ctx, user_id(ctx, "lead1")) == second
     at.switch_page("views/ingest.py").run()
     assert at.selectbox(key="ingest_project").value == "Beta"
     again = signed_in("lead1")  # a new session
@@ -84,7 +84,7 @@ def test_choice_is_remembered_across_pages_and_sign_ins(ctx: AppContext, portal_
 
 
 def test_pages_that_need_data_prefer_a_project_with_data(ctx: AppContext, portal_env: Settings) -> None:
-    _, second = _two_projects(ctx)  # Alpha (first by name) has no labels, Beta has
+    first, second = _two_projects(ctx)  # Alpha (first by name) has no labels, Beta has
     _label_all(ctx, second, "rad1")
     lead = accounts.add_user(ctx, "lead1", PASSWORD, "lead")
     add_lead(ctx, "lead1", "Alpha", "Beta")  # a project without a lead is for administrators only
@@ -95,11 +95,28 @@ def test_pages_that_need_data_prefer_a_project_with_data(ctx: AppContext, portal
     assert at.selectbox(key="export_project").value == "Beta"
     assert "no labels yet" in at.selectbox(key="export_project").format_func("Alpha")
     # a remembered project that has data wins; one without data does not
-    remember_project(ctx, lead.id, "Alpha")
+    remember_project(ctx, lead.id, first)
     assert project_choice(ctx, lead.id, "lead", "labels").default == 1
     assert project_choice(ctx, lead.id, "lead").default == 0
     with pytest.raises(ValueError):
         project_choice(ctx, lead.id, "lead", "nonsense")
+
+
+def test_a_project_remembered_by_name_before_ids_is_still_opened_on(ctx: AppContext) -> None:
+    """Preferences written before projects were remembered by id hold the name: still honoured, until the
+    user picks again (then the id wins)."""
+    from db.queries import preferences as preferences_q
+    from services.preferences import LEGACY_LAST_PROJECT
+
+    first, second = _two_projects(ctx)
+    lead = accounts.add_user(ctx, "lead1", PASSWORD, "lead")
+    add_lead(ctx, "lead1", "Alpha", "Beta")
+    assert last_project(ctx, lead.id) is None and project_choice(ctx, lead.id, "lead").default == 0
+    with ctx.sessions.begin() as session:
+        preferences_q.set_preference(session, lead.id, LEGACY_LAST_PROJECT, "Beta")
+    assert last_project(ctx, lead.id) == second and project_choice(ctx, lead.id, "lead").default == 1
+    remember_project(ctx, lead.id, first)
+    assert last_project(ctx, lead.id) == first and project_choice(ctx, lead.id, "lead").default == 0
 
 
 def test_readers_see_only_their_projects(ctx: AppContext, portal_env: Settings) -> None:
