@@ -10,6 +10,7 @@ from portal.auth import require_role
 from portal.resources import app_context
 from portal.timefmt import when
 from services import second_opinion as so
+from services.projects import project_id
 
 CURRENT = "so_request"
 
@@ -52,7 +53,7 @@ def _review(opinion: so.OpinionDTO) -> None:
         project = st.selectbox("Project for expert review", projects, key=f"so_review_project_{opinion.id}")
         if st.form_submit_button("Request expert review", icon=":material/forward_to_inbox:"):
             try:
-                review = so.request_review(ctx, opinion.id, project, user.id)
+                review = so.request_review(ctx, opinion.id, project_id(ctx, project), user.id)
             except MedlabelError as exc:
                 st.error(str(exc))
             else:

@@ -22,8 +22,8 @@ from services.second_opinion.common import (
 from services.second_opinion.image import _wait_for_image
 
 
-def request_review(ctx: AppContext, request_id: int, project_name: str, actor: authz.ActorRef) -> ReviewDTO:
-    """Put the request's de-identified image into ``project_name``'s labelling queue, at the front.
+def request_review(ctx: AppContext, request_id: int, project_id: int, actor: authz.ActorRef) -> ReviewDTO:
+    """Put the request's de-identified image into project ``project_id``'s labelling queue, at the front.
 
     Idempotent: asking again for the same project returns the same item. An image the
     de-identification engine flagged enters quarantined and waits for the De-identification review
@@ -31,32 +31,33 @@ def request_review(ctx: AppContext, request_id: int, project_name: str, actor: a
     that takes second opinions, and always at ``REVIEW_PRIORITY``.
     """
     actor_id = authz.require_request(ctx, actor, request_id).user_id
-    authz.require_second_opinion_project(ctx, actor, project_name)
+    authz.require_second_opinion_project(ctx, actor, project_id)
     _wait_for_image(ctx, request_id, actor_id=actor_id)
     for attempt in range(2):
         try:
-            return _request_review(ctx, request_id, project_name, actor_id)
+            return _request_review(ctx, request_id, project_id, actor_id)
         except IntegrityError:  # a concurrent call created the same item first (PostgreSQL)
             if attempt:
                 raise ConflictError("the image was added to the project concurrently; try again") from None
     raise AssertionError("unreachable")
 
 
-def _request_review(ctx: AppContext, request_id: int, project_name: str, actor_id: int | None) -> ReviewDTO:
+def _request_review(ctx: AppContext, request_id: int, project_id: int, actor_id: int | None) -> ReviewDTO:
     with ctx.sessions.begin() as session:
         request, _ = _request(session, request_id, actor_id, for_update=True)
         if request.review_item_id is not None:
             item = session.get(Item, request.review_item_id)
             assert item is not None
-            current = _project_name(session, item.project_id)
-            if current != project_name:
-                raise ConflictError(f"this image was already sent for review to project {current!r}")
-            return ReviewDTO(item.id, project_name, False, item.deid_status.value)
+            if item.project_id != project_id:
+                raise ConflictError("this image was already sent for review to project "
+                                    f"{_project_name(session, item.project_id)!r}")
+            return ReviewDTO(item.id, projects_q.require_project_id(session, project_id).name, False,
+                             item.deid_status.value)
         if request.image_state != "stored" or request.content_hash is None:
             raise _image_problem(request)
-        project = projects_q.require_project(session, project_name)
+        project = projects_q.require_project_id(session, project_id)
         if not authz.accepts_second_opinions(project):
-            raise PermissionDenied(f"project {project_name!r} does not take second-opinion images for expert review")
+            raise PermissionDenied(f"project {project.name!r} does not take second-opinion images for expert review")
         report = dict(request.deid_report or {})
         facts = report.pop("result", {})
         flagged = report.pop("status", "released") != "released"

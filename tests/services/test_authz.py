@@ -183,9 +183,9 @@ def _calls() -> dict[str, Callable[[World, int], Any]]:
         "second_opinion.heatmap": lambda w, a: second_opinion.heatmap(w.ctx, w.request, actor=a),
         "second_opinion.heatmap_details": lambda w, a: second_opinion.heatmap_details(w.ctx, w.request, actor=a),
         "second_opinion.neighbours": lambda w, a: second_opinion.neighbours(w.ctx, w.request, actor=a),
-        "second_opinion.request_review": lambda w, a: second_opinion.request_review(w.ctx, w.request, "Alpha", a),
+        "second_opinion.request_review": lambda w, a: second_opinion.request_review(w.ctx, w.request, w.alpha, a),
         "second_opinion.request_review into a project that takes no second opinions":
-            lambda w, a: second_opinion.request_review(w.ctx, w.request, "Beta", a),
+            lambda w, a: second_opinion.request_review(w.ctx, w.request, w.beta, a),
     }
 
 
@@ -345,7 +345,7 @@ def test_expert_review_and_similar_cases_only_from_projects_that_take_second_opi
     w = build_world(ctx)
     assert second_opinion.review_projects(ctx) == ["Alpha"]
     with pytest.raises(PermissionDenied, match="does not take second-opinion images"):
-        second_opinion.request_review(ctx, w.request, "Beta", w.ids["clinician"])
+        second_opinion.request_review(ctx, w.request, w.beta, w.ids["clinician"])
 
 
 # --- the CLI ----------------------------------------------------------------------------------------

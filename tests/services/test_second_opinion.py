@@ -267,18 +267,18 @@ def test_cosine_ranking_reference() -> None:
 
 def test_request_review_puts_the_image_first_in_the_queue_once(ctx: AppContext, model: str, doc: int) -> None:
     pid = make_project(ctx, second_opinion=True)
-    make_project(ctx, "Other", second_opinion=True)
+    other_project = make_project(ctx, "Other", second_opinion=True)
     make_items(ctx, pid, 5)
     opinion = second_opinion.ask(ctx, doc, "urgent.png", _xray_png(7), model)
-    review = second_opinion.request_review(ctx, opinion.id, "Chest", doc)
+    review = second_opinion.request_review(ctx, opinion.id, pid, doc)
     assert review.created and review.status == "released" and review.project == "Chest"
-    again = second_opinion.request_review(ctx, opinion.id, "Chest", doc)
+    again = second_opinion.request_review(ctx, opinion.id, pid, doc)
     assert again == second_opinion.ReviewDTO(review.item_id, "Chest", False, "released")
     with pytest.raises(ConflictError, match="Chest"):
-        second_opinion.request_review(ctx, opinion.id, "Other", doc)
+        second_opinion.request_review(ctx, opinion.id, other_project, doc)
     other = accounts.add_user(ctx, "doc2", PASSWORD, "clinician").id
     with pytest.raises(PermissionDenied):
-        second_opinion.request_review(ctx, opinion.id, "Chest", other)
+        second_opinion.request_review(ctx, opinion.id, pid, other)
 
     with ctx.reads() as session:
         request = session.get(SecondOpinionRequest, opinion.id)
@@ -514,7 +514,7 @@ def test_an_upload_deidentification_refuses_keeps_its_answer_but_never_its_image
         with pytest.raises(NotFoundError, match="not kept: de-identification refused it"):
             call()
     with pytest.raises(NotFoundError, match="not kept"):
-        second_opinion.request_review(ctx, opinion.id, "Chest", doc)
+        second_opinion.request_review(ctx, opinion.id, pid, doc)
     with ctx.reads() as session:
         assert session.scalar(select(func.count()).where(Item.project_id == pid)) == 0
         (event,) = session.scalars(select(AuditEvent).where(AuditEvent.action == "second_opinion.image")).all()
