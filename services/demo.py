@@ -227,7 +227,7 @@ def demo_reads(ctx: AppContext, truth: dict[int, str], *, primary: int = 60, sam
         labelling.submit(ctx, case.assignment_id, users["reader1"], labels=[read(case.item_id, 0.08)],
                          time_spent_ms=int(rng.integers(2500, 9000)))
         labelled += 1
-    rnd = verification.create_round(ctx, project_name, name="Demo round 1", readers=["reader2", "reader3"],
+    rnd = verification.create_round(ctx, project.id, name="Demo round 1", readers=["reader2", "reader3"],
                                     n=min(sample, labelled), seed=seed, stratified=True, adjudicator="lead",
                                     actor=users["lead"])
     for reader, error_rate in (("reader2", 0.10), ("reader3", 0.15)):
@@ -241,7 +241,7 @@ def demo_reads(ctx: AppContext, truth: dict[int, str], *, primary: int = 60, sam
                                 note="demo adjudication: reviewed against the source data set's label")
         adjudicated += 1
     verification.close_round(ctx, rnd.id, actor=users["lead"])
-    verification.create_reread_round(ctx, project_name, reader="reader1", n=min(10, labelled),
+    verification.create_reread_round(ctx, project.id, reader="reader1", n=min(10, labelled),
                                      washout_days=14, seed=seed, name="reader1 re-read after 2 weeks",
                                      actor=users["lead"])
     return (f"reader1 labelled {labelled} cases; verification round '{rnd.name}' read blind by reader2 and "

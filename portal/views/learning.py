@@ -21,7 +21,8 @@ FILTER_NAMES = {"All": "all", "False positives": "false_positive", "False negati
 user = require_role("lead", "admin")
 ctx = app_context()
 st.title("Active learning")
-project = pick_project(user, key="learning_project", needs="active_learning").name
+picked = pick_project(user, key="learning_project", needs="active_learning")
+project, learning_project_id = picked.name, picked.id
 status = al.status(ctx, project, actor=user)
 
 
@@ -172,7 +173,8 @@ with st.form("send_suspects"):
                              [r for r in reader_names(ctx) if r != user.username])
     if st.form_submit_button("Send to verification"):
         try:
-            rnd = verification.send_to_verification(ctx, project, chosen, readers, user, adjudicator=user.username)
+            rnd = verification.send_to_verification(ctx, learning_project_id, chosen, readers, user,
+                                                    adjudicator=user.username)
         except MedlabelError as exc:
             st.error(str(exc))
         else:

@@ -47,7 +47,7 @@ with st.expander("New round", expanded=False):
                   "fraction": float(amount) if how != "Number of items" else None, "stratified": stratified,
                   "seed": seed}
         candidates = [r for r in reader_names(ctx) if r != user.username]  # the round's creator knows the sample
-        labelled_by = verification.check_round(ctx, project, readers=candidates, actor=user, **sample).labelled_by
+        labelled_by = verification.check_round(ctx, project_id, readers=candidates, actor=user, **sample).labelled_by
 
         def _reader(name: str) -> str:
             return f"{name} (labelled {labelled_by[name]} sampled item(s))" if labelled_by.get(name) else name
@@ -55,7 +55,7 @@ with st.expander("New round", expanded=False):
         readers = st.multiselect("Readers", candidates, format_func=_reader, key="round_readers")
         per_item = int(st.number_input("Readers per item", min_value=2, max_value=10, value=2, key="round_per_item"))
         adjudicator = st.selectbox("Adjudicator", [user.username, *candidates], key="round_adjudicator")
-        check = verification.check_round(ctx, project, readers=readers, readers_per_item=per_item,
+        check = verification.check_round(ctx, project_id, readers=readers, readers_per_item=per_item,
                                          actor=user, **sample)
         problems = check.problems
         if problems:
@@ -67,11 +67,11 @@ with st.expander("New round", expanded=False):
         try:
             if kind == "intra_reader":
                 created = verification.create_reread_round(
-                    ctx, project, reader=reader, n=int(amount), washout_days=float(washout), seed=seed,
+                    ctx, project_id, reader=reader, n=int(amount), washout_days=float(washout), seed=seed,
                     spacing=int(spacing), name=name, actor=user)
             else:
                 created = verification.create_round(
-                    ctx, project, name=name, readers=readers, readers_per_item=per_item, n=sample["n"],
+                    ctx, project_id, name=name, readers=readers, readers_per_item=per_item, n=sample["n"],
                     fraction=sample["fraction"], stratified=stratified, seed=seed, adjudicator=adjudicator,
                     actor=user, kind=kind)
         except MedlabelError as exc:

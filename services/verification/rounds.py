@@ -70,7 +70,7 @@ def assign_arms(readers: list[str], seed: int) -> dict[str, str]:
     return {reader: ARMS[i % 2] for i, reader in enumerate(shuffled)}
 
 
-def create_round(ctx: AppContext, project_name: str, *, name: str, readers: list[str], readers_per_item: int = 2,
+def create_round(ctx: AppContext, project_id: int, *, name: str, readers: list[str], readers_per_item: int = 2,
                  n: int | None = None, fraction: float | None = None, stratified: bool = False, seed: int = 0,
                  adjudicator: str | None = None, actor: authz.ActorRef, item_ids: list[int] | None = None,
                  kind: str = RoundKind.INTER_READER.value) -> RoundDTO:
@@ -80,7 +80,7 @@ def create_round(ctx: AppContext, project_name: str, *, name: str, readers: list
     ``kind="automation_bias"`` randomises the readers (seeded) into two arms: one sees the model's
     suggestion during its read, the other reads blind; each item is read by both arms where possible.
     """
-    actor_id = authz.require_project(ctx, actor, project_name, roles=authz.LEADS).user_id
+    actor_id = authz.require_project(ctx, actor, project_id, roles=authz.LEADS).user_id
     round_kind = RoundKind(kind)
     if round_kind == RoundKind.INTRA_READER:
         raise InputError(None, "intra-reader rounds are created with create_reread_round")
@@ -91,7 +91,7 @@ def create_round(ctx: AppContext, project_name: str, *, name: str, readers: list
     if round_kind == RoundKind.AUTOMATION_BIAS and len(readers) < 2:
         raise InputError(None, "an automation-bias round needs readers in both arms (at least 2)")
     with ctx.sessions.begin() as session:
-        project = projects_q.require_project(session, project_name)
+        project = projects_q.require_project_id(session, project_id)
         sample, reads = _sample(session, project, n=n, fraction=fraction, stratified=stratified, seed=seed,
                                 item_ids=item_ids)
         if actor_id is not None:
@@ -172,14 +172,14 @@ class RoundCheck:
     """Why the round cannot be created as it stands (empty: it can)."""
 
 
-def check_round(ctx: AppContext, project_name: str, *, readers: list[str], readers_per_item: int = 2,
+def check_round(ctx: AppContext, project_id: int, *, readers: list[str], readers_per_item: int = 2,
                 n: int | None = None, fraction: float | None = None, stratified: bool = False, seed: int = 0,
                 actor: authz.ActorRef) -> RoundCheck:
     """Draw the sample ``create_round`` would draw and say, before anything is stored, who could read what:
     readers who labelled sampled items, items without enough other readers, the creator among the readers."""
-    creator = authz.require_project(ctx, actor, project_name, roles=authz.LEADS).username
+    creator = authz.require_project(ctx, actor, project_id, roles=authz.LEADS).username
     with ctx.reads() as session:
-        project = projects_q.require_project(session, project_name)
+        project = projects_q.require_project_id(session, project_id)
         try:
             sample, reads = _sample(session, project, n=n, fraction=fraction, stratified=stratified, seed=seed,
                                     item_ids=None)
@@ -214,14 +214,14 @@ def _balanced_by_arm(ranked: list[str], arms: dict[str, str], k: int) -> list[st
     return picked
 
 
-def create_reread_round(ctx: AppContext, project_name: str, *, reader: str, n: int, washout_days: float,
+def create_reread_round(ctx: AppContext, project_id: int, *, reader: str, n: int, washout_days: float,
                         seed: int = 0, spacing: int = 3, name: str = "", actor: authz.ActorRef,
                         now: dt.datetime | None = None) -> RoundDTO:
     """Intra-reader reliability: re-show a seeded sample of ``n`` of the reader's own labelled cases
     after a washout of ``washout_days``. The re-reads are mixed into the reader's labelling queue (one
     after every ``spacing`` new cases), blinded: no suggestion, no earlier label, no sign that it is a
     re-read. The report compares each re-read with the reader's first read (Cohen's kappa)."""
-    actor_id = authz.require_project(ctx, actor, project_name, roles=authz.LEADS).user_id
+    actor_id = authz.require_project(ctx, actor, project_id, roles=authz.LEADS).user_id
     if n < 2:
         raise InputError(None, "re-read at least 2 cases")
     if washout_days < 0:
@@ -230,14 +230,14 @@ def create_reread_round(ctx: AppContext, project_name: str, *, reader: str, n: i
         raise InputError(None, "the spacing between re-reads cannot be negative")
     now = now or utcnow()
     with ctx.sessions.begin() as session:
-        project = projects_q.require_project(session, project_name)
+        project = projects_q.require_project_id(session, project_id)
         user = accounts_q.user_by_name(session, reader)
         if user is None:
             raise InputError(None, f"no user named {reader!r}")
         own = sorted({a.item_id for a, u in export_q.annotations_of_project(session, project.id)
                       if a.kind == AnnotationKind.LABEL and u == reader and not a.retracted})
         if n > len(own):
-            raise InputError(None, f"{reader} has labelled only {len(own)} item(s) of {project_name!r}; "
+            raise InputError(None, f"{reader} has labelled only {len(own)} item(s) of {project.name!r}; "
                                    f"cannot re-read {n}")
         sample = sorted(int(i) for i in np.random.default_rng(seed).choice(own, size=n, replace=False))
         until = now + dt.timedelta(days=washout_days)
@@ -325,7 +325,7 @@ def close_round(ctx: AppContext, round_id: int, *, actor: authz.ActorRef) -> Non
         audit.record(session, RoundClosed(target_id=round_id), actor_id=actor_id)
 
 
-def send_to_verification(ctx: AppContext, project_name: str, item_ids: Sequence[int], readers: Sequence[str],
+def send_to_verification(ctx: AppContext, project_id: int, item_ids: Sequence[int], readers: Sequence[str],
                          actor: authz.ActorRef, *, adjudicator: str | None = None, name: str | None = None,
                          readers_per_item: int = 2) -> RoundDTO:
     """A verification round over exactly these items (e.g. the suspected label errors of the Active
@@ -334,5 +334,5 @@ def send_to_verification(ctx: AppContext, project_name: str, item_ids: Sequence[
     if not ids:
         raise InputError(None, "choose at least one item to send to verification")
     title = name or f"Suspected label errors ({len(ids)} items)"
-    return create_round(ctx, project_name, name=title, readers=list(readers), readers_per_item=readers_per_item,
+    return create_round(ctx, project_id, name=title, readers=list(readers), readers_per_item=readers_per_item,
                         item_ids=ids, adjudicator=adjudicator, actor=actor)

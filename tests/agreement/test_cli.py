@@ -56,7 +56,7 @@ def test_project_round_report(ctx: AppContext) -> None:
     rad1 = user_id(ctx, "rad1")
     while (case := labelling.next_case(ctx, pid, rad1)) is not None:
         labelling.submit(ctx, case.assignment_id, rad1, labels=["normal"])
-    rnd = verification.create_round(ctx, "Chest", name="R", readers=["rad2", "rad3"], n=6, seed=0, actor=LOCAL_ADMIN)
+    rnd = verification.create_round(ctx, pid, name="R", readers=["rad2", "rad3"], n=6, seed=0, actor=LOCAL_ADMIN)
     for reader in ("rad2", "rad3"):
         uid = user_id(ctx, reader)
         i = 0

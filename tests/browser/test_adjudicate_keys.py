@@ -34,7 +34,7 @@ def test_adjudicator_chooses_the_final_label_by_key(ctx: AppContext, settings: S
     case = labelling.next_case(ctx, pid, ids["rad1"])
     assert case is not None
     labelling.submit(ctx, case.assignment_id, ids["rad1"], labels=["normal"])
-    verification.create_round(ctx, "Chest", name="R", readers=["rad2", "rad3"], n=1, seed=0, adjudicator="lead1",
+    verification.create_round(ctx, pid, name="R", readers=["rad2", "rad3"], n=1, seed=0, adjudicator="lead1",
                               actor=LOCAL_ADMIN)
     for reader, label in (("rad2", "normal"), ("rad3", "pneumonia")):
         read = verification.next_verification(ctx, ids[reader])

@@ -17,7 +17,7 @@ def disagreement(ctx: AppContext) -> None:
     rad1 = user_id(ctx, "rad1")
     while (case := labelling.next_case(ctx, pid, rad1)) is not None:
         labelling.submit(ctx, case.assignment_id, rad1, labels=["normal"])
-    verification.create_round(ctx, "Alpha", name="R1", readers=["rad2", "rad3"], n=1, seed=0, adjudicator="lead1", actor=LOCAL_ADMIN)
+    verification.create_round(ctx, pid, name="R1", readers=["rad2", "rad3"], n=1, seed=0, adjudicator="lead1", actor=LOCAL_ADMIN)
     for reader, label in (("rad2", "normal"), ("rad3", "pneumonia")):
         uid = user_id(ctx, reader)
         case = verification.next_verification(ctx, uid)

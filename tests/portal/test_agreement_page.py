@@ -16,7 +16,7 @@ def test_lead_reads_round_agreement(ctx: AppContext, portal_env: Settings) -> No
     rad1 = user_id(ctx, "rad1")
     while (case := labelling.next_case(ctx, pid, rad1)) is not None:
         labelling.submit(ctx, case.assignment_id, rad1, labels=["normal"])
-    verification.create_round(ctx, "Chest", name="R", readers=["rad2", "rad3"], n=8, seed=0, actor=LOCAL_ADMIN)
+    verification.create_round(ctx, pid, name="R", readers=["rad2", "rad3"], n=8, seed=0, actor=LOCAL_ADMIN)
     for reader, flip in (("rad2", -1), ("rad3", 0)):
         uid, i = user_id(ctx, reader), 0
         while (case := verification.next_verification(ctx, uid)) is not None:

@@ -51,7 +51,7 @@ def test_lead_sees_what_needs_attention(ctx: AppContext, portal_env: Settings) -
     rad1 = user_id(ctx, "rad1")
     while (case := labelling.next_case(ctx, pid, rad1)) is not None:
         labelling.submit(ctx, case.assignment_id, rad1, labels=["normal"])
-    rnd = verification.create_round(ctx, "Alpha", name="R1", readers=["rad2", "rad3"], n=4, seed=0,
+    rnd = verification.create_round(ctx, pid, name="R1", readers=["rad2", "rad3"], n=4, seed=0,
                                     adjudicator="lead1", actor=LOCAL_ADMIN)
     for reader, label in (("rad2", "normal"), ("rad3", "pneumonia")):
         uid = user_id(ctx, reader)

@@ -110,7 +110,7 @@ def test_blinded_multi_label_verification_and_adjudication_by_key(ctx: AppContex
     case = labelling.next_case(ctx, beta, rad1)
     assert case is not None
     labelling.submit(ctx, case.assignment_id, rad1, labels=["atelectasis"], comment="RAD1-MARKER")
-    verification.create_round(ctx, "Beta", name="R", readers=["rad2", "rad3"], n=1, seed=0, adjudicator="lead1",
+    verification.create_round(ctx, beta, name="R", readers=["rad2", "rad3"], n=1, seed=0, adjudicator="lead1",
                               actor=LOCAL_ADMIN)
     rad3 = user_id(ctx, "rad3")
     read = verification.next_verification(ctx, rad3)

@@ -20,14 +20,14 @@ def _study(ctx: AppContext) -> tuple[int, list[int]]:
     while (case := labelling.next_case(ctx, pid, rad1)) is not None:
         labelling.submit(ctx, case.assignment_id, rad1, labels=["normal"])
     _predict(ctx, items, "pneumonia")
-    rnd = verification.create_round(ctx, "Chest", name="Arms", readers=["rad2", "rad3"], n=6, seed=2,
+    rnd = verification.create_round(ctx, pid, name="Arms", readers=["rad2", "rad3"], n=6, seed=2,
                                     kind="automation_bias", actor=LOCAL_ADMIN)
     for reader, arm in rnd.arms:
         uid = user_id(ctx, reader)
         while (case := verification.next_verification(ctx, uid)) is not None:
             label = "pneumonia" if arm == "suggestions" else "normal"
             verification.submit_verification(ctx, case.assignment_id, uid, labels=[label])
-    study = verification.create_reread_round(ctx, "Chest", reader="rad1", n=3, washout_days=0, spacing=0,
+    study = verification.create_reread_round(ctx, pid, reader="rad1", n=3, washout_days=0, spacing=0,
                                              name="Washout", actor=LOCAL_ADMIN)
     while (case := labelling.next_case(ctx, pid, rad1)) is not None:
         labelling.submit(ctx, case.assignment_id, rad1, labels=["normal"])

@@ -61,5 +61,5 @@ def test_round_form_checks_readers_before_submitting(ctx: AppContext, portal_env
     at.button(key="round_create").click().run()
     assert any("Created Round: 4 items, 8 blinded reads" in s.value for s in at.success), [e.value for e in at.error]
     with pytest.raises(InputError, match="lead1 creates this round"):
-        verification.create_round(ctx, "Chest", name="R2", readers=["lead1", "rad2", "rad3"], n=2, seed=1,
+        verification.create_round(ctx, pid, name="R2", readers=["lead1", "rad2", "rad3"], n=2, seed=1,
                                   actor=user_id(ctx, "lead1"))

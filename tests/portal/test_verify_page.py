@@ -24,7 +24,7 @@ def test_blinded_reader_sees_no_other_read_and_no_suggestion(ctx: AppContext, po
     case = labelling.next_case(ctx, pid, rad1)
     assert [s.label for s in case.suggestions] == ["pneumonia", "normal"]  # primary reads do see suggestions
     labelling.submit(ctx, case.assignment_id, rad1, labels=["pneumonia"], comment="ORIGINAL-READ-MARKER")
-    verification.create_round(ctx, "Chest", name="R", readers=["rad2", "rad3"], n=1, seed=0, actor=LOCAL_ADMIN)
+    verification.create_round(ctx, pid, name="R", readers=["rad2", "rad3"], n=1, seed=0, actor=LOCAL_ADMIN)
     rad2 = user_id(ctx, "rad2")
     read = verification.next_verification(ctx, rad2)
     verification.submit_verification(ctx, read.assignment_id, rad2, labels=["normal"], comment="RAD2-MARKER")

@@ -528,7 +528,7 @@ def test_send_to_verification_covers_exactly_those_items(ctx: AppContext, projec
         pytest.skip("needs services.verification.create_round(..., item_ids=[...]) (the lead is adding it)")
     items = project["items"][:8]
     label_truthfully(ctx, project, items)
-    rnd = verification.send_to_verification(ctx, PROJECT, items[2:5], ["rad2", "rad3"], LOCAL_ADMIN)
+    rnd = verification.send_to_verification(ctx, project["id"], items[2:5], ["rad2", "rad3"], LOCAL_ADMIN)
     assert rnd.sample_size == 3 and rnd.reads_total == 6
     with ctx.reads() as session:
         from db.models import Assignment
@@ -536,7 +536,7 @@ def test_send_to_verification_covers_exactly_those_items(ctx: AppContext, projec
         chosen = set(session.scalars(select(Assignment.item_id).where(Assignment.round_id == rnd.id)))
     assert chosen == set(items[2:5])
     with pytest.raises(InputError, match="at least one item"):
-        verification.send_to_verification(ctx, PROJECT, [], ["rad2", "rad3"], LOCAL_ADMIN)
+        verification.send_to_verification(ctx, project["id"], [], ["rad2", "rad3"], LOCAL_ADMIN)
 
 
 # ---------------------------------------------------------------------------------------------------- demo

@@ -142,11 +142,11 @@ def _calls() -> dict[str, Callable[[World, int], Any]]:
         "review.release": lambda w, a: review.release(w.ctx, w.quarantined, [], actor=a),
         "review.reject": lambda w, a: review.reject(w.ctx, w.quarantined, "unsure", actor=a),
         "verification.create_round": lambda w, a: verification.create_round(
-            w.ctx, "Alpha", name="R2", readers=["rad1"], n=1, actor=a),
-        "verification.check_round": lambda w, a: verification.check_round(w.ctx, "Alpha", readers=["rad1"], n=1,
+            w.ctx, w.alpha, name="R2", readers=["rad1"], n=1, actor=a),
+        "verification.check_round": lambda w, a: verification.check_round(w.ctx, w.alpha, readers=["rad1"], n=1,
                                                                            actor=a),
         "verification.create_reread_round": lambda w, a: verification.create_reread_round(
-            w.ctx, "Alpha", reader="rad1", n=2, washout_days=1, actor=a),
+            w.ctx, w.alpha, reader="rad1", n=2, washout_days=1, actor=a),
         "verification.rounds": lambda w, a: verification.rounds(w.ctx, w.alpha, actor=a),
         "verification.round_summary": lambda w, a: verification.round_summary(w.ctx, w.round_id, actor=a),
         "verification.round_ratings": lambda w, a: verification.round_ratings(w.ctx, w.round_id, actor=a),
@@ -168,7 +168,7 @@ def _calls() -> dict[str, Callable[[World, int], Any]]:
         "learning.predictions_vs_truth": lambda w, a: al.predictions_vs_truth(w.ctx, "Alpha", actor=a),
         "learning.suspected_label_errors": lambda w, a: al.suspected_label_errors(w.ctx, "Alpha", actor=a),
         "verification.send_to_verification": lambda w, a: verification.send_to_verification(
-            w.ctx, "Alpha", [w.item], ["rad1"], a),
+            w.ctx, w.alpha, [w.item], ["rad1"], a),
         "learning.decide": lambda w, a: al.decide(w.ctx, w.al_round, "reject", a),
         # an unknown kind: an allowed actor passes the check and is refused for the kind, so nothing starts
         "jobs.submit": lambda w, a: jobs.submit(w.ctx, "no-such-kind", {"project": "Alpha"}, a),

@@ -30,13 +30,13 @@ def test_round_over_chosen_items(ctx: AppContext) -> None:
     pid = _labelled_project(ctx)
     with ctx.reads() as session:
         ids = sorted(a.item_id for a in session.query(Annotation).all())
-    rnd = verification.create_round(ctx, "Chest", name="Suspects", readers=["rad2", "rad3"], item_ids=ids[:3], actor=LOCAL_ADMIN)
+    rnd = verification.create_round(ctx, pid, name="Suspects", readers=["rad2", "rad3"], item_ids=ids[:3], actor=LOCAL_ADMIN)
     assert rnd.sample_size == 3 and rnd.reads_total == 6
     with pytest.raises(InputError, match="not labelled items"):
-        verification.create_round(ctx, "Chest", name="Bad", readers=["rad2", "rad3"], item_ids=[ids[0], 99999], actor=LOCAL_ADMIN)
+        verification.create_round(ctx, pid, name="Bad", readers=["rad2", "rad3"], item_ids=[ids[0], 99999], actor=LOCAL_ADMIN)
     unlabelled = make_items(ctx, pid, 1, start=500)
     with pytest.raises(InputError, match=str(unlabelled[0])):
-        verification.create_round(ctx, "Chest", name="Bad", readers=["rad2", "rad3"], item_ids=unlabelled, actor=LOCAL_ADMIN)
+        verification.create_round(ctx, pid, name="Bad", readers=["rad2", "rad3"], item_ids=unlabelled, actor=LOCAL_ADMIN)
     assert len(verification.rounds(ctx, pid, actor=LOCAL_ADMIN)) == 1  # the refused rounds left nothing behind
 
 
@@ -45,7 +45,7 @@ def test_rereads_wait_for_the_washout_and_mix_into_the_queue(ctx: AppContext) ->
     make_items(ctx, pid, 8)
     first = _label_all(ctx, pid, "rad1", lambda item: "pneumonia" if item % 2 else "normal")
     start = utcnow()
-    study = verification.create_reread_round(ctx, "Chest", reader="rad1", n=4, washout_days=14, seed=3, spacing=2,
+    study = verification.create_reread_round(ctx, pid, reader="rad1", n=4, washout_days=14, seed=3, spacing=2,
                                              now=start, actor=LOCAL_ADMIN)
     assert study.kind == "intra_reader" and study.reads_total == 4 and study.washout_until is not None
     make_items(ctx, pid, 6, start=100)
@@ -93,10 +93,10 @@ def test_intra_reader_kappa_and_refusals(ctx: AppContext) -> None:
     truth = {}
     first = _label_all(ctx, pid, "rad1", lambda item: truth.setdefault(item, "pneumonia" if item % 2 else "normal"))
     with pytest.raises(InputError, match="only 6"):
-        verification.create_reread_round(ctx, "Chest", reader="rad1", n=7, washout_days=1, actor=LOCAL_ADMIN)
+        verification.create_reread_round(ctx, pid, reader="rad1", n=7, washout_days=1, actor=LOCAL_ADMIN)
     with pytest.raises(InputError, match="no user"):
-        verification.create_reread_round(ctx, "Chest", reader="ghost", n=2, washout_days=1, actor=LOCAL_ADMIN)
-    study = verification.create_reread_round(ctx, "Chest", reader="rad1", n=6, washout_days=0, spacing=0, actor=LOCAL_ADMIN)
+        verification.create_reread_round(ctx, pid, reader="ghost", n=2, washout_days=1, actor=LOCAL_ADMIN)
+    study = verification.create_reread_round(ctx, pid, reader="rad1", n=6, washout_days=0, spacing=0, actor=LOCAL_ADMIN)
     empty = verification.intra_reader_report(ctx, study.id, actor=LOCAL_ADMIN)
     assert empty.kappa is None and empty.reason is not None and "fewer than two" in empty.reason
     rad1 = user_id(ctx, "rad1")
@@ -125,11 +125,11 @@ def test_automation_bias_arms(ctx: AppContext) -> None:
     items = make_items(ctx, pid, 6)
     _label_all(ctx, pid, "rad1", lambda item: "normal")
     _predict(ctx, items, "pneumonia")  # the model disagrees with the reference on every item
-    rnd = verification.create_round(ctx, "Chest", name="AB", readers=["rad2", "rad3", "rad4", "rad5"],
+    rnd = verification.create_round(ctx, pid, name="AB", readers=["rad2", "rad3", "rad4", "rad5"],
                                     readers_per_item=2, n=6, seed=5, kind="automation_bias", actor=LOCAL_ADMIN)
     arms = dict(rnd.arms)
     assert sorted(arms.values()) == ["blinded", "blinded", "suggestions", "suggestions"]
-    assert arms == dict(verification.create_round(ctx, "Chest", name="AB2", readers=["rad2", "rad3", "rad4", "rad5"],
+    assert arms == dict(verification.create_round(ctx, pid, name="AB2", readers=["rad2", "rad3", "rad4", "rad5"],
                                                   readers_per_item=2, n=6, seed=5, kind="automation_bias", actor=LOCAL_ADMIN).arms)
     ab2 = verification.rounds(ctx, pid, actor=LOCAL_ADMIN)[-1]
     verification.close_round(ctx, ab2.id, actor=LOCAL_ADMIN)

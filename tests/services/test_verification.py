@@ -36,8 +36,8 @@ def test_draw_sample_is_seeded_and_stratified() -> None:
 
 
 def test_round_reads_are_blinded_and_disagreements_go_to_adjudication(ctx: AppContext) -> None:
-    _labelled_project(ctx)
-    rnd = verification.create_round(ctx, "Chest", name="R1", readers=["rad1", "rad2", "rad3"], readers_per_item=2,
+    pid = _labelled_project(ctx)
+    rnd = verification.create_round(ctx, pid, name="R1", readers=["rad1", "rad2", "rad3"], readers_per_item=2,
                                     n=4, seed=1, adjudicator="lead1", actor=LOCAL_ADMIN)
     assert (rnd.sample_size, rnd.reads_total, rnd.reads_done) == (4, 8, 0)
     # The original labeller (rad1) is never asked to verify.
@@ -67,8 +67,8 @@ def test_round_reads_are_blinded_and_disagreements_go_to_adjudication(ctx: AppCo
 
 
 def test_round_needs_enough_other_readers(ctx: AppContext) -> None:
-    _labelled_project(ctx)
+    pid = _labelled_project(ctx)
     with pytest.raises(InputError, match="readers other than its labeller"):
-        verification.create_round(ctx, "Chest", name="R", readers=["rad1", "rad2"], readers_per_item=2, n=2, seed=0, actor=LOCAL_ADMIN)
+        verification.create_round(ctx, pid, name="R", readers=["rad1", "rad2"], readers_per_item=2, n=2, seed=0, actor=LOCAL_ADMIN)
     with pytest.raises(InputError, match="either"):
-        verification.create_round(ctx, "Chest", name="R", readers=["rad2", "rad3"], seed=0, actor=LOCAL_ADMIN)
+        verification.create_round(ctx, pid, name="R", readers=["rad2", "rad3"], seed=0, actor=LOCAL_ADMIN)
