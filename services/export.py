@@ -21,6 +21,7 @@ from services.context import AppContext
 from services.jobs import params as job_params
 from services.jobs.kinds import register_kind
 from services.jobs.protocol import JobReporter
+from services.projects import project_id
 
 FORMATS = ("csv", "jsonl", "coco")
 
@@ -135,7 +136,7 @@ def check_export(ctx: AppContext, params: dict[str, Any]) -> dict[str, Any]:
     """``project`` (the name, as queued jobs have always stored it), ``format`` (csv | jsonl | coco),
     optional ``seed`` of the patient-level split."""
     job_params.require(params, "project", "format")
-    job_params.project_id(ctx, params["project"])
+    project_id(ctx, params["project"])
     if params["format"] not in FORMATS:
         raise InputError(None, f"unknown export format {params['format']!r} (choose {', '.join(FORMATS)})")
     if not isinstance(params.get("seed", 0), int):
@@ -148,7 +149,7 @@ def export_job(ctx: AppContext, params: dict[str, Any], reporter: JobReporter) -
     params = check_export(ctx, params)
     reporter.progress(0, 1, f"exporting {params['project']} as {params['format']}")
     # The job names its project (shown in the jobs list); it is resolved to the id here, once.
-    data = export_project(ctx, job_params.project_id(ctx, params["project"]), params["format"],
+    data = export_project(ctx, project_id(ctx, params["project"]), params["format"],
                           seed=int(params.get("seed", 0)),
                           actor=authz.job_actor(getattr(reporter, "actor_id", None)))
     suffix = ".json" if params["format"] in ("jsonl", "coco") else ""

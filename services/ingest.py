@@ -41,6 +41,7 @@ from services.jobs import params as job_params
 from services.jobs.fanout import chunked, fan_out
 from services.jobs.kinds import register_kind
 from services.jobs.protocol import JobReporter
+from services.projects import project_id
 
 logger = logging.getLogger(__name__)
 
@@ -213,12 +214,6 @@ def reidentify(ctx: AppContext, project_name: str, pseudonym: str, *, actor: aut
                           f"pseudonym {pseudonym!r}; run `medlabel init` (it moves keys written before 0.9)") from None
 
 
-def project_id_of(ctx: AppContext, name: str) -> int:
-    with ctx.reads() as session:
-        project = projects_q.require_project(session, name)
-        return project.id
-
-
 # --- as a job (services.jobs) --------------------------------------------------------------------
 
 DEID_OPTIONS = ("dates", "keep_patient_characteristics")
@@ -228,7 +223,7 @@ def check_ingest(ctx: AppContext, params: dict[str, Any]) -> dict[str, Any]:
     """``project``, ``paths`` (files or folders every worker can read), optional ``dates``
     (shift | remove), ``keep_patient_characteristics`` and ``chunk_size``."""
     job_params.require(params, "project", "paths")
-    job_params.project_id(ctx, params["project"])
+    project_id(ctx, params["project"])
     paths = params["paths"]
     if isinstance(paths, str) or not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
         raise InputError(None, "paths must be a list of file or folder names")

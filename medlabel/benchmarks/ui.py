@@ -105,13 +105,13 @@ def build(ctx: Any, *, real: int, backlog: int, seed: int = 0) -> tuple[list[Rea
     from medlabel.benchmarks.ingest import _dicom
     from services import authz
     from services.accounts import add_user
-    from services.ingest import ingest_blobs, project_id_of
-    from services.projects import LabelSpec, ProjectSpec, create_project
+    from services.ingest import ingest_blobs
+    from services.projects import LabelSpec, ProjectSpec, create_project, project_id
 
     add_user(ctx, "bench", "bench-password", "reader")
     create_project(ctx, ProjectSpec(name=PROJECT, task_type="single_label", readers=("bench",),
                                     labels=(LabelSpec(LABELS[0], "1"), LabelSpec(LABELS[1], "2"))))
-    pid = project_id_of(ctx, PROJECT)
+    pid = project_id(ctx, PROJECT)
     extra = SERVICE_ITEMS_PER_KIND * CT_EVERY  # enough of both kinds for the service-path timing
     rng = np.random.default_rng(seed)
     kinds = [kind_of(i) for i in range(real + extra)]

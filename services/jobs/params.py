@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from db.queries import projects as projects_q
 from medlabel.errors import InputError
-from services.context import AppContext
 
 DEFAULT_CHUNK = 64
 MAX_CHUNK = 4096
@@ -26,9 +24,3 @@ def require(params: dict[str, Any], *keys: str) -> None:
     if missing:
         raise InputError(None, f"missing job parameter(s): {', '.join(missing)}")
 
-
-def project_id(ctx: AppContext, name: str) -> int:
-    """The id of the project a job names; ``NotFoundError`` when there is none."""
-    with ctx.reads() as session:
-        project = projects_q.require_project(session, name)
-        return project.id

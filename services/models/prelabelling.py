@@ -40,6 +40,7 @@ from services.jobs.fanout import chunked, fan_out
 from services.jobs.kinds import register_kind
 from services.jobs.protocol import JobCancelled, JobReporter, JobResult
 from services.models.registry import ModelDTO, resolve
+from services.projects import project_id
 
 
 @dataclass(frozen=True)
@@ -251,7 +252,7 @@ def check_prelabel(ctx: AppContext, params: dict[str, Any]) -> dict[str, Any]:
     """``project``, ``model`` (NAME or NAME:VERSION, pinned here to the version it names now),
     optional ``chunk_size`` and ``batch_size``."""
     job_params.require(params, "project", "model")
-    job_params.project_id(ctx, params["project"])
+    project_id(ctx, params["project"])
     model = resolve(ctx, str(params["model"]))
     job_params.chunk_size(params)
     batch = params.get("batch_size", 8)
@@ -276,7 +277,7 @@ def prelabel_chunks_job(ctx: AppContext, params: dict[str, Any], reporter: JobRe
     params = check_prelabel(ctx, params)
     model = resolve(ctx, params["model"])
     with ctx.reads() as session:
-        todo = [item_id for item_id, _ in q.unpredicted_items(session, job_params.project_id(ctx, params["project"]),
+        todo = [item_id for item_id, _ in q.unpredicted_items(session, project_id(ctx, params["project"]),
                                                                      model.id)]
     chunks = chunked(todo, job_params.chunk_size(params))
     reporter.progress(0, len(todo), f"{len(todo)} items to pre-label in {len(chunks)} chunks")

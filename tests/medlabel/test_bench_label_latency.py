@@ -13,7 +13,7 @@ from medlabel.benchmarks import ui as bench
 from medlabel.settings import Settings
 from services import labelling
 from services.context import AppContext
-from services.ingest import project_id_of
+from services.projects import project_id
 from tests.services.factories import user_id
 
 pytestmark = [pytest.mark.bench, pytest.mark.slow]
@@ -35,7 +35,7 @@ def test_timed_items_are_uncached_real_size_dicom_at_the_head_of_a_backlog(
         # Nothing is rendered before the run: every timed view is a first view.
         assert [bench.derived_count(settings.store_dir, i.content_hash) for i in head] == [0] * 4
         # The queue serves them first, in the order the bench expects.
-        pid, reader = project_id_of(ctx, bench.PROJECT), user_id(ctx, "bench")
+        pid, reader = project_id(ctx, bench.PROJECT), user_id(ctx, "bench")
         served = []
         for _ in head:
             case = labelling.next_case(ctx, pid, reader)
