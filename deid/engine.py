@@ -242,10 +242,33 @@ def _characteristics(ds: Dataset) -> dict[str, Any]:
     return out
 
 
+AGE_STRING = re.compile(r"(\d{3})([DWMY])")  # DICOM PS3.5 AS
+OLDEST_AGE_KEPT = 89
+"""An age over 89 is an identifier (HIPAA Safe Harbor, 45 CFR 164.514(b)(2)(i)(C)): a kept PatientAge
+above it becomes ``090Y``, the class "90 or older"."""
+
+
+def _top_code_age(ds: Dataset) -> None:
+    """A PatientAge about to be kept: over 89 years it becomes ``090Y``; a value that is not an Age String
+    (free text in a 4-character field) is removed, fail closed."""
+    if "PatientAge" not in ds:
+        return
+    value = str(ds.PatientAge or "").strip().upper()
+    if not value:
+        return
+    match = AGE_STRING.fullmatch(value)
+    if match is None:
+        del ds.PatientAge
+    elif match.group(2) == "Y" and int(match.group(1)) > OLDEST_AGE_KEPT:  # 999M or 999W stay under 90 years
+        ds.PatientAge = f"{OLDEST_AGE_KEPT + 1:03d}Y"
+
+
 def _kept_characteristics(ds: Dataset, options: DeidOptions) -> dict[str, Any]:
     """What de-identification keeps of the patient's characteristics: all of them with the Retain
-    Patient Characteristics option, else only the view position (a technical attribute)."""
+    Patient Characteristics option (an age over 89 top-coded in ``ds`` itself, so the header written
+    and the characteristics returned agree), else only the view position (a technical attribute)."""
     if options.keep_patient_characteristics:
+        _top_code_age(ds)
         return _characteristics(ds)
     return {"view_position": str(ds.ViewPosition)} if "ViewPosition" in ds else {}
 

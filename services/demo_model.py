@@ -169,7 +169,8 @@ def clinical_records(nih_dir: Path) -> list[ClinicalRecord]:
         for row in csv.DictReader(handle):
             findings = tuple(f.strip().replace("_", " ").lower() for f in row["nih_finding_labels"].split("|"))
             out.append(ClinicalRecord(path=nih_dir / row["path"], patient=row["patient_id"], findings=findings,
-                                      attributes={"age": int(row["patient_age"]), "sex": row["patient_sex"],
+                                      # an age over 89 identifies: "90 or older", as de-identification keeps it
+                                      attributes={"age": min(int(row["patient_age"]), 90), "sex": row["patient_sex"],
                                                   "view_position": row["view_position"]}))
     return out
 

@@ -97,6 +97,20 @@ def test_patient_characteristics_option() -> None:
     assert "PatientAge" not in dropped and not dropped.get("PatientSex")
 
 
+@pytest.mark.parametrize(("age", "kept"), [("089Y", "089Y"), ("090Y", "090Y"), ("094Y", "090Y"), ("104Y", "090Y"),
+                                         ("999M", "999M"), ("elderly", None)])
+def test_a_kept_age_over_89_is_top_coded(age: str, kept: str | None) -> None:
+    # an age over 89 identifies (HIPAA Safe Harbor): kept only as "90 or older"; a non-age value goes
+    source = real("CT_small.dcm")
+    with pydicom.config.disable_value_validation():  # "elderly" is not an Age String: as a bad file has it
+        source.PatientAge = age
+    options = deid.DeidOptions(keep_patient_characteristics=True, scan_pixels=False)
+    data = plant(source, "C").data
+    result = run(data, options=options)
+    assert read(result).get("PatientAge") == kept and result.characteristics.get("age") == kept
+    assert deid.patient_characteristics(data, name="x.dcm", options=options).get("age") == kept
+
+
 def test_overlays_and_curves_are_removed() -> None:
     ds = real("MR_small.dcm")
     ds.add_new(0x60000010, "US", 8)
