@@ -84,8 +84,19 @@ def _start_image(ctx: AppContext, request_id: int, data: bytes, name: str, model
         done()
 
     with _futures_lock:
-        future = _futures[key] = _executor.submit(_store_image, ctx, request_id, data, name, model, embedding)
+        future = _futures[key] = _executor.submit(_store_image_logged, ctx, request_id, data, name, model, embedding)
     future.add_done_callback(forget)  # runs at once (after the lock is free) if it has finished already
+
+
+def _store_image_logged(ctx: AppContext, request_id: int, data: bytes, name: str, model: _Model,
+                        embedding: bytes | None) -> None:
+    """``_store_image``, its own failure (say, the database gone while it records the outcome) logged in
+    the background thread before the future settles, whether or not a page ever waits for it."""
+    try:
+        _store_image(ctx, request_id, data, name, model, embedding)
+    except Exception:
+        logger.exception("a second-opinion image step failed (request %s)", request_id)
+        raise
 
 
 def _store_image(ctx: AppContext, request_id: int, data: bytes, name: str, model: _Model,
@@ -176,14 +187,14 @@ def drain(ctx: AppContext | None = None, timeout: float = IMAGE_WAIT_S) -> None:
 
 
 def _settle(future: Future[None], timeout: float) -> None:
-    """Wait for a background image step; its own failure (say, the database gone while it recorded
-    the outcome) is logged, and the request keeps the state the database has."""
+    """Wait for a background image step; its own failure was logged by the step, and the request keeps
+    the state the database has."""
     try:
         future.result(timeout=timeout)
     except FutureTimeout:
         pass
-    except Exception:  # noqa: BLE001 - reported here, never raised into a page that only wanted to wait
-        logger.exception("a second-opinion image step failed")
+    except Exception:  # noqa: BLE001, S110 - logged by _store_image_logged; never raised into a page
+        pass
 
 
 def _stored(ctx: AppContext, request_id: int, actor_id: int | None) -> tuple[SecondOpinionRequest, _Model, str]:

@@ -4,6 +4,7 @@ similar cases by cosine similarity, and expert review at the front of a project'
 from __future__ import annotations
 
 import io
+import time
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -582,6 +583,24 @@ def test_a_failing_image_step_is_logged_and_the_request_stays_readable(
     opinion = second_opinion.ask(ctx, doc, "x.png", _xray_png(2), model)
     assert second_opinion.wait_for_image(ctx, opinion.id, actor=LOCAL_ADMIN).image_state == "pending"  # no exception raised here
     assert "image step failed" in caplog.text
+
+
+def test_a_step_that_fails_before_anyone_waits_is_logged(
+        ctx: AppContext, model: str, doc: int, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The step's future is forgotten once it ends: a failure must be logged by the step itself, not by
+    whoever waits (a page may never wait, or look after the future has gone)."""
+    def broken(*args: Any, **kwargs: Any) -> NoReturn:
+        raise RuntimeError("database went away")
+
+    monkeypatch.setattr(so_image, "_image_done", broken)
+    opinion = second_opinion.ask(ctx, doc, "x.png", _xray_png(3), model)
+    key, deadline = so_image._future_key(ctx, opinion.id), time.monotonic() + 30
+    while key in so_image._futures and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert key not in so_image._futures, "the image step did not end within 30 s"
+    assert second_opinion.wait_for_image(ctx, opinion.id, actor=LOCAL_ADMIN).image_state == "pending"
+    assert caplog.text.count("image step failed") == 1
 
 
 def test_an_unexpected_deidentification_error_marks_the_image_lost_and_logs_no_phi(
