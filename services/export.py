@@ -158,4 +158,4 @@ def export_job(ctx: AppContext, params: dict[str, Any], reporter: JobReporter) -
     return {"format": params["format"], "bytes": len(data), "sha256": digest, "stored_path": stored}
 
 
-register_kind("export", export_job, check_export)
+register_kind("export", export_job, check=check_export)

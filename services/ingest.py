@@ -276,4 +276,4 @@ def ingest_job(ctx: AppContext, params: dict[str, Any], reporter: JobReporter) -
     return {"files": len(files), **totals, "refusals": refused[:50]}
 
 
-register_kind("ingest", ingest_job, check_ingest)
+register_kind("ingest", ingest_job, check=check_ingest)

@@ -24,10 +24,10 @@ from services.jobs.api import (
     submit_unchecked,
     wait,
 )
-from services.jobs.kinds import KINDS, JobKind, kind_of, register_kind
+from services.jobs.kinds import KINDS, JobKind, JobParams, kind_of, register_kind
 from services.jobs.launcher import LOST_AFTER_S, STALE_AFTER_S, reap
 from services.jobs.worker import LABEL_TRIGGER, check_submitter, run_job, stop_requested
 
-__all__ = ["KINDS", "LABEL_TRIGGER", "LOST_AFTER_S", "STALE_AFTER_S", "JobDTO", "JobKind", "WaitTimeout", "cancel",
-           "check_submitter", "job", "kind_of", "list_jobs", "list_jobs_unchecked", "reap", "register_kind", "retry",
-           "run_job", "stop_requested", "submit", "submit_unchecked", "wait"]
+__all__ = ["KINDS", "LABEL_TRIGGER", "LOST_AFTER_S", "STALE_AFTER_S", "JobDTO", "JobKind", "JobParams", "WaitTimeout",
+           "cancel", "check_submitter", "job", "kind_of", "list_jobs", "list_jobs_unchecked", "reap", "register_kind",
+           "retry", "run_job", "stop_requested", "submit", "submit_unchecked", "wait"]

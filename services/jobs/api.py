@@ -26,7 +26,7 @@ from services import audit, authz
 from services.audit_events import JobCancelled, JobRetried, JobSubmitted
 from services.context import AppContext
 from services.jobs import cluster
-from services.jobs.kinds import kind_of
+from services.jobs.kinds import JobParams, kind_of
 from services.jobs.launcher import cancel_queued, launch, new_task_key, reap
 from services.jobs.worker import LABEL_TRIGGER
 
@@ -87,47 +87,60 @@ def _dto(job: Job, username: str | None, project: str | None) -> JobDTO:
                   created_by_id=job.created_by_id)
 
 
-def submit(ctx: AppContext, kind: str, params: dict[str, Any], actor: authz.ActorRef,
+def submit(ctx: AppContext, kind: str, params: JobParams | dict[str, Any], actor: authz.ActorRef,
            project_id: int | None = None) -> JobDTO:
     """Record a job and start it (``submit_unchecked``). Leads submit jobs for the projects they lead
     (services/authz.py); the job then runs with the rights checked here, checked again on the worker when it
-starts and while it runs (``services.jobs.worker.check_submitter``)."""
+    starts and while it runs (``services.jobs.worker.check_submitter``). ``params`` is the kind's
+    parameters dataclass (``services.jobs.kinds``) or its JSON form."""
     who = authz.require_role(ctx, actor, authz.LEADS, "submit jobs")
-    if isinstance(params, dict):
-        if LABEL_TRIGGER in params:
+    typed = kind_of(kind).parse(params)
+    fields = typed.to_json() if isinstance(typed, JobParams) else typed
+    if isinstance(fields, dict):
+        if fields.get(LABEL_TRIGGER):
             raise InputError(None, f"job parameter {LABEL_TRIGGER!r} is reserved for automatic retraining")
-        if params.get("actor_id", who.user_id) != who.user_id:
+        if fields.get("actor_id", who.user_id) != who.user_id:
             raise PermissionDenied("a job's actor_id must be its submitter's own")
-    if project_id is not None:
-        authz.require_project(ctx, who, project_id, roles=authz.LEADS)
-    if isinstance(params, dict) and isinstance(params.get("project"), str):
-        authz.require_project(ctx, who, params["project"], roles=authz.LEADS)
-    return submit_unchecked(ctx, kind, params, who.user_id, project_id)
+        for project in (project_id, fields.get("project_id"), fields.get("project")):
+            if isinstance(project, int | str) and not isinstance(project, bool):
+                authz.require_project(ctx, who, project, roles=authz.LEADS)
+    return submit_unchecked(ctx, kind, typed, who.user_id, project_id)
 
 
-def submit_unchecked(ctx: AppContext, kind: str, params: dict[str, Any], actor_id: int | None,
+def submit_unchecked(ctx: AppContext, kind: str, params: JobParams | dict[str, Any], actor_id: int | None,
                      project_id: int | None = None) -> JobDTO:
     """Record a job and start it on the cluster; returns at once (the job is queued or running).
 
-    ``params`` must be JSON; ``params["project"]`` (a project name) sets ``project_id`` when not given.
+    ``params`` is the kind's parameters dataclass or its JSON form; its ``project_id`` field sets the job's
+    project when ``project_id`` is not given (for a kind not yet typed, ``params["project"]``, a name).
     Bad parameters raise before anything is written. No access check: callers check (``submit``) or
     start system work (an automatic retrain after a reader's label).
     """
     job_kind = kind_of(kind)
-    try:
-        params = json.loads(json.dumps(params))
-    except (TypeError, ValueError) as exc:
-        raise InputError(None, f"job parameters must be JSON data ({exc})") from None
-    if not isinstance(params, dict):
-        raise InputError(None, "job parameters must be a JSON object")
+    typed = job_kind.parse(params)
     if job_kind.check is not None:
-        params = job_kind.check(ctx, params) or params
-    if project_id is None and isinstance(params.get("project"), str):
+        typed = job_kind.check(ctx, typed) or typed
+    if isinstance(typed, JobParams):
+        stored = typed.to_json()
+        if project_id is None and isinstance(stored.get("project_id"), int):
+            project_id = stored["project_id"]
+    else:
+        try:
+            stored = json.loads(json.dumps(typed))
+        except (TypeError, ValueError) as exc:
+            raise InputError(None, f"job parameters must be JSON data ({exc})") from None
+        if not isinstance(stored, dict):
+            raise InputError(None, "job parameters must be a JSON object")
+        if project_id is None and isinstance(stored.get("project_id"), int):
+            project_id = stored["project_id"]
+        elif project_id is None and isinstance(stored.get("project"), str):
+            with ctx.reads() as session:
+                project_id = projects_q.require_project(session, stored["project"]).id
+    if project_id is not None:
         with ctx.reads() as session:
-            project = projects_q.require_project(session, params["project"])
-            project_id = project.id
+            projects_q.require_project_id(session, project_id)
     with ctx.sessions.begin() as session:
-        row = Job(kind=kind, params=params, state=JobState.QUEUED, attempts=1, project_id=project_id,
+        row = Job(kind=kind, params=stored, state=JobState.QUEUED, attempts=1, project_id=project_id,
                   created_by_id=actor_id, worker=cluster.owner_tag(ctx.settings), heartbeat_at=utcnow())
         session.add(row)
         session.flush()

@@ -29,6 +29,7 @@ from medlabel.errors import MedlabelError, NotFoundError, PermissionDenied
 from services import authz
 from services.context import AppContext
 from services.jobs import cluster
+from services.jobs.kinds import kind_of
 from services.jobs.protocol import JobCancelled
 
 logger = logging.getLogger("services.jobs")
@@ -174,7 +175,7 @@ def run_job(job_id: int, attempt: int, run: Callable[..., Any], payload: dict[st
         row = session.get(Job, job_id)
         if row is None or row.attempts != attempt:
             return "superseded"
-        params, actor_id, owner = dict(row.params), row.created_by_id, row.worker or ""
+        params, actor_id, owner, kind = dict(row.params), row.created_by_id, row.worker or "", row.kind
         project_id = row.project_id
         local = owner[owner.find("local:"):] if "local:" in owner else ""
         worker = cluster.worker_name() + (f" via {local}" if local else "")
@@ -188,7 +189,8 @@ def run_job(job_id: int, attempt: int, run: Callable[..., Any], payload: dict[st
     error: str | None = None
     try:
         check_submitter(ctx, job_id, actor_id, project_id, params)
-        result = _json_result(run(ctx, params, reporter))
+        typed = kind_of(kind).parse(params)  # a row written by an older version fails here, with a reason
+        result = _json_result(run(ctx, typed, reporter))
         state, message = JobState.SUCCEEDED, reporter.message or "done"
     except JobCancelled:
         state, message = JobState.CANCELLED, f"cancelled after {reporter.done} of {reporter.total or '?'}"

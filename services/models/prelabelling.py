@@ -295,4 +295,4 @@ def prelabel_chunks_job(ctx: AppContext, params: dict[str, Any], reporter: JobRe
             "failed": len(failed), "failures": failed[:50], "chunks": len(chunks)}
 
 
-register_kind("prelabel", prelabel_chunks_job, check_prelabel)
+register_kind("prelabel", prelabel_chunks_job, check=check_prelabel)

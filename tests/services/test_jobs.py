@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,14 +38,29 @@ WAIT_S = 180
 # --- job kinds of the tests (resolved by the workers, like any kind) --------------------------------
 
 
-def steps_job(ctx: AppContext, params: dict[str, Any], reporter: JobReporter) -> dict[str, Any]:
+@dataclass(frozen=True)
+class StepsParams(jobs.JobParams):
+    steps: int
+    fail: str | None = None
+
+
+def steps_job(ctx: AppContext, params: StepsParams, reporter: JobReporter) -> dict[str, Any]:
     """Reports ``steps`` steps, then fails with ``fail`` if given."""
-    for i in range(params["steps"]):
+    for i in range(params.steps):
         check_stop(reporter)
-        reporter.progress(i + 1, params["steps"], f"step {i + 1}")
-    if params.get("fail"):
-        raise ValueError(params["fail"])
-    return {"steps": params["steps"]}
+        reporter.progress(i + 1, params.steps, f"step {i + 1}")
+    if params.fail:
+        raise ValueError(params.fail)
+    return {"steps": params.steps}
+
+
+WRAPPER_KEYS = ("inner", "die_after", "kill")
+
+
+def _inner(params: dict[str, Any]) -> tuple[jobs.JobKind, Any]:
+    """The wrapped kind and its own parameters (the wrapper's JSON less the wrapper's keys)."""
+    kind = jobs.kind_of(params["inner"])
+    return kind, kind.parse({k: v for k, v in params.items() if k not in WRAPPER_KEYS})
 
 
 class _Wrapped:
@@ -72,7 +88,8 @@ def held_after_first_chunk(ctx: AppContext, params: dict[str, Any], reporter: Jo
         while first and n == 1 and not reporter.should_stop() and time.monotonic() < deadline:
             time.sleep(0.05)
 
-    return jobs.KINDS[params["inner"]].run(ctx, params, _Wrapped(reporter, hold))
+    kind, inner = _inner(params)
+    return kind.run(ctx, inner, _Wrapped(reporter, hold))
 
 
 def dies_once(ctx: AppContext, params: dict[str, Any], reporter: JobReporter) -> dict[str, Any]:
@@ -85,10 +102,11 @@ def dies_once(ctx: AppContext, params: dict[str, Any], reporter: JobReporter) ->
                 os.kill(os.getpid(), signal.SIGKILL)
             raise RuntimeError("the worker was lost mid-way")
 
-    return jobs.KINDS[params["inner"]].run(ctx, params, _Wrapped(reporter, die))
+    kind, inner = _inner(params)
+    return kind.run(ctx, inner, _Wrapped(reporter, die))
 
 
-jobs.register_kind("test_steps", steps_job)
+jobs.register_kind("test_steps", steps_job, StepsParams)
 jobs.register_kind("test_held", held_after_first_chunk)
 jobs.register_kind("test_dies_once", dies_once)
 
@@ -387,8 +405,12 @@ def test_bad_input_writes_nothing(ctx: AppContext, tiny_model: bytes) -> None:
     register_model(ctx, tiny_model, name="tiny", labels=LABELS)
     with pytest.raises(InputError, match="unknown job kind 'nope'"):
         jobs.submit(ctx, "nope", {}, LOCAL_ADMIN)
-    with pytest.raises(InputError, match="JSON"):
+    with pytest.raises(InputError, match="test_steps parameter 'steps' must be an integer"):
         jobs.submit(ctx, "test_steps", {"steps": {1, 2}}, LOCAL_ADMIN)
+    with pytest.raises(InputError, match="unknown test_steps parameter"):
+        jobs.submit(ctx, "test_steps", {"steps": 1, "stesp": 2}, LOCAL_ADMIN)
+    with pytest.raises(InputError, match="JSON"):
+        jobs.submit(ctx, "test_held", {"inner": "test_steps", "steps": {1, 2}}, LOCAL_ADMIN)
     with pytest.raises(NotFoundError, match="no model 'missing'"):
         jobs.submit(ctx, "prelabel", {"project": "Chest", "model": "missing"}, LOCAL_ADMIN)
     with pytest.raises(NotFoundError, match="no project named 'Elsewhere'"):
