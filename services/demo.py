@@ -175,8 +175,9 @@ def load_demo(ctx: AppContext, *, data_dir: Path | None = None, images: int = 12
         truth = _truth(data_dir, [r for r in reports if r.project == AL_PROJECT.name])
         model_line += "; " + demo_reads(ctx, truth)
         from services.learning import setup_active_learning_demo
+        from services.projects import project_id
 
-        model_line += "; " + setup_active_learning_demo(ctx, AL_PROJECT.name)
+        model_line += "; " + setup_active_learning_demo(ctx, project_id(ctx, AL_PROJECT.name))
         model_line += "; " + _demo_learning_rounds(ctx, truth)
         model_line += "; " + _demo_fullsize_model(ctx, data_dir)
         model_line += "; " + _approve_for_clinicians(ctx, "pneumonia-fullsize")
@@ -259,7 +260,7 @@ def _demo_learning_rounds(ctx: AppContext, truth: dict[int, str], *, batch: int 
 
     users = _user_ids(ctx)
     project = next(p for p in projects_for(ctx, users["lead"], "lead") if p.name == AL_PROJECT.name)
-    first = active_learning.retrain(ctx, AL_PROJECT.name, actor_id=users["lead"])
+    first = active_learning.retrain(ctx, project.id, actor_id=users["lead"])
     rng = np.random.default_rng(seed)
     flip = {"normal": "pneumonia", "pneumonia": "normal"}
     read = 0
@@ -269,7 +270,7 @@ def _demo_learning_rounds(ctx: AppContext, truth: dict[int, str], *, batch: int 
                          labels=[flip.get(label, label) if rng.random() < 0.08 else label],
                          time_spent_ms=int(rng.integers(2500, 9000)))
         read += 1
-    second = active_learning.retrain(ctx, AL_PROJECT.name, actor_id=users["lead"])
+    second = active_learning.retrain(ctx, project.id, actor_id=users["lead"])
     return (f"active-learning retrains: {first.model} on {first.n_labels} labels, then {second.model} on "
             f"{second.n_labels} after reader1 read {read} queued cases")
 

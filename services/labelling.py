@@ -225,12 +225,12 @@ def submit(ctx: AppContext, assignment_id: int, user_id: int, *, labels: Sequenc
         annotation_id = annotation.id
         auto_retrain = (claim.kind == AnnotationKind.LABEL
                         and ProjectSettings.from_json(project.settings).active_learning.retrain_every > 0)
-        project_name = project.name
+        project_name, project_id = project.name, project.id
     if auto_retrain:
         from services import learning as active_learning  # late: scikit-learn, Dask
 
         try:
-            active_learning.retrain_if_due(ctx, project_name, actor_id=user_id)
+            active_learning.retrain_if_due(ctx, project_id, actor_id=user_id)
         except MedlabelError as exc:  # the label is saved; a retrain that cannot start must not undo that
             logger.warning("automatic retrain of %r not started: %s", project_name, exc)
     return annotation_id

@@ -183,3 +183,14 @@ def add_round(session: Session, *, project_id: int, model_id: int | None, strate
 
 def item(session: Session, item_id: int) -> Item | None:
     return session.get(Item, item_id)
+
+
+def items_with_reads(session: Session, project_id: int) -> int:
+    """How many released items of the project have a primary, verification or adjudication read that is
+    not a retraction: one aggregate (indexes on items.project_id and annotations.item_id), an upper bound
+    of the items with a final label (``agreement.consensus``) that loads no annotation."""
+    stmt = (select(func.count(func.distinct(Annotation.item_id)))
+            .join(Item, Item.id == Annotation.item_id)
+            .where(Item.project_id == project_id, Item.deid_status == DeidStatus.RELEASED,
+                   Annotation.kind.in_(_READ_KINDS), Annotation.retracted.is_(False)))
+    return int(session.scalar(stmt) or 0)

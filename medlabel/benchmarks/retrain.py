@@ -211,7 +211,7 @@ def _corpus(ctx: Any, items: int, labels: int, backbone: str = "tiny") -> str:
     predicted = prelabel(ctx, PROJECT, "tiny").predicted
     if predicted != items:
         raise RuntimeError(f"the tiny model pre-labelled {predicted} of {items} items")
-    al.configure(ctx, PROJECT, "margin", al.DEFAULT_BATCH_SIZE, 0, actor=authz.LOCAL_ADMIN)
+    al.configure(ctx, pid, "margin", al.DEFAULT_BATCH_SIZE, 0, actor=authz.LOCAL_ADMIN)
     with ctx.sessions.begin() as session:
         session.add_all(Annotation(item_id=item_id, user_id=reader.id, kind=AnnotationKind.LABEL,
                                    labels=[truth(pair)]) for item_id, pair in zip(ids[:labels], pairs, strict=False))
@@ -221,14 +221,16 @@ def _corpus(ctx: Any, items: int, labels: int, backbone: str = "tiny") -> str:
 def _best_score_pool(ctx: Any, strategy: str, repeats: int) -> tuple[float, int]:
     from services import authz
     from services import learning as al
+    from services.projects import project_id
 
     if strategy not in al.STRATEGY_CHOICES:
         raise click.UsageError(f"services.learning has no strategy {strategy!r}")
-    al.configure(ctx, PROJECT, strategy, al.DEFAULT_BATCH_SIZE, 0, actor=authz.LOCAL_ADMIN)
+    pid = project_id(ctx, PROJECT)
+    al.configure(ctx, pid, strategy, al.DEFAULT_BATCH_SIZE, 0, actor=authz.LOCAL_ADMIN)
     best, scored = float("inf"), 0
     for _ in range(repeats):
         start = time.perf_counter()
-        scored = al.score_pool(ctx, PROJECT).scored
+        scored = al.score_pool(ctx, pid).scored
         best = min(best, time.perf_counter() - start)
     return best, scored
 
@@ -250,6 +252,7 @@ def run(items: int = 10_000, labels: int = 500, repeats: int = 3, backbone: str 
     """Build the installation, time one retrain and ``score_pool`` per strategy; the figures as a dict."""
     from medlabel.benchmarks.installation import throwaway_installation
     from services import learning as al
+    from services.projects import project_id
 
     check(items, labels, repeats)
     with throwaway_installation("medlabel-bench-retrain-") as ctx:
@@ -259,7 +262,7 @@ def run(items: int = 10_000, labels: int = 500, repeats: int = 3, backbone: str 
 
         reporter = ClockReporter()
         start = time.perf_counter()
-        report = al.retrain(ctx, PROJECT, reporter=reporter)
+        report = al.retrain(ctx, project_id(ctx, PROJECT), reporter=reporter)
         retrain_s = time.perf_counter() - start
 
         score_pool_s: dict[str, float] = {}

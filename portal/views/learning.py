@@ -23,7 +23,7 @@ ctx = app_context()
 st.title("Active learning")
 picked = pick_project(user, key="learning_project", needs="active_learning")
 project, learning_project_id = picked.name, picked.id
-status = al.status(ctx, project, actor=user)
+status = al.status(ctx, learning_project_id, actor=user)
 
 
 def _retrain(project: str) -> str:
@@ -43,7 +43,7 @@ with st.form("al_settings"):
                                value=status.retrain_every)
     if st.form_submit_button("Save"):
         try:
-            status = al.configure(ctx, project, strategy, int(batch), int(every), actor=user)
+            status = al.configure(ctx, learning_project_id, strategy, int(batch), int(every), actor=user)
         except MedlabelError as exc:
             st.error(str(exc))
         else:
@@ -63,9 +63,9 @@ if st.button("Retrain now", type="primary", disabled=status.model is None):
         st.error(str(exc))
     else:
         st.success(message)
-        status = al.status(ctx, project, actor=user)
+        status = al.status(ctx, learning_project_id, actor=user)
 
-curve = al.learning_curve(ctx, project, actor=user)
+curve = al.learning_curve(ctx, learning_project_id, actor=user)
 STATES = {"adopted": "adopted (not worse)", "held": "waiting for a lead", "approved": "adopted by a lead",
           "rejected": "rejected by a lead"}
 
@@ -138,7 +138,7 @@ if status.model is None:
     st.stop()
 
 st.subheader("Queued next, and why")
-queued = al.queued_cases(ctx, project, actor=user)
+queued = al.queued_cases(ctx, learning_project_id, actor=user)
 if queued:
     st.dataframe(pd.DataFrame([{"Item": c.item_id, "Why": c.why, "Reason": c.reason, "Score": c.score}
                                for c in queued]), hide_index=True, width="stretch")
@@ -149,7 +149,7 @@ else:
 
 st.subheader("Predictions beside the labels")
 shown = st.radio("Show", list(FILTER_NAMES), horizontal=True)
-rows = al.predictions_vs_truth(ctx, project, FILTER_NAMES[shown], actor=user)
+rows = al.predictions_vs_truth(ctx, learning_project_id, FILTER_NAMES[shown], actor=user)
 if rows:
     st.dataframe(pd.DataFrame([{"Item": r.item_id, "Label": ", ".join(r.truth), "Provenance": r.provenance,
                                 "Model": ", ".join(r.predicted) or "nothing", "Confidence": round(r.probability, 3),
@@ -159,7 +159,7 @@ else:
     st.caption("No labelled items with a prediction match this filter.")
 
 st.subheader("Suspected label errors")
-suspects = al.suspected_label_errors(ctx, project, actor=user)
+suspects = al.suspected_label_errors(ctx, learning_project_id, actor=user)
 if not suspects:
     st.caption("None found: the model does not confidently disagree with any label.")
     st.stop()

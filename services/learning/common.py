@@ -228,14 +228,15 @@ def _project_model(session: Any, project: Project) -> ModelVersion | None:
     return q.newest_model_with_predictions(session, project.id)
 
 
-def _read_project(session: Any, project_name: str, missing: str
+def _read_project(session: Any, project_id: int, missing: str
                   ) -> tuple[Project, _Model, _Labelled, dict[str, str], ActiveLearningSettings]:
     """The project, its model, its labelled items, its label kinds and its active-learning settings, as a
-    retrain or a feature learning run reads them; ``NotFoundError(missing)`` when it has no model."""
-    project = projects_q.require_project(session, project_name)
+    retrain or a feature learning run reads them; ``NotFoundError(missing)`` when it has no model
+    (``missing`` is formatted with the project's name: ``missing.format(name=...)``)."""
+    project = projects_q.require_project_id(session, project_id)
     row = _project_model(session, project)
     if row is None:
-        raise NotFoundError(missing)
+        raise NotFoundError(missing.format(name=project.name))
     return (project, _Model.of(row), _Labelled.read(q.read_rows(session, project.id)),
             q.label_kinds(session, project.id), _settings(project).active_learning)
 

@@ -28,19 +28,19 @@ from services.learning.common import (
 from services.learning.pool import _embeddings, _probs, _targets
 
 
-def learning_curve(ctx: AppContext, project_name: str, *, actor: authz.ActorRef) -> list[LearningRound]:
+def learning_curve(ctx: AppContext, project_id: int, *, actor: authz.ActorRef) -> list[LearningRound]:
     """Every round of the project, oldest first (checked; ``_learning_curve``)."""
-    authz.require_project(ctx, actor, project_name, roles=authz.LEADS)
-    return _learning_curve(ctx, project_name)
+    authz.require_project(ctx, actor, project_id, roles=authz.LEADS)
+    return _learning_curve(ctx, project_id)
 
 
-def _learning_curve(ctx: AppContext, project_name: str) -> list[LearningRound]:
+def _learning_curve(ctx: AppContext, project_id: int) -> list[LearningRound]:
     """Every round of the project, oldest first: held-out metric against the number of labels.
 
     A round without a project hold-out (the demo's round 0, whose head learnt from seed labels outside the
     project) reports the AUROC measured on its reference split instead, saying so in ``holdout``."""
     with ctx.reads() as session:
-        project = projects_q.require_project(session, project_name)
+        project = projects_q.require_project_id(session, project_id)
         rows = q.rounds(session, project.id)
         names = accounts_q.usernames(session, {r.decided_by_id for r, _ in rows if r.decided_by_id is not None})
         return [_learning_round(r, m, names.get(r.decided_by_id or -1)) for r, m in rows]
@@ -64,20 +64,20 @@ def _learning_round(r: ActiveLearningRound, m: ModelVersion | None, decided_by: 
                          state=r.state, gate=dict(r.gate or {}), decided_by=decided_by, trained_on=trained_on)
 
 
-def _labelled_predictions(ctx: AppContext, project_name: str) -> tuple[_Model, list[tuple[int, dict[str, Any],
+def _labelled_predictions(ctx: AppContext, project_id: int) -> tuple[_Model, list[tuple[int, dict[str, Any],
                                                                                           bytes | None]],
                                                                          _Labelled, dict[str, str]]:
     with ctx.reads() as session:
-        project = projects_q.require_project(session, project_name)
+        project = projects_q.require_project_id(session, project_id)
         row = _project_model(session, project)
         if row is None:
-            raise NotFoundError(f"project {project_name!r} has no model yet")
+            raise NotFoundError(f"project {project.name!r} has no model yet")
         labelled = _Labelled.read(q.read_rows(session, project.id))
         rows = q.predictions(session, project.id, row.id, item_ids=sorted(labelled.final))
         return _Model.of(row), rows, labelled, q.label_kinds(session, project.id)
 
 
-def predictions_vs_truth(ctx: AppContext, project_name: str, filter: str = "all",  # noqa: A002
+def predictions_vs_truth(ctx: AppContext, project_id: int, filter: str = "all",  # noqa: A002
                          limit: int = 200, *, actor: authz.ActorRef) -> list[PredictionRow]:
     """Labelled items with the model's prediction beside the final label and its provenance (items whose
     label is not one of the model's classes, e.g. 'indeterminate', are left out).
@@ -87,10 +87,10 @@ def predictions_vs_truth(ctx: AppContext, project_name: str, filter: str = "all"
     the reverse. Both sorted by the model's confidence in the wrong answer. ``uncertain``: the labelled
     items the model is least sure about first. ``all``: item order.
     """
-    authz.require_project(ctx, actor, project_name, roles=authz.LEADS)
+    authz.require_project(ctx, actor, project_id, roles=authz.LEADS)
     if filter not in FILTERS:
         raise InputError(None, f"unknown filter {filter!r}; choose from {', '.join(FILTERS)}")
-    model, rows, labelled, kinds = _labelled_predictions(ctx, project_name)
+    model, rows, labelled, kinds = _labelled_predictions(ctx, project_id)
     learnable = {int(i) for i in _targets(labelled, model, kinds)[0]}
     rows = [r for r in rows if r[0] in learnable]
     if not rows:
@@ -134,13 +134,13 @@ def predictions_vs_truth(ctx: AppContext, project_name: str, filter: str = "all"
     return out[:limit]
 
 
-def suspected_label_errors(ctx: AppContext, project_name: str, k: int = 20, *,
+def suspected_label_errors(ctx: AppContext, project_id: int, k: int = 20, *,
                            actor: authz.ActorRef) -> list[SuspectedError]:
     """Labelled items whose label a confident model disagrees with (confident learning), most suspicious
     first. Probabilities are out-of-fold (a logistic head on the embeddings, 5-fold) when every class has
     at least 2 labelled items with embeddings, else the stored predictions of the project's model."""
-    authz.require_project(ctx, actor, project_name, roles=authz.LEADS)
-    model, rows, labelled, kinds = _labelled_predictions(ctx, project_name)
+    authz.require_project(ctx, actor, project_id, roles=authz.LEADS)
+    model, rows, labelled, kinds = _labelled_predictions(ctx, project_id)
     ids, y, provenance = _targets(labelled, model, kinds)
     by_item = {i: (p, e) for i, p, e in rows}
     have = np.array([int(i) in by_item for i in ids], dtype=bool)

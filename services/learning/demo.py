@@ -24,7 +24,7 @@ DEMO_NPZ = Path(__file__).resolve().parents[2] / "sample_data" / "pneumoniamnist
 DEMO_FEATURE_IMAGES = 2000  # train images the demo's features are learnt on (keeps `make demo` quick)
 
 
-def setup_active_learning_demo(ctx: AppContext, project_name: str, *, npz: Path | None = None,
+def setup_active_learning_demo(ctx: AppContext, project_id: int, *, npz: Path | None = None,
                                labels: Sequence[str] = ("normal", "pneumonia"), seed_size: int = 20,
                                actor_id: int | None = None, reporter: JobReporter | None = None) -> str:
     """Give the demo project an honest active-learning model and queue.
@@ -37,7 +37,7 @@ def setup_active_learning_demo(ctx: AppContext, project_name: str, *, npz: Path 
     """
     reporter = reporter or NullReporter()
     with ctx.reads() as session:
-        project = projects_q.require_project(session, project_name)
+        project = projects_q.require_project_id(session, project_id)
         if _stored_ref(project):
             return f"active learning: already set up ({_stored_ref(project)})"
         strategy = project.queue_strategy if project.queue_strategy != "random" else al.DEFAULT_STRATEGY

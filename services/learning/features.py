@@ -27,6 +27,7 @@ from inference.registry import spec_from_dict
 from inference.types import Layout, Scaling
 from medlabel.errors import InputError
 from medlabel.values import ref_of
+from services import projects
 from services.audit_events import FeaturesInstalled
 from services.context import AppContext
 from services.jobs.kinds import register_kind
@@ -72,7 +73,7 @@ def _tensors(ctx: AppContext, paths: list[tuple[int, str]], spec: Any) -> tuple[
     return ids, batch.astype(np.float32)
 
 
-def learn_project_features(ctx: AppContext, project_name: str, *, actor_id: int | None = None,
+def learn_project_features(ctx: AppContext, project_id: int, *, actor_id: int | None = None,
                            reporter: JobReporter | None = None, max_images: int = MAX_FEATURE_IMAGES,
                            seed: int = 0, params: PatchFeatureParams | None = None) -> FeaturesReport:
     """Learn features on the project's images, fit the head on its labels, and switch it to the new model."""
@@ -82,8 +83,8 @@ def learn_project_features(ctx: AppContext, project_name: str, *, actor_id: int 
     reporter.progress(0, _STEPS, "reading the project's images")
     with ctx.reads() as session:
         project, model, labelled, kinds, cfg = _read_project(
-            session, project_name, f"project {project_name!r} has no model yet: its classes and input size come "
-                                   "from it; register one and pre-label the project first")
+            session, project_id, "project {name!r} has no model yet: its classes and input size come from it; "
+                                 "register one and pre-label the project first")
         pool_ids = q.released_item_ids(session, project.id)
         current_rows = q.predictions(session, project.id, model.id)
         candidate = _Candidate(project_id=project.id, project_name=project.name,
@@ -108,7 +109,8 @@ def learn_project_features(ctx: AppContext, project_name: str, *, actor_id: int 
     position = {i: n for n, i in enumerate(got_ids)}
     in_sample = [position[i] for i in sample if i in position]
     if len(in_sample) < 2:
-        raise InputError(None, f"project {project_name!r} has fewer than 2 readable images to learn features on")
+        raise InputError(None, f"project {candidate.project_name!r} has fewer than 2 readable images to learn "
+                               "features on")
     check_stop(reporter)
 
     reporter.progress(1, _STEPS, f"learning features on {len(in_sample)} images (no labels)")
@@ -130,24 +132,26 @@ def learn_project_features(ctx: AppContext, project_name: str, *, actor_id: int 
     meta = {"output_name": "probabilities", "output": "sigmoid" if model.multilabel else "softmax",
             "embedding_output": EMBEDDING, "scaling": "0-1", "head_C": FEATURE_HEAD_C,
             "description": f"patch k-means features learnt without labels on {len(in_sample)} images of "
-                           f"{project_name!r} + head on {ids.size} labels"}
+                           f"{candidate.project_name!r} + head on {ids.size} labels"}
     check_stop(reporter)
     reporter.progress(3, _STEPS, "registering the new version")
     new = register_model(ctx, composed.SerializeToString(), name=candidate.model_name, labels=list(model.labels),
                          meta=meta, actor_id=actor_id)
     candidate = replace(candidate, n_labels=int(ids.size), metrics=metrics)
     round_id, predicted, scored = _install(ctx, new, candidate, reporter, actor_id, FeaturesInstalled, gate=gate)
-    return FeaturesReport(project=project_name, model=f"{new.name} v{new.version}",
+    return FeaturesReport(project=candidate.project_name, model=f"{new.name} v{new.version}",
                           model_ref=ref_of(new.name, new.version), images=len(in_sample), n_labels=int(ids.size),
                           dimensions=fx.n_features, round_id=round_id, predicted=predicted, scored=scored,
                           metrics=metrics, adopted=gate.adopt, gate=gate.as_dict())
 
 
 def learn_features_job(ctx: AppContext, params: dict[str, Any], reporter: JobReporter) -> JobResult:
-    """Job entry point: params ``project`` and optionally ``max_images``, ``actor_id``."""
+    """Job entry point: params ``project`` (its name, resolved here) and optionally ``max_images``,
+    ``actor_id``."""
     if not params.get("project"):
         raise InputError(None, "a learn_features job needs a 'project'")
-    report = learn_project_features(ctx, str(params["project"]), actor_id=params.get("actor_id"),
+    report = learn_project_features(ctx, projects.project_id(ctx, str(params["project"])),
+                                    actor_id=params.get("actor_id"),
                                     reporter=reporter, max_images=int(params.get("max_images", MAX_FEATURE_IMAGES)))
     return asdict(report)
 

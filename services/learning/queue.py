@@ -28,11 +28,12 @@ from services.learning.common import (
 from services.learning.pool import _compute_pool_scores, _label_counts, _phase
 
 
-def score_pool(ctx: AppContext, project_name: str, model_ref: str | None = None) -> ScoreReport:
+def score_pool(ctx: AppContext, project_id: int, model_ref: str | None = None) -> ScoreReport:
     """Write ``Item.al_score`` for the project's released items from the stored predictions of its model
     (or ``model_ref``, "NAME:VERSION") and its strategy; "random" clears them. Returns how many were scored."""
     with ctx.reads() as session:
-        project = projects_q.require_project(session, project_name)
+        project = projects_q.require_project_id(session, project_id)
+        project_name = project.name
         strategy = project.queue_strategy
         row = _project_model(session, project)
         if model_ref is not None:
@@ -47,7 +48,6 @@ def score_pool(ctx: AppContext, project_name: str, model_ref: str | None = None)
         kinds = q.label_kinds(session, project.id)
         cfg = _settings(project).active_learning
         seed = (project.queue_seed, q.round_count(session, project.id))
-        project_id = project.id
     scores = {} if model is None else _compute_pool_scores(
         ctx, model, rows, labelled, kinds, strategy, cfg.batch_size, seed)
     with ctx.sessions.begin() as session:
@@ -132,13 +132,13 @@ def _why(reason: str) -> str:
     return ", ".join(tags) or "scored"
 
 
-def queued_cases(ctx: AppContext, project_name: str, limit: int | None = None, *,
+def queued_cases(ctx: AppContext, project_id: int, limit: int | None = None, *,
                  actor: authz.ActorRef) -> list[QueuedCase]:
     """The next unlabelled cases the queue serves (the current batch: ``batch_size`` by default), each with
     why it was chosen."""
-    authz.require_project(ctx, actor, project_name, roles=authz.LEADS)
+    authz.require_project(ctx, actor, project_id, roles=authz.LEADS)
     with ctx.reads() as session:
-        project = projects_q.require_project(session, project_name)
+        project = projects_q.require_project_id(session, project_id)
         n = int(limit if limit is not None else _settings(project).active_learning.batch_size)
         top = [] if project.queue_strategy == "random" else q.top_scored(session, project.id, n)
     out = []

@@ -23,7 +23,7 @@ from db.queries import active_learning as q
 from db.queries import modelling_write as models_q
 from medlabel.errors import ConflictError, InputError, NotFoundError, PermissionDenied
 from medlabel.values import ModelRef, ref_of
-from services import audit, authz
+from services import audit, authz, projects
 from services.audit_events import ModelInstalled, ModelWithdrawn, RetrainAdopted, RetrainHeld, RetrainRejected
 from services.context import AppContext
 from services.jobs.kinds import register_kind
@@ -318,7 +318,7 @@ def decide(ctx: AppContext, round_id: int, decision: str, actor_id: int) -> Lear
             _decided(session, round_id, "rejected", actor_id)
             audit.record(session, RetrainRejected(target_id=rnd.project_id, model=new.ref,
                                                   round_id=round_id), actor_id=actor_id)
-        return next(r for r in _learning_curve(ctx, project_name) if r.id == round_id)
+        return next(r for r in _learning_curve(ctx, rnd.project_id) if r.id == round_id)
     _prelabel(ctx, project_name, new.ref, NullReporter(), 4)  # items added since the retrain
     with ctx.reads() as session:
         rows = q.predictions(session, rnd.project_id, new.id)
@@ -339,7 +339,7 @@ def decide(ctx: AppContext, round_id: int, decision: str, actor_id: int) -> Lear
         _decided(session, round_id, "approved", actor_id)
         audit.record(session, RetrainAdopted(target_id=rnd.project_id, model=new.ref, previous=previous,
                                              round_id=round_id), actor_id=actor_id)
-    return next(r for r in _learning_curve(ctx, project_name) if r.id == round_id)
+    return next(r for r in _learning_curve(ctx, rnd.project_id) if r.id == round_id)
 
 
 def _decided(session: Any, round_id: int, state: str, actor_id: int) -> None:
@@ -347,7 +347,7 @@ def _decided(session: Any, round_id: int, state: str, actor_id: int) -> None:
     rnd.state, rnd.decided_by_id, rnd.decided_at = state, actor_id, dt.datetime.now(dt.UTC)
 
 
-def retrain(ctx: AppContext, project_name: str, *, strategy: str | None = None, batch_size: int | None = None,
+def retrain(ctx: AppContext, project_id: int, *, strategy: str | None = None, batch_size: int | None = None,
             actor_id: int | None = None, reporter: JobReporter | None = None) -> RetrainReport:
     """Retrain the project's head on its labelled items and switch the project to the new version.
 
@@ -365,8 +365,8 @@ def retrain(ctx: AppContext, project_name: str, *, strategy: str | None = None, 
     reporter.progress(0, _RETRAIN_STEPS, "reading labels and embeddings")
     with ctx.reads() as session:
         project, model, labelled, kinds, cfg = _read_project(
-            session, project_name, f"project {project_name!r} has no model to retrain: register a model and "
-                                   "pre-label the project first")
+            session, project_id, "project {name!r} has no model to retrain: register a model and pre-label the "
+                                 "project first")
         candidate = _Candidate(project_id=project.id, project_name=project.name,
                                previous_ref=_stored_ref(project), model_name=_model_name(project),
                                strategy=strategy or project.queue_strategy,
@@ -399,7 +399,8 @@ def retrain(ctx: AppContext, project_name: str, *, strategy: str | None = None, 
     meta: dict[str, Any] = {
         "output_name": "probabilities", "output": "sigmoid" if model.multilabel else "softmax",
         "embedding_output": embedding,
-        "description": f"active-learning head on {ids.size} labels of {project_name!r}, backbone of {model.title}"}
+        "description": f"active-learning head on {ids.size} labels of {candidate.project_name!r}, backbone of "
+                       f"{model.title}"}
     if model.head_c != 1.0:
         meta["head_C"] = model.head_c
     _validate(ctx, data, model, meta, head, [(int(i), x[n].astype(np.float32)) for n, i in
@@ -412,7 +413,7 @@ def retrain(ctx: AppContext, project_name: str, *, strategy: str | None = None, 
     candidate = replace(candidate, n_labels=int(ids.size), metrics=metrics)
     round_id, predicted, scored = _install(ctx, new, candidate, reporter, actor_id, ModelInstalled, source=model,
                                            head=head, gate=gate)
-    return RetrainReport(project=project_name, model=f"{new.name} v{new.version}",
+    return RetrainReport(project=candidate.project_name, model=f"{new.name} v{new.version}",
                          model_ref=ref_of(new.name, new.version), previous_model=candidate.previous_ref or model.ref,
                          round_id=round_id, n_labels=int(ids.size),
                          strategy=candidate.strategy, batch_size=candidate.batch_size, metrics=metrics,
@@ -420,11 +421,11 @@ def retrain(ctx: AppContext, project_name: str, *, strategy: str | None = None, 
 
 
 def retrain_job(ctx: AppContext, params: dict[str, Any], reporter: JobReporter) -> JobResult:
-    """Job entry point (services.jobs.protocol): params ``project`` and optionally ``strategy``,
-    ``batch_size``, ``actor_id``."""
+    """Job entry point (services.jobs.protocol): params ``project`` (its name, resolved here) and
+    optionally ``strategy``, ``batch_size``, ``actor_id``."""
     if not params.get("project"):
         raise InputError(None, "a retrain job needs a 'project'")
-    report = retrain(ctx, str(params["project"]), strategy=params.get("strategy"),
+    report = retrain(ctx, projects.project_id(ctx, str(params["project"])), strategy=params.get("strategy"),
                      batch_size=params.get("batch_size"), actor_id=params.get("actor_id"), reporter=reporter)
     return asdict(report)
 

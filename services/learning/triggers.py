@@ -3,21 +3,27 @@
 from __future__ import annotations
 
 from services.context import AppContext
-from services.learning.settings import maybe_retrain
+from services.learning.settings import _may_be_due, _status
 
 
-def retrain_if_due(ctx: AppContext, project_name: str, *, actor_id: int | None = None) -> int | None:
+def retrain_if_due(ctx: AppContext, project_id: int, *, actor_id: int | None = None) -> int | None:
     """Start a background retrain job when ``retrain_every`` new labels have arrived since the last round
-    and no retrain of the project is queued or running; returns the job id, or None."""
-    if not maybe_retrain(ctx, project_name):
+    and no retrain of the project is queued or running; returns the job id, or None.
+
+    Runs after every label: the cheap bound (``settings._may_be_due``, no annotation loaded) answers
+    most calls; the project's labels are read only when a retrain may be due."""
+    if not _may_be_due(ctx, project_id):
+        return None
+    status = _status(ctx, project_id)
+    if not status.retrain_due:
         return None
     from services import jobs  # late: jobs start a Dask client
 
     busy = [j for j in jobs.list_jobs_unchecked(ctx) if j.kind == "retrain" and j.state in ("queued", "running")
-            and (j.params or {}).get("project") == project_name]
+            and (j.params or {}).get("project") == status.project]
     if busy:
         return None
     # system work triggered by a label (the reader who labelled is recorded, and checked on the worker
     # as a member of the project, not as a lead)
-    params = {"project": project_name, "actor_id": actor_id, jobs.LABEL_TRIGGER: True}
+    params = {"project": status.project, "actor_id": actor_id, jobs.LABEL_TRIGGER: True}
     return jobs.submit_unchecked(ctx, "retrain", params, actor_id).id

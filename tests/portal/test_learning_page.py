@@ -12,6 +12,7 @@ from services import accounts, jobs
 from services import learning as al
 from services.authz import LOCAL_ADMIN
 from services.context import AppContext
+from services.projects import project_id as pid_of
 from tests.portal.conftest import PASSWORD, signed_in
 from tests.services.factories import add_lead
 from tests.services.test_active_learning import PROJECT, label, label_truthfully, project  # noqa: F401
@@ -48,7 +49,7 @@ def test_lead_configures_retrains_and_reads_the_dashboard(ctx: AppContext, porta
     next(b for b in at.button if b.label == "Save").click()
     at.run()
     assert any("Queue strategy: entropy" in s.value for s in at.success), [e.value for e in at.error]
-    status = al.status(ctx, PROJECT, actor=LOCAL_ADMIN)
+    status = al.status(ctx, pid_of(ctx, PROJECT), actor=LOCAL_ADMIN)
     assert (status.strategy, status.batch_size, status.retrain_every) == ("entropy", 7, 5)
     assert any("a retrain is due" in i.value for i in at.info)
 
@@ -60,13 +61,13 @@ def test_lead_configures_retrains_and_reads_the_dashboard(ctx: AppContext, porta
     assert job.state == "succeeded", job.error
     assert job.result["model"].startswith("chest-al v1") and job.result["n_labels"] == 15
     at.run()
-    assert [r.n_labels for r in al.learning_curve(ctx, PROJECT, actor=LOCAL_ADMIN)] == [15]
+    assert [r.n_labels for r in al.learning_curve(ctx, pid_of(ctx, PROJECT), actor=LOCAL_ADMIN)] == [15]
     # single reads only: nothing verified shows the new version is not worse, so it waits for the lead
-    assert job.result["adopted"] is False and al.status(ctx, PROJECT, actor=LOCAL_ADMIN).model == "tiny v1"
+    assert job.result["adopted"] is False and al.status(ctx, pid_of(ctx, PROJECT), actor=LOCAL_ADMIN).model == "tiny v1"
     assert any("was not adopted" in m.value for m in at.markdown)
     next(b for b in at.button if b.label == "Adopt chest-al v1 anyway").click()
     at.run()
-    assert not at.exception and al.status(ctx, PROJECT, actor=LOCAL_ADMIN).model == "chest-al v1"
+    assert not at.exception and al.status(ctx, pid_of(ctx, PROJECT), actor=LOCAL_ADMIN).model == "chest-al v1"
     tables = [df.value for df in at.dataframe]
     curve = next(t for t in tables if "Round" in t.columns)
     assert list(curve["Labels"]) == [15] and list(curve["Strategy"]) == ["entropy"]
@@ -111,7 +112,7 @@ def test_the_page_says_why_each_queued_case_was_chosen(ctx: AppContext, portal_e
     accounts.add_user(ctx, "lead1", PASSWORD, "lead")
     add_lead(ctx, "lead1", PROJECT)  # a project without a lead is for administrators only
     label_truthfully(ctx, project, project["items"][:4])
-    al.configure(ctx, PROJECT, "adaptive", 6, 0, actor=LOCAL_ADMIN)  # 4 labels: the default's typical phase
+    al.configure(ctx, pid_of(ctx, PROJECT), "adaptive", 6, 0, actor=LOCAL_ADMIN)  # 4 labels: the default's typical phase
     at = open_page()
     queued = next(df.value for df in at.dataframe if "Why" in df.value.columns)
     assert len(queued) == 6 and set(queued["Why"]) == {"typical"}

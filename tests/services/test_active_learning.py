@@ -19,7 +19,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
-from sqlalchemy import select
+from sqlalchemy import Engine, event, select
 
 import active_learning
 import inference
@@ -34,6 +34,7 @@ from services.items import random_key
 from services.jobs.protocol import JobCancelled, NullReporter
 from services.learning import retraining as al_retrain
 from services.models import list_models, prelabel, register_model, resolve
+from services.projects import project_id as pid_of
 from tests.services.factories import add_lead, make_project, user_id
 
 LABELS = ["normal", "pneumonia"]
@@ -127,7 +128,7 @@ def label_truthfully(ctx: AppContext, project: dict[str, Any], items: list[int],
 
 
 def test_margin_scores_put_the_most_uncertain_item_first(ctx: AppContext, project: dict[str, Any]) -> None:
-    al.configure(ctx, PROJECT, "margin", 10, 0, actor=LOCAL_ADMIN)
+    al.configure(ctx, pid_of(ctx, PROJECT), "margin", 10, 0, actor=LOCAL_ADMIN)
     stored = scores(ctx, project["id"])
     probs = probabilities(ctx, "tiny")
     gap = {i: abs(p["pneumonia"] - p["normal"]) for i, p in probs.items()}
@@ -145,12 +146,12 @@ def test_margin_scores_put_the_most_uncertain_item_first(ctx: AppContext, projec
 def test_queue_reason_per_strategy(ctx: AppContext, project: dict[str, Any]) -> None:
     item = project["items"][0]
     assert al.queue_reason(ctx, item) is None  # random order: no reason, no scores
-    al.configure(ctx, PROJECT, "entropy", 10, 0, actor=LOCAL_ADMIN)
+    al.configure(ctx, pid_of(ctx, PROJECT), "entropy", 10, 0, actor=LOCAL_ADMIN)
     assert re.fullmatch(r"model unsure: (normal|pneumonia) \d+%, (normal|pneumonia) \d+%", al.queue_reason(ctx, item))
     label_truthfully(ctx, project, project["items"][:4])
-    al.configure(ctx, PROJECT, "kcenter", 5, 0, actor=LOCAL_ADMIN)
+    al.configure(ctx, pid_of(ctx, PROJECT), "kcenter", 5, 0, actor=LOCAL_ADMIN)
     assert al.queue_reason(ctx, project["items"][10]) == "far from labelled cases"
-    al.configure(ctx, PROJECT, "random", 5, 0, actor=LOCAL_ADMIN)
+    al.configure(ctx, pid_of(ctx, PROJECT), "random", 5, 0, actor=LOCAL_ADMIN)
     assert al.queue_reason(ctx, item) is None and set(scores(ctx, project["id"]).values()) == {None}
     assert al.queue_reason(ctx, 10**9) is None
 
@@ -159,13 +160,13 @@ def test_batch_strategies_put_their_batch_on_top(ctx: AppContext, project: dict[
     labelled = project["items"][:6]
     label_truthfully(ctx, project, labelled)
     for strategy in ("kcenter", "hybrid", "kmeanspp"):
-        al.configure(ctx, PROJECT, strategy, 5, 0, actor=LOCAL_ADMIN)
+        al.configure(ctx, pid_of(ctx, PROJECT), strategy, 5, 0, actor=LOCAL_ADMIN)
         stored = scores(ctx, project["id"])
         batch = sorted((i for i in stored if stored[i] > 1.0), key=lambda i: -stored[i])  # type: ignore[operator]  # every item has a score once the strategy ran
         assert len(batch) == 5 and not set(batch) & set(labelled), strategy
         assert all(0.0 <= stored[i] <= 1.0 for i in stored if i not in batch), strategy  # type: ignore[operator]  # every item has a score once the strategy ran
     # k-center: the first pick is the unlabelled item farthest from every labelled one
-    al.configure(ctx, PROJECT, "kcenter", 5, 0, actor=LOCAL_ADMIN)
+    al.configure(ctx, pid_of(ctx, PROJECT), "kcenter", 5, 0, actor=LOCAL_ADMIN)
     stored = scores(ctx, project["id"])
     first = max(stored, key=lambda i: stored[i])  # type: ignore[arg-type, return-value]  # every item has a score once the strategy ran
     emb = {i: np.array(project["pairs"][i]) for i in project["items"]}
@@ -182,7 +183,7 @@ def test_missing_embeddings_are_computed_and_stored(ctx: AppContext, project: di
         for row in session.scalars(select(Prediction).where(Prediction.model_id == model.id)):
             row.embedding = None
     label_truthfully(ctx, project, project["items"][:4])
-    al.configure(ctx, PROJECT, "kcenter", 3, 0, actor=LOCAL_ADMIN)
+    al.configure(ctx, pid_of(ctx, PROJECT), "kcenter", 3, 0, actor=LOCAL_ADMIN)
     with ctx.reads() as session:
         refilled = dict(session.execute(select(Prediction.item_id, Prediction.embedding)
                                         .where(Prediction.model_id == model.id)).all())
@@ -200,7 +201,7 @@ def test_multilabel_project(ctx: AppContext) -> None:
     pairs = dict(zip(ids, PAIRS, strict=True))
     register_model(ctx, tiny_multilabel_model(), name="tiny-ml", labels=LABELS)
     prelabel(ctx, PROJECT, "tiny-ml")
-    al.configure(ctx, PROJECT, "margin", 5, 0, actor=LOCAL_ADMIN)
+    al.configure(ctx, pid_of(ctx, PROJECT), "margin", 5, 0, actor=LOCAL_ADMIN)
     probs = probabilities(ctx, "tiny-ml")
     stored = scores(ctx, pid)
     for item in ids:  # multi-label margin: the mean over findings of 1 - |2p - 1|
@@ -216,7 +217,7 @@ def test_multilabel_project(ctx: AppContext) -> None:
 
     for item in ids[:24]:
         label(ctx, item, "rad1", findings(item))
-    report = al.retrain(ctx, PROJECT)
+    report = al.retrain(ctx, pid_of(ctx, PROJECT))
     assert report.model == "chest-al v1" and report.metrics["auroc"] is not None
     # single reads only: nothing verified shows it is not worse, so a lead adopts it (services/models/gate.py)
     assert not report.adopted and "verified" in report.gate["reason"]
@@ -226,27 +227,27 @@ def test_multilabel_project(ctx: AppContext) -> None:
     assert report.n_labels == len(learnable)  # 'indeterminate' answers are not findings to learn from
     new = probabilities(ctx, "chest-al")
     assert all(0.0 <= new[i][lab] <= 1.0 for i in ids for lab in LABELS)
-    rows = al.predictions_vs_truth(ctx, PROJECT, actor=LOCAL_ADMIN)
+    rows = al.predictions_vs_truth(ctx, pid_of(ctx, PROJECT), actor=LOCAL_ADMIN)
     assert sorted(r.item_id for r in rows) == sorted(learnable)
     for r in rows:
         assert r.predicted == tuple(lab for lab in LABELS if new[r.item_id][lab] >= 0.5)
         expected = ("false positive" if set(r.predicted) - set(r.truth) else
                     "false negative" if set(r.truth) - set(r.predicted) else "correct")
         assert r.outcome == expected
-    suspects = al.suspected_label_errors(ctx, PROJECT, actor=LOCAL_ADMIN)
+    suspects = al.suspected_label_errors(ctx, pid_of(ctx, PROJECT), actor=LOCAL_ADMIN)
     assert all(s.suggested.endswith((" present", " absent")) for s in suspects)
 
 
 def test_configure_refuses_bad_settings_and_changes_nothing(ctx: AppContext, project: dict[str, Any]) -> None:
     with pytest.raises(InputError, match="unknown strategy 'tta_disagreement'"):
-        al.configure(ctx, PROJECT, "tta_disagreement", 10, 0, actor=LOCAL_ADMIN)
+        al.configure(ctx, pid_of(ctx, PROJECT), "tta_disagreement", 10, 0, actor=LOCAL_ADMIN)
     with pytest.raises(InputError, match="batch size"):
-        al.configure(ctx, PROJECT, "margin", 0, 0, actor=LOCAL_ADMIN)
+        al.configure(ctx, pid_of(ctx, PROJECT), "margin", 0, 0, actor=LOCAL_ADMIN)
     with pytest.raises(InputError, match="retrain every"):
-        al.configure(ctx, PROJECT, "margin", 5, -1, actor=LOCAL_ADMIN)
+        al.configure(ctx, pid_of(ctx, PROJECT), "margin", 5, -1, actor=LOCAL_ADMIN)
     assert project_row(ctx, project["id"])[0] == "random"
     with pytest.raises(NotFoundError):
-        al.configure(ctx, "No such project", "margin", 5, 0, actor=LOCAL_ADMIN)
+        al.configure(ctx, 10**6, "margin", 5, 0, actor=LOCAL_ADMIN)
 
 
 # ---------------------------------------------------------------------------------------------------- retrain
@@ -283,7 +284,7 @@ class HeadSpy:
 
 def test_retrain_registers_a_version_equal_to_the_sklearn_head(ctx: AppContext, project: dict[str, Any],
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    al.configure(ctx, PROJECT, "margin", 5, 0, actor=LOCAL_ADMIN)
+    al.configure(ctx, pid_of(ctx, PROJECT), "margin", 5, 0, actor=LOCAL_ADMIN)
     before = scores(ctx, project["id"])
     items = project["items"]
     label_truthfully(ctx, project, items[:16])
@@ -293,7 +294,7 @@ def test_retrain_registers_a_version_equal_to_the_sklearn_head(ctx: AppContext, 
     spy = HeadSpy()
     monkeypatch.setattr(active_learning, "fit_head", spy)
     reporter = NullReporter()
-    report = al.retrain(ctx, PROJECT, actor_id=user_id(ctx, "rad1"), reporter=reporter)
+    report = al.retrain(ctx, pid_of(ctx, PROJECT), actor_id=user_id(ctx, "rad1"), reporter=reporter)
     assert report.model == "chest-al v1" and report.previous_model == "tiny:1" and report.n_labels == 22
     assert report.metrics["holdout"] == "verified" and report.metrics["n_holdout"] == 6
     assert report.metrics["label_counts"] == {lab: sum(truth(project["pairs"][i]) == lab for i in items[:22])
@@ -316,7 +317,7 @@ def test_retrain_registers_a_version_equal_to_the_sklearn_head(ctx: AppContext, 
     assert after != before
     assert all(after[i] == pytest.approx(1 - abs(stored[i]["pneumonia"] - stored[i]["normal"]), abs=1e-5)
                for i in items)
-    (rnd,) = al.learning_curve(ctx, PROJECT, actor=LOCAL_ADMIN)
+    (rnd,) = al.learning_curve(ctx, pid_of(ctx, PROJECT), actor=LOCAL_ADMIN)
     assert (rnd.n_labels, rnd.strategy, rnd.model, rnd.holdout) == (22, "margin", "chest-al v1", "verified")
     assert rnd.auroc is not None and rnd.auroc > 0.9  # the truth is learnable from the embedding
     # pool items without a stored embedding go through the model instead, with the same answers
@@ -329,9 +330,9 @@ def test_retrain_registers_a_version_equal_to_the_sklearn_head(ctx: AppContext, 
     np.testing.assert_allclose([[again[i][lab] for lab in LABELS] for i in items], expected, atol=1e-5)
     # a second retrain builds on the same backbone (the old head pruned), as version 2
     label_truthfully(ctx, project, items[22:28])
-    second = al.retrain(ctx, PROJECT)
+    second = al.retrain(ctx, pid_of(ctx, PROJECT))
     assert second.model == "chest-al v2" and second.previous_model == "chest-al:1" and second.n_labels == 28
-    assert [r.n_labels for r in al.learning_curve(ctx, PROJECT, actor=LOCAL_ADMIN)] == [22, 28]
+    assert [r.n_labels for r in al.learning_curve(ctx, pid_of(ctx, PROJECT), actor=LOCAL_ADMIN)] == [22, 28]
     model = onnx.load_from_string(ctx.store.get(_stored_path(ctx, resolve(ctx, "chest-al").id)))
     assert sum(n.op_type == "MatMul" for n in model.graph.node if not n.name.startswith("head")) <= 2
 
@@ -364,7 +365,7 @@ def _assert_untouched(ctx: AppContext, project: dict[str, Any], before: tuple[An
 
 @pytest.fixture
 def labelled_project(ctx: AppContext, project: dict[str, Any]) -> dict[str, Any]:
-    al.configure(ctx, PROJECT, "margin", 5, 0, actor=LOCAL_ADMIN)
+    al.configure(ctx, pid_of(ctx, PROJECT), "margin", 5, 0, actor=LOCAL_ADMIN)
     label_truthfully(ctx, project, project["items"][:16])
     return project
 
@@ -378,7 +379,7 @@ def test_failure_after_export_registers_nothing(ctx: AppContext, labelled_projec
 
     monkeypatch.setattr(al_retrain, "register_model", broken)
     with pytest.raises(OSError, match="disk full"):
-        al.retrain(ctx, PROJECT)
+        al.retrain(ctx, pid_of(ctx, PROJECT))
     assert [m.name for m in list_models(ctx)] == ["tiny"]
     _assert_untouched(ctx, labelled_project, before)
 
@@ -412,7 +413,7 @@ def test_failure_after_registration_withdraws_the_new_version(ctx: AppContext, l
     if path == "stored embeddings":
         monkeypatch.setattr(al_retrain, "prediction_rows", rows_then_crash)
     with pytest.raises(RuntimeError, match="worker lost"):
-        al.retrain(ctx, PROJECT)
+        al.retrain(ctx, pid_of(ctx, PROJECT))
     (new,) = [m for m in list_models(ctx) if m.name == "chest-al"]
     assert new.version == 1 and not new.is_active
     with pytest.raises(NotFoundError):
@@ -451,7 +452,7 @@ def test_failure_in_the_final_transaction_rolls_it_all_back(ctx: AppContext, lab
 
     monkeypatch.setattr(al_retrain.q, "add_round", crash)  # after the scores were written in that transaction
     with pytest.raises(ConflictError):
-        al.retrain(ctx, PROJECT)
+        al.retrain(ctx, pid_of(ctx, PROJECT))
     _assert_untouched(ctx, labelled_project, before)
 
 
@@ -460,26 +461,55 @@ def test_retrain_refuses_what_it_cannot_learn(ctx: AppContext, project: dict[str
     only_normal = [i for i in project["items"] if truth(project["pairs"][i]) == "normal"][:6]
     label_truthfully(ctx, project, only_normal)
     with pytest.raises(InputError, match="none yet for: pneumonia"):
-        al.retrain(ctx, PROJECT)
+        al.retrain(ctx, pid_of(ctx, PROJECT))
     with pytest.raises(InputError, match="unknown strategy"):
-        al.retrain(ctx, PROJECT, strategy="best")
+        al.retrain(ctx, pid_of(ctx, PROJECT), strategy="best")
     with pytest.raises(NotFoundError):
-        al.retrain(ctx, "No such project")
+        al.retrain(ctx, 10**6)
     assert [m.name for m in list_models(ctx)] == ["tiny"] and _state(ctx, project["id"]) == before
 
 
 def test_retrain_is_due_after_n_new_labels(ctx: AppContext, project: dict[str, Any]) -> None:
-    al.configure(ctx, PROJECT, "margin", 5, 4, actor=LOCAL_ADMIN)
+    al.configure(ctx, pid_of(ctx, PROJECT), "margin", 5, 4, actor=LOCAL_ADMIN)
     label_truthfully(ctx, project, project["items"][:10])
-    assert al.maybe_retrain(ctx, PROJECT)  # 10 labels, no round yet
-    al.retrain(ctx, PROJECT)
-    assert not al.maybe_retrain(ctx, PROJECT)
+    assert al.maybe_retrain(ctx, pid_of(ctx, PROJECT))  # 10 labels, no round yet
+    al.retrain(ctx, pid_of(ctx, PROJECT))
+    assert not al.maybe_retrain(ctx, pid_of(ctx, PROJECT))
     label_truthfully(ctx, project, project["items"][10:13])
-    assert not al.maybe_retrain(ctx, PROJECT) and al.status(ctx, PROJECT, actor=LOCAL_ADMIN).new_labels == 3
+    assert not al.maybe_retrain(ctx, pid_of(ctx, PROJECT)) and al.status(ctx, pid_of(ctx, PROJECT), actor=LOCAL_ADMIN).new_labels == 3
     label_truthfully(ctx, project, project["items"][13:14])
-    assert al.maybe_retrain(ctx, PROJECT)
-    al.configure(ctx, PROJECT, "margin", 5, 0, actor=LOCAL_ADMIN)
-    assert not al.maybe_retrain(ctx, PROJECT)  # 0: on demand only
+    assert al.maybe_retrain(ctx, pid_of(ctx, PROJECT))
+    al.configure(ctx, pid_of(ctx, PROJECT), "margin", 5, 0, actor=LOCAL_ADMIN)
+    assert not al.maybe_retrain(ctx, pid_of(ctx, PROJECT))  # 0: on demand only
+
+
+def test_the_check_after_each_label_loads_no_annotation(ctx: AppContext, project: dict[str, Any]) -> None:
+    """``maybe_retrain`` runs after every label (``retrain_if_due``): while a retrain cannot be due it asks a
+    few indexed queries (one aggregate over the reads) and loads no annotation row, however many labels the
+    project has; the project's labels are read only when it may be due."""
+    pid = project["id"]
+    al.configure(ctx, pid, "margin", 5, 8, actor=LOCAL_ADMIN)
+    label_truthfully(ctx, project, project["items"][:7])
+    statements: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    event.listen(Engine, "before_cursor_execute", record)
+    try:
+        assert not al.maybe_retrain(ctx, pid) and al.retrain_if_due(ctx, pid) is None  # 7 < 8 labels
+    finally:
+        event.remove(Engine, "before_cursor_execute", record)
+    assert 0 < len(statements) <= 8
+    assert not [s for s in statements if "annotations.labels" in s], statements  # no read is loaded
+    label_truthfully(ctx, project, project["items"][7:8])
+    statements.clear()
+    event.listen(Engine, "before_cursor_execute", record)
+    try:
+        assert al.maybe_retrain(ctx, pid)  # 8 labels: the labels are read, and the answer is the same as before
+    finally:
+        event.remove(Engine, "before_cursor_execute", record)
+    assert [s for s in statements if "annotations.labels" in s]
 
 
 # ---------------------------------------------------------------------------------------------------- dashboard
@@ -491,21 +521,21 @@ def test_predictions_beside_the_labels(ctx: AppContext, project: dict[str, Any])
     for item in items:
         right = truth(project["pairs"][item])
         label(ctx, item, "rad1", [right if item not in wrong else ({"normal", "pneumonia"} - {right}).pop()])
-    rows = al.predictions_vs_truth(ctx, PROJECT, actor=LOCAL_ADMIN)
+    rows = al.predictions_vs_truth(ctx, pid_of(ctx, PROJECT), actor=LOCAL_ADMIN)
     assert sorted(r.item_id for r in rows) == sorted(items)
-    fp = al.predictions_vs_truth(ctx, PROJECT, "false_positive", actor=LOCAL_ADMIN)
-    fn = al.predictions_vs_truth(ctx, PROJECT, "false_negative", actor=LOCAL_ADMIN)
+    fp = al.predictions_vs_truth(ctx, pid_of(ctx, PROJECT), "false_positive", actor=LOCAL_ADMIN)
+    fn = al.predictions_vs_truth(ctx, pid_of(ctx, PROJECT), "false_negative", actor=LOCAL_ADMIN)
     assert sorted(r.item_id for r in fp + fn) == sorted(wrong)  # the tiny model is right wherever the label is
     assert all(r.truth == ("normal",) and r.predicted == ("pneumonia",) for r in fp)
     assert all(r.truth == ("pneumonia",) and r.predicted == ("normal",) for r in fn)
     assert [r.probability for r in fp] == sorted((r.probability for r in fp), reverse=True)
-    uncertain = al.predictions_vs_truth(ctx, PROJECT, "uncertain", actor=LOCAL_ADMIN)
+    uncertain = al.predictions_vs_truth(ctx, pid_of(ctx, PROJECT), "uncertain", actor=LOCAL_ADMIN)
     probs = probabilities(ctx, "tiny")
     gaps = [abs(probs[r.item_id]["pneumonia"] - probs[r.item_id]["normal"]) for r in uncertain]
     assert gaps == sorted(gaps) and all(r.provenance == "single read" for r in uncertain)
     assert [r.uncertainty for r in uncertain] == pytest.approx([1 - g for g in gaps], abs=1e-5)
     with pytest.raises(InputError, match="unknown filter"):
-        al.predictions_vs_truth(ctx, PROJECT, "wrong", actor=LOCAL_ADMIN)
+        al.predictions_vs_truth(ctx, pid_of(ctx, PROJECT), "wrong", actor=LOCAL_ADMIN)
 
 
 def test_suspected_label_errors_find_planted_flips(ctx: AppContext, project: dict[str, Any]) -> None:
@@ -515,7 +545,7 @@ def test_suspected_label_errors_find_planted_flips(ctx: AppContext, project: dic
     for item in items:
         right = truth(project["pairs"][item])
         label(ctx, item, "rad1", [right if item not in flipped else ({"normal", "pneumonia"} - {right}).pop()])
-    suspects = al.suspected_label_errors(ctx, PROJECT, k=10, actor=LOCAL_ADMIN)
+    suspects = al.suspected_label_errors(ctx, pid_of(ctx, PROJECT), k=10, actor=LOCAL_ADMIN)
     assert flipped <= {s.item_id for s in suspects}, suspects
     assert len(suspects) <= len(flipped) + 2 and suspects[0].source == "cross-validated"
     for s in suspects:
@@ -559,14 +589,14 @@ def test_demo_loop_label_retrain_reorder(ctx: AppContext) -> None:
             session.add(item)
             session.flush()
             ids.append(item.id)
-    line = al.setup_active_learning_demo(ctx, "Demo")
+    line = al.setup_active_learning_demo(ctx, pid_of(ctx, "Demo"))
     assert line.startswith("active learning: demo-al v1") and "strategy adaptive" in line and "scored 40" in line
     strategy, settings = project_row(ctx, pid)
     assert strategy == "adaptive" and settings["model"] == "demo-al:1"
     assert settings["active_learning"]["phase"] == "typical"  # no label yet: typical cases first
-    (round0,) = al.learning_curve(ctx, "Demo", actor=LOCAL_ADMIN)
+    (round0,) = al.learning_curve(ctx, pid_of(ctx, "Demo"), actor=LOCAL_ADMIN)
     assert round0.n_labels == 0 and round0.metrics["seed_labels"] == 20
-    assert al.setup_active_learning_demo(ctx, "Demo").endswith("already set up (demo-al:1)")
+    assert al.setup_active_learning_demo(ctx, pid_of(ctx, "Demo")).endswith("already set up (demo-al:1)")
     first = labelling.next_case(ctx, pid, user_id(ctx, "rad1"))
     assert first is not None and first.reason == al.TYPICAL_REASON
     # label the 16 items the queue serves, with the dataset's answers, then retrain
@@ -577,10 +607,10 @@ def test_demo_loop_label_retrain_reorder(ctx: AppContext) -> None:
         labelling.submit(ctx, case.assignment_id, reader, labels=[LABELS[int(y[ids.index(case.item_id)])]])
         case = labelling.next_case(ctx, pid, reader)
     before = scores(ctx, pid)
-    report = al.retrain(ctx, "Demo")
+    report = al.retrain(ctx, pid_of(ctx, "Demo"))
     assert report.model == "demo-al v2" and report.n_labels == 16
     assert not report.adopted and scores(ctx, pid) == before  # one reader, nothing verified: a lead decides
     lead = add_lead(ctx, "lead", "Demo")
     al.decide(ctx, report.round_id, "adopt", lead)
     assert scores(ctx, pid) != before
-    assert [r.n_labels for r in al.learning_curve(ctx, "Demo", actor=LOCAL_ADMIN)] == [0, 16]
+    assert [r.n_labels for r in al.learning_curve(ctx, pid_of(ctx, "Demo"), actor=LOCAL_ADMIN)] == [0, 16]

@@ -33,6 +33,7 @@ from medlabel.settings import Settings
 from services import accounts, audit, images
 from services.context import AppContext
 from services.projects import LabelSpec, ProjectSpec, create_project
+from services.projects import project_id as pid_of
 from tests.services.factories import PASSWORD, make_items
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "security.md"
@@ -161,12 +162,12 @@ def _calls() -> dict[str, Callable[[World, int], Any]]:
             w.ctx, w.alpha, actor=a),
         "agreement_report.agreement_over_rounds": lambda w, a: agreement_report.agreement_over_rounds(
             w.ctx, w.alpha, n_boot=0, actor=a),
-        "learning.status": lambda w, a: al.status(w.ctx, "Alpha", actor=a),
-        "learning.configure": lambda w, a: al.configure(w.ctx, "Alpha", "random", 5, 0, actor=a),
-        "learning.queued_cases": lambda w, a: al.queued_cases(w.ctx, "Alpha", actor=a),
-        "learning.learning_curve": lambda w, a: al.learning_curve(w.ctx, "Alpha", actor=a),
-        "learning.predictions_vs_truth": lambda w, a: al.predictions_vs_truth(w.ctx, "Alpha", actor=a),
-        "learning.suspected_label_errors": lambda w, a: al.suspected_label_errors(w.ctx, "Alpha", actor=a),
+        "learning.status": lambda w, a: al.status(w.ctx, pid_of(w.ctx, "Alpha"), actor=a),
+        "learning.configure": lambda w, a: al.configure(w.ctx, pid_of(w.ctx, "Alpha"), "random", 5, 0, actor=a),
+        "learning.queued_cases": lambda w, a: al.queued_cases(w.ctx, pid_of(w.ctx, "Alpha"), actor=a),
+        "learning.learning_curve": lambda w, a: al.learning_curve(w.ctx, pid_of(w.ctx, "Alpha"), actor=a),
+        "learning.predictions_vs_truth": lambda w, a: al.predictions_vs_truth(w.ctx, pid_of(w.ctx, "Alpha"), actor=a),
+        "learning.suspected_label_errors": lambda w, a: al.suspected_label_errors(w.ctx, pid_of(w.ctx, "Alpha"), actor=a),
         "verification.send_to_verification": lambda w, a: verification.send_to_verification(
             w.ctx, w.alpha, [w.item], ["rad1"], a),
         "learning.decide": lambda w, a: al.decide(w.ctx, w.al_round, "reject", a),

@@ -8,13 +8,14 @@ from services import jobs, labelling
 from services import learning as al
 from services.authz import LOCAL_ADMIN
 from services.context import AppContext
+from services.projects import project_id as pid_of
 from tests.services.factories import user_id
 from tests.services.test_active_learning import PROJECT, project  # noqa: F401
 
 
 def test_every_n_labels_starts_one_retrain_job(ctx: AppContext, project: dict[str, Any],  # noqa: F811
                                                dask_threads: None) -> None:
-    al.configure(ctx, PROJECT, "margin", 5, 4, actor=LOCAL_ADMIN)
+    al.configure(ctx, pid_of(ctx, PROJECT), "margin", 5, 4, actor=LOCAL_ADMIN)
     pid, rad1 = project["id"], user_id(ctx, "rad1")
 
     def label_next(name: str) -> None:
@@ -32,5 +33,5 @@ def test_every_n_labels_starts_one_retrain_job(ctx: AppContext, project: dict[st
     done = jobs.wait(ctx, started[0].id, timeout_s=300)
     assert done.state == "succeeded", done.error
     # the job trains on the labels present when it runs: the 4 that triggered it, or the 5th too
-    (only,) = al.learning_curve(ctx, PROJECT, actor=LOCAL_ADMIN)
+    (only,) = al.learning_curve(ctx, pid_of(ctx, PROJECT), actor=LOCAL_ADMIN)
     assert only.n_labels in (4, 5)

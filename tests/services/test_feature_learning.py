@@ -20,6 +20,7 @@ from services.authz import LOCAL_ADMIN
 from services.context import AppContext
 from services.learning import features as feature_learning
 from services.models import resolve
+from services.projects import project_id as pid_of
 from tests.services.factories import add_lead
 from tests.services.test_active_learning import (  # noqa: F401
     PROJECT,
@@ -40,7 +41,7 @@ def test_learnt_features_become_the_projects_model(ctx: AppContext, project: dic
     items = project["items"]
     label_truthfully(ctx, project, items[:10])
     verify(ctx, project, items[10:16])
-    report = feature_learning.learn_project_features(ctx, PROJECT, params=SMALL)
+    report = feature_learning.learn_project_features(ctx, pid_of(ctx, PROJECT), params=SMALL)
     assert report.images == len(items) and report.n_labels == 16 and report.dimensions == 12
     # the adoption gate compared it with the current model on the 6 verified items, as for a retrain
     assert report.adopted and report.gate["n_verified"] == 6 and report.gate["previous"] == "tiny:1"
@@ -48,7 +49,7 @@ def test_learnt_features_become_the_projects_model(ctx: AppContext, project: dic
     assert settings["model"] == report.model_ref  # switched, like a retrain
     new = resolve(ctx, report.model_ref)
     assert new.embedding_output == "embedding"
-    (rnd,) = al.learning_curve(ctx, PROJECT, actor=LOCAL_ADMIN)
+    (rnd,) = al.learning_curve(ctx, pid_of(ctx, PROJECT), actor=LOCAL_ADMIN)
     assert rnd.n_labels == 16 and rnd.metrics["features"] == {"kind": "patch-kmeans", "images": 32, "dimensions": 12}
     assert rnd.state == "adopted" and rnd.gate["n_verified"] == 6
     # every pool item is pre-labelled by the new model, with its 12-d embedding stored
@@ -64,7 +65,7 @@ def test_learnt_features_become_the_projects_model(ctx: AppContext, project: dic
     np.testing.assert_allclose(probs[:, 1], [stored[i]["pneumonia"] for i in items[:5]], atol=1e-4)
     # a retrain afterwards keeps these features and refits the head only
     label_truthfully(ctx, project, items[16:20])
-    again = al.retrain(ctx, PROJECT)
+    again = al.retrain(ctx, pid_of(ctx, PROJECT))
     assert again.n_labels == 20
     assert resolve(ctx, again.model_ref).embedding_output in ("embedding", "embedding/flat")
 
@@ -81,10 +82,10 @@ def test_learnt_features_wait_for_a_lead_when_nothing_verified_shows_them_not_wo
     items = project["items"]
     label_truthfully(ctx, project, items[:10])  # single reads only: the gate cannot tell
     before = project_row(ctx, project["id"]), scores(ctx, project["id"])
-    report = feature_learning.learn_project_features(ctx, PROJECT, params=SMALL)
+    report = feature_learning.learn_project_features(ctx, pid_of(ctx, PROJECT), params=SMALL)
     assert not report.adopted and "verified" in report.gate["reason"]
     assert (project_row(ctx, project["id"]), scores(ctx, project["id"])) == before  # the project kept its model
-    (rnd,) = al.learning_curve(ctx, PROJECT, actor=LOCAL_ADMIN)
+    (rnd,) = al.learning_curve(ctx, pid_of(ctx, PROJECT), actor=LOCAL_ADMIN)
     assert rnd.state == "held" and rnd.model == report.model
     assert not resolve(ctx, report.model_ref).is_active
     lead = add_lead(ctx, "lead", PROJECT)
@@ -97,7 +98,7 @@ def test_feature_learning_needs_two_classes_and_changes_nothing_otherwise(
     label_truthfully(ctx, project, [i for i in project["items"] if project["pairs"][i][0] > project["pairs"][i][1]][:3])
     before = project_row(ctx, project["id"])
     with pytest.raises(InputError, match="every class; none yet for: normal"):
-        feature_learning.learn_project_features(ctx, PROJECT, params=SMALL)
+        feature_learning.learn_project_features(ctx, pid_of(ctx, PROJECT), params=SMALL)
     assert project_row(ctx, project["id"]) == before
 
 
@@ -114,23 +115,23 @@ def test_feature_learning_runs_as_a_job_with_progress(ctx: AppContext, project: 
     # single reads only: the job's version waits for a lead, as a retrain's would
     assert done.result["adopted"] is False and "verified" in done.result["gate"]["reason"]
     assert project_row(ctx, project["id"])[1].get("model") != done.result["model_ref"]
-    assert [r.state for r in al.learning_curve(ctx, PROJECT, actor=LOCAL_ADMIN)] == ["held"]
+    assert [r.state for r in al.learning_curve(ctx, pid_of(ctx, PROJECT), actor=LOCAL_ADMIN)] == ["held"]
 
 
 def test_adaptive_queue_says_typical_then_uncertain_and_diverse(ctx: AppContext, project: dict[str, Any],  # noqa: F811
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     items = project["items"]
     label_truthfully(ctx, project, items[:4])
-    al.configure(ctx, PROJECT, "adaptive", 5, 0, actor=LOCAL_ADMIN)
+    al.configure(ctx, pid_of(ctx, PROJECT), "adaptive", 5, 0, actor=LOCAL_ADMIN)
     stored = scores(ctx, project["id"])
     batch = sorted((i for i in stored if stored[i] > 1.0), key=lambda i: -stored[i])  # type: ignore[operator]  # every item has a score once the strategy ran
     assert len(batch) == 5 and not set(batch) & set(items[:4])
     assert al.queue_reason(ctx, batch[0]) == al.TYPICAL_REASON
-    queued = al.queued_cases(ctx, PROJECT, actor=LOCAL_ADMIN)
+    queued = al.queued_cases(ctx, pid_of(ctx, PROJECT), actor=LOCAL_ADMIN)
     assert [c.item_id for c in queued] == batch and {c.why for c in queued} == {"typical"}
     # past the switch (20 labels per class for 2 classes; 2 per class here): uncertainty, diversified
     monkeypatch.setattr(strategies, "SWITCH_LABELS_PER_OUTPUT", 2)
-    al.configure(ctx, PROJECT, "adaptive", 5, 0, actor=LOCAL_ADMIN)
-    queued = al.queued_cases(ctx, PROJECT, actor=LOCAL_ADMIN)
+    al.configure(ctx, pid_of(ctx, PROJECT), "adaptive", 5, 0, actor=LOCAL_ADMIN)
+    queued = al.queued_cases(ctx, pid_of(ctx, PROJECT), actor=LOCAL_ADMIN)
     assert {c.why for c in queued} == {"uncertain, diverse"}
     assert queued[0].reason.startswith("model unsure: ") and queued[0].reason.endswith("unlike the other cases picked")

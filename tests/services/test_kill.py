@@ -91,6 +91,7 @@ from services import learning as al
 from medlabel.settings import load_settings
 from services.context import AppContext
 from services.jobs.protocol import NullReporter
+from services.projects import project_id as pid_of
 
 
 class Loud(NullReporter):
@@ -101,7 +102,7 @@ class Loud(NullReporter):
 
 
 ctx = AppContext.from_settings(load_settings())
-report = al.retrain(ctx, "Chest", reporter=Loud())
+report = al.retrain(ctx, pid_of(ctx, "Chest"), reporter=Loud())
 print(f"done {report.model_ref} adopted={report.adopted}", flush=True)
 """
 

@@ -23,6 +23,7 @@ from services.context import AppContext
 from services.models import cards as model_cards
 from services.models import gate as model_gate
 from services.models import list_models, prelabel, register_model, resolve
+from services.projects import project_id as pid_of
 from tests.services.factories import PASSWORD, add_lead, make_project, user_id
 from tests.services.test_active_learning import PAIRS, label, make_pattern_items, scores, truth
 
@@ -36,7 +37,7 @@ def pattern(ctx: AppContext) -> dict[str, Any]:
     ids = make_pattern_items(ctx, pid, PAIRS)
     register_model(ctx, tiny_model(), name="tiny", labels=LABELS)
     prelabel(ctx, PROJECT, "tiny")
-    al.configure(ctx, PROJECT, "margin", 5, 0, actor=LOCAL_ADMIN)
+    al.configure(ctx, pid_of(ctx, PROJECT), "margin", 5, 0, actor=LOCAL_ADMIN)
     add_lead(ctx, "lead", PROJECT)
     accounts.add_user(ctx, "doc", PASSWORD, "clinician")
     return {"id": pid, "items": ids, "pairs": dict(zip(ids, PAIRS, strict=True))}
@@ -89,18 +90,18 @@ def test_a_worse_retrain_is_held_unseen_by_clinicians_until_a_lead_decides(ctx: 
     _verify(ctx, pattern, items[:6])
     _careless(ctx, pattern, items[6:22])
     before_scores = scores(ctx, pattern["id"])
-    report = al.retrain(ctx, PROJECT)
+    report = al.retrain(ctx, pid_of(ctx, PROJECT))
     # worse on the 6 verified items: held, the project keeps its model, queue and scores
     assert not report.adopted and report.model == "chest-al v1"
     gate = report.gate
     assert gate["n_verified"] == 6 and gate["current_auroc"] == 1.0 and gate["candidate_auroc"] < 0.5
     assert gate["delta_ci"] is not None and gate["previous"] == "tiny:1"
-    assert al.status(ctx, PROJECT, actor=LOCAL_ADMIN).model == "tiny v1" and scores(ctx, pattern["id"]) == before_scores
+    assert al.status(ctx, pid_of(ctx, PROJECT), actor=LOCAL_ADMIN).model == "tiny v1" and scores(ctx, pattern["id"]) == before_scores
     with pytest.raises(NotFoundError):
         resolve(ctx, "chest-al")  # held versions are not in use
     assert [m.ref for m in so.available_models(ctx, include_unapproved=True)] == ["tiny:1"]
     assert so.available_models(ctx) == []  # nothing approved for clinicians at all
-    (held,) = al.learning_curve(ctx, PROJECT, actor=LOCAL_ADMIN)
+    (held,) = al.learning_curve(ctx, pid_of(ctx, PROJECT), actor=LOCAL_ADMIN)
     assert held.state == "held" and held.gate["reason"].startswith("held for a lead: worse")
     # only a lead or an administrator decides; a reject withdraws the version and its predictions
     with pytest.raises(PermissionDenied):
@@ -111,10 +112,10 @@ def test_a_worse_retrain_is_held_unseen_by_clinicians_until_a_lead_decides(ctx: 
     with pytest.raises(ConflictError, match="already decided"):
         al.decide(ctx, held.id, "adopt", user_id(ctx, "lead"))
     # the next worse retrain, adopted by the lead after seeing both: the project switches to it at once
-    second = al.retrain(ctx, PROJECT)
+    second = al.retrain(ctx, pid_of(ctx, PROJECT))
     assert not second.adopted
     adopted = al.decide(ctx, second.round_id, "adopt", user_id(ctx, "lead"))
-    assert adopted.state == "approved" and al.status(ctx, PROJECT, actor=LOCAL_ADMIN).model == "chest-al v2"
+    assert adopted.state == "approved" and al.status(ctx, pid_of(ctx, PROJECT), actor=LOCAL_ADMIN).model == "chest-al v2"
     assert scores(ctx, pattern["id"]) != before_scores
     assert so.available_models(ctx) == []  # adopted for the queue is not approved for clinicians
 
@@ -124,10 +125,10 @@ def test_a_retrain_not_worse_on_the_verified_labels_is_adopted(ctx: AppContext, 
     _verify(ctx, pattern, items[:8])
     for item in items[8:24]:
         label(ctx, item, "rad1", [truth(pattern["pairs"][item])])
-    report = al.retrain(ctx, PROJECT)
+    report = al.retrain(ctx, pid_of(ctx, PROJECT))
     assert report.adopted and report.gate["reason"].startswith("adopted: not worse on 8 verified items")
-    assert al.status(ctx, PROJECT, actor=LOCAL_ADMIN).model == "chest-al v1"
-    (rnd,) = al.learning_curve(ctx, PROJECT, actor=LOCAL_ADMIN)
+    assert al.status(ctx, pid_of(ctx, PROJECT), actor=LOCAL_ADMIN).model == "chest-al v1"
+    (rnd,) = al.learning_curve(ctx, pid_of(ctx, PROJECT), actor=LOCAL_ADMIN)
     assert rnd.state == "adopted" and rnd.gate["candidate_auroc"] >= rnd.gate["current_auroc"] - 0.02
 
 
@@ -136,8 +137,8 @@ def test_the_project_model_changing_meanwhile_refuses_an_old_held_version(ctx: A
     items = pattern["items"]
     _verify(ctx, pattern, items[:6])
     _careless(ctx, pattern, items[6:22])
-    first = al.retrain(ctx, PROJECT)
-    second = al.retrain(ctx, PROJECT)
+    first = al.retrain(ctx, pid_of(ctx, PROJECT))
+    second = al.retrain(ctx, pid_of(ctx, PROJECT))
     al.decide(ctx, second.round_id, "adopt", user_id(ctx, "lead"))
     with pytest.raises(ConflictError, match="changed"):
         al.decide(ctx, first.round_id, "adopt", user_id(ctx, "lead"))
