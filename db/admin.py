@@ -76,6 +76,7 @@ def generate_items(engine: Engine, *, project_id: int, count: int, seed: int = 0
     key = _hash01("g", 2654435761, seed)
     score = f"CASE WHEN g % {unscored_every} = 0 THEN NULL ELSE {_hash01('g', 2246822519, seed + 1)} END"
     with engine.begin() as conn:
+        rebuild = _drop_secondary_indexes(conn, ("items",)) if postgres else []
         conn.execute(text(
             "INSERT INTO items (project_id, content_hash, stored_path, kind, modality, width, height, frame_count, "
             "patient_pseudonym, study_pseudonym, series_pseudonym, deid_status, deid_report, attributes, priority, "
@@ -84,6 +85,8 @@ def generate_items(engine: Engine, *, project_id: int, count: int, seed: int = 0
             f"'2.25.1.' || CAST(g / 4 AS text), '2.25.2.' || CAST(g / 4 AS text), 'released', {json}, {json}, 0, "
             f"{key}, {score}, 0, {true}, CURRENT_TIMESTAMP FROM {_series(engine, 'n')}"),
             {"p": project_id, "n": count})
+        for definition in rebuild:
+            conn.execute(text(definition))
 
 
 def generate_predictions(engine: Engine, *, project_id: int, model_id: int, labels: tuple[str, str]) -> None:
@@ -95,10 +98,13 @@ def generate_predictions(engine: Engine, *, project_id: int, model_id: int, labe
     probs = (f"json_build_object('{labels[0]}', {p}, '{labels[1]}', 1.0 - {p})" if postgres
              else f"json_object('{labels[0]}', {p}, '{labels[1]}', 1.0 - {p})")
     with engine.begin() as conn:
+        rebuild = _drop_secondary_indexes(conn, ("predictions",)) if postgres else []
         conn.execute(text(
             "INSERT INTO predictions (item_id, model_id, probabilities, margin, least_confidence, uncertainty, "
             f"created_at) SELECT items.id, :m, {probs}, {margin}, 1.0 - {p}, {margin}, CURRENT_TIMESTAMP "
             "FROM items WHERE items.project_id = :p"), {"p": project_id, "m": model_id})
+        for definition in rebuild:
+            conn.execute(text(definition))
 
 
 def mark_read(engine: Engine, *, project_id: int, user_ids: Sequence[int], count: int, labels_per_item: int,
@@ -122,6 +128,9 @@ def mark_read(engine: Engine, *, project_id: int, user_ids: Sequence[int], count
             "AND c.kind = 'label' AND c.status = 'claimed')")  # an item a reader holds stays theirs
     params: dict[str, Any] = {"p": project_id, "labels": labels_json, "k": labels_per_item, "open": True}
     with engine.begin() as conn:
+        if postgres:  # a bulk load: more memory for the index builds below, no wait for the WAL flush
+            conn.execute(text("SET LOCAL maintenance_work_mem = '256MB'"))
+            conn.execute(text("SET LOCAL synchronous_commit = off"))
         last = conn.execute(text(f"SELECT items.random_key FROM items WHERE {head} "
                                  "ORDER BY items.random_key DESC LIMIT 1 OFFSET :skip"),
                             {**params, "skip": max(count - 1, 0)}).scalar()
@@ -133,6 +142,10 @@ def mark_read(engine: Engine, *, project_id: int, user_ids: Sequence[int], count
         conn.execute(text("DROP TABLE IF EXISTS medlabel_read_head"))
         conn.execute(text(f"CREATE TEMPORARY TABLE medlabel_read_head AS SELECT items.id AS id FROM items "
                           f"WHERE {head} AND items.random_key >= :t"), {**params, "t": last})
+        # PostgreSQL: the secondary indexes of the tables written are dropped for the load and built
+        # again after it, with the same definitions (one sorted build instead of a million in-place
+        # insertions each; the UPDATE of items is not HOT, since queue_open is in the queue indexes).
+        rebuild = _drop_secondary_indexes(conn, ("items", "assignments", "annotations")) if postgres else []
         conn.execute(text(
             f"INSERT INTO assignments (item_id, user_id, kind, status, claimed_at, expires_at, completed_at) "
             f"SELECT h.id, {who}, 'label', 'done', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP "
@@ -144,8 +157,24 @@ def mark_read(engine: Engine, *, project_id: int, user_ids: Sequence[int], count
         result = conn.execute(text(
             "UPDATE items SET reads_done = reads_done + 1, queue_open = (reads_done + 1 < :k) "
             "WHERE items.id IN (SELECT id FROM medlabel_read_head)"), params)
+        for definition in rebuild:
+            conn.execute(text(definition))
         conn.execute(text("DROP TABLE medlabel_read_head"))
     return int(result.rowcount)
+
+
+def _drop_secondary_indexes(conn: Any, tables: Sequence[str]) -> list[str]:
+    """PostgreSQL: drop the indexes of ``tables`` that back no constraint (keys and unique constraints
+    stay, so the load is still checked); returns their definitions, to be executed after the load."""
+    rows = conn.execute(text(
+        "SELECT i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid) FROM pg_index i "
+        "JOIN pg_class t ON t.oid = i.indrelid WHERE t.relname = ANY(:tables) "
+        "AND t.relnamespace = current_schema()::regnamespace "
+        "AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid)"),
+        {"tables": list(tables)}).all()
+    for name, _ in rows:
+        conn.execute(text(f"DROP INDEX {name}"))
+    return [str(definition) for _, definition in rows]
 
 
 def analyze(engine: Engine) -> None:

@@ -39,6 +39,30 @@ def test_dataset_has_the_done_fraction_it_claims(settings: Settings) -> None:
         ctx.close()
 
 
+def test_the_bulk_load_leaves_the_product_schema_indexes(settings: Settings) -> None:
+    """The PostgreSQL load drops the secondary indexes of the tables it fills and builds them again:
+    afterwards every table has exactly the indexes a migrated database has (names, columns, uniqueness)."""
+    from sqlalchemy import inspect
+
+    tables = ("items", "predictions", "assignments", "annotations")
+    ctx = AppContext.from_settings(settings)
+
+    def indexes() -> dict[str, list[tuple[str, tuple[str | None, ...], bool]]]:
+        found = inspect(ctx.engine)
+        return {t: sorted((str(i["name"]), tuple(i["column_names"]), bool(i["unique"]))
+                          for i in found.get_indexes(t)) for t in tables}
+
+    try:
+        migrated = indexes()
+        assert migrated["items"] and migrated["assignments"]
+        data = bench.build(ctx, 300, 3, seed=1)
+        bench.read_head(ctx, data, 0.5)
+        assert indexes() == migrated
+        assert bench.done_count(ctx, data) == 150
+    finally:
+        ctx.close()
+
+
 def test_concurrent_runs_report_claims_without_double_claims(settings: Settings, tmp_path: Path) -> None:
     backend = settings.database_url.split(":", 1)[0].split("+")[0]
     runs, closed = bench.measure_backend(backend, settings.database_url, tmp_path / "bench", items=2000, readers=4,
