@@ -11,6 +11,7 @@ from db.models import (
     AnnotationKind,
     DeidStatus,
     Item,
+    ModelVersion,
     Prediction,
     Project,
     ProjectReader,
@@ -106,7 +107,8 @@ def set_readers(session: Session, project_id: int, user_ids: list[int]) -> None:
 def project_ids_with(session: Session, what: str) -> set[int]:
     """Ids of the projects that have data of one kind: ``labels`` (any read), ``agreement`` (an item read
     by two or more readers), ``rounds`` (a verification round), ``predictions`` (a model's prediction on
-    an item) or ``active_learning`` (an active-learning round or a project model)."""
+    an item) or ``active_learning`` (an active-learning round, a project model, or predictions by an active
+    model: the model the Active learning page shows)."""
     of_project = Item.project_id == Project.id
     if what == "labels":
         found = select(Annotation.id).join(Item, Item.id == Annotation.item_id).where(of_project)
@@ -119,9 +121,15 @@ def project_ids_with(session: Session, what: str) -> set[int]:
     elif what == "predictions":
         found = select(Prediction.id).join(Item, Item.id == Prediction.item_id).where(of_project)
     elif what == "active_learning":
-        found = select(ActiveLearningRound.id).where(ActiveLearningRound.project_id == Project.id)
+        # the model the Active learning page shows: the project's own (settings), else the newest active
+        # model that predicted its items (services.learning.common._project_model)
+        rounds = select(ActiveLearningRound.id).where(ActiveLearningRound.project_id == Project.id)
+        predicted = (select(Prediction.id).join(Item, Item.id == Prediction.item_id)
+                     .join(ModelVersion, ModelVersion.id == Prediction.model_id)
+                     .where(of_project, ModelVersion.is_active.is_(True)))
         with_model = {p.id for p in session.scalars(select(Project)) if ProjectSettings.from_json(p.settings).model}
-        return with_model | {int(i) for i in session.scalars(select(Project.id).where(found.exists()))}
+        return with_model | {int(i) for i in session.scalars(
+            select(Project.id).where(rounds.exists() | predicted.exists()))}
     else:
         raise ValueError(f"unknown kind of project data {what!r}")
     return {int(i) for i in session.scalars(select(Project.id).where(found.exists()))}

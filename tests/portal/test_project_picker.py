@@ -4,7 +4,10 @@ choice is remembered across pages and sign-ins, and pages that need data open on
 from __future__ import annotations
 
 import pytest
+from sqlalchemy import select
 
+from db.models import Item, ModelVersion, Prediction
+from db.queries.projects import project_ids_with
 from medlabel.settings import Settings
 from services import accounts, labelling, review
 from services.authz import LOCAL_ADMIN
@@ -124,3 +127,22 @@ def test_readers_see_only_their_projects(ctx: AppContext, portal_env: Settings) 
     make_project(ctx, "Beta", readers=("rad2",))
     choice = project_choice(ctx, user_id(ctx, "rad1"), "reader")
     assert [p.name for p in choice.projects] == ["Alpha"]
+
+
+def test_a_project_whose_items_a_model_predicted_is_not_marked_without_a_model(ctx: AppContext) -> None:
+    """The Active learning page shows the newest active model that predicted the project; the picker must
+    not call that project "no model yet" (found in the demo: ChestX-ray14 with clinical data)."""
+    first, second = _two_projects(ctx)
+    with ctx.sessions.begin() as session:
+        model = ModelVersion(name="m", version=1, sha256="0" * 64, size_bytes=1, stored_path="m.onnx",
+                             labels=["normal", "pneumonia"])
+        session.add(model)
+        session.flush()
+        item_id = session.scalars(select(Item.id).where(Item.project_id == second)).first()
+        session.add(Prediction(item_id=item_id, model_id=model.id, probabilities={"normal": 0.4, "pneumonia": 0.6}))
+    with ctx.reads() as session:
+        assert project_ids_with(session, "active_learning") == {second}
+    with ctx.sessions.begin() as session:
+        session.get(ModelVersion, model.id).is_active = False  # a retired model is not the page's model
+    with ctx.reads() as session:
+        assert project_ids_with(session, "active_learning") == set()
