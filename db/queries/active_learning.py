@@ -145,11 +145,15 @@ def newest_model_with_predictions(session: Session, project_id: int) -> ModelVer
 
     Walks the (few) model versions newest first and stops at the first with a prediction in the
     project, instead of listing the models of every prediction of the project (a scan of the
-    project's predictions, ~0.2 s at 20k items, on every active-learning claim)."""
-    predicted = (select(Prediction.id).join(Item, Item.id == Prediction.item_id)
-                 .where(Prediction.model_id == ModelVersion.id, Item.project_id == project_id)
-                 .correlate(ModelVersion).exists())
-    stmt = (select(ModelVersion).where(ModelVersion.is_active.is_(True), predicted)
+    project's predictions, ~0.2 s at 20k items, on every active-learning claim).
+
+    The test is a scalar subquery with LIMIT 1, not EXISTS: PostgreSQL planned the EXISTS as a semi
+    join hashing every item of the project (34 ms per score-order claim at 100k items, growing with
+    the project), while the LIMIT stops at the first item with a prediction (0.2 ms)."""
+    first = (select(Prediction.id).join(Item, Item.id == Prediction.item_id)
+             .where(Prediction.model_id == ModelVersion.id, Item.project_id == project_id)
+             .correlate(ModelVersion).limit(1).scalar_subquery())
+    stmt = (select(ModelVersion).where(ModelVersion.is_active.is_(True), first.is_not(None))
             .order_by(ModelVersion.id.desc()).limit(1))
     return session.scalars(stmt).first()
 

@@ -49,3 +49,29 @@ def test_random_strategy_ignores_scores(ctx: AppContext) -> None:
     _score(ctx, {i: float(k) for k, i in enumerate(items)}, "random")
     served = _served(ctx, pid, "rad1")
     assert sorted(served) == sorted(items) and served != sorted(items, key=lambda i: -items.index(i))
+
+
+def test_the_queue_reason_model_is_the_newest_active_one_that_predicted_the_project(ctx: AppContext) -> None:
+    """``newest_model_with_predictions`` (the model behind a score-order claim's reason): a newer model
+    that predicted only another project's items, or one withdrawn, is passed over."""
+    from db.models import ModelVersion, Prediction
+    from db.queries.active_learning import newest_model_with_predictions
+
+    chest, other, empty = make_project(ctx), make_project(ctx, "Other"), make_project(ctx, "Empty")
+    chest_items, other_items = make_items(ctx, chest, 3), make_items(ctx, other, 3, start=10)
+    make_items(ctx, empty, 2, start=20)
+    with ctx.sessions.begin() as session:
+        models = [ModelVersion(name="m", version=v, sha256=f"{v:064d}", size_bytes=1, stored_path=f"m{v}",
+                               labels=["normal", "pneumonia"], output_kind="softmax", is_active=v != 3)
+                  for v in (1, 2, 3)]
+        session.add_all(models)
+        session.flush()
+        predicted = {models[0].id: chest_items[-1:] + other_items, models[1].id: other_items,
+                     models[2].id: chest_items}  # version 3 withdrawn
+        session.add_all(Prediction(item_id=i, model_id=m, probabilities={"normal": 0.5, "pneumonia": 0.5},
+                                   margin=0.0, least_confidence=0.5, uncertainty=0.0)
+                        for m, items in predicted.items() for i in items)
+        ids = [m.id for m in models]
+    with ctx.reads() as session:
+        found = {pid: newest_model_with_predictions(session, pid) for pid in (chest, other, empty)}
+        assert {pid: m.id if m else None for pid, m in found.items()} == {chest: ids[0], other: ids[1], empty: None}
