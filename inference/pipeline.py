@@ -19,6 +19,9 @@ its batch and the run goes on; a worker process that dies (a decoder crash, the 
 is replaced and its chunk retried one item per task, so the item that kills it is reported and the
 others are predicted.
 
+Model renditions (the cache format, ``DerivedRenditions``) live in ``inference.renditions`` and the
+shared decoding processes in ``inference.decode_pool``; this module re-exports what its callers use.
+
 Pure: no database. Executors: worker processes (``forkserver``, so no fork of a threaded parent), or
 threads where the current process may not have children (a daemonic process, e.g. a Dask worker), or
 inline with ``workers=0``. With worker processes, sources must be bytes or picklable callables (e.g.
@@ -27,31 +30,41 @@ inline with ``workers=0``. With worker processes, sources must be bytes or pickl
 
 from __future__ import annotations
 
-import io
 import logging
 import multiprocessing
-import os
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import BrokenExecutor, Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import BrokenExecutor, Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
+from inference.decode_pool import INFERENCE_THREADS, default_workers, get_pool, replace_pool, shutdown_workers
 from inference.preprocess import model_rendition, preprocess_array, tabular_vector
-from inference.runtime import available_cores
+from inference.renditions import (
+    RENDITION_VERSION,
+    DerivedRenditions,
+    DerivedStore,
+    RenditionCache,
+    decode_rendition,
+    encode_rendition,
+    rendition_key,
+)
 from inference.types import InputSpec, TabularSpec
 from medlabel.errors import MedlabelError
+
+__all__ = [  # the pipeline, and what its callers use of the renditions and the decoding pool
+    "DEFAULT_BATCH", "INFERENCE_THREADS", "RENDITION_VERSION", "WORKER_DIED", "Batch", "DerivedRenditions",
+    "DerivedStore", "ItemError", "Pipeline", "PipelineStats", "RenditionCache", "Source", "batches",
+    "decode_rendition", "default_workers", "encode_rendition", "prefetch_window", "prepare_chunk",
+    "rendition_key", "shutdown_workers",
+]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_BATCH = 8
-INFERENCE_THREADS = 2  # the batch path's onnxruntime intra-op threads: the total for the machine
-RENDITION_VERSION = 2  # bump when decoding changes what a rendition holds: old cached ones are ignored
-# (v2: stored values area-averaged before the filter, inference.imaging.area_reduce)
 WORKER_DIED = "the decoding worker process died on this item (a decoder crash or out of memory)"
 
 
@@ -91,38 +104,6 @@ class Batch:
         return len(self.ids) + len(self.errors)
 
 
-class RenditionCache(Protocol):
-    """Where model renditions are kept between runs, by ``Source.cache_key`` (must pickle for processes)."""
-
-    def get(self, key: str) -> bytes | None: ...
-
-    def put(self, key: str, data: bytes) -> None: ...
-
-
-class DerivedStore(Protocol):
-    """What ``DerivedRenditions`` needs of a content store (``db.store``'s stores have it)."""
-
-    def get_derived(self, source_digest: str, name: str) -> bytes | None: ...
-
-    def put_derived(self, source_digest: str, name: str, data: bytes) -> None: ...
-
-
-@dataclass(frozen=True)
-class DerivedRenditions:
-    """Model renditions kept as derived content of each item's blob (``Source.cache_key`` = its content
-    hash) under ``name`` (``rendition_key(spec)``). Defined here, not in the services, so that a worker
-    unpickling it imports no more than the store's own module."""
-
-    store: DerivedStore
-    name: str
-
-    def get(self, key: str) -> bytes | None:
-        return self.store.get_derived(key, self.name)
-
-    def put(self, key: str, data: bytes) -> None:
-        self.store.put_derived(key, self.name, data)
-
-
 @dataclass
 class PipelineStats:
     """Where the input side's time went. Worker times are summed over items (seconds of a core, roughly);
@@ -144,29 +125,6 @@ class PipelineStats:
         return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
 
 
-def rendition_key(spec: InputSpec) -> str:
-    """The derived-content name of a model rendition: depends on the model size only (frame 0, the
-    file's own window), so every model with the same input size shares it."""
-    crop = "" if spec.crop is None else f"-{spec.crop}"
-    return f"model-rendition/v{RENDITION_VERSION}/{spec.height}x{spec.width}{crop}"
-
-
-def encode_rendition(image: np.ndarray) -> bytes:
-    out = io.BytesIO()
-    np.save(out, np.ascontiguousarray(image, dtype=np.uint8), allow_pickle=False)
-    return out.getvalue()
-
-
-def decode_rendition(blob: bytes, spec: InputSpec) -> np.ndarray | None:
-    """A cached rendition, or None when it is unreadable or not at the model size (then decode again)."""
-    try:
-        arr = np.load(io.BytesIO(blob), allow_pickle=False)
-    except (ValueError, OSError, EOFError):
-        return None
-    ok = arr.dtype == np.uint8 and arr.shape[:2] == (spec.height, spec.width) and arr.ndim in (2, 3)
-    return arr if ok else None
-
-
 PREFETCH_BYTES = 64 << 20  # prepared tensors a batch run may hold ahead of the model (prefetch_window)
 
 
@@ -178,12 +136,6 @@ def prefetch_window(spec: InputSpec, batch_size: int, workers: int) -> int:
     the inference threads later."""
     chunk_bytes = 4 * batch_size * spec.channels * spec.height * spec.width
     return max(workers + 2, min(32, PREFETCH_BYTES // max(chunk_bytes, 1)))
-
-
-def default_workers(inference_threads: int = INFERENCE_THREADS) -> int:
-    """Decoding processes beside a batch session of ``inference_threads``: the cores left, at least 1,
-    at most 4 (on 2 cores: 1)."""
-    return max(1, min(4, available_cores() - inference_threads))
 
 
 # --- the worker side ---------------------------------------------------------------------------------
@@ -259,10 +211,6 @@ def prepare_chunk(sources: list[Source], spec: InputSpec, tabular: TabularSpec |
     return _Prepared(tuple(ids), tensor, tab, tuple(errors), timings)
 
 
-def _ping() -> bool:
-    return True
-
-
 # --- the consumer side -------------------------------------------------------------------------------
 
 
@@ -271,65 +219,6 @@ def _as_source(item: Source | tuple[int, bytes | Callable[[], bytes]]) -> Source
         return item
     item_id, data = item
     return Source(int(item_id), data)
-
-
-def _process_context() -> multiprocessing.context.BaseContext:
-    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-    context = multiprocessing.get_context(method)
-    if method == "forkserver":
-        context.set_forkserver_preload(["inference.pipeline"])
-    return context
-
-
-class _ProcessPools:
-    """One decoding pool per worker count, per process, shared by every pipeline of the process.
-
-    Starting a worker costs about a second here (a forkserver child re-imports the main module, e.g.
-    the whole CLI), so a long-lived process (a job worker, the benchmark) pays it once. The workers
-    stay until the process exits or ``shutdown_workers()``.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._pools: dict[tuple[int, int], ProcessPoolExecutor] = {}
-
-    def get(self, workers: int) -> ProcessPoolExecutor:
-        with self._lock:
-            pool = self._pools.get((os.getpid(), workers))
-            if pool is None:
-                pool = self._pools[(os.getpid(), workers)] = ProcessPoolExecutor(workers, mp_context=_process_context())
-            return pool
-
-    def replace(self, workers: int, broken: Executor | None) -> ProcessPoolExecutor:
-        """A working pool instead of ``broken`` (unless another pipeline replaced it already)."""
-        with self._lock:
-            key = (os.getpid(), workers)
-            current = self._pools.get(key)
-            if current is None or current is broken:
-                if current is not None:
-                    current.shutdown(wait=True, cancel_futures=True)
-                current = self._pools[key] = ProcessPoolExecutor(workers, mp_context=_process_context())
-                try:
-                    current.submit(_ping).result()
-                except BrokenExecutor:
-                    del self._pools[key]
-                    raise RuntimeError("decoding worker processes cannot start (see the log above); "
-                                       "run with workers=0") from None
-            return current
-
-    def shutdown(self) -> None:
-        with self._lock:
-            pools, self._pools = list(self._pools.values()), {}
-        for pool in pools:
-            pool.shutdown(wait=True, cancel_futures=True)
-
-
-_POOLS = _ProcessPools()
-
-
-def shutdown_workers() -> None:
-    """Stop this process's shared decoding processes (they start again on the next pipeline)."""
-    _POOLS.shutdown()
 
 
 class Pipeline:
@@ -377,7 +266,7 @@ class Pipeline:
             return
         t0 = time.perf_counter()
         if self.executor_kind == "process":
-            self._pool = _POOLS.get(self.workers)
+            self._pool = get_pool(self.workers)
         else:
             self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="medlabel-decode")
         self._fill()  # the first submit starts the workers when the pool is new
@@ -424,7 +313,7 @@ class Pipeline:
     def _restart(self) -> None:
         """Replace a process pool whose worker died (the executor is unusable after that)."""
         t0 = time.perf_counter()
-        self._pool = _POOLS.replace(self.workers, self._pool)
+        self._pool = replace_pool(self.workers, self._pool)
         self.stats.startup_s += time.perf_counter() - t0
         self.stats.restarts += 1
 
