@@ -18,7 +18,7 @@ from services.accounts import add_user
 from services.context import AppContext
 from services.dto import IngestReport
 from services.ingest import ingest_blobs, ingest_paths
-from services.projects import LabelSpec, ProjectSpec, create_project, project_exists
+from services.projects import LabelSpec, ProjectSpec, create_project, project_exists, project_id
 
 SAMPLE_DATA = Path(__file__).resolve().parents[1] / "sample_data"
 NIH_FINDINGS = ("Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia",
@@ -293,7 +293,7 @@ def _demo_model(ctx: AppContext, data_dir: Path) -> str:
                                  "training_data": f"PneumoniaMNIST train split ({trained.train_size} paediatric "
                                                   "chest X-rays at 28x28); its test split: AUROC "
                                                   f"{trained.test_auroc:.3f} on {trained.test_size} images"})
-    report = prelabel(ctx, AL_PROJECT.name, ref_of(model.name, model.version))
+    report = prelabel(ctx, project_id(ctx, AL_PROJECT.name), ref_of(model.name, model.version))
     _fit_unusual_input_check(ctx, data_dir, ref_of(model.name, model.version), native_side=(28, 28))
     return (f"model {model.name} v{model.version}: test AUROC {trained.test_auroc:.3f}, accuracy "
             f"{trained.test_accuracy:.3f} on {trained.test_size} held-out images; "
@@ -305,7 +305,7 @@ def _approve_for_clinicians(ctx: AppContext, model_ref: str) -> str:
     simulation project (the images it was made for)."""
     from services.models import cards as model_cards
 
-    card = model_cards.approve(ctx, model_ref, _user_ids(ctx)["lead"], project=AL_PROJECT.name)
+    card = model_cards.approve(ctx, model_ref, _user_ids(ctx)["lead"], project_id=project_id(ctx, AL_PROJECT.name))
     return f"{card.model} approved for second opinions ({card.validation_line()})"
 
 
@@ -342,7 +342,7 @@ def _demo_fullsize_model(ctx: AppContext, data_dir: Path) -> str:
                            "Not for clinical use."}
     model = register_model(ctx, trained.onnx_bytes, name="pneumonia-fullsize", labels=list(LABELS), meta=meta)
     ref = ref_of(model.name, model.version)
-    report = prelabel(ctx, DEMO_PROJECT.name, ref)
+    report = prelabel(ctx, project_id(ctx, DEMO_PROJECT.name), ref)
     check = _fit_unusual_input_check(ctx, data_dir, ref, native_side=None)
     return (f"model {model.name} v{model.version} for full-size films: AUROC {trained.films_auroc:.3f} on the "
             f"{trained.films} full-size films, {trained.test_auroc:.3f} on PneumoniaMNIST test; pre-labelled "

@@ -12,6 +12,7 @@ from medlabel.values import ref_of
 from services import authz
 from services.context import AppContext
 from services.ingest import ingest_paths
+from services.projects import project_id
 
 
 def load_clinical_demo(ctx: AppContext, nih_dir: Path, project_name: str, users: dict[str, int], *,
@@ -44,8 +45,9 @@ def load_clinical_demo(ctx: AppContext, nih_dir: Path, project_name: str, users:
                            "Models page shows what the clinical data adds. Not for clinical use."}
     model = register_model(ctx, trained.onnx_bytes, name="chestxray14-clinical", labels=list(trained.labels),
                            meta=meta)
-    predicted = prelabel(ctx, project_name, ref_of(model.name, model.version)).predicted
-    reads = _clinical_reads(ctx, project_name, users, {item_id: r.findings for item_id, r in items.items()})
+    pid = project_id(ctx, project_name)
+    predicted = prelabel(ctx, pid, ref_of(model.name, model.version)).predicted
+    reads = _clinical_reads(ctx, pid, users, {item_id: r.findings for item_id, r in items.items()})
     return (f"model {model.name} v{model.version} (image + age, sex, view position) trained on "
             f"{trained.train_size} films, pre-labelled {predicted} of {len(items)} films of {len(patients)} other "
             f"patients; {reads}")
@@ -63,15 +65,13 @@ def _import_clinical_data(ctx: AppContext, attributes: dict[int, dict[str, objec
                 item.attributes = {**(item.attributes or {}), **values}
 
 
-def _clinical_reads(ctx: AppContext, project_name: str, users: dict[str, int], truth: dict[int, tuple[str, ...]],
+def _clinical_reads(ctx: AppContext, project_id: int, users: dict[str, int], truth: dict[int, tuple[str, ...]],
                     *, seed: int = 11) -> str:
     """reader1 and reader2 each read every film of the clinical-data project (two reads per item: agreeing
     reads are its verified consensus). A simulated reader reports the data set's findings, and at a fixed,
     seeded rate drops one (or calls a single finding normal, or a normal film 'infiltration')."""
     from services import labelling
-    from services.projects import projects_for
 
-    project = next(p for p in projects_for(ctx, users["lead"], "lead") if p.name == project_name)
     rng = np.random.default_rng(seed)
 
     def read(findings: tuple[str, ...], error_rate: float) -> list[str]:
@@ -84,7 +84,7 @@ def _clinical_reads(ctx: AppContext, project_name: str, users: dict[str, int], t
     done = {}
     for reader, error_rate in (("reader1", 0.08), ("reader2", 0.10)):
         n = 0
-        while (case := labelling.next_case(ctx, project.id, users[reader])) is not None:
+        while (case := labelling.next_case(ctx, project_id, users[reader])) is not None:
             labelling.submit(ctx, case.assignment_id, users[reader],
                              labels=read(truth.get(case.item_id, ("no finding",)), error_rate),
                              time_spent_ms=int(rng.integers(3000, 12000)))

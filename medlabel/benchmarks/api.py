@@ -109,7 +109,7 @@ def run(requests: int = 20, per_client: int = 6, clients: int = 8, warmup: int =
         model = register_model(ctx, onnx_bytes, name=model_kind, labels=labels)
         ref = ref_of(model.name, model.version)
         lead = accounts.add_user(ctx, "bench-lead", "bench-password", "lead").id
-        model_cards.approve(ctx, ref, lead, project=None)  # clinicians use approved versions only
+        model_cards.approve(ctx, ref, lead, project_id=None)  # clinicians use approved versions only
         spec = inference.spec_from_dict(model.input_spec)
         session = cache.session(spec, model_bytes=onnx_bytes)
         uploads = typical_uploads(warmup + requests + clients * per_client)

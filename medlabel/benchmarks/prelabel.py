@@ -258,7 +258,7 @@ def run(model: str = "densenet121", images: int = 240, batch_size: int = 8, work
         loads = []  # model loads inside each timed run: 1 each, since every version has its own weights
         for version in versions:
             before = sessions.loads
-            runs.append(prelabel(ctx, PROJECT, f"bench:{version.version}", batch_size=batch_size,
+            runs.append(prelabel(ctx, pid, f"bench:{version.version}", batch_size=batch_size,
                                  workers=workers))
             loads.append(sessions.loads - before)
             raws.append(_raw_rate(session, spec, images, batch_size))

@@ -208,7 +208,7 @@ def _corpus(ctx: Any, items: int, labels: int, backbone: str = "tiny") -> str:
         model = register_model(ctx, densenet_model(), name="tiny", labels=list(LABELS))
     else:
         model = register_model(ctx, tiny_model(), name="tiny", labels=list(LABELS))
-    predicted = prelabel(ctx, PROJECT, "tiny").predicted
+    predicted = prelabel(ctx, pid, "tiny").predicted
     if predicted != items:
         raise RuntimeError(f"the tiny model pre-labelled {predicted} of {items} items")
     al.configure(ctx, pid, "margin", al.DEFAULT_BATCH_SIZE, 0, actor=authz.LOCAL_ADMIN)

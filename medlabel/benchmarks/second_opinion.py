@@ -171,7 +171,7 @@ def run(model_kind: str = "densenet121", requests: int = 30, warmup: int = 3, la
         onnx_bytes, labels = _model(model_kind, 0)
         model = register_model(ctx, onnx_bytes, name=model_kind, labels=labels)
         ref = ref_of(model.name, model.version)
-        model_cards.approve(ctx, ref, lead, project=None)  # clinicians use approved versions only
+        model_cards.approve(ctx, ref, lead, project_id=None)  # clinicians use approved versions only
         spec = inference.spec_from_dict(model.input_spec)
         _labelled_corpus(ctx, model.id, spec.embedding_dim or 1, labelled)
         uploads = typical_uploads(warmup + requests)
@@ -199,7 +199,7 @@ def run(model_kind: str = "densenet121", requests: int = 30, warmup: int = 3, la
         for seed in range(1, memory_models):
             extra, extra_labels = _model(model_kind, seed)
             version = register_model(ctx, extra, name=f"{model_kind}-{seed}", labels=extra_labels)
-            model_cards.approve(ctx, ref_of(version.name, version.version), lead, project=None)
+            model_cards.approve(ctx, ref_of(version.name, version.version), lead, project_id=None)
             so.wait_for_image(ctx, so.ask(ctx, clinician, f"memory-{seed}.png", uploads[seed % len(uploads)],
                                           ref_of(version.name, version.version)).id, actor=clinician)
         rss_after = process.memory_info().rss

@@ -89,12 +89,14 @@ def prelabel_command(project: str, model_ref: str, batch_size: int, workers: int
     what is done). Stores probabilities, uncertainty scores and embeddings; bad items are listed."""
     require(("lead", "admin"), "pre-label", project)
     from services.models import prelabel, prelabel_pending
+    from services.projects import project_id
 
     with app_context() as ctx:
-        total = prelabel_pending(ctx, project, model_ref)
+        pid = project_id(ctx, project)
+        total = prelabel_pending(ctx, pid, model_ref)
         with click.progressbar(length=total, label=f"pre-labelling {total} items", show_pos=True,
                                file=click.get_text_stream("stderr")) as bar:
-            report = prelabel(ctx, project, model_ref, batch_size=batch_size, workers=workers,
+            report = prelabel(ctx, pid, model_ref, batch_size=batch_size, workers=workers,
                               progress=bar.update)
     seconds = report.timings.get("wall_s", 0.0)
     rate = f", {report.predicted / seconds:.1f} images/s" if seconds and report.predicted else ""

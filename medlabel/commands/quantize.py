@@ -23,9 +23,10 @@ MODES = ("dynamic", "static-int8", "fp16")  # inference.quantize.MODES, without 
 def command(model: str, mode: str, project: str | None) -> None:
     """Register a quantized variant of MODEL (NAME or NAME:VERSION) as NAME-VARIANT."""
     from services.models import quantize
+    from services.projects import project_id
 
     with app_context() as ctx:
-        variant = quantize(ctx, model, mode, project)
+        variant = quantize(ctx, model, mode, None if project is None else project_id(ctx, project))
     click.echo(f"registered {variant.name} v{variant.version} ({variant.sha256[:12]}, {variant.size_bytes} bytes, "
                f"labels {', '.join(variant.labels)})")
 
@@ -42,9 +43,10 @@ def _ci(ci: tuple[float, float] | list[float] | None) -> str:
 def evaluate_command(model: str, project: str, as_json: bool, seed: int) -> None:
     """Evaluate MODEL (NAME or NAME:VERSION) on PROJECT's adjudicated and consensus labels."""
     from services.models import evaluate
+    from services.projects import project_id
 
     with app_context() as ctx:
-        result = evaluate(ctx, model, project, seed=seed)
+        result = evaluate(ctx, model, project_id(ctx, project), seed=seed)
     if as_json:
         click.echo(json.dumps(dataclasses.asdict(result), indent=2))
         return

@@ -42,6 +42,7 @@ model = left.selectbox("Model", originals, index=len(originals) - 1 if originals
 chosen_project = pick_project(user, key="models_project", needs="predictions", empty=None, none_option=NO_PROJECT,
                               container=right)
 project = chosen_project.name if chosen_project is not None else NO_PROJECT
+chosen_id = chosen_project.id if chosen_project is not None else None
 results = st.session_state.setdefault(RESULTS, {})
 
 
@@ -56,10 +57,9 @@ tabular = next((r.tabular_input for r in rows if ref_of(r.name, r.version) == mo
 if model and st.button("Measure and evaluate", type="primary"):
     with st.spinner("Running every variant..."):
         try:
-            results[key] = models.compare_variants(ctx, model, None if project == NO_PROJECT else project,
-                                                     actor=user.id)
-            if tabular and project != NO_PROJECT:
-                results[clinical_key] = models.tabular_contribution(ctx, model, project, actor=user.id)
+            results[key] = models.compare_variants(ctx, model, chosen_id, actor=user.id)
+            if tabular and chosen_id is not None:
+                results[clinical_key] = models.tabular_contribution(ctx, model, chosen_id, actor=user.id)
         except MedlabelError as exc:
             st.error(str(exc))
 comparison = results.get(key)
@@ -159,6 +159,7 @@ projects = sorted((p for p in projects_for(ctx, user.id, user.role)),
                   key=lambda p: not wanted <= {label.name for label in p.labels})
 on = right.selectbox("Validate on the verified labels of", [*(p.name for p in projects), NONE],
                      key=f"mc_project_{ref}")
+on_id = next((p.id for p in projects if p.name == on), None)  # None: keep the registered validation
 card = next((c for c in cards if c.ref == ref), None)
 if card is not None:
     intended = st.text_input("Intended input", value=card.intended_input, key=f"mc_input_{ref}")
@@ -167,10 +168,10 @@ if card is not None:
     preview, approve, revoke = st.columns(3)
     try:
         if preview.button("Preview the validation", key="mc_preview"):
-            shown = model_cards.preview(ctx, ref, None if on == NONE else on)
+            shown = model_cards.preview(ctx, ref, on_id)
             st.info(shown.validation_line())
         if approve.button("Approve for second opinions", type="primary", key="mc_approve"):
-            done = model_cards.approve(ctx, ref, user.id, project=None if on == NONE else on, intended_input=intended,
+            done = model_cards.approve(ctx, ref, user.id, project_id=on_id, intended_input=intended,
                                        training_data=trained, limitations=limits)
             st.success(f"{done.model} approved for second opinions. {done.validation_line()}")
         if card.approved and revoke.button("Revoke approval", key="mc_revoke"):

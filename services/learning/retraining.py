@@ -170,7 +170,7 @@ def _prelabel_from_embeddings(ctx: AppContext, c: _Candidate, new: ModelDTO, sou
     return done
 
 
-def _prelabel(ctx: AppContext, project_name: str, ref: str, reporter: JobReporter, step: int) -> int:
+def _prelabel(ctx: AppContext, project_id: int, ref: str, reporter: JobReporter, step: int) -> int:
     done = 0
 
     def progress(n: int) -> None:
@@ -179,7 +179,7 @@ def _prelabel(ctx: AppContext, project_name: str, ref: str, reporter: JobReporte
         reporter.progress(step, _RETRAIN_STEPS, f"pre-labelling with the new model: {done} items")
         check_stop(reporter)
 
-    return prelabel(ctx, project_name, ref, progress=progress, should_stop=reporter.should_stop).predicted
+    return prelabel(ctx, project_id, ref, progress=progress, should_stop=reporter.should_stop).predicted
 
 
 @dataclass(frozen=True)
@@ -210,7 +210,7 @@ def _install(ctx: AppContext, new: ModelDTO, c: _Candidate, reporter: JobReporte
     try:
         check_stop(reporter)
         from_embeddings = 0 if source is None else _prelabel_from_embeddings(ctx, c, new, source, head, reporter, 4)
-        predicted = from_embeddings + _prelabel(ctx, c.project_name, ref_of(new.name, new.version), reporter, 4)
+        predicted = from_embeddings + _prelabel(ctx, c.project_id, ref_of(new.name, new.version), reporter, 4)
         check_stop(reporter)
         reporter.progress(5, _RETRAIN_STEPS, "scoring the pool")
         with ctx.reads() as session:
@@ -319,7 +319,7 @@ def decide(ctx: AppContext, round_id: int, decision: str, actor_id: int) -> Lear
             audit.record(session, RetrainRejected(target_id=rnd.project_id, model=new.ref,
                                                   round_id=round_id), actor_id=actor_id)
         return next(r for r in _learning_curve(ctx, rnd.project_id) if r.id == round_id)
-    _prelabel(ctx, project_name, new.ref, NullReporter(), 4)  # items added since the retrain
+    _prelabel(ctx, rnd.project_id, new.ref, NullReporter(), 4)  # items added since the retrain
     with ctx.reads() as session:
         rows = q.predictions(session, rnd.project_id, new.id)
     scores = _compute_pool_scores(ctx, new, rows, labelled, kinds, strategy,

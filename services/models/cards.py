@@ -91,9 +91,9 @@ def _approver(session: Any, actor_id: int) -> User:
     return actor
 
 
-def _validation(ctx: AppContext, ref: str, project: str) -> dict[str, Any]:
-    ev = evaluate(ctx, ref, project)
-    return {"project": project, "n_items": ev.n_items, "provenance": dict(ev.provenance),
+def _validation(ctx: AppContext, ref: str, project_id: int) -> dict[str, Any]:
+    ev = evaluate(ctx, ref, project_id)
+    return {"project": ev.project, "n_items": ev.n_items, "provenance": dict(ev.provenance),
             "reference": "adjudicated or consensus labels", "macro_auroc": ev.macro_auroc,
             "macro_auroc_ci": ev.macro_auroc_ci, "accuracy": ev.accuracy, "accuracy_ci": ev.accuracy_ci,
             "per_class": [{"label": a["label"], "auroc": a["value"], "ci": a["ci"]} for a in ev.auroc],
@@ -101,27 +101,29 @@ def _validation(ctx: AppContext, ref: str, project: str) -> dict[str, Any]:
             "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
 
 
-def preview(ctx: AppContext, model_ref: str, project: str | None) -> CardDTO:
-    """The card a version would carry if approved now, validated on ``project`` (nothing stored)."""
+def preview(ctx: AppContext, model_ref: str, project_id: int | None) -> CardDTO:
+    """The card a version would carry if approved now, validated on project ``project_id`` (nothing
+    stored)."""
     model = resolve(ctx, model_ref)
     with ctx.reads() as session:
         row = session.get(ModelVersion, model.id)
         assert row is not None
         card = card_of(row)
-    if project:
-        card = CardDTO(**{**card.__dict__, "validation": _validation(ctx, card.ref, project)})
+    if project_id is not None:
+        card = CardDTO(**{**card.__dict__, "validation": _validation(ctx, card.ref, project_id)})
     return card
 
 
-def approve(ctx: AppContext, model_ref: str, actor_id: int, *, project: str | None,
+def approve(ctx: AppContext, model_ref: str, actor_id: int, *, project_id: int | None,
             intended_input: str = "", training_data: str = "", limitations: str = "") -> CardDTO:
-    """Approve a version for clinicians' second opinions with its card. ``project``: validate it on that
+    """Approve a version for clinicians' second opinions with its card. ``project_id``: validate it on that
     project's verified labels now (refused if it has none the model can be scored on); None keeps the
     validation the version was registered with, or states that there is none."""
     model = resolve(ctx, model_ref)
     with ctx.reads() as session:
         _approver(session, actor_id)
-    validation = _validation(ctx, ref_of(model.name, model.version), project) if project else None
+    validation = (_validation(ctx, ref_of(model.name, model.version), project_id) if project_id is not None
+                  else None)
     with ctx.sessions.begin() as session:
         actor = _approver(session, actor_id)
         row = session.get(ModelVersion, model.id)
@@ -135,7 +137,8 @@ def approve(ctx: AppContext, model_ref: str, actor_id: int, *, project: str | No
         row.card = card
         row.approved_at = dt.datetime.now(dt.UTC)
         row.approved_by_id = actor.id
-        audit.record(session, ModelApproved(target_id=row.id, name=row.name, version=row.version, project=project,
+        audit.record(session, ModelApproved(target_id=row.id, name=row.name, version=row.version,
+                                            project=validation["project"] if validation else None,
                                             macro_auroc=(checked or {}).get("macro_auroc")), actor_id=actor.id)
         return card_of(row, actor.username)
 

@@ -78,18 +78,18 @@ def _column(probabilities: np.ndarray, truth: np.ndarray, c: int, multi: bool) -
     return probabilities[:, c], (truth[:, c] if multi else (truth == c)).astype(bool)
 
 
-def tabular_contribution(ctx: AppContext, model_ref: str, project_name: str, *, actor: authz.ActorRef,
+def tabular_contribution(ctx: AppContext, model_ref: str, project_id: int, *, actor: authz.ActorRef,
                          n_boot: int = 1000, seed: int = 0) -> TabularContribution:
-    """AUROC per finding of ``model_ref`` with and without its tabular input on ``project_name``'s verified
+    """AUROC per finding of ``model_ref`` with and without its tabular input on project ``project_id``'s verified
     labels (module docstring), for the project's leads (services/authz.py). A model without a tabular input
     is an ``InputError``."""
-    authz.require_project(ctx, actor, project_name, roles=authz.LEADS)
+    authz.require_project(ctx, actor, project_id, roles=authz.LEADS)
     row, spec = _version(ctx, model_ref)
     if spec.tabular is None:
         raise InputError(None, f"{_display(row)} has no tabular input: nothing to compare")
-    reference = _reference(ctx, project_name)
+    reference = _reference(ctx, project_id)
     truth, excluded = _verified_truth(spec, reference)
-    items = [item for item in reference[0] if item[0] in truth]
+    items = [item for item in reference.items if item[0] in truth]
     model_bytes = ctx.store.get(row.stored_path)
     ids: list[int] = []
     images, rows = [], []
@@ -103,7 +103,7 @@ def tabular_contribution(ctx: AppContext, model_ref: str, project_name: str, *, 
             rows.append(t)
     if not ids:
         detail = ", ".join(f"{k}: {v}" for k, v in sorted(excluded.items())) or "no released items"
-        raise InputError(None, f"project {project_name!r} has no verified labels that {_display(row)} can be "
+        raise InputError(None, f"project {reference.project!r} has no verified labels that {_display(row)} can be "
                                f"evaluated on ({detail})")
     x_all, t_all = np.concatenate(images), np.concatenate(rows)
     neutral = t_all.mean(axis=0, keepdims=True).astype(np.float32)
@@ -133,7 +133,7 @@ def tabular_contribution(ctx: AppContext, model_ref: str, project_name: str, *, 
             difference=None if point_with is None or point_without is None else point_with - point_without,
             difference_ci=_interval(boot_diff)))
     return TabularContribution(
-        model=_display(row), project=project_name, tabular_input=spec.tabular.input_name,
+        model=_display(row), project=reference.project, tabular_input=spec.tabular.input_name,
         features=tuple(f.key for f in spec.tabular.features), neutral_row=tuple(float(v) for v in neutral[0]),
         n_items=len(ids), excluded=dict(sorted(excluded.items())), findings=tuple(findings), n_boot=n_boot, seed=seed,
         method=METHOD)

@@ -93,13 +93,13 @@ def _end_to_end(spec: ModelSpec, model_bytes: bytes, blobs: list[bytes]) -> floa
     return len(blobs) / best
 
 
-def compare_variants(ctx: AppContext, model_name: str, project_name: str | None, *, actor: authz.ActorRef,
+def compare_variants(ctx: AppContext, model_name: str, project_id: int | None, *, actor: authz.ActorRef,
                      n_boot: int = 1000, seed: int = 0) -> VariantComparison:
     """The float32 version ``model_name`` resolves to (or the original of a variant) and its active
     variants: size, latency, throughput, and, with a project, the evaluation of each on its verified
     labels. For leads and administrators (the Models page's roles); with a project, only its leads."""
-    if project_name is not None:
-        authz.require_project(ctx, actor, project_name, roles=authz.LEADS)
+    if project_id is not None:
+        authz.require_project(ctx, actor, project_id, roles=authz.LEADS)
     else:
         authz.require_role(ctx, actor, authz.LEADS, "compare model variants")
     named, _ = _version(ctx, model_name)
@@ -107,8 +107,8 @@ def compare_variants(ctx: AppContext, model_name: str, project_name: str | None,
         row = session.get(ModelVersion, named.parent_id or named.id)
         assert row is not None
         versions = [row, *q.variants_of(session, row.id)]  # detached on close, attributes stay loaded
-    reference = _reference(ctx, project_name) if project_name else None
-    blobs = [ctx.store.get(path) for _, path, _ in reference[0][:THROUGHPUT_BATCH]] if reference else []
+    reference = _reference(ctx, project_id) if project_id is not None else None
+    blobs = [ctx.store.get(path) for _, path, _ in reference.items[:THROUGHPUT_BATCH]] if reference else []
     measured = []
     for version in versions:
         spec = spec_from_dict(version.input_spec)
@@ -119,9 +119,9 @@ def compare_variants(ctx: AppContext, model_name: str, project_name: str | None,
         except InputError:  # an image the model cannot take: the evaluation below says which
             end_to_end = None
         evaluation, error = None, None
-        if reference is not None and project_name is not None:
+        if reference is not None:
             try:
-                evaluation = _evaluate_version(ctx, version, spec, project_name, reference, n_boot=n_boot, seed=seed)
+                evaluation = _evaluate_version(ctx, version, spec, reference, n_boot=n_boot, seed=seed)
             except InputError as exc:
                 error = exc.reason
         measured.append((version, latency, throughput, evaluation, error, end_to_end))
@@ -135,4 +135,5 @@ def compare_variants(ctx: AppContext, model_name: str, project_name: str | None,
               f"throughput (with a project): {THROUGHPUT_BATCH} of its stored images decoded, preprocessed and run, "
               f"best of {THROUGHPUT_REPEATS}; one shared onnxruntime session per variant, 1 intra-op thread, "
               "measured now on this server (other load changes the figures; ratios are from the same call)")
-    return VariantComparison(original=_display(row), project=project_name, rows=rows, method=method)
+    return VariantComparison(original=_display(row), project=reference.project if reference else None, rows=rows,
+                             method=method)

@@ -169,25 +169,34 @@ def _predict(ctx: AppContext, spec: ModelSpec, model_bytes: bytes, items: list[t
     return out, failed
 
 
-def _reference(ctx: AppContext, project_name: str) -> tuple[list[tuple[int, str, dict[str, Any]]],
-                                                           dict[int, FinalLabel], set[str]]:
+@dataclass(frozen=True)
+class _Reference:
+    """A project's released items and their final labels: what models are evaluated against."""
+
+    project: str  # its name, for messages and reports
+    items: list[tuple[int, str, dict[str, Any]]]  # (item id, stored path, attributes)
+    finals: dict[int, FinalLabel]
+    not_findings: set[str]  # the project's labels that are not findings
+
+
+def _reference(ctx: AppContext, project_id: int) -> _Reference:
     from db.queries import export as export_q
 
     with ctx.reads() as session:
-        project = projects_q.require_project(session, project_name)
+        project = projects_q.require_project_id(session, project_id)
+        name = project.name
         items = q.released_items(session, project.id)
         annotations = export_q.annotations_of_project(session, project.id)
         not_findings = {label.name for label in project.labels if label.kind != LabelKind.FINDING}
     reads = current_reads((a.item_id, user, a.kind.value, a.labels, a.retracted, a.boxes) for a, user in annotations)
     finals = {item_id: final_label(reads.get(item_id, [])) for item_id, _, _ in items}
-    return items, finals, not_findings
+    return _Reference(project=name, items=items, finals=finals, not_findings=not_findings)
 
 
-def _verified_truth(spec: ModelSpec, reference: tuple[list[tuple[int, str, dict[str, Any]]], dict[int, FinalLabel],
-                                                    set[str]]) -> tuple[dict[int, Any], Counter[str]]:
+def _verified_truth(spec: ModelSpec, reference: _Reference) -> tuple[dict[int, Any], Counter[str]]:
     """The model-space truth of the items with a verified (adjudicated or consensus) final label, and the
     number of released items left out, by reason."""
-    items, finals, not_findings = reference
+    items, finals, not_findings = reference.items, reference.finals, reference.not_findings
     excluded: Counter[str] = Counter()
     truth: dict[int, Any] = {}
     for item_id, _, _ in items:
@@ -203,10 +212,9 @@ def _verified_truth(spec: ModelSpec, reference: tuple[list[tuple[int, str, dict[
     return truth, excluded
 
 
-def _evaluate_version(ctx: AppContext, row: ModelVersion, spec: ModelSpec, project_name: str,
-                      reference: tuple[list[tuple[int, str, dict[str, Any]]], dict[int, FinalLabel], set[str]],
+def _evaluate_version(ctx: AppContext, row: ModelVersion, spec: ModelSpec, reference: _Reference,
                       *, n_boot: int, seed: int) -> EvaluationDTO:
-    items, finals, _ = reference
+    items, finals = reference.items, reference.finals
     labels = tuple(spec.labels)
     truth, excluded = _verified_truth(spec, reference)
     with ctx.reads() as session:
@@ -220,7 +228,7 @@ def _evaluate_version(ctx: AppContext, row: ModelVersion, spec: ModelSpec, proje
     ids = [i for i in truth if i in stored or i in computed]
     if not ids:
         detail = ", ".join(f"{k}: {v}" for k, v in sorted(excluded.items())) or "no released items"
-        raise InputError(None, f"project {project_name!r} has no adjudicated or consensus labels that "
+        raise InputError(None, f"project {reference.project!r} has no adjudicated or consensus labels that "
                                f"{_display(row)} can be evaluated on ({detail})")
     probabilities = np.stack([stored[i] if i in stored else computed[i] for i in ids])
     y = np.stack([truth[i] for i in ids]) if spec.multi_label else np.array([truth[i] for i in ids])
@@ -228,7 +236,7 @@ def _evaluate_version(ctx: AppContext, row: ModelVersion, spec: ModelSpec, proje
                                     n_boot=n_boot, seed=seed)
     provenance = Counter(finals[i].provenance for i in ids)
     return EvaluationDTO(
-        model=_display(row), model_id=row.id, variant=row.variant, project=project_name, n_items=len(ids),
+        model=_display(row), model_id=row.id, variant=row.variant, project=reference.project, n_items=len(ids),
         provenance={p: provenance.get(p, 0) for p in REFERENCE}, excluded=dict(sorted(excluded.items())),
         stored_predictions=sum(i in stored for i in ids), computed_predictions=sum(i not in stored for i in ids),
         labels=labels, multi_label=result.multi_label, accuracy=result.accuracy, accuracy_ci=result.accuracy_ci,
@@ -240,11 +248,12 @@ def _evaluate_version(ctx: AppContext, row: ModelVersion, spec: ModelSpec, proje
         n_boot=result.n_boot, seed=result.seed)
 
 
-def evaluate(ctx: AppContext, model_ref: str, project_name: str, *, n_boot: int = 1000, seed: int = 0
+def evaluate(ctx: AppContext, model_ref: str, project_id: int, *, n_boot: int = 1000, seed: int = 0
              ) -> EvaluationDTO:
-    """``model_ref`` against ``project_name``'s adjudicated and consensus labels (see the module docstring)."""
+    """``model_ref`` against project ``project_id``'s adjudicated and consensus labels (see the module
+    docstring)."""
     row, spec = _version(ctx, model_ref)
-    return _evaluate_version(ctx, row, spec, project_name, _reference(ctx, project_name), n_boot=n_boot, seed=seed)
+    return _evaluate_version(ctx, row, spec, _reference(ctx, project_id), n_boot=n_boot, seed=seed)
 
 
 def _predicted(probabilities: dict[str, float], multi: bool) -> tuple[str, ...]:

@@ -40,7 +40,7 @@ from services.jobs.fanout import chunked, fan_out
 from services.jobs.kinds import register_kind
 from services.jobs.protocol import JobCancelled, JobReporter, JobResult
 from services.models.registry import ModelDTO, resolve
-from services.projects import project_id
+from services.projects import project_id as resolve_project
 
 
 @dataclass(frozen=True)
@@ -113,28 +113,29 @@ def prediction_rows(model_id: int, labels: tuple[str, ...], multi_label: bool, i
     return rows
 
 
-def _prelabel_scope(ctx: AppContext, project_name: str, model: ModelDTO,
-                    item_ids: Sequence[int] | None) -> tuple[list[q.PrelabelCandidate], int, str]:
+def _prelabel_scope(ctx: AppContext, project_id: int, model: ModelDTO,
+                    item_ids: Sequence[int] | None) -> tuple[list[q.PrelabelCandidate], int, str, str]:
+    """(items to predict, items already predicted, the model's stored path, the project's name)."""
     with ctx.reads() as session:
-        project = projects_q.require_project(session, project_name)
+        project = projects_q.require_project_id(session, project_id)
         todo, already = q.prelabel_scope(session, project.id, model.id, item_ids)
         version = session.get(ModelVersion, model.id)
         assert version is not None
-        return todo, already, version.stored_path
+        return todo, already, version.stored_path, project.name
 
 
-def prelabel_pending(ctx: AppContext, project_name: str, model_ref: str, *,
+def prelabel_pending(ctx: AppContext, project_id: int, model_ref: str, *,
                      item_ids: Sequence[int] | None = None) -> int:
     """How many items ``prelabel`` would predict now (for a progress bar's length)."""
-    return len(_prelabel_scope(ctx, project_name, resolve(ctx, model_ref), item_ids)[0])
+    return len(_prelabel_scope(ctx, project_id, resolve(ctx, model_ref), item_ids)[0])
 
 
-def prelabel(ctx: AppContext, project_name: str, model_ref: str, *, batch_size: int = DEFAULT_BATCH,
+def prelabel(ctx: AppContext, project_id: int, model_ref: str, *, batch_size: int = DEFAULT_BATCH,
              workers: int | None = None, item_ids: Sequence[int] | None = None,
              progress: Callable[[int], object] | None = None, should_stop: Callable[[], bool] | None = None,
              renditions: bool = True) -> PrelabelReport:
-    """Predict every released item of the project (only ``item_ids`` when given) not yet predicted by
-    this model version; store probabilities, uncertainty scores and the embedding.
+    """Predict every released item of project ``project_id`` (only ``item_ids`` when given) not yet
+    predicted by this model version; store probabilities, uncertainty scores and the embedding.
 
     Worker processes (``workers``; default: the cores the model leaves, at least 1; 0 = in this
     process) decode and preprocess the next batches while this process runs the model (one session
@@ -151,7 +152,7 @@ def prelabel(ctx: AppContext, project_name: str, model_ref: str, *, batch_size: 
     started = time.perf_counter()
     model = resolve(ctx, model_ref)
     spec = spec_from_dict(model.input_spec)
-    todo, already, stored_path = _prelabel_scope(ctx, project_name, model, item_ids)
+    todo, already, stored_path, project_name = _prelabel_scope(ctx, project_id, model, item_ids)
     stats = PipelineStats()
     timings: dict[str, float] = {}
     failed: list[tuple[int, str]] = []
@@ -230,7 +231,8 @@ def prelabel_job(ctx: AppContext, params: dict[str, Any], reporter: JobReporter)
         raise InputError(None, f"a prelabel job needs the parameter {exc.args[0]!r}") from None
     item_ids = params.get("item_ids")
     ids = None if item_ids is None else [int(i) for i in item_ids]
-    total = prelabel_pending(ctx, project, model_ref, item_ids=ids)
+    pid = resolve_project(ctx, project)
+    total = prelabel_pending(ctx, pid, model_ref, item_ids=ids)
     done = 0
     reporter.progress(0, total, f"pre-labelling {total} items")
 
@@ -239,7 +241,7 @@ def prelabel_job(ctx: AppContext, params: dict[str, Any], reporter: JobReporter)
         done += n
         reporter.progress(done, total, f"{done} of {total} items")
 
-    report = prelabel(ctx, project, model_ref, batch_size=int(params.get("batch_size", DEFAULT_BATCH)),
+    report = prelabel(ctx, pid, model_ref, batch_size=int(params.get("batch_size", DEFAULT_BATCH)),
                       workers=params.get("workers"), item_ids=ids, progress=step,
                       should_stop=reporter.should_stop)
     if report.stopped:
@@ -252,7 +254,7 @@ def check_prelabel(ctx: AppContext, params: dict[str, Any]) -> dict[str, Any]:
     """``project``, ``model`` (NAME or NAME:VERSION, pinned here to the version it names now),
     optional ``chunk_size`` and ``batch_size``."""
     job_params.require(params, "project", "model")
-    project_id(ctx, params["project"])
+    resolve_project(ctx, params["project"])
     model = resolve(ctx, str(params["model"]))
     job_params.chunk_size(params)
     batch = params.get("batch_size", 8)
@@ -261,11 +263,11 @@ def check_prelabel(ctx: AppContext, params: dict[str, Any]) -> dict[str, Any]:
     return {**params, "model": ref_of(model.name, model.version)}
 
 
-def prelabel_chunk(ctx: AppContext, item_ids: list[int], *, should_stop: Callable[[], bool], project: str,
+def prelabel_chunk(ctx: AppContext, item_ids: list[int], *, should_stop: Callable[[], bool], project_id: int,
                    model: str, batch_size: int) -> dict[str, Any]:
     """Predict these items (those not predicted yet) and write the predictions. Decoding runs in this
     worker (``workers=0``): the cluster's workers are the parallelism."""
-    report = prelabel(ctx, project, model, batch_size=batch_size, workers=0, item_ids=item_ids,
+    report = prelabel(ctx, project_id, model, batch_size=batch_size, workers=0, item_ids=item_ids,
                       should_stop=should_stop)
     return {"predicted": report.predicted, "skipped": report.skipped_already,
             "failed": [[int(i), str(r)] for i, r in report.failed]}
@@ -276,14 +278,14 @@ def prelabel_chunks_job(ctx: AppContext, params: dict[str, Any], reporter: JobRe
     of ``params["project"]`` not yet predicted by ``params["model"]``."""
     params = check_prelabel(ctx, params)
     model = resolve(ctx, params["model"])
+    pid = resolve_project(ctx, params["project"])
     with ctx.reads() as session:
-        todo = [item_id for item_id, _ in q.unpredicted_items(session, project_id(ctx, params["project"]),
-                                                                     model.id)]
+        todo = [item_id for item_id, _ in q.unpredicted_items(session, pid, model.id)]
     chunks = chunked(todo, job_params.chunk_size(params))
     reporter.progress(0, len(todo), f"{len(todo)} items to pre-label in {len(chunks)} chunks")
     done = predicted = skipped = 0
     failed: list[list[Any]] = []
-    with closing(fan_out(ctx, reporter, prelabel_chunk, chunks, project=params["project"], model=params["model"],
+    with closing(fan_out(ctx, reporter, prelabel_chunk, chunks, project_id=pid, model=params["model"],
                          batch_size=int(params.get("batch_size", 8)))) as results:
         for n, out in results:
             done += n

@@ -23,6 +23,7 @@ from services.jobs.protocol import JobReporter, JobResult, NullReporter, check_s
 from services.models.evaluation import _display, _version
 from services.models.feed import tensors as _tensors
 from services.models.registry import ModelDTO, register_model, resolve
+from services.projects import project_id as resolve_project
 
 CALIBRATION_ITEMS = 64
 
@@ -30,12 +31,11 @@ CALIBRATION_ITEMS = 64
 CALIBRATION_SEED = 0
 
 
-def _calibration(ctx: AppContext, spec: ModelSpec, project_name: str, reporter: JobReporter
+def _calibration(ctx: AppContext, spec: ModelSpec, project_id: int, project_name: str, reporter: JobReporter
                  ) -> tuple[np.ndarray, np.ndarray | None, int, int]:
     """Preprocessed calibration inputs: (images, tabular rows, items used, items sampled)."""
     with ctx.reads() as session:
-        project = projects_q.require_project(session, project_name)
-        items = q.released_items(session, project.id)
+        items = q.released_items(session, project_id)
     if not items:
         raise InputError(None, f"project {project_name!r} has no released items to calibrate on")
     rng = np.random.default_rng(CALIBRATION_SEED)
@@ -56,11 +56,11 @@ def _calibration(ctx: AppContext, spec: ModelSpec, project_name: str, reporter: 
     return np.concatenate(images), (np.concatenate(rows) if rows else None), len(images), len(sample)
 
 
-def quantize(ctx: AppContext, model_ref: str, mode: str, project_name: str | None = None,
+def quantize(ctx: AppContext, model_ref: str, mode: str, project_id: int | None = None,
              actor_id: int | None = None, *, reporter: JobReporter | None = None) -> ModelDTO:
     """Register the ``mode`` variant of ``model_ref`` (NAME or NAME:VERSION, a float32 version).
 
-    ``static-int8`` calibrates on a seeded sample of up to 64 of ``project_name``'s released items,
+    ``static-int8`` calibrates on a seeded sample of up to 64 of project ``project_id``'s released items,
     preprocessed as for inference. If that version already has an active variant of this kind, it
     is returned unchanged (remove it to quantize again). Nothing is registered when quantization
     fails.
@@ -68,21 +68,22 @@ def quantize(ctx: AppContext, model_ref: str, mode: str, project_name: str | Non
     reporter = reporter or NullReporter()
     if mode not in MODES:
         raise InputError(None, f"unknown quantization mode {mode!r} (choose {', '.join(MODES)})")
-    if mode == "static-int8" and project_name is None:
+    if mode == "static-int8" and project_id is None:
         raise InputError(None, "static-int8 quantization calibrates on a project's images: give a project")
     variant = VARIANTS[mode]
     row, spec = _version(ctx, model_ref)
     if row.variant != "fp32":
         raise InputError(None, f"{_display(row)} is itself a {row.variant} variant; quantize its float32 original")
+    project_name = None
     with ctx.reads() as session:
-        if project_name is not None:
-            projects_q.require_project(session, project_name)
+        if project_id is not None:
+            project_name = projects_q.require_project_id(session, project_id).name
         existing = q.active_variant(session, row.id, variant)
         if existing is not None:
             return resolve(ctx, ref_of(existing.name, existing.version))
     calibration, tabular, used, steps = (None, None, 0, 0)
-    if mode == "static-int8" and project_name is not None:
-        calibration, tabular, used, steps = _calibration(ctx, spec, project_name, reporter)
+    if mode == "static-int8" and project_id is not None and project_name is not None:
+        calibration, tabular, used, steps = _calibration(ctx, spec, project_id, project_name, reporter)
     check_stop(reporter)
     reporter.progress(steps + 1, steps + 2, f"quantizing ({mode})")
     quantized = quantize_model(ctx.store.get(row.stored_path), dataclasses.replace(spec, source=_display(row)), mode,
@@ -114,8 +115,9 @@ def quantize_job(ctx: AppContext, params: dict[str, Any], reporter: JobReporter)
     if "model" not in params or "mode" not in params:
         raise InputError(None, "a quantize job needs 'model' and 'mode'")
     actor_id = params.get("actor_id", getattr(reporter, "actor_id", None))  # the job runner's reporter knows it
-    model = quantize(ctx, str(params["model"]), str(params["mode"]), params.get("project"), actor_id,
-                     reporter=reporter)
+    project = params.get("project")
+    model = quantize(ctx, str(params["model"]), str(params["mode"]),
+                     None if project is None else resolve_project(ctx, str(project)), actor_id, reporter=reporter)
     with ctx.reads() as session:
         row = session.get(ModelVersion, model.id)
         assert row is not None

@@ -374,7 +374,7 @@ def test_an_unusual_upload_carries_the_models_warning(api: Api) -> None:
     _, secret = api.token(doc, "predict")
     fresh = register_model(api.ctx, api.model_bytes, name=f"checked-{doc}", labels=LABELS)
     ref = f"{fresh.name}:{fresh.version}"
-    model_cards.approve(api.ctx, ref, lead_id, project=None)
+    model_cards.approve(api.ctx, ref, lead_id, project_id=None)
     rng = np.random.default_rng(0)
     images = rng.integers(20, 60, (100, 32, 32), dtype=np.uint8)
     ood.fit_on_images(api.ctx, ref, images[:60], images[60:], reference_name="synthetic 96 px films",
@@ -520,7 +520,7 @@ def test_clinicians_see_and_use_approved_versions_only(api: Api) -> None:
     with api.client(lead_token) as client:
         (version,) = client.get(f"/models/{name}").json()["versions"]
         assert (version["approved"], version["active"]) == (False, True)
-    model_cards.approve(api.ctx, ref, lead_id, project=None, training_data="synthetic test images")
+    model_cards.approve(api.ctx, ref, lead_id, project_id=None, training_data="synthetic test images")
     with api.client(doc_token) as client:
         listed = client.get(f"/models/{name}").json()
         assert listed["latest"] == ref and listed["versions"][0]["approved"]
@@ -536,7 +536,7 @@ def test_clinicians_are_not_shown_unapproved_or_removed_versions(api: Api) -> No
     doc, lead_id, lead, doc_token, lead_token = _clinician_and_lead(api)
     name = f"two-versions-{doc}"
     v1 = register_model(api.ctx, api.model_bytes, name=name, labels=LABELS)
-    model_cards.approve(api.ctx, f"{name}:{v1.version}", lead_id, project=None)
+    model_cards.approve(api.ctx, f"{name}:{v1.version}", lead_id, project_id=None)
     v2 = register_model(api.ctx, api.model_bytes, name=name, labels=LABELS)
     assert v2.version == v1.version + 1
     with api.client(doc_token) as client:

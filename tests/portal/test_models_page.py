@@ -19,7 +19,7 @@ def test_lead_compares_variants_and_reads_an_item(ctx: AppContext, portal_env: S
                               name="cxr", labels=list(LABELS))
     for key, normal in (("A", 0.8), ("B", 0.3), ("C", 0.6)):
         store_prediction(ctx, items[key], original.id, normal)
-    models.quantize(ctx, "cxr", "static-int8", "Chest")
+    models.quantize(ctx, "cxr", "static-int8", items["project_id"])
 
     at = signed_in("lead1", PASSWORD)
     at.switch_page("views/models.py").run()

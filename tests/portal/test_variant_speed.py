@@ -16,10 +16,10 @@ from tests.services.test_model_eval import labelled_project
 
 
 def test_end_to_end_throughput_is_measured_on_the_projects_images(ctx: AppContext, portal_env: Settings) -> None:
-    labelled_project(ctx)
+    pid = labelled_project(ctx)["project_id"]
     register_model(ctx, train(SAMPLE_DATA / "pneumoniamnist" / "pneumoniamnist.npz").onnx_bytes, name="cxr",
                    labels=list(LABELS))
-    (row,) = models.compare_variants(ctx, "cxr", "Chest", n_boot=20, actor=LOCAL_ADMIN).rows
+    (row,) = models.compare_variants(ctx, "cxr", pid, n_boot=20, actor=LOCAL_ADMIN).rows
     assert row.end_to_end_per_s is not None and 0 < row.end_to_end_per_s < row.throughput_per_s
     (alone,) = models.compare_variants(ctx, "cxr", None, actor=LOCAL_ADMIN).rows
     assert alone.end_to_end_per_s is None

@@ -63,7 +63,7 @@ def approve(ctx: AppContext, model_ref: str) -> None:
 
     if "approver" not in {u.username for u in accounts.list_users(ctx)}:
         accounts.add_user(ctx, "approver", PASSWORD, "lead")
-    model_cards.approve(ctx, model_ref, user_id(ctx, "approver"), project=None)
+    model_cards.approve(ctx, model_ref, user_id(ctx, "approver"), project_id=None)
 
 
 def user_id(ctx: AppContext, username: str) -> int:

@@ -95,7 +95,7 @@ def project(ctx: AppContext) -> dict[str, Any]:
     pid = make_project(ctx, PROJECT, readers=("rad1", "rad2", "rad3", "rad4"))
     ids = make_pattern_items(ctx, pid, PAIRS)
     register_model(ctx, tiny_model(), name="tiny", labels=LABELS)
-    prelabel(ctx, PROJECT, "tiny")
+    prelabel(ctx, pid, "tiny")
     return {"id": pid, "items": ids, "pairs": dict(zip(ids, PAIRS, strict=True))}
 
 
@@ -200,7 +200,7 @@ def test_multilabel_project(ctx: AppContext) -> None:
     ids = make_pattern_items(ctx, pid, PAIRS)
     pairs = dict(zip(ids, PAIRS, strict=True))
     register_model(ctx, tiny_multilabel_model(), name="tiny-ml", labels=LABELS)
-    prelabel(ctx, PROJECT, "tiny-ml")
+    prelabel(ctx, pid, "tiny-ml")
     al.configure(ctx, pid_of(ctx, PROJECT), "margin", 5, 0, actor=LOCAL_ADMIN)
     probs = probabilities(ctx, "tiny-ml")
     stored = scores(ctx, pid)
@@ -325,7 +325,7 @@ def test_retrain_registers_a_version_equal_to_the_sklearn_head(ctx: AppContext, 
     with ctx.sessions.begin() as session:
         session.execute(Prediction.__table__.delete().where(Prediction.model_id == new.id,
                                                             Prediction.item_id.in_(items[22:])))
-    assert prelabel(ctx, PROJECT, "chest-al:1").predicted == len(items) - 22
+    assert prelabel(ctx, project["id"], "chest-al:1").predicted == len(items) - 22
     again = probabilities(ctx, "chest-al")
     np.testing.assert_allclose([[again[i][lab] for lab in LABELS] for i in items], expected, atol=1e-5)
     # a second retrain builds on the same backbone (the old head pruned), as version 2

@@ -300,7 +300,7 @@ def test_the_dask_path_and_the_direct_path_store_identical_predictions(ctx: AppC
     job = finished(ctx, jobs.submit(ctx, "prelabel", {"project": "Chest", "model": "tiny:1", "chunk_size": 8,
                                                       "batch_size": 8}, LOCAL_ADMIN).id)
     assert job.state == "succeeded", job.error
-    report = prelabel(ctx, "Chest", "tiny:2", batch_size=8)
+    report = prelabel(ctx, pid, "tiny:2", batch_size=8)
     assert report.predicted == 24
     via_dask, via_direct = prediction_rows(ctx, on_dask.id), prediction_rows(ctx, direct.id)
     assert len(via_dask) == 24 and via_dask == via_direct

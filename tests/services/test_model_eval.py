@@ -67,10 +67,10 @@ def labelled_project(ctx: AppContext) -> dict[str, int]:
 
 
 def test_quantize_registers_variants_with_their_parent(ctx: AppContext, demo_model: bytes) -> None:
-    labelled_project(ctx)
+    pid = labelled_project(ctx)["project_id"]
     original = register_model(ctx, demo_model, name="cxr", labels=list(LABELS), meta={"scaling": "0-1"})
     reporter = NullReporter()
-    static = models.quantize(ctx, "cxr", "static-int8", "Chest", user_id(ctx, "lead1"), reporter=reporter)
+    static = models.quantize(ctx, "cxr", "static-int8", pid, user_id(ctx, "lead1"), reporter=reporter)
     assert (static.name, static.version) == ("cxr-int8-static", 1)
     assert reporter.done == reporter.total and "registered" in reporter.message
     dynamic = models.quantize(ctx, "cxr:1", "dynamic")
@@ -84,7 +84,7 @@ def test_quantize_registers_variants_with_their_parent(ctx: AppContext, demo_mod
     assert resolve(ctx, "cxr").id == original.id  # the float32 original still resolves by name
     assert all(m.size_bytes < original.size_bytes for m in (static, dynamic, half))
     # Idempotent: the same version and mode returns the existing variant.
-    assert models.quantize(ctx, "cxr", "static-int8", "Chest").id == static.id
+    assert models.quantize(ctx, "cxr", "static-int8", pid).id == static.id
     listed = {r.name: r for r in models.model_rows(ctx)}
     assert listed["cxr-int8-static"].parent == "cxr v1" and listed["cxr-fp16"].variant == "fp16"
     assert "1x28x28 NCHW" in listed["cxr"].input_summary
@@ -96,14 +96,14 @@ def test_quantize_registers_variants_with_their_parent(ctx: AppContext, demo_mod
 
 def test_a_failing_quantization_leaves_nothing_registered(ctx: AppContext, demo_model: bytes,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    make_project(ctx)  # no released items
+    pid = make_project(ctx)  # no released items
     register_model(ctx, demo_model, name="cxr", labels=list(LABELS))
     with pytest.raises(InputError, match="give a project"):
         models.quantize(ctx, "cxr", "static-int8")
     with pytest.raises(InputError, match="no released items"):
-        models.quantize(ctx, "cxr", "static-int8", "Chest")
+        models.quantize(ctx, "cxr", "static-int8", pid)
     with pytest.raises(NotFoundError):
-        models.quantize(ctx, "cxr", "static-int8", "Nope")
+        models.quantize(ctx, "cxr", "static-int8", pid + 1000)
     with pytest.raises(InputError, match="unknown quantization mode"):
         models.quantize(ctx, "cxr", "int4")
 
@@ -144,7 +144,7 @@ def test_evaluation_uses_only_adjudicated_and_consensus_labels(ctx: AppContext, 
     # the others are predicted too but must not count.
     for key, normal in (("A", 0.8), ("B", 0.3), ("C", 0.6), ("D", 0.9), ("E", 0.9), ("F", 0.9), ("G", 0.1)):
         store_prediction(ctx, items[key], original.id, normal)
-    result = models.evaluate(ctx, "cxr", "Chest", n_boot=100)
+    result = models.evaluate(ctx, "cxr", items["project_id"], n_boot=100)
     assert result.n_items == 3 and result.provenance == {"adjudicated": 1, "consensus": 2}
     assert result.excluded == {"disputed": 1, "indeterminate or insufficient quality": 1, "single read": 1,
                                "unlabelled": 2}
@@ -159,7 +159,7 @@ def test_evaluation_uses_only_adjudicated_and_consensus_labels(ctx: AppContext, 
     assert sum(b["count"] for b in result.bins) == 3
 
     variant = models.quantize(ctx, "cxr", "fp16")
-    computed = models.evaluate(ctx, f"{variant.name}:{variant.version}", "Chest", n_boot=0)
+    computed = models.evaluate(ctx, f"{variant.name}:{variant.version}", items["project_id"], n_boot=0)
     assert (computed.stored_predictions, computed.computed_predictions) == (0, 3)
     with ctx.reads() as session:
         assert session.query(Prediction).filter(Prediction.model_id == variant.id).count() == 0  # nothing written
@@ -181,14 +181,14 @@ def test_evaluation_without_reference_labels_is_refused(ctx: AppContext, demo_mo
     annotate(ctx, only, "rad1", ["normal"])
     register_model(ctx, demo_model, name="cxr", labels=list(LABELS))
     with pytest.raises(InputError, match="no adjudicated or consensus labels.*single read: 1"):
-        models.evaluate(ctx, "cxr", "Chest")
+        models.evaluate(ctx, "cxr", pid)
 
 
 def test_compare_variants_measures_each(ctx: AppContext, demo_model: bytes) -> None:
-    labelled_project(ctx)
+    pid = labelled_project(ctx)["project_id"]
     register_model(ctx, demo_model, name="cxr", labels=list(LABELS))
-    models.quantize(ctx, "cxr", "static-int8", "Chest")
-    comparison = models.compare_variants(ctx, "cxr-int8-static", "Chest", n_boot=50, actor=LOCAL_ADMIN)  # a variant's name works
+    models.quantize(ctx, "cxr", "static-int8", pid)
+    comparison = models.compare_variants(ctx, "cxr-int8-static", pid, n_boot=50, actor=LOCAL_ADMIN)  # a variant's name works
     assert comparison.original == "cxr v1" and [r.variant for r in comparison.rows] == ["fp32", "int8-static"]
     base, static = comparison.rows
     assert base.size_ratio == 1.0 and base.latency_ratio == 1.0 and static.size_ratio < 1

@@ -36,7 +36,7 @@ def pattern(ctx: AppContext) -> dict[str, Any]:
     pid = make_project(ctx, PROJECT, readers=("rad1", "rad2", "rad3"))
     ids = make_pattern_items(ctx, pid, PAIRS)
     register_model(ctx, tiny_model(), name="tiny", labels=LABELS)
-    prelabel(ctx, PROJECT, "tiny")
+    prelabel(ctx, pid, "tiny")
     al.configure(ctx, pid_of(ctx, PROJECT), "margin", 5, 0, actor=LOCAL_ADMIN)
     add_lead(ctx, "lead", PROJECT)
     accounts.add_user(ctx, "doc", PASSWORD, "clinician")
@@ -153,11 +153,11 @@ def test_clinicians_see_only_approved_versions_with_their_card(ctx: AppContext, 
     with pytest.raises(PermissionDenied, match="not approved"):
         so.ask(ctx, doc, "film.png", upload, "tiny:1")
     with pytest.raises(PermissionDenied):
-        model_cards.approve(ctx, "tiny:1", user_id(ctx, "rad1"), project=None)
+        model_cards.approve(ctx, "tiny:1", user_id(ctx, "rad1"), project_id=None)
     _verify(ctx, pattern, pattern["items"][:10])
-    preview = model_cards.preview(ctx, "tiny:1", PROJECT)
+    preview = model_cards.preview(ctx, "tiny:1", pattern["id"])
     assert not preview.approved and preview.validation is not None and preview.validation["n_items"] == 10
-    card = model_cards.approve(ctx, "tiny:1", lead, project=PROJECT, intended_input="8x8 pattern squares",
+    card = model_cards.approve(ctx, "tiny:1", lead, project_id=pattern["id"], intended_input="8x8 pattern squares",
                                training_data="hand-built weights, no training data")
     assert card.approved and card.approved_by == "lead" and card.validation["macro_auroc"] == 1.0
     line = card.validation_line()

@@ -30,9 +30,9 @@ def test_register_prelabel_and_suggest(ctx: AppContext, demo_model: bytes) -> No
     second = register_model(ctx, demo_model, name="cxr", labels=list(LABELS))
     assert (first.version, second.version) == (1, 2)
     assert resolve(ctx, "cxr").version == 2 and resolve(ctx, "cxr:1").version == 1
-    report = prelabel(ctx, "Chest", "cxr")
+    report = prelabel(ctx, pid, "cxr")
     assert report.predicted == 5 and not report.failed
-    assert prelabel(ctx, "Chest", "cxr").predicted == 0  # resumable: nothing left to do
+    assert prelabel(ctx, pid, "cxr").predicted == 0  # resumable: nothing left to do
     case = labelling.next_case(ctx, pid, user_id(ctx, "rad1"))
     assert [s.label for s in case.suggestions] and case.model == "cxr v2"
     assert abs(sum(s.probability for s in case.suggestions) - 1.0) < 1e-5

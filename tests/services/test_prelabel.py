@@ -60,7 +60,7 @@ def test_scores_and_embeddings_are_stored_and_equal_a_direct_run(ctx: AppContext
     ids = make_items(ctx, pid, 11)
     model = register_model(ctx, tiny_model, name="tiny", labels=LABELS)
     seen: list[int] = []
-    report = prelabel(ctx, "Chest", "tiny", batch_size=4, workers=1, progress=seen.append)
+    report = prelabel(ctx, pid, "tiny", batch_size=4, workers=1, progress=seen.append)
     assert (report.predicted, report.skipped_already, report.failed, report.stopped) == (11, 0, (), False)
     assert sum(seen) == 11 and report.model == "tiny v1"
     assert report.timings["inference_s"] > 0 and report.timings["items"] == 11
@@ -88,8 +88,8 @@ def test_a_rerun_is_idempotent_and_a_second_model_reuses_the_renditions(ctx: App
     pid = make_project(ctx)
     ids = make_items(ctx, pid, 6)
     first = register_model(ctx, tiny_model, name="tiny", labels=LABELS)
-    assert prelabel(ctx, "Chest", "tiny:1", workers=0).timings["cache_writes"] == 6
-    again = prelabel(ctx, "Chest", "tiny:1", workers=0)
+    assert prelabel(ctx, pid, "tiny:1", workers=0).timings["cache_writes"] == 6
+    again = prelabel(ctx, pid, "tiny:1", workers=0)
     assert (again.predicted, again.skipped_already) == (0, 6)
     assert len(predictions(ctx, first.id)) == 6
     input_spec = inference.spec_from_dict(first.input_spec).input
@@ -98,7 +98,7 @@ def test_a_rerun_is_idempotent_and_a_second_model_reuses_the_renditions(ctx: App
         assert cached is not None
         np.testing.assert_array_equal(np.load(io.BytesIO(cached)), inference.model_rendition(data, input_spec))
     second = register_model(ctx, tiny_model, name="tiny", labels=LABELS)  # same input size: no decoding
-    report = prelabel(ctx, "Chest", "tiny", workers=1)
+    report = prelabel(ctx, pid, "tiny", workers=1)
     assert (report.predicted, report.timings["cache_hits"], report.timings["cache_writes"]) == (6, 6, 0)
     for item_id, p in predictions(ctx, second.id).items():
         assert p.probabilities == predictions(ctx, first.id)[item_id].probabilities
@@ -110,12 +110,12 @@ def test_item_ids_restrict_the_run(ctx: AppContext, tiny_model: bytes) -> None:
     other = make_project(ctx, "Other")
     foreign = make_items(ctx, other, 2, start=50)
     model = register_model(ctx, tiny_model, name="tiny", labels=LABELS)
-    assert prelabel_pending(ctx, "Chest", "tiny", item_ids=ids[:3]) == 3
-    report = prelabel(ctx, "Chest", "tiny", workers=0, item_ids=[*ids[:3], *foreign])  # other project's: ignored
+    assert prelabel_pending(ctx, pid, "tiny", item_ids=ids[:3]) == 3
+    report = prelabel(ctx, pid, "tiny", workers=0, item_ids=[*ids[:3], *foreign])  # other project's: ignored
     assert report.predicted == 3 and sorted(predictions(ctx, model.id)) == ids[:3]
-    rest = prelabel(ctx, "Chest", "tiny", workers=0)
+    rest = prelabel(ctx, pid, "tiny", workers=0)
     assert (rest.predicted, rest.skipped_already) == (4, 3)
-    assert prelabel_pending(ctx, "Chest", "tiny") == 0
+    assert prelabel_pending(ctx, pid, "tiny") == 0
 
 
 def count_rows(ctx: AppContext, model_id: int) -> tuple[int, int]:
@@ -131,10 +131,10 @@ def test_a_stopped_run_keeps_what_it_wrote_and_a_rerun_completes(ctx: AppContext
     make_items(ctx, pid, 11)
     model = register_model(ctx, tiny_model, name="tiny", labels=LABELS)
     calls = iter([False, False, True])
-    report = prelabel(ctx, "Chest", "tiny", batch_size=3, workers=1, should_stop=lambda: next(calls))
+    report = prelabel(ctx, pid, "tiny", batch_size=3, workers=1, should_stop=lambda: next(calls))
     assert report.stopped and report.predicted == 6  # two batches, then the stop
     assert count_rows(ctx, model.id) == (6, 6)
-    rest = prelabel(ctx, "Chest", "tiny", batch_size=3, workers=1)
+    rest = prelabel(ctx, pid, "tiny", batch_size=3, workers=1)
     assert (rest.predicted, rest.skipped_already, rest.stopped) == (5, 6, False)
     assert count_rows(ctx, model.id) == (11, 11)
 
@@ -152,12 +152,12 @@ def test_a_corrupt_or_missing_item_is_reported_and_the_rest_predicted(ctx: AppCo
         session.flush()
         bad = {corrupt.id, missing.id}
     model = register_model(ctx, tiny_model, name="tiny", labels=LABELS)
-    report = prelabel(ctx, "Chest", "tiny", batch_size=4, workers=1)
+    report = prelabel(ctx, pid, "tiny", batch_size=4, workers=1)
     reasons = dict(report.failed)
     assert set(reasons) == bad and report.predicted == 5
     assert "not a readable image" in reasons[corrupt.id] and "not in the content store" in reasons[missing.id]
     assert sorted(predictions(ctx, model.id)) == ids
-    again = prelabel(ctx, "Chest", "tiny", workers=0)  # failures are retried, and fail again the same way
+    again = prelabel(ctx, pid, "tiny", workers=0)  # failures are retried, and fail again the same way
     assert again.predicted == 0 and set(dict(again.failed)) == bad
 
 
@@ -184,7 +184,7 @@ def test_concurrent_runs_never_fail_and_never_duplicate(ctx: AppContext, tiny_mo
 
     def run() -> None:
         try:
-            reports.append(prelabel(ctx, "Chest", "tiny", batch_size=2, workers=0))
+            reports.append(prelabel(ctx, pid, "tiny", batch_size=2, workers=0))
         except BaseException as exc:  # noqa: BLE001 - collected for the assertion below
             errors.append(exc)
 
@@ -214,7 +214,7 @@ def test_tabular_inputs_come_from_item_attributes(ctx: AppContext) -> None:
     onnx_bytes = inference.build_tabular_model(n_tabular=3)
     model = register_model(ctx, onnx_bytes, name="tab", labels=LABELS,
                            meta={"tabular_input": "tab", "features": features})
-    report = prelabel(ctx, "Chest", "tab", workers=1)
+    report = prelabel(ctx, pid, "tab", workers=1)
     assert report.predicted == 3 and [i for i, _ in report.failed] == [ids[2]]
     assert "'age' is missing" in report.failed[0][1]
     spec = inference.spec_from_dict(model.input_spec)
@@ -264,13 +264,13 @@ def test_job_wrapper_reports_progress_stops_and_resumes(ctx: AppContext, tiny_mo
 
 
 def test_unknown_project_or_model(ctx: AppContext, tiny_model: bytes) -> None:
-    make_project(ctx)
+    pid = make_project(ctx)
     register_model(ctx, tiny_model, name="tiny", labels=LABELS)
     with pytest.raises(NotFoundError, match="no project"):
-        prelabel(ctx, "Nope", "tiny")
+        prelabel(ctx, pid + 1000, "tiny")
     with pytest.raises(NotFoundError, match="no model"):
-        prelabel(ctx, "Chest", "other")
-    assert prelabel(ctx, "Chest", "tiny").predicted == 0  # an empty project: nothing to do, no workers
+        prelabel(ctx, pid, "other")
+    assert prelabel(ctx, pid, "tiny").predicted == 0  # an empty project: nothing to do, no workers
 
 
 MEDLABEL = Path(sys.executable).with_name("medlabel")
@@ -318,7 +318,7 @@ def test_a_killed_run_loses_nothing_written_and_a_rerun_completes(ctx: AppContex
         proc.wait()
     written, distinct = count_rows(ctx, model.id)
     assert 3 <= written < n and written == distinct  # killed mid-run, with whole batches written
-    rest = prelabel(ctx, "Chest", "heavy", workers=1)
+    rest = prelabel(ctx, pid, "heavy", workers=1)
     assert (rest.predicted, rest.skipped_already) == (n - written, written)
     assert count_rows(ctx, model.id) == (n, n)
 
@@ -334,7 +334,7 @@ def test_intake_keeps_model_renditions_for_registered_models(ctx: AppContext, ti
     from services.models import model_input_specs
 
     register_model(ctx, tiny_model, name="tiny", labels=LABELS)
-    make_project(ctx)
+    pid = make_project(ctx)
     img = Image.new("L", (300, 200), 90)
     buffer = io.BytesIO()
     img.save(buffer, format="PNG")
@@ -348,5 +348,5 @@ def test_intake_keeps_model_renditions_for_registered_models(ctx: AppContext, ti
     saved = DerivedRenditions(ctx.store, rendition_key(spec)).get(digest)
     assert saved is not None
     np.testing.assert_array_equal(decode_rendition(saved, spec), model_rendition(ctx.store.get(path), spec))
-    report = prelabel(ctx, "Chest", "tiny:1", workers=0)
+    report = prelabel(ctx, pid, "tiny:1", workers=0)
     assert report.predicted == 1 and report.timings["cache_hits"] == 1

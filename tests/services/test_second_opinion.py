@@ -350,12 +350,12 @@ def test_neighbours_use_the_embeddings_prelabelling_stored(ctx: AppContext, doc:
     flat = register_model(ctx, _flat_model(), name="flat", labels=["normal", "abnormal"])
     model = f"{flat.name}:{flat.version}"
     approve(ctx, model)
-    make_project(ctx, second_opinion=True)
+    pid = make_project(ctx, second_opinion=True)
     uploads = [_pattern(kind) for kind in range(4)]
     report = ingest_uploads(ctx, "Chest", [(f"u{i}.png", data) for i, data in enumerate(uploads)], actor=LOCAL_ADMIN)
     items = [o.item_id for o in report.outcomes]
     assert report.count("released") == 4
-    assert prelabel(ctx, "Chest", model, workers=0).predicted == 4
+    assert prelabel(ctx, pid, model, workers=0).predicted == 4
     for item in items:
         _read(ctx, item, "rad1", ["normal"])
     with ctx.reads() as session:

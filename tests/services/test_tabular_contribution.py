@@ -72,9 +72,9 @@ def clinical_project(ctx: AppContext, seed: int = 0) -> dict[str, int]:
 
 
 def test_clinical_data_that_carries_the_signal_shows_as_a_higher_auroc(ctx: AppContext) -> None:
-    clinical_project(ctx)
+    pid = clinical_project(ctx)["project_id"]
     register_model(ctx, clinical_model(), name="clinical", labels=list(LABELS), meta=AGE_META)
-    result = models.tabular_contribution(ctx, "clinical", "Chest", n_boot=300, seed=1, actor=LOCAL_ADMIN)
+    result = models.tabular_contribution(ctx, "clinical", pid, n_boot=300, seed=1, actor=LOCAL_ADMIN)
     assert result.model == "clinical v1" and result.tabular_input == "clinical" and result.features == ("age",)
     assert result.n_items == N_ITEMS  # the verified items only
     assert result.excluded == {"could not be fed (image or clinical data)": 1, "single read": 1}
@@ -93,10 +93,10 @@ def test_clinical_data_that_carries_the_signal_shows_as_a_higher_auroc(ctx: AppC
 
 
 def test_a_model_without_clinical_input_is_refused(ctx: AppContext) -> None:
-    clinical_project(ctx)
+    pid = clinical_project(ctx)["project_id"]
     register_model(ctx, train(SAMPLE_DATA / "pneumoniamnist" / "pneumoniamnist.npz").onnx_bytes, name="cxr",
                    labels=list(LABELS))
     with pytest.raises(InputError, match="no tabular input"):
-        models.tabular_contribution(ctx, "cxr", "Chest", actor=LOCAL_ADMIN)
+        models.tabular_contribution(ctx, "cxr", pid, actor=LOCAL_ADMIN)
     rows = {r.name: r for r in models.model_rows(ctx)}
     assert rows["cxr"].tabular_input is None
