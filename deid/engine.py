@@ -17,7 +17,6 @@ import hashlib
 import io
 import re
 import warnings
-import zlib
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -25,23 +24,29 @@ from typing import Any
 import numpy as np
 import pydicom
 from PIL import Image, ImageOps
-from pydicom.charset import default_encoding
 from pydicom.config import disable_value_validation
-from pydicom.dataelem import RawDataElement
-from pydicom.dataset import Dataset, validate_file_meta
-from pydicom.filebase import DicomBytesIO
-from pydicom.filereader import _read_file_meta_info, read_preamble
-from pydicom.filewriter import write_data_element, write_dataset, write_file_meta_info
-from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
-from pydicom.valuerep import EXPLICIT_VR_LENGTH_32
+from pydicom.dataset import Dataset
+from pydicom.uid import UID
 
 from deid import pixels as px
 from deid.leaks import find_leaks
 from deid.profile import SAFE_TEXT
 from deid.pseudonyms import content_pseudonym, date_shift_days, patient_pseudonym, remap_uid
+from deid.reading import (
+    HEADER_ALLOWANCE,
+    MAX_DEPTH,
+    check_pixels,
+    decode_pixels,
+    frames_of,
+    inflated,
+    is_dicom,
+    mib,
+    read_dicom,
+)
 from deid.tags import DUMMY_BY_VR, TagContext, clean_descriptors, process_dataset
 from deid.types import DEFAULT_PIXEL_BUDGET, DeidOptions, DeidResult
-from medlabel.errors import DicomReadError, InputError, MedlabelError
+from deid.writing import serialise, serialise_split, write_pixels
+from medlabel.errors import InputError, MedlabelError
 
 METHOD = "medlabel deid 1: DICOM PS3.15 E.1 basic profile"
 PNG_COMPRESS_LEVEL = 1
@@ -53,123 +58,8 @@ CID7050 = {  # DICOM CID 7050 De-identification Method
     "chars": ("113108", "Retain Patient Characteristics Option"),
 }
 CODE_STRING = re.compile(r"[A-Z0-9 _]{0,16}")  # DICOM PS3.5 CS
-MAX_DEPTH = 32  # sequences nested deeper than this are refused (real objects stay under ~10)
-HEADER_ALLOWANCE = 16 << 20  # deflated data may inflate to the pixel budget plus this much header
-UNDEFINED_LENGTH = 0xFFFFFFFF
 META_KEEP = {"FileMetaInformationGroupLength", "FileMetaInformationVersion", "MediaStorageSOPClassUID",
              "MediaStorageSOPInstanceUID", "TransferSyntaxUID", "ImplementationClassUID", "ImplementationVersionName"}
-
-
-def _is_dicom(data: bytes) -> bool:
-    return len(data) >= 132 and data[128:132] == b"DICM"
-
-
-def _mib(n: int) -> str:
-    return f"{n / (1 << 20):,.0f} MiB"
-
-
-def _inflated(data: bytes, name: str, cap: int) -> bytes:
-    """A deflated file rewritten as Explicit VR Little Endian, inflating no more than its header
-    declares (pixels plus ``HEADER_ALLOWANCE``) and never more than ``cap``: a small file that inflates
-    to gigabytes is refused after at most ``HEADER_ALLOWANCE`` plus the declared pixels."""
-    fp = io.BytesIO(data)
-    read_preamble(fp, False)
-    meta = _read_file_meta_info(fp)
-    if meta.get("TransferSyntaxUID") != DeflatedExplicitVRLittleEndian:
-        return data
-    start = fp.tell()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    prefix = DicomBytesIO()
-    prefix.write(data[:128] + b"DICM")
-    write_file_meta_info(prefix, meta, enforce_standard=True)
-    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
-    try:
-        body = inflater.decompress(data[start:], HEADER_ALLOWANCE)
-        if inflater.unconsumed_tail:  # more to come: inflate only what the header says the pixels need
-            try:
-                header = pydicom.dcmread(io.BytesIO(prefix.getvalue() + body), stop_before_pixels=True)
-            except Exception:  # noqa: BLE001 - cut inside the header: a header this large is not an image's
-                raise InputError(name, f"deflated header larger than {_mib(HEADER_ALLOWANCE)}; refused") from None
-            limit = min(cap, decoded_size(header) + HEADER_ALLOWANCE)
-            body += inflater.decompress(inflater.unconsumed_tail, max(0, limit - len(body)) + 1)
-            if len(body) > limit or inflater.unconsumed_tail:
-                raise InputError(name, f"deflated data inflates to more than its header declares "
-                                       f"({_mib(limit)} at most); refused before inflating it")
-    except zlib.error:
-        raise DicomReadError(name, "corrupt deflated data") from None
-    return prefix.getvalue() + body
-
-
-def _read(data: bytes, name: str, budget: int) -> Dataset | None:
-    """A DICOM dataset (structure checked), or None when the bytes are not DICOM at all."""
-    if len(data) == 0:
-        raise InputError(name, "empty file")
-    if _is_dicom(data):
-        try:
-            ds = pydicom.dcmread(io.BytesIO(_inflated(data, name, budget + HEADER_ALLOWANCE)))
-        except MedlabelError:
-            raise
-        except RecursionError:
-            raise InputError(name, f"sequences nested too deeply (more than {MAX_DEPTH} levels)") from None
-        except Exception as exc:  # noqa: BLE001 - pydicom raises many types; the message may quote a value
-            raise DicomReadError(name, f"truncated or corrupt DICOM ({type(exc).__name__})") from None
-        _check_structure(ds, name, len(data))
-        return ds
-    try:  # DICOM without the preamble (no .dcm suffix needed either)
-        ds = pydicom.dcmread(io.BytesIO(data), force=True)
-        if "SOPClassUID" in ds or "PixelData" in ds:
-            _check_structure(ds, name, len(data))
-            return ds
-    except MedlabelError:
-        raise
-    except Exception:  # noqa: BLE001 - not DICOM; the photo path decides
-        pass
-    return None
-
-
-def _check_structure(ds: Dataset, name: str, size: int) -> None:
-    """Refuse nesting deeper than ``MAX_DEPTH`` and elements whose declared length runs past the end of
-    the file (such an element swallows what follows, Pixel Data included). Walks with a stack, not
-    recursion, parsing one level of a sequence at a time."""
-    stack: list[tuple[Dataset, int]] = [(ds, 1)]
-    while stack:
-        current, depth = stack.pop()
-        for tag in list(current.keys()):
-            raw = current.get_item(tag)
-            if isinstance(raw, RawDataElement) and raw.length != UNDEFINED_LENGTH and raw.value is not None \
-                    and len(raw.value) < raw.length:
-                raise DicomReadError(name, f"element ({tag.group:04X},{tag.element:04X}) declares "
-                                           f"{raw.length:,} bytes, past the end of the file ({size:,} bytes)")
-            if raw is not None and raw.VR not in ("SQ", None, "UN"):
-                continue
-            elem = current[tag]
-            if elem.VR != "SQ" or not elem.value:
-                continue
-            if depth >= MAX_DEPTH:
-                raise InputError(name, f"sequences nested more than {MAX_DEPTH} levels deep")
-            stack.extend((item, depth + 1) for item in elem.value)
-
-
-def decoded_size(ds: Dataset) -> int:
-    """Bytes of the decoded pixels: rows x columns x frames x samples x bytes per sample."""
-    rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
-    samples, bits = int(ds.get("SamplesPerPixel", 1) or 1), int(ds.get("BitsAllocated", 8) or 8)
-    return rows * cols * _frames(ds) * samples * max(1, (bits + 7) // 8)
-
-
-def _check_pixels(ds: Dataset, name: str, budget: int) -> None:
-    if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
-        sop = getattr(ds.get("SOPClassUID"), "name", "") or ""
-        if "Rows" in ds or "Columns" in ds or "Image" in str(sop):
-            raise InputError(name, "no pixel data: an image whose Pixel Data is missing (cut off, or swallowed by a "
-                                   "bad length)")
-        return  # a non-image object (an RT plan, a structured report): de-identified as a header
-    size = decoded_size(ds)
-    if size > budget:
-        raise InputError(name, f"{int(ds.get('Columns', 0) or 0)} x {int(ds.get('Rows', 0) or 0)} pixels x "
-                               f"{_frames(ds)} frame(s) x {int(ds.get('SamplesPerPixel', 1) or 1)} sample(s) is "
-                               f"{_mib(size)} decoded, over the pixel budget of {_mib(budget)}; refused before "
-                               "decoding")
 
 
 def deidentify_bytes(data: bytes, *, key: bytes, name: str, options: DeidOptions | None = None,
@@ -183,12 +73,12 @@ def deidentify_bytes(data: bytes, *, key: bytes, name: str, options: DeidOptions
     try:
         with disable_value_validation(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # pydicom and Pillow warnings would quote values or flood stderr
-            ds = _read(data, name, options.max_pixel_bytes)
+            ds = read_dicom(data, name, options.max_pixel_bytes)
             if ds is None:
                 return _photo(data, key=key, name=name, options=options, ocr=ocr)
-            _check_pixels(ds, name, options.max_pixel_bytes)
+            check_pixels(ds, name, options.max_pixel_bytes)
             def original() -> Dataset:
-                again = _read(data, name, options.max_pixel_bytes)
+                again = read_dicom(data, name, options.max_pixel_bytes)
                 assert again is not None  # the same bytes were read as DICOM just above
                 return again
 
@@ -210,20 +100,20 @@ def check_file(data: bytes, name: str, max_pixel_bytes: int = DEFAULT_PIXEL_BUDG
     try:
         with disable_value_validation(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            ds = _read(data, name, max_pixel_bytes)
+            ds = read_dicom(data, name, max_pixel_bytes)
             if ds is not None:
-                _check_pixels(ds, name, max_pixel_bytes)
+                check_pixels(ds, name, max_pixel_bytes)
                 return
             try:
                 img = Image.open(io.BytesIO(data))
             except Image.DecompressionBombError:
-                raise InputError(name, f"image over the pixel budget of {_mib(max_pixel_bytes)}") from None
+                raise InputError(name, f"image over the pixel budget of {mib(max_pixel_bytes)}") from None
             except Exception as exc:  # noqa: BLE001 - Pillow raises many types for corrupt input
                 raise InputError(name, f"neither DICOM nor a readable image ({exc.__class__.__name__})") from None
             size = img.size[0] * img.size[1] * max(3, len(img.getbands()) * BYTES_PER_BAND.get(img.mode, 1))
             if size > max_pixel_bytes:
-                raise InputError(name, f"{img.size[0]} x {img.size[1]} pixels is {_mib(size)} decoded, over the "
-                                       f"pixel budget of {_mib(max_pixel_bytes)}; refused before decoding")
+                raise InputError(name, f"{img.size[0]} x {img.size[1]} pixels is {mib(size)} decoded, over the "
+                                       f"pixel budget of {mib(max_pixel_bytes)}; refused before decoding")
     except MedlabelError:
         raise
     except RecursionError:
@@ -282,10 +172,10 @@ def patient_characteristics(data: bytes, *, name: str, options: DeidOptions | No
     with disable_value_validation(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            if _is_dicom(data):
-                data = _inflated(data, name, options.max_pixel_bytes + HEADER_ALLOWANCE)
-            ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, force=not _is_dicom(data))
-            if not _is_dicom(data) and "SOPClassUID" not in ds:
+            if is_dicom(data):
+                data = inflated(data, name, options.max_pixel_bytes + HEADER_ALLOWANCE)
+            ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, force=not is_dicom(data))
+            if not is_dicom(data) and "SOPClassUID" not in ds:
                 return {}
             return _kept_characteristics(ds, options)
         except Exception:  # noqa: BLE001 - not DICOM, or not readable: no characteristics (de-identification decides)
@@ -324,7 +214,7 @@ def _dicom(ds: Dataset, *, key: bytes, name: str, options: DeidOptions, ocr: px.
     ctx.names.add(original_id)
 
     scan = options.scan_pixels and px.needs_scan(modality, burned_in)
-    arr, decompressed = _pixels(ds, name, decode=scan)
+    arr, decompressed = decode_pixels(ds, name, decode=scan)
     process_dataset(ds, ctx)
     _meta(ds, ctx)
     clean_descriptors(ctx)
@@ -335,7 +225,7 @@ def _dicom(ds: Dataset, *, key: bytes, name: str, options: DeidOptions, ocr: px.
     scanned = False
     indices: list[int] = []
     if arr is not None and scan:
-        frames = arr if _frames(ds) > 1 else arr[None, ...]
+        frames = arr if frames_of(ds) > 1 else arr[None, ...]
         indices = px.frames_to_scan(modality, burned_in, frames.shape[0], changes)
         boxes, unmasked = px.split_large(px.detect(frames, indices, ocr or px.default_detector()),
                                          frames.shape[2], frames.shape[1])
@@ -343,9 +233,9 @@ def _dicom(ds: Dataset, *, key: bytes, name: str, options: DeidOptions, ocr: px.
         reason = px.is_uncertain(boxes, frames.shape[2], frames.shape[1], burned_in, unmasked) or ""
         if boxes:
             masked = px.mask(frames, [(b.x0, b.y0, b.x1, b.y1) for b in boxes])
-            arr = masked if _frames(ds) > 1 else masked[0]
+            arr = masked if frames_of(ds) > 1 else masked[0]
     if arr is not None and (decompressed or boxes):
-        _write_pixels(ds, arr)
+        write_pixels(ds, arr)
 
     ds.PatientID = pseudo
     ds.PatientName = pseudo
@@ -366,7 +256,7 @@ def _dicom(ds: Dataset, *, key: bytes, name: str, options: DeidOptions, ocr: px.
         codes.append(item)
     ds.DeidentificationMethodCodeSequence = codes
 
-    output, header = _serialise_split(ds)
+    output, header = serialise_split(ds)
     # A value that also appears in a kept technical attribute (a manufacturer named in the
     # institution's name, say) is not a leak -- unless it is part of a person's name or the patient id.
     leaks = find_leaks(header, ctx.phi)
@@ -386,66 +276,13 @@ def _dicom(ds: Dataset, *, key: bytes, name: str, options: DeidOptions, ocr: px.
                      study_pseudonym=str(ds.get("StudyInstanceUID", "")) or None,
                      series_pseudonym=str(ds.get("SeriesInstanceUID", "")) or None, modality=modality,
                      width=int(ds.get("Columns", 0) or 0) or None, height=int(ds.get("Rows", 0) or 0) or None,
-                     frames=_frames(ds), characteristics=characteristics,
+                     frames=frames_of(ds), characteristics=characteristics,
                      boxes=tuple((b.frame, b.x0, b.y0, b.x1, b.y1, b.score) for b in boxes), report=report)
     if leaks:
         return result(status="refused", output=None, reason=f"withheld: {len(leaks)} original identifying "
                       "value(s) still present after de-identification")
     report["reason"] = reason
     return result(status="flagged" if reason else "released", output=output, reason=reason)
-
-
-def _frames(ds: Dataset) -> int:
-    return int(ds.get("NumberOfFrames", 1) or 1)
-
-
-def _pixels(ds: Dataset, name: str, decode: bool = True) -> tuple[np.ndarray | None, bool]:
-    """Decoded pixels (decompressing the dataset in place when needed). Compressed pixel data is always
-    decompressed (a codestream can carry text of its own: JPEG comments and application segments, JPEG 2000
-    boxes); uncompressed pixel data that nothing will look at (``decode`` False: no pixel scan) is only
-    checked as pydicom checks it before decoding (transfer syntax, the Image Pixel attributes, the length)
-    and passes through as it is: None is returned for it."""
-    if "PixelData" not in ds:
-        return None, False
-    compressed = ds.file_meta.TransferSyntaxUID.is_compressed if "TransferSyntaxUID" in ds.file_meta else False
-    try:
-        if compressed:
-            ds.decompress()
-        elif not decode:
-            _validate_native(ds)
-            return None, False
-        arr = ds.pixel_array
-    except MemoryError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - codecs raise many types; their messages are not shown
-        raise DicomReadError(name, f"cannot decode pixel data ({_syntax_name(ds)}, {type(exc).__name__})") from None
-    return arr, compressed
-
-
-def _validate_native(ds: Dataset) -> None:
-    """What ``pixel_array`` checks of uncompressed pixel data before reading it (pydicom's own checks:
-    a decoder for the transfer syntax, consistent Image Pixel attributes, enough bytes), without reading it."""
-    from pydicom.pixels.decoders.base import DecodeRunner, get_decoder
-
-    runner = DecodeRunner(get_decoder(ds.file_meta.TransferSyntaxUID).UID)
-    runner.set_source(ds)
-    runner.validate()
-
-
-def _syntax_name(ds: Dataset) -> str:
-    uid = ds.file_meta.get("TransferSyntaxUID")
-    return str(getattr(uid, "name", "") or "unknown transfer syntax") if uid is not None else "no transfer syntax"
-
-
-def _write_pixels(ds: Dataset, arr: np.ndarray) -> None:
-    ds.PixelData = np.ascontiguousarray(arr).tobytes()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    if str(ds.get("PhotometricInterpretation", "")).startswith("YBR"):
-        # pydicom decodes YBR colour to RGB: say so, or every reader converts the RGB values again
-        # (the colour Doppler of an ultrasound came out ~50 levels off, far from any text).
-        ds.PhotometricInterpretation = "RGB"
-    if arr.ndim == (4 if _frames(ds) > 1 else 3):
-        ds.PlanarConfiguration = 0
 
 
 def _meta(ds: Dataset, ctx: TagContext) -> None:
@@ -461,111 +298,6 @@ def _meta(ds: Dataset, ctx: TagContext) -> None:
         meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
 
 
-def _header_bytes(output: bytes) -> bytes:
-    """Everything but the pixel data: meta header, every attribute and nested sequence.
-
-    (Pixel bytes are not text, and short names would match them by chance; burned-in text is the
-    pixel scan's job.) Pixel Data is the last element once the profile has run.
-    """
-    cut = output.rfind(b"\xe0\x7f\x10\x00")
-    return output[:cut] if cut > 0 else output
-
-
-PIXEL_TAG = b"\xe0\x7f\x10\x00"  # (7FE0,0010) little endian
-
-
-def _serialise_split(ds: Dataset) -> tuple[bytes, bytes]:
-    """(the file's bytes, its bytes before Pixel Data) -- the second is what the leak scan reads.
-
-    Uncompressed Explicit VR Little Endian output with Pixel Data as the last element (the profile has
-    removed everything after it: digital signatures, trailing padding, private groups) is written as the
-    rest of the dataset followed by the Pixel Data element, encoded here: large pixel data is copied once,
-    not through pydicom's per-element buffer. Anything else goes through ``_serialise`` whole."""
-    elem = ds["PixelData"] if "PixelData" in ds else None
-    last = max(ds.keys()) if elem is not None else None
-    syntax = ds.file_meta.get("TransferSyntaxUID")
-    if (elem is None or last != 0x7FE00010 or not isinstance(elem.value, bytes | bytearray)
-            or (syntax is not None and syntax.is_compressed)):
-        output = _serialise(ds)
-        return output, _header_bytes(output)
-    vr = elem.VR if elem.VR in ("OB", "OW") else ("OW" if int(ds.get("BitsAllocated", 8) or 8) > 8 else "OB")
-    value = bytes(elem.value)
-    del ds["PixelData"]
-    try:
-        header = _serialise(ds)
-    finally:
-        ds["PixelData"] = elem
-    padding = b"\x00" if len(value) % 2 else b""
-    return b"".join((header, PIXEL_TAG, vr.encode(), b"\x00\x00", (len(value) + len(padding)).to_bytes(4, "little"),
-                     value, padding)), header
-
-
-def _serialise(ds: Dataset) -> bytes:
-    out = io.BytesIO()
-    if ds.file_meta.get("TransferSyntaxUID") is None:
-        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    if not ds.file_meta.TransferSyntaxUID.is_compressed:
-        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        if _can_write_directly(ds):
-            return _write_explicit_le(ds)
-        ds.save_as(out, enforce_file_format=True, implicit_vr=False, little_endian=True)
-    else:
-        ds.save_as(out, enforce_file_format=True)
-    return out.getvalue()
-
-
-def _can_write_directly(ds: Dataset) -> bool:
-    """What ``save_as`` would write as it is: read little endian (it refuses to convert from big endian:
-    the pixel bytes would stay swapped), no command or file meta elements in the dataset, a 128-byte
-    preamble or none. Anything else goes to ``save_as``, which writes or refuses it."""
-    preamble = getattr(ds, "preamble", None)
-    return (ds.original_encoding[1] is not False and not any(tag >> 16 in (0, 2) for tag in ds.keys())
-            and (not preamble or len(preamble) == 128))
-
-
-def _write_explicit_le(ds: Dataset) -> bytes:
-    """``ds.save_as(enforce_file_format=True, implicit_vr=False, little_endian=True)``, byte for byte,
-    without its per-element buffers for elements still as read: ``dcmwrite``'s steps on the dataset's
-    own file meta (this dataset is written once and dropped: no copy), then the dataset, where an element
-    read from an Explicit VR Little Endian file and never decoded is written from its original bytes
-    (what pydicom's ``write_data_element`` does for it, without the buffer) and every other element by
-    ``write_data_element`` itself."""
-    meta = ds.file_meta
-    ds_class, ds_instance = ds.get("SOPClassUID", None), ds.get("SOPInstanceUID", None)
-    meta_class, meta_instance = meta.get("MediaStorageSOPClassUID", None), meta.get("MediaStorageSOPInstanceUID", None)
-    if meta_class is None or (ds_class and ds_class != meta_class):
-        meta.MediaStorageSOPClassUID = ds_class
-    if meta_instance is None or (ds_instance and ds_instance != meta_instance):
-        meta.MediaStorageSOPInstanceUID = ds_instance
-    validate_file_meta(meta, enforce_standard=True)
-    if "PixelData" in ds:
-        ds["PixelData"].is_undefined_length = False
-    fp = DicomBytesIO()
-    fp.is_implicit_VR, fp.is_little_endian = False, True
-    fp.write(getattr(ds, "preamble", None) or b"\x00" * 128)
-    fp.write(b"DICM")
-    write_file_meta_info(fp, meta, enforce_standard=True)
-    if ds.original_encoding != (False, True) or ds.original_character_set != ds._character_set:  # noqa: SLF001
-        write_dataset(fp, ds)  # pydicom re-encodes every element then: nothing is written as read
-        return fp.getvalue()
-    encodings = ds.get("SpecificCharacterSet", default_encoding)
-    for tag in sorted(ds.keys()):
-        if tag.element == 0 and tag.group > 6:
-            continue  # retired group lengths are not written (PS3.5 7.2), as pydicom does
-        elem = ds.get_item(tag)
-        if (isinstance(elem, RawDataElement) and elem.VR is not None and not elem.is_implicit_VR
-                and elem.is_little_endian and elem.length != UNDEFINED_LENGTH and elem.value is not None
-                and (elem.VR in EXPLICIT_VR_LENGTH_32 or len(elem.value) <= 0xFFFF)):
-            vr = elem.VR.encode()
-            head = (vr + b"\x00\x00" + len(elem.value).to_bytes(4, "little") if elem.VR in EXPLICIT_VR_LENGTH_32
-                    else vr + len(elem.value).to_bytes(2, "little"))
-            fp.write(b"".join((tag.group.to_bytes(2, "little"), tag.element.to_bytes(2, "little"), head,
-                               elem.value)))
-        else:
-            write_data_element(fp, elem, encodings)
-    return fp.getvalue()
-
-
 # --- photos -------------------------------------------------------------------------------------
 
 
@@ -576,7 +308,7 @@ def _photo(data: bytes, *, key: bytes, name: str, options: DeidOptions, ocr: px.
     try:
         img: Image.Image = Image.open(io.BytesIO(data))  # reads the header only
     except Image.DecompressionBombError:
-        raise InputError(name, f"image over the pixel budget of {_mib(options.max_pixel_bytes)}; refused before "
+        raise InputError(name, f"image over the pixel budget of {mib(options.max_pixel_bytes)}; refused before "
                                "decoding") from None
     except Exception as exc:  # noqa: BLE001 - Pillow raises many types for corrupt input
         raise InputError(name, f"neither DICOM nor a readable image ({exc.__class__.__name__})") from None
@@ -584,8 +316,8 @@ def _photo(data: bytes, *, key: bytes, name: str, options: DeidOptions, ocr: px.
     # decoded as it is, then as RGB (3 bytes a pixel) for masking
     size = width * height * max(3, len(img.getbands()) * BYTES_PER_BAND.get(img.mode, 1))
     if size > options.max_pixel_bytes:
-        raise InputError(name, f"{width} x {height} pixels is {_mib(size)} decoded, over the pixel budget of "
-                               f"{_mib(options.max_pixel_bytes)}; refused before decoding")
+        raise InputError(name, f"{width} x {height} pixels is {mib(size)} decoded, over the pixel budget of "
+                               f"{mib(options.max_pixel_bytes)}; refused before decoding")
     try:
         img.load()
     except Exception as exc:  # noqa: BLE001 - Pillow raises many types for corrupt input
@@ -628,15 +360,15 @@ def _photo(data: bytes, *, key: bytes, name: str, options: DeidOptions, ocr: px.
 
 def apply_masks(data: bytes, rects: list[tuple[int, int, int, int]]) -> bytes:
     """Fill ``rects`` (original pixel x0, y0, x1, y1) in every frame of de-identified bytes."""
-    if _is_dicom(data):
-        ds = pydicom.dcmread(io.BytesIO(_inflated(data, "<stored item>", DEFAULT_PIXEL_BUDGET + HEADER_ALLOWANCE)))
-        arr, _ = _pixels(ds, "<stored item>")
+    if is_dicom(data):
+        ds = pydicom.dcmread(io.BytesIO(inflated(data, "<stored item>", DEFAULT_PIXEL_BUDGET + HEADER_ALLOWANCE)))
+        arr, _ = decode_pixels(ds, "<stored item>")
         if arr is None:
             return data
-        many = _frames(ds) > 1
+        many = frames_of(ds) > 1
         masked = px.mask(arr if many else arr[None, ...], rects)
-        _write_pixels(ds, masked if many else masked[0])
-        return _serialise(ds)
+        write_pixels(ds, masked if many else masked[0])
+        return serialise(ds)
     img = Image.open(io.BytesIO(data))
     arr = px.mask(np.asarray(img)[None, ...], rects)[0]
     out = io.BytesIO()

@@ -247,8 +247,9 @@ def header_breakdown(folder: Path, limit: int = 200) -> dict[str, Any]:
     import deid.engine as engine
     from medlabel.benchmarks.ingest import _timed
 
-    steps = {"read": ("_read",), "pixels": ("_pixels",), "profile": ("process_dataset", "_meta", "clean_descriptors"),
-             "write": ("_serialise_split",), "leak_scan": ("find_leaks",)}
+    steps = {"read": ("read_dicom",), "pixels": ("decode_pixels",),
+             "profile": ("process_dataset", "_meta", "clean_descriptors"),
+             "write": ("serialise_split",), "leak_scan": ("find_leaks",)}
     out: dict[str, Any] = {}
     paths = sorted(folder.glob("*.dcm"))
     for group, chosen in (("pydicom_files", [p for p in paths if not p.name.startswith("large")][:limit]),

@@ -18,7 +18,7 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
 import deid
-from deid import engine
+from deid import writing
 from deid.tags import _remove
 from medlabel.benchmarks.deid_corpus import dicom_from_array, plant, real
 from medlabel.errors import DicomReadError, InputError
@@ -101,8 +101,8 @@ def test_the_split_write_is_byte_for_byte_the_whole_write(bits: int, side: int, 
     ds = pydicom.dcmread(io.BytesIO(dicom_from_array(arr)))
     if vr:
         ds["PixelData"].VR = vr
-    output, header = engine._serialise_split(ds)  # noqa: SLF001 - the function under test
-    assert output == engine._serialise(ds)  # noqa: SLF001 - pydicom's own whole write
+    output, header = writing.serialise_split(ds)  # the function under test
+    assert output == writing.serialise(ds)  # pydicom's own whole write
     assert header == output[: output.rfind(b"\xe0\x7f\x10\x00")]
     assert pydicom.dcmread(io.BytesIO(output)).pixel_array.tolist() == arr.tolist()
 
@@ -134,12 +134,12 @@ def test_the_direct_write_is_byte_for_byte_what_pydicom_writes(name: str) -> Non
         warnings.simplefilter("ignore")  # some of pydicom's test files break value rules, as the engine allows
         expected = io.BytesIO()
         load().save_as(expected, enforce_file_format=True, implicit_vr=False, little_endian=True)
-        assert engine._write_explicit_le(load()) == expected.getvalue()  # noqa: SLF001 - the function under test
+        assert writing.write_explicit_le(load()) == expected.getvalue()  # the function under test
 
 
 def test_big_endian_input_is_still_refused_not_rewritten() -> None:
     ds = real("MR_small_bigendian.dcm")
-    assert not engine._can_write_directly(ds)  # noqa: SLF001 - save_as refuses to convert it, and so do we
+    assert not writing.can_write_directly(ds)  # save_as refuses to convert it, and so do we
     out = io.BytesIO()
     ds.save_as(out)
     with pytest.raises(InputError, match="be.dcm: cannot be de-identified"):
