@@ -39,7 +39,7 @@ def add_items(request: Request, who: Annotated[Caller, Depends(INGEST)], project
     ctx = request.app.state.ctx
     name = projects.project_name(ctx, project_id)
     uploads = [(f"upload-{i + 1}", f.file.read()) for i, f in enumerate(files)]  # names may be identifiers
-    report = ingest_uploads(ctx, name, uploads, actor=who.user_id)
+    report = ingest_uploads(ctx, project_id, uploads, actor=who.user_id)
     request.state.audit = {"project_id": project_id, "files": len(files)}
     return IngestResult(project=name, released=report.count("released"), quarantined=report.count("quarantined"),
                         duplicate=report.count("duplicate"), refused=report.count("refused"),

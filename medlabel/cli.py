@@ -158,9 +158,10 @@ def ingest(project: str, paths: tuple[str, ...], dates: Literal["shift", "remove
     """
     import deid
     from services.ingest import ingest_paths
+    from services.projects import project_id
 
     with app_context() as ctx:
-        report = ingest_paths(ctx, project, paths, actor=acting(ctx), options=deid.DeidOptions(
+        report = ingest_paths(ctx, project_id(ctx, project), paths, actor=acting(ctx), options=deid.DeidOptions(
             dates=dates, keep_patient_characteristics=keep_patient_characteristics))
     _echo_ingest(report)
     if report.count("refused"):

@@ -151,24 +151,26 @@ def load_demo(ctx: AppContext, *, data_dir: Path | None = None, images: int = 12
             add_user(ctx, username, DEMO_PASSWORD, role, display_name=display)
             created_users.append(username)
     created_projects = []
+    ids: dict[str, int] = {}  # project name -> id, of the projects made here
     with ctx.reads() as session:  # the demo lead leads the demo projects (a project with no lead is admins' only)
         lead_id = next((u.id for u in accounts_q.list_users(session) if u.username == "lead"), None)
     for spec in (DEMO_PROJECT, NIH_PROJECT, DICOM_PROJECT, AL_PROJECT, NIH_CLINICAL_PROJECT):
         if not project_exists(ctx, spec.name):
-            create_project(ctx, spec, actor_id=lead_id)
+            ids[spec.name] = create_project(ctx, spec, actor_id=lead_id)
             created_projects.append(spec.name)
     reports: list[IngestReport] = []
     if not with_data or not data_dir.exists():
         return DemoReport(tuple(created_users), tuple(created_projects))
     if DEMO_PROJECT.name in created_projects:
-        reports.append(ingest_paths(ctx, DEMO_PROJECT.name, _kermany(data_dir), actor=authz.LOCAL_ADMIN))
+        reports.append(ingest_paths(ctx, ids[DEMO_PROJECT.name], _kermany(data_dir), actor=authz.LOCAL_ADMIN))
     if NIH_PROJECT.name in created_projects:
-        reports.append(ingest_paths(ctx, NIH_PROJECT.name, _chest_films(data_dir), actor=authz.LOCAL_ADMIN))
+        reports.append(ingest_paths(ctx, ids[NIH_PROJECT.name], _chest_films(data_dir), actor=authz.LOCAL_ADMIN))
     if DICOM_PROJECT.name in created_projects:
-        reports.append(ingest_paths(ctx, DICOM_PROJECT.name, sorted((data_dir / "dicom-samples").rglob("*.dcm")),
+        reports.append(ingest_paths(ctx, ids[DICOM_PROJECT.name], sorted((data_dir / "dicom-samples").rglob("*.dcm")),
                                     actor=authz.LOCAL_ADMIN))
     if AL_PROJECT.name in created_projects:
-        reports.append(ingest_blobs(ctx, AL_PROJECT.name, _pneumoniamnist(data_dir, images), actor=authz.LOCAL_ADMIN))
+        reports.append(ingest_blobs(ctx, ids[AL_PROJECT.name], _pneumoniamnist(data_dir, images),
+                                    actor=authz.LOCAL_ADMIN))
     model_line = ""
     if AL_PROJECT.name in created_projects:
         model_line = _demo_model(ctx, data_dir)

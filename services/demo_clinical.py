@@ -28,7 +28,7 @@ def load_clinical_demo(ctx: AppContext, nih_dir: Path, project_name: str, users:
     records = clinical_records(nih_dir)
     patients = held_out_patients(records, held_out)
     project_records = {str(r.path): r for r in records if r.patient in patients}
-    report = ingest_paths(ctx, project_name, sorted(project_records), actor=authz.LOCAL_ADMIN)
+    report = ingest_paths(ctx, project_id(ctx, project_name), sorted(project_records), actor=authz.LOCAL_ADMIN)
     items = {o.item_id: project_records[o.source] for o in report.outcomes
              if o.item_id is not None and o.status == "released"}
     _import_clinical_data(ctx, {item_id: r.attributes for item_id, r in items.items()})

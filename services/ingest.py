@@ -60,32 +60,35 @@ def iter_files(paths: Iterable[str | Path]) -> Iterator[Path]:
         yield from iter_sources(path)
 
 
-def ingest_paths(ctx: AppContext, project_name: str, paths: Iterable[str | Path], *,
+def ingest_paths(ctx: AppContext, project_id: int, paths: Iterable[str | Path], *,
                  actor: authz.ActorRef, options: deid.DeidOptions | None = None) -> IngestReport:
+    """De-identify the files under ``paths`` into project ``project_id`` (see :func:`ingest_blobs`)."""
     from deid.io import read_regular
 
-    authz.require_project(ctx, actor, project_name, roles=authz.LEADS)
+    authz.require_project(ctx, actor, project_id, roles=authz.LEADS)
     files = list(iter_files(paths))
-    return ingest_blobs(ctx, project_name, ((str(p), partial(read_regular, p)) for p in files),
+    return ingest_blobs(ctx, project_id, ((str(p), partial(read_regular, p)) for p in files),
                         actor=actor, options=options)
 
 
-def ingest_uploads(ctx: AppContext, project_name: str, uploads: Iterable[tuple[str, bytes]], *,
+def ingest_uploads(ctx: AppContext, project_id: int, uploads: Iterable[tuple[str, bytes]], *,
                    actor: authz.ActorRef, options: deid.DeidOptions | None = None) -> IngestReport:
+    """De-identify ``(name, bytes)`` uploads into project ``project_id`` (see :func:`ingest_blobs`)."""
     # bytes(data) is data itself: the upload is not copied
-    return ingest_blobs(ctx, project_name, ((name, partial(bytes, data)) for name, data in uploads),
+    return ingest_blobs(ctx, project_id, ((name, partial(bytes, data)) for name, data in uploads),
                         actor=actor, options=options)
 
 
-def ingest_blobs(ctx: AppContext, project_name: str, blobs: Iterable[tuple[str, Callable[[], bytes]]], *,
+def ingest_blobs(ctx: AppContext, project_id: int, blobs: Iterable[tuple[str, Callable[[], bytes]]], *,
                  actor: authz.ActorRef, options: deid.DeidOptions | None = None) -> IngestReport:
-    """De-identify and store each ``(source name, read())`` pair; returns one outcome per file.
-    Leads ingest into the projects they lead (services/authz.py)."""
-    actor_id = authz.require_project(ctx, actor, project_name, roles=authz.LEADS).user_id
+    """De-identify and store each ``(source name, read())`` pair in project ``project_id``; returns one
+    outcome per file (the report names the project). Leads ingest into the projects they lead
+    (services/authz.py)."""
+    actor_id = authz.require_project(ctx, actor, project_id, roles=authz.LEADS).user_id
     key = ctx.settings.secret_key()
     with ctx.reads() as session:
-        project = projects_q.require_project(session, project_name)
-        project_id, seed, reid = project.id, project.queue_seed, project.allow_reidentification
+        project = projects_q.require_project_id(session, project_id)
+        project_name, seed, reid = project.name, project.queue_seed, project.allow_reidentification
     if reid:
         reid_keys.public_key(ctx.settings)  # a missing re-identification key stops the batch before any file
     from services.models import model_input_specs  # late: the model registry pulls in onnx
@@ -194,13 +197,14 @@ def _remember_patient(session: Session, project_id: int, pseudonym: str, data: b
                                  encrypted_original=reid_keys.seal(settings, original.encode())))
 
 
-def reidentify(ctx: AppContext, project_name: str, pseudonym: str, *, actor: authz.ActorRef) -> str:
-    """Admins only, projects that allow it only, and every look-up (found or not) is audited."""
-    actor_id = authz.require_project(ctx, actor, project_name, roles=authz.ADMIN).user_id
+def reidentify(ctx: AppContext, project_id: int, pseudonym: str, *, actor: authz.ActorRef) -> str:
+    """The original PatientID behind ``pseudonym`` in project ``project_id``. Admins only, projects that
+    allow it only, and every look-up (found or not) is audited."""
+    actor_id = authz.require_project(ctx, actor, project_id, roles=authz.ADMIN).user_id
     with ctx.sessions.begin() as session:
-        project = projects_q.require_project(session, project_name)
+        project = projects_q.require_project_id(session, project_id)
         if not project.allow_reidentification:
-            raise PermissionDenied(f"project {project_name!r} does not allow re-identification")
+            raise PermissionDenied(f"project {project.name!r} does not allow re-identification")
         row = imaging_q.pseudonym_key(session, project.id, pseudonym)
         audit.record(session, Reidentified(target_id=project.id, pseudonym=pseudonym,
                                            found=row is not None), actor_id=actor_id)
@@ -242,12 +246,12 @@ def _without_name(reason: str, source: str) -> str:
     return reason.replace(name, "<file>") if name else reason
 
 
-def ingest_chunk(ctx: AppContext, files: list[tuple[int, str]], *, should_stop: Callable[[], bool], project: str,
-                 options: dict[str, Any], actor_id: int | None) -> dict[str, Any]:
+def ingest_chunk(ctx: AppContext, files: list[tuple[int, str]], *, should_stop: Callable[[], bool],
+                 project_id: int, options: dict[str, Any], actor_id: int | None) -> dict[str, Any]:
     """De-identify and store these files. Refusals keep the file's position in the job's listing and the
     reason, never the file's name (it may hold an identifier)."""
     # the submitter's rights, checked again at every chunk
-    report = ingest_paths(ctx, project, [path for _, path in files], actor=authz.job_actor(actor_id),
+    report = ingest_paths(ctx, project_id, [path for _, path in files], actor=authz.job_actor(actor_id),
                           options=deid.DeidOptions(**options))
     counts = {s: report.count(s) for s in ("released", "quarantined", "duplicate", "refused")}
     refused = [[index, _without_name(outcome.reason, outcome.source)]
@@ -265,7 +269,9 @@ def ingest_job(ctx: AppContext, params: dict[str, Any], reporter: JobReporter) -
     refused: list[list[Any]] = []
     done = 0
     options = {k: params[k] for k in DEID_OPTIONS if k in params}
-    with closing(fan_out(ctx, reporter, ingest_chunk, chunks, project=params["project"], options=options,
+    # The job names its project (shown in the jobs list); it is resolved to the id here, once.
+    pid = project_id(ctx, params["project"])
+    with closing(fan_out(ctx, reporter, ingest_chunk, chunks, project_id=pid, options=options,
                          actor_id=getattr(reporter, "actor_id", None))) as results:
         for n, out in results:
             done += n

@@ -215,14 +215,14 @@ def ingest_once(folder: Path, parent: Path | None, model: bytes) -> tuple[float,
     from services.projects import LabelSpec, ProjectSpec, create_project
 
     with throwaway_installation("medlabel-bench-ingest-", parent=parent) as ctx:
-        create_project(ctx, ProjectSpec(name=PROJECT, task_type="multi_label",
-                                        labels=(LabelSpec("finding", "1"), LabelSpec("none", "2"))))
+        pid = create_project(ctx, ProjectSpec(name=PROJECT, task_type="multi_label",
+                                              labels=(LabelSpec("finding", "1"), LabelSpec("none", "2"))))
         register_model(ctx, model, name="bench-densenet", labels=list(CHEXNET_LABELS), meta=dict(IMAGENET))
         steps: dict[str, float] = {}
         with (_timed(deid, "deidentify_bytes", steps, "deid"), _timed(ctx.store, "put", steps, "store"),
               _timed(ingest_service, "_save_model_renditions", steps, "renditions")):
             t0 = time.perf_counter()
-            report = ingest_service.ingest_paths(ctx, PROJECT, [folder], actor=authz.LOCAL_ADMIN)
+            report = ingest_service.ingest_paths(ctx, pid, [folder], actor=authz.LOCAL_ADMIN)
             seconds = time.perf_counter() - t0
     statuses = [o.status for o in report.outcomes]
     return seconds, steps, statuses

@@ -115,7 +115,7 @@ def build(ctx: Any, *, real: int, backlog: int, seed: int = 0) -> tuple[list[Rea
     extra = SERVICE_ITEMS_PER_KIND * CT_EVERY  # enough of both kinds for the service-path timing
     rng = np.random.default_rng(seed)
     kinds = [kind_of(i) for i in range(real + extra)]
-    report = ingest_blobs(ctx, PROJECT, ((f"{i:05d}-{k.lower()}.dcm", lambda i=i, k=k: _dicom(k, i, rng, 2000))
+    report = ingest_blobs(ctx, pid, ((f"{i:05d}-{k.lower()}.dcm", lambda i=i, k=k: _dicom(k, i, rng, 2000))
                                          for i, k in enumerate(kinds)), actor=authz.LOCAL_ADMIN)
     refused = [o for o in report.outcomes if o.status != "released" or o.item_id is None]
     if refused:

@@ -14,12 +14,12 @@ st.title("Ingest")
 st.caption("Files are de-identified in memory (DICOM PS3.15 basic profile, keyed pseudonyms and UIDs, "
            "burned-in text masking, photo metadata stripped) before anything is stored. Files the engine "
            "is unsure about are quarantined for review; files it cannot make safe are refused.")
-project = pick_project(user, key="ingest_project", empty="Create a project first.").name
+project = pick_project(user, key="ingest_project", empty="Create a project first.")
 files = st.file_uploader("DICOM files or photos", accept_multiple_files=True)
 if files and st.button("De-identify and ingest", type="primary"):
     with st.spinner("De-identifying..."):
         try:
-            report = ingest_uploads(ctx, project, [(f.name, f.getvalue()) for f in files], actor=user)
+            report = ingest_uploads(ctx, project.id, [(f.name, f.getvalue()) for f in files], actor=user)
         except MedlabelError as exc:
             st.error(str(exc))
             st.stop()

@@ -34,10 +34,10 @@ def _png(i: int) -> bytes:
 def _setup(ctx: AppContext, task_type: str, n: int) -> None:
     accounts.add_user(ctx, "rad1", PASSWORD, "reader", display_name="Reader One")
     accounts.add_user(ctx, "rad2", PASSWORD, "reader", display_name="Reader Two")
-    create_project(ctx, ProjectSpec(name="Chest", task_type=task_type, readers=("rad1", "rad2"),
-                                    labels=(LabelSpec("normal", "1"), LabelSpec("pneumonia", "2"),
-                                            LabelSpec("indeterminate", "3", kind="indeterminate"))))
-    report = ingest_uploads(ctx, "Chest", [(f"img{i}.png", _png(i)) for i in range(n)], actor=LOCAL_ADMIN)
+    pid = create_project(ctx, ProjectSpec(name="Chest", task_type=task_type, readers=("rad1", "rad2"),
+                                          labels=(LabelSpec("normal", "1"), LabelSpec("pneumonia", "2"),
+                                                  LabelSpec("indeterminate", "3", kind="indeterminate"))))
+    report = ingest_uploads(ctx, pid, [(f"img{i}.png", _png(i)) for i in range(n)], actor=LOCAL_ADMIN)
     assert report.count("released") == n, report
 
 

@@ -77,9 +77,9 @@ def test_zoom_enlarges_the_image_and_a_box_drawn_zoomed_is_stored_in_original_pi
 
     expect.set_options(timeout=30_000)  # a rerun on a loaded 2-core machine can take seconds
     accounts.add_user(ctx, "rad1", PASSWORD, "reader")
-    create_project(ctx, ProjectSpec(name="Films", task_type="boxes", readers=("rad1",),
-                                    labels=(LabelSpec("nodule", "1"),)))
-    assert ingest_uploads(ctx, "Films", [("film.png", _film())], actor=LOCAL_ADMIN).count("released") == 1
+    pid = create_project(ctx, ProjectSpec(name="Films", task_type="boxes", readers=("rad1",),
+                                          labels=(LabelSpec("nodule", "1"),)))
+    assert ingest_uploads(ctx, pid, [("film.png", _film())], actor=LOCAL_ADMIN).count("released") == 1
     url = portal_server(settings)
     sign_in(page, url, "rad1", PASSWORD, then="Label")
     expect(page.get_by_text("case #")).to_be_visible()
@@ -129,9 +129,9 @@ def test_skip_menu_opens_on_screen_with_fifteen_labels(
     accounts.add_user(ctx, "rad1", PASSWORD, "reader")
     names = ("atelectasis", "cardiomegaly", "effusion", "infiltration", "mass", "nodule", "pneumonia",
              "pneumothorax", "consolidation", "edema", "emphysema", "fibrosis", "pleural thickening", "hernia")
-    create_project(ctx, ProjectSpec(name="NIH", task_type="multi_label", readers=("rad1",),
-                                    labels=(*(LabelSpec(n) for n in names), LabelSpec("no finding", "0"))))
-    assert ingest_uploads(ctx, "NIH", [("film.png", _film())], actor=LOCAL_ADMIN).count("released") == 1
+    pid = create_project(ctx, ProjectSpec(name="NIH", task_type="multi_label", readers=("rad1",),
+                                          labels=(*(LabelSpec(n) for n in names), LabelSpec("no finding", "0"))))
+    assert ingest_uploads(ctx, pid, [("film.png", _film())], actor=LOCAL_ADMIN).count("released") == 1
     url = portal_server(settings)
     sign_in(page, url, "rad1", PASSWORD, then="Label")
     expect(page.get_by_text("case #")).to_be_visible()
@@ -151,8 +151,8 @@ def test_reviewer_draws_a_mask_on_the_image(
 
     expect.set_options(timeout=30_000)  # a rerun on a loaded 2-core machine can take seconds
     accounts.add_user(ctx, "boss", PASSWORD, "admin")
-    create_project(ctx, ProjectSpec(name="Films", task_type="single_label", labels=(LabelSpec("normal", "1"),)))
-    ingest_uploads(ctx, "Films", [("film.png", _film())], actor=LOCAL_ADMIN)
+    pid = create_project(ctx, ProjectSpec(name="Films", task_type="single_label", labels=(LabelSpec("normal", "1"),)))
+    ingest_uploads(ctx, pid, [("film.png", _film())], actor=LOCAL_ADMIN)
     with ctx.sessions.begin() as session:
         item = session.scalars(select(Item)).one()
         item.deid_status = DeidStatus.QUARANTINED

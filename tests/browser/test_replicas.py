@@ -62,11 +62,11 @@ def shared(tmp_path: Path, fresh_pg_url: str, s3_endpoint: str) -> Iterator[tupl
     ctx = AppContext.from_settings(settings)
     accounts.add_user(ctx, "rad1", PASSWORD, "reader", display_name="Reader One")
     accounts.add_user(ctx, "rad2", PASSWORD, "reader", display_name="Reader Two")
-    create_project(ctx, ProjectSpec(name="Chest", task_type="single_label", labels_per_item=1,
-                                    readers=("rad1", "rad2"),
-                                    labels=(LabelSpec("normal", "1"), LabelSpec("pneumonia", "2"),
-                                            LabelSpec("indeterminate", "3", kind="indeterminate"))))
-    report = ingest_uploads(ctx, "Chest", [(f"img{i}.png", _png(i)) for i in range(ITEMS)], actor=LOCAL_ADMIN)
+    pid = create_project(ctx, ProjectSpec(name="Chest", task_type="single_label", labels_per_item=1,
+                                          readers=("rad1", "rad2"),
+                                          labels=(LabelSpec("normal", "1"), LabelSpec("pneumonia", "2"),
+                                                  LabelSpec("indeterminate", "3", kind="indeterminate"))))
+    report = ingest_uploads(ctx, pid, [(f"img{i}.png", _png(i)) for i in range(ITEMS)], actor=LOCAL_ADMIN)
     assert report.count("released") == ITEMS, report
     yield settings, ctx, bucket
     ctx.close()

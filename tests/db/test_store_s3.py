@@ -247,9 +247,9 @@ def test_ingest_and_display_with_an_s3_store(settings: Settings, endpoint: str, 
     ctx = AppContext.from_settings(s3_settings)
     try:
         assert isinstance(ctx.store, FsspecContentStore)
-        make_project(ctx)
+        pid = make_project(ctx)
         dicom, _ = study_pair()
-        report = ingest_uploads(ctx, "Chest", [("a.png", _png(1)), ("b.png", _png(2)), ("ct.dcm", dicom.data)], actor=LOCAL_ADMIN)
+        report = ingest_uploads(ctx, pid, [("a.png", _png(1)), ("b.png", _png(2)), ("ct.dcm", dicom.data)], actor=LOCAL_ADMIN)
         assert report.count("released") + report.count("quarantined") == 3, report
         with ctx.reads() as session:
             items = session.scalars(select(Item).order_by(Item.id)).all()
@@ -262,7 +262,7 @@ def test_ingest_and_display_with_an_s3_store(settings: Settings, endpoint: str, 
             assert shown.original_width == item.width
         derived = [k for k in _keys(endpoint, bucket) if k.startswith("medlabel/derived/")]
         assert len(derived) == 3  # one display rendition per item, stored beside the blobs
-        again = ingest_uploads(ctx, "Chest", [("a-again.png", _png(1))], actor=LOCAL_ADMIN)
+        again = ingest_uploads(ctx, pid, [("a-again.png", _png(1))], actor=LOCAL_ADMIN)
         assert again.count("duplicate") == 1 and len(_keys(endpoint, bucket)) == 6
         assert not (settings.data_dir / "store").exists()  # nothing fell back to the local folder
     finally:

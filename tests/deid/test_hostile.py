@@ -124,10 +124,10 @@ def test_deid_cli_refuses_each_hostile_file_in_one_line_and_goes_on(tmp_path: Pa
 
 
 def test_ingest_refuses_each_hostile_file_and_stores_the_rest(ctx: AppContext, tmp_path: Path) -> None:
-    make_project(ctx)
+    pid = make_project(ctx)
     src, outside = tmp_path / "src", tmp_path / "outside"
     expected = hostile.hostile_tree(src, outside)
-    report = ingest_paths(ctx, "Chest", [src], actor=LOCAL_ADMIN)
+    report = ingest_paths(ctx, pid, [src], actor=LOCAL_ADMIN)
     by_name = {Path(o.source).name: o for o in report.outcomes}
     for name, reason in expected.items():
         if reason:

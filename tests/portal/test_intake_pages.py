@@ -35,7 +35,7 @@ def test_reviewer_releases_a_quarantined_item(ctx: AppContext, portal_env: Setti
     pid = make_project(ctx)
     from services.ingest import ingest_uploads
 
-    ingest_uploads(ctx, "Chest", [("a.dcm", plant(real("MR_small.dcm"), "RV").data)], actor=LOCAL_ADMIN)
+    ingest_uploads(ctx, pid, [("a.dcm", plant(real("MR_small.dcm"), "RV").data)], actor=LOCAL_ADMIN)
     with ctx.sessions.begin() as session:
         item = session.scalars(select(Item)).one()
         item.deid_status = DeidStatus.QUARANTINED

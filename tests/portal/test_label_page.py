@@ -163,12 +163,12 @@ def test_a_box_project_offers_no_finding_as_its_own_answer(ctx: AppContext, port
 
 def _dicom_project(ctx: AppContext) -> None:
     _password_users(ctx, "rad1")
-    create_project(ctx, ProjectSpec(name="Mixed", task_type="single_label", readers=("rad1",),
-                                    labels=(LabelSpec("normal", "1"), LabelSpec("abnormal", "2"))))
+    pid = create_project(ctx, ProjectSpec(name="Mixed", task_type="single_label", readers=("rad1",),
+                                          labels=(LabelSpec("normal", "1"), LabelSpec("abnormal", "2"))))
     hu = (np.arange(64 * 64, dtype=np.uint16).reshape(64, 64) % 2048)
     ct = make_dicom(hu, Modality="CT", RescaleSlope=1, RescaleIntercept=-1024, WindowCenter=40, WindowWidth=400)
     mr = make_dicom((np.arange(64 * 64, dtype=np.uint16).reshape(64, 64) % 1000), Modality="MR")
-    report = ingest_uploads(ctx, "Mixed", [("ct.dcm", ct), ("mr.dcm", mr)], actor=LOCAL_ADMIN)
+    report = ingest_uploads(ctx, pid, [("ct.dcm", ct), ("mr.dcm", mr)], actor=LOCAL_ADMIN)
     assert report.count("released") == 2, report
 
 

@@ -36,8 +36,8 @@ def _cli(monkeypatch: pytest.MonkeyPatch, s: Settings, *args: str) -> None:
 def test_backup_then_restore_into_an_empty_data_folder(ctx: AppContext, settings: Settings, tmp_path: Path,
                                                        request: pytest.FixtureRequest,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    make_project(ctx)
-    report = ingest_uploads(ctx, "Chest", [(f"f{i}.dcm", hostile.good_dicom()) for i in range(3)], actor=LOCAL_ADMIN)
+    pid = make_project(ctx)
+    report = ingest_uploads(ctx, pid, [(f"f{i}.dcm", hostile.good_dicom()) for i in range(3)], actor=LOCAL_ADMIN)
     assert report.count("released") + report.count("quarantined") == 3
     _cli(monkeypatch, settings, "backup", str(tmp_path / "backup"))
     assert stat.S_IMODE((tmp_path / "backup").stat().st_mode) == 0o700

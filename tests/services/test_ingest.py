@@ -38,14 +38,14 @@ def _stored(ctx: AppContext) -> bytes:
 
 
 def test_nothing_identifying_reaches_the_database_or_the_store(ctx: AppContext, tmp_path: Path) -> None:
-    make_project(ctx)
+    pid = make_project(ctx)
     a, b = study_pair()
     folder = tmp_path / "Quixote Dulcinea"
     folder.mkdir()
     (folder / "Quixote_1.dcm").write_bytes(a.data)
     (folder / "Quixote_2.dcm").write_bytes(b.data)
     (folder / "broken.dcm").write_bytes(b"DICM? no")
-    report = ingest_paths(ctx, "Chest", [folder], actor=LOCAL_ADMIN)
+    report = ingest_paths(ctx, pid, [folder], actor=LOCAL_ADMIN)
     statuses = sorted(o.status for o in report.outcomes)
     assert statuses.count("refused") == 1 and len(statuses) == 3
     assert next(o for o in report.outcomes if o.source.endswith("broken.dcm")).reason
@@ -56,7 +56,7 @@ def test_nothing_identifying_reaches_the_database_or_the_store(ctx: AppContext, 
         items = session.scalars(select(Item)).all()
     assert len(items) == 2 and len({i.patient_pseudonym for i in items}) == 1
     assert all(i.deid_report["leak_scan"]["hits"] == 0 for i in items)
-    again = ingest_paths(ctx, "Chest", [folder], actor=LOCAL_ADMIN)
+    again = ingest_paths(ctx, pid, [folder], actor=LOCAL_ADMIN)
     assert sorted(o.status for o in again.outcomes) == ["duplicate", "duplicate", "refused"]
 
 
@@ -78,7 +78,7 @@ def test_flagged_items_are_quarantined_and_never_served(ctx: AppContext) -> None
     original = ingest_module.deid.deidentify_bytes
     ingest_module.deid.deidentify_bytes = lambda d, **kw: original(d, **{**kw, "ocr": flag_everything})
     try:
-        report = ingest_uploads(ctx, "Chest", [("x.dcm", data)], options=DeidOptions(), actor=LOCAL_ADMIN)
+        report = ingest_uploads(ctx, pid, [("x.dcm", data)], options=DeidOptions(), actor=LOCAL_ADMIN)
     finally:
         ingest_module.deid.deidentify_bytes = original
     assert [o.status for o in report.outcomes] == ["quarantined"]
@@ -104,23 +104,23 @@ def test_reidentification_is_encrypted_admin_only_and_audited(ctx: AppContext) -
 
     admin = accounts.add_user(ctx, "boss", "a-long-password", "admin")
     lead = accounts.add_user(ctx, "lead1", "a-long-password", "lead")
-    create_project(ctx, ProjectSpec(name="Reid", task_type="single_label", allow_reidentification=True,
-                                    labels=(LabelSpec("a", "1"),)))
-    make_project(ctx, name="NoReid")
+    reid = create_project(ctx, ProjectSpec(name="Reid", task_type="single_label", allow_reidentification=True,
+                                           labels=(LabelSpec("a", "1"),)))
+    no_reid = make_project(ctx, name="NoReid")
     planted = plant(real("CT_small.dcm"), "R")
-    ingest_uploads(ctx, "Reid", [("r.dcm", planted.data)], actor=LOCAL_ADMIN)
-    ingest_uploads(ctx, "NoReid", [("r.dcm", planted.data)], actor=LOCAL_ADMIN)
+    ingest_uploads(ctx, reid, [("r.dcm", planted.data)], actor=LOCAL_ADMIN)
+    ingest_uploads(ctx, no_reid, [("r.dcm", planted.data)], actor=LOCAL_ADMIN)
     with ctx.reads() as session:
         keys = session.scalars(select(PseudonymKey)).all()
         pseudo = session.scalars(select(Item.patient_pseudonym).limit(1)).one()
     assert len(keys) == 1 and PATIENT_ID.encode() not in keys[0].encrypted_original  # only the opted-in project
-    assert reidentify(ctx, "Reid", pseudo, actor=admin.id) == PATIENT_ID
+    assert reidentify(ctx, reid, pseudo, actor=admin.id) == PATIENT_ID
     with pytest.raises(PermissionDenied):
-        reidentify(ctx, "Reid", pseudo, actor=lead.id)
-    with pytest.raises(PermissionDenied, match="does not allow"):
-        reidentify(ctx, "NoReid", pseudo, actor=admin.id)
+        reidentify(ctx, reid, pseudo, actor=lead.id)
+    with pytest.raises(PermissionDenied, match="project 'NoReid' does not allow"):  # named, though given by id
+        reidentify(ctx, no_reid, pseudo, actor=admin.id)
     with pytest.raises(NotFoundError):
-        reidentify(ctx, "Reid", "MLNOBODY", actor=admin.id)
+        reidentify(ctx, reid, "MLNOBODY", actor=admin.id)
     with ctx.reads() as session:
         lookups = session.scalars(select(AuditEvent).where(AuditEvent.action == "reidentify")).all()
     assert [e.payload["found"] for e in lookups] == [True, False]
@@ -130,13 +130,13 @@ def test_reidentification_is_encrypted_admin_only_and_audited(ctx: AppContext) -
 def test_photos_are_ingested_without_metadata(ctx: AppContext) -> None:
     from PIL import Image
 
-    make_project(ctx)
+    pid = make_project(ctx)
     img = Image.new("RGB", (64, 48), (30, 30, 30))
     exif = img.getexif()
     exif[0x010E] = "Dulcinea Quixote knee"  # ImageDescription
     buffer = io.BytesIO()
     img.save(buffer, format="JPEG", exif=exif.tobytes())
-    report = ingest_uploads(ctx, "Chest", [("Dulcinea.jpg", buffer.getvalue())], actor=LOCAL_ADMIN)
+    report = ingest_uploads(ctx, pid, [("Dulcinea.jpg", buffer.getvalue())], actor=LOCAL_ADMIN)
     assert [o.status for o in report.outcomes] == ["released"]
     assert b"Dulcinea" not in _stored(ctx) and find_leaks(_dump(ctx), {"Dulcinea"}) == []
 
@@ -145,11 +145,10 @@ def test_reject_deletes_bytes_only_when_no_other_item_shares_them(ctx: AppContex
     from services import accounts
 
     admin = accounts.add_user(ctx, "boss", "a-long-password", "admin")
-    make_project(ctx, name="P1")
-    make_project(ctx, name="P2")
+    projects = (make_project(ctx, name="P1"), make_project(ctx, name="P2"))
     data = plant(real("MR_small.dcm"), "S").data
-    for name in ("P1", "P2"):
-        ingest_uploads(ctx, name, [("s.dcm", data)], actor=LOCAL_ADMIN)
+    for pid in projects:
+        ingest_uploads(ctx, pid, [("s.dcm", data)], actor=LOCAL_ADMIN)
     with ctx.sessions.begin() as session:
         items = session.scalars(select(Item).order_by(Item.id)).all()
         for item in items:

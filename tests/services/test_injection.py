@@ -59,8 +59,8 @@ def test_a_modality_that_is_not_a_code_string_is_refused(ctx: AppContext, modali
     with pytest.raises(InputError, match=r"Modality \(0008,0060\) is not a valid code string") as caught:
         deid.deidentify_bytes(out.getvalue(), key=b"k" * 32, name="x.dcm")
     assert modality not in str(caught.value)
-    make_project(ctx)
-    report = ingest_uploads(ctx, "Chest", [("x.dcm", out.getvalue())], actor=LOCAL_ADMIN)  # PostgreSQL raised DataError here
+    pid = make_project(ctx)
+    report = ingest_uploads(ctx, pid, [("x.dcm", out.getvalue())], actor=LOCAL_ADMIN)  # PostgreSQL raised DataError here
     assert [o.status for o in report.outcomes] == ["refused"] and "code string" in report.outcomes[0].reason
 
 

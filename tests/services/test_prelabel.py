@@ -338,7 +338,7 @@ def test_intake_keeps_model_renditions_for_registered_models(ctx: AppContext, ti
     img = Image.new("L", (300, 200), 90)
     buffer = io.BytesIO()
     img.save(buffer, format="PNG")
-    report = ingest_uploads(ctx, "Chest", [("scan.png", buffer.getvalue())], actor=LOCAL_ADMIN)
+    report = ingest_uploads(ctx, pid, [("scan.png", buffer.getvalue())], actor=LOCAL_ADMIN)
     assert report.count("released") == 1, report
     (spec,) = model_input_specs(ctx)
     with ctx.reads() as session:

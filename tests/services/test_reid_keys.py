@@ -23,12 +23,13 @@ from services.projects import LabelSpec, ProjectSpec, create_project
 from services.reid_keys import legacy_fernet, unseal
 
 
-def _reid_project(ctx: AppContext) -> int:
+def _reid_project(ctx: AppContext) -> tuple[int, int]:
+    """(the administrator's id, the project's id)."""
     admin = accounts.add_user(ctx, "boss", "a-long-password", "admin")
-    create_project(ctx, ProjectSpec(name="Reid", task_type="single_label", allow_reidentification=True,
-                                    labels=(LabelSpec("a", "1"),)))
-    ingest_uploads(ctx, "Reid", [("r.dcm", plant(real("CT_small.dcm"), "R").data)], actor=LOCAL_ADMIN)
-    return admin.id
+    pid = create_project(ctx, ProjectSpec(name="Reid", task_type="single_label", allow_reidentification=True,
+                                          labels=(LabelSpec("a", "1"),)))
+    ingest_uploads(ctx, pid, [("r.dcm", plant(real("CT_small.dcm"), "R").data)], actor=LOCAL_ADMIN)
+    return admin.id, pid
 
 
 def _key_row(ctx: AppContext) -> tuple[str, bytes]:
@@ -38,7 +39,7 @@ def _key_row(ctx: AppContext) -> tuple[str, bytes]:
 
 
 def test_the_installation_secret_alone_opens_no_original_id(ctx: AppContext, settings: Settings) -> None:
-    admin = _reid_project(ctx)
+    admin, pid = _reid_project(ctx)
     pseudonym, token = _key_row(ctx)
     assert settings.reid_key_path == settings.secret_key_file.with_name("reid.key")
     assert settings.reid_key_path.stat().st_mode & 0o777 == 0o600
@@ -47,11 +48,11 @@ def test_the_installation_secret_alone_opens_no_original_id(ctx: AppContext, set
     with pytest.raises(InvalidToken):  # sealed to the key pair: the Fernet key itself does not open it either
         Fernet(settings.reid_key_path.read_bytes().strip()).decrypt(token)
     assert unseal(settings, token).decode() == PATIENT_ID  # the key pair derived from the key file does
-    assert reidentify(ctx, "Reid", pseudonym, actor=admin) == PATIENT_ID
+    assert reidentify(ctx, pid, pseudonym, actor=admin) == PATIENT_ID
 
 
 def test_init_moves_rows_of_an_older_installation_and_pseudonyms_stay(ctx: AppContext, settings: Settings) -> None:
-    admin = _reid_project(ctx)
+    admin, pid = _reid_project(ctx)
     pseudonym, _ = _key_row(ctx)
     with ctx.reads() as session:
         items_before = session.execute(select(Item.id, Item.patient_pseudonym)).all()
@@ -72,9 +73,9 @@ def test_init_moves_rows_of_an_older_installation_and_pseudonyms_stay(ctx: AppCo
         legacy_fernet(upgraded.secret_key()).decrypt(token)
     again = AppContext.from_settings(upgraded)
     try:
-        assert reidentify(again, "Reid", pseudonym, actor=admin) == PATIENT_ID
+        assert reidentify(again, pid, pseudonym, actor=admin) == PATIENT_ID
         # the same patient ingested again after the upgrade gets the same pseudonym, stored once
-        ingest_uploads(again, "Reid", [("r2.dcm", plant(real("CT_small.dcm"), "S").data)], actor=LOCAL_ADMIN)
+        ingest_uploads(again, pid, [("r2.dcm", plant(real("CT_small.dcm"), "S").data)], actor=LOCAL_ADMIN)
         with again.reads() as session:
             assert {p for _, p in items_before} == set(session.scalars(select(Item.patient_pseudonym)))
             assert len(session.scalars(select(PseudonymKey)).all()) == 1
@@ -88,14 +89,14 @@ def test_init_moves_rows_of_an_older_installation_and_pseudonyms_stay(ctx: AppCo
 
 
 def test_a_missing_key_refuses_the_batch_before_any_file(ctx: AppContext, settings: Settings, tmp_path: Path) -> None:
-    create_project(ctx, ProjectSpec(name="Reid", task_type="single_label", allow_reidentification=True,
-                                    labels=(LabelSpec("a", "1"),)))
+    pid = create_project(ctx, ProjectSpec(name="Reid", task_type="single_label", allow_reidentification=True,
+                                          labels=(LabelSpec("a", "1"),)))
     cold = Settings(data_dir=settings.data_dir, database_url=settings.database_url,
                     secret_key_file=settings.secret_key_file, reid_key_file=tmp_path / "nowhere" / "reid.key")
     other = AppContext.from_settings(cold)
     try:
         with pytest.raises(ConfigError, match="re-identification key not found; run `medlabel init` first"):
-            ingest_uploads(other, "Reid", [("r.dcm", plant(real("CT_small.dcm"), "R").data)], actor=LOCAL_ADMIN)
+            ingest_uploads(other, pid, [("r.dcm", plant(real("CT_small.dcm"), "R").data)], actor=LOCAL_ADMIN)
     finally:
         other.close()
     with ctx.reads() as session:

@@ -352,7 +352,7 @@ def test_neighbours_use_the_embeddings_prelabelling_stored(ctx: AppContext, doc:
     approve(ctx, model)
     pid = make_project(ctx, second_opinion=True)
     uploads = [_pattern(kind) for kind in range(4)]
-    report = ingest_uploads(ctx, "Chest", [(f"u{i}.png", data) for i, data in enumerate(uploads)], actor=LOCAL_ADMIN)
+    report = ingest_uploads(ctx, pid, [(f"u{i}.png", data) for i, data in enumerate(uploads)], actor=LOCAL_ADMIN)
     items = [o.item_id for o in report.outcomes]
     assert report.count("released") == 4
     assert prelabel(ctx, pid, model, workers=0).predicted == 4

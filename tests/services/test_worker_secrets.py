@@ -70,8 +70,8 @@ def probe(payload: dict[str, Any], key: str) -> dict[str, Any]:
 def test_an_ingest_job_on_worker_processes_seals_what_only_the_portal_opens(
         ctx: AppContext, settings: Settings, tmp_path: Path) -> None:
     admin = accounts.add_user(ctx, "boss", "a-long-password", "admin").id
-    create_project(ctx, ProjectSpec(name="Reid", task_type="single_label", allow_reidentification=True,
-                                    labels=(LabelSpec("a", "1"),)))
+    pid = create_project(ctx, ProjectSpec(name="Reid", task_type="single_label", allow_reidentification=True,
+                                          labels=(LabelSpec("a", "1"),)))
     source = tmp_path / "in" / "r.dcm"
     source.parent.mkdir()
     source.write_bytes(plant(real("CT_small.dcm"), "R").data)
@@ -90,4 +90,4 @@ def test_an_ingest_job_on_worker_processes_seals_what_only_the_portal_opens(
     with ctx.reads() as session:
         row = session.scalars(select(PseudonymKey)).one()
     assert row.encrypted_original.startswith(reid_keys.SEALED) and PATIENT_ID.encode() not in row.encrypted_original
-    assert reidentify(ctx, "Reid", row.pseudonym, actor=admin) == PATIENT_ID
+    assert reidentify(ctx, pid, row.pseudonym, actor=admin) == PATIENT_ID
