@@ -102,7 +102,7 @@ def _prelabel(ctx: Any, name: str, images: int, dicom_size: int, seed: int, chun
     pid = create_project(ctx, ProjectSpec(name=name, task_type="multi_label",
                                           labels=(LabelSpec("finding", "1"), LabelSpec("none", "2"))))
     build_corpus(ctx, pid, images, dicom_size, seed=seed)
-    return _job_rate(ctx, "prelabel", {"project": name, "model": "bench:1", "chunk_size": chunk_size,
+    return _job_rate(ctx, "prelabel", {"project_id": pid, "model": "bench:1", "chunk_size": chunk_size,
                                        "batch_size": batch_size}, "predicted")
 
 

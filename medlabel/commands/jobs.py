@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from medlabel.commands import acting, app_context
+
+if TYPE_CHECKING:
+    from services.jobs import JobParams
 
 STATES = ("queued", "running", "succeeded", "failed", "cancelled")
 
@@ -113,7 +116,7 @@ def submit() -> None:
     """Start a job."""
 
 
-def _submit(kind: str, params: dict[str, Any], wait: bool, timeout: float | None) -> None:
+def _submit(kind: str, params: JobParams | dict[str, Any], wait: bool, timeout: float | None) -> None:
     import services.job_kinds  # noqa: F401 - every job kind
     from services import jobs
 
@@ -141,7 +144,12 @@ _CHUNK = click.option("--chunk-size", default=64, show_default=True, type=click.
 def submit_prelabel(project: str, model_ref: str, batch: int, chunk_size: int, wait: bool,
                     timeout: float | None) -> None:
     """Pre-label the project's released items not yet predicted by the model, spread over the cluster."""
-    _submit("prelabel", {"project": project, "model": model_ref, "batch_size": batch, "chunk_size": chunk_size},
+    from services.models import PrelabelParams
+    from services.projects import project_id
+
+    with app_context() as ctx:
+        pid = project_id(ctx, project)
+    _submit("prelabel", PrelabelParams(project_id=pid, model=model_ref, batch_size=batch, chunk_size=chunk_size),
             wait, timeout)
 
 

@@ -13,7 +13,7 @@ from portal.components.results import summary
 from portal.resources import app_context
 from portal.timefmt import when
 from services import job_kinds, jobs
-from services.models import list_models
+from services.models import PrelabelParams, list_models
 
 REFRESH_S = 2.0
 SHOWN = 30
@@ -34,7 +34,7 @@ with st.expander("New pre-labelling job"):
         start = st.form_submit_button("Start", type="primary", disabled=chosen_project is None)
     if start and chosen_project is not None:
         try:
-            started = jobs.submit(ctx, "prelabel", {"project": chosen_project.name, "model": model}, user.id)
+            started = jobs.submit(ctx, "prelabel", PrelabelParams(project_id=chosen_project.id, model=model), user.id)
         except MedlabelError as exc:
             st.error(str(exc))
         else:

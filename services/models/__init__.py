@@ -37,6 +37,7 @@ from services.models.evaluation import (
     model_rows,
 )
 from services.models.prelabelling import (
+    PrelabelParams,
     PrelabelReport,
     check_prelabel,
     prediction_rows,
@@ -45,11 +46,11 @@ from services.models.prelabelling import (
     prelabel_job,
     prelabel_pending,
 )
-from services.models.quantization import quantize, quantize_job
+from services.models.quantization import QuantizeParams, quantize, quantize_job
 from services.models.registry import ModelDTO, deactivate, list_models, model_input_specs, register_model, resolve
 
-__all__ = ["EvaluationDTO", "FindingContribution", "TabularContribution", "tabular_contribution",
-           "ItemPredictions", "ModelDTO", "ModelPrediction", "ModelRow", "PrelabelReport",
+__all__ = ["EvaluationDTO", "FindingContribution", "TabularContribution", "tabular_contribution", "ItemPredictions",
+           "ModelDTO", "ModelPrediction", "ModelRow", "PrelabelParams", "PrelabelReport", "QuantizeParams",
            "VariantComparison", "VariantRow", "check_prelabel", "compare_variants", "deactivate", "evaluate",
            "item_predictions", "list_models", "model_input_specs", "model_rows", "prediction_rows", "prelabel",
            "prelabel_chunks_job", "prelabel_job", "prelabel_pending", "quantize", "quantize_job", "register_model",

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import queue
 import threading
 import time
@@ -35,12 +36,11 @@ from medlabel.values import ref_of
 from services import audit
 from services.audit_events import Prelabelled
 from services.context import AppContext
-from services.jobs import params as job_params
 from services.jobs.fanout import chunked, fan_out
-from services.jobs.kinds import register_kind
+from services.jobs.kinds import JobParams, register_kind
+from services.jobs.params import DEFAULT_CHUNK, MAX_CHUNK
 from services.jobs.protocol import JobCancelled, JobReporter, JobResult
 from services.models.registry import ModelDTO, resolve
-from services.projects import project_id as resolve_project
 
 
 @dataclass(frozen=True)
@@ -221,17 +221,16 @@ def prelabel(ctx: AppContext, project_id: int, model_ref: str, *, batch_size: in
 
 
 def prelabel_job(ctx: AppContext, params: dict[str, Any], reporter: JobReporter) -> JobResult:
-    """``prelabel`` as a background job (services/jobs/protocol.py; the registered ``prelabel`` kind is
-    :func:`prelabel_chunks_job`). Params: ``project``, ``model``
-    (NAME or NAME:VERSION), optional ``item_ids``, ``batch_size``, ``workers``. Progress is in items;
-    a cancel stops between batches (``JobCancelled``) and a retry resumes."""
+    """``prelabel`` in one process, reporting to a job's reporter (the registered ``prelabel`` kind is
+    :func:`prelabel_chunks_job`). Params: ``project_id``, ``model`` (NAME or NAME:VERSION), optional
+    ``item_ids``, ``batch_size``, ``workers``. Progress is in items; a cancel stops between batches
+    (``JobCancelled``) and a retry resumes."""
     try:
-        project, model_ref = str(params["project"]), str(params["model"])
+        pid, model_ref = int(params["project_id"]), str(params["model"])
     except KeyError as exc:
         raise InputError(None, f"a prelabel job needs the parameter {exc.args[0]!r}") from None
     item_ids = params.get("item_ids")
     ids = None if item_ids is None else [int(i) for i in item_ids]
-    pid = resolve_project(ctx, project)
     total = prelabel_pending(ctx, pid, model_ref, item_ids=ids)
     done = 0
     reporter.progress(0, total, f"pre-labelling {total} items")
@@ -250,17 +249,32 @@ def prelabel_job(ctx: AppContext, params: dict[str, Any], reporter: JobReporter)
             "failed": [[item_id, reason] for item_id, reason in report.failed]}
 
 
-def check_prelabel(ctx: AppContext, params: dict[str, Any]) -> dict[str, Any]:
-    """``project``, ``model`` (NAME or NAME:VERSION, pinned here to the version it names now),
-    optional ``chunk_size`` and ``batch_size``."""
-    job_params.require(params, "project", "model")
-    resolve_project(ctx, params["project"])
-    model = resolve(ctx, str(params["model"]))
-    job_params.chunk_size(params)
-    batch = params.get("batch_size", 8)
-    if not isinstance(batch, int) or isinstance(batch, bool) or not 1 <= batch <= 256:
-        raise InputError(None, f"batch_size must be an integer from 1 to 256, got {batch!r}")
-    return {**params, "model": ref_of(model.name, model.version)}
+MAX_BATCH = 256
+
+
+@dataclass(frozen=True)
+class PrelabelParams(JobParams):
+    """The ``prelabel`` job's parameters: pre-label every released item of project ``project_id`` not yet
+    predicted by ``model`` (NAME or NAME:VERSION, pinned to NAME:VERSION when the job is submitted), in
+    chunks of ``chunk_size`` items fanned out over the cluster, ``batch_size`` images per model run."""
+
+    project_id: int
+    model: str
+    chunk_size: int = DEFAULT_CHUNK
+    batch_size: int = 8
+
+
+def check_prelabel(ctx: AppContext, params: PrelabelParams) -> PrelabelParams:
+    """The project exists, the model resolves (and is pinned to the version it names now), and the chunk
+    and batch sizes are in range."""
+    with ctx.reads() as session:
+        projects_q.require_project_id(session, params.project_id)
+    model = resolve(ctx, params.model)
+    if not 1 <= params.chunk_size <= MAX_CHUNK:
+        raise InputError(None, f"chunk_size must be an integer from 1 to {MAX_CHUNK}, got {params.chunk_size!r}")
+    if not 1 <= params.batch_size <= MAX_BATCH:
+        raise InputError(None, f"batch_size must be an integer from 1 to {MAX_BATCH}, got {params.batch_size!r}")
+    return dataclasses.replace(params, model=ref_of(model.name, model.version))
 
 
 def prelabel_chunk(ctx: AppContext, item_ids: list[int], *, should_stop: Callable[[], bool], project_id: int,
@@ -273,28 +287,27 @@ def prelabel_chunk(ctx: AppContext, item_ids: list[int], *, should_stop: Callabl
             "failed": [[int(i), str(r)] for i, r in report.failed]}
 
 
-def prelabel_chunks_job(ctx: AppContext, params: dict[str, Any], reporter: JobReporter) -> dict[str, Any]:
+def prelabel_chunks_job(ctx: AppContext, params: PrelabelParams, reporter: JobReporter) -> dict[str, Any]:
     """The ``prelabel`` job kind: pre-label, in chunks fanned out over the cluster, every released item
-    of ``params["project"]`` not yet predicted by ``params["model"]``."""
+    of project ``params.project_id`` not yet predicted by ``params.model``."""
     params = check_prelabel(ctx, params)
-    model = resolve(ctx, params["model"])
-    pid = resolve_project(ctx, params["project"])
+    model = resolve(ctx, params.model)
     with ctx.reads() as session:
-        todo = [item_id for item_id, _ in q.unpredicted_items(session, pid, model.id)]
-    chunks = chunked(todo, job_params.chunk_size(params))
+        todo = [item_id for item_id, _ in q.unpredicted_items(session, params.project_id, model.id)]
+    chunks = chunked(todo, params.chunk_size)
     reporter.progress(0, len(todo), f"{len(todo)} items to pre-label in {len(chunks)} chunks")
     done = predicted = skipped = 0
     failed: list[list[Any]] = []
-    with closing(fan_out(ctx, reporter, prelabel_chunk, chunks, project_id=pid, model=params["model"],
-                         batch_size=int(params.get("batch_size", 8)))) as results:
+    with closing(fan_out(ctx, reporter, prelabel_chunk, chunks, project_id=params.project_id, model=params.model,
+                         batch_size=params.batch_size)) as results:
         for n, out in results:
             done += n
             predicted += out["predicted"]
             skipped += out["skipped"]
             failed += out["failed"]
             reporter.progress(done, len(todo), f"{predicted} predicted, {len(failed)} failed")
-    return {"model": params["model"], "items": len(todo), "predicted": predicted, "skipped_already": skipped,
+    return {"model": params.model, "items": len(todo), "predicted": predicted, "skipped_already": skipped,
             "failed": len(failed), "failures": failed[:50], "chunks": len(chunks)}
 
 
-register_kind("prelabel", prelabel_chunks_job, check=check_prelabel)
+register_kind("prelabel", prelabel_chunks_job, PrelabelParams, check=check_prelabel)

@@ -4,7 +4,7 @@ project's images; the ``quantize`` job kind."""
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -18,12 +18,11 @@ from medlabel.values import ref_of
 from services import audit
 from services.audit_events import ModelQuantized, ModelQuantizeUndone
 from services.context import AppContext
-from services.jobs.kinds import register_kind
+from services.jobs.kinds import JobParams, register_kind
 from services.jobs.protocol import JobReporter, JobResult, NullReporter, check_stop
 from services.models.evaluation import _display, _version
 from services.models.feed import tensors as _tensors
 from services.models.registry import ModelDTO, register_model, resolve
-from services.projects import project_id as resolve_project
 
 CALIBRATION_ITEMS = 64
 
@@ -109,15 +108,21 @@ def quantize(ctx: AppContext, model_ref: str, mode: str, project_id: int | None 
     return registered
 
 
-def quantize_job(ctx: AppContext, params: dict[str, Any], reporter: JobReporter) -> JobResult:
-    """Job kind ``quantize``: params ``model`` (NAME[:VERSION]), ``mode``, optional ``project`` and
-    ``actor_id`` (default: the submitting user, when the reporter carries it)."""
-    if "model" not in params or "mode" not in params:
-        raise InputError(None, "a quantize job needs 'model' and 'mode'")
-    actor_id = params.get("actor_id", getattr(reporter, "actor_id", None))  # the job runner's reporter knows it
-    project = params.get("project")
-    model = quantize(ctx, str(params["model"]), str(params["mode"]),
-                     None if project is None else resolve_project(ctx, str(project)), actor_id, reporter=reporter)
+@dataclass(frozen=True)
+class QuantizeParams(JobParams):
+    """The ``quantize`` job's parameters: the ``mode`` variant of ``model`` (NAME or NAME:VERSION), calibrated
+    on project ``project_id``'s images (``static-int8`` needs one)."""
+
+    model: str
+    mode: str
+    project_id: int | None = None
+
+
+def quantize_job(ctx: AppContext, params: QuantizeParams, reporter: JobReporter) -> JobResult:
+    """Job kind ``quantize``: :func:`quantize` as the submitting user (the job runner's reporter carries
+    its ``actor_id``; none for a direct call)."""
+    actor_id = getattr(reporter, "actor_id", None)
+    model = quantize(ctx, params.model, params.mode, params.project_id, actor_id, reporter=reporter)
     with ctx.reads() as session:
         row = session.get(ModelVersion, model.id)
         assert row is not None
@@ -125,4 +130,4 @@ def quantize_job(ctx: AppContext, params: dict[str, Any], reporter: JobReporter)
                 "parent_id": row.parent_id, "size_bytes": row.size_bytes, "sha256": row.sha256}
 
 
-register_kind("quantize", quantize_job)
+register_kind("quantize", quantize_job, QuantizeParams)

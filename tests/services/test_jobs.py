@@ -177,13 +177,13 @@ def test_prelabel_job_fans_out_and_stores_every_prediction(ctx: AppContext, dask
     pid = make_project(ctx)
     ids = make_items(ctx, pid, 20)
     model = register_model(ctx, tiny_model, name="tiny", labels=LABELS)
-    job = finished(ctx, jobs.submit(ctx, "prelabel", {"project": "Chest", "model": "tiny", "chunk_size": 6}, LOCAL_ADMIN).id)
+    job = finished(ctx, jobs.submit(ctx, "prelabel", {"project_id": pid, "model": "tiny", "chunk_size": 6}, LOCAL_ADMIN).id)
     assert job.state == "succeeded", job.error
     assert job.params["model"] == "tiny:1"  # pinned at submit: a retry uses the same version
     assert (job.result["items"], job.result["predicted"], job.result["chunks"], job.result["failed"]) == (20, 20, 4, 0)
     assert (job.progress_done, job.progress_total) == (20, 20)
     assert [row[0] for row in prediction_rows(ctx, model.id)] == ids
-    again = finished(ctx, jobs.submit(ctx, "prelabel", {"project": "Chest", "model": "tiny:1"}, LOCAL_ADMIN).id)
+    again = finished(ctx, jobs.submit(ctx, "prelabel", models.PrelabelParams(project_id=pid, model="tiny:1"), LOCAL_ADMIN).id)
     assert (again.state, again.result["items"], again.result["predicted"]) == ("succeeded", 0, 0)
 
 
@@ -192,7 +192,7 @@ def test_cancel_stops_a_running_job_at_the_next_chunk_and_a_retry_finishes(ctx: 
     pid = make_project(ctx)
     make_items(ctx, pid, 40)
     model = register_model(ctx, tiny_model, name="tiny", labels=LABELS)
-    job = jobs.submit(ctx, "test_held", {"inner": "prelabel", "project": "Chest", "model": "tiny", "chunk_size": 4},
+    job = jobs.submit(ctx, "test_held", {"inner": "prelabel", "project_id": pid, "model": "tiny", "chunk_size": 4},
                       LOCAL_ADMIN)
     deadline = time.monotonic() + WAIT_S
     while jobs.job(ctx, job.id, actor=LOCAL_ADMIN).progress_done == 0 and time.monotonic() < deadline:
@@ -260,7 +260,7 @@ def test_a_prelabel_job_killed_mid_way_and_retried_has_no_duplicates(ctx: AppCon
     pid = make_project(ctx)
     make_items(ctx, pid, 30)
     model = register_model(ctx, tiny_model, name="tiny", labels=LABELS)
-    job = finished(ctx, jobs.submit(ctx, "test_dies_once", {"inner": "prelabel", "die_after": 2, "project": "Chest",
+    job = finished(ctx, jobs.submit(ctx, "test_dies_once", {"inner": "prelabel", "die_after": 2, "project_id": pid,
                                                             "model": "tiny", "chunk_size": 5}, LOCAL_ADMIN).id)
     assert job.state == "failed" and job.error_line.startswith("RuntimeError (an internal error")
     partial = len(prediction_rows(ctx, model.id))
@@ -297,7 +297,7 @@ def test_the_dask_path_and_the_direct_path_store_identical_predictions(ctx: AppC
     make_items(ctx, pid, 24, width=40, height=30)
     on_dask = register_model(ctx, tiny_model, name="tiny", labels=LABELS)
     direct = register_model(ctx, tiny_model, name="tiny", labels=LABELS)
-    job = finished(ctx, jobs.submit(ctx, "prelabel", {"project": "Chest", "model": "tiny:1", "chunk_size": 8,
+    job = finished(ctx, jobs.submit(ctx, "prelabel", {"project_id": pid, "model": "tiny:1", "chunk_size": 8,
                                                       "batch_size": 8}, LOCAL_ADMIN).id)
     assert job.state == "succeeded", job.error
     report = prelabel(ctx, pid, "tiny:2", batch_size=8)
@@ -401,7 +401,7 @@ def dt_seconds(seconds: float) -> Any:
 
 
 def test_bad_input_writes_nothing(ctx: AppContext, tiny_model: bytes) -> None:
-    make_project(ctx)
+    pid = make_project(ctx)
     register_model(ctx, tiny_model, name="tiny", labels=LABELS)
     with pytest.raises(InputError, match="unknown job kind 'nope'"):
         jobs.submit(ctx, "nope", {}, LOCAL_ADMIN)
@@ -412,11 +412,15 @@ def test_bad_input_writes_nothing(ctx: AppContext, tiny_model: bytes) -> None:
     with pytest.raises(InputError, match="JSON"):
         jobs.submit(ctx, "test_held", {"inner": "test_steps", "steps": {1, 2}}, LOCAL_ADMIN)
     with pytest.raises(NotFoundError, match="no model 'missing'"):
-        jobs.submit(ctx, "prelabel", {"project": "Chest", "model": "missing"}, LOCAL_ADMIN)
-    with pytest.raises(NotFoundError, match="no project named 'Elsewhere'"):
-        jobs.submit(ctx, "prelabel", {"project": "Elsewhere", "model": "tiny"}, LOCAL_ADMIN)
+        jobs.submit(ctx, "prelabel", {"project_id": pid, "model": "missing"}, LOCAL_ADMIN)
+    with pytest.raises(NotFoundError, match="no project"):
+        jobs.submit(ctx, "prelabel", {"project_id": pid + 1000, "model": "tiny"}, LOCAL_ADMIN)
+    with pytest.raises(InputError, match="unknown prelabel parameter"):  # a name is resolved by the caller
+        jobs.submit(ctx, "prelabel", {"project": "Chest", "model": "tiny"}, LOCAL_ADMIN)
     with pytest.raises(InputError, match="chunk_size"):
-        jobs.submit(ctx, "prelabel", {"project": "Chest", "model": "tiny", "chunk_size": 0}, LOCAL_ADMIN)
+        jobs.submit(ctx, "prelabel", {"project_id": pid, "model": "tiny", "chunk_size": 0}, LOCAL_ADMIN)
+    with pytest.raises(InputError, match="batch_size"):
+        jobs.submit(ctx, "prelabel", models.PrelabelParams(project_id=pid, model="tiny", batch_size=257), LOCAL_ADMIN)
     with pytest.raises(InputError, match="no such file or folder"):
         jobs.submit(ctx, "ingest", {"project": "Chest", "paths": ["/nonexistent/scans"]}, LOCAL_ADMIN)
     with pytest.raises(InputError, match="unknown job state"):
@@ -434,7 +438,8 @@ def test_chunks_run_inline_without_a_cluster(ctx: AppContext, tiny_model: bytes)
     make_items(ctx, pid, 9)
     register_model(ctx, tiny_model, name="tiny", labels=LABELS)
     reporter = NullReporter()
-    result = models.prelabel_chunks_job(ctx, {"project": "Chest", "model": "tiny", "chunk_size": 4}, reporter)
+    result = models.prelabel_chunks_job(ctx, models.PrelabelParams(project_id=pid, model="tiny", chunk_size=4),
+                                        reporter)
     assert (result["predicted"], result["chunks"], reporter.done, reporter.total) == (9, 3, 9, 9)
 
 
@@ -467,7 +472,7 @@ def test_a_killed_worker_process_fails_the_job_and_a_retry_finishes(ctx: AppCont
         cluster.start_local(2, processes=True)
     try:
         job = finished(ctx, jobs.submit(ctx, "test_dies_once", {"inner": "prelabel", "die_after": 2, "kill": True,
-                                                                "project": "Chest", "model": "tiny", "chunk_size": 4},
+                                                                "project_id": pid, "model": "tiny", "chunk_size": 4},
                                         LOCAL_ADMIN).id)
         assert job.state == "failed" and "its Dask worker died" in job.error_line, job.error
         partial = len(prediction_rows(ctx, model.id))

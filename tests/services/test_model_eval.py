@@ -112,7 +112,7 @@ def test_a_failing_quantization_leaves_nothing_registered(ctx: AppContext, demo_
             return True
 
     with pytest.raises(JobCancelled):
-        models.quantize_job(ctx, {"model": "cxr", "mode": "dynamic"}, StopNow())
+        models.quantize_job(ctx, models.QuantizeParams(model="cxr", mode="dynamic"), StopNow())
 
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("lost the connection")
@@ -126,14 +126,15 @@ def test_a_failing_quantization_leaves_nothing_registered(ctx: AppContext, demo_
 
 
 def test_quantize_job_reports_the_variant(ctx: AppContext, demo_model: bytes) -> None:
-    labelled_project(ctx)
+    pid = labelled_project(ctx)["project_id"]
     original = register_model(ctx, demo_model, name="cxr", labels=list(LABELS))
     reporter = NullReporter()
-    result = models.quantize_job(ctx, {"model": "cxr", "mode": "static-int8", "project": "Chest"}, reporter)
+    params = models.QuantizeParams.from_json({"model": "cxr", "mode": "static-int8", "project_id": pid})
+    result = models.quantize_job(ctx, params, reporter)
     assert result["variant"] == "int8-static" and result["parent_id"] == original.id
     assert result["name"] == "cxr-int8-static" and json.loads(json.dumps(result)) == result
     assert reporter.total == 8 + 2 and reporter.done == reporter.total  # 8 calibration items, quantize, register
-    again = models.quantize_job(ctx, {"model": "cxr", "mode": "static-int8", "project": "Chest"}, NullReporter())
+    again = models.quantize_job(ctx, params, NullReporter())
     assert again["model_id"] == result["model_id"]
 
 

@@ -250,7 +250,7 @@ def test_job_wrapper_reports_progress_stops_and_resumes(ctx: AppContext, tiny_mo
     pid = make_project(ctx)
     ids = make_items(ctx, pid, 9)
     model = register_model(ctx, tiny_model, name="tiny", labels=LABELS)
-    params = {"project": "Chest", "model": "tiny", "batch_size": 2, "workers": 0}
+    params = {"project_id": pid, "model": "tiny", "batch_size": 2, "workers": 0}
     stopper = StoppingReporter(stop_after=2)
     with pytest.raises(JobCancelled, match="after 4 predictions"):
         prelabel_job(ctx, params, stopper)
@@ -260,7 +260,7 @@ def test_job_wrapper_reports_progress_stops_and_resumes(ctx: AppContext, tiny_mo
     assert result == {"model": "tiny v1", "predicted": 3, "skipped_already": 4, "failed": []}
     assert reporter.seen[0] == (0, 3) and reporter.done == 3 and reporter.total == 3
     with pytest.raises(InputError, match="'model'"):
-        prelabel_job(ctx, {"project": "Chest"}, NullReporter())
+        prelabel_job(ctx, {"project_id": pid}, NullReporter())
 
 
 def test_unknown_project_or_model(ctx: AppContext, tiny_model: bytes) -> None:
