@@ -28,7 +28,8 @@ def load_clinical_demo(ctx: AppContext, nih_dir: Path, project_name: str, users:
     records = clinical_records(nih_dir)
     patients = held_out_patients(records, held_out)
     project_records = {str(r.path): r for r in records if r.patient in patients}
-    report = ingest_paths(ctx, project_id(ctx, project_name), sorted(project_records), actor=authz.LOCAL_ADMIN)
+    pid = project_id(ctx, project_name)  # the demo loader is an edge: the name is resolved once, here
+    report = ingest_paths(ctx, pid, sorted(project_records), actor=authz.LOCAL_ADMIN)
     items = {o.item_id: project_records[o.source] for o in report.outcomes
              if o.item_id is not None and o.status == "released"}
     _import_clinical_data(ctx, {item_id: r.attributes for item_id, r in items.items()})
@@ -45,7 +46,6 @@ def load_clinical_demo(ctx: AppContext, nih_dir: Path, project_name: str, users:
                            "Models page shows what the clinical data adds. Not for clinical use."}
     model = register_model(ctx, trained.onnx_bytes, name="chestxray14-clinical", labels=list(trained.labels),
                            meta=meta)
-    pid = project_id(ctx, project_name)
     predicted = prelabel(ctx, pid, ref_of(model.name, model.version)).predicted
     reads = _clinical_reads(ctx, pid, users, {item_id: r.findings for item_id, r in items.items()})
     return (f"model {model.name} v{model.version} (image + age, sex, view position) trained on "
