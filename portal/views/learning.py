@@ -26,9 +26,9 @@ project, learning_project_id = picked.name, picked.id
 status = al.status(ctx, learning_project_id, actor=user)
 
 
-def _retrain(project: str) -> str:
+def _retrain(project_id: int) -> str:
     """Retrain now, as a background job: the page never waits for it."""
-    job = jobs.submit(ctx, "retrain", {"project": project, "actor_id": user.id}, user.id)
+    job = jobs.submit(ctx, "retrain", al.RetrainParams(project_id=project_id), user.id)
     return f"Retraining started as job #{job.id}; follow it on the Jobs page. The curve updates when it ends."
 
 
@@ -58,7 +58,7 @@ if status.retrain_due:
     st.info(f"{status.new_labels} new labels since the last round: a retrain is due.")
 if st.button("Retrain now", type="primary", disabled=status.model is None):
     try:
-        message = _retrain(project)
+        message = _retrain(learning_project_id)
     except MedlabelError as exc:
         st.error(str(exc))
     else:

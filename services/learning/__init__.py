@@ -39,15 +39,15 @@ from services.learning.common import (
 )
 from services.learning.dashboard import learning_curve, predictions_vs_truth, suspected_label_errors
 from services.learning.demo import setup_active_learning_demo
-from services.learning.features import learn_features_job, learn_project_features
+from services.learning.features import LearnFeaturesParams, learn_features_job, learn_project_features
 from services.learning.queue import queue_reason, queue_reason_in, queued_cases, score_pool
-from services.learning.retraining import DECISIONS, decide, retrain, retrain_job
+from services.learning.retraining import DECISIONS, RetrainParams, decide, retrain, retrain_job
 from services.learning.settings import configure, maybe_retrain, status
 from services.learning.triggers import retrain_if_due
 
 __all__ = ["BATCH_STRATEGIES", "DECISIONS", "DEFAULT_BATCH_SIZE", "DEFAULT_RETRAIN_EVERY", "FILTERS",
-           "STRATEGY_CHOICES", "TYPICAL_REASON", "ALStatus", "LearningRound", "PredictionRow", "QueuedCase",
-           "RetrainReport", "ScoreReport", "SuspectedError", "configure", "decide", "learn_features_job",
-           "learn_project_features", "learning_curve", "maybe_retrain", "predictions_vs_truth", "queue_reason",
-           "queue_reason_in", "queued_cases", "retrain", "retrain_if_due", "retrain_job", "score_pool",
-           "setup_active_learning_demo", "status", "suspected_label_errors"]
+           "STRATEGY_CHOICES", "TYPICAL_REASON", "ALStatus", "LearnFeaturesParams", "LearningRound", "PredictionRow",
+           "QueuedCase", "RetrainParams", "RetrainReport", "ScoreReport", "SuspectedError", "configure", "decide",
+           "learn_features_job", "learn_project_features", "learning_curve", "maybe_retrain", "predictions_vs_truth",
+           "queue_reason", "queue_reason_in", "queued_cases", "retrain", "retrain_if_due", "retrain_job",
+           "score_pool", "setup_active_learning_demo", "status", "suspected_label_errors"]

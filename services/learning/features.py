@@ -27,10 +27,9 @@ from inference.registry import spec_from_dict
 from inference.types import Layout, Scaling
 from medlabel.errors import InputError
 from medlabel.values import ref_of
-from services import projects
 from services.audit_events import FeaturesInstalled
 from services.context import AppContext
-from services.jobs.kinds import register_kind
+from services.jobs.kinds import JobParams, register_kind
 from services.jobs.protocol import JobReporter, JobResult, NullReporter, check_stop
 from services.learning.common import (
     _model_name,
@@ -145,18 +144,23 @@ def learn_project_features(ctx: AppContext, project_id: int, *, actor_id: int | 
                           metrics=metrics, adopted=gate.adopt, gate=gate.as_dict())
 
 
-def learn_features_job(ctx: AppContext, params: dict[str, Any], reporter: JobReporter) -> JobResult:
-    """Job entry point: params ``project`` (its name, resolved here) and optionally ``max_images``,
-    ``actor_id``."""
-    if not params.get("project"):
-        raise InputError(None, "a learn_features job needs a 'project'")
-    report = learn_project_features(ctx, projects.project_id(ctx, str(params["project"])),
-                                    actor_id=params.get("actor_id"),
-                                    reporter=reporter, max_images=int(params.get("max_images", MAX_FEATURE_IMAGES)))
+@dataclass(frozen=True)
+class LearnFeaturesParams(JobParams):
+    """The ``learn_features`` job's parameters: the project and how many of its images to learn on."""
+
+    project_id: int
+    max_images: int = MAX_FEATURE_IMAGES
+
+
+def learn_features_job(ctx: AppContext, params: LearnFeaturesParams, reporter: JobReporter) -> JobResult:
+    """Job entry point: ``learn_project_features`` as its submitter (``reporter.actor_id``)."""
+    report = learn_project_features(ctx, params.project_id, actor_id=getattr(reporter, "actor_id", None),
+                                    reporter=reporter, max_images=params.max_images)
     return asdict(report)
 
 
-__all__ = ["MAX_FEATURE_IMAGES", "FeaturesReport", "learn_features_job", "learn_project_features"]
+__all__ = ["MAX_FEATURE_IMAGES", "FeaturesReport", "LearnFeaturesParams", "learn_features_job",
+           "learn_project_features"]
 
 
-register_kind("learn_features", learn_features_job)
+register_kind("learn_features", learn_features_job, LearnFeaturesParams)

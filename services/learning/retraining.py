@@ -23,10 +23,10 @@ from db.queries import active_learning as q
 from db.queries import modelling_write as models_q
 from medlabel.errors import ConflictError, InputError, NotFoundError, PermissionDenied
 from medlabel.values import ModelRef, ref_of
-from services import audit, authz, projects
+from services import audit, authz
 from services.audit_events import ModelInstalled, ModelWithdrawn, RetrainAdopted, RetrainHeld, RetrainRejected
 from services.context import AppContext
-from services.jobs.kinds import register_kind
+from services.jobs.kinds import JobParams, register_kind
 from services.jobs.protocol import JobReporter, JobResult, NullReporter, check_stop
 from services.learning.common import (
     _RETRAIN_STEPS,
@@ -420,14 +420,24 @@ def retrain(ctx: AppContext, project_id: int, *, strategy: str | None = None, ba
                          predicted=predicted, scored=scored, adopted=gate.adopt, gate=gate.as_dict())
 
 
-def retrain_job(ctx: AppContext, params: dict[str, Any], reporter: JobReporter) -> JobResult:
-    """Job entry point (services.jobs.protocol): params ``project`` (its name, resolved here) and
-    optionally ``strategy``, ``batch_size``, ``actor_id``."""
-    if not params.get("project"):
-        raise InputError(None, "a retrain job needs a 'project'")
-    report = retrain(ctx, projects.project_id(ctx, str(params["project"])), strategy=params.get("strategy"),
-                     batch_size=params.get("batch_size"), actor_id=params.get("actor_id"), reporter=reporter)
+@dataclass(frozen=True)
+class RetrainParams(JobParams):
+    """The ``retrain`` job's parameters: the project, and optionally the strategy and batch size of the new
+    round (default: the project's). ``triggered_by_label`` marks the automatic retrain after a reader's label
+    (``services.learning.triggers``; ``jobs.submit`` refuses it from a user): its submitter, the reader, is
+    checked on the worker as a member of the project rather than as a lead."""
+
+    project_id: int
+    strategy: str | None = None
+    batch_size: int | None = None
+    triggered_by_label: bool = False
+
+
+def retrain_job(ctx: AppContext, params: RetrainParams, reporter: JobReporter) -> JobResult:
+    """Job entry point (services.jobs.protocol): ``retrain`` as its submitter (``reporter.actor_id``)."""
+    report = retrain(ctx, params.project_id, strategy=params.strategy, batch_size=params.batch_size,
+                     actor_id=getattr(reporter, "actor_id", None), reporter=reporter)
     return asdict(report)
 
 
-register_kind("retrain", retrain_job)
+register_kind("retrain", retrain_job, RetrainParams)

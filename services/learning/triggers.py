@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from services.context import AppContext
+from services.learning.retraining import RetrainParams
 from services.learning.settings import _may_be_due, _status
 
 
@@ -20,10 +21,10 @@ def retrain_if_due(ctx: AppContext, project_id: int, *, actor_id: int | None = N
     from services import jobs  # late: jobs start a Dask client
 
     busy = [j for j in jobs.list_jobs_unchecked(ctx) if j.kind == "retrain" and j.state in ("queued", "running")
-            and (j.params or {}).get("project") == status.project]
+            and j.project_id == project_id]
     if busy:
         return None
     # system work triggered by a label (the reader who labelled is recorded, and checked on the worker
     # as a member of the project, not as a lead)
-    params = {"project": status.project, "actor_id": actor_id, jobs.LABEL_TRIGGER: True}
+    params = RetrainParams(project_id=project_id, triggered_by_label=True)
     return jobs.submit_unchecked(ctx, "retrain", params, actor_id).id

@@ -439,7 +439,7 @@ def test_cancel_at_any_stage_keeps_the_previous_model(ctx: AppContext, labelled_
                                                       stage: str) -> None:
     before = _state(ctx, labelled_project["id"])
     with pytest.raises(JobCancelled):
-        al.retrain_job(ctx, {"project": PROJECT}, StopAfter(stage))
+        al.retrain_job(ctx, al.RetrainParams(project_id=labelled_project["id"]), StopAfter(stage))
     _assert_untouched(ctx, labelled_project, before)
 
 

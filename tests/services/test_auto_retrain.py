@@ -29,7 +29,9 @@ def test_every_n_labels_starts_one_retrain_job(ctx: AppContext, project: dict[st
     label_next("pneumonia")
     label_next("normal")  # still due, but a retrain is already queued or running
     started = [j for j in jobs.list_jobs(ctx, actor=LOCAL_ADMIN) if j.kind == "retrain"]
-    assert len(started) == 1 and started[0].params["project"] == PROJECT
+    assert len(started) == 1 and started[0].project_id == pid
+    assert started[0].params == {"project_id": pid, "strategy": None, "batch_size": None, "triggered_by_label": True}
+    assert started[0].created_by_id == rad1  # the reader who labelled: the job's actor
     done = jobs.wait(ctx, started[0].id, timeout_s=300)
     assert done.state == "succeeded", done.error
     # the job trains on the labels present when it runs: the 4 that triggered it, or the 5th too

@@ -108,7 +108,7 @@ def test_feature_learning_runs_as_a_job_with_progress(ctx: AppContext, project: 
     monkeypatch.setattr(feature_learning, "learn_features",
                         lambda images, params=None, seed=0, progress=None: learn(images, SMALL, seed, progress))
     label_truthfully(ctx, project, project["items"][:8])
-    job = jobs.submit(ctx, "learn_features", {"project": PROJECT}, LOCAL_ADMIN)
+    job = jobs.submit(ctx, "learn_features", {"project_id": pid_of(ctx, PROJECT)}, LOCAL_ADMIN)
     done = jobs.wait(ctx, job.id, timeout_s=300)
     assert done.state == "succeeded", done.error
     assert done.progress_total == 6 and done.progress_done == 6

@@ -16,12 +16,13 @@ import pytest
 from sqlalchemy import func, select
 
 from db.models import Job, JobState, Prediction
-from medlabel.errors import InputError, PermissionDenied
+from medlabel.errors import InputError
 from services import accounts, jobs
 from services.context import AppContext
 from services.jobs import cluster
 from services.jobs import worker as job_worker
 from services.jobs.protocol import JobReporter, check_stop
+from services.learning import RetrainParams
 from services.projects import ProjectChanges, update_project
 from tests.services.factories import PASSWORD, make_items, make_project, user_id
 
@@ -153,12 +154,15 @@ def test_an_automatic_retrain_needs_its_reader_to_stay_a_member(ctx: AppContext)
     assert RAN == ["auto"]
 
 
-def test_submit_refuses_the_trigger_parameter_and_another_users_actor_id(ctx: AppContext) -> None:
-    _world(ctx)
+def test_submit_refuses_the_trigger_parameter_and_an_actor_in_the_parameters(ctx: AppContext) -> None:
+    pid = _world(ctx)
     lead = user_id(ctx, "lead1")
     with pytest.raises(InputError, match="reserved"):
-        jobs.submit(ctx, "retrain", {"project": "Chest", jobs.LABEL_TRIGGER: True}, lead)
-    with pytest.raises(PermissionDenied, match="submitter's own"):
-        jobs.submit(ctx, "retrain", {"project": "Chest", "actor_id": user_id(ctx, "boss")}, lead)
+        jobs.submit(ctx, "retrain", {"project_id": pid, jobs.LABEL_TRIGGER: True}, lead)
+    with pytest.raises(InputError, match="reserved"):
+        jobs.submit(ctx, "retrain", RetrainParams(project_id=pid, triggered_by_label=True), lead)
+    # the job's actor is its submitter (the worker's reporter), never a parameter
+    with pytest.raises(InputError, match="unknown retrain parameter"):
+        jobs.submit(ctx, "retrain", {"project_id": pid, "actor_id": user_id(ctx, "boss")}, lead)
     with ctx.reads() as session:
         assert session.scalar(select(func.count(Job.id))) == 0
