@@ -151,7 +151,7 @@ def export_job(ctx: AppContext, params: dict[str, Any], reporter: JobReporter) -
     # The job names its project (shown in the jobs list); it is resolved to the id here, once.
     data = export_project(ctx, project_id(ctx, params["project"]), params["format"],
                           seed=int(params.get("seed", 0)),
-                          actor=authz.job_actor(getattr(reporter, "actor_id", None)))
+                          actor=authz.job_actor(reporter.actor_id))
     suffix = ".json" if params["format"] in ("jsonl", "coco") else ""
     digest, stored = ctx.store.put(data, suffix)
     reporter.progress(1, 1, f"{len(data)} bytes")

@@ -272,7 +272,7 @@ def ingest_job(ctx: AppContext, params: dict[str, Any], reporter: JobReporter) -
     # The job names its project (shown in the jobs list); it is resolved to the id here, once.
     pid = project_id(ctx, params["project"])
     with closing(fan_out(ctx, reporter, ingest_chunk, chunks, project_id=pid, options=options,
-                         actor_id=getattr(reporter, "actor_id", None))) as results:
+                         actor_id=reporter.actor_id)) as results:
         for n, out in results:
             done += n
             for key in totals:

@@ -77,6 +77,8 @@ def step_name(message: str) -> str:
 class ClockReporter:
     """A job reporter (services.jobs.protocol) that records when each progress message and stop poll came."""
 
+    actor_id: int | None = None  # the CLI's: the local administrator
+
     def __init__(self) -> None:
         self.messages: list[tuple[float, str]] = []
         self.polls: list[float] = []

@@ -168,7 +168,7 @@ if card is not None:
     preview, approve, revoke = st.columns(3)
     try:
         if preview.button("Preview the validation", key="mc_preview"):
-            shown = model_cards.preview(ctx, ref, on_id)
+            shown = model_cards.preview(ctx, ref, on_id, actor=user.id)
             st.info(shown.validation_line())
         if approve.button("Approve for second opinions", type="primary", key="mc_approve"):
             done = model_cards.approve(ctx, ref, user.id, project_id=on_id, intended_input=intended,

@@ -1,6 +1,7 @@
 """The contract between background jobs (``services.jobs``) and the use cases they run.
 
-A job function has the signature ``fn(ctx: AppContext, params: dict, reporter: JobReporter) -> dict``:
+A job function has the signature ``fn(ctx: AppContext, params: P, reporter: JobReporter) -> dict``
+(``P`` its kind's ``services.jobs.JobParams`` dataclass):
 it reports progress through ``reporter``, checks ``reporter.should_stop()`` between units of work
 (items, chunks, epochs) and returns a JSON-serialisable result. Work must be idempotent per item so
 that a retry after a failure or a cancel resumes where the previous attempt stopped.
@@ -18,6 +19,9 @@ class JobCancelled(MedlabelError):
 
 
 class JobReporter(Protocol):
+    actor_id: int | None
+    """Who the job runs as: its submitter (``None``: the CLI, run as the local administrator)."""
+
     def progress(self, done: int, total: int | None = None, message: str = "") -> None:
         """Set the absolute progress (``done`` of ``total`` units) and a short human message."""
 
@@ -28,7 +32,8 @@ class JobReporter(Protocol):
 class NullReporter:
     """A reporter for synchronous calls (CLI, tests): records progress, never asks to stop."""
 
-    def __init__(self) -> None:
+    def __init__(self, actor_id: int | None = None) -> None:
+        self.actor_id = actor_id
         self.done = 0
         self.total: int | None = None
         self.message = ""

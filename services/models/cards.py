@@ -19,7 +19,7 @@ from db.queries import accounts as accounts_q
 from db.queries import second_opinion as so_q
 from medlabel.errors import InputError, NotFoundError, PermissionDenied
 from medlabel.values import ref_of
-from services import audit
+from services import audit, authz
 from services.audit_events import ModelApproved, ModelRevoked
 from services.context import AppContext
 from services.models.evaluation import evaluate
@@ -101,9 +101,13 @@ def _validation(ctx: AppContext, ref: str, project_id: int) -> dict[str, Any]:
             "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
 
 
-def preview(ctx: AppContext, model_ref: str, project_id: int | None) -> CardDTO:
+def preview(ctx: AppContext, model_ref: str, project_id: int | None, *, actor: authz.ActorRef) -> CardDTO:
     """The card a version would carry if approved now, validated on project ``project_id`` (nothing
-    stored)."""
+    stored). For leads and administrators; a lead validates only on a project they lead."""
+    if project_id is None:
+        authz.require_role(ctx, actor, authz.LEADS, "preview a model card")
+    else:
+        authz.require_project(ctx, actor, project_id, roles=authz.LEADS)
     model = resolve(ctx, model_ref)
     with ctx.reads() as session:
         row = session.get(ModelVersion, model.id)
@@ -117,8 +121,11 @@ def preview(ctx: AppContext, model_ref: str, project_id: int | None) -> CardDTO:
 def approve(ctx: AppContext, model_ref: str, actor_id: int, *, project_id: int | None,
             intended_input: str = "", training_data: str = "", limitations: str = "") -> CardDTO:
     """Approve a version for clinicians' second opinions with its card. ``project_id``: validate it on that
-    project's verified labels now (refused if it has none the model can be scored on); None keeps the
-    validation the version was registered with, or states that there is none."""
+    project's verified labels now (refused if it has none the model can be scored on; a lead validates only
+    on a project they lead); None keeps the validation the version was registered with, or states that there
+    is none."""
+    if project_id is not None:
+        authz.require_project(ctx, actor_id, project_id, roles=authz.LEADS)
     model = resolve(ctx, model_ref)
     with ctx.reads() as session:
         _approver(session, actor_id)

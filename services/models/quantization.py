@@ -121,7 +121,7 @@ class QuantizeParams(JobParams):
 def quantize_job(ctx: AppContext, params: QuantizeParams, reporter: JobReporter) -> JobResult:
     """Job kind ``quantize``: :func:`quantize` as the submitting user (the job runner's reporter carries
     its ``actor_id``; none for a direct call)."""
-    actor_id = getattr(reporter, "actor_id", None)
+    actor_id = reporter.actor_id
     model = quantize(ctx, params.model, params.mode, params.project_id, actor_id, reporter=reporter)
     with ctx.reads() as session:
         row = session.get(ModelVersion, model.id)

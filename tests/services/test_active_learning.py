@@ -424,6 +424,8 @@ def test_failure_after_registration_withdraws_the_new_version(ctx: AppContext, l
 class StopAfter:
     """A job reporter that asks to stop once a progress message starts with ``prefix``."""
 
+    actor_id: int | None = None
+
     def __init__(self, prefix: str) -> None:
         self.prefix, self.stop = prefix, False
 

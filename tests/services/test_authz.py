@@ -115,6 +115,7 @@ def _calls() -> dict[str, Callable[[World, int], Any]]:
         second_opinion,
         verification,
     )
+    from services.models import cards as model_cards
 
     al = learning
     return {
@@ -132,6 +133,8 @@ def _calls() -> dict[str, Callable[[World, int], Any]]:
         "models.item_predictions": lambda w, a: models.item_predictions(w.ctx, w.item, actor=a),
         "models.tabular_contribution": lambda w, a: models.tabular_contribution(w.ctx, "no-such-model", w.alpha, actor=a),
         "models.compare_variants": lambda w, a: models.compare_variants(w.ctx, "no-such-model", w.alpha, actor=a),
+        "models.preview": lambda w, a: model_cards.preview(w.ctx, "no-such-model", w.alpha, actor=a),
+        "models.approve": lambda w, a: model_cards.approve(w.ctx, "no-such-model", a, project_id=w.alpha),
         "export.export_rows": lambda w, a: export.export_rows(w.ctx, w.alpha, actor=a),
         "export.export_project": lambda w, a: export.export_project(w.ctx, w.alpha, "csv", actor=a),
         "ingest.ingest_uploads": lambda w, a: ingest.ingest_uploads(w.ctx, w.alpha, [], actor=a),
@@ -228,7 +231,6 @@ UNCHECKED = {
     "verification.next_verification", "verification.adjudicate",  # the caller's own claim or annotation
     "models.prelabel", "models.prelabel_pending", "learning.retrain", "learning.score_pool",
     "learning.learn_project_features", "models.evaluate", "models.quantize", "models.prelabel_chunk",
-    "models.preview", "models.approve",  # the approver's role only, for any project (docs/security.md)
     "learning.setup_active_learning_demo", "demo.demo_reads",  # jobs, CLI
     "demo_clinical.load_clinical_demo",  # `medlabel demo`, as the local administrator
     "learning.maybe_retrain", "learning.retrain_if_due", "learning.queue_reason",

@@ -155,7 +155,7 @@ def test_clinicians_see_only_approved_versions_with_their_card(ctx: AppContext, 
     with pytest.raises(PermissionDenied):
         model_cards.approve(ctx, "tiny:1", user_id(ctx, "rad1"), project_id=None)
     _verify(ctx, pattern, pattern["items"][:10])
-    preview = model_cards.preview(ctx, "tiny:1", pattern["id"])
+    preview = model_cards.preview(ctx, "tiny:1", pattern["id"], actor=lead)
     assert not preview.approved and preview.validation is not None and preview.validation["n_items"] == 10
     card = model_cards.approve(ctx, "tiny:1", lead, project_id=pattern["id"], intended_input="8x8 pattern squares",
                                training_data="hand-built weights, no training data")
