@@ -151,10 +151,10 @@ def projects_for(ctx: AppContext, user_id: int, role: str) -> list[ProjectDTO]:
         return [project_dto(session, p) for p in rows if authz.may_touch(session, actor, p)]
 
 
-def get_project(ctx: AppContext, name: str, *, actor: authz.ActorRef) -> ProjectDTO:
-    authz.require_project(ctx, actor, name, roles=authz.ANY)
+def get_project(ctx: AppContext, project_id: int, *, actor: authz.ActorRef) -> ProjectDTO:
+    authz.require_project(ctx, actor, project_id, roles=authz.ANY)
     with ctx.reads() as session:
-        project = projects_q.require_project(session, name)
+        project = projects_q.require_project_id(session, project_id)
         return project_dto(session, project)
 
 
@@ -174,10 +174,11 @@ class ProjectChanges:
     colours: dict[str, str] = field(default_factory=dict)
 
 
-def update_project(ctx: AppContext, name: str, changes: ProjectChanges, *, actor: authz.ActorRef) -> ProjectDTO:
-    actor_id = authz.require_project(ctx, actor, name, roles=authz.LEADS).user_id
+def update_project(ctx: AppContext, project_id: int, changes: ProjectChanges, *,
+                   actor: authz.ActorRef) -> ProjectDTO:
+    actor_id = authz.require_project(ctx, actor, project_id, roles=authz.LEADS).user_id
     with ctx.sessions.begin() as session:
-        project = projects_q.require_project(session, name)
+        project = projects_q.require_project_id(session, project_id)
         per_item_before = project.labels_per_item
         for attr in ("description", "instructions", "labels_per_item", "show_suggestions", "ordinal"):
             value = getattr(changes, attr)

@@ -87,7 +87,7 @@ with edit_tab:
             if st.form_submit_button("Save changes"):
                 extra = (LabelSpec(new_label.strip(), new_key.strip() or None),) if new_label.strip() else ()
                 try:
-                    update_project(ctx, project.name, ProjectChanges(
+                    update_project(ctx, project.id, ProjectChanges(
                         instructions=instructions, labels_per_item=int(per_item), show_suggestions=suggestions,
                         readers=tuple(chosen), new_labels=extra, second_opinion=second), actor=user)
                 except MedlabelError as exc:

@@ -79,11 +79,11 @@ def test_project_round_report(ctx: AppContext) -> None:
 
 
 def test_project_mode_reads_the_database(ctx: AppContext, settings: Settings, env_for: EnvFor) -> None:
-    from services.projects import ProjectChanges, update_project
+    from services.projects import ProjectChanges, project_id, update_project
 
     pid = make_project(ctx, readers=("rad1", "rad2"))
     make_items(ctx, pid, 4)
-    update_project(ctx, "Chest", ProjectChanges(labels_per_item=2), actor=LOCAL_ADMIN)  # both readers read every item
+    update_project(ctx, project_id(ctx, "Chest"), ProjectChanges(labels_per_item=2), actor=LOCAL_ADMIN)  # both readers read every item
     for reader in ("rad1", "rad2"):
         uid = user_id(ctx, reader)
         while (case := labelling.next_case(ctx, pid, uid)) is not None:

@@ -14,7 +14,7 @@ from medlabel.settings import Settings
 from services import accounts, labelling, verification
 from services.authz import LOCAL_ADMIN
 from services.context import AppContext
-from services.projects import ProjectChanges, projects_for, update_project
+from services.projects import ProjectChanges, project_id, projects_for, update_project
 from tests.browser.conftest import sign_in
 from tests.browser.test_labelling import PASSWORD, _setup
 
@@ -28,7 +28,7 @@ def test_adjudicator_chooses_the_final_label_by_key(ctx: AppContext, settings: S
     _setup(ctx, "single_label", 1)
     accounts.add_user(ctx, "rad3", PASSWORD, "reader")
     accounts.add_user(ctx, "lead1", PASSWORD, "lead")
-    update_project(ctx, "Chest", ProjectChanges(readers=("rad1", "rad2", "rad3")), actor=LOCAL_ADMIN)
+    update_project(ctx, project_id(ctx, "Chest"), ProjectChanges(readers=("rad1", "rad2", "rad3")), actor=LOCAL_ADMIN)
     ids = {u.username: u.id for u in accounts.list_users(ctx)}
     pid = next(p.id for p in projects_for(ctx, ids["rad1"], "reader"))
     case = labelling.next_case(ctx, pid, ids["rad1"])

@@ -16,7 +16,7 @@ from medlabel.settings import Settings
 from services import accounts, labelling, verification
 from services.authz import LOCAL_ADMIN
 from services.context import AppContext
-from services.projects import ProjectChanges, projects_for, update_project
+from services.projects import ProjectChanges, project_id, projects_for, update_project
 from tests.browser.conftest import other_context, sign_in
 from tests.browser.test_labelling import PASSWORD, _setup
 
@@ -59,7 +59,7 @@ def test_round_from_creation_to_adjudication(ctx: AppContext, settings: Settings
     _setup(ctx, "single_label", 3)
     accounts.add_user(ctx, "rad3", PASSWORD, "reader", display_name="Reader Three")
     accounts.add_user(ctx, "lead1", PASSWORD, "lead", display_name="Lead One")
-    update_project(ctx, "Chest", ProjectChanges(readers=("rad1", "rad2", "rad3", "lead1")), actor=LOCAL_ADMIN)
+    update_project(ctx, project_id(ctx, "Chest"), ProjectChanges(readers=("rad1", "rad2", "rad3", "lead1")), actor=LOCAL_ADMIN)
     rad1 = next(u.id for u in accounts.list_users(ctx) if u.username == "rad1")
     pid = next(p.id for p in projects_for(ctx, rad1, "reader"))
     item_ids = []

@@ -45,9 +45,9 @@ def test_readers_against_reference(ctx: AppContext) -> None:
 
     pid = make_project(ctx, readers=("rad1", "rad2"))
     make_items(ctx, pid, 4)
-    from services.projects import ProjectChanges, update_project
+    from services.projects import ProjectChanges, project_id, update_project
 
-    update_project(ctx, "Chest", ProjectChanges(labels_per_item=2), actor=LOCAL_ADMIN)
+    update_project(ctx, project_id(ctx, "Chest"), ProjectChanges(labels_per_item=2), actor=LOCAL_ADMIN)
     answers = {"rad1": ["pneumonia", "normal", "normal", "pneumonia"], "rad2": ["pneumonia", "normal", "normal", "normal"]}
     for reader, labels in answers.items():
         uid = user_id(ctx, reader)

@@ -6,7 +6,7 @@ from medlabel.settings import Settings
 from services import accounts
 from services.authz import LOCAL_ADMIN
 from services.context import AppContext
-from services.projects import get_project
+from services.projects import get_project, project_id
 from tests.portal.conftest import PASSWORD, signed_in
 
 
@@ -23,7 +23,7 @@ def test_lead_creates_a_project(ctx: AppContext, portal_env: Settings) -> None:
     at.run()
     assert not at.exception
     assert any("Created project 'Fractures'" in s.value for s in at.success), [e.value for e in at.error]
-    project = get_project(ctx, "Fractures", actor=LOCAL_ADMIN)
+    project = get_project(ctx, project_id(ctx, "Fractures"), actor=LOCAL_ADMIN)
     assert [(lab.name, lab.shortcut, lab.kind) for lab in project.labels] == [
         ("normal", "1", "finding"), ("abnormal", "2", "finding"),
         ("indeterminate", "0", "indeterminate"), ("insufficient quality", "9", "insufficient_quality")]

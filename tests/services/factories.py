@@ -8,7 +8,7 @@ from db.models import DeidStatus, Item
 from services import accounts
 from services.context import AppContext
 from services.items import random_key
-from services.projects import LabelSpec, ProjectSpec, create_project
+from services.projects import LabelSpec, ProjectSpec, create_project, project_id
 
 PASSWORD = "a-test-password"
 
@@ -79,7 +79,7 @@ def add_lead(ctx: AppContext, username: str, *projects: str) -> int:
     if username not in {u.username for u in accounts.list_users(ctx)}:
         accounts.add_user(ctx, username, PASSWORD, "lead")
     for name in projects:
-        readers = get_project(ctx, name, actor=authz.LOCAL_ADMIN).readers
+        readers = get_project(ctx, project_id(ctx, name), actor=authz.LOCAL_ADMIN).readers
         if username not in readers:
-            update_project(ctx, name, ProjectChanges(readers=(*readers, username)), actor=authz.LOCAL_ADMIN)
+            update_project(ctx, project_id(ctx, name), ProjectChanges(readers=(*readers, username)), actor=authz.LOCAL_ADMIN)
     return user_id(ctx, username)

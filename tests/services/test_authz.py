@@ -119,9 +119,9 @@ def _calls() -> dict[str, Callable[[World, int], Any]]:
 
     al = learning
     return {
-        "projects.get_project": lambda w, a: projects.get_project(w.ctx, "Alpha", actor=a),
+        "projects.get_project": lambda w, a: projects.get_project(w.ctx, w.alpha, actor=a),
         "projects.update_project": lambda w, a: projects.update_project(
-            w.ctx, "Alpha", projects.ProjectChanges(description="changed"), actor=a),
+            w.ctx, w.alpha, projects.ProjectChanges(description="changed"), actor=a),
         "labelling.next_case": lambda w, a: labelling.next_case(w.ctx, w.alpha, a),
         "labelling.queue_progress": lambda w, a: labelling.queue_progress(w.ctx, w.alpha, a),
         "labelling.undo_last": lambda w, a: labelling.undo_last(w.ctx, w.alpha, a),
@@ -300,7 +300,7 @@ def test_a_project_without_a_lead_is_for_administrators_only(ctx: AppContext) ->
         with pytest.raises(PermissionDenied, match="has no access to project 'Gamma'"):
             export.export_rows(ctx, gamma, actor=w.ids[lead])
         with pytest.raises(PermissionDenied):
-            projects.update_project(ctx, "Gamma", projects.ProjectChanges(description="x"), actor=w.ids[lead])
+            projects.update_project(ctx, projects.project_id(ctx, "Gamma"), projects.ProjectChanges(description="x"), actor=w.ids[lead])
         assert "Gamma" not in [p.name for p in projects.projects_for(ctx, w.ids[lead], "lead")]
     export.export_rows(ctx, gamma, actor=w.ids["admin"])
     labelling.history(ctx, gamma, w.ids["reader"])  # its reader still reads it
@@ -308,7 +308,7 @@ def test_a_project_without_a_lead_is_for_administrators_only(ctx: AppContext) ->
     with pytest.raises(PermissionDenied):
         export.export_rows(ctx, gamma, actor=w.ids["reader elsewhere"])
     # an administrator names a lead: that lead, and only that one, leads it
-    projects.update_project(ctx, "Gamma", projects.ProjectChanges(readers=("rad1", "lead2")), actor=w.ids["admin"])
+    projects.update_project(ctx, projects.project_id(ctx, "Gamma"), projects.ProjectChanges(readers=("rad1", "lead2")), actor=w.ids["admin"])
     export.export_rows(ctx, gamma, actor=w.ids["lead elsewhere"])
     with pytest.raises(PermissionDenied):
         export.export_rows(ctx, gamma, actor=w.ids["lead"])

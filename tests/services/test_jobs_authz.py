@@ -23,7 +23,7 @@ from services.jobs import cluster
 from services.jobs import worker as job_worker
 from services.jobs.protocol import JobReporter, check_stop
 from services.learning import RetrainParams
-from services.projects import ProjectChanges, update_project
+from services.projects import ProjectChanges, project_id, update_project
 from tests.services.factories import PASSWORD, make_items, make_project, user_id
 
 RAN: list[str] = []
@@ -85,7 +85,7 @@ REVOCATIONS: dict[str, tuple[Callable[[AppContext], Any], str]] = {
     "disabled": (lambda ctx: accounts.set_active(ctx, "lead1", False), "unknown or disabled account"),
     "demoted to reader": (lambda ctx: accounts.set_role(ctx, "lead1", "reader"), r"lead1 \(reader\) may not"),
     "taken off the project": (
-        lambda ctx: update_project(ctx, "Chest", ProjectChanges(readers=("rad1",)), actor=user_id(ctx, "boss")),
+        lambda ctx: update_project(ctx, project_id(ctx, "Chest"), ProjectChanges(readers=("rad1",)), actor=user_id(ctx, "boss")),
         r"lead1 \(lead\) has no access to project 'Chest'"),
 }
 
@@ -143,12 +143,12 @@ def test_an_automatic_retrain_needs_its_reader_to_stay_a_member(ctx: AppContext)
     RAN.clear()
     auto = {"project": "Chest", "tag": "auto", jobs.LABEL_TRIGGER: True}
     assert _run(ctx, _queued(ctx, "test_records_its_run", auto, "rad1", pid), records_its_run).state == "succeeded"
-    update_project(ctx, "Chest", ProjectChanges(readers=("lead1",)), actor=user_id(ctx, "boss"))
+    update_project(ctx, project_id(ctx, "Chest"), ProjectChanges(readers=("lead1",)), actor=user_id(ctx, "boss"))
     failed = _run(ctx, _queued(ctx, "test_records_its_run", auto, "rad1", pid), records_its_run)
     assert failed.state == "failed" and "rad1 (reader) has no access to project 'Chest'" in failed.error_line
     # without the trigger a reader's job is refused as a lead's would be
     accounts.add_user(ctx, "rad9", PASSWORD, "reader")
-    update_project(ctx, "Chest", ProjectChanges(readers=("lead1", "rad9")), actor=user_id(ctx, "boss"))
+    update_project(ctx, project_id(ctx, "Chest"), ProjectChanges(readers=("lead1", "rad9")), actor=user_id(ctx, "boss"))
     plain = _run(ctx, _queued(ctx, "test_records_its_run", {"project": "Chest"}, "rad9", pid), records_its_run)
     assert plain.state == "failed" and "rad9 (reader) may not" in plain.error_line
     assert RAN == ["auto"]

@@ -164,7 +164,7 @@ def _queue_state(ctx: AppContext, item_id: int) -> tuple[int, bool]:
 
 
 def test_items_count_their_reads_and_leave_the_queue_when_fully_read(ctx: AppContext) -> None:
-    from services.projects import ProjectChanges, update_project
+    from services.projects import ProjectChanges, project_id, update_project
 
     pid = make_project(ctx, readers=("rad1", "rad2"), labels_per_item=2)
     (item,) = make_items(ctx, pid, 1)
@@ -178,9 +178,9 @@ def test_items_count_their_reads_and_leave_the_queue_when_fully_read(ctx: AppCon
     assert _queue_state(ctx, item) == (1, True)  # the undone read is claimed again, not done
     labelling.submit(ctx, labelling.next_case(ctx, pid, rad2).assignment_id, rad2, labels=["pneumonia"])
     assert _queue_state(ctx, item) == (2, False)
-    update_project(ctx, "Chest", ProjectChanges(labels_per_item=3), actor=LOCAL_ADMIN)
+    update_project(ctx, project_id(ctx, "Chest"), ProjectChanges(labels_per_item=3), actor=LOCAL_ADMIN)
     assert _queue_state(ctx, item) == (2, True)  # the project now asks for a third read
-    update_project(ctx, "Chest", ProjectChanges(labels_per_item=1), actor=LOCAL_ADMIN)
+    update_project(ctx, project_id(ctx, "Chest"), ProjectChanges(labels_per_item=1), actor=LOCAL_ADMIN)
     assert _queue_state(ctx, item) == (2, False)
 
 
