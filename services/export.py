@@ -7,6 +7,7 @@ import csv
 import io
 import json
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Any
 
 from agreement.consensus import current_reads, final_label, patient_splits
@@ -15,13 +16,11 @@ from db.queries import export as export_q
 from db.queries import projects as projects_q
 from medlabel.errors import InputError
 from medlabel.text import csv_cell
-from services import audit, authz
+from services import audit, authz, projects
 from services.audit_events import Exported
 from services.context import AppContext
-from services.jobs import params as job_params
-from services.jobs.kinds import register_kind
+from services.jobs.kinds import JobParams, register_kind
 from services.jobs.protocol import JobReporter
-from services.projects import project_id
 
 FORMATS = ("csv", "jsonl", "coco")
 
@@ -132,30 +131,35 @@ def _coco(ctx: AppContext, project_id: int, rows: list[dict[str, Any]]) -> bytes
 # --- as a job (services.jobs) --------------------------------------------------------------------
 
 
-def check_export(ctx: AppContext, params: dict[str, Any]) -> dict[str, Any]:
-    """``project`` (the name, as queued jobs have always stored it), ``format`` (csv | jsonl | coco),
-    optional ``seed`` of the patient-level split."""
-    job_params.require(params, "project", "format")
-    project_id(ctx, params["project"])
-    if params["format"] not in FORMATS:
-        raise InputError(None, f"unknown export format {params['format']!r} (choose {', '.join(FORMATS)})")
-    if not isinstance(params.get("seed", 0), int):
-        raise InputError(None, f"seed must be an integer, got {params.get('seed')!r}")
+@dataclass(frozen=True)
+class ExportParams(JobParams):
+    """An ``export`` job: project ``project_id``'s labels in ``format`` (csv | jsonl | coco), the
+    patient-level split drawn with ``seed``."""
+
+    project_id: int
+    format: str
+    seed: int = 0
+
+
+def check_export(ctx: AppContext, params: ExportParams) -> ExportParams:
+    """The project exists and the format is one of ``FORMATS``."""
+    with ctx.reads() as session:
+        projects_q.require_project_id(session, params.project_id)
+    if params.format not in FORMATS:
+        raise InputError(None, f"unknown export format {params.format!r} (choose {', '.join(FORMATS)})")
     return params
 
 
-def export_job(ctx: AppContext, params: dict[str, Any], reporter: JobReporter) -> dict[str, Any]:
+def export_job(ctx: AppContext, params: ExportParams, reporter: JobReporter) -> dict[str, Any]:
     """Export a project's labels into the content store; the result names the stored file."""
     params = check_export(ctx, params)
-    reporter.progress(0, 1, f"exporting {params['project']} as {params['format']}")
-    # The job names its project (shown in the jobs list); it is resolved to the id here, once.
-    data = export_project(ctx, project_id(ctx, params["project"]), params["format"],
-                          seed=int(params.get("seed", 0)),
+    reporter.progress(0, 1, f"exporting {projects.project_name(ctx, params.project_id)} as {params.format}")
+    data = export_project(ctx, params.project_id, params.format, seed=params.seed,
                           actor=authz.job_actor(reporter.actor_id))
-    suffix = ".json" if params["format"] in ("jsonl", "coco") else ""
+    suffix = ".json" if params.format in ("jsonl", "coco") else ""
     digest, stored = ctx.store.put(data, suffix)
     reporter.progress(1, 1, f"{len(data)} bytes")
-    return {"format": params["format"], "bytes": len(data), "sha256": digest, "stored_path": stored}
+    return {"format": params.format, "bytes": len(data), "sha256": digest, "stored_path": stored}
 
 
-register_kind("export", export_job, check=check_export)
+register_kind("export", export_job, ExportParams, check=check_export)

@@ -16,9 +16,10 @@ import io
 import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import closing
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pydicom
 from cryptography.fernet import InvalidToken
@@ -39,9 +40,8 @@ from services.dto import IngestOutcome, IngestReport
 from services.items import add_item
 from services.jobs import params as job_params
 from services.jobs.fanout import chunked, fan_out
-from services.jobs.kinds import register_kind
+from services.jobs.kinds import JobParams, register_kind
 from services.jobs.protocol import JobReporter
-from services.projects import project_id
 
 logger = logging.getLogger(__name__)
 
@@ -220,25 +220,32 @@ def reidentify(ctx: AppContext, project_id: int, pseudonym: str, *, actor: authz
 
 # --- as a job (services.jobs) --------------------------------------------------------------------
 
-DEID_OPTIONS = ("dates", "keep_patient_characteristics")
+
+@dataclass(frozen=True)
+class IngestParams(JobParams):
+    """An ``ingest`` job: de-identify ``paths`` (files or folders every worker can read) into project
+    ``project_id``, ``chunk_size`` files per task spread over the cluster."""
+
+    project_id: int
+    paths: tuple[str, ...]
+    dates: Literal["shift", "remove"] = "shift"
+    keep_patient_characteristics: bool = False
+    chunk_size: int = job_params.DEFAULT_CHUNK
 
 
-def check_ingest(ctx: AppContext, params: dict[str, Any]) -> dict[str, Any]:
-    """``project``, ``paths`` (files or folders every worker can read), optional ``dates``
-    (shift | remove), ``keep_patient_characteristics`` and ``chunk_size``."""
-    job_params.require(params, "project", "paths")
-    project_id(ctx, params["project"])
-    paths = params["paths"]
-    if isinstance(paths, str) or not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
-        raise InputError(None, "paths must be a list of file or folder names")
-    resolved = [str(Path(p).expanduser().absolute()) for p in paths]
+def check_ingest(ctx: AppContext, params: IngestParams) -> IngestParams:
+    """The project exists, ``paths`` name files or folders that exist (made absolute) and ``chunk_size``
+    is in range."""
+    with ctx.reads() as session:
+        projects_q.require_project_id(session, params.project_id)
+    if not params.paths:
+        raise InputError(None, "missing job parameter(s): paths")
+    resolved = tuple(str(Path(p).expanduser().absolute()) for p in params.paths)
     for p in resolved:
         if not Path(p).exists():
             raise InputError(p, "no such file or folder")
-    if params.get("dates", "shift") not in ("shift", "remove"):
-        raise InputError(None, f"dates must be 'shift' or 'remove', got {params.get('dates')!r}")
-    job_params.chunk_size(params)
-    return {**params, "paths": resolved}
+    job_params.chunk_size({"chunk_size": params.chunk_size})
+    return dataclasses.replace(params, paths=resolved)
 
 
 def _without_name(reason: str, source: str) -> str:
@@ -259,19 +266,18 @@ def ingest_chunk(ctx: AppContext, files: list[tuple[int, str]], *, should_stop: 
     return {**counts, "refused_files": refused}
 
 
-def ingest_job(ctx: AppContext, params: dict[str, Any], reporter: JobReporter) -> dict[str, Any]:
-    """De-identify ``params["paths"]`` into ``params["project"]``; files already there count as duplicates."""
+def ingest_job(ctx: AppContext, params: IngestParams, reporter: JobReporter) -> dict[str, Any]:
+    """De-identify ``params.paths`` into project ``params.project_id``; files already there count as
+    duplicates."""
     params = check_ingest(ctx, params)
-    files = list(enumerate(str(p) for p in iter_files(params["paths"])))
-    chunks = chunked(files, job_params.chunk_size(params))
+    files = list(enumerate(str(p) for p in iter_files(params.paths)))
+    chunks = chunked(files, params.chunk_size)
     reporter.progress(0, len(files), f"{len(files)} files to de-identify in {len(chunks)} chunks")
     totals = {"released": 0, "quarantined": 0, "duplicate": 0, "refused": 0}
     refused: list[list[Any]] = []
     done = 0
-    options = {k: params[k] for k in DEID_OPTIONS if k in params}
-    # The job names its project (shown in the jobs list); it is resolved to the id here, once.
-    pid = project_id(ctx, params["project"])
-    with closing(fan_out(ctx, reporter, ingest_chunk, chunks, project_id=pid, options=options,
+    options = {"dates": params.dates, "keep_patient_characteristics": params.keep_patient_characteristics}
+    with closing(fan_out(ctx, reporter, ingest_chunk, chunks, project_id=params.project_id, options=options,
                          actor_id=reporter.actor_id)) as results:
         for n, out in results:
             done += n
@@ -282,4 +288,4 @@ def ingest_job(ctx: AppContext, params: dict[str, Any], reporter: JobReporter) -
     return {"files": len(files), **totals, "refusals": refused[:50]}
 
 
-register_kind("ingest", ingest_job, check=check_ingest)
+register_kind("ingest", ingest_job, IngestParams, check=check_ingest)

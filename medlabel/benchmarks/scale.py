@@ -111,13 +111,13 @@ def _ingest(ctx: Any, name: str, files: int, dicom_size: int, seed: int, chunk_s
     from medlabel.benchmarks.prelabel import _Corpus
     from services.projects import LabelSpec, ProjectSpec, create_project
 
-    create_project(ctx, ProjectSpec(name=name, task_type="single_label",
-                                    labels=(LabelSpec("finding", "1"), LabelSpec("none", "2"))))
+    pid = create_project(ctx, ProjectSpec(name=name, task_type="single_label",
+                                          labels=(LabelSpec("finding", "1"), LabelSpec("none", "2"))))
     corpus = _Corpus(dicom_size, seed)
     folder.mkdir(parents=True)
     for index in range(files):
         (folder / f"{index:05d}.dcm").write_bytes(corpus.dicom(seed * 100_000 + index)[0])
-    rate = _job_rate(ctx, "ingest", {"project": name, "paths": [str(folder)], "chunk_size": chunk_size}, "files")
+    rate = _job_rate(ctx, "ingest", {"project_id": pid, "paths": [str(folder)], "chunk_size": chunk_size}, "files")
     return rate
 
 

@@ -9,8 +9,9 @@ goes on with a scheduler; with a local cluster it ends with the process and is m
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import click
 
@@ -124,6 +125,17 @@ def _submit(kind: str, params: JobParams | dict[str, Any], wait: bool, timeout: 
         _follow(ctx, jobs.submit(ctx, kind, params, acting(ctx)), wait, timeout)
 
 
+def _submit_for(kind: str, project: str, build: Callable[[int], JobParams], wait: bool,
+                timeout: float | None) -> None:
+    """Submit a job of a typed kind for project ``project`` (its name, resolved here once)."""
+    import services.job_kinds  # noqa: F401 - every job kind
+    from services import jobs
+    from services.projects import project_id
+
+    with app_context() as ctx:
+        _follow(ctx, jobs.submit(ctx, kind, build(project_id(ctx, project)), acting(ctx)), wait, timeout)
+
+
 _WAIT_FLAG = click.option("--wait", is_flag=True, help="Wait for the job to end (always, without a Dask scheduler).")
 _TIMEOUT = click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None,
                         help="Give up waiting after this many seconds (exit status 1). Default: until the job ends.")
@@ -145,12 +157,9 @@ def submit_prelabel(project: str, model_ref: str, batch: int, chunk_size: int, w
                     timeout: float | None) -> None:
     """Pre-label the project's released items not yet predicted by the model, spread over the cluster."""
     from services.models import PrelabelParams
-    from services.projects import project_id
 
-    with app_context() as ctx:
-        pid = project_id(ctx, project)
-    _submit("prelabel", PrelabelParams(project_id=pid, model=model_ref, batch_size=batch, chunk_size=chunk_size),
-            wait, timeout)
+    _submit_for("prelabel", project, lambda pid: PrelabelParams(project_id=pid, model=model_ref, batch_size=batch,
+                                                                chunk_size=chunk_size), wait, timeout)
 
 
 @submit.command("ingest")
@@ -160,12 +169,14 @@ def submit_prelabel(project: str, model_ref: str, batch: int, chunk_size: int, w
 @click.option("--keep-patient-characteristics", is_flag=True, help="Keep age, sex, size and weight.")
 @_CHUNK
 @_WAIT
-def submit_ingest(project: str, paths: tuple[str, ...], dates: str, keep_patient_characteristics: bool,
-                  chunk_size: int, wait: bool, timeout: float | None) -> None:
+def submit_ingest(project: str, paths: tuple[str, ...], dates: Literal["shift", "remove"],  # click.Choice checked it
+                  keep_patient_characteristics: bool, chunk_size: int, wait: bool, timeout: float | None) -> None:
     """De-identify files or folders (readable by every worker) into the project, spread over the cluster."""
-    _submit("ingest", {"project": project, "paths": list(paths), "dates": dates,
-                       "keep_patient_characteristics": keep_patient_characteristics, "chunk_size": chunk_size},
-            wait, timeout)
+    from services.ingest import IngestParams
+
+    _submit_for("ingest", project, lambda pid: IngestParams(
+        project_id=pid, paths=paths, dates=dates, keep_patient_characteristics=keep_patient_characteristics,
+        chunk_size=chunk_size), wait, timeout)
 
 
 @submit.command("export")
@@ -175,4 +186,6 @@ def submit_ingest(project: str, paths: tuple[str, ...], dates: str, keep_patient
 @_WAIT
 def submit_export(project: str, fmt: str, seed: int, wait: bool, timeout: float | None) -> None:
     """Export the project's labels into the content store (the result names the stored file)."""
-    _submit("export", {"project": project, "format": fmt, "seed": seed}, wait, timeout)
+    from services.export import ExportParams
+
+    _submit_for("export", project, lambda pid: ExportParams(project_id=pid, format=fmt, seed=seed), wait, timeout)

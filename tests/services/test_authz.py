@@ -92,8 +92,8 @@ def build_world(ctx: AppContext) -> World:
         rnd = VerificationRound(project_id=alpha, name="R", kind=RoundKind.INTER_READER, seed=0, sample_size=0)
         al_round = ActiveLearningRound(project_id=alpha, model_id=model.id, strategy="margin", batch_size=5,
                                        n_labels=0, state="held")
-        job = Job(kind="export", params={"project": "Alpha", "format": "csv"}, state=JobState.SUCCEEDED,
-                  attempts=1, project_id=alpha, created_by_id=ids["lead"])
+        job = Job(kind="export", params={"project_id": alpha, "format": "csv", "seed": 0},
+                  state=JobState.SUCCEEDED, attempts=1, project_id=alpha, created_by_id=ids["lead"])
         request = SecondOpinionRequest(user_id=ids["clinician"], model_id=model.id, image_state="lost")
         session.add_all([rnd, al_round, job, request])
         session.flush()

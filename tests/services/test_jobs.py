@@ -25,6 +25,8 @@ from medlabel.errors import ConfigError, ConflictError, InputError, NotFoundErro
 from services import ingest, jobs, models
 from services.authz import LOCAL_ADMIN
 from services.context import AppContext
+from services.export import ExportParams
+from services.ingest import IngestParams
 from services.jobs import cluster
 from services.jobs.protocol import JobReporter, check_stop
 from services.models import prelabel, register_model
@@ -216,10 +218,10 @@ def test_an_export_job_stores_the_export_and_every_action_is_audited(ctx: AppCon
 
     pid = make_project(ctx)
     make_items(ctx, pid, 3)
-    job = finished(ctx, jobs.submit(ctx, "export", {"project": "Chest", "format": "jsonl"}, LOCAL_ADMIN).id)
+    job = finished(ctx, jobs.submit(ctx, "export", ExportParams(project_id=pid, format="jsonl"), LOCAL_ADMIN).id)
     assert job.state == "succeeded", job.error
     assert ctx.store.get(job.result["stored_path"]) == export_project(ctx, pid, "jsonl", actor=LOCAL_ADMIN)
-    assert job.project == "Chest"
+    assert job.project == "Chest" and job.params == {"project_id": pid, "format": "jsonl", "seed": 0}
     failed = finished(ctx, jobs.submit(ctx, "test_steps", {"steps": 1, "fail": "x"}, LOCAL_ADMIN).id)
     jobs.retry(ctx, failed.id, LOCAL_ADMIN)
     finished(ctx, failed.id)
@@ -273,12 +275,12 @@ def test_a_prelabel_job_killed_mid_way_and_retried_has_no_duplicates(ctx: AppCon
 
 def test_an_ingest_job_killed_mid_way_and_retried_has_no_duplicates(ctx: AppContext, dask_threads: None,
                                                                     tmp_path: Path) -> None:
-    make_project(ctx)
+    pid = make_project(ctx)
     folder = tmp_path / "incoming"
     folder.mkdir()
     for source in sorted(SAMPLE_PNGS.glob("*.png"))[:20]:
         (folder / source.name).write_bytes(source.read_bytes())
-    job = finished(ctx, jobs.submit(ctx, "test_dies_once", {"inner": "ingest", "die_after": 1, "project": "Chest",
+    job = finished(ctx, jobs.submit(ctx, "test_dies_once", {"inner": "ingest", "die_after": 1, "project_id": pid,
                                                             "paths": [str(folder)], "chunk_size": 2}, LOCAL_ADMIN).id)
     assert job.state == "failed"
     partial = count(ctx, Item.content_hash)[0]
@@ -422,7 +424,15 @@ def test_bad_input_writes_nothing(ctx: AppContext, tiny_model: bytes) -> None:
     with pytest.raises(InputError, match="batch_size"):
         jobs.submit(ctx, "prelabel", models.PrelabelParams(project_id=pid, model="tiny", batch_size=257), LOCAL_ADMIN)
     with pytest.raises(InputError, match="no such file or folder"):
-        jobs.submit(ctx, "ingest", {"project": "Chest", "paths": ["/nonexistent/scans"]}, LOCAL_ADMIN)
+        jobs.submit(ctx, "ingest", IngestParams(project_id=pid, paths=("/nonexistent/scans",)), LOCAL_ADMIN)
+    with pytest.raises(InputError, match="unknown ingest parameter"):  # the name a job stored before 13.3
+        jobs.submit(ctx, "ingest", {"project": "Chest", "paths": ["/tmp"]}, LOCAL_ADMIN)
+    with pytest.raises(InputError, match="export parameter 'project_id' must be an integer"):
+        jobs.submit(ctx, "export", {"project_id": "Chest", "format": "csv"}, LOCAL_ADMIN)
+    with pytest.raises(InputError, match="unknown export format 'xml'"):
+        jobs.submit(ctx, "export", ExportParams(project_id=pid, format="xml"), LOCAL_ADMIN)
+    with pytest.raises(NotFoundError):
+        jobs.submit(ctx, "export", ExportParams(project_id=pid + 1000, format="csv"), LOCAL_ADMIN)
     with pytest.raises(InputError, match="unknown job state"):
         jobs.list_jobs(ctx, state="exploded", actor=LOCAL_ADMIN)
     assert count(ctx, Job.id) == (0, 0)
@@ -446,13 +456,13 @@ def test_chunks_run_inline_without_a_cluster(ctx: AppContext, tiny_model: bytes)
 def test_ingest_job_refusals_keep_no_file_name(ctx: AppContext, tmp_path: Path) -> None:
     from services.jobs.protocol import NullReporter
 
-    make_project(ctx)
+    pid = make_project(ctx)
     folder = tmp_path / "incoming"
     folder.mkdir()
     for source in sorted(SAMPLE_PNGS.glob("*.png"))[:2]:
         (folder / source.name).write_bytes(source.read_bytes())
     (folder / "DOE_JOHN_1961.dcm").write_bytes(b"DICM but not really a DICOM file")
-    result = ingest.ingest_job(ctx, {"project": "Chest", "paths": [str(folder)]}, NullReporter())
+    result = ingest.ingest_job(ctx, IngestParams(project_id=pid, paths=(str(folder),)), NullReporter())
     assert (result["files"], result["released"] + result["quarantined"], result["refused"]) == (3, 2, 1)
     ((index, reason),) = result["refusals"]
     from services.ingest import iter_files

@@ -25,7 +25,7 @@ from medlabel.settings import Settings
 from services import accounts, jobs, reid_keys
 from services.authz import LOCAL_ADMIN
 from services.context import AppContext
-from services.ingest import reidentify
+from services.ingest import IngestParams, reidentify
 from services.jobs import cluster
 from services.projects import LabelSpec, ProjectSpec, create_project
 
@@ -77,7 +77,7 @@ def test_an_ingest_job_on_worker_processes_seals_what_only_the_portal_opens(
     source.write_bytes(plant(real("CT_small.dcm"), "R").data)
     client = cluster.start_local(1, processes=True, local_directory=settings.data_dir / "dask-scratch")
     try:
-        job = jobs.wait(ctx, jobs.submit(ctx, "ingest", {"project": "Reid", "paths": [str(source.parent)]},
+        job = jobs.wait(ctx, jobs.submit(ctx, "ingest", IngestParams(project_id=pid, paths=(str(source.parent),)),
                                          LOCAL_ADMIN).id, timeout_s=WAIT_S, poll_s=0.2)
         assert job.state == "succeeded" and job.result["released"] + job.result["quarantined"] == 1, job.error
         seen = client.submit(probe, cluster.settings_payload(settings), settings.reid_key().decode(),
