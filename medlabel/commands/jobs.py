@@ -117,14 +117,6 @@ def submit() -> None:
     """Start a job."""
 
 
-def _submit(kind: str, params: JobParams | dict[str, Any], wait: bool, timeout: float | None) -> None:
-    import services.job_kinds  # noqa: F401 - every job kind
-    from services import jobs
-
-    with app_context() as ctx:
-        _follow(ctx, jobs.submit(ctx, kind, params, acting(ctx)), wait, timeout)
-
-
 def _submit_for(kind: str, project: str, build: Callable[[int], JobParams], wait: bool,
                 timeout: float | None) -> None:
     """Submit a job of a typed kind for project ``project`` (its name, resolved here once)."""
