@@ -244,7 +244,7 @@ def check_ingest(ctx: AppContext, params: IngestParams) -> IngestParams:
     for p in resolved:
         if not Path(p).exists():
             raise InputError(p, "no such file or folder")
-    job_params.chunk_size({"chunk_size": params.chunk_size})
+    job_params.chunk_size(params.chunk_size)
     return dataclasses.replace(params, paths=resolved)
 
 

@@ -19,6 +19,7 @@ function).
 from __future__ import annotations
 
 import dataclasses
+import json
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -118,7 +119,13 @@ def _convert(tp: Any, value: Any) -> tuple[bool, Any]:
         items = [_convert(args[0], v) for v in value]
         return all(ok for ok, _ in items), tuple(v for _, v in items)
     if origin is dict:
-        return isinstance(value, dict) and all(isinstance(k, str) for k in value), value
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            return False, value
+        try:
+            json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError):
+            return False, value
+        return True, value
     if tp is bool:
         return isinstance(value, bool), value
     if tp is int:
@@ -134,15 +141,11 @@ def _convert(tp: Any, value: Any) -> tuple[bool, Any]:
 @dataclass(frozen=True)
 class JobKind:
     run: JobFn
-    params_type: type[JobParams] | None  # None: untyped JSON (kinds not yet converted; see register_kind)
+    params_type: type[JobParams]
     check: CheckFn | None = None
 
-    def parse(self, params: JobParams | Mapping[str, Any]) -> Any:
+    def parse(self, params: JobParams | Mapping[str, Any]) -> JobParams:
         """The kind's parameters from a dataclass (checked to be this kind's) or their JSON form."""
-        if self.params_type is None:
-            if isinstance(params, JobParams):
-                raise InputError(None, f"this job kind takes a JSON object, not {type(params).__name__}")
-            return params
         if isinstance(params, JobParams):
             if not isinstance(params, self.params_type):
                 raise InputError(None, f"{self.params_type.kind_label} jobs take {self.params_type.__name__}, "
@@ -155,21 +158,18 @@ KINDS: dict[str, JobKind] = {}
 """Job kind -> its job function, parameters type and check; filled by :func:`register_kind`."""
 
 
-def register_kind(kind: str, run: JobFn, params_type: type[JobParams] | None = None, *,
-                  check: CheckFn | None = None) -> None:
+def register_kind(kind: str, run: JobFn, params_type: type[JobParams], *, check: CheckFn | None = None) -> None:
     """Add (or replace) a job kind: ``run(ctx, params: params_type, reporter) -> dict`` and the optional
-    ``check(ctx, params: params_type) -> params_type``. ``params_type=None`` (a plain JSON dict) is left
-    only for kinds not yet converted."""
+    ``check(ctx, params: params_type) -> params_type``."""
     if not callable(run) or (check is not None and not callable(check)):
         raise TypeError(f"job kind {kind!r}: the job function and the check must be functions")
-    if params_type is not None:
-        if not (isinstance(params_type, type) and issubclass(params_type, JobParams)
-                and dataclasses.is_dataclass(params_type)
-                and params_type.__dataclass_params__.frozen):  # type: ignore[attr-defined]  # set by @dataclass
-            raise TypeError(f"job kind {kind!r}: the parameters type must be a frozen dataclass subclassing JobParams")
-        for field in dataclasses.fields(params_type):  # refuse unsupported field types at registration
-            _check_supported(kind, field.name, typing.get_type_hints(params_type)[field.name])
-        params_type.kind_label = kind
+    if not (isinstance(params_type, type) and issubclass(params_type, JobParams)
+            and dataclasses.is_dataclass(params_type)
+            and params_type.__dataclass_params__.frozen):  # type: ignore[attr-defined]  # set by @dataclass
+        raise TypeError(f"job kind {kind!r}: the parameters type must be a frozen dataclass subclassing JobParams")
+    for field in dataclasses.fields(params_type):  # refuse unsupported field types at registration
+        _check_supported(kind, field.name, typing.get_type_hints(params_type)[field.name])
+    params_type.kind_label = kind
     KINDS[kind] = JobKind(run=run, params_type=params_type, check=check)
 
 

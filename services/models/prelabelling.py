@@ -36,9 +36,10 @@ from medlabel.values import ref_of
 from services import audit
 from services.audit_events import Prelabelled
 from services.context import AppContext
+from services.jobs import params as job_params
 from services.jobs.fanout import chunked, fan_out
 from services.jobs.kinds import JobParams, register_kind
-from services.jobs.params import DEFAULT_CHUNK, MAX_CHUNK
+from services.jobs.params import DEFAULT_CHUNK
 from services.jobs.protocol import JobCancelled, JobReporter, JobResult
 from services.models.registry import ModelDTO, resolve
 
@@ -270,8 +271,7 @@ def check_prelabel(ctx: AppContext, params: PrelabelParams) -> PrelabelParams:
     with ctx.reads() as session:
         projects_q.require_project_id(session, params.project_id)
     model = resolve(ctx, params.model)
-    if not 1 <= params.chunk_size <= MAX_CHUNK:
-        raise InputError(None, f"chunk_size must be an integer from 1 to {MAX_CHUNK}, got {params.chunk_size!r}")
+    job_params.chunk_size(params.chunk_size)
     if not 1 <= params.batch_size <= MAX_BATCH:
         raise InputError(None, f"batch_size must be an integer from 1 to {MAX_BATCH}, got {params.batch_size!r}")
     return dataclasses.replace(params, model=ref_of(model.name, model.version))

@@ -204,3 +204,45 @@ def test_upgrades_keep_every_stored_row(empty_url: str) -> None:
         assert kept == dict.fromkeys(names, 1)
     finally:
         engine.dispose()
+
+
+def test_0012_rewrites_stored_job_parameters_in_the_typed_form(empty_url: str) -> None:
+    """A job queued or failed before typed parameters (the project by name, an actor_id) runs after the
+    upgrade: its row names the project by id; a job whose project is gone is left as it was."""
+    import json
+
+    from sqlalchemy import text
+
+    engine = make_engine(empty_url)
+    try:
+        upgrade(engine, "0011")
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO projects (name, description, instructions, task_type, ordinal, "
+                              "labels_per_item, show_suggestions, allow_reidentification, queue_strategy, "
+                              "queue_seed, settings) VALUES ('Chest', '', '', 'single_label', false, 1, true, "
+                              "false, 'random', 0, '{}')"))
+            pid = conn.execute(text("SELECT id FROM projects")).scalar_one()
+            rows = [("retrain", {"project": "Chest", "actor_id": 3, "triggered_by_label": True}, None),
+                    ("export", {"project": "Chest", "format": "csv", "seed": 0}, pid),
+                    ("ingest", {"project": "Gone", "paths": ["/x"]}, None),
+                    ("test_other", {"project": "Chest"}, None)]
+            for kind, params, project_id in rows:
+                conn.execute(text("INSERT INTO jobs (kind, params, state, attempts, project_id, progress_done, "
+                                  "message, result, cancel_requested, created_at) VALUES (:k, :p, 'failed', 1, "
+                                  ":pid, 0, '', '{}', false, CURRENT_TIMESTAMP)"),
+                             {"k": kind, "p": json.dumps(params), "pid": project_id})
+        upgrade(engine)
+        with engine.connect() as conn:
+            stored = {k: (json.loads(p) if isinstance(p, str) else p)
+                      for k, p in conn.execute(text("SELECT kind, params FROM jobs"))}
+        assert stored["retrain"] == {"project_id": pid, "triggered_by_label": True}
+        assert stored["export"] == {"project_id": pid, "format": "csv", "seed": 0}
+        assert stored["ingest"] == {"project": "Gone", "paths": ["/x"]}  # refused with a reason when it runs
+        assert stored["test_other"] == {"project": "Chest"}  # not one of medlabel's kinds
+        downgrade(engine, "0011")
+        with engine.connect() as conn:
+            back = {k: (json.loads(p) if isinstance(p, str) else p)
+                    for k, p in conn.execute(text("SELECT kind, params FROM jobs"))}
+        assert back["export"] == {"project": "Chest", "format": "csv", "seed": 0}
+    finally:
+        engine.dispose()

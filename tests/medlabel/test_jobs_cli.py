@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -26,12 +27,17 @@ from tests.services.factories import make_items, make_project
 LABELS = ["normal", "pneumonia"]
 
 
-def fails(ctx: AppContext, params: dict[str, Any], reporter: JobReporter) -> dict[str, Any]:
+@dataclass(frozen=True)
+class FailsParams(jobs.JobParams):
+    why: str
+
+
+def fails(ctx: AppContext, params: FailsParams, reporter: JobReporter) -> dict[str, Any]:
     reporter.progress(1, 2, "half way")
-    raise ValueError(params["why"])
+    raise ValueError(params.why)
 
 
-jobs.register_kind("test_cli_fails", fails)
+jobs.register_kind("test_cli_fails", fails, FailsParams)
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from db.models import Job, JobState
@@ -13,12 +14,17 @@ from services.jobs.protocol import JobReporter
 from tests.portal.conftest import PASSWORD, signed_in
 
 
-def unreadable_folder(ctx: AppContext, params: dict[str, Any], reporter: JobReporter) -> dict[str, Any]:
+@dataclass(frozen=True)
+class NoParams(jobs.JobParams):
+    pass
+
+
+def unreadable_folder(ctx: AppContext, params: NoParams, reporter: JobReporter) -> dict[str, Any]:
     reporter.progress(3, 10, "3 of 10 files")
     raise ValueError("the DICOM folder is unreadable")
 
 
-jobs.register_kind("test_page_fails", unreadable_folder)
+jobs.register_kind("test_page_fails", unreadable_folder, NoParams)
 
 
 def test_a_failed_jobs_error_reaches_the_page_and_retry_starts_a_new_attempt(
@@ -43,7 +49,7 @@ def test_a_failed_jobs_error_reaches_the_page_and_retry_starts_a_new_attempt(
 def test_a_queued_job_is_cancelled_from_the_page(ctx: AppContext, portal_env: Settings) -> None:
     admin = accounts.add_user(ctx, "admin1", PASSWORD, "admin")
     with ctx.sessions.begin() as session:
-        row = Job(kind="export", params={"project": "Chest", "format": "csv"}, state=JobState.QUEUED, attempts=1,
+        row = Job(kind="export", params={"project_id": 1, "format": "csv", "seed": 0}, state=JobState.QUEUED, attempts=1,
                   created_by_id=admin.id)
         session.add(row)
         session.flush()

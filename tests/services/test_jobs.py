@@ -56,13 +56,27 @@ def steps_job(ctx: AppContext, params: StepsParams, reporter: JobReporter) -> di
     return {"steps": params.steps}
 
 
-WRAPPER_KEYS = ("inner", "die_after", "kill")
+@dataclass(frozen=True)
+class WrapperParams(jobs.JobParams):
+    """Another kind's job, run through a test wrapper: ``inner`` and its parameters as JSON."""
+
+    inner: str
+    inner_params: dict[str, Any]
+    die_after: int = 0
+    kill: bool = False
+    project_id: int | None = None
 
 
-def _inner(params: dict[str, Any]) -> tuple[jobs.JobKind, Any]:
-    """The wrapped kind and its own parameters (the wrapper's JSON less the wrapper's keys)."""
-    kind = jobs.kind_of(params["inner"])
-    return kind, kind.parse({k: v for k, v in params.items() if k not in WRAPPER_KEYS})
+def _wrap(inner: str, *, die_after: int = 0, kill: bool = False, **params: Any) -> WrapperParams:
+    """The wrapper's parameters for ``inner`` with ``params`` (the job's project is the inner job's)."""
+    return WrapperParams(inner=inner, inner_params=params, die_after=die_after, kill=kill,
+                         project_id=params.get("project_id"))
+
+
+def _inner(params: WrapperParams) -> tuple[jobs.JobKind, Any]:
+    """The wrapped kind and its own parameters."""
+    kind = jobs.kind_of(params.inner)
+    return kind, kind.parse(params.inner_params)
 
 
 class _Wrapped:
@@ -81,7 +95,7 @@ class _Wrapped:
             self._after_chunk(self._chunks)
 
 
-def held_after_first_chunk(ctx: AppContext, params: dict[str, Any], reporter: JobReporter) -> dict[str, Any]:
+def held_after_first_chunk(ctx: AppContext, params: WrapperParams, reporter: JobReporter) -> dict[str, Any]:
     """The inner job; its first attempt waits after the first chunk until a user cancels (a minute at most)."""
 
     def hold(n: int) -> None:
@@ -94,13 +108,13 @@ def held_after_first_chunk(ctx: AppContext, params: dict[str, Any], reporter: Jo
     return kind.run(ctx, inner, _Wrapped(reporter, hold))
 
 
-def dies_once(ctx: AppContext, params: dict[str, Any], reporter: JobReporter) -> dict[str, Any]:
+def dies_once(ctx: AppContext, params: WrapperParams, reporter: JobReporter) -> dict[str, Any]:
     """The inner job, whose first attempt dies after ``die_after`` chunks: it raises, or with ``kill``
     its worker process is killed (SIGKILL)."""
 
     def die(n: int) -> None:
-        if getattr(reporter, "attempt", 1) == 1 and n >= params["die_after"]:
-            if params.get("kill"):
+        if getattr(reporter, "attempt", 1) == 1 and n >= params.die_after:
+            if params.kill:
                 os.kill(os.getpid(), signal.SIGKILL)
             raise RuntimeError("the worker was lost mid-way")
 
@@ -109,8 +123,8 @@ def dies_once(ctx: AppContext, params: dict[str, Any], reporter: JobReporter) ->
 
 
 jobs.register_kind("test_steps", steps_job, StepsParams)
-jobs.register_kind("test_held", held_after_first_chunk)
-jobs.register_kind("test_dies_once", dies_once)
+jobs.register_kind("test_held", held_after_first_chunk, WrapperParams)
+jobs.register_kind("test_dies_once", dies_once, WrapperParams)
 
 
 # --- fixtures and helpers -----------------------------------------------------------------------
@@ -194,8 +208,7 @@ def test_cancel_stops_a_running_job_at_the_next_chunk_and_a_retry_finishes(ctx: 
     pid = make_project(ctx)
     make_items(ctx, pid, 40)
     model = register_model(ctx, tiny_model, name="tiny", labels=LABELS)
-    job = jobs.submit(ctx, "test_held", {"inner": "prelabel", "project_id": pid, "model": "tiny", "chunk_size": 4},
-                      LOCAL_ADMIN)
+    job = jobs.submit(ctx, "test_held", _wrap("prelabel", project_id=pid, model="tiny", chunk_size=4), LOCAL_ADMIN)
     deadline = time.monotonic() + WAIT_S
     while jobs.job(ctx, job.id, actor=LOCAL_ADMIN).progress_done == 0 and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -262,8 +275,8 @@ def test_a_prelabel_job_killed_mid_way_and_retried_has_no_duplicates(ctx: AppCon
     pid = make_project(ctx)
     make_items(ctx, pid, 30)
     model = register_model(ctx, tiny_model, name="tiny", labels=LABELS)
-    job = finished(ctx, jobs.submit(ctx, "test_dies_once", {"inner": "prelabel", "die_after": 2, "project_id": pid,
-                                                            "model": "tiny", "chunk_size": 5}, LOCAL_ADMIN).id)
+    job = finished(ctx, jobs.submit(ctx, "test_dies_once", _wrap("prelabel", die_after=2, project_id=pid,
+                                                                     model="tiny", chunk_size=5), LOCAL_ADMIN).id)
     assert job.state == "failed" and job.error_line.startswith("RuntimeError (an internal error")
     partial = len(prediction_rows(ctx, model.id))
     assert 10 <= partial < 30
@@ -280,8 +293,8 @@ def test_an_ingest_job_killed_mid_way_and_retried_has_no_duplicates(ctx: AppCont
     folder.mkdir()
     for source in sorted(SAMPLE_PNGS.glob("*.png"))[:20]:
         (folder / source.name).write_bytes(source.read_bytes())
-    job = finished(ctx, jobs.submit(ctx, "test_dies_once", {"inner": "ingest", "die_after": 1, "project_id": pid,
-                                                            "paths": [str(folder)], "chunk_size": 2}, LOCAL_ADMIN).id)
+    job = finished(ctx, jobs.submit(ctx, "test_dies_once", _wrap("ingest", die_after=1, project_id=pid,
+                                                                     paths=[str(folder)], chunk_size=2), LOCAL_ADMIN).id)
     assert job.state == "failed"
     partial = count(ctx, Item.content_hash)[0]
     assert 2 <= partial < 20  # the chunks handed out before it died (a window of 4, plus one) at most
@@ -341,7 +354,7 @@ def test_two_databases_sharing_one_cluster_never_swap_tasks(ctx: AppContext, das
     shutil.copyfile(sqlite_template, tmp_path / "other.db")
     other = AppContext.from_settings(dataclasses.replace(ctx.settings, database_url=f"sqlite:///{tmp_path / 'other.db'}"))
     try:
-        held = jobs.submit(ctx, "test_held", {"inner": "test_steps", "steps": 3}, LOCAL_ADMIN)
+        held = jobs.submit(ctx, "test_held", _wrap("test_steps", steps=3), LOCAL_ADMIN)
         deadline = time.monotonic() + WAIT_S
         while jobs.job(ctx, held.id, actor=LOCAL_ADMIN).progress_done == 0 and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -412,7 +425,7 @@ def test_bad_input_writes_nothing(ctx: AppContext, tiny_model: bytes) -> None:
     with pytest.raises(InputError, match="unknown test_steps parameter"):
         jobs.submit(ctx, "test_steps", {"steps": 1, "stesp": 2}, LOCAL_ADMIN)
     with pytest.raises(InputError, match="JSON"):
-        jobs.submit(ctx, "test_held", {"inner": "test_steps", "steps": {1, 2}}, LOCAL_ADMIN)
+        jobs.submit(ctx, "test_held", {"inner": "test_steps", "inner_params": {"steps": {1, 2}}}, LOCAL_ADMIN)
     with pytest.raises(NotFoundError, match="no model 'missing'"):
         jobs.submit(ctx, "prelabel", {"project_id": pid, "model": "missing"}, LOCAL_ADMIN)
     with pytest.raises(NotFoundError, match="no project"):
@@ -481,9 +494,8 @@ def test_a_killed_worker_process_fails_the_job_and_a_retry_finishes(ctx: AppCont
     with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
         cluster.start_local(2, processes=True)
     try:
-        job = finished(ctx, jobs.submit(ctx, "test_dies_once", {"inner": "prelabel", "die_after": 2, "kill": True,
-                                                                "project_id": pid, "model": "tiny", "chunk_size": 4},
-                                        LOCAL_ADMIN).id)
+        job = finished(ctx, jobs.submit(ctx, "test_dies_once", _wrap("prelabel", die_after=2, kill=True, project_id=pid,
+                                                                         model="tiny", chunk_size=4), LOCAL_ADMIN).id)
         assert job.state == "failed" and "its Dask worker died" in job.error_line, job.error
         partial = len(prediction_rows(ctx, model.id))
         assert partial < 24

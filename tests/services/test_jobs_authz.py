@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -29,24 +30,37 @@ from tests.services.factories import PASSWORD, make_items, make_project, user_id
 RAN: list[str] = []
 
 
-def records_its_run(ctx: AppContext, params: dict[str, Any], reporter: JobReporter) -> dict[str, Any]:
-    RAN.append(params.get("tag", ""))
+@dataclass(frozen=True)
+class RecordParams(jobs.JobParams):
+    tag: str = ""
+    project_id: int | None = None
+    triggered_by_label: bool = False
+
+
+@dataclass(frozen=True)
+class RevokeParams(jobs.JobParams):
+    disable: str
+    project_id: int | None = None
+
+
+def records_its_run(ctx: AppContext, params: RecordParams, reporter: JobReporter) -> dict[str, Any]:
+    RAN.append(params.tag)
     return {"ran": True}
 
 
-def revoked_mid_way(ctx: AppContext, params: dict[str, Any], reporter: JobReporter) -> dict[str, Any]:
+def revoked_mid_way(ctx: AppContext, params: RevokeParams, reporter: JobReporter) -> dict[str, Any]:
     """Step 1, then an administrator disables the submitter (as if from the Users page), then step 2."""
     reporter.progress(1, 2, "step 1")
     check_stop(reporter)
-    accounts.set_active(ctx, params["disable"], False)
+    accounts.set_active(ctx, params.disable, False)
     check_stop(reporter)
     RAN.append("step 2")
     reporter.progress(2, 2, "step 2")
     return {"steps": 2}
 
 
-jobs.register_kind("test_records_its_run", records_its_run)
-jobs.register_kind("test_revoked_mid_way", revoked_mid_way)
+jobs.register_kind("test_records_its_run", records_its_run, RecordParams)
+jobs.register_kind("test_revoked_mid_way", revoked_mid_way, RevokeParams)
 
 KINDS = ("ingest", "prelabel", "export", "retrain", "learn_features", "quantize")
 
@@ -102,7 +116,11 @@ def test_a_job_whose_submitter_lost_the_right_fails_before_its_function_runs(
         calls.append(kind)
         return real(ctx, params, reporter)
 
-    params = {"project": "Chest", "model": "none:1", "format": "csv", "mode": "dynamic", "paths": ["/nonexistent"]}
+    params = {"ingest": {"project_id": pid, "paths": ["/nonexistent"]}, "export": {"project_id": pid, "format": "csv"},
+              "prelabel": {"project_id": pid, "model": "none:1"}, "retrain": {"project_id": pid},
+              "learn_features": {"project_id": pid}, "quantize": {"project_id": pid, "model": "none:1", "mode": "dynamic"},
+              }[kind]
+    jobs.kind_of(kind).parse(params)  # what submit would have stored: the kind's own parameters
     job_id = _queued(ctx, kind, params, "lead1", pid)
     revoke, reason = REVOCATIONS[revocation]
     revoke(ctx)
@@ -117,11 +135,11 @@ def test_a_job_whose_submitter_lost_the_right_fails_before_its_function_runs(
 def test_a_submitter_who_keeps_the_right_runs_and_the_cli_runs_as_the_administrator(ctx: AppContext) -> None:
     pid = _world(ctx)
     RAN.clear()
-    lead_job = _queued(ctx, "test_records_its_run", {"project": "Chest", "tag": "lead1"}, "lead1", pid)
+    lead_job = _queued(ctx, "test_records_its_run", {"project_id": pid, "tag": "lead1"}, "lead1", pid)
     assert _run(ctx, lead_job, records_its_run).state == "succeeded"
     cli_job = _queued(ctx, "test_records_its_run", {"tag": "cli"}, None, None)  # medlabel ... without --as
     assert _run(ctx, cli_job, records_its_run).state == "succeeded"
-    other = _queued(ctx, "test_records_its_run", {"project": "Chest", "tag": "lead2"}, "lead2", pid)
+    other = _queued(ctx, "test_records_its_run", {"project_id": pid, "tag": "lead2"}, "lead2", pid)
     failed = _run(ctx, other, records_its_run)
     assert failed.state == "failed" and "lead2 (lead) has no access to project 'Chest'" in failed.error_line
     assert RAN == ["lead1", "cli"]
@@ -132,7 +150,7 @@ def test_rights_lost_while_the_job_runs_fail_it_at_its_next_check(ctx: AppContex
     monkeypatch.setattr(job_worker, "AUTHZ_RECHECK_S", 0.0)
     pid = _world(ctx)
     RAN.clear()
-    job_id = _queued(ctx, "test_revoked_mid_way", {"project": "Chest", "disable": "lead1"}, "lead1", pid)
+    job_id = _queued(ctx, "test_revoked_mid_way", {"project_id": pid, "disable": "lead1"}, "lead1", pid)
     done = _run(ctx, job_id, revoked_mid_way)
     assert done.state == "failed" and "unknown or disabled account" in done.error_line
     assert done.progress_done == 1 and RAN == []  # step 2 never ran
@@ -141,7 +159,7 @@ def test_rights_lost_while_the_job_runs_fail_it_at_its_next_check(ctx: AppContex
 def test_an_automatic_retrain_needs_its_reader_to_stay_a_member(ctx: AppContext) -> None:
     pid = _world(ctx)
     RAN.clear()
-    auto = {"project": "Chest", "tag": "auto", jobs.LABEL_TRIGGER: True}
+    auto = {"project_id": pid, "tag": "auto", jobs.LABEL_TRIGGER: True}
     assert _run(ctx, _queued(ctx, "test_records_its_run", auto, "rad1", pid), records_its_run).state == "succeeded"
     update_project(ctx, project_id(ctx, "Chest"), ProjectChanges(readers=("lead1",)), actor=user_id(ctx, "boss"))
     failed = _run(ctx, _queued(ctx, "test_records_its_run", auto, "rad1", pid), records_its_run)
@@ -149,7 +167,7 @@ def test_an_automatic_retrain_needs_its_reader_to_stay_a_member(ctx: AppContext)
     # without the trigger a reader's job is refused as a lead's would be
     accounts.add_user(ctx, "rad9", PASSWORD, "reader")
     update_project(ctx, project_id(ctx, "Chest"), ProjectChanges(readers=("lead1", "rad9")), actor=user_id(ctx, "boss"))
-    plain = _run(ctx, _queued(ctx, "test_records_its_run", {"project": "Chest"}, "rad9", pid), records_its_run)
+    plain = _run(ctx, _queued(ctx, "test_records_its_run", {"project_id": pid}, "rad9", pid), records_its_run)
     assert plain.state == "failed" and "rad9 (reader) may not" in plain.error_line
     assert RAN == ["auto"]
 
