@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -85,6 +86,16 @@ def test_alembic_ini_from_repo_root(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         engine.dispose()
 
 
+def _insert_project(conn: Any, name: str) -> int:
+    """A project row as the first schema has it (the columns every later revision keeps)."""
+    from sqlalchemy import text
+
+    conn.execute(text("INSERT INTO projects (name, description, instructions, task_type, ordinal, labels_per_item, "
+                      "show_suggestions, allow_reidentification, queue_strategy, queue_seed) VALUES (:name, '', '', "
+                      "'single_label', false, 1, true, false, 'random', 0)"), {"name": name})
+    return int(conn.execute(text("SELECT id FROM projects WHERE name = :name"), {"name": name}).scalar_one())
+
+
 def test_0002_keeps_existing_rows(empty_url: str) -> None:
     """Upgrading a 0001 database that already holds a project and a round fills the new columns."""
     from sqlalchemy import text
@@ -93,11 +104,7 @@ def test_0002_keeps_existing_rows(empty_url: str) -> None:
     try:
         upgrade(engine, "0001")
         with engine.begin() as conn:
-            conn.execute(text("INSERT INTO projects (name, description, instructions, task_type, ordinal, "
-                              "labels_per_item, show_suggestions, allow_reidentification, queue_strategy, "
-                              "queue_seed) VALUES ('p', '', '', 'single_label', false, 1, true, false, "
-                              "'random', 0)"))
-            pid = conn.execute(text("SELECT id FROM projects")).scalar_one()
+            pid = _insert_project(conn, "p")
             conn.execute(text("INSERT INTO verification_rounds (project_id, name, seed, sample_size, "
                               "readers_per_item, stratified, settings, status) "
                               f"VALUES ({pid}, 'r', 1, 1, 2, false, '{{}}', 'open')"))
@@ -217,11 +224,7 @@ def test_0012_rewrites_stored_job_parameters_in_the_typed_form(empty_url: str) -
     try:
         upgrade(engine, "0011")
         with engine.begin() as conn:
-            conn.execute(text("INSERT INTO projects (name, description, instructions, task_type, ordinal, "
-                              "labels_per_item, show_suggestions, allow_reidentification, queue_strategy, "
-                              "queue_seed, settings) VALUES ('Chest', '', '', 'single_label', false, 1, true, "
-                              "false, 'random', 0, '{}')"))
-            pid = conn.execute(text("SELECT id FROM projects")).scalar_one()
+            pid = _insert_project(conn, "Chest")
             rows = [("retrain", {"project": "Chest", "actor_id": 3, "triggered_by_label": True}, None),
                     ("export", {"project": "Chest", "format": "csv", "seed": 0}, pid),
                     ("ingest", {"project": "Gone", "paths": ["/x"]}, None),
