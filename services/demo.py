@@ -175,7 +175,7 @@ def load_demo(ctx: AppContext, *, data_dir: Path | None = None, images: int = 12
     if AL_PROJECT.name in created_projects:
         model_line = _demo_model(ctx, data_dir)
         truth = _truth(data_dir, [r for r in reports if r.project == AL_PROJECT.name])
-        model_line += "; " + demo_reads(ctx, truth)
+        model_line += "; " + demo_reads(ctx, ids[AL_PROJECT.name], truth)
         from services.learning import setup_active_learning_demo
         from services.projects import project_id
 
@@ -208,8 +208,8 @@ def _truth(data_dir: Path, reports: list[IngestReport]) -> dict[int, str]:
     return truth
 
 
-def demo_reads(ctx: AppContext, truth: dict[int, str], *, primary: int = 60, sample: int = 24, seed: int = 7,
-               project_name: str = AL_PROJECT.name) -> str:
+def demo_reads(ctx: AppContext, project_id: int, truth: dict[int, str], *, primary: int = 60, sample: int = 24,
+               seed: int = 7) -> str:
     """Simulated reading so the dashboards have data: reader1 labels ``primary`` cases, a finished blinded
     verification round (reader2 and reader3, adjudicated by the lead) over ``sample`` of them, and a
     pending intra-reader re-read round for reader1. Simulated readers err at a fixed, seeded rate."""
@@ -217,7 +217,7 @@ def demo_reads(ctx: AppContext, truth: dict[int, str], *, primary: int = 60, sam
     from services.projects import projects_for
 
     users = _user_ids(ctx)
-    project = next(p for p in projects_for(ctx, users["lead"], "lead") if p.name == project_name)
+    project = next(p for p in projects_for(ctx, users["lead"], "lead") if p.id == project_id)
     rng = np.random.default_rng(seed)
     flip = {"normal": "pneumonia", "pneumonia": "normal"}
 

@@ -14,7 +14,7 @@ def test_demo_reads_finish_a_round(ctx: AppContext) -> None:
     project = next(p for p in projects_for(ctx, user_id(ctx, "lead"), "lead") if p.name == demo.AL_PROJECT.name)
     items = make_items(ctx, project.id, 14)
     truth = {item: ("pneumonia" if i % 3 == 0 else "normal") for i, item in enumerate(items)}
-    line = demo.demo_reads(ctx, truth, primary=12, sample=8, seed=3)
+    line = demo.demo_reads(ctx, project.id, truth, primary=12, sample=8, seed=3)
     assert "reader1 labelled 12 cases" in line
     first, reread = verification.rounds(ctx, project_id(ctx, demo.AL_PROJECT.name), actor=LOCAL_ADMIN)
     assert (first.status, first.sample_size, first.reads_done, first.reads_total) == ("closed", 8, 16, 16)
