@@ -233,6 +233,7 @@ def build_demo(data_dir: Path, template: Path, images: int = 40) -> Settings:
     from services import learning as active_learning
     from services.context import AppContext
     from services.demo import AL_PROJECT, load_demo
+    from services.projects import project_id
 
     data_dir.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(template, data_dir / "medlabel.db")
@@ -242,7 +243,7 @@ def build_demo(data_dir: Path, template: Path, images: int = 40) -> Settings:
     ctx = AppContext.from_settings(settings)
     try:
         load_demo(ctx, images=images)
-        active_learning.retrain(ctx, AL_PROJECT.name)
+        active_learning.retrain(ctx, project_id(ctx, AL_PROJECT.name))
     finally:
         ctx.close()
     return settings
