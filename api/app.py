@@ -25,6 +25,7 @@ from api.audit import Audit
 from api.limits import MB, BodyLimit, RateLimiter, RefusalAudit
 from api.schemas import Health
 from medlabel import __version__
+from medlabel.heap import freeze_startup_heap
 from services.context import AppContext
 from services.health import database_ok
 
@@ -50,6 +51,7 @@ def create_app(ctx: AppContext | None, limits: Limits | None = None, *, close_co
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         anyio.to_thread.current_default_thread_limiter().total_tokens = limits.threads
+        freeze_startup_heap()  # the start-up objects stay out of every later full collection (medlabel/heap.py)
         try:
             yield
         finally:

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import streamlit as st
 
+from medlabel.heap import freeze_startup_heap
 from medlabel.settings import Settings, load_settings
 from services.context import AppContext
 
 
 @st.cache_resource(show_spinner=False)
 def _context_for(database_url: str, data_dir: str) -> AppContext:
-    return AppContext.from_settings(load_settings())
+    ctx = AppContext.from_settings(load_settings())
+    freeze_startup_heap()  # the process's start-up objects stay out of every later full collection
+    return ctx
 
 
 def app_context() -> AppContext:
