@@ -15,14 +15,14 @@ def retrain_if_due(ctx: AppContext, project_id: int, *, actor_id: int | None = N
     most calls; the project's labels are read only when a retrain may be due."""
     if not _may_be_due(ctx, project_id):
         return None
-    status = _status(ctx, project_id)
-    if not status.retrain_due:
-        return None
     from services import jobs  # late: jobs start a Dask client
 
-    busy = [j for j in jobs.list_jobs_unchecked(ctx) if j.kind == "retrain" and j.state in ("queued", "running")
-            and j.project_id == project_id]
-    if busy:
+    # a retrain of this project already queued or running: nothing to start, and no label to read (asked
+    # of this project's retrain jobs only: the newest jobs of the whole installation may all be others')
+    if any(jobs.list_jobs_unchecked(ctx, state=state, project_id=project_id, kind="retrain", limit=1)
+           for state in ("queued", "running")):
+        return None
+    if not _status(ctx, project_id).retrain_due:
         return None
     # system work triggered by a label (the reader who labelled is recorded, and checked on the worker
     # as a member of the project, not as a lead)

@@ -37,3 +37,30 @@ def test_every_n_labels_starts_one_retrain_job(ctx: AppContext, project: dict[st
     # the job trains on the labels present when it runs: the 4 that triggered it, or the 5th too
     (only,) = al.learning_curve(ctx, pid_of(ctx, PROJECT), actor=LOCAL_ADMIN)
     assert only.n_labels in (4, 5)
+
+
+def test_a_queued_retrain_is_seen_among_many_jobs_and_no_label_is_read(
+        ctx: AppContext, project: dict[str, Any], monkeypatch: Any) -> None:  # noqa: F811
+    """With a retrain of the project already queued, a label starts none and reads no label (the check
+    looked at the newest 100 jobs of the whole installation, then read every label first)."""
+    from db.models import Job, JobState
+    from services.learning import triggers
+
+    al.configure(ctx, pid_of(ctx, PROJECT), "margin", 5, 1, actor=LOCAL_ADMIN)
+    pid, rad1 = project["id"], user_id(ctx, "rad1")
+    with ctx.sessions.begin() as session:
+        session.add(Job(kind="retrain", params={"project_id": pid}, state=JobState.QUEUED, attempts=1,
+                        project_id=pid))
+        session.flush()
+        session.add_all(Job(kind="export", params={}, state=JobState.SUCCEEDED, attempts=1) for _ in range(120))
+
+    def no_label_read(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the project's labels were read while a retrain is queued")
+
+    monkeypatch.setattr(triggers, "_status", no_label_read)
+    case = labelling.next_case(ctx, pid, rad1)
+    assert case is not None
+    labelling.submit(ctx, case.assignment_id, rad1, labels=["normal"])
+    assert triggers.retrain_if_due(ctx, pid, actor_id=rad1) is None
+    with ctx.reads() as session:
+        assert session.query(Job).filter(Job.kind == "retrain").count() == 1
