@@ -2,7 +2,7 @@
 
 A portal or API process serves many sessions from threads of one interpreter. Python's full (generation
 2) collection scans every tracked object and stops every thread while it runs; with the imports, the
-application context and its caches alive, one took 100-350 ms in the queue benchmark with 20 readers,
+application context and its caches alive, they took 31-349 ms in the queue benchmark with 20 readers,
 and each one held up every reader's claim in flight (docs/benchmarks.md, "Reader queue"). Objects made at
 start-up live as long as the process, so they are moved out of the collector's reach once the process has
 started (``gc.freeze``, as Python's documentation suggests for long-lived processes); collections then

@@ -82,7 +82,7 @@ def _describe(tp: Any) -> str:
     if origin in (Union, types.UnionType):
         return " or ".join(_describe(a) for a in args)
     if origin is tuple:
-        return f"a list of {_describe(args[0])}"
+        return "a list of " + {str: "strings", int: "integers"}.get(args[0], _describe(args[0]))
     if origin is dict:
         return "a JSON object"
     return {int: "an integer", float: "a number", str: "a string", bool: "true or false",
