@@ -15,6 +15,12 @@ Method (figures and discussion in docs/benchmarks-al.md):
   recorded (macro one-vs-rest; multi-label: mean over findings). All strategies share a seed's seed set and
   features. The strategy sees the pool's features and predicted probabilities, never a test item, nor the
   labels of unlabelled items.
+* ``folds`` K >= 2 (``--folds``, a ``labels.csv`` folder with ``patient_id``): every row of every split is
+  pooled and split into K patient-disjoint folds (:func:`patient_folds`, fixed seed); a run is (fold, seed):
+  pool = the other folds, test = the fold, features learnt on that pool, the same simulation. Every run
+  stops at the smallest fold pool (the common label grid), and "over seeds" below reads "over runs".
+  Per finding, a fold without a positive (or negative) of it gives no AUROC for it; its curves average the
+  runs where it is defined.
 * Target: mean over seeds of the test AUROC of the same head trained on every pool label, minus 0.01.
   ``labels_to_target`` reads the mean curve over seeds where it stays at or above the target
   (``active_learning.labels_to_target``); per seed the same rule on each seed's curve (min, max).
@@ -149,14 +155,9 @@ EVAL_SPLITS = ("test", "val")
 MIN_JUDGED_POSITIVES = 5
 
 
-def load_folder(path: Path, eval_split: str = "test") -> dict[str, Any]:
-    """A folder with ``labels.csv`` (``path``, ``split``, ``nih_finding_labels``; the NIH ChestX-ray14 sample's
-    layout) as MedMNIST-layout arrays: grayscale images, multi-label (N, 14) findings, train and test splits
-    (``eval_split="val"``: the rows of split ``valid`` or ``val`` under the ``test_*`` keys)."""
+def _folder_rows(path: Path) -> tuple[Path, list[dict[str, str]], list[str]]:
+    """(labels.csv, its rows, the sorted findings of ``nih_finding_labels`` without "No Finding")."""
     import csv
-
-    import numpy as np
-    from PIL import Image
 
     table = path / "labels.csv"
     if not table.is_file():
@@ -167,6 +168,33 @@ def load_folder(path: Path, eval_split: str = "test") -> dict[str, Any]:
     if not rows or not need <= set(rows[0]):
         raise InputError(table, f"needs the columns {sorted(need)}")
     findings = sorted({f for r in rows for f in r["nih_finding_labels"].split("|") if f and f != "No Finding"})
+    return table, rows, findings
+
+
+def _folder_arrays(path: Path, rows: list[dict[str, str]], findings: list[str], what: str) -> tuple[Any, Any]:
+    """(grayscale images (N, H, W) uint8, 0/1 findings (N, F)) of ``rows``; ``what`` names them in errors."""
+    import numpy as np
+    from PIL import Image
+
+    images = []
+    for r in rows:
+        try:
+            with Image.open(path / r["path"]) as img:
+                images.append(np.asarray(img.convert("L"), dtype=np.uint8))
+        except (OSError, ValueError) as exc:
+            raise InputError(path / r["path"], f"not a readable image ({exc})") from None
+    if len({im.shape for im in images}) != 1:
+        raise InputError(path, f"the {what} images do not all have the same size")
+    labels = np.array([[int(f in r["nih_finding_labels"].split("|")) for f in findings] for r in rows],
+                      dtype=np.uint8)
+    return np.stack(images), labels
+
+
+def load_folder(path: Path, eval_split: str = "test") -> dict[str, Any]:
+    """A folder with ``labels.csv`` (``path``, ``split``, ``nih_finding_labels``; the NIH ChestX-ray14 sample's
+    layout) as MedMNIST-layout arrays: grayscale images, multi-label (N, 14) findings, train and test splits
+    (``eval_split="val"``: the rows of split ``valid`` or ``val`` under the ``test_*`` keys)."""
+    table, rows, findings = _folder_rows(path)
     arrays: dict[str, Any] = {}
     for split in ("train", "test"):
         names = ("test",) if split == "train" or eval_split == "test" else ("valid", "val")
@@ -175,20 +203,57 @@ def load_folder(path: Path, eval_split: str = "test") -> dict[str, Any]:
         if not chosen:
             wanted = repr(split) if split == "train" else " or ".join(repr(n) for n in names)
             raise InputError(table, f"no rows of split {wanted}")
-        images = []
-        for r in chosen:
-            try:
-                with Image.open(path / r["path"]) as img:
-                    images.append(np.asarray(img.convert("L"), dtype=np.uint8))
-            except (OSError, ValueError) as exc:
-                raise InputError(path / r["path"], f"not a readable image ({exc})") from None
-        if len({im.shape for im in images}) != 1:
-            raise InputError(path, f"the {split} images do not all have the same size")
-        arrays[f"{split}_images"] = np.stack(images)
-        arrays[f"{split}_labels"] = np.array([[int(f in r["nih_finding_labels"].split("|")) for f in findings]
-                                              for r in chosen], dtype=np.uint8)
+        arrays[f"{split}_images"], arrays[f"{split}_labels"] = _folder_arrays(path, chosen, findings, split)
     arrays["findings"] = findings
     return arrays
+
+
+#: Random state of the patient-grouped fold assignment (``--folds``): fixed, so every run gets the same folds.
+FOLD_SEED = 0
+
+
+def load_folder_all(path: Path) -> dict[str, Any]:
+    """Every row of a ``labels.csv`` folder, whatever its split (``--folds``): ``images``, ``labels`` (N, F),
+    ``patients`` (N,) str, ``findings``. ``InputError`` for an .npz or a table without ``patient_id``."""
+    import numpy as np
+
+    if not path.is_dir():
+        raise InputError(path, "--folds needs patient ids: a folder with labels.csv and a patient_id column, "
+                               "not an .npz")
+    table, rows, findings = _folder_rows(path)
+    if "patient_id" not in rows[0] or any(not r["patient_id"] for r in rows):
+        raise InputError(table, "--folds needs a patient_id on every row")
+    images, labels = _folder_arrays(path, rows, findings, "")
+    return {"images": images, "labels": labels, "findings": findings,
+            "patients": np.array([r["patient_id"] for r in rows])}
+
+
+def patient_folds(patients: Any, labels: Any, k: int, seed: int = FOLD_SEED) -> Any:
+    """Fold (0..k-1) of each row: all rows of a patient in one fold, the folds of about equal size and
+    stratified on each row's rarest finding (by its count over all rows; "no finding" is a stratum too), so
+    a rare finding's positives spread over the folds. scikit-learn's ``StratifiedGroupKFold`` (shuffled,
+    ``random_state=seed``): deterministic for a given table."""
+    import warnings
+
+    import numpy as np
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    groups = np.unique(patients, return_inverse=True)[1]
+    if k < 2:
+        raise InputError(None, f"--folds must be at least 2, got {k}")
+    if groups.max(initial=-1) + 1 < k:
+        raise InputError(None, f"--folds {k} needs at least {k} patients, the data has {groups.max() + 1}")
+    y = np.asarray(labels).reshape(len(groups), -1)
+    counts = y.sum(axis=0)
+    rarity = np.where(y == 1, counts[None, :], np.iinfo(np.int64).max)
+    strata = np.where(y.any(axis=1), rarity.argmin(axis=1), -1)
+    folds = np.empty(len(groups), dtype=np.intp)
+    with warnings.catch_warnings():  # "the least populated class has fewer members than n_splits": expected
+        warnings.simplefilter("ignore", UserWarning)
+        splits = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed).split(y[:, :1], strata, groups)
+        for f, (_, test) in enumerate(splits):
+            folds[test] = f
+    return folds
 
 
 def load_data(path: Path, eval_split: str = "test") -> dict[str, Any]:
@@ -227,24 +292,66 @@ def run(data: Path | None = None, seeds: int = 5, pool: int = 0, batch: int = 20
         seed_size: int = 20, max_test: int = 2000, n_components: int = 50, strategies: tuple[str, ...] | None = None,
         embed_dim: int = 256, timing_items: int = 10_000, curves: bool = False,
         plot: Path | None = None, feature_kind: str = "patch-kmeans", log: Any = None,
-        eval_split: str = "test") -> dict[str, Any]:
+        eval_split: str = "test", folds: int = 0) -> dict[str, Any]:
     """The benchmark as one dict (see the module docstring for the method). ``log``, when given, is called
-    with one JSON line per finished (seed, strategy) run."""
+    with one JSON line per finished (seed, strategy) run. ``folds`` >= 2: patient-grouped K-fold
+    cross-validation over every row of a ``labels.csv`` folder (:func:`patient_folds`); 0: the given split."""
     import scipy.optimize  # noqa: F401  (loaded first: threadpoolctl limits only libraries already loaded)
     import sklearn.linear_model  # noqa: F401
     from threadpoolctl import threadpool_limits  # a scikit-learn dependency
 
     if feature_kind not in FEATURES:
         raise InputError(None, f"unknown features {feature_kind!r}; choose from {', '.join(FEATURES)}")
+    if folds:
+        if folds < 2:
+            raise InputError(None, f"--folds must be at least 2 (0 = the given split), got {folds}")
+        if eval_split != "test":
+            raise InputError(None, "--folds cannot be combined with --eval-split val (every row is a test row "
+                                   "once)")
+        if pool:
+            raise InputError(None, "--folds cannot be combined with --pool (the pool is the other folds' rows)")
     start = time.perf_counter()
     with threadpool_limits(limits=1):  # small matrices: one BLAS thread is several times faster than two
         return _run(data, seeds, pool, batch, budget, seed_size, max_test, n_components, strategies, embed_dim,
-                    timing_items, curves, plot, start, feature_kind, log, eval_split)
+                    timing_items, curves, plot, start, feature_kind, log, eval_split, folds)
+
+
+def _parts(path: Path, pool: int, max_test: int, eval_split: str, folds: int) -> dict[str, Any]:
+    """The (pool, test) parts the runs use: one (the given split) or one per fold (pool = the other folds).
+    Keys: ``parts`` [(pool images, pool labels, test images, test labels)], labels (N, C) or (N,),
+    ``n_classes``, ``multilabel``, ``findings`` (folders), ``train_split`` (rows the pools are drawn from),
+    with ``--folds`` also ``folds`` (each row's fold) and ``patients`` (how many)."""
+    import numpy as np
+
+    out: dict[str, Any] = {}
+    if folds:
+        arrays = load_folder_all(path)
+        fold_of = patient_folds(arrays["patients"], arrays["labels"], folds)
+        y_all = arrays["labels"].astype(np.int64)
+        out["parts"] = [(arrays["images"][fold_of != f], y_all[fold_of != f], arrays["images"][fold_of == f],
+                         y_all[fold_of == f]) for f in range(folds)]
+        out.update(n_classes=y_all.shape[1], multilabel=True, findings=arrays["findings"], train_split=len(y_all),
+                   folds=fold_of, patients=int(np.unique(arrays["patients"]).shape[0]))
+        return out
+    arrays = load_data(path, eval_split)
+    y_train, y_test, n_classes, multilabel = _labels(arrays["train_labels"], arrays["test_labels"])
+    rng = np.random.default_rng(0)
+    n_train = y_train.shape[0]
+    pool_idx = np.sort(rng.choice(n_train, size=min(pool, n_train), replace=False)) if pool else np.arange(n_train)
+    n_test = y_test.shape[0]
+    test_idx = np.sort(rng.choice(n_test, size=min(max_test, n_test), replace=False))
+    out["parts"] = [(arrays["train_images"][pool_idx], y_train[pool_idx], arrays["test_images"][test_idx],
+                     y_test[test_idx])]
+    out.update(n_classes=n_classes, multilabel=multilabel, train_split=n_train)
+    if "findings" in arrays:
+        out["findings"] = arrays["findings"]
+    return out
 
 
 def _run(data: Path | None, seeds: int, pool: int, batch: int, budget: int | None, seed_size: int, max_test: int,
          n_components: int, strategies: tuple[str, ...] | None, embed_dim: int, timing_items: int, curves: bool,
-         plot: Path | None, start: float, feature_kind: str, log: Any, eval_split: str = "test") -> dict[str, Any]:
+         plot: Path | None, start: float, feature_kind: str, log: Any, eval_split: str = "test",
+         folds: int = 0) -> dict[str, Any]:
     import numpy as np
 
     from active_learning import (
@@ -264,54 +371,54 @@ def _run(data: Path | None, seeds: int, pool: int, batch: int, budget: int | Non
         raise InputError(None, f"unknown strategies {unknown}; choose from {', '.join(STRATEGY_NAMES)}")
     names = tuple(dict.fromkeys(("random", DEFAULT_STRATEGY, *names)))
     path = Path(data) if data is not None else DEFAULT_DATA
-    arrays = load_data(path, eval_split)
-    y_train, y_test, n_classes, multilabel = _labels(arrays["train_labels"], arrays["test_labels"])
-    rng = np.random.default_rng(0)
-    n_train = y_train.shape[0]
-    pool_idx = np.sort(rng.choice(n_train, size=min(pool, n_train), replace=False)) if pool else np.arange(n_train)
-    n_test = y_test.shape[0]
-    test_idx = np.sort(rng.choice(n_test, size=min(max_test, n_test), replace=False))
-    y_pool, y_te = y_train[pool_idx], y_test[test_idx]
-    n_pool = y_pool.shape[0]
+    data_ = _parts(path, pool, max_test, eval_split, folds)
+    parts, n_classes, multilabel = data_["parts"], data_["n_classes"], data_["multilabel"]
+    # the common label grid: every run stops at the smallest pool (folds' pools differ by a few rows)
+    n_pool = min(p[1].shape[0] for p in parts)
     budget_n = n_pool if budget is None else min(budget, n_pool)
     if not 1 <= seed_size < budget_n:
         raise InputError(None, f"the seed set ({seed_size}) must be smaller than the budget ({budget_n})")
-    pool_images, test_images = arrays["train_images"][pool_idx], arrays["test_images"][test_idx]
 
     per: dict[str, list[tuple[float, ...]]] = {s: [] for s in names}
-    per_out: dict[str, list[np.ndarray]] = {s: [] for s in names}  # (steps, outputs) test AUROC per seed
+    per_out: dict[str, list[np.ndarray]] = {s: [] for s in names}  # (steps, outputs) test AUROC per run
     ceilings_out: list[np.ndarray] = []
     grid: dict[str, tuple[int, ...]] = {}
     ceilings: list[float] = []
     features_s: list[float] = []
+    run_fold: list[int] = []
     description = ""
-    for seed in range(seeds):
-        t0 = time.perf_counter()
-        x_pool, transform, description = seed_features(feature_kind, pool_images, seed, n_components)
-        x_test = transform(test_images)
-        tta_pool = None
-        if any(make_strategy(n).needs_tta for n in names):
-            s = max(1, round(0.07 * pool_images.shape[1]))
-            shifts = ((s, 0), (-s, 0), (0, s), (0, -s))
-            tta_pool = np.stack([transform(_shift(pool_images, dy, dx)) for dy, dx in shifts])
-        features_s.append(time.perf_counter() - t0)
-        full = fit_predict(x_pool, y_pool, [x_test], n_classes, multilabel=multilabel, C=head_c(feature_kind))[0]
-        ceilings.append(macro_auroc(y_te, full, multilabel=multilabel))
-        if multilabel:
-            ceilings_out.append(output_aurocs(y_te, full))
-        seed_idx = initial_set(y_pool, seed_size, np.random.default_rng([seed, 0]), multilabel=multilabel)
-        for j, name in enumerate(names):
-            steps: list[np.ndarray] = []
-            ns, aucs = simulate(name, x_pool, y_pool, x_test, y_te, seed_idx, np.random.default_rng([seed, 1, j]),
-                                n_classes=n_classes, multilabel=multilabel, batch=batch, budget=budget_n,
-                                tta_pool=tta_pool, C=head_c(feature_kind), test_probs=steps if multilabel else None)
-            grid[name] = tuple(ns)
-            per[name].append(tuple(aucs))
+    for fold, (pool_images, y_pool, test_images, y_te) in enumerate(parts):
+        for seed in range(seeds):
+            t0 = time.perf_counter()
+            x_pool, transform, description = seed_features(feature_kind, pool_images, seed, n_components)
+            x_test = transform(test_images)
+            tta_pool = None
+            if any(make_strategy(n).needs_tta for n in names):
+                s = max(1, round(0.07 * pool_images.shape[1]))
+                shifts = ((s, 0), (-s, 0), (0, s), (0, -s))
+                tta_pool = np.stack([transform(_shift(pool_images, dy, dx)) for dy, dx in shifts])
+            features_s.append(time.perf_counter() - t0)
+            run_fold.append(fold)
+            full = fit_predict(x_pool, y_pool, [x_test], n_classes, multilabel=multilabel,
+                               C=head_c(feature_kind))[0]
+            ceilings.append(macro_auroc(y_te, full, multilabel=multilabel))
             if multilabel:
-                per_out[name].append(np.stack([output_aurocs(y_te, p) for p in steps]))
-            if log is not None:  # one JSON line per finished run: a long benchmark's partial results survive
-                log(json.dumps({"seed": seed, "strategy": name, "ceiling": round(ceilings[-1], 4),
-                                "n_labels": list(ns), "auroc": [round(v, 4) for v in aucs]}))
+                ceilings_out.append(output_aurocs(y_te, full))
+            seed_idx = initial_set(y_pool, seed_size, np.random.default_rng([seed, 0]), multilabel=multilabel)
+            for j, name in enumerate(names):
+                steps: list[np.ndarray] = []
+                ns, aucs = simulate(name, x_pool, y_pool, x_test, y_te, seed_idx,
+                                    np.random.default_rng([seed, 1, j]), n_classes=n_classes,
+                                    multilabel=multilabel, batch=batch, budget=budget_n, tta_pool=tta_pool,
+                                    C=head_c(feature_kind), test_probs=steps if multilabel else None)
+                grid[name] = tuple(ns)
+                per[name].append(tuple(aucs))
+                if multilabel:
+                    per_out[name].append(np.stack([output_aurocs(y_te, p) for p in steps]))
+                if log is not None:  # one JSON line per finished run: a long benchmark's partial results survive
+                    line = {"seed": seed, "strategy": name, "ceiling": round(ceilings[-1], 4),
+                            "n_labels": list(ns), "auroc": [round(v, 4) for v in aucs]}
+                    log(json.dumps({"fold": fold, **line} if folds else line))
     result_curves = {s: LearningCurve(s, grid[s], tuple(per[s])) for s in names}
     ceiling = float(np.mean(ceilings))
     target = ceiling - 0.01
@@ -327,7 +434,8 @@ def _run(data: Path | None, seeds: int, pool: int, batch: int, budget: int | Non
         "metric": "auroc",
         "task": "multilabel" if multilabel else ("binary" if n_classes == 2 else "multiclass"),
         "classes": n_classes,
-        "pool": n_pool, "train_split": n_train, "test": int(y_te.shape[0]), "seeds": seeds,
+        "pool": n_pool, "train_split": data_["train_split"], "test": sum(int(p[3].shape[0]) for p in parts),
+        "seeds": seeds, "folds": folds, "runs": len(ceilings),
         "seed_size": seed_size, "batch": batch, "budget": budget_n, "features": description,
         "head": f"L2 logistic regression (C = {head_c(feature_kind)}) refitted after every batch",
         "ceiling": round(ceiling, 4),
@@ -339,7 +447,7 @@ def _run(data: Path | None, seeds: int, pool: int, batch: int, budget: int | Non
                    "auc_learning_curve": round(s.auc_learning_curve, 4),
                    "labels_to_target_per_seed": per_seed(name)}
             for name, s in summaries.items()},
-        "evaluation_split": eval_split,
+        "evaluation_split": "folds" if folds else eval_split,
         "default_strategy": default_description(feature_kind),
         "default_selection": DEFAULT_STRATEGY,
         "label_savings_vs_random": round(
@@ -347,11 +455,16 @@ def _run(data: Path | None, seeds: int, pool: int, batch: int, budget: int | Non
         "features_s_per_seed": round(float(np.mean(features_s)), 1),
         "simulation_s": round(simulation_s, 1),
     }
-    if "findings" in arrays:
-        report["findings"] = list(arrays["findings"])
+    if folds:
+        report["pool_per_fold"] = [int(p[1].shape[0]) for p in parts]
+        report["test_per_fold"] = [int(p[3].shape[0]) for p in parts]
+        report["patients"] = data_["patients"]
+    if "findings" in data_:
+        report["findings"] = list(data_["findings"])
     if multilabel:
-        labels = list(arrays.get("findings") or [f"output {c}" for c in range(n_classes)])
-        report["per_finding"] = per_finding(labels, y_te, grid, per_out, ceilings_out, n_pool, curves=curves)
+        labels = list(data_.get("findings") or [f"output {c}" for c in range(n_classes)])
+        report["per_finding"] = per_finding(labels, [p[3] for p in parts], run_fold, grid, per_out, ceilings_out,
+                                            n_pool, curves=curves, min_folds=2 if folds else 1)
         report["per_finding_summary"] = per_finding_summary(report["per_finding"])
     report["retrain_rescore_10k_s"] = round(time_retrain_rescore(n=timing_items, dim=embed_dim), 3)
     report["retrain_rescore_embed_dim"] = embed_dim
@@ -362,8 +475,9 @@ def _run(data: Path | None, seeds: int, pool: int, batch: int, budget: int | Non
         report["curves"] = {name: {"n_labels": list(c.n_labels), "mean_auroc": [round(v, 4) for v in c.mean]}
                             for name, c in result_curves.items()}
     if plot is not None:
+        runs = f"{len(ceilings)} runs ({folds} patient-grouped folds x {seeds} seeds)" if folds else f"{seeds} seeds"
         plot_curves(result_curves, target, DEFAULT_STRATEGY, Path(plot), title=f"{report['dataset']}: test AUROC, "
-                    f"mean of {seeds} seeds (pool {n_pool}, batch {batch})")
+                    f"mean of {runs} (pool {n_pool}, batch {batch})")
     return report
 
 
@@ -379,31 +493,41 @@ def output_aurocs(y: Any, probs: Any) -> Any:
     return out
 
 
-def per_finding(labels: list[str], y_test: Any, grid: dict[str, tuple[int, ...]], per_out: dict[str, list[Any]],
-                ceilings_out: list[Any], n_pool: int, curves: bool = False) -> dict[str, Any]:
-    """Each finding judged on its own: its ceiling (mean over seeds of the full-pool head's test AUROC for the
-    finding), target = ceiling - 0.01, per strategy ``labels_to_target`` on the mean curve (min, max and values
-    per seed), and ``label_savings_vs_random`` of the default. Findings without a positive (or negative) in the
-    evaluation split cannot be scored; those with fewer than ``MIN_JUDGED_POSITIVES`` positives are reported with
-    ``judged: false``. ``curves``: each strategy's mean curve for the finding too (``mean_auroc``)."""
+def per_finding(labels: list[str], y_tests: list[Any], run_fold: list[int], grid: dict[str, tuple[int, ...]],
+                per_out: dict[str, list[Any]], ceilings_out: list[Any], n_pool: int, curves: bool = False,
+                min_folds: int = 1) -> dict[str, Any]:
+    """Each finding judged on its own. ``y_tests``: the test labels of each part (one: the given split; one per
+    fold with ``--folds``); ``run_fold[r]``: the part run r was scored on. A finding's AUROC is defined on a
+    part whose test labels hold a positive and a negative of it; its ceiling (mean over the runs where it is
+    defined of the full-pool head's test AUROC), target = ceiling - 0.01, per strategy ``labels_to_target`` on
+    the mean curve over those runs (min, max and values per run), and ``label_savings_vs_random`` of the
+    default. ``test_positives``: positives pooled over the parts (each counted once, not per seed). Findings
+    defined on no part cannot be scored; those with fewer than ``MIN_JUDGED_POSITIVES`` positives, or defined
+    on fewer than ``min_folds`` parts, are reported with ``judged: false``. ``curves``: each strategy's mean
+    curve for the finding too (``mean_auroc``)."""
     import numpy as np
 
     from active_learning import DEFAULT_STRATEGY, labels_to_target
 
-    ceilings = np.stack(ceilings_out)  # (seeds, outputs)
+    ceilings = np.stack(ceilings_out)  # (runs, outputs)
     out: dict[str, Any] = {}
     for c, label in enumerate(labels):
-        positives = int(y_test[:, c].sum())
-        if not 0 < positives < y_test.shape[0]:
-            out[label] = {"test_positives": positives, "judged": False, "scored": False}
+        positives = int(sum(int(y[:, c].sum()) for y in y_tests))
+        defined = [0 < int(y[:, c].sum()) < y.shape[0] for y in y_tests]
+        runs = [r for r, f in enumerate(run_fold) if defined[f]]
+        base: dict[str, Any] = {"test_positives": positives}
+        if len(y_tests) > 1:
+            base["folds_defined"] = sum(defined)
+        if not runs:
+            out[label] = {**base, "judged": False, "scored": False}
             continue
-        ceiling = float(ceilings[:, c].mean())
+        ceiling = float(ceilings[runs, c].mean())
         target = ceiling - 0.01
-        row: dict[str, Any] = {"test_positives": positives, "judged": positives >= MIN_JUDGED_POSITIVES,
+        row: dict[str, Any] = {**base, "judged": positives >= MIN_JUDGED_POSITIVES and sum(defined) >= min_folds,
                                "scored": True, "ceiling": round(ceiling, 4), "target": round(target, 4),
                                "strategies": {}}
-        for name, runs in per_out.items():
-            curves_ = np.stack([r[:, c] for r in runs])  # (seeds, steps)
+        for name, per_run in per_out.items():
+            curves_ = np.stack([per_run[r][:, c] for r in runs])  # (runs where defined, steps)
             ns = grid[name]
             mean_n, reached = labels_to_target(ns, curves_.mean(axis=0), target, n_pool)
             seeds = [labels_to_target(ns, v, target, n_pool)[0] for v in curves_]
@@ -536,16 +660,20 @@ def plot_curves(curves: dict[str, Any], target: float, default: str, path: Path,
 @click.option("--eval-split", type=click.Choice(EVAL_SPLITS), default="test", show_default=True,
               help="val: a development run scored on the validation split (for choosing parameters); "
                    "test: the final evaluation.")
+@click.option("--folds", default=0, show_default=True, type=click.IntRange(0),
+              help="Patient-grouped K-fold cross-validation over every row of a labels.csv folder (needs "
+                   "patient_id): each fold is the test set once, the other folds the pool; runs = folds x seeds. "
+                   "0 = the given train/test split.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def command(data: Path | None, seeds: int, pool: int, batch: int, budget: int | None, seed_size: int,
             max_test: int, embed_dim: int, timing_items: int, feature_kind: str, strategies: str, curves: bool,
-            plot: Path | None, eval_split: str, as_json: bool) -> None:
+            plot: Path | None, eval_split: str, folds: int, as_json: bool) -> None:
     """Simulate labelling with every active-learning strategy; labels to reach the target AUROC
     (docs/benchmarks-al.md)."""
     result = run(data=data, seeds=seeds, pool=pool, batch=batch, budget=budget, seed_size=seed_size,
                  max_test=max_test, embed_dim=embed_dim, timing_items=timing_items, curves=curves, plot=plot,
                  strategies=tuple(n.strip() for n in strategies.split(",") if n.strip()), feature_kind=feature_kind,
-                 log=lambda line: click.echo(line, err=True), eval_split=eval_split)
+                 log=lambda line: click.echo(line, err=True), eval_split=eval_split, folds=folds)
     if as_json:
         click.echo(json.dumps(result))
         return

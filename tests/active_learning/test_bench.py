@@ -118,13 +118,10 @@ def test_a_development_run_scores_on_the_validation_split_never_the_test_split(t
         bench.run(data, **{**kw, "eval_split": "train"})
 
 
-@pytest.mark.bench
-def test_bench_with_learnt_features_never_shows_them_the_test_split(tmp_path: Path,
-                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def spy_on_feature_learner(monkeypatch: pytest.MonkeyPatch) -> list[np.ndarray]:
+    """Replace the patch k-means learner with a small, fast one that records the images of every call."""
     import active_learning.features as features
 
-    data = write_npz(tmp_path / "tiny.npz", task="binary", n_train=80, n_test=40)
-    arrays = np.load(data)
     fitted: list[np.ndarray] = []
     learn = features.learn_features
 
@@ -133,6 +130,15 @@ def test_bench_with_learnt_features_never_shows_them_the_test_split(tmp_path: Pa
         return learn(images, features.PatchFeatureParams(n_centroids=8, patch=4, n_patches=2000, out_dim=8), seed)
 
     monkeypatch.setattr(features, "learn_features", spy)
+    return fitted
+
+
+@pytest.mark.bench
+def test_bench_with_learnt_features_never_shows_them_the_test_split(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    data = write_npz(tmp_path / "tiny.npz", task="binary", n_train=80, n_test=40)
+    arrays = np.load(data)
+    fitted = spy_on_feature_learner(monkeypatch)
     out = bench.run(data, seeds=2, batch=10, seed_size=6, strategies=("adaptive",), timing_items=200, embed_dim=4)
     assert out["pool"] == 80 and "patch k-means" in out["features"]
     assert len(fitted) == 2  # features learnt once per seed ...
