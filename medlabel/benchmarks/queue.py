@@ -7,7 +7,7 @@ project: ``items`` released DICOM items with seeded random queue keys, every ite
 read, in queue order, until ``done_fraction`` of the items are fully read (a DONE assignment and an
 annotation per read, spread over the readers), as a real project's history would be: for each
 fraction (0, 0.5, 0.9, increasing on the same database) and each queue order (``random``,
-``score``), ``readers`` threads, each with its own engine and connection, arrive after an exponential
+``score``), ``readers`` readers, each a thread with its own engine and connection, arrive after an exponential
 think time of their own (a reader in steady state is mid-think: before, all claimed in the same
 millisecond, and those 20 of ~400 claims were the 5% the p95 reads) and repeat for ``seconds``: claim
 (timed: ``services.labelling.next_case``, the Label page's call), think for an exponentially
@@ -17,6 +17,19 @@ reads than the project asks for, or two by one reader, after the run. Then a clo
 think time) at the highest fraction gives the maximum claims per second. Before each timed run the
 process's heap is frozen (``medlabel.heap.freeze_startup_heap``) as the portal and the API freeze theirs
 once started, so the set-up's objects are not scanned by the readers' full collections.
+
+Reader processes (``--processes``): the readers are divided over N processes as the deployment divides
+its users, reader ids in consecutive shares as even as possible, each process running its share as
+threads; reader ``i`` is the same user with the same seeded think times whatever N is. Defaults
+(:data:`DEFAULT_PROCESSES`): PostgreSQL 2, as the compose stack runs two portal replicas behind a
+sticky proxy (docker-compose.yml, docs/deploy.md); SQLite 1, as ``make demo`` is one portal process.
+With N = 1 the readers are threads of the bench's own process (the method before the option). With
+N > 1 each reader process is spawned (not forked: the bench holds engines and threads), gets its
+settings as plain data, imports the active-learning module and freezes its heap as a portal does,
+connects its readers, and then all processes pass one start barrier together; latencies, claimed
+items and errors come back to the bench, which counts them exactly as for threads (``double_claims``
+over the items claimed in every process). A process that fails, dies or hangs is an error of the run
+(each wait has a deadline; processes still running at the end are terminated), never a hung bench.
 """
 
 from __future__ import annotations
@@ -49,6 +62,10 @@ def _log(message: str) -> None:
     if _progress:
         print(f"{time.strftime('%H:%M:%S')} bench queue: {message}", file=sys.stderr, flush=True)
 DEFAULT_ITEMS = {"sqlite": 100_000, "postgresql": 1_000_000}
+DEFAULT_PROCESSES = {"sqlite": 1, "postgresql": 2}
+"""Reader processes per backend, as deployed: the compose stack for PostgreSQL runs two portal replicas
+behind a sticky proxy (docker-compose.yml, docs/deploy.md), so its readers are spread over two
+processes; SQLite is one portal process (``make demo``), all readers threads of it."""
 DONE_FRACTIONS = (0.0, 0.5, 0.9)
 ORDERS = ("random", "score")
 UNSCORED_SHARE = 0.1
@@ -117,7 +134,7 @@ def done_count(ctx: Any, data: Dataset) -> int:
     return fully_read_count(ctx.engine, data.project_id, data.labels_per_item)
 
 
-def _reader(settings: Any, data: Dataset, user_id: int, seed: int, think: float, start: threading.Barrier,
+def _reader(settings: Any, data: Dataset, user_id: int, seed: int, think: float, start: threading.Barrier | _Gate,
             seconds: float, out: list[float], claimed: list[int], errors: list[str]) -> None:
     from db.session import TransientDatabaseError, ping
     from medlabel.errors import MedlabelError
@@ -167,16 +184,45 @@ def _set_order(ctx: Any, data: Dataset, order: str) -> None:
 
 
 def concurrent_run(ctx: Any, settings: Any, data: Dataset, *, readers: int, seconds: float, think: float,
-                   seed: int) -> dict[str, Any]:
-    """``readers`` threads claim, think and submit for ``seconds``; latencies of every claim."""
+                   seed: int, processes: int = 1) -> dict[str, Any]:
+    """``readers`` readers claim, think and submit for ``seconds``; latencies of every claim. With
+    ``processes`` > 1 the readers are divided over that many processes (:func:`_spread`), each running
+    its share as threads; reader ``i`` is the same user with the same seed either way."""
     from db.admin import over_claimed
 
+    if not 1 <= processes <= readers:
+        raise ValueError(f"processes must be between 1 and the readers ({readers}), not {processes}")
+    if processes == 1:
+        latencies, claimed, errors, wall = _threads_run(settings, data, readers=readers, seconds=seconds,
+                                                        think=think, seed=seed)
+    else:
+        latencies, claimed, errors, wall = _processes_run(settings, data, readers=readers, seconds=seconds,
+                                                          think=think, seed=seed, processes=processes)
+    timings = sorted(x for part in latencies for x in part)
+    items = [i for part in claimed for i in part]
+    repeated = len(items) - len(set(items)) if data.labels_per_item == 1 else 0
+    return {"claims": len(timings), "p50_ms": _pct(timings, 0.5), "p95_ms": _pct(timings, 0.95),
+            "max_ms": round(timings[-1], 2) if timings else None, "wall_s": round(wall, 2),
+            "double_claims": over_claimed(ctx.engine, data.project_id, data.labels_per_item) + repeated,
+            "errors": len(errors), "error_examples": sorted(set(errors))[:3],
+            "claims_per_reader": [len(part) for part in claimed]}
+
+
+Outcome = tuple[list[list[float]], list[list[int]], list[str], float]
+"""Per reader its claim latencies (ms) and claimed item ids, every error, the run's wall time (s)."""
+
+
+def _threads_run(settings: Any, data: Dataset, *, readers: int, seconds: float, think: float, seed: int,
+                 first: int = 0) -> Outcome:
+    """Readers ``first`` .. ``first + readers - 1`` as threads of this process (one process: the bench's
+    path before ``--processes``, and each reader process's own)."""
     latencies: list[list[float]] = [[] for _ in range(readers)]
     claimed: list[list[int]] = [[] for _ in range(readers)]
     errors: list[str] = []
     start = threading.Barrier(readers + 1)
-    threads = [threading.Thread(target=_reader, args=(settings, data, data.user_ids[i], seed * 1000 + i, think,
-                                                      start, seconds, latencies[i], claimed[i], errors), daemon=True)
+    threads = [threading.Thread(target=_reader, args=(settings, data, data.user_ids[first + i],
+                                                      seed * 1000 + first + i, think, start, seconds,
+                                                      latencies[i], claimed[i], errors), daemon=True)
                for i in range(readers)]
     for t in threads:
         t.start()
@@ -187,13 +233,175 @@ def concurrent_run(ctx: Any, settings: Any, data: Dataset, *, readers: int, seco
     wall = time.perf_counter() - started
     if any(t.is_alive() for t in threads):
         errors.append("a reader did not finish within its deadline")
-    timings = sorted(x for part in latencies for x in part)
-    items = [i for part in claimed for i in part]
-    repeated = len(items) - len(set(items)) if data.labels_per_item == 1 else 0
-    return {"claims": len(timings), "p50_ms": _pct(timings, 0.5), "p95_ms": _pct(timings, 0.95),
-            "max_ms": round(timings[-1], 2) if timings else None, "wall_s": round(wall, 2),
-            "double_claims": over_claimed(ctx.engine, data.project_id, data.labels_per_item) + repeated,
-            "errors": len(errors), "error_examples": sorted(set(errors))[:3]}
+    return latencies, claimed, errors, wall
+
+
+def _spread(readers: int, processes: int) -> list[tuple[int, int]]:
+    """``(first reader, readers)`` of each process: consecutive reader ids, shares as even as possible."""
+    base, extra = divmod(readers, processes)
+    shares = [base + (k < extra) for k in range(processes)]
+    return [(sum(shares[:k]), shares[k]) for k in range(processes)]
+
+
+class _Gate:
+    """A reader process's start: its readers wait until all of them are connected (``connected``) and
+    the process has passed the start barrier of all processes (``open``), or until it gives up (``shut``)."""
+
+    def __init__(self, readers: int) -> None:
+        self.connected = threading.Barrier(readers + 1)
+        self._go = threading.Event()
+        self._shut = False
+
+    def wait(self, timeout: float | None = None) -> None:
+        self.connected.wait(timeout=timeout)
+        # the other processes may take longer to start than ``timeout``; the process opens or shuts it
+        if not self._go.wait(timeout=START_TIMEOUT_S + 120) or self._shut:
+            raise threading.BrokenBarrierError
+
+    def open(self) -> None:
+        self._go.set()
+
+    def shut(self) -> None:
+        self._shut = True
+        self._go.set()
+
+
+START_TIMEOUT_S = 300.0
+"""Reader processes: the longest the parent waits for every process to be started and its readers
+connected (a spawned interpreter imports the application first; minutes on a loaded 2-core machine)."""
+
+
+def _reader_process(setup: dict[str, Any], data: Dataset, index: int, first: int, readers: int, seconds: float,
+                    think: float, seed: int, start: Any, results: Any) -> None:
+    """One reader process: its settings from plain data, the portal's imports and frozen heap, its
+    readers connected as threads; then the start barrier of all processes, the run, and its outcome
+    (``("ready", index)``, then ``("done", index, latencies, claimed, errors, started, ended)``, the run's
+    start and end on ``time.monotonic``, the system's clock, the same in every process) on ``results``."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops it (Ctrl-C reaches the whole group)
+    import services.learning  # noqa: F401  (a portal has it loaded; its first import is not a claim)
+    from medlabel.heap import freeze_startup_heap
+    from medlabel.settings import Settings
+
+    settings = Settings(data_dir=Path(setup["data_dir"]), database_url=setup["database_url"],
+                        secret_key_file=Path(setup["secret_key_file"]))
+    freeze_startup_heap()
+    latencies: list[list[float]] = [[] for _ in range(readers)]
+    claimed: list[list[int]] = [[] for _ in range(readers)]
+    errors: list[str] = []
+    gate = _Gate(readers)
+
+    def reader(i: int) -> None:
+        try:
+            _reader(settings, data, data.user_ids[first + i], seed * 1000 + first + i, think, gate, seconds,
+                    latencies[i], claimed[i], errors)
+        except threading.BrokenBarrierError:
+            pass  # the process's start failed: said once, below
+        except Exception as exc:  # e.g. it could not connect: the process does not wait for it in vain
+            gate.connected.abort()
+            errors.append(f"reader {first + i}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+
+    threads = [threading.Thread(target=reader, args=(i,), daemon=True) for i in range(readers)]
+    for t in threads:
+        t.start()
+    started: float | None = None
+    try:
+        gate.connected.wait(timeout=START_TIMEOUT_S)
+        results.put(("ready", index))
+        start.wait(timeout=START_TIMEOUT_S)
+    except threading.BrokenBarrierError:
+        gate.shut()
+        errors.append(f"reader process {index}: the start barrier broke; its readers did not run")
+    else:
+        started = time.monotonic()
+        gate.open()
+    for t in threads:
+        t.join(timeout=seconds + 120)
+    if any(t.is_alive() for t in threads):
+        errors.append("a reader did not finish within its deadline")
+    results.put(("done", index, latencies, claimed, errors, started, time.monotonic()))
+
+
+def _processes_run(settings: Any, data: Dataset, *, readers: int, seconds: float, think: float, seed: int,
+                   processes: int) -> Outcome:
+    """The readers divided over ``processes`` spawned processes (not forked: this process holds engines
+    and threads). Every wait has a deadline: a process that dies or hangs is an error of the run, and
+    every process is gone when this returns (joined, terminated if need be), Ctrl-C included."""
+    import multiprocessing
+    import queue
+
+    mp = multiprocessing.get_context("spawn")
+    setup = {"data_dir": str(settings.data_dir), "database_url": settings.database_url,
+             "secret_key_file": str(settings.secret_key_file)}
+    shares = _spread(readers, processes)
+    start = mp.Barrier(processes + 1)
+    results = mp.Queue()
+    procs = [mp.Process(target=_reader_process, name=f"medlabel-bench-readers-{k}", daemon=True,
+                        args=(setup, data, k, first, count, seconds, think, seed, start, results))
+             for k, (first, count) in enumerate(shares)]
+    latencies: list[list[float]] = [[] for _ in range(readers)]
+    claimed: list[list[int]] = [[] for _ in range(readers)]
+    errors: list[str] = []
+    ready: set[int] = set()
+    done: set[int] = set()
+    spans: list[tuple[float, float]] = []  # each process's run, start to end (its readers joined)
+
+    def collect(waiting: set[int], deadline: float) -> None:
+        """Messages until every process has reached ``waiting``'s stage (or finished, or died), or the
+        deadline. A process is counted lost once it was seen dead before a wait that brought nothing:
+        what it sent before it ended was in the pipe by then."""
+        dead: set[int] = set()
+        lost: set[int] = set()
+        while len(waiting | done | lost) < processes and time.monotonic() < deadline:
+            try:
+                message = results.get(timeout=0.2)
+            except queue.Empty:
+                lost |= dead - waiting - done
+                dead |= {k for k, proc in enumerate(procs) if not proc.is_alive()}
+                continue
+            k = message[1]
+            if message[0] == "ready":
+                ready.add(k)
+            else:
+                done.add(k)
+                first, count = shares[k]
+                latencies[first:first + count] = message[2]
+                claimed[first:first + count] = message[3]
+                errors.extend(message[4])
+                if message[5] is not None:
+                    spans.append((message[5], message[6]))
+            lost.discard(k)
+
+    finished = False
+    try:
+        for proc in procs:
+            proc.start()
+        collect(ready, time.monotonic() + START_TIMEOUT_S)
+        try:
+            if len(ready) < processes:
+                raise threading.BrokenBarrierError
+            start.wait(timeout=60)
+        except threading.BrokenBarrierError:
+            start.abort()  # the others stop waiting and report
+            errors.append(f"reader processes not ready to start: {sorted(set(range(processes)) - ready)}")
+        started = time.monotonic()
+        collect(done, time.monotonic() + seconds + 180)
+        # from the first process's start to the last one's end, as the processes saw it (this process may
+        # be scheduled a little after the barrier released them)
+        wall = (max(e for _, e in spans) - min(b for b, _ in spans)) if spans else time.monotonic() - started
+        for k in sorted(set(range(processes)) - done):
+            errors.append(f"reader process {k} ended without its results (exit code {procs[k].exitcode})")
+        finished = True
+    finally:  # stopped (Ctrl-C, SIGTERM) or done: no reader process outlives the run
+        for proc in procs:
+            if proc.pid is not None:
+                if finished:
+                    proc.join(timeout=10)
+                if proc.is_alive():
+                    proc.terminate()
+                    proc.join(timeout=10)
+        results.close()
+        results.cancel_join_thread()
+    return latencies, claimed, errors, wall
 
 
 def _pct(sorted_ms: list[float], q: float) -> float | None:
@@ -206,7 +414,8 @@ def _pct(sorted_ms: list[float], q: float) -> float | None:
 
 def measure_backend(backend: str, url: str, data_dir: Path, *, items: int, readers: int, seconds: float,
                     think: float, closed_seconds: float, fractions: tuple[float, ...], orders: tuple[str, ...],
-                    labels_per_item: int, seed: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+                    labels_per_item: int, seed: int,
+                    processes: int = 1) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     import services.learning  # noqa: F401  (a portal has it loaded; its first import is not a claim)
     from db.migrate import upgrade
     from medlabel.heap import freeze_startup_heap
@@ -236,19 +445,21 @@ def measure_backend(backend: str, url: str, data_dir: Path, *, items: int, reade
                 _set_order(ctx, data, order)
                 done = done_count(ctx, data)
                 freeze_startup_heap()  # as the portal does once started: set-up objects are not collected
-                _log(f"{backend}: {fraction:.0%} done, {order} order: {readers} readers for {seconds:g} s")
+                _log(f"{backend}: {fraction:.0%} done, {order} order: {readers} readers in {processes} "
+                     f"process(es) for {seconds:g} s")
                 figures = concurrent_run(ctx, settings, data, readers=readers, seconds=seconds, think=think,
-                                         seed=seed)
+                                         seed=seed, processes=processes)
                 runs.append({"backend": backend, "items": items, "done_fraction": fraction,
                              "measured_done_fraction": round(done / items, 4), "order": order, "readers": readers,
-                             **figures, "think_mean_s": think, "seconds": seconds,
+                             "processes": processes, **figures, "think_mean_s": think, "seconds": seconds,
                              "setup_s": round(prepare_s, 1)})
                 prepare_s = 0.0
         _set_order(ctx, data, "random")
         _log(f"{backend}: closed loop for {closed_seconds:g} s")
         closed = concurrent_run(ctx, settings, data, readers=readers, seconds=closed_seconds, think=0.0,
-                                seed=seed + 1)
+                                seed=seed + 1, processes=processes)
         closed_loop = {"items": items, "done_fraction": fractions[-1], "order": "random", "readers": readers,
+                       "processes": processes,
                        "claims": closed["claims"], "seconds": closed["wall_s"],
                        "claims_per_s": round(closed["claims"] / closed["wall_s"], 1) if closed["wall_s"] else None,
                        "p50_ms": closed["p50_ms"], "p95_ms": closed["p95_ms"],
@@ -270,12 +481,17 @@ def bench_url(url: str, statement_timeout_s: float) -> str:
 def run(*, items: dict[str, int] | None = None, readers: int = 20, seconds: float = 20.0, think: float = 1.0,
         closed_seconds: float = 10.0, fractions: tuple[float, ...] = DONE_FRACTIONS, orders: tuple[str, ...] = ORDERS,
         labels_per_item: int = 1, seed: int = 0, pg_admin_url: str = PG_ADMIN_URL,
-        statement_timeout_s: float = STATEMENT_TIMEOUT_S) -> dict[str, Any]:
+        statement_timeout_s: float = STATEMENT_TIMEOUT_S,
+        processes: dict[str, int] | int | None = None) -> dict[str, Any]:
     """Every backend in turn. PostgreSQL: a database of its own, dropped at the end however the run
-    ends (``DROP DATABASE ... WITH (FORCE)`` ends any session still in it, readers' included)."""
+    ends (``DROP DATABASE ... WITH (FORCE)`` ends any session still in it, readers' included; the
+    reader processes are ended before). ``processes``: reader processes per backend, or one number for
+    all (default :data:`DEFAULT_PROCESSES`)."""
     from db.admin import create_database, drop_database
 
     sizes = dict(DEFAULT_ITEMS if items is None else items)
+    spread = ({b: processes for b in DEFAULT_ITEMS} if isinstance(processes, int)
+              else {**DEFAULT_PROCESSES, **(processes or {})})
     result: dict[str, Any] = {"runs": [], "max_claims_per_s": {}, "closed_loop": {}}
     for backend, n in sizes.items():
         with tempfile.TemporaryDirectory(prefix="medlabel-bench-") as tmp:
@@ -289,7 +505,7 @@ def run(*, items: dict[str, int] | None = None, readers: int = 20, seconds: floa
                 runs, closed = measure_backend(backend, url, Path(tmp) / "data", items=n, readers=readers,
                                                seconds=seconds, think=think, closed_seconds=closed_seconds,
                                                fractions=fractions, orders=orders, labels_per_item=labels_per_item,
-                                               seed=seed)
+                                               seed=seed, processes=spread[backend])
             finally:
                 if cleanup is not None:
                     _log("postgresql: dropping the database")
@@ -325,21 +541,35 @@ class _stop_on_signals:  # noqa: N801 - used as a context manager, like contextl
                 signal.signal(sig, handler)
 
 
-def _sizes(text: str) -> dict[str, int]:
+def _sizes(text: str, what: str = "ITEMS") -> dict[str, int]:
     out = {}
     for part in text.split(","):
         if part.strip():
             backend, _, n = part.partition("=")
             if backend.strip() not in DEFAULT_ITEMS or not n.strip().isdigit():
-                raise click.BadParameter(f"{part!r}: expected BACKEND=ITEMS with BACKEND sqlite or postgresql")
+                raise click.BadParameter(f"{part!r}: expected BACKEND={what} with BACKEND sqlite or postgresql")
             out[backend.strip()] = int(n)
     return out
+
+
+def _processes(context: click.Context | None, param: click.Parameter | None, text: str) -> dict[str, int]:
+    """``--processes``: ``sqlite=1,postgresql=2`` (a backend left out keeps its default) or one number
+    for every backend; each at least 1."""
+    spread = ({b: int(text) for b in DEFAULT_ITEMS} if text.strip().isdigit()
+              else {**DEFAULT_PROCESSES, **_sizes(text, "PROCESSES")})
+    if any(n < 1 for n in spread.values()):
+        raise click.BadParameter(f"{text!r}: every backend needs at least 1 process")
+    return spread
 
 
 @click.command("queue")
 @click.option("--items", "items", default="sqlite=100000,postgresql=1000000", show_default=True,
               help="Items per backend, e.g. sqlite=100000,postgresql=1000000 (leave a backend out to skip it).")
-@click.option("--readers", default=20, show_default=True, help="Concurrent reader threads.")
+@click.option("--readers", default=20, show_default=True, help="Concurrent readers (threads, each with its own "
+              "connection, spread over --processes).")
+@click.option("--processes", default="sqlite=1,postgresql=2", show_default=True, callback=_processes,
+              help="Processes the readers are divided over, per backend or one number for all: as deployed, "
+              "PostgreSQL's compose stack runs two portal replicas, SQLite one portal process.")
 @click.option("--seconds", default=20.0, show_default=True, help="Length of each concurrent run.")
 @click.option("--think", default=1.0, show_default=True, help="Mean think time between claim and submit (s).")
 @click.option("--closed-seconds", default=10.0, show_default=True, help="Length of the closed-loop run.")
@@ -351,19 +581,26 @@ def _sizes(text: str) -> dict[str, int]:
               help="PostgreSQL: the longest any statement of the bench may run on the server (s).")
 @click.option("--progress", is_flag=True, help="Say on stderr what the bench is doing, with the time.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON only.")
-def command(items: str, readers: int, seconds: float, think: float, closed_seconds: float, fractions: str,
-            orders: str, labels_per_item: int, seed: int, statement_timeout: float, progress: bool,
-            as_json: bool) -> None:
+def command(items: str, readers: int, processes: dict[str, int], seconds: float, think: float,
+            closed_seconds: float, fractions: str, orders: str, labels_per_item: int, seed: int,
+            statement_timeout: float, progress: bool, as_json: bool) -> None:
     """Claim latency (p50/p95 ms) with concurrent readers on a backlog that is 0/50/90% read.
 
+    The readers are threads divided over --processes processes: by default one for SQLite (one portal
+    process) and two for PostgreSQL (the compose stack's two portal replicas).
+
     SIGTERM or SIGINT stops it cleanly: the statement running is cancelled on the server, the engines
-    are closed and the bench's PostgreSQL database is dropped (its sessions ended) before it exits."""
+    are closed, the reader processes ended and the bench's PostgreSQL database is dropped (its sessions
+    ended) before it exits."""
     global _progress
     _progress = progress
+    sizes = _sizes(items)
+    if any(processes[b] > readers for b in sizes):
+        raise click.BadParameter(f"more processes than readers ({readers}) for a backend", param_hint="'--processes'")
     fracs = tuple(sorted(float(f) for f in fractions.split(",") if f.strip()))
     with _stop_on_signals() as stopped:
         try:
-            result = run(items=_sizes(items), readers=readers, seconds=seconds, think=think,
+            result = run(items=sizes, readers=readers, processes=processes, seconds=seconds, think=think,
                          closed_seconds=closed_seconds, fractions=fracs,
                          orders=tuple(o for o in orders.split(",") if o.strip()),
                          labels_per_item=labels_per_item, seed=seed, statement_timeout_s=statement_timeout)
@@ -377,7 +614,7 @@ def command(items: str, readers: int, seconds: float, think: float, closed_secon
         return
     for r in result["runs"]:
         click.echo(f"{r['backend']:<11} {r['items']:>9,} items {r['done_fraction']:.0%} done {r['order']:<7} "
-                   f"{r['readers']} readers: {r['claims']} claims, p50 {r['p50_ms']} ms, p95 {r['p95_ms']} ms, "
-                   f"double claims {r['double_claims']}")
+                   f"{r['readers']} readers in {r['processes']} process(es): {r['claims']} claims, "
+                   f"p50 {r['p50_ms']} ms, p95 {r['p95_ms']} ms, double claims {r['double_claims']}")
     for backend, rate in result["max_claims_per_s"].items():
         click.echo(f"{backend:<11} closed loop: {rate} claims/s")

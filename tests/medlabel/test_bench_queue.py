@@ -88,7 +88,71 @@ def test_command_prints_the_documented_shape() -> None:
     assert {"backend", "items", "done_fraction", "order", "readers", "claims", "p50_ms", "p95_ms",
             "double_claims"} <= set(run)
     assert (run["backend"], run["items"], run["done_fraction"], run["order"]) == ("sqlite", 200, 0.5, "random")
+    assert run["processes"] == out["closed_loop"]["sqlite"]["processes"] == 1  # SQLite: one portal process
     assert out["max_claims_per_s"]["sqlite"] > 0
+
+
+def test_readers_spread_over_processes_claim_from_every_process(settings: Settings, tmp_path: Path) -> None:
+    """Two reader processes, two readers each: readers of both processes claim, no item twice, and the
+    figures say how the readers were spread."""
+    backend = settings.database_url.split(":", 1)[0].split("+")[0]
+    runs, closed = bench.measure_backend(backend, settings.database_url, tmp_path / "bench", items=400, readers=4,
+                                         seconds=1.5, think=0.02, closed_seconds=1.0, fractions=(0.5,),
+                                         orders=("random",), labels_per_item=1, seed=0, processes=2)
+    (run,) = runs
+    assert run["processes"] == closed["processes"] == 2 and run["readers"] == 4
+    assert run["errors"] == 0 and run["double_claims"] == 0, run["error_examples"]
+    assert len(run["claims_per_reader"]) == 4 and min(run["claims_per_reader"]) > 0  # readers 0-1 and 2-3 claimed
+    assert run["claims"] == sum(run["claims_per_reader"]) and run["p50_ms"] <= run["p95_ms"]
+    assert run["wall_s"] >= 1.5
+    assert closed["claims"] > 0 and closed["double_claims"] == 0 and closed["errors"] == 0
+
+
+def test_a_reader_process_that_cannot_start_is_an_error_not_a_hang(tmp_path: Path) -> None:
+    """Reader processes whose readers fail before the start (here: no such database driver): the run ends
+    at once with their errors and no claim, instead of waiting out the start deadline."""
+    import time
+
+    settings = Settings(data_dir=tmp_path, database_url=f"sqlite:///{tmp_path / 'bench.db'}",
+                        secret_key_file=tmp_path / "secret.key")
+    ctx = AppContext.from_settings(settings)
+    try:
+        from db.migrate import upgrade
+
+        upgrade(ctx.engine)
+        data = bench.build(ctx, 50, 2, seed=0)
+        broken = Settings(data_dir=tmp_path, database_url="nosuchdialect:///bench", secret_key_file=tmp_path / "secret.key")
+        t0 = time.monotonic()
+        figures = bench.concurrent_run(ctx, broken, data, readers=2, seconds=1.0, think=0.01, seed=0, processes=2)
+        assert time.monotonic() - t0 < 120  # not the start deadline (300 s): the processes said why at once
+    finally:
+        ctx.close()
+    # each process's reader and its start that did not happen, and the parent's start
+    assert figures["claims"] == 0 and figures["errors"] == 5
+    first, second, third = figures["error_examples"]
+    assert first.startswith("reader 0: DatabaseError") and second.startswith("reader 1: DatabaseError")
+    assert third.startswith("reader process ") and "start barrier broke" in third
+
+
+def test_readers_are_divided_as_evenly_as_possible() -> None:
+    assert bench._spread(20, 2) == [(0, 10), (10, 10)]
+    assert bench._spread(5, 2) == [(0, 3), (3, 2)]
+    assert bench._spread(4, 1) == [(0, 4)]
+    assert bench._spread(7, 3) == [(0, 3), (3, 2), (5, 2)]
+
+
+def test_processes_option_per_backend_or_one_number() -> None:
+    assert bench._processes(None, None, "sqlite=1,postgresql=2") == bench.DEFAULT_PROCESSES == {"sqlite": 1,
+                                                                                               "postgresql": 2}
+    assert bench._processes(None, None, "3") == {"sqlite": 3, "postgresql": 3}
+    assert bench._processes(None, None, "postgresql=4") == {"sqlite": 1, "postgresql": 4}  # the other: its default
+    for bad in ("mysql=2", "postgresql=two", "0", "sqlite=0", "-1"):
+        result = CliRunner().invoke(bench.command, ["--items", "sqlite=100", "--processes", bad, "--json"])
+        assert result.exit_code == 2, (bad, result.output)
+        (error,) = [line for line in result.output.splitlines() if line.startswith("Error")]
+        assert "Invalid value for '--processes'" in error, error
+    result = CliRunner().invoke(bench.command, ["--items", "sqlite=100", "--readers", "2", "--processes", "3"])
+    assert result.exit_code == 2 and "more processes than readers" in result.output
 
 
 @pytest.mark.postgres
