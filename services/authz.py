@@ -156,9 +156,15 @@ def _check_project(session: Session, actor: Actor, ref: int | str, roles: tuple[
 def require_project(ctx: AppContext, who: ActorRef, project: int | str, *, roles: tuple[str, ...] = READERS) -> Actor:
     """``project`` (id or name) exists and ``who``, in one of ``roles``, may touch it."""
     with ctx.reads() as session:
-        a = actor_in(session, who)
-        _check_project(session, a, project, roles)
-        return a
+        return require_project_in(session, who, project, roles=roles)[0]
+
+
+def require_project_in(session: Session, who: ActorRef, project: int | str, *,
+                       roles: tuple[str, ...] = READERS) -> tuple[Actor, Project]:
+    """``require_project`` in the caller's open session, with the project's row for the caller's own use
+    (a use case that goes on reading the project checks and reads in one transaction)."""
+    a = actor_in(session, who)
+    return a, _check_project(session, a, project, roles)
 
 
 def require_item(ctx: AppContext, who: ActorRef, item_id: int, *, roles: tuple[str, ...] = READERS,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 from collections.abc import Sequence
@@ -45,37 +46,68 @@ def next_case(ctx: AppContext, project_id: int, user_id: int, *, now: dt.datetim
     ``spacing`` new labels (and whenever no new item is left). They look like any other case: no
     suggestion, no earlier label, nothing saying it is a re-read. Projects whose queue strategy is
     not ``random`` serve items by their stored active-learning score, and say why an item was chosen.
+
+    Two transactions in the common case: a read (access, and the case a new claim will most likely
+    serve: ``_prepare``), then the claim's write, which claims that item in one statement
+    (``q.claim_upcoming``), so the database's write lock (SQLite) or the item's row lock (PostgreSQL)
+    is held for two or three statements. When another reader took the item meanwhile, SQLite's claim takes
+    the next one in the same statement and the case is read after the claim; when the reader holds an
+    open claim or has a due re-read, or PostgreSQL's claim finds the item taken, the claim is made the
+    ordinary way (``_claim``) and the case is read after it.
     """
-    authz.require_project(ctx, user_id, project_id, roles=authz.LABELLERS)
     now = now or utcnow()
     expires = now + dt.timedelta(minutes=ctx.settings.claim_minutes)
-    hint = _claim_hint(ctx, project_id, user_id, now)
+    with ctx.reads() as session:
+        _, project = authz.require_project_in(session, user_id, project_id, roles=authz.LABELLERS)
+        prepared = _prepare(session, project, user_id, now)
+        by_score = project.queue_strategy != "random"
     with ctx.sessions.begin() as session:  # the write lock (SQLite) is held for the claim only
-        claim = None
-        if hint is not None:  # the common case on SQLite: one statement re-checks the item found outside the lock
-            claim = q.claim_hinted(session, item_id=hint, project_id=project_id, user_id=user_id, now=now,
-                                   expires_at=expires)
-            if claim is not None:
-                audit.record(session, QueueClaimed(target_id=hint), actor_id=user_id)
-        if claim is None:
+        claimed = None if prepared is None else q.claim_upcoming(
+            session, item_id=prepared.item_id, project_id=project_id, user_id=user_id, now=now, expires_at=expires,
+            by_score=by_score)
+        if claimed is not None:
+            claim_id, item_id = claimed
+            rereading = False
+            audit.record(session, QueueClaimed(target_id=item_id), actor_id=user_id)
+        else:
             claim = _claim(session, project_id, user_id, now, expires)
             if claim is None:
                 return None
-        claim_id, item_id, rereading = claim.id, claim.item_id, claim.kind == AnnotationKind.REREAD
+            claim_id, item_id, rereading = claim.id, claim.item_id, claim.kind == AnnotationKind.REREAD
+    if prepared is not None and item_id == prepared.item_id and not rereading:
+        return dataclasses.replace(prepared, assignment_id=claim_id)
     with ctx.reads() as session:  # the case itself is read after the claim committed
-        project = session.get(Project, project_id)
+        project = projects_q.require_project_id(session, project_id)
         item = session.get(Item, item_id)
-        assert project is not None and item is not None
-        if rereading:
-            suggestions: tuple[Suggestion, ...] = ()
-            note, model = "No model suggestion for this case.", None
-        else:
-            suggestions, note, model = _suggestions(session, project, item)
-        reason = "" if rereading or project.queue_strategy == "random" else _queue_reason(session, project, item)
-        return CaseDTO(assignment_id=claim_id, item_id=item.id, project=project_dto(session, project),
-                       kind=item.kind, modality=item.modality, width=item.width, height=item.height,
-                       frames=item.frame_count, suggestions=suggestions, suggestions_note=note, model=model,
-                       reason=reason)
+        assert item is not None
+        return _case(session, project, item, claim_id, rereading=rereading)
+
+
+def _prepare(session: Session, project: Project, user_id: int, now: dt.datetime) -> CaseDTO | None:
+    """The case a new claim will most likely serve (``assignment_id`` 0 until claimed): the first open item
+    in queue order, read with everything the reader sees of it, before the claim's write transaction.
+    ``None`` (claim the ordinary way) when the reader holds an open claim or has a due re-read, and when
+    the queue looks empty."""
+    if q.holds_or_rereads(session, project.id, user_id, now):
+        return None
+    item_id = q.upcoming(session, project_id=project.id, user_id=user_id, now=now,
+                         labels_per_item=project.labels_per_item, by_score=project.queue_strategy != "random")
+    item = None if item_id is None else session.get(Item, item_id)
+    return None if item is None else _case(session, project, item, 0, rereading=False)
+
+
+def _case(session: Session, project: Project, item: Item, assignment_id: int, *, rereading: bool) -> CaseDTO:
+    """What the reader is shown of ``item``: a re-read carries no suggestion and no queue reason."""
+    if rereading:
+        suggestions: tuple[Suggestion, ...] = ()
+        note, model = "No model suggestion for this case.", None
+    else:
+        suggestions, note, model = _suggestions(session, project, item)
+    reason = "" if rereading or project.queue_strategy == "random" else _queue_reason(session, project, item)
+    return CaseDTO(assignment_id=assignment_id, item_id=item.id, project=project_dto(session, project),
+                   kind=item.kind, modality=item.modality, width=item.width, height=item.height,
+                   frames=item.frame_count, suggestions=suggestions, suggestions_note=note, model=model,
+                   reason=reason)
 
 
 def _claim(session: Session, project_id: int, user_id: int, now: dt.datetime,
@@ -94,23 +126,6 @@ def _claim(session: Session, project_id: int, user_id: int, now: dt.datetime,
         return reread
     audit.record(session, QueueClaimed(target_id=claim.item_id), actor_id=user_id)
     return claim
-
-
-def _claim_hint(ctx: AppContext, project_id: int, user_id: int, now: dt.datetime) -> int | None:
-    """SQLite: the item a new claim would take, found in a read transaction before the write lock is
-    taken, so the write transaction only re-checks it (``q.claim_hinted``) instead of walking the
-    queue while every other writer waits. ``None`` (claim the ordinary way) when the reader holds an
-    open claim or has a due re-read, when the queue is empty, and on PostgreSQL, whose claims lock
-    rows, not the database."""
-    if ctx.engine.dialect.name != "sqlite":
-        return None
-    with ctx.reads() as session:
-        project = session.get(Project, project_id)
-        if (project is None or q.active_claim(session, project_id, user_id, now) is not None
-                or q.due_reread(session, project_id, user_id, now) is not None):
-            return None
-        return q.upcoming(session, project_id=project_id, user_id=user_id, now=now,
-                          labels_per_item=project.labels_per_item, by_score=project.queue_strategy != "random")
 
 
 def upcoming_item(ctx: AppContext, project_id: int, user_id: int, *, now: dt.datetime | None = None) -> int | None:

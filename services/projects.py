@@ -129,7 +129,7 @@ def project_exists(ctx: AppContext, name: str) -> bool:
 
 
 def project_dto(session: Session, project: Project) -> ProjectDTO:
-    readers = tuple(u.username for u in projects_q.readers_of(session, project.id))
+    readers = tuple(projects_q.reader_names(session, project.id))
     return ProjectDTO(
         id=project.id, name=project.name, task_type=project.task_type.value, instructions=project.instructions,
         description=project.description, ordinal=project.ordinal, labels_per_item=project.labels_per_item,

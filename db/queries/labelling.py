@@ -9,10 +9,26 @@ from __future__ import annotations
 
 import datetime as dt
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import BindParameter, ScalarSelect, Select, and_, bindparam, exists, func, or_, select, update
+from sqlalchemy import (
+    BindParameter,
+    ScalarSelect,
+    Select,
+    Table,
+    and_,
+    bindparam,
+    exists,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    union_all,
+    update,
+)
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.dml import ReturningInsert
 
 from db.models import Annotation, AnnotationKind, Assignment, AssignmentStatus, DeidStatus, Item, Project
 
@@ -111,45 +127,114 @@ def claim_next(session: Session, *, project_id: int, user_id: int, now: dt.datet
     return None
 
 
-def claim_hinted(session: Session, *, item_id: int, project_id: int, user_id: int, now: dt.datetime,
-                 expires_at: dt.datetime) -> Assignment | None:
-    """Claim ``item_id``, found by a walk outside the write lock (SQLite), if it still qualifies and the
-    reader still holds no open claim in the project: one statement re-checks both, with the project's
-    reads per item as it is now. ``None``: claimed by someone else meanwhile, or the reader's state
-    changed; the caller then claims the ordinary way (``active_claim``, ``claim_next``)."""
-    found = session.scalar(_hinted_statement(), {"item_id": item_id, "project_id": project_id,
-                                                 "user_id": user_id, "now": now})
-    if found is None:
+def claim_upcoming(session: Session, *, item_id: int, project_id: int, user_id: int, now: dt.datetime,
+                   expires_at: dt.datetime, by_score: bool) -> tuple[int, int] | None:
+    """Claim the reader's next item, which a walk outside this transaction found to be ``item_id``
+    (``upcoming``): (assignment id, item id). SQLite: the walk again, under the write lock, in one
+    statement (``claim_first``; usually ``item_id``, the next one if another reader took it meanwhile).
+    PostgreSQL: ``item_id`` itself (``claim_item``), whose row lock serialises claims on it. ``None``:
+    claim the ordinary way (``active_claim``, ``due_reread``, ``claim_next``)."""
+    if session.get_bind().dialect.name == "sqlite":
+        return claim_first(session, project_id=project_id, user_id=user_id, now=now, expires_at=expires_at,
+                           by_score=by_score)
+    claim_id = claim_item(session, item_id=item_id, project_id=project_id, user_id=user_id, now=now,
+                          expires_at=expires_at)
+    return None if claim_id is None else (claim_id, item_id)
+
+
+def claim_item(session: Session, *, item_id: int, project_id: int, user_id: int, now: dt.datetime,
+               expires_at: dt.datetime) -> int | None:
+    """Claim ``item_id``, found outside the claim's transaction (``upcoming``), if it still qualifies and the
+    reader still holds no open claim in the project; the new assignment's id. ``None``: claimed by someone
+    else meanwhile, or the reader's state changed; the caller then claims the ordinary way
+    (``active_claim``, ``claim_next``).
+
+    One ``INSERT ... SELECT`` re-checks the conditions, with the project's reads per item as they are now,
+    and writes the claim. PostgreSQL: the item's row is locked first (``FOR UPDATE SKIP LOCKED``, as
+    ``claim_next`` locks it; a row another claim holds is passed over), and the INSERT is a statement of
+    its own, so under READ COMMITTED it sees every claim committed before the lock was taken. SQLite:
+    the caller's BEGIN IMMEDIATE transaction already serialises writers.
+    """
+    params = {"item_id": item_id, "project_id": project_id, "user_id": user_id, "now": now,
+              "expires_at": expires_at}
+    if session.get_bind().dialect.name == "postgresql" and session.scalar(_lock_item_statement(), params) is None:
         return None
-    claim = Assignment(item_id=item_id, user_id=user_id, kind=AnnotationKind.LABEL,
-                       status=AssignmentStatus.CLAIMED, claimed_at=now, expires_at=expires_at)
-    session.add(claim)
-    session.flush()
-    return claim
+    claim_id = session.scalar(_claim_item_statement(), params)
+    return None if claim_id is None else int(claim_id)
 
 
 @lru_cache(maxsize=1)
-def _hinted_statement() -> Select[Any]:
-    k = select(Project.labels_per_item).where(Project.id == bindparam("project_id")).scalar_subquery()
-    holds = (select(Assignment.id).join(Item, Item.id == Assignment.item_id)
-             .where(Item.project_id == bindparam("project_id"), Assignment.user_id == bindparam("user_id"),
-                    Assignment.kind == AnnotationKind.LABEL, _active(bindparam("now"))))
-    return select(Item.id).where(Item.id == bindparam("item_id"), Item.project_id == bindparam("project_id"),
-                                 Item.queue_open.is_(True), *_available(bindparam("now"), bindparam("user_id"), k),
-                                 ~holds.exists())
+def _lock_item_statement() -> Select[Any]:
+    return (select(Item.id).where(Item.id == bindparam("item_id"), Item.project_id == bindparam("project_id"),
+                                  Item.queue_open.is_(True))
+            .with_for_update(of=Item, skip_locked=True))
 
 
-def _open_conditions() -> list[Any]:
-    """The claim's conditions on an item, on bound parameters ``now``, ``user_id``, ``labels_per_item``."""
-    return [Item.queue_open.is_(True),
-            *_available(bindparam("now"), bindparam("user_id"), bindparam("labels_per_item"))]
+@lru_cache(maxsize=1)
+def _claim_item_statement() -> ReturningInsert[Any]:
+    chosen = select(Item.id).where(Item.id == bindparam("item_id"), Item.project_id == bindparam("project_id"),
+                                   *_open_conditions(live=True), ~_holds())
+    return _insert_claim(chosen.subquery())
+
+
+def claim_first(session: Session, *, project_id: int, user_id: int, now: dt.datetime, expires_at: dt.datetime,
+                by_score: bool) -> tuple[int, int] | None:
+    """SQLite, in the caller's BEGIN IMMEDIATE transaction: claim the first open item in queue order
+    (``upcoming``'s walk, with the project's reads per item as they are now) if the reader holds no open
+    claim in the project, in one ``INSERT ... SELECT``: (assignment id, item id). ``None``: the queue
+    is empty for this reader, or the reader holds a claim; the caller claims the ordinary way. Under the
+    write lock the walk cannot race another claim, so readers whose walks outside it found the same
+    item each get the next one instead of starting over."""
+    row = session.execute(_claim_first_statement(by_score), {"project_id": project_id, "user_id": user_id,
+                                                             "now": now, "expires_at": expires_at}).first()
+    return None if row is None else (int(row[0]), int(row[1]))
+
+
+@lru_cache(maxsize=2)
+def _claim_first_statement(by_score: bool) -> ReturningInsert[Any]:
+    heads = _heads(by_score, live=True)
+    first = select(heads.c.id).order_by(heads.c.segment).limit(1).subquery()
+    return _insert_claim(select(first.c.id).where(~_holds()).subquery())
+
+
+def _insert_claim(chosen: Any) -> ReturningInsert[Any]:
+    """``INSERT`` a primary-read claim on the item ``chosen`` holds (none when it holds no row), for
+    ``user_id`` from ``now`` to ``expires_at``; returns the claim's id and item."""
+    table = cast(Table, Assignment.__table__)
+    columns = table.c
+    row = select(chosen.c.id, bindparam("user_id", type_=columns.user_id.type),
+                 literal(AnnotationKind.LABEL, columns.kind.type),
+                 literal(AssignmentStatus.CLAIMED, columns.status.type),
+                 bindparam("now", type_=columns.claimed_at.type),
+                 bindparam("expires_at", type_=columns.expires_at.type))
+    return (insert(table)  # a Core INSERT: the ORM's bulk path takes no INSERT ... SELECT
+            .from_select(["item_id", "user_id", "kind", "status", "claimed_at", "expires_at"], row)
+            .returning(columns.id, columns.item_id))
+
+
+def _open_conditions(*, live: bool = False) -> list[Any]:
+    """The claim's conditions on an item, on bound parameters ``now``, ``user_id`` and ``labels_per_item``
+    or, ``live``, the project's reads per item as the statement reads them (``project_id``)."""
+    k: ScalarSelect[Any] | BindParameter[Any] = _labels_per_item() if live else bindparam("labels_per_item")
+    return [Item.queue_open.is_(True), *_available(bindparam("now"), bindparam("user_id"), k)]
+
+
+def _labels_per_item() -> ScalarSelect[Any]:
+    return select(Project.labels_per_item).where(Project.id == bindparam("project_id")).scalar_subquery()
+
+
+def _holds() -> Any:
+    """The reader holds an open primary-read claim in the project (``project_id``, ``user_id``, ``now``)."""
+    return (select(Assignment.id).join(Item, Item.id == Assignment.item_id)
+            .where(Item.project_id == bindparam("project_id"), Assignment.user_id == bindparam("user_id"),
+                   Assignment.kind == AnnotationKind.LABEL, _active(bindparam("now")))).exists()
 
 
 @lru_cache(maxsize=8)
-def _open_statements(by_score: bool, lock: bool) -> tuple[Select[Any], ...]:
+def _open_statements(by_score: bool, lock: bool, live: bool = False) -> tuple[Select[Any], ...]:
     """The queue walk's statements, one per segment, built once: a claim only binds its parameters
     (building these expressions cost more Python time than the database took to run them)."""
-    conditions = _open_conditions()
+    conditions = _open_conditions(live=live)
     out = []
     for segment, order in _segments(by_score):
         stmt = (select(Item.id).where(Item.project_id == bindparam("project_id"), *segment, *conditions)
@@ -184,7 +269,37 @@ def upcoming(session: Session, *, project_id: int, user_id: int, now: dt.datetim
     first open item in queue order the reader has not read or claimed. Another reader may claim it
     first; it is a hint for preparing the next image, never a claim."""
     params = {"project_id": project_id, "user_id": user_id, "now": now, "labels_per_item": labels_per_item}
-    return _first_open(session, params, by_score, [], lock=False)
+    item_id = session.scalar(_upcoming_statement(by_score), params)
+    return None if item_id is None else int(item_id)
+
+
+@lru_cache(maxsize=2)
+def _upcoming_statement(by_score: bool) -> Select[Any]:
+    heads = _heads(by_score, live=False)
+    return select(heads.c.id).order_by(heads.c.segment).limit(1)
+
+
+def _heads(by_score: bool, *, live: bool) -> Any:
+    """The queue walk's segments as one statement (one round trip): each segment's first open item
+    (``id``) and the segment's rank (``segment``); the walk's answer is the first segment's that has one."""
+    parts = []
+    for n, stmt in enumerate(_open_statements(by_score, False, live)):
+        first = stmt.subquery()
+        parts.append(select(first.c.id, literal(n).label("segment")))
+    return union_all(*parts).subquery()
+
+
+def holds_or_rereads(session: Session, project_id: int, user_id: int, now: dt.datetime) -> bool:
+    """Whether the reader holds an open primary-read claim in the project or has a due re-read there
+    (either is served before a new claim): one statement for ``active_claim`` and ``due_reread``."""
+    return bool(session.scalar(_holds_or_rereads_statement(), {"project_id": project_id, "user_id": user_id,
+                                                               "now": now}))
+
+
+@lru_cache(maxsize=1)
+def _holds_or_rereads_statement() -> Select[Any]:
+    return select(or_(*(stmt.order_by(None).limit(None).exists()
+                        for stmt in (_active_claim_statement(), _due_reread_statement()))))
 
 
 def count_read(session: Session, item_id: int, labels_per_item: int, delta: int) -> None:

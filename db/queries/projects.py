@@ -86,8 +86,9 @@ def projects_of_reader(session: Session, user_id: int) -> list[Project]:
     return list(session.scalars(stmt))
 
 
-def readers_of(session: Session, project_id: int) -> list[User]:
-    stmt = (select(User).join(ProjectReader, ProjectReader.user_id == User.id)
+def reader_names(session: Session, project_id: int) -> list[str]:
+    """The project's members' user names, sorted (names only: the case a reader is served carries them)."""
+    stmt = (select(User.username).join(ProjectReader, ProjectReader.user_id == User.id)
             .where(ProjectReader.project_id == project_id).order_by(User.username))
     return list(session.scalars(stmt))
 

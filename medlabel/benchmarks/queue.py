@@ -7,7 +7,10 @@ project: ``items`` released DICOM items with seeded random queue keys, every ite
 read, in queue order, until ``done_fraction`` of the items are fully read (a DONE assignment and an
 annotation per read, spread over the readers), as a real project's history would be: for each
 fraction (0, 0.5, 0.9, increasing on the same database) and each queue order (``random``,
-``score``), ``readers`` readers, each a thread with its own engine and connection, arrive after an exponential
+``score``), ``readers`` readers, threads sharing their process's ``AppContext`` (one engine and its
+connection pool, as a portal's sessions share the one ``st.cache_resource`` holds; every transaction
+on a connection of its own: before 2026-12-07 20:40 each reader had an engine of its own, so each
+reader's first claim compiled every statement again, 10-70 ms, 20 of ~400 claims), arrive after an exponential
 think time of their own (a reader in steady state is mid-think: before, all claimed in the same
 millisecond, and those 20 of ~400 claims were the 5% the p95 reads) and repeat for ``seconds``: claim
 (timed: ``services.labelling.next_case``, the Label page's call), think for an exponentially
@@ -134,44 +137,42 @@ def done_count(ctx: Any, data: Dataset) -> int:
     return fully_read_count(ctx.engine, data.project_id, data.labels_per_item)
 
 
-def _reader(settings: Any, data: Dataset, user_id: int, seed: int, think: float, start: threading.Barrier | _Gate,
+def _reader(ctx: Any, data: Dataset, user_id: int, seed: int, think: float, start: threading.Barrier | _Gate,
             seconds: float, out: list[float], claimed: list[int], errors: list[str]) -> None:
+    """One reader: a thread using its process's ``AppContext`` (shared with the process's other readers,
+    as a portal's sessions share the one ``st.cache_resource`` holds: one engine and its connection
+    pool, every transaction on a connection of its own)."""
     from db.session import TransientDatabaseError, ping
     from medlabel.errors import MedlabelError
     from services import labelling
-    from services.context import AppContext
 
-    ctx = AppContext.from_settings(settings)  # its own engine: its own connection
     rng = random.Random(seed)
-    try:
-        ping(ctx.engine)  # connect before the clock starts, as a running portal has
-        start.wait(timeout=120)
-        stop_at = time.perf_counter() + seconds
-        if think > 0:  # arrive as a reader in steady state does: mid-think, not all in the same millisecond
-            time.sleep(rng.expovariate(1.0 / think))
-        while time.perf_counter() < stop_at:
-            t0 = time.perf_counter()
+    ping(ctx.engine)  # connect before the clock starts, as a running portal has
+    start.wait(timeout=120)
+    stop_at = time.perf_counter() + seconds
+    if think > 0:  # arrive as a reader in steady state does: mid-think, not all in the same millisecond
+        time.sleep(rng.expovariate(1.0 / think))
+    while time.perf_counter() < stop_at:
+        t0 = time.perf_counter()
+        try:
+            case = labelling.next_case(ctx, data.project_id, user_id)
+        except (TransientDatabaseError, MedlabelError) as exc:  # counted; the reader tries again, as a user would
+            errors.append(f"claim: {type(exc).__name__}: {str(exc).splitlines()[0]}")
+            continue
+        elapsed = (time.perf_counter() - t0) * 1000
+        if case is None:
+            break
+        out.append(elapsed)
+        claimed.append(case.item_id)
+        if think > 0:
+            time.sleep(min(rng.expovariate(1.0 / think), max(0.0, stop_at - time.perf_counter())))
+        label = LABELS[rng.random() < 0.3]
+        for _ in range(5):  # a submit that failed on a busy database is sent again
             try:
-                case = labelling.next_case(ctx, data.project_id, user_id)
-            except (TransientDatabaseError, MedlabelError) as exc:  # counted; the reader tries again, as a user would
-                errors.append(f"claim: {type(exc).__name__}: {str(exc).splitlines()[0]}")
-                continue
-            elapsed = (time.perf_counter() - t0) * 1000
-            if case is None:
+                labelling.submit(ctx, case.assignment_id, user_id, labels=[label])
                 break
-            out.append(elapsed)
-            claimed.append(case.item_id)
-            if think > 0:
-                time.sleep(min(rng.expovariate(1.0 / think), max(0.0, stop_at - time.perf_counter())))
-            label = LABELS[rng.random() < 0.3]
-            for _ in range(5):  # a submit that failed on a busy database is sent again
-                try:
-                    labelling.submit(ctx, case.assignment_id, user_id, labels=[label])
-                    break
-                except (TransientDatabaseError, MedlabelError) as exc:
-                    errors.append(f"submit: {type(exc).__name__}: {str(exc).splitlines()[0]}")
-    finally:
-        ctx.close()
+            except (TransientDatabaseError, MedlabelError) as exc:
+                errors.append(f"submit: {type(exc).__name__}: {str(exc).splitlines()[0]}")
 
 
 def _set_order(ctx: Any, data: Dataset, order: str) -> None:
@@ -216,23 +217,29 @@ def _threads_run(settings: Any, data: Dataset, *, readers: int, seconds: float, 
                  first: int = 0) -> Outcome:
     """Readers ``first`` .. ``first + readers - 1`` as threads of this process (one process: the bench's
     path before ``--processes``, and each reader process's own)."""
+    from services.context import AppContext
+
     latencies: list[list[float]] = [[] for _ in range(readers)]
     claimed: list[list[int]] = [[] for _ in range(readers)]
     errors: list[str] = []
     start = threading.Barrier(readers + 1)
-    threads = [threading.Thread(target=_reader, args=(settings, data, data.user_ids[first + i],
-                                                      seed * 1000 + first + i, think, start, seconds,
-                                                      latencies[i], claimed[i], errors), daemon=True)
-               for i in range(readers)]
-    for t in threads:
-        t.start()
-    start.wait(timeout=120)
-    started = time.perf_counter()
-    for t in threads:
-        t.join(timeout=seconds + 120)
-    wall = time.perf_counter() - started
-    if any(t.is_alive() for t in threads):
-        errors.append("a reader did not finish within its deadline")
+    ctx = AppContext.from_settings(settings)  # the process's one context, as the portal's
+    try:
+        threads = [threading.Thread(target=_reader, args=(ctx, data, data.user_ids[first + i],
+                                                          seed * 1000 + first + i, think, start, seconds,
+                                                          latencies[i], claimed[i], errors), daemon=True)
+                   for i in range(readers)]
+        for t in threads:
+            t.start()
+        start.wait(timeout=120)
+        started = time.perf_counter()
+        for t in threads:
+            t.join(timeout=seconds + 120)
+        wall = time.perf_counter() - started
+        if any(t.is_alive() for t in threads):
+            errors.append("a reader did not finish within its deadline")
+    finally:
+        ctx.close()
     return latencies, claimed, errors, wall
 
 
@@ -281,9 +288,15 @@ def _reader_process(setup: dict[str, Any], data: Dataset, index: int, first: int
     import services.learning  # noqa: F401  (a portal has it loaded; its first import is not a claim)
     from medlabel.heap import freeze_startup_heap
     from medlabel.settings import Settings
+    from services.context import AppContext
 
     settings = Settings(data_dir=Path(setup["data_dir"]), database_url=setup["database_url"],
                         secret_key_file=Path(setup["secret_key_file"]))
+    try:  # the process's one context, shared by its readers as a portal's sessions share theirs
+        ctx: AppContext | None = AppContext.from_settings(settings)
+        failure = ""
+    except Exception as exc:  # e.g. no such database driver: each reader says so, and the start is called off
+        ctx, failure = None, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
     freeze_startup_heap()
     latencies: list[list[float]] = [[] for _ in range(readers)]
     claimed: list[list[int]] = [[] for _ in range(readers)]
@@ -291,8 +304,12 @@ def _reader_process(setup: dict[str, Any], data: Dataset, index: int, first: int
     gate = _Gate(readers)
 
     def reader(i: int) -> None:
+        if ctx is None:
+            gate.connected.abort()
+            errors.append(f"reader {first + i}: {failure}")
+            return
         try:
-            _reader(settings, data, data.user_ids[first + i], seed * 1000 + first + i, think, gate, seconds,
+            _reader(ctx, data, data.user_ids[first + i], seed * 1000 + first + i, think, gate, seconds,
                     latencies[i], claimed[i], errors)
         except threading.BrokenBarrierError:
             pass  # the process's start failed: said once, below
@@ -318,6 +335,8 @@ def _reader_process(setup: dict[str, Any], data: Dataset, index: int, first: int
         t.join(timeout=seconds + 120)
     if any(t.is_alive() for t in threads):
         errors.append("a reader did not finish within its deadline")
+    elif ctx is not None:
+        ctx.close()
     results.put(("done", index, latencies, claimed, errors, started, time.monotonic()))
 
 

@@ -78,6 +78,29 @@ def test_concurrent_runs_report_claims_without_double_claims(settings: Settings,
     assert closed["claims"] > 0 and closed["claims_per_s"] > 0 and closed["double_claims"] == 0
 
 
+def test_the_readers_of_a_process_share_its_context_as_a_portal_does(settings: Settings,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A portal's sessions share one ``AppContext`` (one engine, its pool and its compiled statements);
+    so do the bench's readers of one process: one context for the run, not one per reader."""
+    ctx = AppContext.from_settings(settings)
+    try:
+        data = bench.build(ctx, 200, 3, seed=2)
+        made: list[AppContext] = []
+        real = AppContext.from_settings
+
+        def counted(config: Any) -> AppContext:
+            made.append(real(config))
+            return made[-1]
+
+        monkeypatch.setattr(AppContext, "from_settings", staticmethod(counted))
+        figures = bench.concurrent_run(ctx, settings, data, readers=3, seconds=1.0, think=0.02, seed=0)
+        assert len(made) == 1
+        assert figures["errors"] == 0 and figures["double_claims"] == 0
+        assert all(n > 0 for n in figures["claims_per_reader"])
+    finally:
+        ctx.close()
+
+
 def test_command_prints_the_documented_shape() -> None:
     result = CliRunner().invoke(bench.command, ["--items", "sqlite=200", "--readers", "2", "--seconds", "0.5",
                                                 "--think", "0.02", "--closed-seconds", "0.5", "--fractions", "0.5",

@@ -86,6 +86,36 @@ def test_two_readers_at_once_never_get_the_same_item(ctx: AppContext) -> None:
     assert len(every) == 40 and len(set(every)) == 40
 
 
+def test_a_case_taken_between_its_read_and_the_claim_is_never_served(ctx: AppContext,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """``next_case`` reads the case it will most likely serve before its write transaction; when another
+    reader claims that item in between, the reader gets another item, and the case served is the one
+    claimed (SQLite: the claim walks again under the write lock; PostgreSQL: the ordinary claim)."""
+    pid = make_project(ctx, readers=("rad1", "rad2"))
+    make_items(ctx, pid, 3)
+    rad1, rad2 = user_id(ctx, "rad1"), user_id(ctx, "rad2")
+    prepare = labelling._prepare
+    taken: list[int] = []
+
+    def prepare_then_lose_it(session, project, user_id, now):  # type: ignore[no-untyped-def]
+        case = prepare(session, project, user_id, now)
+        if user_id == rad1 and not taken and case is not None:
+            other = labelling.next_case(ctx, pid, rad2)  # rad2 reads the same head and claims it first
+            assert other is not None and other.item_id == case.item_id
+            taken.append(other.item_id)
+        return case
+
+    monkeypatch.setattr(labelling, "_prepare", prepare_then_lose_it)
+    case = labelling.next_case(ctx, pid, rad1)
+    assert taken and case is not None and case.item_id != taken[0]
+    with ctx.reads() as session:
+        claim = session.get(AssignmentRow, case.assignment_id)
+        assert claim is not None and claim.item_id == case.item_id and claim.user_id == rad1
+        live = session.scalars(select(AssignmentRow.item_id).where(
+            AssignmentRow.status == AssignmentStatus.CLAIMED)).all()
+    assert sorted(live) == sorted([taken[0], case.item_id])  # one claim each, none twice
+
+
 def test_submit_validates_labels_and_ownership(ctx: AppContext) -> None:
     pid = make_project(ctx)
     make_items(ctx, pid, 1)
