@@ -7,13 +7,15 @@ import threading
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
-from db.models import Annotation, AssignmentStatus, DeidStatus
+from db.models import Annotation, AssignmentStatus, DeidStatus, Project
 from db.models import Assignment as AssignmentRow
 from medlabel.errors import ConflictError, InputError, PermissionDenied
 from services import labelling
 from services.authz import LOCAL_ADMIN
 from services.context import AppContext
+from services.dto import CaseDTO
 from tests.services.factories import make_items, make_project, user_id
 
 
@@ -97,7 +99,7 @@ def test_a_case_taken_between_its_read_and_the_claim_is_never_served(ctx: AppCon
     prepare = labelling._prepare
     taken: list[int] = []
 
-    def prepare_then_lose_it(session, project, user_id, now):  # type: ignore[no-untyped-def]
+    def prepare_then_lose_it(session: Session, project: Project, user_id: int, now: dt.datetime) -> CaseDTO | None:
         case = prepare(session, project, user_id, now)
         if user_id == rad1 and not taken and case is not None:
             other = labelling.next_case(ctx, pid, rad2)  # rad2 reads the same head and claims it first
