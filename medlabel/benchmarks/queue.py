@@ -215,8 +215,8 @@ Outcome = tuple[list[list[float]], list[list[int]], list[str], float]
 
 def _threads_run(settings: Any, data: Dataset, *, readers: int, seconds: float, think: float, seed: int,
                  first: int = 0) -> Outcome:
-    """Readers ``first`` .. ``first + readers - 1`` as threads of this process (one process: the bench's
-    path before ``--processes``, and each reader process's own)."""
+    """Readers ``first`` .. ``first + readers - 1`` as threads of this process, sharing one ``AppContext``
+    (``--processes 1``; the spawned reader processes of ``_reader_process`` run theirs the same way)."""
     from services.context import AppContext
 
     latencies: list[list[float]] = [[] for _ in range(readers)]
@@ -224,6 +224,7 @@ def _threads_run(settings: Any, data: Dataset, *, readers: int, seconds: float, 
     errors: list[str] = []
     start = threading.Barrier(readers + 1)
     ctx = AppContext.from_settings(settings)  # the process's one context, as the portal's
+    threads: list[threading.Thread] = []
     try:
         threads = [threading.Thread(target=_reader, args=(ctx, data, data.user_ids[first + i],
                                                           seed * 1000 + first + i, think, start, seconds,
@@ -239,7 +240,8 @@ def _threads_run(settings: Any, data: Dataset, *, readers: int, seconds: float, 
         if any(t.is_alive() for t in threads):
             errors.append("a reader did not finish within its deadline")
     finally:
-        ctx.close()
+        if not any(t.is_alive() for t in threads):  # a reader past its deadline may still be using it
+            ctx.close()
     return latencies, claimed, errors, wall
 
 
