@@ -189,6 +189,21 @@ def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
 
 
+def make_read_sessionmaker(engine: Engine) -> sessionmaker[Session]:
+    """Sessions for read-only use cases, never flushed (a change made to a loaded object is never written).
+
+    PostgreSQL: no transaction block (autocommit), so no BEGIN and no ROLLBACK round trip, and each
+    statement sees the data committed when it starts, as it does in a READ COMMITTED transaction. It also
+    keeps the connection's prepared statements, which psycopg forgets at every ROLLBACK: a read session
+    used to end with one, so no statement was ever run prepared, and PostgreSQL planned the queue's walk
+    afresh at each claim (``db.queries._plans``). A result streamed with ``yield_per`` needs a transaction
+    (a server-side cursor): read it in a ``make_sessionmaker`` session. SQLite: a deferred transaction, as
+    before (readers never block each other under WAL)."""
+    if engine.dialect.name == "postgresql":
+        engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+    return sessionmaker(engine, expire_on_commit=False, autoflush=False)
+
+
 def ping(engine: Engine) -> bool:
     """Whether the database answers a trivial query (health checks)."""
     try:

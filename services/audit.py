@@ -24,13 +24,20 @@ from services.dto import AuditEventDTO
 def record(session: Session, event: AuditEvent, *, actor_id: int | None) -> None:
     """Append one audit event, chained to the one before (the event's classes: ``services/audit_events.py``).
     Its payload must never hold a password or an original identifier; it is stored as the JSON it hashes to."""
+    audit_q.append(session, entry(event, actor_id=actor_id))
+
+
+def entry(event: AuditEvent, *, actor_id: int | None) -> dict[str, Any]:
+    """``event`` as the database layer appends it (``db.queries.audit.entry``), stamped now: for a query
+    that writes the event in the statement that makes its change (``record`` writes it in a statement of
+    its own)."""
     if not isinstance(event, AuditEvent) or event.action not in ACTIONS:
         raise ValueError(f"unknown audit event {event!r}: add its action to services.audit_events.AuditAction "
                          "and give it a class there")
     target_type, target_id = event.target()
     canonical = json.loads(json.dumps(event.payload(), sort_keys=True, default=str))
-    audit_q.append(session, at=utcnow(), actor_id=actor_id, action=event.action, target_type=target_type,
-                   target_id=target_id, payload=canonical)
+    return audit_q.entry(at=utcnow(), actor_id=actor_id, action=event.action, target_type=target_type,
+                         target_id=target_id, payload=canonical)
 
 
 @dataclass(frozen=True)

@@ -118,8 +118,9 @@ def require_role(ctx: AppContext, who: ActorRef, roles: tuple[str, ...], what: s
     return a
 
 
-def may_touch(session: Session, actor: Actor, project: Project) -> bool:
-    """Whether ``actor`` may touch ``project`` at all (roles aside)."""
+def may_touch(session: Session, actor: Actor, project: Project, *, member: bool | None = None) -> bool:
+    """Whether ``actor`` may touch ``project`` at all (roles aside). ``member``: whether the actor is a
+    member of it, when the caller read it already (read here otherwise)."""
     if actor.role == "admin":
         return True
     if actor.user_id is None:
@@ -127,7 +128,7 @@ def may_touch(session: Session, actor: Actor, project: Project) -> bool:
     if actor.role == "lead":
         return actor.user_id in q.leads_of(session, project)  # a project with no lead: administrators only
     if actor.role == "reader":
-        return q.is_member(session, project.id, actor.user_id)
+        return member if member is not None else q.is_member(session, project.id, actor.user_id)
     return False
 
 
@@ -143,12 +144,14 @@ def visible_project_ids(ctx: AppContext, who: ActorRef, candidates: list[int]) -
         return out
 
 
-def _check_project(session: Session, actor: Actor, ref: int | str, roles: tuple[str, ...]) -> Project:
+def _check_project(session: Session, actor: Actor, ref: int | str, roles: tuple[str, ...], *,
+                   member: bool | None = None) -> Project:
+    """``member``: whether the actor is a member of the project, when the caller read it already."""
     project = q.project_ref(session, ref)
     if project is None:
         raise NotFoundError(f"no project {ref!r}" if isinstance(ref, int) else f"no project named {ref!r}")
     _role(actor, roles, f"do this in project {project.name!r}")
-    if not may_touch(session, actor, project):
+    if not may_touch(session, actor, project, member=member):
         raise PermissionDenied(f"{actor.username} ({actor.role}) has no access to project {project.name!r}")
     return project
 
@@ -161,10 +164,14 @@ def require_project(ctx: AppContext, who: ActorRef, project: int | str, *, roles
 
 def require_project_in(session: Session, who: ActorRef, project: int | str, *,
                        roles: tuple[str, ...] = READERS) -> tuple[Actor, Project]:
-    """``require_project`` in the caller's open session, with the project's row for the caller's own use
-    (a use case that goes on reading the project checks and reads in one transaction)."""
+    """``require_project`` in the caller's open session, with the project's row (its labels loaded) for
+    the caller's own use (a use case that goes on reading the project checks and reads in one
+    transaction). A user's account, the project and the membership are read in one statement."""
+    user_id = None if isinstance(who, Actor) and who.is_local else _user_id(who)
+    # held while the checks below run, which then find the user and the project in the session
+    found = q.user_and_project(session, user_id, project) if user_id is not None and isinstance(project, int) else None
     a = actor_in(session, who)
-    return a, _check_project(session, a, project, roles)
+    return a, _check_project(session, a, project, roles, member=None if found is None else found[2])
 
 
 def require_item(ctx: AppContext, who: ActorRef, item_id: int, *, roles: tuple[str, ...] = READERS,

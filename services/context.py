@@ -10,7 +10,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from db import make_engine, make_sessionmaker
-from db.session import writer_engine
+from db.session import make_read_sessionmaker, writer_engine
 from db.store import BlobStore, open_store
 from services.config import ServiceConfig
 
@@ -24,7 +24,8 @@ class AppContext:
     """For use cases that write: on SQLite their transactions take the write lock at BEGIN
     (BEGIN IMMEDIATE), so concurrent read-then-write use cases wait instead of failing."""
     reads: sessionmaker[Session]
-    """For read-only use cases (deferred BEGIN: readers never block each other under WAL)."""
+    """For read-only use cases: never flushed; SQLite: a deferred BEGIN (readers never block each other
+    under WAL); PostgreSQL: no transaction block (``db.session.make_read_sessionmaker``)."""
     store: BlobStore
     """The content store: the local folder, or the fsspec URL ``settings.store_url`` (S3, MinIO)."""
     _before_close: dict[str, Callable[[], None]] = field(default_factory=dict, init=False, repr=False, compare=False)
@@ -34,7 +35,7 @@ class AppContext:
         store = open_store(settings.store_url, settings.store_options, settings.store_dir)  # ConfigError first
         engine = make_engine(settings.database_url)
         return cls(settings=settings, engine=engine, sessions=make_sessionmaker(writer_engine(engine)),
-                   reads=make_sessionmaker(engine), store=store)
+                   reads=make_read_sessionmaker(engine), store=store)
 
     def before_close(self, name: str, hook: Callable[[], None]) -> None:
         """Run ``hook`` when the context closes, before its engine is disposed (once per ``name``): a

@@ -18,6 +18,8 @@ from db.models import (
     AssignmentStatus,
     Item,
     LabelKind,
+    ModelVersion,
+    Prediction,
     Project,
     TaskType,
     VerificationRound,
@@ -48,12 +50,14 @@ def next_case(ctx: AppContext, project_id: int, user_id: int, *, now: dt.datetim
     not ``random`` serve items by their stored active-learning score, and say why an item was chosen.
 
     Two transactions in the common case: a read (access, and the case a new claim will most likely
-    serve: ``_prepare``), then the claim's write, which claims that item in one statement
-    (``q.claim_upcoming``), so the database's write lock (SQLite) or the item's row lock (PostgreSQL)
-    is held for two or three statements. When another reader took the item meanwhile, SQLite's claim takes
-    the next one in the same statement and the case is read after the claim; when the reader holds an
-    open claim or has a due re-read, or PostgreSQL's claim finds the item taken, the claim is made the
-    ordinary way (``_claim``) and the case is read after it.
+    serve: ``_prepare``, the account, project and membership in one statement and the walk with the
+    item's row in another), then the claim's write, which claims that item in one statement
+    (``q.claim_upcoming``; on PostgreSQL that statement writes the claim's audit event too), so the
+    database's write lock (SQLite) or the item's row lock (PostgreSQL) is held for two statements. When
+    another reader took the item meanwhile, SQLite's claim takes the next one in the same statement and
+    the case is read after the claim; when the reader holds an open claim or has a due re-read, or
+    PostgreSQL's claim finds the item taken, the claim is made the ordinary way (``_claim``) and the case
+    is read after it.
     """
     now = now or utcnow()
     expires = now + dt.timedelta(minutes=ctx.settings.claim_minutes)
@@ -64,11 +68,12 @@ def next_case(ctx: AppContext, project_id: int, user_id: int, *, now: dt.datetim
     with ctx.sessions.begin() as session:  # the write lock (SQLite) is held for the claim only
         claimed = None if prepared is None else q.claim_upcoming(
             session, item_id=prepared.item_id, project_id=project_id, user_id=user_id, now=now, expires_at=expires,
-            by_score=by_score)
+            by_score=by_score, event=audit.entry(QueueClaimed(target_id=prepared.item_id), actor_id=user_id))
         if claimed is not None:
-            claim_id, item_id = claimed
+            claim_id, item_id, logged = claimed
             rereading = False
-            audit.record(session, QueueClaimed(target_id=item_id), actor_id=user_id)
+            if not logged:
+                audit.record(session, QueueClaimed(target_id=item_id), actor_id=user_id)
         else:
             claim = _claim(session, project_id, user_id, now, expires)
             if claim is None:
@@ -88,22 +93,25 @@ def _prepare(session: Session, project: Project, user_id: int, now: dt.datetime)
     in queue order, read with everything the reader sees of it, before the claim's write transaction.
     ``None`` (claim the ordinary way) when the reader holds an open claim or has a due re-read, and when
     the queue looks empty."""
-    if q.holds_or_rereads(session, project.id, user_id, now):
-        return None
-    item_id = q.upcoming(session, project_id=project.id, user_id=user_id, now=now,
-                         labels_per_item=project.labels_per_item, by_score=project.queue_strategy != "random")
-    item = None if item_id is None else session.get(Item, item_id)
+    item = q.upcoming_case(session, project_id=project.id, user_id=user_id, now=now,
+                           labels_per_item=project.labels_per_item, by_score=project.queue_strategy != "random")
     return None if item is None else _case(session, project, item, 0, rereading=False)
 
 
 def _case(session: Session, project: Project, item: Item, assignment_id: int, *, rereading: bool) -> CaseDTO:
     """What the reader is shown of ``item``: a re-read carries no suggestion and no queue reason."""
+    by_score = project.queue_strategy != "random"
+    # the suggestion and the queue's reason read the same prediction: read once
+    latest = (models_q.latest_prediction(session, item.id)
+              if not rereading and (project.show_suggestions or by_score) else None)
     if rereading:
         suggestions: tuple[Suggestion, ...] = ()
         note, model = "No model suggestion for this case.", None
+    elif not project.show_suggestions:
+        suggestions, note, model = (), "Model suggestions are turned off for this project.", None
     else:
-        suggestions, note, model = _suggestions(session, project, item)
-    reason = "" if rereading or project.queue_strategy == "random" else _queue_reason(session, project, item)
+        suggestions, note, model = _top_three(latest)
+    reason = "" if rereading or not by_score else _queue_reason(session, project, item, latest)
     return CaseDTO(assignment_id=assignment_id, item_id=item.id, project=project_dto(session, project),
                    kind=item.kind, modality=item.modality, width=item.width, height=item.height,
                    frames=item.frame_count, suggestions=suggestions, suggestions_note=note, model=model,
@@ -144,11 +152,13 @@ def _spacing(session: Session, reread: Assignment) -> int:
     return RoundSettings.from_json(rnd.settings).spacing if rnd is not None else REREAD_SPACING
 
 
-def _queue_reason(session: Session, project: Project, item: Item) -> str:
-    """Why the project's active-learning strategy chose this item (read in the case's own session)."""
+def _queue_reason(session: Session, project: Project, item: Item,
+                  latest: tuple[Prediction, ModelVersion] | None) -> str:
+    """Why the project's active-learning strategy chose this item (read in the case's own session;
+    ``latest``: the item's latest prediction, already read for its suggestions)."""
     from services import learning as active_learning  # imported late: active learning pulls in scikit-learn
 
-    return active_learning.queue_reason_in(session, project, item) or ""
+    return active_learning.queue_reason_in(session, project, item, latest=latest) or ""
 
 
 def queue_progress(ctx: AppContext, project_id: int, user_id: int) -> int:
@@ -159,15 +169,12 @@ def queue_progress(ctx: AppContext, project_id: int, user_id: int) -> int:
         return q.remaining_for(session, project_id, user_id, project.labels_per_item, utcnow())
 
 
-def _suggestions(session: Session, project: Project, item: Item) -> tuple[tuple[Suggestion, ...], str, str | None]:
-    if not project.show_suggestions:
-        return (), "Model suggestions are turned off for this project.", None
-    return model_suggestions(session, item)
-
-
 def model_suggestions(session: Session, item: Item) -> tuple[tuple[Suggestion, ...], str, str | None]:
     """The latest prediction's top three labels, a note when there is none, and the model's name."""
-    found = models_q.latest_prediction(session, item.id)
+    return _top_three(models_q.latest_prediction(session, item.id))
+
+
+def _top_three(found: tuple[Prediction, ModelVersion] | None) -> tuple[tuple[Suggestion, ...], str, str | None]:
     if found is None:
         return (), "No model suggestions yet: no model has pre-labelled this item.", None
     prediction, model = found

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import Select, bindparam, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from db.models import (
@@ -20,6 +21,7 @@ from db.models import (
     Project,
     User,
 )
+from db.queries._plans import with_constants_inline
 from db.queries._results import affected
 from medlabel.values import ModelRef, ProjectSettings
 
@@ -151,14 +153,18 @@ def newest_model_with_predictions(session: Session, project_id: int) -> ModelVer
     join hashing every item of the project (34 ms per score-order claim at 100k items, growing with
     the project), while the LIMIT stops at the first item with a prediction (0.2 ms). SQLite keeps the
     EXISTS, which it runs as a correlated probe that stops early (0.25 ms at 100k; the LIMIT form 0.9 ms)."""
+    postgres = session.get_bind().dialect.name == "postgresql"
+    return session.scalars(_newest_model_statement(postgres), {"project_id": project_id}).first()
+
+
+@lru_cache(maxsize=2)
+def _newest_model_statement(postgres: bool) -> Select[Any]:
     first = (select(Prediction.id).join(Item, Item.id == Prediction.item_id)
-             .where(Prediction.model_id == ModelVersion.id, Item.project_id == project_id)
+             .where(Prediction.model_id == ModelVersion.id, Item.project_id == bindparam("project_id"))
              .correlate(ModelVersion))
-    predicted = (first.limit(1).scalar_subquery().is_not(None) if session.get_bind().dialect.name == "postgresql"
-                 else first.exists())
-    stmt = (select(ModelVersion).where(ModelVersion.is_active.is_(True), predicted)
-            .order_by(ModelVersion.id.desc()).limit(1))
-    return session.scalars(stmt).first()
+    predicted = first.limit(1).scalar_subquery().is_not(None) if postgres else first.exists()
+    return with_constants_inline(select(ModelVersion).where(ModelVersion.is_active.is_(True), predicted)
+                                 .order_by(ModelVersion.id.desc()).limit(1))
 
 
 def rounds(session: Session, project_id: int) -> list[tuple[ActiveLearningRound, ModelVersion | None]]:

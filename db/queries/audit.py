@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Generator
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Insert, Integer, ScalarResult, String, Text, bindparam, cast, func, insert, or_, select
+from sqlalchemy import CTE, Insert, Integer, String, Text, bindparam, cast, func, insert, or_, select
 from sqlalchemy.orm import Session
 
 from db.audit_chain import GENESIS, event_tail
@@ -21,28 +22,49 @@ def recent(session: Session, limit: int) -> list[tuple[AuditEvent, str | None]]:
     return [(e, u) for e, u in session.execute(stmt)]
 
 
-def append(session: Session, *, at: dt.datetime, actor_id: int | None, action: str, target_type: str | None,
-           target_id: str | None, payload: Any) -> None:
-    """Append one event to the chain, in the caller's transaction, in one INSERT.
+def entry(*, at: dt.datetime, actor_id: int | None, action: str, target_type: str | None, target_id: str | None,
+          payload: Any) -> dict[str, Any]:
+    """An event to append (``append``, ``append_for_each``): its columns, and ``tail``, the part of its
+    chained hash that depends on its content only (``db.audit_chain.event_tail``)."""
+    return {"at": at, "actor_id": actor_id, "action": action, "target_type": target_type, "target_id": target_id,
+            "payload": payload, "tail": event_tail(at, actor_id, action, target_type, target_id, payload)}
+
+
+def append(session: Session, event: dict[str, Any]) -> None:
+    """Append one event (``entry``) to the chain, in the caller's transaction, in one INSERT.
 
     PostgreSQL: the event goes in unchained, with its ``chain_tail``; a deferred trigger chains it when
     the transaction commits, under the chain's advisory lock (migration 0011), so the lock is held for
     the commit only, not for the rest of the caller's transaction. SQLite: the INSERT takes the
     database's write lock, reads the last event and computes the hash (``medlabel_chain_hash``,
     registered on each connection by ``db.session``) in the same statement."""
-    tail = event_tail(at, actor_id, action, target_type, target_id, payload)
-    params = {"at": at, "actor_id": actor_id, "action": action, "target_type": target_type,
-              "target_id": target_id, "payload": payload, "tail": tail}
-    session.execute(_append_statement(session.get_bind().dialect.name == "postgresql"), params)
+    session.execute(_append_statement(session.get_bind().dialect.name == "postgresql"), event)
 
 
-@lru_cache(maxsize=2)
-def _append_statement(postgres: bool) -> Insert:
-    values: dict[str, Any] = {
+def append_for_each(rows: CTE) -> CTE:
+    """PostgreSQL: the INSERT of one event (the parameters of ``entry``) for each row of ``rows``, a
+    data-modifying CTE (``INSERT ... RETURNING``) of the same statement, as a CTE to add to it
+    (``Select.add_cte``): the event is written by the statement that makes the change it records, in
+    the same round trip, and not written when the statement changes nothing. Chained at commit, as
+    ``append``'s events are."""
+    values = _event_values()
+    return (insert(AuditEvent)
+            .from_select([*values, "chain_tail"],
+                         select(*values.values(), bindparam("tail", type_=Text)).select_from(rows))
+            .cte(f"{rows.name}_logged"))
+
+
+def _event_values() -> dict[str, Any]:
+    return {
         "at": bindparam("at", type_=AuditEvent.at.type), "actor_id": bindparam("actor_id", type_=Integer),
         "action": bindparam("action", type_=String), "target_type": bindparam("target_type", type_=String),
         "target_id": bindparam("target_id", type_=String),
         "payload": bindparam("payload", type_=AuditEvent.payload.type)}
+
+
+@lru_cache(maxsize=2)
+def _append_statement(postgres: bool) -> Insert:
+    values = _event_values()
     if postgres:
         return insert(AuditEvent).values(**values, chain_tail=bindparam("tail", type_=Text))
     last = select(AuditEvent.id, AuditEvent.hash).order_by(AuditEvent.id.desc()).limit(1)
@@ -52,9 +74,18 @@ def _append_statement(postgres: bool) -> Insert:
                                      hash=func.medlabel_chain_hash(prev, new_id, bindparam("tail", type_=Text)))
 
 
-def chain(session: Session) -> ScalarResult[AuditEvent]:
-    """Every event in id order (for verification), streamed: close the result when stopping early."""
-    return session.scalars(select(AuditEvent).order_by(AuditEvent.id).execution_options(yield_per=1000))
+def chain(session: Session, page: int = 1000) -> Generator[AuditEvent, None, None]:
+    """Every event in id order (for verification), ``page`` at a time (by id: no server-side cursor, so
+    it works in a read session without a transaction block); each page leaves the session once read."""
+    last: int | None = None
+    while True:
+        stmt = select(AuditEvent).order_by(AuditEvent.id).limit(page)
+        rows = list(session.scalars(stmt if last is None else stmt.where(AuditEvent.id > last)))
+        yield from rows
+        if len(rows) < page:
+            return
+        last = rows[-1].id
+        session.expunge_all()
 
 
 def search(session: Session, *, actor: str | None = None, action: str | None = None, target_type: str | None = None,

@@ -5,13 +5,14 @@ from __future__ import annotations
 import datetime as dt
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, contains_eager
 
 from db.models import (
     Assignment,
     AuditEvent,
     Item,
     Job,
+    Label,
     Project,
     ProjectReader,
     Role,
@@ -26,6 +27,23 @@ def project_ref(session: Session, ref: int | str) -> Project | None:
     if isinstance(ref, int):
         return session.get(Project, ref)
     return session.scalars(select(Project).where(Project.name == ref)).one_or_none()
+
+
+def user_and_project(session: Session, user_id: int, project_id: int) -> tuple[User, Project, bool] | None:
+    """The user, the project (its labels loaded) and whether the user is a member of it, in one
+    statement; ``None`` when there is no such user or project (the callers' own look-ups then say
+    which). While the caller holds the rows, ``session.get`` finds them without a query."""
+    member = (select(ProjectReader.user_id)
+              .where(ProjectReader.project_id == Project.id, ProjectReader.user_id == User.id)
+              .exists())
+    stmt = (select(User, Project, member.label("member"))
+            .join(Project, Project.id == project_id)
+            .outerjoin(Project.labels)
+            .options(contains_eager(Project.labels))
+            .where(User.id == user_id)
+            .order_by(Label.position))
+    rows = session.execute(stmt).unique().all()  # every row: one per label fills the labels collection
+    return None if not rows else (rows[0][0], rows[0][1], bool(rows[0][2]))
 
 
 def is_member(session: Session, project_id: int, user_id: int) -> bool:

@@ -31,6 +31,8 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.dml import ReturningInsert
 
 from db.models import Annotation, AnnotationKind, Assignment, AssignmentStatus, DeidStatus, Item, Project
+from db.queries import audit as audit_q
+from db.queries._plans import with_constants_inline
 
 
 def _active(now: dt.datetime | BindParameter[Any]) -> Any:
@@ -46,7 +48,7 @@ def active_claim(session: Session, project_id: int, user_id: int, now: dt.dateti
 
 @lru_cache(maxsize=1)
 def _active_claim_statement() -> Select[Any]:
-    return (
+    return with_constants_inline(
         select(Assignment)
         .join(Item, Item.id == Assignment.item_id)
         .where(Item.project_id == bindparam("project_id"), Assignment.user_id == bindparam("user_id"),
@@ -128,22 +130,25 @@ def claim_next(session: Session, *, project_id: int, user_id: int, now: dt.datet
 
 
 def claim_upcoming(session: Session, *, item_id: int, project_id: int, user_id: int, now: dt.datetime,
-                   expires_at: dt.datetime, by_score: bool) -> tuple[int, int] | None:
+                   expires_at: dt.datetime, by_score: bool, event: dict[str, Any]) -> tuple[int, int, bool] | None:
     """Claim the reader's next item, which a walk outside this transaction found to be ``item_id``
-    (``upcoming``): (assignment id, item id). SQLite: the walk again, under the write lock, in one
-    statement (``claim_first``; usually ``item_id``, the next one if another reader took it meanwhile).
-    PostgreSQL: ``item_id`` itself (``claim_item``), whose row lock serialises claims on it. ``None``:
-    claim the ordinary way (``active_claim``, ``due_reread``, ``claim_next``)."""
+    (``upcoming``): (assignment id, item id, whether ``event`` was written). SQLite: the walk again, under
+    the write lock, in one statement (``claim_first``; usually ``item_id``, the next one if another reader
+    took it meanwhile); the caller writes the claim's audit event (its item is known only now).
+    PostgreSQL: ``item_id`` itself (``claim_item``), whose row lock serialises claims on it, and ``event``
+    (``db.queries.audit.entry``, the claim's audit event) in the claim's statement. ``None``: claim the
+    ordinary way (``active_claim``, ``due_reread``, ``claim_next``)."""
     if session.get_bind().dialect.name == "sqlite":
-        return claim_first(session, project_id=project_id, user_id=user_id, now=now, expires_at=expires_at,
-                           by_score=by_score)
+        first = claim_first(session, project_id=project_id, user_id=user_id, now=now, expires_at=expires_at,
+                            by_score=by_score)
+        return None if first is None else (*first, False)
     claim_id = claim_item(session, item_id=item_id, project_id=project_id, user_id=user_id, now=now,
-                          expires_at=expires_at)
-    return None if claim_id is None else (claim_id, item_id)
+                          expires_at=expires_at, event=event)
+    return None if claim_id is None else (claim_id, item_id, True)
 
 
 def claim_item(session: Session, *, item_id: int, project_id: int, user_id: int, now: dt.datetime,
-               expires_at: dt.datetime) -> int | None:
+               expires_at: dt.datetime, event: dict[str, Any] | None = None) -> int | None:
     """Claim ``item_id``, found outside the claim's transaction (``upcoming``), if it still qualifies and the
     reader still holds no open claim in the project; the new assignment's id. ``None``: claimed by someone
     else meanwhile, or the reader's state changed; the caller then claims the ordinary way
@@ -152,29 +157,48 @@ def claim_item(session: Session, *, item_id: int, project_id: int, user_id: int,
     One ``INSERT ... SELECT`` re-checks the conditions, with the project's reads per item as they are now,
     and writes the claim. PostgreSQL: the item's row is locked first (``FOR UPDATE SKIP LOCKED``, as
     ``claim_next`` locks it; a row another claim holds is passed over), and the INSERT is a statement of
-    its own, so under READ COMMITTED it sees every claim committed before the lock was taken. SQLite:
-    the caller's BEGIN IMMEDIATE transaction already serialises writers.
+    its own, so under READ COMMITTED it sees every claim committed before the lock was taken; ``event``
+    (``db.queries.audit.entry``), when given, is written by the same statement if it claims (PostgreSQL
+    only: SQLite has no ``INSERT`` in a ``WITH``). SQLite: the caller's BEGIN IMMEDIATE transaction
+    already serialises writers.
     """
     params = {"item_id": item_id, "project_id": project_id, "user_id": user_id, "now": now,
               "expires_at": expires_at}
-    if session.get_bind().dialect.name == "postgresql" and session.scalar(_lock_item_statement(), params) is None:
+    postgres = session.get_bind().dialect.name == "postgresql"
+    if postgres and session.scalar(_lock_item_statement(), params) is None:
         return None
-    claim_id = session.scalar(_claim_item_statement(), params)
+    if event is not None:
+        if not postgres:
+            raise ValueError("claim_item writes the claim's audit event in its statement on PostgreSQL only")
+        claim_id = session.scalar(_claim_item_logged_statement(), {**params, **event})
+    else:
+        claim_id = session.scalar(_claim_item_statement(), params)
     return None if claim_id is None else int(claim_id)
 
 
 @lru_cache(maxsize=1)
 def _lock_item_statement() -> Select[Any]:
-    return (select(Item.id).where(Item.id == bindparam("item_id"), Item.project_id == bindparam("project_id"),
-                                  Item.queue_open.is_(True))
-            .with_for_update(of=Item, skip_locked=True))
+    return with_constants_inline(
+        select(Item.id).where(Item.id == bindparam("item_id"), Item.project_id == bindparam("project_id"),
+                              Item.queue_open.is_(True))
+        .with_for_update(of=Item, skip_locked=True))
+
+
+def _item_to_claim() -> Any:
+    return select(Item.id).where(Item.id == bindparam("item_id"), Item.project_id == bindparam("project_id"),
+                                 *_open_conditions(live=True), ~_holds()).subquery()
 
 
 @lru_cache(maxsize=1)
 def _claim_item_statement() -> ReturningInsert[Any]:
-    chosen = select(Item.id).where(Item.id == bindparam("item_id"), Item.project_id == bindparam("project_id"),
-                                   *_open_conditions(live=True), ~_holds())
-    return _insert_claim(chosen.subquery())
+    return with_constants_inline(_insert_claim(_item_to_claim()))
+
+
+@lru_cache(maxsize=1)
+def _claim_item_logged_statement() -> Select[Any]:
+    """``_claim_item_statement`` and, when it claims, the claim's audit event, in one statement (PostgreSQL)."""
+    claim = _insert_claim(_item_to_claim()).cte("claim")
+    return with_constants_inline(select(claim.c.id).add_cte(audit_q.append_for_each(claim)))
 
 
 def claim_first(session: Session, *, project_id: int, user_id: int, now: dt.datetime, expires_at: dt.datetime,
@@ -194,7 +218,7 @@ def claim_first(session: Session, *, project_id: int, user_id: int, now: dt.date
 def _claim_first_statement(by_score: bool) -> ReturningInsert[Any]:
     heads = _heads(by_score, live=True)
     first = select(heads.c.id).order_by(heads.c.segment).limit(1).subquery()
-    return _insert_claim(select(first.c.id).where(~_holds()).subquery())
+    return with_constants_inline(_insert_claim(select(first.c.id).where(~_holds()).subquery()))
 
 
 def _insert_claim(chosen: Any) -> ReturningInsert[Any]:
@@ -241,13 +265,13 @@ def _open_statements(by_score: bool, lock: bool, live: bool = False) -> tuple[Se
                 .order_by(*order).limit(1))
         if lock:
             stmt = stmt.with_for_update(of=Item, skip_locked=True)
-        out.append(stmt)
+        out.append(with_constants_inline(stmt))
     return tuple(out)
 
 
 @lru_cache(maxsize=1)
 def _recheck_statement() -> Select[Any]:
-    return select(Item.id).where(Item.id == bindparam("item_id"), *_open_conditions())
+    return with_constants_inline(select(Item.id).where(Item.id == bindparam("item_id"), *_open_conditions()))
 
 
 def _first_open(session: Session, params: dict[str, Any], by_score: bool, excluded: list[int],
@@ -276,7 +300,7 @@ def upcoming(session: Session, *, project_id: int, user_id: int, now: dt.datetim
 @lru_cache(maxsize=2)
 def _upcoming_statement(by_score: bool) -> Select[Any]:
     heads = _heads(by_score, live=False)
-    return select(heads.c.id).order_by(heads.c.segment).limit(1)
+    return with_constants_inline(select(heads.c.id).order_by(heads.c.segment).limit(1))
 
 
 def _heads(by_score: bool, *, live: bool) -> Any:
@@ -289,17 +313,20 @@ def _heads(by_score: bool, *, live: bool) -> Any:
     return union_all(*parts).subquery()
 
 
-def holds_or_rereads(session: Session, project_id: int, user_id: int, now: dt.datetime) -> bool:
-    """Whether the reader holds an open primary-read claim in the project or has a due re-read there
-    (either is served before a new claim): one statement for ``active_claim`` and ``due_reread``."""
-    return bool(session.scalar(_holds_or_rereads_statement(), {"project_id": project_id, "user_id": user_id,
-                                                               "now": now}))
+def upcoming_case(session: Session, *, project_id: int, user_id: int, now: dt.datetime, labels_per_item: int,
+                  by_score: bool = False) -> Item | None:
+    """``upcoming``'s item, loaded, unless the reader holds an open primary-read claim in the project or has
+    a due re-read there (either is served before a new claim; ``None`` then, and when the queue looks
+    empty): the open-claim and re-read checks, the walk and the item's row in one statement."""
+    params = {"project_id": project_id, "user_id": user_id, "now": now, "labels_per_item": labels_per_item}
+    return session.scalars(_upcoming_case_statement(by_score), params).first()
 
 
-@lru_cache(maxsize=1)
-def _holds_or_rereads_statement() -> Select[Any]:
-    return select(or_(*(stmt.order_by(None).limit(None).exists()
-                        for stmt in (_active_claim_statement(), _due_reread_statement()))))
+@lru_cache(maxsize=2)
+def _upcoming_case_statement(by_score: bool) -> Select[Any]:
+    held = or_(*(stmt.order_by(None).limit(None).exists()
+                 for stmt in (_active_claim_statement(), _due_reread_statement())))
+    return with_constants_inline(select(Item).where(Item.id == _upcoming_statement(by_score).scalar_subquery(), ~held))
 
 
 def count_read(session: Session, item_id: int, labels_per_item: int, delta: int) -> None:
@@ -375,7 +402,7 @@ def due_reread(session: Session, project_id: int, user_id: int, now: dt.datetime
 
 @lru_cache(maxsize=1)
 def _due_reread_statement() -> Select[Any]:
-    return (
+    return with_constants_inline(
         select(Assignment).join(Item, Item.id == Assignment.item_id)
         .where(Item.project_id == bindparam("project_id"), Item.deid_status == DeidStatus.RELEASED,
                Assignment.user_id == bindparam("user_id"), Assignment.kind == AnnotationKind.REREAD,

@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from db.models import Item, Project
+from db.models import Item, ModelVersion, Prediction, Project
 from db.queries import active_learning as q
 from db.queries import projects as projects_q
 from medlabel.errors import ConflictError, NotFoundError
@@ -90,9 +90,12 @@ def queue_reason(ctx: AppContext, item_id: int) -> str | None:
         return queue_reason_in(session, project, item)
 
 
-def queue_reason_in(session: Session, project: Project, item: Item) -> str | None:
+def queue_reason_in(session: Session, project: Project, item: Item, *,
+                    latest: tuple[Prediction, ModelVersion] | None = None) -> str | None:
     """``queue_reason`` in the caller's open session, for ``item`` of ``project`` already loaded (the
-    Label page's claim reads the case and its reason in one session)."""
+    Label page's claim reads the case and its reason in one session). ``latest``: the item's latest
+    prediction and its model (``db.queries.modelling.latest_prediction``), when the caller read it
+    already; used when that model is the project's."""
     strategy = project.queue_strategy
     if strategy == "random" or item.al_score is None:
         return None
@@ -102,7 +105,10 @@ def queue_reason_in(session: Session, project: Project, item: Item) -> str | Non
     if strategy == "typiclust" or phase == "typical":
         return TYPICAL_REASON if item.al_score > 1.0 else "typical case"
     row = _project_model(session, project)
-    prediction = None if row is None else q.prediction(session, item.id, row.id)
+    if row is not None and latest is not None and latest[1].id == row.id:
+        prediction: Prediction | None = latest[0]
+    else:
+        prediction = None if row is None else q.prediction(session, item.id, row.id)
     if row is None or prediction is None:
         return None
     model = _Model.of(row)

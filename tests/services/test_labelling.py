@@ -11,8 +11,9 @@ from sqlalchemy.orm import Session
 
 from db.models import Annotation, AssignmentStatus, DeidStatus, Project
 from db.models import Assignment as AssignmentRow
+from db.models import AuditEvent as AuditEventRow
 from medlabel.errors import ConflictError, InputError, PermissionDenied
-from services import labelling
+from services import audit, labelling
 from services.authz import LOCAL_ADMIN
 from services.context import AppContext
 from services.dto import CaseDTO
@@ -88,6 +89,25 @@ def test_two_readers_at_once_never_get_the_same_item(ctx: AppContext) -> None:
     assert len(every) == 40 and len(set(every)) == 40
 
 
+def _lose_the_first_head(ctx: AppContext, monkeypatch: pytest.MonkeyPatch, pid: int, reader: int, *,
+                         to: int) -> list[int]:
+    """Make ``to`` claim the item ``reader``'s first claim read, between that read and the claim (the
+    item lands in the list returned)."""
+    prepare = labelling._prepare
+    taken: list[int] = []
+
+    def prepare_then_lose_it(session: Session, project: Project, user_id: int, now: dt.datetime) -> CaseDTO | None:
+        case = prepare(session, project, user_id, now)
+        if user_id == reader and not taken and case is not None:
+            other = labelling.next_case(ctx, pid, to)  # ``to`` reads the same head and claims it first
+            assert other is not None and other.item_id == case.item_id
+            taken.append(other.item_id)
+        return case
+
+    monkeypatch.setattr(labelling, "_prepare", prepare_then_lose_it)
+    return taken
+
+
 def test_a_case_taken_between_its_read_and_the_claim_is_never_served(ctx: AppContext,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """``next_case`` reads the case it will most likely serve before its write transaction; when another
@@ -96,18 +116,7 @@ def test_a_case_taken_between_its_read_and_the_claim_is_never_served(ctx: AppCon
     pid = make_project(ctx, readers=("rad1", "rad2"))
     make_items(ctx, pid, 3)
     rad1, rad2 = user_id(ctx, "rad1"), user_id(ctx, "rad2")
-    prepare = labelling._prepare
-    taken: list[int] = []
-
-    def prepare_then_lose_it(session: Session, project: Project, user_id: int, now: dt.datetime) -> CaseDTO | None:
-        case = prepare(session, project, user_id, now)
-        if user_id == rad1 and not taken and case is not None:
-            other = labelling.next_case(ctx, pid, rad2)  # rad2 reads the same head and claims it first
-            assert other is not None and other.item_id == case.item_id
-            taken.append(other.item_id)
-        return case
-
-    monkeypatch.setattr(labelling, "_prepare", prepare_then_lose_it)
+    taken = _lose_the_first_head(ctx, monkeypatch, pid, rad1, to=rad2)
     case = labelling.next_case(ctx, pid, rad1)
     assert taken and case is not None and case.item_id != taken[0]
     with ctx.reads() as session:
@@ -116,6 +125,29 @@ def test_a_case_taken_between_its_read_and_the_claim_is_never_served(ctx: AppCon
         live = session.scalars(select(AssignmentRow.item_id).where(
             AssignmentRow.status == AssignmentStatus.CLAIMED)).all()
     assert sorted(live) == sorted([taken[0], case.item_id])  # one claim each, none twice
+
+
+def test_each_claim_writes_one_audit_event_for_its_item_and_the_chain_holds(ctx: AppContext,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """PostgreSQL writes a claim's audit event in the claim's own statement, SQLite after it: either way
+    one ``queue.claim`` event per claim, naming the item claimed (not the one first read, when another
+    reader took that one), and none for a claim that did not happen; the chain verifies."""
+    pid = make_project(ctx, readers=("rad1", "rad2"))
+    make_items(ctx, pid, 4)
+    rad1, rad2 = user_id(ctx, "rad1"), user_id(ctx, "rad2")
+    taken = _lose_the_first_head(ctx, monkeypatch, pid, rad1, to=rad2)
+    served = [labelling.next_case(ctx, pid, rad1)]
+    assert served[0] is not None
+    labelling.submit(ctx, served[0].assignment_id, rad1, labels=["normal"])
+    served.append(labelling.next_case(ctx, pid, rad1))
+    assert served[1] is not None
+    with ctx.reads() as session:
+        events = session.execute(select(AuditEventRow.actor_id, AuditEventRow.target_id).where(
+            AuditEventRow.action == "queue.claim").order_by(AuditEventRow.id)).all()
+    assert [(a, int(t)) for a, t in events] == [(rad2, taken[0]), (rad1, served[0].item_id),
+                                                (rad1, served[1].item_id)]
+    report = audit.verify(ctx)
+    assert report.broken_at is None and report.events >= 4
 
 
 def test_submit_validates_labels_and_ownership(ctx: AppContext) -> None:

@@ -31,7 +31,7 @@ def _served(ctx: AppContext, pid: int, reader: str) -> list[int]:
 def test_queue_orders_by_score_after_priority(ctx: AppContext, monkeypatch: pytest.MonkeyPatch) -> None:
     from services import learning as active_learning
 
-    monkeypatch.setattr(active_learning, "queue_reason_in", lambda session, project, item: f"score of {item.id}")
+    monkeypatch.setattr(active_learning, "queue_reason_in", lambda session, project, item, **_: f"score of {item.id}")
     pid = make_project(ctx)
     items = make_items(ctx, pid, 5)
     scores = {items[0]: 0.1, items[1]: 0.9, items[2]: None, items[3]: 0.5, items[4]: 0.3}
