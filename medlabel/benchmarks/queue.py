@@ -438,6 +438,7 @@ def measure_backend(backend: str, url: str, data_dir: Path, *, items: int, reade
                     labels_per_item: int, seed: int,
                     processes: int = 1) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     import services.learning  # noqa: F401  (a portal has it loaded; its first import is not a claim)
+    from db.admin import flush_to_disk
     from db.migrate import upgrade
     from medlabel.heap import freeze_startup_heap
     from medlabel.install import ensure_secret_key
@@ -465,6 +466,7 @@ def measure_backend(backend: str, url: str, data_dir: Path, *, items: int, reade
             for order in orders:
                 _set_order(ctx, data, order)
                 done = done_count(ctx, data)
+                flush_to_disk(ctx.engine)  # the set-up's million rows are written back before, not during, the run
                 freeze_startup_heap()  # as the portal does once started: set-up objects are not collected
                 _log(f"{backend}: {fraction:.0%} done, {order} order: {readers} readers in {processes} "
                      f"process(es) for {seconds:g} s")
@@ -477,6 +479,7 @@ def measure_backend(backend: str, url: str, data_dir: Path, *, items: int, reade
                 prepare_s = 0.0
         _set_order(ctx, data, "random")
         _log(f"{backend}: closed loop for {closed_seconds:g} s")
+        flush_to_disk(ctx.engine)
         closed = concurrent_run(ctx, settings, data, readers=readers, seconds=closed_seconds, think=0.0,
                                 seed=seed + 1, processes=processes)
         closed_loop = {"items": items, "done_fraction": fractions[-1], "order": "random", "readers": readers,
