@@ -32,7 +32,7 @@ from medlabel.values import DEFAULT_REREAD_SPACING, ProjectSettings, RoundSettin
 from services import audit, authz
 from services.audit_events import AnnotationAmended, AnnotationSubmitted, AnnotationUndone, QueueClaimed, QueueSkipped
 from services.context import AppContext
-from services.dto import CaseDTO, HistoryRow, Suggestion
+from services.dto import CaseDTO, HistoryRow, ProjectDTO, Suggestion
 from services.projects import project_dto
 
 logger = logging.getLogger(__name__)
@@ -51,13 +51,12 @@ def next_case(ctx: AppContext, project_id: int, user_id: int, *, now: dt.datetim
 
     Two transactions in the common case: a read (access, and the case a new claim will most likely
     serve: ``_prepare``, the account, project and membership in one statement and the walk with the
-    item's row in another), then the claim's write, which claims that item in one statement
-    (``q.claim_upcoming``; on PostgreSQL that statement writes the claim's audit event too), so the
-    database's write lock (SQLite) or the item's row lock (PostgreSQL) is held for two statements. When
-    another reader took the item meanwhile, SQLite's claim takes the next one in the same statement and
-    the case is read after the claim; when the reader holds an open claim or has a due re-read, or
-    PostgreSQL's claim finds the item taken, the claim is made the ordinary way (``_claim``) and the case
-    is read after it.
+    item's row in another), then the claim's write, which walks the queue again and claims the first
+    open item (``q.claim_upcoming``: one statement on SQLite, under its write lock; on PostgreSQL a
+    locking walk, then the claim with its audit event). When another reader took the prepared item
+    meanwhile, the claim takes the next one and that item is read after the claim; when the reader holds
+    an open claim or has a due re-read, or PostgreSQL's re-check finds the locked item claimed in between,
+    the claim is made the ordinary way (``_claim``) and the case is read after it.
     """
     now = now or utcnow()
     expires = now + dt.timedelta(minutes=ctx.settings.claim_minutes)
@@ -67,8 +66,8 @@ def next_case(ctx: AppContext, project_id: int, user_id: int, *, now: dt.datetim
         by_score = project.queue_strategy != "random"
     with ctx.sessions.begin() as session:  # the write lock (SQLite) is held for the claim only
         claimed = None if prepared is None else q.claim_upcoming(
-            session, item_id=prepared.item_id, project_id=project_id, user_id=user_id, now=now, expires_at=expires,
-            by_score=by_score, event=audit.entry(QueueClaimed(target_id=prepared.item_id), actor_id=user_id))
+            session, project_id=project_id, user_id=user_id, now=now, expires_at=expires, by_score=by_score,
+            event_for=lambda item: audit.entry(QueueClaimed(target_id=item), actor_id=user_id))
         if claimed is not None:
             claim_id, item_id, logged = claimed
             rereading = False
@@ -82,10 +81,14 @@ def next_case(ctx: AppContext, project_id: int, user_id: int, *, now: dt.datetim
     if prepared is not None and item_id == prepared.item_id and not rereading:
         return dataclasses.replace(prepared, assignment_id=claim_id)
     with ctx.reads() as session:  # the case itself is read after the claim committed
-        project = projects_q.require_project_id(session, project_id)
+        if prepared is not None and not rereading:  # the next item of the project read just before
+            project = session.merge(project, load=False)  # (no query)
+            dto = prepared.project
+        else:
+            project, dto = projects_q.require_project_id(session, project_id), None
         item = session.get(Item, item_id)
         assert item is not None
-        return _case(session, project, item, claim_id, rereading=rereading)
+        return _case(session, project, item, claim_id, rereading=rereading, dto=dto)
 
 
 def _prepare(session: Session, project: Project, user_id: int, now: dt.datetime) -> CaseDTO | None:
@@ -98,8 +101,10 @@ def _prepare(session: Session, project: Project, user_id: int, now: dt.datetime)
     return None if item is None else _case(session, project, item, 0, rereading=False)
 
 
-def _case(session: Session, project: Project, item: Item, assignment_id: int, *, rereading: bool) -> CaseDTO:
-    """What the reader is shown of ``item``: a re-read carries no suggestion and no queue reason."""
+def _case(session: Session, project: Project, item: Item, assignment_id: int, *, rereading: bool,
+          dto: ProjectDTO | None = None) -> CaseDTO:
+    """What the reader is shown of ``item``: a re-read carries no suggestion and no queue reason. ``dto``:
+    the project as ``project_dto`` gives it, when the caller read it already."""
     by_score = project.queue_strategy != "random"
     # the suggestion and the queue's reason read the same prediction: read once
     latest = (models_q.latest_prediction(session, item.id)
@@ -112,7 +117,7 @@ def _case(session: Session, project: Project, item: Item, assignment_id: int, *,
     else:
         suggestions, note, model = _top_three(latest)
     reason = "" if rereading or not by_score else _queue_reason(session, project, item, latest)
-    return CaseDTO(assignment_id=assignment_id, item_id=item.id, project=project_dto(session, project),
+    return CaseDTO(assignment_id=assignment_id, item_id=item.id, project=dto or project_dto(session, project),
                    kind=item.kind, modality=item.modality, width=item.width, height=item.height,
                    frames=item.frame_count, suggestions=suggestions, suggestions_note=note, model=model,
                    reason=reason)

@@ -8,6 +8,7 @@ runs it in a ``BEGIN IMMEDIATE`` transaction (``db.session.writer_engine``), whi
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Any, cast
 
@@ -129,59 +130,64 @@ def claim_next(session: Session, *, project_id: int, user_id: int, now: dt.datet
     return None
 
 
-def claim_upcoming(session: Session, *, item_id: int, project_id: int, user_id: int, now: dt.datetime,
-                   expires_at: dt.datetime, by_score: bool, event: dict[str, Any]) -> tuple[int, int, bool] | None:
-    """Claim the reader's next item, which a walk outside this transaction found to be ``item_id``
-    (``upcoming``): (assignment id, item id, whether ``event`` was written). SQLite: the walk again, under
-    the write lock, in one statement (``claim_first``; usually ``item_id``, the next one if another reader
-    took it meanwhile); the caller writes the claim's audit event (its item is known only now).
-    PostgreSQL: ``item_id`` itself (``claim_item``), whose row lock serialises claims on it, and ``event``
-    (``db.queries.audit.entry``, the claim's audit event) in the claim's statement. ``None``: claim the
-    ordinary way (``active_claim``, ``due_reread``, ``claim_next``)."""
+def claim_upcoming(session: Session, *, project_id: int, user_id: int, now: dt.datetime, expires_at: dt.datetime,
+                   by_score: bool, event_for: Callable[[int], dict[str, Any]]) -> tuple[int, int, bool] | None:
+    """Claim the first open item in queue order, walking the queue again inside the claim's transaction (a
+    walk outside it, ``upcoming``, found the item the caller prepared; another reader may have taken it
+    since): (assignment id, item id, whether the claim's audit event, ``event_for(item id)``
+    (``db.queries.audit.entry``), was written with it). ``None``: the reader holds an open claim, or the
+    item found was claimed meanwhile, or nothing is open; the caller claims the ordinary way
+    (``active_claim``, ``due_reread``, ``claim_next``).
+
+    SQLite: one statement under the write lock (``claim_first``); the caller writes the audit event.
+    PostgreSQL: one statement walks every segment of the queue and locks the first open item no other
+    claim holds (``FOR UPDATE SKIP LOCKED``: readers who arrive together take consecutive items instead of
+    queueing for one), then one ``INSERT ... SELECT`` re-checks it in a new snapshot, so it sees every
+    claim committed before the lock was taken, and writes the claim with its audit event (``claim_item``).
+    """
     if session.get_bind().dialect.name == "sqlite":
         first = claim_first(session, project_id=project_id, user_id=user_id, now=now, expires_at=expires_at,
                             by_score=by_score)
         return None if first is None else (*first, False)
+    params = {"project_id": project_id, "user_id": user_id, "now": now}
+    item_id = session.scalar(_locked_head_statement(by_score), params)
+    if item_id is None:
+        return None
     claim_id = claim_item(session, item_id=item_id, project_id=project_id, user_id=user_id, now=now,
-                          expires_at=expires_at, event=event)
+                          expires_at=expires_at, event=event_for(item_id))
     return None if claim_id is None else (claim_id, item_id, True)
+
+
+@lru_cache(maxsize=2)
+def _locked_head_statement(by_score: bool) -> Select[Any]:
+    """PostgreSQL: the first open item in queue order that no other claim holds, locked: each segment's
+    locking walk as a scalar subquery, the first that finds one answering (``COALESCE`` stops there, so
+    later segments are neither walked nor locked)."""
+    return select(func.coalesce(*(stmt.scalar_subquery() for stmt in _open_statements(by_score, True, live=True))))
 
 
 def claim_item(session: Session, *, item_id: int, project_id: int, user_id: int, now: dt.datetime,
                expires_at: dt.datetime, event: dict[str, Any] | None = None) -> int | None:
-    """Claim ``item_id``, found outside the claim's transaction (``upcoming``), if it still qualifies and the
-    reader still holds no open claim in the project; the new assignment's id. ``None``: claimed by someone
-    else meanwhile, or the reader's state changed; the caller then claims the ordinary way
-    (``active_claim``, ``claim_next``).
+    """Claim ``item_id`` if it still qualifies and the reader still holds no open claim in the project; the
+    new assignment's id. ``None``: claimed by someone else meanwhile, or the reader's state changed; the
+    caller then claims the ordinary way (``active_claim``, ``claim_next``).
 
     One ``INSERT ... SELECT`` re-checks the conditions, with the project's reads per item as they are now,
-    and writes the claim. PostgreSQL: the item's row is locked first (``FOR UPDATE SKIP LOCKED``, as
-    ``claim_next`` locks it; a row another claim holds is passed over), and the INSERT is a statement of
-    its own, so under READ COMMITTED it sees every claim committed before the lock was taken; ``event``
-    (``db.queries.audit.entry``), when given, is written by the same statement if it claims (PostgreSQL
-    only: SQLite has no ``INSERT`` in a ``WITH``). SQLite: the caller's BEGIN IMMEDIATE transaction
-    already serialises writers.
+    and writes the claim. PostgreSQL: the caller's transaction holds the item's row lock (``claim_upcoming``'s
+    walk), and this is a statement of its own, so under READ COMMITTED it sees every claim committed before
+    the lock was taken; ``event`` (``db.queries.audit.entry``), when given, is written by the same statement
+    if it claims (PostgreSQL only: SQLite has no ``INSERT`` in a ``WITH``). SQLite: the caller's BEGIN
+    IMMEDIATE transaction serialises writers.
     """
     params = {"item_id": item_id, "project_id": project_id, "user_id": user_id, "now": now,
               "expires_at": expires_at}
-    postgres = session.get_bind().dialect.name == "postgresql"
-    if postgres and session.scalar(_lock_item_statement(), params) is None:
-        return None
-    if event is not None:
-        if not postgres:
-            raise ValueError("claim_item writes the claim's audit event in its statement on PostgreSQL only")
+    if event is None:
+        claim_id = session.scalar(_claim_item_statement(), params)
+    elif session.get_bind().dialect.name == "postgresql":
         claim_id = session.scalar(_claim_item_logged_statement(), {**params, **event})
     else:
-        claim_id = session.scalar(_claim_item_statement(), params)
+        raise ValueError("claim_item writes the claim's audit event in its statement on PostgreSQL only")
     return None if claim_id is None else int(claim_id)
-
-
-@lru_cache(maxsize=1)
-def _lock_item_statement() -> Select[Any]:
-    return with_constants_inline(
-        select(Item.id).where(Item.id == bindparam("item_id"), Item.project_id == bindparam("project_id"),
-                              Item.queue_open.is_(True))
-        .with_for_update(of=Item, skip_locked=True))
 
 
 def _item_to_claim() -> Any:

@@ -74,6 +74,9 @@ def test_concurrent_runs_report_claims_without_double_claims(settings: Settings,
         assert r["errors"] == 0 and r["double_claims"] == 0 and r["claims"] >= 4  # every reader claimed
         assert r["p50_ms"] <= r["p95_ms"] and r["readers"] == 4
         assert r["measured_done_fraction"] >= r["done_fraction"]
+        # each reader's first claim apart: no larger than the slowest claim, the rest's p95 no larger than it
+        assert r["first_claim_p50_ms"] <= r["first_claim_max_ms"] <= r["max_ms"]
+        assert r["p95_after_first_ms"] is None or r["p95_after_first_ms"] <= r["max_ms"]
     assert runs[2]["measured_done_fraction"] < 0.9 + runs[2]["claims"] / 2000 + 0.05
     assert closed["claims"] > 0 and closed["claims_per_s"] > 0 and closed["double_claims"] == 0
 

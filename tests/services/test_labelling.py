@@ -6,7 +6,7 @@ import datetime as dt
 import threading
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from db.models import Annotation, AssignmentStatus, DeidStatus, Project
@@ -112,7 +112,8 @@ def test_a_case_taken_between_its_read_and_the_claim_is_never_served(ctx: AppCon
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """``next_case`` reads the case it will most likely serve before its write transaction; when another
     reader claims that item in between, the reader gets another item, and the case served is the one
-    claimed (SQLite: the claim walks again under the write lock; PostgreSQL: the ordinary claim)."""
+    claimed (the claim walks again in its own transaction: under SQLite's write lock, or locking the item
+    with ``FOR UPDATE SKIP LOCKED`` on PostgreSQL)."""
     pid = make_project(ctx, readers=("rad1", "rad2"))
     make_items(ctx, pid, 3)
     rad1, rad2 = user_id(ctx, "rad1"), user_id(ctx, "rad2")
@@ -148,6 +149,23 @@ def test_each_claim_writes_one_audit_event_for_its_item_and_the_chain_holds(ctx:
                                                 (rad1, served[1].item_id)]
     report = audit.verify(ctx)
     assert report.broken_at is None and report.events >= 4
+
+
+def test_postgresql_runs_the_queue_walk_on_one_plan(ctx: AppContext) -> None:
+    """Read sessions keep the connection's prepared statements (psycopg forgets them at a ROLLBACK), and
+    the walk's constants are in its text, so PostgreSQL settles on one generic plan for it instead of
+    planning each claim (2.7 of the walk's 3.0 ms at 20k items)."""
+    if ctx.engine.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL's plan cache")
+    pid = make_project(ctx)
+    make_items(ctx, pid, 30)
+    rad1 = user_id(ctx, "rad1")
+    for _ in range(15):  # prepared from the 5th run on a connection, generic from the 5th run prepared
+        assert labelling.upcoming_item(ctx, pid, rad1) is not None
+    with ctx.reads() as session:
+        plans = session.execute(text("SELECT generic_plans, custom_plans FROM pg_prepared_statements "
+                                     "WHERE statement LIKE '%UNION ALL%' AND statement LIKE '%LIMIT 1%'")).all()
+    assert plans and max(generic for generic, _ in plans) > 0
 
 
 def test_submit_validates_labels_and_ownership(ctx: AppContext) -> None:
