@@ -167,26 +167,20 @@ def _locked_head_statement(by_score: bool) -> Select[Any]:
 
 
 def claim_item(session: Session, *, item_id: int, project_id: int, user_id: int, now: dt.datetime,
-               expires_at: dt.datetime, event: dict[str, Any] | None = None) -> int | None:
-    """Claim ``item_id`` if it still qualifies and the reader still holds no open claim in the project; the
-    new assignment's id. ``None``: claimed by someone else meanwhile, or the reader's state changed; the
-    caller then claims the ordinary way (``active_claim``, ``claim_next``).
+               expires_at: dt.datetime, event: dict[str, Any]) -> int | None:
+    """PostgreSQL: claim ``item_id``, whose row lock the caller's transaction holds (``claim_upcoming``'s
+    walk), if it still qualifies and the reader still holds no open claim in the project, with the claim's
+    audit event ``event`` (``db.queries.audit.entry``); the new assignment's id. ``None``: claimed by
+    someone else meanwhile, or the reader's state changed; the caller then claims the ordinary way
+    (``active_claim``, ``claim_next``).
 
     One ``INSERT ... SELECT`` re-checks the conditions, with the project's reads per item as they are now,
-    and writes the claim. PostgreSQL: the caller's transaction holds the item's row lock (``claim_upcoming``'s
-    walk), and this is a statement of its own, so under READ COMMITTED it sees every claim committed before
-    the lock was taken; ``event`` (``db.queries.audit.entry``), when given, is written by the same statement
-    if it claims (PostgreSQL only: SQLite has no ``INSERT`` in a ``WITH``). SQLite: the caller's BEGIN
-    IMMEDIATE transaction serialises writers.
+    and writes the claim and its event (a data-modifying ``WITH``). It is a statement of its own, so under
+    READ COMMITTED it sees every claim committed before the lock was taken.
     """
     params = {"item_id": item_id, "project_id": project_id, "user_id": user_id, "now": now,
-              "expires_at": expires_at}
-    if event is None:
-        claim_id = session.scalar(_claim_item_statement(), params)
-    elif session.get_bind().dialect.name == "postgresql":
-        claim_id = session.scalar(_claim_item_logged_statement(), {**params, **event})
-    else:
-        raise ValueError("claim_item writes the claim's audit event in its statement on PostgreSQL only")
+              "expires_at": expires_at, **event}
+    claim_id = session.scalar(_claim_item_statement(), params)
     return None if claim_id is None else int(claim_id)
 
 
@@ -196,13 +190,8 @@ def _item_to_claim() -> Any:
 
 
 @lru_cache(maxsize=1)
-def _claim_item_statement() -> ReturningInsert[Any]:
-    return with_constants_inline(_insert_claim(_item_to_claim()))
-
-
-@lru_cache(maxsize=1)
-def _claim_item_logged_statement() -> Select[Any]:
-    """``_claim_item_statement`` and, when it claims, the claim's audit event, in one statement (PostgreSQL)."""
+def _claim_item_statement() -> Select[Any]:
+    """The claim of ``item_id`` and, when it claims, its audit event, in one statement (PostgreSQL)."""
     claim = _insert_claim(_item_to_claim()).cte("claim")
     return with_constants_inline(select(claim.c.id).add_cte(audit_q.append_for_each(claim)))
 
